@@ -1,0 +1,3 @@
+fn main() {
+    println!("vmdesk: the desktop app is not built yet");
+}

@@ -1,0 +1,6 @@
+//! The display side of vmdesk: a framebuffer surface that a producer (the VMM's
+//! emulated graphics card, or a demo) writes, and an RFB (VNC) server that any
+//! standard client reads it through. Nothing here knows about KVM.
+
+pub mod encoding;
+pub mod pixel;

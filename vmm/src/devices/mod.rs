@@ -1,0 +1,2 @@
+//! Devices of the PC we model. Each sits on a [`crate::bus::Bus`] and is driven in tests
+//! without a vCPU.

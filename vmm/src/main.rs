@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("vmdesk-vmm: not yet");
+    std::process::exit(2);
+}
