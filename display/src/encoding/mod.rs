@@ -92,6 +92,15 @@ pub struct EncoderSettings {
     pub jpeg_quality: Option<u8>,
 }
 
+/// The encoder for a (non-pseudo) encoding number, or `None` when the server lacks it.
+/// CopyRect is not here: it describes a move, not pixels, and the session emits it itself.
+pub fn new_encoder(encoding: i32) -> Option<Box<dyn Encoder>> {
+    match encoding {
+        number::RAW => Some(Box::new(RawEncoder)),
+        _ => None,
+    }
+}
+
 /// One rectangle encoding, with whatever state it keeps across updates of one connection.
 pub trait Encoder: Send {
     /// The encoding number this encoder writes.
