@@ -4,4 +4,5 @@
 pub mod bus;
 pub mod devices;
 pub mod irq;
+pub mod kvm;
 pub mod memory;

@@ -1,2 +1,6 @@
 //! Devices of the PC we model. Each sits on a [`crate::bus::Bus`] and is driven in tests
 //! without a vCPU.
+
+pub mod debugcon;
+pub mod reset;
+pub mod serial;

@@ -1,0 +1,122 @@
+//! CPUID for each vCPU: what KVM supports, with a topology that matches the vCPU count
+//! (one socket, N cores, one thread per core) so firmware and guests count CPUs right.
+
+use kvm_bindings::{CpuId, kvm_cpuid_entry2};
+
+const LEAF_FEATURES: u32 = 0x1;
+const LEAF_CACHE: u32 = 0x4;
+const LEAF_TOPOLOGY: u32 = 0xb;
+const LEAF_TOPOLOGY_V2: u32 = 0x1f;
+const LEAF_EXT_ADDR_SIZES: u32 = 0x8000_0008;
+
+const ECX_HYPERVISOR: u32 = 1 << 31;
+const EDX_HTT: u32 = 1 << 28;
+
+/// Bits needed to hold `n - 1` (the width of an APIC-ID field for `n` units).
+fn id_bits(n: u32) -> u32 {
+    if n <= 1 { 0 } else { 32 - (n - 1).leading_zeros() }
+}
+
+/// Rewrites the topology leaves of `cpuid` for vCPU `id` of `count`.
+pub fn set_topology(cpuid: &mut CpuId, id: u32, count: u32) {
+    let core_bits = id_bits(count);
+    for e in cpuid.as_mut_slice() {
+        match e.function {
+            LEAF_FEATURES => {
+                e.ebx = (e.ebx & 0x0000_ffff) | (id << 24) | ((count.max(1) & 0xff) << 16);
+                e.ecx |= ECX_HYPERVISOR;
+                if count > 1 {
+                    e.edx |= EDX_HTT;
+                } else {
+                    e.edx &= !EDX_HTT;
+                }
+            }
+            LEAF_CACHE => {
+                let level = (e.eax >> 5) & 0x7;
+                // Cores per package, and how many share this cache (L3 is shared by all).
+                let shared = if level >= 3 { count - 1 } else { 0 };
+                e.eax = (e.eax & 0x3fff) | ((shared & 0xfff) << 14) | (((count - 1) & 0x3f) << 26);
+            }
+            LEAF_TOPOLOGY | LEAF_TOPOLOGY_V2 => topology_subleaf(e, id, count, core_bits),
+            LEAF_EXT_ADDR_SIZES => {
+                e.ecx = (e.ecx & !0xf0ff) | ((count - 1) & 0xff) | (core_bits << 12);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn topology_subleaf(e: &mut kvm_cpuid_entry2, id: u32, count: u32, core_bits: u32) {
+    const SMT: u32 = 1;
+    const CORE: u32 = 2;
+    e.edx = id;
+    match e.index {
+        0 => {
+            e.eax = 0;
+            e.ebx = 1;
+            e.ecx = (SMT << 8) | e.index;
+        }
+        1 => {
+            e.eax = core_bits;
+            e.ebx = count;
+            e.ecx = (CORE << 8) | e.index;
+        }
+        _ => {
+            e.eax = 0;
+            e.ebx = 0;
+            e.ecx = e.index;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(function: u32, index: u32) -> kvm_cpuid_entry2 {
+        kvm_cpuid_entry2 { function, index, ..Default::default() }
+    }
+
+    fn sample() -> CpuId {
+        CpuId::from_entries(&[
+            entry(0x1, 0),
+            entry(0x4, 0),
+            kvm_cpuid_entry2 { function: 0x4, index: 3, eax: 3 << 5, ..Default::default() },
+            entry(0xb, 0),
+            entry(0xb, 1),
+            entry(0xb, 2),
+            entry(0x8000_0008, 0),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn id_bits_rounds_up() {
+        assert_eq!([1, 2, 3, 4, 5, 8, 9].map(id_bits), [0, 1, 2, 2, 3, 3, 4]);
+    }
+
+    #[test]
+    fn two_vcpus_have_their_own_apic_ids_and_a_shared_count() {
+        let mut c = sample();
+        set_topology(&mut c, 1, 2);
+        let e = c.as_slice();
+        assert_eq!(e[0].ebx >> 24, 1);
+        assert_eq!((e[0].ebx >> 16) & 0xff, 2);
+        assert_ne!(e[0].edx & EDX_HTT, 0);
+        assert_ne!(e[0].ecx & ECX_HYPERVISOR, 0);
+        assert_eq!(e[1].eax >> 26, 1, "two cores per package");
+        assert_eq!((e[2].eax >> 14) & 0xfff, 1, "L3 shared by both");
+        assert_eq!((e[3].ebx, e[3].edx), (1, 1));
+        assert_eq!((e[4].eax, e[4].ebx, e[4].ecx >> 8), (1, 2, 2));
+        assert_eq!(e[5].ecx >> 8, 0, "no third level");
+        assert_eq!(e[6].ecx & 0xff, 1);
+    }
+
+    #[test]
+    fn one_vcpu_has_no_htt() {
+        let mut c = sample();
+        c.as_mut_slice()[0].edx = EDX_HTT;
+        set_topology(&mut c, 0, 1);
+        assert_eq!(c.as_slice()[0].edx & EDX_HTT, 0);
+    }
+}

@@ -1,0 +1,176 @@
+//! vCPU threads: run the guest and hand its port and MMIO exits to the buses. A vCPU
+//! reports what ends its run (reset, poweroff, a failure) on a channel; the run loop
+//! decides what the machine does.
+
+use std::sync::Arc;
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
+use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
+
+use super::{KvmError, KvmVm, cpuid, ioctl};
+use crate::bus::Bus;
+
+/// Why a vCPU stopped running the guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VcpuEvent {
+    /// Triple fault or a KVM reset event: the machine restarts.
+    Reset,
+    /// KVM reported a guest shutdown event (PSCI-style; ACPI poweroff arrives from the PM device).
+    PowerOff,
+    /// The guest cannot go on (KVM could not emulate an instruction, entry failed …).
+    Failed(String),
+}
+
+/// Creates vCPU `id` of `count` with CPUID from KVM and our topology. The in-kernel
+/// LAPIC holds every vCPU but 0 in wait-for-SIPI, as firmware expects.
+pub fn create(kvm: &Kvm, vm: &KvmVm, id: u32, count: u32) -> Result<VcpuFd, KvmError> {
+    let fd = vm.fd.create_vcpu(u64::from(id)).map_err(ioctl("create a vCPU"))?;
+    let mut cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(ioctl("report supported CPUID"))?;
+    cpuid::set_topology(&mut cpuid, id, count);
+    fd.set_cpuid2(&cpuid).map_err(ioctl("set CPUID"))?;
+    Ok(fd)
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// The signal that knocks a vCPU thread out of KVM_RUN.
+fn kick_signal() -> libc::c_int {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        if let Err(e) = register_signal_handler(SIGRTMIN(), kick_handler) {
+            tracing::error!("cannot register the vCPU kick signal handler: {e}");
+        }
+    });
+    SIGRTMIN()
+}
+
+/// A running vCPU thread.
+pub struct VcpuThread {
+    handle: Option<JoinHandle<()>>,
+}
+
+/// Starts vCPU `id` on its own thread. It runs until `stop` is set (and it is kicked),
+/// or it has something to report.
+pub fn spawn(
+    id: u32,
+    mut fd: VcpuFd,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+    stop: Arc<AtomicBool>,
+    events: Sender<VcpuEvent>,
+) -> std::io::Result<VcpuThread> {
+    kick_signal();
+    let handle = std::thread::Builder::new().name(format!("vcpu{id}")).spawn(move || {
+        while !stop.load(Ordering::Acquire) {
+            match run_once(&mut fd, &pio, &mmio) {
+                Ok(None) => {}
+                Ok(Some(event)) => {
+                    let _ = events.send(event);
+                    return;
+                }
+                Err(e) => {
+                    let _ = events.send(VcpuEvent::Failed(format!("vCPU {id}: {e}")));
+                    return;
+                }
+            }
+        }
+    })?;
+    Ok(VcpuThread { handle: Some(handle) })
+}
+
+fn run_once(fd: &mut VcpuFd, pio: &Bus, mmio: &Bus) -> Result<Option<VcpuEvent>, String> {
+    let exit = match fd.run() {
+        Ok(exit) => exit,
+        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+            fd.set_kvm_immediate_exit(0);
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("KVM_RUN failed: {e}")),
+    };
+    match exit {
+        VcpuExit::IoIn(port, data) => {
+            pio.read(u64::from(port), data);
+        }
+        VcpuExit::IoOut(port, data) => {
+            pio.write(u64::from(port), data);
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            mmio.read(addr, data);
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            mmio.write(addr, data);
+        }
+        VcpuExit::Hlt | VcpuExit::IrqWindowOpen | VcpuExit::Intr => {}
+        VcpuExit::Shutdown => return Ok(Some(VcpuEvent::Reset)),
+        VcpuExit::SystemEvent(kind, _) => {
+            return Ok(Some(match kind {
+                KVM_SYSTEM_EVENT_SHUTDOWN => VcpuEvent::PowerOff,
+                KVM_SYSTEM_EVENT_RESET => VcpuEvent::Reset,
+                KVM_SYSTEM_EVENT_CRASH => VcpuEvent::Failed("the guest reported a crash".into()),
+                other => VcpuEvent::Failed(format!("unknown KVM system event {other}")),
+            }));
+        }
+        VcpuExit::InternalError => {
+            // SAFETY: KVM filled the `internal` member of the exit union for this exit reason.
+            let suberror = unsafe { fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
+            return Err(format!(
+                "KVM could not run the guest (internal error, suberror {suberror}{}) at {}",
+                if suberror == 1 { ": instruction emulation failed" } else { "" },
+                where_is(fd)
+            ));
+        }
+        VcpuExit::FailEntry(reason, cpu) => {
+            return Err(format!(
+                "KVM could not enter the guest (hardware reason {reason:#x}, cpu {cpu}) at {}",
+                where_is(fd)
+            ));
+        }
+        other => {
+            let what = format!("{other:?}");
+            return Err(format!("unexpected KVM exit {what} at {}", where_is(fd)));
+        }
+    }
+    Ok(None)
+}
+
+/// `cs:rip` (and the linear address) for error messages.
+fn where_is(fd: &VcpuFd) -> String {
+    match (fd.get_regs(), fd.get_sregs()) {
+        (Ok(r), Ok(s)) => format!(
+            "{:04x}:{:x} (linear {:#x}, cr0 {:#x})",
+            s.cs.selector,
+            r.rip,
+            s.cs.base.wrapping_add(r.rip),
+            s.cr0
+        ),
+        _ => "an unknown address".into(),
+    }
+}
+
+impl VcpuThread {
+    /// Knocks the thread out of KVM_RUN until it notices `stop`, then joins it. The
+    /// caller has set `stop`; a kick can land just before the thread enters KVM_RUN,
+    /// so keep kicking until it is gone.
+    pub fn join(mut self) {
+        let Some(handle) = self.handle.take() else { return };
+        let sig = kick_signal();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !handle.is_finished() && Instant::now() < deadline {
+            let _ = handle.kill(sig);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if handle.is_finished() {
+            let _ = handle.join();
+        } else {
+            tracing::error!("a vCPU thread did not stop within 5 s");
+        }
+    }
+}
