@@ -2,7 +2,12 @@
 //! plain Rust that tests drive without KVM; KVM is only the CPU.
 
 pub mod bus;
+pub mod config;
 pub mod devices;
+pub mod firmware;
+pub mod host;
 pub mod irq;
 pub mod kvm;
+pub mod machine;
 pub mod memory;
+pub mod vm;

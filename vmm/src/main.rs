@@ -1,4 +1,180 @@
-fn main() {
-    eprintln!("vmdesk-vmm: not yet");
-    std::process::exit(2);
+//! `vmdesk-vmm`: one virtual PC per process, every option on the command line, like
+//! `qemu-system-x86_64`. Exit codes: 0 when the guest powers off or we are told to stop
+//! (SIGINT, SIGTERM), 1 when the guest cannot go on, 2 for bad input.
+
+use std::fs::File;
+use std::io::Read;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use vmm::config::{Cli, OutputSpec};
+use vmm::firmware::Firmware;
+use vmm::host::KvmFlavor;
+use vmm::machine::{Boot, MachineConfig, Outputs, Sink};
+use vmm::vm::{self, Outcome, SerialSlot};
+
+/// Bad input: what is wrong, in one line.
+struct Usage(String);
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VMDESK_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("bad arguments");
+            eprintln!("vmdesk-vmm: {}", line.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+
+    if cli.check_host {
+        let (report, ok) = vmm::host::report();
+        print!("{report}");
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+
+    match run(cli) {
+        Ok(code) => code,
+        Err(Usage(msg)) => {
+            eprintln!("vmdesk-vmm: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn open_sink(spec: &OutputSpec, what: &str) -> Result<Sink, Usage> {
+    Ok(match spec {
+        OutputSpec::None => Sink::None,
+        OutputSpec::Stdio => Sink::Stdout,
+        OutputSpec::File(p) => Sink::File(Arc::new(
+            File::create(p).map_err(|e| Usage(format!("{what} file {}: {e}", p.display())))?,
+        )),
+    })
+}
+
+fn readable(path: &std::path::Path, what: &str) -> Result<(), Usage> {
+    File::open(path)
+        .map(drop)
+        .map_err(|e| Usage(format!("{what} {}: {e}", path.display())))
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Usage> {
+    let kvm = vmm::kvm::open().map_err(|e| Usage(e.to_string()))?;
+    vmm::kvm::check_required(&kvm).map_err(|e| Usage(e.to_string()))?;
+    // APIC ids, the CMOS CPU byte and our MADT stop at 255 CPUs.
+    let max_cpus = (vmm::kvm::max_vcpus(&kvm) as u32).min(255);
+    cli.check(vmm::host::total_ram(), max_cpus)
+        .map_err(|e| Usage(e.to_string()))?;
+
+    let boot = match &cli.kernel {
+        Some(kernel) => {
+            readable(kernel, "kernel")?;
+            if let Some(initrd) = &cli.initrd {
+                readable(initrd, "initrd")?;
+            }
+            Boot::Linux {
+                kernel: kernel.clone(),
+                initrd: cli.initrd.clone(),
+                cmdline: cli.cmdline.clone().unwrap_or_default(),
+            }
+        }
+        None => Boot::Firmware(
+            Firmware::load(cli.firmware.as_deref()).map_err(|e| Usage(e.to_string()))?,
+        ),
+    };
+    let outputs = Outputs {
+        serial: open_sink(&cli.serial, "serial")?,
+        debugcon: open_sink(&cli.debugcon, "debugcon")?,
+    };
+    let cfg = MachineConfig {
+        memory: cli.memory,
+        cpus: cli.cpus,
+        boot,
+    };
+
+    if let Some(w) = KvmFlavor::detect().warning() {
+        eprintln!("vmdesk-vmm: {w}");
+    }
+
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| Usage(format!("cannot install signal handlers: {e}")))?;
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            tracing::info!("signal {sig}: stopping");
+            let _ = stop_tx.try_send(());
+        }
+    });
+
+    let serial_slot: SerialSlot = Arc::new(Mutex::new(None));
+    if cli.serial == OutputSpec::Stdio {
+        spawn_stdin_reader(serial_slot.clone());
+    }
+
+    loop {
+        match vm::run_once(&kvm, &cfg, &outputs, &stop_rx, &serial_slot) {
+            Ok(Outcome::Reset) => {
+                tracing::info!("guest reset: restarting the machine");
+                continue;
+            }
+            Ok(Outcome::PowerOff) | Ok(Outcome::Stopped) => return Ok(ExitCode::SUCCESS),
+            Ok(Outcome::Failed(why)) => {
+                eprintln!("vmdesk-vmm: the guest stopped: {why}");
+                if !KvmFlavor::detect().runs_guest_kernels() {
+                    eprintln!(
+                        "vmdesk-vmm: (this host's KVM is kvm_pvm, which cannot run protected-mode guest kernels; see --check-host)"
+                    );
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+            Err(e) => {
+                eprintln!("vmdesk-vmm: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+}
+
+/// Feeds stdin to COM1 of whichever machine is running, waiting while its FIFO is full.
+fn spawn_stdin_reader(slot: SerialSlot) {
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 64];
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let taken = match slot.lock().unwrap().as_ref() {
+                    Some(serial) => serial.lock().unwrap().push_input(rest),
+                    None => 0,
+                };
+                rest = &rest[taken..];
+                if !rest.is_empty() {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        }
+    });
 }

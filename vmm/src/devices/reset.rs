@@ -16,7 +16,10 @@ pub struct SystemControlA {
 
 impl SystemControlA {
     pub fn new(requests: MachineRequests) -> Self {
-        SystemControlA { value: 0x02, requests }
+        SystemControlA {
+            value: 0x02,
+            requests,
+        }
     }
 }
 

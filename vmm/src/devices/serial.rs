@@ -30,7 +30,9 @@ pub struct Serial16550 {
 
 impl Serial16550 {
     pub fn new(irq: Arc<dyn IrqLine>, out: Box<dyn Write + Send>) -> Self {
-        Serial16550 { uart: Serial::new(IrqTrigger(irq), out) }
+        Serial16550 {
+            uart: Serial::new(IrqTrigger(irq), out),
+        }
     }
 
     /// Queues bytes for the guest to read; returns how many fit in the FIFO.

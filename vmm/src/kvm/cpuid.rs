@@ -14,7 +14,11 @@ const EDX_HTT: u32 = 1 << 28;
 
 /// Bits needed to hold `n - 1` (the width of an APIC-ID field for `n` units).
 fn id_bits(n: u32) -> u32 {
-    if n <= 1 { 0 } else { 32 - (n - 1).leading_zeros() }
+    if n <= 1 {
+        0
+    } else {
+        32 - (n - 1).leading_zeros()
+    }
 }
 
 /// Rewrites the topology leaves of `cpuid` for vCPU `id` of `count`.
@@ -74,14 +78,23 @@ mod tests {
     use super::*;
 
     fn entry(function: u32, index: u32) -> kvm_cpuid_entry2 {
-        kvm_cpuid_entry2 { function, index, ..Default::default() }
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            ..Default::default()
+        }
     }
 
     fn sample() -> CpuId {
         CpuId::from_entries(&[
             entry(0x1, 0),
             entry(0x4, 0),
-            kvm_cpuid_entry2 { function: 0x4, index: 3, eax: 3 << 5, ..Default::default() },
+            kvm_cpuid_entry2 {
+                function: 0x4,
+                index: 3,
+                eax: 3 << 5,
+                ..Default::default()
+            },
             entry(0xb, 0),
             entry(0xb, 1),
             entry(0xb, 2),

@@ -7,7 +7,9 @@ pub mod vcpu;
 
 use std::sync::Arc;
 
-use kvm_bindings::{KVM_MEM_READONLY, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
+use kvm_bindings::{
+    KVM_MEM_READONLY, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region,
+};
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use thiserror::Error;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
@@ -19,16 +21,23 @@ pub const KVM_PATH: &str = "/dev/kvm";
 
 #[derive(Debug, Error)]
 pub enum KvmError {
-    #[error("{KVM_PATH} does not exist: this host has no KVM (load the kvm_intel or kvm_amd module, or enable virtualization (VT-x/AMD-V) in the firmware setup)")]
+    #[error(
+        "{KVM_PATH} does not exist: this host has no KVM (load the kvm_intel or kvm_amd module, or enable virtualization (VT-x/AMD-V) in the firmware setup)"
+    )]
     Missing,
-    #[error("no permission to open {KVM_PATH}: add your user to the kvm group (sudo usermod -aG kvm $USER) and log in again")]
+    #[error(
+        "no permission to open {KVM_PATH}: add your user to the kvm group (sudo usermod -aG kvm $USER) and log in again"
+    )]
     NoAccess,
     #[error("cannot open {KVM_PATH}: {0}")]
     Open(kvm_ioctls::Error),
     #[error("KVM lacks {0}, which vmdesk needs")]
     MissingCapability(&'static str),
     #[error("KVM refused to {what}: {source}")]
-    Ioctl { what: &'static str, source: kvm_ioctls::Error },
+    Ioctl {
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
 }
 
 fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
@@ -80,9 +89,14 @@ impl KvmVm {
         if let Err(e) = fd.set_tss_address(KVM_TSS as usize) {
             tracing::debug!("KVM_SET_TSS_ADDR: {e}");
         }
-        fd.create_irq_chip().map_err(ioctl("create the in-kernel irqchip"))?;
-        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
-        fd.create_pit2(pit).map_err(ioctl("create the in-kernel PIT"))?;
+        fd.create_irq_chip()
+            .map_err(ioctl("create the in-kernel irqchip"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        fd.create_pit2(pit)
+            .map_err(ioctl("create the in-kernel PIT"))?;
         Ok(KvmVm {
             fd: Arc::new(fd),
             readonly_mem: kvm.check_extension(Cap::ReadonlyMem),
@@ -95,7 +109,11 @@ impl KvmVm {
     pub fn map_memory(&self, mem: &GuestMem, is_rom: impl Fn(u64) -> bool) -> Result<(), KvmError> {
         for (slot, region) in mem.iter().enumerate() {
             let start = region.start_addr().0;
-            let flags = if is_rom(start) && self.readonly_mem { KVM_MEM_READONLY } else { 0 };
+            let flags = if is_rom(start) && self.readonly_mem {
+                KVM_MEM_READONLY
+            } else {
+                0
+            };
             let host = mem
                 .get_host_address(region.start_addr())
                 .map_err(|_| KvmError::MissingCapability("host mapping of guest memory"))?;
@@ -115,8 +133,16 @@ impl KvmVm {
 
     /// A line into the in-kernel PIC and IOAPIC (ISA IRQs 0–15 reach both; 16–23 the IOAPIC).
     pub fn irq_line(&self, gsi: u32) -> Arc<dyn IrqLine> {
-        Arc::new(KvmIrqLine { vm: self.fd.clone(), gsi })
+        irq_line(&self.fd, gsi)
     }
+}
+
+/// A line into the in-kernel interrupt controllers of `vm`.
+pub fn irq_line(vm: &Arc<VmFd>, gsi: u32) -> Arc<dyn IrqLine> {
+    Arc::new(KvmIrqLine {
+        vm: vm.clone(),
+        gsi,
+    })
 }
 
 struct KvmIrqLine {

@@ -30,7 +30,10 @@ pub enum VcpuEvent {
 /// Creates vCPU `id` of `count` with CPUID from KVM and our topology. The in-kernel
 /// LAPIC holds every vCPU but 0 in wait-for-SIPI, as firmware expects.
 pub fn create(kvm: &Kvm, vm: &KvmVm, id: u32, count: u32) -> Result<VcpuFd, KvmError> {
-    let fd = vm.fd.create_vcpu(u64::from(id)).map_err(ioctl("create a vCPU"))?;
+    let fd = vm
+        .fd
+        .create_vcpu(u64::from(id))
+        .map_err(ioctl("create a vCPU"))?;
     let mut cpuid = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(ioctl("report supported CPUID"))?;
@@ -68,22 +71,26 @@ pub fn spawn(
     events: Sender<VcpuEvent>,
 ) -> std::io::Result<VcpuThread> {
     kick_signal();
-    let handle = std::thread::Builder::new().name(format!("vcpu{id}")).spawn(move || {
-        while !stop.load(Ordering::Acquire) {
-            match run_once(&mut fd, &pio, &mmio) {
-                Ok(None) => {}
-                Ok(Some(event)) => {
-                    let _ = events.send(event);
-                    return;
-                }
-                Err(e) => {
-                    let _ = events.send(VcpuEvent::Failed(format!("vCPU {id}: {e}")));
-                    return;
+    let handle = std::thread::Builder::new()
+        .name(format!("vcpu{id}"))
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                match run_once(&mut fd, &pio, &mmio) {
+                    Ok(None) => {}
+                    Ok(Some(event)) => {
+                        let _ = events.send(event);
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = events.send(VcpuEvent::Failed(format!("vCPU {id}: {e}")));
+                        return;
+                    }
                 }
             }
-        }
-    })?;
-    Ok(VcpuThread { handle: Some(handle) })
+        })?;
+    Ok(VcpuThread {
+        handle: Some(handle),
+    })
 }
 
 fn run_once(fd: &mut VcpuFd, pio: &Bus, mmio: &Bus) -> Result<Option<VcpuEvent>, String> {
@@ -123,7 +130,11 @@ fn run_once(fd: &mut VcpuFd, pio: &Bus, mmio: &Bus) -> Result<Option<VcpuEvent>,
             let suberror = unsafe { fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
             return Err(format!(
                 "KVM could not run the guest (internal error, suberror {suberror}{}) at {}",
-                if suberror == 1 { ": instruction emulation failed" } else { "" },
+                if suberror == 1 {
+                    ": instruction emulation failed"
+                } else {
+                    ""
+                },
                 where_is(fd)
             ));
         }
@@ -160,7 +171,9 @@ impl VcpuThread {
     /// caller has set `stop`; a kick can land just before the thread enters KVM_RUN,
     /// so keep kicking until it is gone.
     pub fn join(mut self) {
-        let Some(handle) = self.handle.take() else { return };
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
         let sig = kick_signal();
         let deadline = Instant::now() + Duration::from_secs(5);
         while !handle.is_finished() && Instant::now() < deadline {

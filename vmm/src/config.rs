@@ -1,0 +1,203 @@
+//! The `vmdesk-vmm` command line and its checks. Everything a user can get wrong is
+//! caught here or when the named files are opened, with one line that says what is
+//! wrong and how to fix it.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use thiserror::Error;
+
+use crate::memory::{GIB, KIB, MIB};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vmdesk-vmm",
+    version,
+    about = "vmdesk's virtual machine monitor: one KVM virtual PC per process"
+)]
+pub struct Cli {
+    /// Guest RAM: a number with K, M or G (plain numbers are MiB).
+    #[arg(long, short = 'm', default_value = "512M", value_parser = parse_memory)]
+    pub memory: u64,
+
+    /// Number of virtual CPUs.
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+
+    /// BIOS image [default: /usr/share/seabios/bios-256k.bin from the seabios package].
+    #[arg(long, value_name = "PATH")]
+    pub firmware: Option<PathBuf>,
+
+    /// Where SeaBIOS's debug log (port 0x402) goes: file:PATH, stdio or none.
+    #[arg(long, default_value = "none", value_parser = parse_output, value_name = "file:PATH|stdio|none")]
+    pub debugcon: OutputSpec,
+
+    /// Where COM1 goes: stdio (input too), file:PATH or none.
+    #[arg(long, default_value = "stdio", value_parser = parse_output, value_name = "stdio|file:PATH|none")]
+    pub serial: OutputSpec,
+
+    /// Boot this Linux kernel (bzImage or ELF vmlinux) directly instead of the firmware.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+
+    /// Initial ramdisk for --kernel.
+    #[arg(long, value_name = "PATH", requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+
+    /// Kernel command line for --kernel.
+    #[arg(long, value_name = "TEXT", requires = "kernel")]
+    pub cmdline: Option<String>,
+
+    /// Print what this host can run, then exit (0 when KVM is usable).
+    #[arg(long)]
+    pub check_host: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutputSpec {
+    None,
+    Stdio,
+    File(PathBuf),
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("--memory must be more than 0")]
+    ZeroMemory,
+    #[error("--memory {asked} MiB is more than this host's {host} MiB of RAM")]
+    MemoryAboveHost { asked: u64, host: u64 },
+    #[error("--memory {0} MiB is below the 2 MiB a PC firmware needs")]
+    MemoryTooSmall(u64),
+    #[error("--cpus must be at least 1")]
+    ZeroCpus,
+    #[error("--cpus {asked} is more than KVM allows here ({max})")]
+    TooManyCpus { asked: u32, max: u32 },
+}
+
+/// `512`, `512M`, `2G`, `1048576K`: plain numbers are MiB.
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, "M"),
+    };
+    let mult = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "K" => KIB,
+        "M" => MIB,
+        "G" => GIB,
+        _ => {
+            return Err(format!(
+                "'{s}' is not a size: use a number with K, M or G (e.g. 512M, 4G)"
+            ));
+        }
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size: use a number with K, M or G (e.g. 512M, 4G)"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+pub fn parse_output(s: &str) -> Result<OutputSpec, String> {
+    match s {
+        "none" => Ok(OutputSpec::None),
+        "stdio" => Ok(OutputSpec::Stdio),
+        _ => match s.strip_prefix("file:") {
+            Some("") | None => Err(format!("'{s}': use file:PATH, stdio or none")),
+            Some(p) => Ok(OutputSpec::File(PathBuf::from(p))),
+        },
+    }
+}
+
+impl Cli {
+    /// Checks that need facts about the host (its RAM, KVM's vCPU limit).
+    pub fn check(&self, host_ram: Option<u64>, max_cpus: u32) -> Result<(), ConfigError> {
+        if self.memory == 0 {
+            return Err(ConfigError::ZeroMemory);
+        }
+        if self.memory < 2 * MIB {
+            return Err(ConfigError::MemoryTooSmall(self.memory >> 20));
+        }
+        if let Some(host) = host_ram
+            && self.memory > host
+        {
+            return Err(ConfigError::MemoryAboveHost {
+                asked: self.memory >> 20,
+                host: host >> 20,
+            });
+        }
+        if self.cpus == 0 {
+            return Err(ConfigError::ZeroCpus);
+        }
+        if self.cpus > max_cpus {
+            return Err(ConfigError::TooManyCpus {
+                asked: self.cpus,
+                max: max_cpus,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("512"), Ok(512 * MIB));
+        assert_eq!(parse_memory("512M"), Ok(512 * MIB));
+        assert_eq!(parse_memory("4G"), Ok(4 * GIB));
+        assert_eq!(parse_memory("4GiB"), Ok(4 * GIB));
+        assert_eq!(parse_memory("65536k"), Ok(64 * MIB));
+        assert_eq!(parse_memory("0"), Ok(0));
+        assert!(parse_memory("lots").is_err());
+        assert!(parse_memory("12X").is_err());
+        assert!(parse_memory("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn outputs() {
+        assert_eq!(parse_output("none"), Ok(OutputSpec::None));
+        assert_eq!(
+            parse_output("file:/tmp/x"),
+            Ok(OutputSpec::File("/tmp/x".into()))
+        );
+        assert!(parse_output("file:").is_err());
+        assert!(parse_output("tcp:1").is_err());
+    }
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("vmdesk-vmm").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn checks() {
+        let host = Some(8 * GIB);
+        assert_eq!(
+            cli(&["--memory", "0"]).check(host, 4),
+            Err(ConfigError::ZeroMemory)
+        );
+        assert!(matches!(
+            cli(&["--memory", "9G"]).check(host, 4),
+            Err(ConfigError::MemoryAboveHost { .. })
+        ));
+        assert_eq!(
+            cli(&["--cpus", "0"]).check(host, 4),
+            Err(ConfigError::ZeroCpus)
+        );
+        assert_eq!(
+            cli(&["--cpus", "5"]).check(host, 4),
+            Err(ConfigError::TooManyCpus { asked: 5, max: 4 })
+        );
+        assert_eq!(
+            cli(&["--cpus", "4", "--memory", "4G"]).check(host, 4),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn initrd_needs_kernel() {
+        assert!(Cli::try_parse_from(["vmdesk-vmm", "--initrd", "x"]).is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! The PC we model, assembled: guest memory with the firmware in place, the port and
+//! MMIO buses with every device on them. Nothing here touches KVM: interrupt lines come
+//! from a factory the caller passes (KVM's irqchip in the VMM, recording lines in
+//! tests), so a test can build the whole machine and play the guest against it.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender};
+use thiserror::Error;
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::bus::{Bus, BusError, shared};
+use crate::devices::debugcon::{DEBUGCON_PORT, DebugCon};
+use crate::devices::reset::{PORT_A, SystemControlA};
+use crate::devices::serial::{COM1_BASE, COM1_IRQ, Serial16550, UART_PORTS};
+use crate::firmware::{Firmware, LOW_BIOS_START};
+use crate::irq::{IrqLine, MachineRequest};
+use crate::memory::{GuestMem, MemoryLayout};
+
+/// Makes the line for one GSI of the platform's interrupt controllers.
+pub type IrqFactory = Arc<dyn Fn(u32) -> Arc<dyn IrqLine> + Send + Sync>;
+
+/// How the machine starts.
+#[derive(Clone)]
+pub enum Boot {
+    /// Through the BIOS, like a real PC.
+    Firmware(Firmware),
+    /// Straight into a Linux kernel (no firmware runs).
+    Linux {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        cmdline: String,
+    },
+}
+
+#[derive(Clone)]
+pub struct MachineConfig {
+    pub memory: u64,
+    pub cpus: u32,
+    pub boot: Boot,
+}
+
+/// Where a character device's output goes. Files are opened once and shared by every
+/// incarnation of the machine (a guest reset rebuilds the machine, not the files).
+#[derive(Clone, Default)]
+pub enum Sink {
+    #[default]
+    None,
+    Stdout,
+    File(Arc<File>),
+}
+
+impl Sink {
+    pub fn writer(&self) -> Box<dyn Write + Send> {
+        match self {
+            Sink::None => Box::new(std::io::sink()),
+            Sink::Stdout => Box::new(std::io::stdout()),
+            Sink::File(f) => Box::new(SharedFile(f.clone())),
+        }
+    }
+}
+
+struct SharedFile(Arc<File>);
+
+impl Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&*self.0).flush()
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct Outputs {
+    pub serial: Sink,
+    pub debugcon: Sink,
+}
+
+#[derive(Debug, Error)]
+pub enum MachineError {
+    #[error("cannot allocate {0} MiB of guest memory: {1}")]
+    Memory(u64, String),
+    #[error("device layout: {0}")]
+    Bus(#[from] BusError),
+    #[error("cannot place the firmware in guest memory: {0}")]
+    Firmware(String),
+}
+
+/// A built machine, ready for CPUs.
+pub struct Machine {
+    pub layout: MemoryLayout,
+    pub mem: GuestMem,
+    pub pio: Arc<Bus>,
+    pub mmio: Arc<Bus>,
+    pub serial: Arc<Mutex<Serial16550>>,
+    /// Resets and poweroffs that devices ask for.
+    pub requests: Receiver<MachineRequest>,
+    rom: Option<(u64, u64)>,
+}
+
+impl Machine {
+    pub fn new(
+        cfg: &MachineConfig,
+        irq: IrqFactory,
+        out: &Outputs,
+    ) -> Result<Machine, MachineError> {
+        let layout = MemoryLayout::new(cfg.memory);
+        let firmware = match &cfg.boot {
+            Boot::Firmware(fw) => Some(fw),
+            Boot::Linux { .. } => None,
+        };
+        let rom = firmware.map(|fw| (fw.base(), fw.image.len() as u64));
+        let mem = allocate(&layout, rom)?;
+        if let Some(fw) = firmware {
+            load_firmware(&mem, fw)?;
+        }
+
+        let (tx, requests) = crossbeam_channel::unbounded();
+        let pio = Arc::new(Bus::new());
+        let mmio = Arc::new(Bus::new());
+
+        let serial = shared(Serial16550::new(irq(COM1_IRQ), out.serial.writer()));
+        pio.insert(COM1_BASE, UART_PORTS, serial.clone())?;
+        pio.insert(
+            DEBUGCON_PORT,
+            1,
+            shared(DebugCon::new(out.debugcon.writer())),
+        )?;
+        pio.insert(PORT_A, 1, shared(SystemControlA::new(tx.clone())))?;
+        add_chipset(cfg, &layout, &mem, &pio, &mmio, &irq, &tx)?;
+
+        Ok(Machine {
+            layout,
+            mem,
+            pio,
+            mmio,
+            serial,
+            requests,
+            rom,
+        })
+    }
+
+    /// Whether guest memory at `addr` is firmware ROM (mapped read-only).
+    pub fn is_rom(&self, addr: u64) -> bool {
+        self.rom
+            .is_some_and(|(base, len)| addr >= base && addr < base + len)
+    }
+}
+
+fn allocate(layout: &MemoryLayout, rom: Option<(u64, u64)>) -> Result<GuestMem, MachineError> {
+    let mut ranges: Vec<(GuestAddress, usize)> = layout
+        .ram_ranges()
+        .into_iter()
+        .map(|(start, len)| (GuestAddress(start), len as usize))
+        .collect();
+    if let Some((base, len)) = rom {
+        ranges.push((GuestAddress(base), len as usize));
+    }
+    ranges.sort_by_key(|r| r.0);
+    GuestMem::from_ranges(&ranges)
+        .map_err(|e| MachineError::Memory(layout.ram_size >> 20, e.to_string()))
+}
+
+fn load_firmware(mem: &GuestMem, fw: &Firmware) -> Result<(), MachineError> {
+    mem.write_slice(&fw.image, GuestAddress(fw.base()))
+        .map_err(|e| MachineError::Firmware(e.to_string()))?;
+    let low = fw.low_bios();
+    let at = LOW_BIOS_START + (crate::firmware::LOW_BIOS_LEN - low.len() as u64);
+    mem.write_slice(low, GuestAddress(at))
+        .map_err(|e| MachineError::Firmware(e.to_string()))
+}
+
+/// The chipset: PCI host bridge and ISA bridge, power management, CMOS, fw_cfg, i8042.
+fn add_chipset(
+    _cfg: &MachineConfig,
+    _layout: &MemoryLayout,
+    _mem: &GuestMem,
+    _pio: &Arc<Bus>,
+    _mmio: &Arc<Bus>,
+    _irq: &IrqFactory,
+    _tx: &Sender<MachineRequest>,
+) -> Result<(), MachineError> {
+    Ok(())
+}
