@@ -35,9 +35,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let text = e.to_string();
-            let line = text.lines().next().unwrap_or("bad arguments");
-            eprintln!("vmdesk-vmm: {}", line.trim_start_matches("error: "));
+            eprintln!("vmdesk-vmm: {}", one_line(&e.to_string()));
             return ExitCode::from(2);
         }
     };
@@ -59,6 +57,19 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Clap's message without its usage block, folded onto one line.
+fn one_line(clap_text: &str) -> String {
+    clap_text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_start_matches("error: ")
+        .to_string()
 }
 
 fn open_sink(spec: &OutputSpec, what: &str) -> Result<Sink, Usage> {

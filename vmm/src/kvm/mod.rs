@@ -44,13 +44,33 @@ fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
     move |source| KvmError::Ioctl { what, source }
 }
 
-/// Opens /dev/kvm, turning the common failures into advice.
+/// Opens /dev/kvm (or the device named by `VMDESK_KVM_DEVICE`, which tests use to
+/// play a host without KVM), turning the common failures into advice.
 pub fn open() -> Result<Kvm, KvmError> {
-    Kvm::new().map_err(|e| match e.errno() {
-        libc::ENOENT | libc::ENODEV | libc::ENXIO => KvmError::Missing,
+    let path = std::env::var("VMDESK_KVM_DEVICE").unwrap_or_else(|_| KVM_PATH.to_string());
+    let cpath = std::ffi::CString::new(path).map_err(|_| KvmError::Missing)?;
+    Kvm::new_with_path(&cpath).map_err(classify_open_error)
+}
+
+fn classify_open_error(e: kvm_ioctls::Error) -> KvmError {
+    match e.errno() {
+        libc::ENOENT | libc::ENODEV | libc::ENXIO | libc::ENOTTY => KvmError::Missing,
         libc::EACCES | libc::EPERM => KvmError::NoAccess,
         _ => KvmError::Open(e),
-    })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_errors_become_advice() {
+        let e = classify_open_error(kvm_ioctls::Error::new(libc::EACCES));
+        assert!(e.to_string().contains("kvm group"), "{e}");
+        let e = classify_open_error(kvm_ioctls::Error::new(libc::ENOENT));
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
 }
 
 /// The capabilities we cannot do without.

@@ -1,0 +1,118 @@
+//! Every bad input gets one line on stderr naming the problem, and exit code 2.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(common::vmm_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Exit 2 and exactly one line that starts with our name and contains every `words`.
+fn assert_usage_error(args: &[&str], env: &[(&str, &str)], words: &[&str]) {
+    let (code, err) = run(args, env);
+    assert_eq!(code, 2, "{args:?}: exit code {code}, stderr: {err}");
+    let lines: Vec<_> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?}: want one line, got: {err}");
+    assert!(lines[0].starts_with("vmdesk-vmm: "), "{err}");
+    for w in words {
+        assert!(lines[0].contains(w), "{args:?}: '{w}' missing from: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_sizes_and_counts() {
+    assert_usage_error(&["--memory", "0"], &[], &["--memory", "more than 0"]);
+    assert_usage_error(&["--memory", "1048576G"], &[], &["host", "RAM"]);
+    assert_usage_error(&["--memory", "lots"], &[], &["'lots'", "K, M or G"]);
+    assert_usage_error(&["--cpus", "0"], &[], &["--cpus", "at least 1"]);
+    assert_usage_error(
+        &["--cpus", "100000"],
+        &[],
+        &["--cpus", "more than KVM allows"],
+    );
+    assert_usage_error(&["--cpus", "two"], &[], &["two"]);
+    assert_usage_error(&["--no-such-option"], &[], &["--no-such-option"]);
+    assert_usage_error(&["--serial", "tcp:1"], &[], &["file:PATH"]);
+}
+
+#[test]
+fn bad_files() {
+    let dir = common::temp_dir("cli-files");
+    let odd = dir.join("odd.bin");
+    std::fs::write(&odd, vec![0u8; 1000]).unwrap();
+    let odd = odd.to_str().unwrap();
+    assert_usage_error(
+        &["--firmware", odd],
+        &[],
+        &["1000 bytes", "multiple of 64 KiB"],
+    );
+    assert_usage_error(
+        &["--firmware", "/nonexistent/bios.bin"],
+        &[],
+        &["/nonexistent/bios.bin", "No such file"],
+    );
+    assert_usage_error(
+        &["--kernel", "/nonexistent/vmlinuz"],
+        &[],
+        &["kernel", "/nonexistent/vmlinuz"],
+    );
+    let kernel = dir.join("k");
+    std::fs::write(&kernel, b"x").unwrap();
+    assert_usage_error(
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            "/nonexistent/initrd",
+        ],
+        &[],
+        &["initrd", "/nonexistent/initrd"],
+    );
+    assert_usage_error(&["--initrd", "/x"], &[], &["--kernel"]);
+    assert_usage_error(
+        &["--debugcon", "file:/nonexistent/dir/log"],
+        &[],
+        &["debugcon", "/nonexistent/dir/log"],
+    );
+    let unreadable = dir.join("unreadable.bin");
+    std::fs::create_dir(&unreadable).unwrap();
+    assert_usage_error(
+        &["--firmware", unreadable.to_str().unwrap()],
+        &[],
+        &["firmware", "directory"],
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn no_kvm_says_how_to_fix() {
+    assert_usage_error(
+        &[],
+        &[("VMDESK_KVM_DEVICE", "/nonexistent/kvm")],
+        &["does not exist", "kvm_intel"],
+    );
+}
+
+#[test]
+fn help_and_check_host_exit_cleanly() {
+    let (code, _) = run(&["--help"], &[]);
+    assert_eq!(code, 0);
+    let out = Command::new(common::vmm_bin())
+        .arg("--check-host")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("can run:"), "{text}");
+    assert!(text.contains("/dev/kvm"), "{text}");
+}

@@ -1,0 +1,130 @@
+//! Shared by the end-to-end tests: KVM availability with a loud skip line and a tally
+//! the test command sums up, temp dirs, and running `vmdesk-vmm` until its firmware log
+//! shows a line.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Appends `line` to the file the test command named in VMDESK_KVM_TALLY.
+fn tally(line: &str) {
+    if let Ok(path) = std::env::var("VMDESK_KVM_TALLY")
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// Whether a KVM test can run here. If not, prints one loud line and tallies the skip.
+pub fn kvm_or_skip(test: &str) -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => {
+            tally(&format!("ran {test}"));
+            true
+        }
+        Err(e) => {
+            let why = format!("/dev/kvm is not usable here ({e})");
+            eprintln!("SKIP {test}: {why}");
+            tally(&format!("skipped {test}: {why}"));
+            false
+        }
+    }
+}
+
+/// Whether a test that needs hardware-backed KVM (guest kernels) can run here.
+pub fn hardware_kvm_or_skip(test: &str) -> bool {
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        let why = "KVM here is kvm_pvm (software-assisted): guest kernels cannot run; this test runs on hardware-backed KVM";
+        eprintln!("SKIP {test}: {why}");
+        tally(&format!("skipped {test}: {why}"));
+        return false;
+    }
+    kvm_or_skip(test)
+}
+
+/// Whether an outside tool is present. Missing tools skip the test with one line,
+/// unless VMDESK_REQUIRE_TOOLS=1 (the test command sets it after installing them).
+pub fn tool_or_skip(test: &str, tool: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var("VMDESK_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("{test}: {tool} is not installed (run resources/scripts/install-deps.sh test)");
+        }
+        eprintln!(
+            "SKIP {test}: {tool} is not installed (resources/scripts/install-deps.sh test installs it)"
+        );
+    }
+    found
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vmdesk-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn vmm_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vmdesk-vmm")
+}
+
+/// Waits until `log` contains `needle` or the child exits or `timeout` passes; returns
+/// the log text.
+pub fn wait_for_log(child: &mut Child, log: &Path, needle: &str, timeout: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) || start.elapsed() > timeout {
+            return text;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return std::fs::read_to_string(log).unwrap_or_default();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends SIGTERM and waits for the exit status.
+pub fn stop(child: &mut Child) -> std::process::ExitStatus {
+    // SAFETY: plain kill(2) on a pid we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            return child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts `vmdesk-vmm` with `args`, SeaBIOS's log going to `dir/name.log`.
+pub fn spawn_vmm(dir: &Path, name: &str, args: &[&str]) -> (Child, PathBuf) {
+    let log = dir.join(format!("{name}.log"));
+    let child = Command::new(vmm_bin())
+        .args(args)
+        .arg("--debugcon")
+        .arg(format!("file:{}", log.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vmdesk-vmm");
+    (child, log)
+}
