@@ -93,7 +93,8 @@ pub fn spawn(
     })
 }
 
-fn run_once(fd: &mut VcpuFd, pio: &Bus, mmio: &Bus) -> Result<Option<VcpuEvent>, String> {
+/// One KVM_RUN and the dispatch of its exit (public for the exit-cost benchmark).
+pub fn run_once(fd: &mut VcpuFd, pio: &Bus, mmio: &Bus) -> Result<Option<VcpuEvent>, String> {
     let exit = match fd.run() {
         Ok(exit) => exit,
         Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Every benchmark, each printing its figures beside QEMU's (or the floor it is measured
+# against) from the same run. Installs QEMU and the other references first.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+resources/scripts/install-deps.sh bench
+cargo bench -p vmm --bench pio_exit
+cargo bench -p vmm --bench boot
