@@ -60,18 +60,6 @@ fn classify_open_error(e: kvm_ioctls::Error) -> KvmError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn open_errors_become_advice() {
-        let e = classify_open_error(kvm_ioctls::Error::new(libc::EACCES));
-        assert!(e.to_string().contains("kvm group"), "{e}");
-        let e = classify_open_error(kvm_ioctls::Error::new(libc::ENOENT));
-        assert!(e.to_string().contains("does not exist"), "{e}");
-    }
-}
 
 /// The capabilities we cannot do without.
 pub fn check_required(kvm: &Kvm) -> Result<(), KvmError> {
@@ -175,5 +163,18 @@ impl IrqLine for KvmIrqLine {
         if let Err(e) = self.vm.set_irq_line(self.gsi, high) {
             tracing::warn!("KVM_IRQ_LINE gsi {}: {e}", self.gsi);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_errors_become_advice() {
+        let e = classify_open_error(kvm_ioctls::Error::new(libc::EACCES));
+        assert!(e.to_string().contains("kvm group"), "{e}");
+        let e = classify_open_error(kvm_ioctls::Error::new(libc::ENOENT));
+        assert!(e.to_string().contains("does not exist"), "{e}");
     }
 }
