@@ -1,6 +1,7 @@
 //! vmdesk's virtual machine monitor. The machine model (guest memory, buses, devices) is
 //! plain Rust that tests drive without KVM; KVM is only the CPU.
 
+pub mod acpi;
 pub mod bus;
 pub mod devices;
 pub mod irq;
