@@ -2,6 +2,7 @@
 //! plain Rust that tests drive without KVM; KVM is only the CPU.
 
 pub mod acpi;
+pub mod boot;
 pub mod bus;
 pub mod devices;
 pub mod irq;
