@@ -1,6 +1,8 @@
 //! vmdesk's virtual machine monitor. The machine model (guest memory, buses, devices) is
 //! plain Rust that tests drive without KVM; KVM is only the CPU.
 
+pub mod acpi;
+pub mod boot;
 pub mod bus;
 pub mod config;
 pub mod devices;

@@ -2,5 +2,6 @@
 //! without a vCPU.
 
 pub mod debugcon;
+pub mod fw_cfg;
 pub mod reset;
 pub mod serial;
