@@ -12,8 +12,10 @@ use crossbeam_channel::{Receiver, Sender};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::acpi::{self, AcpiConfig};
 use crate::bus::{Bus, BusError, shared};
 use crate::devices::debugcon::{DEBUGCON_PORT, DebugCon};
+use crate::devices::fw_cfg::{FW_CFG_BASE, FW_CFG_LEN, FwCfg, bootorder_bytes, e820_bytes};
 use crate::devices::reset::{PORT_A, SystemControlA};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, Serial16550, UART_PORTS};
 use crate::firmware::{Firmware, LOW_BIOS_START};
@@ -176,13 +178,70 @@ fn load_firmware(mem: &GuestMem, fw: &Firmware) -> Result<(), MachineError> {
 
 /// The chipset: PCI host bridge and ISA bridge, power management, CMOS, fw_cfg, i8042.
 fn add_chipset(
-    _cfg: &MachineConfig,
-    _layout: &MemoryLayout,
-    _mem: &GuestMem,
-    _pio: &Arc<Bus>,
+    cfg: &MachineConfig,
+    layout: &MemoryLayout,
+    mem: &GuestMem,
+    pio: &Arc<Bus>,
     _mmio: &Arc<Bus>,
     _irq: &IrqFactory,
     _tx: &Sender<MachineRequest>,
 ) -> Result<(), MachineError> {
+    if let Boot::Firmware(_) = cfg.boot {
+        let fw_cfg = firmware_config(cfg, layout, mem)?;
+        pio.insert(FW_CFG_BASE, FW_CFG_LEN, shared(fw_cfg))?;
+    }
     Ok(())
 }
+
+/// What the machine's ACPI tables describe.
+pub fn acpi_config(cfg: &MachineConfig, layout: &MemoryLayout) -> AcpiConfig {
+    AcpiConfig {
+        cpus: cfg.cpus as u8,
+        // The 32-bit PCI window: from the end of low RAM (at least 2 GiB, as SeaBIOS
+        // allocates) to the IOAPIC.
+        pci_hole: (
+            layout.below_4g.max(PCI_HOLE_MIN),
+            u64::from(acpi::IOAPIC_ADDR),
+        ),
+        ..AcpiConfig::default()
+    }
+}
+
+/// Below this, SeaBIOS never places PCI memory BARs.
+const PCI_HOLE_MIN: u64 = 0x8000_0000;
+
+/// fw_cfg as SeaBIOS reads it on QEMU: CPU counts, the e820 map, boot options, and our
+/// ACPI tables with the loader script that places them.
+fn firmware_config(
+    cfg: &MachineConfig,
+    layout: &MemoryLayout,
+    mem: &GuestMem,
+) -> Result<FwCfg, MachineError> {
+    let mut fw = FwCfg::new(mem.clone());
+    fw.set_ram_size(layout.ram_size);
+    fw.set_cpus(cfg.cpus as u16, cfg.cpus as u16);
+    // No boot menu prompt unless asked, as on QEMU (SeaBIOS would wait 2.5 s for Esc).
+    fw.set_boot_menu(false);
+    let files = [
+        ("etc/e820", e820_bytes(&layout.firmware_e820())),
+        (
+            "etc/boot-menu-wait",
+            BOOT_MENU_WAIT_MS.to_le_bytes().to_vec(),
+        ),
+        ("bootorder", bootorder_bytes(&[])),
+    ];
+    let acpi = acpi_config(cfg, layout).fw_cfg_blobs();
+    let acpi_files = [
+        (acpi::ACPI_RSDP_FILE, acpi.rsdp),
+        (acpi::ACPI_TABLES_FILE, acpi.tables),
+        (acpi::TABLE_LOADER_FILE, acpi.loader),
+    ];
+    for (name, data) in files.into_iter().chain(acpi_files) {
+        fw.add_file(name, data)
+            .map_err(|e| MachineError::Firmware(e.to_string()))?;
+    }
+    Ok(fw)
+}
+
+/// How long SeaBIOS's boot menu waits for a key when it is shown.
+const BOOT_MENU_WAIT_MS: u16 = 2500;

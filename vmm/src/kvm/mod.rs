@@ -60,7 +60,6 @@ fn classify_open_error(e: kvm_ioctls::Error) -> KvmError {
     }
 }
 
-
 /// The capabilities we cannot do without.
 pub fn check_required(kvm: &Kvm) -> Result<(), KvmError> {
     for (cap, name) in [
