@@ -6,3 +6,4 @@ pub mod devices;
 pub mod irq;
 pub mod kvm;
 pub mod memory;
+pub mod pci;
