@@ -190,11 +190,7 @@ pub(crate) mod tests {
         pub(crate) fn lines(&self) -> GsiLines {
             let map = self.0.clone();
             Arc::new(move |gsi| {
-                map.lock()
-                    .unwrap()
-                    .entry(gsi)
-                    .or_default()
-                    .clone() as Arc<dyn IrqLine>
+                map.lock().unwrap().entry(gsi).or_default().clone() as Arc<dyn IrqLine>
             })
         }
         pub(crate) fn line(&self, gsi: u32) -> Arc<RecordingIrq> {
