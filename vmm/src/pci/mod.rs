@@ -9,12 +9,14 @@
 //! configuration space), MSI/MSI-X capabilities (a device that wants them builds the
 //! capability in its own [`PciConfig`]), and bus-master arbitration.
 
+pub mod chipset;
 pub mod config;
 pub mod i440fx;
 pub mod piix3;
 pub mod piix4_pm;
 pub mod root;
 
+pub use chipset::PcChipset;
 pub use config::{BarKind, PciConfig};
 pub use root::{PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN, PciConfigIo, PciRoot};
 

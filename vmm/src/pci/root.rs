@@ -227,7 +227,7 @@ impl BusDevice for PciConfigIo {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::bus::shared;
     use crate::irq::MachineRequest;
@@ -235,13 +235,13 @@ mod tests {
     use crate::pci::{PciConfig, devfn};
 
     /// A device with an I/O BAR and a memory BAR, each answering with its own byte.
-    struct TestFunction {
+    pub(crate) struct TestFunction {
         config: PciConfig,
         io: Arc<Mutex<Echo>>,
         mem: Arc<Mutex<Echo>>,
     }
 
-    struct Echo(u8);
+    pub(crate) struct Echo(pub(crate) u8);
     impl BusDevice for Echo {
         fn read(&mut self, _offset: u64, data: &mut [u8]) {
             data.fill(self.0);
@@ -250,8 +250,9 @@ mod tests {
     }
 
     impl TestFunction {
-        fn new() -> Self {
+        pub(crate) fn new() -> Self {
             let mut config = PciConfig::new(0x1af4, 0x1000, 0x02_00_00, 0);
+            config.set_interrupt_pin(1);
             config.add_bar(0, BarKind::Io, 0x20).unwrap();
             config
                 .add_bar(
