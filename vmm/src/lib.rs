@@ -12,4 +12,5 @@ pub mod irq;
 pub mod kvm;
 pub mod machine;
 pub mod memory;
+pub mod pci;
 pub mod vm;
