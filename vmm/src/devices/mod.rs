@@ -2,5 +2,8 @@
 //! without a vCPU.
 
 pub mod debugcon;
+pub mod i8042;
+pub mod ps2_keyboard;
+pub mod ps2_mouse;
 pub mod reset;
 pub mod serial;
