@@ -522,31 +522,83 @@ mod tests {
             self.dev.lock().unwrap().key_event(code, down);
         }
 
-        /// SeaBIOS's __ps2_command for the keyboard: interrupts off and both ports off,
-        /// then the keyboard port on, the command and its ACK (and parameters), then the
-        /// old command byte back.
-        fn seabios_kbd_command(&self, ctr: u8, cmd: u8, params: &[u8], receive: usize) -> Vec<u8> {
+        /// SeaBIOS's ps2_recvbyte: bytes from the other port are discarded.
+        fn seabios_recv(&self, aux: bool) -> Option<u8> {
+            loop {
+                let (b, from_aux) = self.recv()?;
+                if from_aux == aux {
+                    return Some(b);
+                }
+            }
+        }
+
+        /// SeaBIOS's __ps2_command: interrupts and both ports off, then the target port
+        /// on, the command and its ACK (and parameters), answers, then the old command
+        /// byte back.
+        fn seabios_command(
+            &self,
+            aux: bool,
+            ctr: u8,
+            cmd: u8,
+            params: &[u8],
+            receive: usize,
+        ) -> Vec<u8> {
             let off = (ctr | CTR_AUX_DISABLE | CTR_KBD_DISABLE) & !(CTR_KBD_INT | CTR_AUX_INT);
             self.ctl(0x60, &[off], 0);
-            self.ctl(0x60, &[off & !CTR_KBD_DISABLE], 0);
-            let mut got = Vec::new();
-            self.kbd_write(cmd);
-            let (ack, aux) = self.recv().expect("keyboard ACKs");
-            assert_eq!((ack, aux), (ACK, false), "command {cmd:#x}");
-            for &p in params {
-                self.kbd_write(p);
-                assert_eq!(self.recv(), Some((ACK, false)), "parameter of {cmd:#x}");
-            }
-            for _ in 0..receive {
-                // The second byte of a reset may never come; SeaBIOS then uses 0.
-                got.push(self.recv().map_or(0, |(b, aux)| {
-                    assert!(!aux);
-                    b
-                }));
-            }
+            let port = if aux {
+                CTR_AUX_DISABLE
+            } else {
+                CTR_KBD_DISABLE
+            };
+            self.ctl(0x60, &[off & !port], 0);
+            let send = |b: u8| {
+                if aux {
+                    self.aux_write(b);
+                } else {
+                    self.kbd_write(b);
+                }
+                assert_eq!(self.seabios_recv(aux), Some(ACK), "byte {b:#x}");
+            };
+            send(cmd);
+            params.iter().for_each(|&p| send(p));
+            // The second byte of a reset may never come; SeaBIOS then uses 0.
+            let got = (0..receive)
+                .map(|_| self.seabios_recv(aux).unwrap_or(0))
+                .collect();
             self.ctl(0x60, &[ctr], 0);
             got
         }
+
+        fn seabios_kbd_command(&self, ctr: u8, cmd: u8, params: &[u8], receive: usize) -> Vec<u8> {
+            self.seabios_command(false, ctr, cmd, params, receive)
+        }
+    }
+
+    #[test]
+    fn seabios_mouse_commands() {
+        // What int 15h AX=C2xx does through ps2_mouse_command.
+        let pc = Pc::new();
+        let ctr = CTR_AUX_DISABLE | CTR_XLATE | CTR_KBD_INT;
+        pc.ctl(0x60, &[ctr], 0);
+        // A key typed meanwhile is skipped by ps2_recvbyte, not taken for an answer.
+        pc.key(0x1e, true);
+        assert_eq!(pc.seabios_command(true, ctr, 0xff, &[], 2), [0xaa, 0x00]);
+        assert_eq!(pc.seabios_command(true, ctr, 0xf2, &[], 1), [0x00]);
+        pc.seabios_command(true, ctr, 0xf3, &[100], 0);
+        pc.seabios_command(true, ctr, 0xe8, &[2], 0);
+        assert_eq!(pc.seabios_command(true, ctr, 0xe9, &[], 3), [0x00, 2, 100]);
+        // PSMOUSE_CMD_ENABLE: SeaBIOS turns the aux port and its interrupt on.
+        let ctr = (ctr | CTR_AUX_INT) & !CTR_AUX_DISABLE;
+        pc.seabios_command(true, ctr, 0xf4, &[], 0);
+        assert!(pc.dev.lock().unwrap().mouse().reporting());
+        assert_eq!(pc.irq12.edges(), 0, "answers were polled");
+        pc.dev.lock().unwrap().mouse_event(3, 0, 0, BUTTON_LEFT);
+        let mut packet = Vec::new();
+        while pc.status() & STATUS_OBF != 0 {
+            packet.push(pc.isr_read());
+        }
+        assert_eq!(packet, [(0x09, true), (3, true), (0, true)]);
+        assert_eq!(pc.irq12.edges(), 3);
     }
 
     #[test]
