@@ -13,10 +13,13 @@
 //! XLATE bit is on, so in the usual path (set 2 + translation) a set-1 code comes out
 //! unchanged.
 //!
+//! PrintScreen and Pause follow the Shift/Ctrl/Alt keys the host holds, as on a real
+//! keyboard (fake shift or not, SysRq, Ctrl+Break). Simplified: the fake shifts that
+//! real keyboards wrap around the gray keys while Shift or NumLock is on are not sent
+//! (Linux and SeaBIOS ignore them anyway).
+//!
 //! Not emulated: typematic auto-repeat (the host's key repeat arrives as repeated
-//! presses), set 3 and its per-key commands (0xF7–0xFD), and the modifier-dependent
-//! variants of PrintScreen (always sent with its fake left shift) and Pause (always the
-//! plain 8-byte sequence, never Ctrl+Break).
+//! presses), and set 3 with its per-key commands (0xF7–0xFD).
 
 use std::collections::VecDeque;
 
@@ -174,6 +177,8 @@ pub struct Ps2Keyboard {
     last_sent: u8,
     /// Set after an overrun marker was queued, until the host reads again.
     overrun: bool,
+    /// Shift, Ctrl and Alt keys held (`MOD_*`), for PrintScreen and Pause.
+    modifiers: u8,
 }
 
 impl Default for Ps2Keyboard {
@@ -193,6 +198,7 @@ impl Ps2Keyboard {
             typematic: DEFAULT_TYPEMATIC,
             last_sent: 0,
             overrun: false,
+            modifiers: 0,
         }
     }
 
@@ -320,57 +326,57 @@ impl Ps2Keyboard {
 
     /// A key went down or up. `code` is an XT set-1 make code with any 0xE0 prefix in the
     /// high byte (0x1C Enter, 0xE01C keypad Enter, 0xE048 Up). Also accepted: the form
-    /// with bit 7 set instead of the prefix (0x9C for 0xE01C), and 0xE1xx for Pause
-    /// (press only; Pause has no break code). Unknown codes are dropped.
+    /// with bit 7 set instead of the prefix (0x9C for 0xE01C, which is how QEMU's
+    /// extended key event numbers keys), and 0xE1xx for Pause. Unknown codes are dropped.
+    ///
+    /// Pause (0xE046 or 0xE1xx) sends its 8-byte sequence on press and nothing on
+    /// release, or Ctrl+Break (E0 46) while a Ctrl key is down; PrintScreen (0xE037)
+    /// carries its fake left shift unless Shift or Ctrl is down, and is SysRq (0x54)
+    /// while Alt is down, as a real keyboard does.
     pub fn key_event(&mut self, code: u16, down: bool) {
-        if !self.scanning {
-            return;
-        }
         let (prefix, make) = match code {
             0x80..=0xff => (0xe0, (code & 0x7f) as u8),
             _ => ((code >> 8) as u8, (code & 0xff) as u8),
         };
-        let mut seq: Vec<u8> = Vec::with_capacity(8);
+        if let Some(bit) = modifier_bit(prefix, make) {
+            if down {
+                self.modifiers |= bit;
+            } else {
+                self.modifiers &= !bit;
+            }
+        }
+        if !self.scanning {
+            return;
+        }
         let set2 = self.scancode_set == 2;
-        match (prefix, make) {
-            (0xe1, _) => {
+        let ctrl = self.modifiers & (MOD_LCTRL | MOD_RCTRL) != 0;
+        let shift = self.modifiers & (MOD_LSHIFT | MOD_RSHIFT) != 0;
+        let alt = self.modifiers & (MOD_LALT | MOD_RALT) != 0;
+        let seq = match (prefix, make) {
+            (0xe1, _) | (0xe0, 0x46) if !ctrl => {
                 if !down {
                     return;
                 }
                 if set2 {
-                    seq.extend([0xe1, 0x14, 0x77, 0xe1, 0xf0, 0x14, 0xf0, 0x77]);
+                    vec![0xe1, 0x14, 0x77, 0xe1, 0xf0, 0x14, 0xf0, 0x77]
                 } else {
-                    seq.extend([0xe1, 0x1d, 0x45, 0xe1, 0x9d, 0xc5]);
+                    vec![0xe1, 0x1d, 0x45, 0xe1, 0x9d, 0xc5]
                 }
             }
-            // PrintScreen, with the fake left shift it carries when no modifier is held.
-            (0xe0, 0x37) => match (set2, down) {
-                (true, true) => seq.extend([0xe0, 0x12, 0xe0, 0x7c]),
-                (true, false) => seq.extend([0xe0, 0xf0, 0x7c, 0xe0, 0xf0, 0x12]),
-                (false, true) => seq.extend([0xe0, 0x2a, 0xe0, 0x37]),
-                (false, false) => seq.extend([0xe0, 0xb7, 0xe0, 0xaa]),
+            (0xe1, _) => plain_key(set2, true, 0x46, down),
+            (0xe0, 0x37) if alt => plain_key(set2, false, 0x54, down),
+            (0xe0, 0x37) if !shift && !ctrl => match (set2, down) {
+                (true, true) => vec![0xe0, 0x12, 0xe0, 0x7c],
+                (true, false) => vec![0xe0, 0xf0, 0x7c, 0xe0, 0xf0, 0x12],
+                (false, true) => vec![0xe0, 0x2a, 0xe0, 0x37],
+                (false, false) => vec![0xe0, 0xb7, 0xe0, 0xaa],
             },
-            (0x00 | 0xe0, 0x01..=0x7f) => {
-                if prefix == 0xe0 {
-                    seq.push(0xe0);
-                }
-                if set2 {
-                    let Some(s2) = set1_to_set2(make) else {
-                        tracing::debug!("ps2 keyboard: no set-2 code for {code:#06x}");
-                        return;
-                    };
-                    if !down {
-                        seq.push(0xf0);
-                    }
-                    seq.push(s2);
-                } else {
-                    seq.push(if down { make } else { make | 0x80 });
-                }
-            }
-            _ => {
-                tracing::debug!("ps2 keyboard: ignoring key code {code:#06x}");
-                return;
-            }
+            (0x00 | 0xe0, 0x01..=0x7f) => plain_key(set2, prefix == 0xe0, make, down),
+            _ => Vec::new(),
+        };
+        if seq.is_empty() {
+            tracing::debug!("ps2 keyboard: ignoring key code {code:#06x}");
+            return;
         }
         if !self.queue.push_event(&seq) {
             tracing::warn!("ps2 keyboard: buffer full, dropping key {code:#06x}");
@@ -382,6 +388,46 @@ impl Ps2Keyboard {
             }
         }
     }
+}
+
+const MOD_LSHIFT: u8 = 0x01;
+const MOD_RSHIFT: u8 = 0x02;
+const MOD_LCTRL: u8 = 0x04;
+const MOD_RCTRL: u8 = 0x08;
+const MOD_LALT: u8 = 0x10;
+const MOD_RALT: u8 = 0x20;
+
+/// The modifiers that change what PrintScreen and Pause send.
+fn modifier_bit(prefix: u8, make: u8) -> Option<u8> {
+    match (prefix, make) {
+        (0x00, 0x2a) => Some(MOD_LSHIFT),
+        (0x00, 0x36) => Some(MOD_RSHIFT),
+        (0x00, 0x1d) => Some(MOD_LCTRL),
+        (0xe0, 0x1d) => Some(MOD_RCTRL),
+        (0x00, 0x38) => Some(MOD_LALT),
+        (0xe0, 0x38) => Some(MOD_RALT),
+        _ => None,
+    }
+}
+
+/// The bytes of an ordinary key in the given set; empty if set 2 has no such key.
+fn plain_key(set2: bool, extended: bool, make: u8, down: bool) -> Vec<u8> {
+    let mut seq = Vec::with_capacity(3);
+    if extended {
+        seq.push(0xe0);
+    }
+    if set2 {
+        let Some(s2) = set1_to_set2(make) else {
+            return Vec::new();
+        };
+        if !down {
+            seq.push(0xf0);
+        }
+        seq.push(s2);
+    } else {
+        seq.push(if down { make } else { make | 0x80 });
+    }
+    seq
 }
 
 #[cfg(test)]
@@ -491,6 +537,41 @@ mod tests {
         k.key_event(0x0100, true);
         k.key_event(0xe200, true);
         assert!(!k.has_output());
+    }
+
+    #[test]
+    fn print_screen_and_pause_follow_the_modifiers() {
+        let mut k = Ps2Keyboard::new();
+        k.key_event(0xe046, true); // QEMU's number for Pause
+        k.key_event(0xe046, false);
+        assert_eq!(
+            drain(&mut k),
+            [0xe1, 0x14, 0x77, 0xe1, 0xf0, 0x14, 0xf0, 0x77]
+        );
+        k.key_event(0xe01d, true);
+        k.key_event(0xc6, true); // Ctrl+Break
+        k.key_event(0xc6, false);
+        k.key_event(0xe01d, false);
+        assert_eq!(
+            drain(&mut k),
+            [0xe0, 0x14, 0xe0, 0x7e, 0xe0, 0xf0, 0x7e, 0xe0, 0xf0, 0x14]
+        );
+        k.key_event(0x38, true);
+        k.key_event(0xe037, true); // Alt+SysRq
+        k.key_event(0xe037, false);
+        k.key_event(0x38, false);
+        assert_eq!(drain(&mut k), [0x11, 0x84, 0xf0, 0x84, 0xf0, 0x11]);
+        k.key_event(0x2a, true);
+        k.key_event(0xe037, true); // Shift+PrintScreen: no fake shift
+        k.key_event(0x2a, false);
+        assert_eq!(drain(&mut k), [0x12, 0xe0, 0x7c, 0xf0, 0x12]);
+        // Modifier state follows the host even while scanning is off.
+        k.write(0xf5);
+        k.key_event(0x1d, true);
+        k.write(0xf4);
+        drain(&mut k);
+        k.key_event(0xe11d, true);
+        assert_eq!(drain(&mut k), [0xe0, 0x7e]);
     }
 
     #[test]
