@@ -8,7 +8,11 @@
 //!   of the last write (bit 3), keyboard not inhibited (bit 4, always 1), output buffer
 //!   holds aux data (bit 5); timeout and parity errors never happen;
 //! - the command byte (0x20 read, 0x60 write): interrupt enables, keyboard/aux clock
-//!   disables, system flag and XLATE (set 2 → set 1 translation of keyboard bytes);
+//!   disables, system flag and XLATE. XLATE translates every byte from the keyboard
+//!   from set 2 to set 1 (answers too, so identify reads 0xAB 0x41, as on real hardware
+//!   and as Linux's atkbd expects of a translating controller); bytes the controller
+//!   makes itself are never translated. At power-on the command byte has both interrupts
+//!   and XLATE on, which is what a BIOS leaves behind;
 //! - self-test 0xAA → 0x55, interface tests 0xAB / 0xA9 → 0x00, enable/disable keyboard
 //!   0xAE/0xAD and aux 0xA8/0xA7, input port 0xC0, output port read 0xD0 / write 0xD1
 //!   (bit 0 low resets the machine; the A20 bit is stored, KVM keeps A20 enabled), 0xD2 /
@@ -18,8 +22,9 @@
 //!   the machine; odd ones do nothing);
 //! - one output buffer, filled one byte at a time from, in order: the controller's own
 //!   answers, the keyboard (unless its clock is disabled), the mouse (likewise);
-//! - writing a byte to the keyboard re-enables its port, as the hardware does and as
-//!   QEMU models it (some guests rely on it after a 0xAD).
+//! - writing a byte to the keyboard re-enables its port (clears the disable bit in the
+//!   command byte), as QEMU models it: a keyboard command sent with the port disabled
+//!   would otherwise never be answered.
 //!
 //! Interrupts: the 8042 drives IRQ 1 / IRQ 12 from "output buffer full with keyboard /
 //! aux data" AND the matching enable bit in the command byte. We turn each rising edge of
@@ -27,7 +32,13 @@
 //! and 12 as edge-triggered, SeaBIOS and Linux both read exactly one byte per interrupt,
 //! and every new byte after a read is a new rising edge, so each byte gets one interrupt.
 //! Holding the line high (as QEMU does) would need the guest's read to lower it before the
-//! next edge could be seen, which is the same thing with more KVM exits.
+//! next edge could be seen, which is the same thing with more KVM exits. A consequence
+//! of edges: an answer a guest polls for while the interrupt is enabled still leaves a
+//! latched interrupt behind; SeaBIOS yields right after disabling interrupts to take such
+//! stale ones, and Linux's handler ignores an interrupt that finds no data.
+//!
+//! On the bus: two one-byte devices at 0x60 and 0x64 sharing the controller ([`attach`]),
+//! leaving 0x61 (KVM's PIT speaker port) and 0x62/0x63 to others.
 //!
 //! Not emulated: the controller's internal RAM (0x21–0x3F read as 0, writes ignored),
 //! the password commands, the test-input port (0xE0 reads 0), and the PS/2 multiplexer
