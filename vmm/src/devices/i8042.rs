@@ -910,4 +910,49 @@ mod tests {
         let bus = &pc.bus;
         assert!(!bus.read(0x61, &mut [0]));
     }
+
+    #[test]
+    fn random_guest_and_host_input_never_panics_or_grows() {
+        let pc = Pc::new();
+        // A fixed xorshift sequence: reproducible, and covers every byte value.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200_000 {
+            let r = next();
+            let b = (r >> 8) as u8;
+            match r % 8 {
+                0 | 1 => pc.outb(DATA_PORT, b),
+                // Reset pulses would only fill the request channel; skip the even
+                // 0xFx ones half the time to keep commands flowing.
+                2 => pc.outb(STATUS_PORT, if b >= 0xf0 { b | 1 } else { b }),
+                3 | 4 => {
+                    pc.inb(DATA_PORT);
+                }
+                5 => {
+                    pc.inb(STATUS_PORT);
+                }
+                6 => pc.key((r >> 16) as u16, r & (1 << 40) != 0),
+                _ => pc.dev.lock().unwrap().mouse_event(
+                    (r >> 16) as i32,
+                    ((r >> 24) as i32).wrapping_mul(1000),
+                    (r >> 32) as i8 as i32,
+                    b,
+                ),
+            }
+            let dev = pc.dev.lock().unwrap();
+            assert!(dev.controller_out.len() <= CONTROLLER_QUEUE);
+        }
+        // Whatever state that left, a reset and SeaBIOS's init still work.
+        pc.dev.lock().unwrap().reset();
+        pc.ctl(0x60, &[CTR_KBD_DISABLE | CTR_AUX_DISABLE], 0);
+        pc.recv_all();
+        assert_eq!(pc.ctl(0xaa, &[], 1), [0x55]);
+        let ctr = CTR_KBD_DISABLE | CTR_AUX_DISABLE;
+        assert_eq!(pc.seabios_kbd_command(ctr, 0xff, &[], 2), [0xaa, 0x00]);
+    }
 }
