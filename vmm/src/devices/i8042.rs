@@ -687,6 +687,35 @@ mod tests {
     }
 
     #[test]
+    fn translated_specials_come_out_as_set_1() {
+        let pc = Pc::new();
+        pc.key(0xe037, true);
+        pc.key(0xe037, false);
+        assert_eq!(
+            pc.recv_all(),
+            [0xe0, 0x2a, 0xe0, 0x37, 0xe0, 0xb7, 0xe0, 0xaa]
+        );
+        pc.key(0xe11d, true);
+        assert_eq!(pc.recv_all(), [0xe1, 0x1d, 0x45, 0xe1, 0x9d, 0xc5]);
+        // Every set-1 make and break code survives set 2 and translation.
+        for code in 1u16..0x80 {
+            if code == 0x37 || code == 0x46 {
+                continue; // E0 37 and E0 46 are PrintScreen and Pause, above
+            }
+            pc.key(code, true);
+            pc.key(code, false);
+            pc.key(0xe000 | code, true);
+            assert_eq!(
+                pc.recv_all(),
+                [code as u8, code as u8 | 0x80, 0xe0, code as u8],
+                "{code:#x}"
+            );
+            pc.key(0xe000 | code, false);
+            pc.recv_all();
+        }
+    }
+
+    #[test]
     fn led_command() {
         let pc = Pc::new();
         pc.kbd_write(0xed);
