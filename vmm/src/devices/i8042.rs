@@ -984,4 +984,125 @@ mod tests {
         let ctr = CTR_KBD_DISABLE | CTR_AUX_DISABLE;
         assert_eq!(pc.seabios_kbd_command(ctr, 0xff, &[], 2), [0xaa, 0x00]);
     }
+
+    /// Records what the guest writes to its ports (the KVM test's "serial").
+    struct Recorder(Arc<Mutex<Vec<(u64, u8)>>>);
+
+    impl BusDevice for Recorder {
+        fn read(&mut self, _offset: u64, data: &mut [u8]) {
+            data.fill(0);
+        }
+        fn write(&mut self, offset: u64, data: &[u8]) {
+            self.0.lock().unwrap().push((offset, data[0]));
+        }
+    }
+
+    /// A real-mode program, assembled from this source with GNU as (`.code16`, linked at
+    /// 0x7C00): it sets up the PIC (IRQ 1 on vector 9, all else masked), writes the
+    /// command byte 0x61 (keyboard interrupt, XLATE, aux off), says "ready" on port 0x81
+    /// and halts; its IRQ 1 handler reads 0x64 then 0x60, writes the byte to port 0x80,
+    /// sends EOI and returns.
+    ///
+    /// ```text
+    /// cli; xor ax,ax; mov ds,ax; mov ss,ax; mov sp,0x7000
+    /// mov word [0x24],isr; mov word [0x26],0
+    /// out 0x20,0x11; out 0x21,0x08; out 0x21,0x04; out 0x21,0x01; out 0x21,0xfd
+    /// out 0x64,0x60; out 0x60,0x61; out 0x81,al
+    /// idle: sti; hlt; jmp idle
+    /// isr: push ax; in al,0x64; in al,0x60; out 0x80,al; out 0x20,0x20; pop ax; iret
+    /// ```
+    const IRQ1_PROGRAM: [u8; 69] = [
+        0xfa, 0x31, 0xc0, 0x8e, 0xd8, 0x8e, 0xd0, 0xbc, 0x00, 0x70, 0xc7, 0x06, 0x24, 0x00, 0x38,
+        0x7c, 0xc7, 0x06, 0x26, 0x00, 0x00, 0x00, 0xb0, 0x11, 0xe6, 0x20, 0xb0, 0x08, 0xe6, 0x21,
+        0xb0, 0x04, 0xe6, 0x21, 0xb0, 0x01, 0xe6, 0x21, 0xb0, 0xfd, 0xe6, 0x21, 0xb0, 0x60, 0xe6,
+        0x64, 0xb0, 0x61, 0xe6, 0x60, 0xe6, 0x81, 0xfb, 0xf4, 0xeb, 0xfc, 0x50, 0xe4, 0x64, 0xe4,
+        0x60, 0xe6, 0x80, 0xb0, 0x20, 0xe6, 0x20, 0x58, 0xcf,
+    ];
+
+    /// The edge-per-byte choice against KVM's real in-kernel PIC: a burst of bytes, each
+    /// loaded while the previous interrupt is still in service, must each reach the
+    /// handler. Skipped where /dev/kvm cannot be opened.
+    #[test]
+    fn kvm_pic_takes_one_interrupt_per_byte() {
+        use crate::kvm::{KvmVm, vcpu};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+        use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+        let Ok(kvm) = crate::kvm::open() else {
+            eprintln!("no usable /dev/kvm: skipping");
+            return;
+        };
+        let vm = KvmVm::new(&kvm).expect("VM");
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        mem.write_slice(&IRQ1_PROGRAM, GuestAddress(0x7c00))
+            .unwrap();
+        vm.map_memory(&mem, |_| false).expect("map memory");
+
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let dev = Arc::new(Mutex::new(I8042::new(
+            vm.irq_line(KBD_IRQ),
+            vm.irq_line(MOUSE_IRQ),
+            tx,
+        )));
+        let pio = Arc::new(Bus::new());
+        attach(&pio, dev.clone()).unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        pio.insert(0x80, 2, Arc::new(Mutex::new(Recorder(log.clone()))))
+            .unwrap();
+
+        let fd = vcpu::create(&kvm, &vm, 0, 1).expect("vCPU");
+        let mut sregs = fd.get_sregs().unwrap();
+        sregs.cs.base = 0;
+        sregs.cs.selector = 0;
+        fd.set_sregs(&sregs).unwrap();
+        let mut regs = fd.get_regs().unwrap();
+        regs.rip = 0x7c00;
+        regs.rflags = 2;
+        fd.set_regs(&regs).unwrap();
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (events_tx, events) = crossbeam_channel::unbounded();
+        let thread = vcpu::spawn(
+            0,
+            fd,
+            pio.clone(),
+            Arc::new(Bus::new()),
+            stop.clone(),
+            events_tx,
+        )
+        .unwrap();
+
+        let wait_for = |n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while log.lock().unwrap().len() < n && Instant::now() < deadline {
+                if let Ok(e) = events.try_recv() {
+                    panic!("vCPU stopped: {e:?}");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            log.lock().unwrap().clone()
+        };
+        assert_eq!(wait_for(1), [(1, 0x61)], "the program got going");
+        // Give the guest time to reach hlt, then a burst: ten bytes queued at once.
+        std::thread::sleep(Duration::from_millis(50));
+        {
+            let mut d = dev.lock().unwrap();
+            d.key_event(0x1e, true);
+            d.key_event(0x1e, false);
+            d.key_event(0xe048, true);
+            d.key_event(0xe048, false);
+            d.key_event(0xe037, true);
+        }
+        let got = wait_for(11);
+        stop.store(true, Ordering::Release);
+        thread.join();
+        let bytes: Vec<u8> = got[1..].iter().map(|&(_, b)| b).collect();
+        assert_eq!(
+            bytes,
+            [0x1e, 0x9e, 0xe0, 0x48, 0xe0, 0xc8, 0xe0, 0x2a, 0xe0, 0x37],
+            "{got:x?}"
+        );
+        assert!(got[1..].iter().all(|&(port, _)| port == 0));
+    }
 }
