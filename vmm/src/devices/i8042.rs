@@ -30,7 +30,8 @@
 //! aux data" AND the matching enable bit in the command byte. We turn each rising edge of
 //! that level into a pulse on the line: the in-kernel PIC and the IOAPIC treat ISA IRQs 1
 //! and 12 as edge-triggered, SeaBIOS and Linux both read exactly one byte per interrupt,
-//! and every new byte after a read is a new rising edge, so each byte gets one interrupt.
+//! and every new byte after a read is a new rising edge, so each byte gets one interrupt
+//! (a test below runs a real-mode handler under KVM's PIC to check exactly that).
 //! Holding the line high (as QEMU does) would need the guest's read to lower it before the
 //! next edge could be seen, which is the same thing with more KVM exits. A consequence
 //! of edges: an answer a guest polls for while the interrupt is enabled still leaves a
