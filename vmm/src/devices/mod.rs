@@ -4,5 +4,8 @@
 pub mod cmos;
 pub mod debugcon;
 pub mod fw_cfg;
+pub mod i8042;
+pub mod ps2_keyboard;
+pub mod ps2_mouse;
 pub mod reset;
 pub mod serial;
