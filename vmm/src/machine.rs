@@ -14,13 +14,16 @@ use vm_memory::{Bytes, GuestAddress};
 
 use crate::acpi::{self, AcpiConfig};
 use crate::bus::{Bus, BusError, shared};
+use crate::devices::cmos::{CMOS_BASE, CMOS_PORTS, Cmos, CmosConfig, RTC_IRQ};
 use crate::devices::debugcon::{DEBUGCON_PORT, DebugCon};
-use crate::devices::fw_cfg::{FW_CFG_BASE, FW_CFG_LEN, FwCfg, bootorder_bytes, e820_bytes};
+use crate::devices::fw_cfg::{FW_CFG_BASE, FW_CFG_LEN, FwCfg, e820_bytes};
+use crate::devices::i8042::{self, I8042, KBD_IRQ, MOUSE_IRQ};
 use crate::devices::reset::{PORT_A, SystemControlA};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, Serial16550, UART_PORTS};
 use crate::firmware::{Firmware, LOW_BIOS_START};
 use crate::irq::{IrqLine, MachineRequest};
 use crate::memory::{GuestMem, MemoryLayout};
+use crate::pci::chipset::PcChipset;
 
 /// Makes the line for one GSI of the platform's interrupt controllers.
 pub type IrqFactory = Arc<dyn Fn(u32) -> Arc<dyn IrqLine> + Send + Sync>;
@@ -99,6 +102,8 @@ pub struct Machine {
     pub pio: Arc<Bus>,
     pub mmio: Arc<Bus>,
     pub serial: Arc<Mutex<Serial16550>>,
+    pub chipset: PcChipset,
+    pub i8042: Arc<Mutex<I8042>>,
     /// Resets and poweroffs that devices ask for.
     pub requests: Receiver<MachineRequest>,
     rom: Option<(u64, u64)>,
@@ -133,7 +138,7 @@ impl Machine {
             shared(DebugCon::new(out.debugcon.writer())),
         )?;
         pio.insert(PORT_A, 1, shared(SystemControlA::new(tx.clone())))?;
-        add_chipset(cfg, &layout, &mem, &pio, &mmio, &irq, &tx)?;
+        let (chipset, i8042) = add_chipset(cfg, &layout, &mem, &pio, &mmio, &irq, &tx)?;
 
         Ok(Machine {
             layout,
@@ -141,6 +146,8 @@ impl Machine {
             pio,
             mmio,
             serial,
+            chipset,
+            i8042,
             requests,
             rom,
         })
@@ -182,15 +189,37 @@ fn add_chipset(
     layout: &MemoryLayout,
     mem: &GuestMem,
     pio: &Arc<Bus>,
-    _mmio: &Arc<Bus>,
-    _irq: &IrqFactory,
-    _tx: &Sender<MachineRequest>,
-) -> Result<(), MachineError> {
-    if let Boot::Firmware(_) = cfg.boot {
-        let fw_cfg = firmware_config(cfg, layout, mem)?;
-        pio.insert(FW_CFG_BASE, FW_CFG_LEN, shared(fw_cfg))?;
+    mmio: &Arc<Bus>,
+    irq: &IrqFactory,
+    tx: &Sender<MachineRequest>,
+) -> Result<(PcChipset, Arc<Mutex<I8042>>), MachineError> {
+    let chipset = PcChipset::new(pio.clone(), mmio.clone(), irq.clone(), tx.clone())?;
+    let mut cmos = Cmos::new(
+        CmosConfig {
+            ram_below_4g: layout.below_4g,
+            ram_above_4g: layout.above_4g,
+            cpus: cfg.cpus as u8,
+        },
+        irq(RTC_IRQ),
+    );
+    // Hard disk, then floppy, then CD-ROM when fw_cfg's bootorder names nothing, as QEMU.
+    cmos.set_boot_order("cad");
+    pio.insert(CMOS_BASE, CMOS_PORTS, shared(cmos))?;
+    let i8042 = Arc::new(Mutex::new(I8042::new(
+        irq(KBD_IRQ),
+        irq(MOUSE_IRQ),
+        tx.clone(),
+    )));
+    i8042::attach(pio, i8042.clone())?;
+    match cfg.boot {
+        Boot::Firmware(_) => {
+            let fw_cfg = firmware_config(cfg, layout, mem)?;
+            pio.insert(FW_CFG_BASE, FW_CFG_LEN, shared(fw_cfg))?;
+        }
+        // No firmware will program the chipset: do what it would have done.
+        Boot::Linux { .. } => chipset.program_like_seabios(),
     }
-    Ok(())
+    Ok((chipset, i8042))
 }
 
 /// What the machine's ACPI tables describe.
@@ -228,7 +257,8 @@ fn firmware_config(
             "etc/boot-menu-wait",
             BOOT_MENU_WAIT_MS.to_le_bytes().to_vec(),
         ),
-        ("bootorder", bootorder_bytes(&[])),
+        // As QEMU's default (-boot reboot-timeout=-1): no retry after boot failure.
+        ("etc/boot-fail-wait", u32::MAX.to_le_bytes().to_vec()),
     ];
     let acpi = acpi_config(cfg, layout).fw_cfg_blobs();
     let acpi_files = [
