@@ -48,6 +48,11 @@ pub struct Cli {
     #[arg(long, value_name = "TEXT", requires = "kernel")]
     pub cmdline: Option<String>,
 
+    /// When no device boots, reboot after this many milliseconds (QEMU's
+    /// `-boot reboot-timeout`); by default the firmware halts.
+    #[arg(long, value_name = "MS")]
+    pub reboot_timeout: Option<u32>,
+
     /// Print what this host can run, then exit (0 when KVM is usable).
     #[arg(long)]
     pub check_host: bool,

@@ -46,6 +46,8 @@ pub struct MachineConfig {
     pub memory: u64,
     pub cpus: u32,
     pub boot: Boot,
+    /// Milliseconds before the firmware reboots when nothing boots; `None` halts.
+    pub reboot_timeout: Option<u32>,
 }
 
 /// Where a character device's output goes. Files are opened once and shared by every
@@ -257,8 +259,14 @@ fn firmware_config(
             "etc/boot-menu-wait",
             BOOT_MENU_WAIT_MS.to_le_bytes().to_vec(),
         ),
-        // As QEMU's default (-boot reboot-timeout=-1): no retry after boot failure.
-        ("etc/boot-fail-wait", u32::MAX.to_le_bytes().to_vec()),
+        // u32::MAX halts after a boot failure, as QEMU's default (reboot-timeout=-1).
+        (
+            "etc/boot-fail-wait",
+            cfg.reboot_timeout
+                .unwrap_or(u32::MAX)
+                .to_le_bytes()
+                .to_vec(),
+        ),
     ];
     let acpi = acpi_config(cfg, layout).fw_cfg_blobs();
     let acpi_files = [

@@ -120,6 +120,7 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         memory: cli.memory,
         cpus: cli.cpus,
         boot,
+        reboot_timeout: cli.reboot_timeout,
     };
 
     if let Some(w) = KvmFlavor::detect().warning() {

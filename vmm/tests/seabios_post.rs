@@ -136,7 +136,7 @@ fn machine_lines(log: &str) -> BTreeSet<String> {
             if let Some((_, entry)) = l.split_once(": ")
                 && l.chars().next().is_some_and(|c| c.is_ascii_digit())
             {
-                out.insert(format!("e820 {entry}"));
+                out.insert(normalise_e820(entry));
                 continue;
             }
             in_e820 = false;
@@ -155,6 +155,27 @@ fn machine_lines(log: &str) -> BTreeSet<String> {
         }
     }
     out
+}
+
+/// SeaBIOS reserves its high zone (where the ACPI tables and its own relocated code
+/// live) at the top of low RAM. QEMU pads its ACPI tables to 128 KiB so their size stays
+/// stable across versions for migration; ours are as long as they are. So the boundary
+/// between RAM and that reservation differs on purpose: compare it as a symbol.
+fn normalise_e820(entry: &str) -> String {
+    let fields: Vec<&str> = entry.split_whitespace().collect();
+    // "start - end = type NAME"
+    if let [start, "-", end, "=", kind, ..] = fields[..] {
+        let parse = |h: &str| u64::from_str_radix(h, 16).unwrap_or(0);
+        let (start_v, end_v) = (parse(start), parse(end));
+        if kind == "1" && start_v == 0x10_0000 && end_v < 0x1_0000_0000 {
+            return format!("e820 {start} - <high zone> = 1 RAM");
+        }
+        if kind == "2" && start_v > 0x10_0000 && end_v < 0xfec0_0000 && end_v - start_v <= 0x10_0000
+        {
+            return format!("e820 <high zone> - {end} = 2 RESERVED");
+        }
+    }
+    format!("e820 {entry}")
 }
 
 /// Differences we intend, each with its reason.
@@ -235,5 +256,50 @@ fn seabios_parity_with_qemu() {
             "{mem} MiB, {cpus} CPUs: lines only QEMU printed: {missing:#?}\nlines only we printed: {extra:#?}"
         );
     }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A guest reset restarts the machine through the firmware: SeaBIOS, told to reboot when
+/// nothing boots, resets through port 0xCF9 (its QEMU path) and POSTs again.
+#[test]
+fn guest_reset_restarts_through_firmware() {
+    let test = "guest_reset_restarts_through_firmware";
+    if !common::kvm_or_skip(test) || !firmware_or_skip(test) {
+        return;
+    }
+    let dir = common::temp_dir("reset");
+    let (mut child, log) = common::spawn_vmm(
+        &dir,
+        "reset",
+        &[
+            "--memory",
+            "256M",
+            "--serial",
+            "none",
+            "--reboot-timeout",
+            "0",
+        ],
+    );
+    let start = std::time::Instant::now();
+    let mut text = String::new();
+    while start.elapsed() < POST_TIMEOUT {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.matches("No bootable device.").count() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = common::stop(&mut child);
+    assert!(text.contains("Rebooting."), "{text}");
+    assert!(text.contains("Attempting a hard reboot"), "{text}");
+    assert!(
+        text.matches("SeaBIOS (version").count() >= 2 * 2,
+        "no second POST:\n{text}"
+    );
+    assert!(
+        text.matches("No bootable device.").count() >= 2,
+        "second POST did not finish:\n{text}"
+    );
+    assert_eq!(status.code(), Some(0));
     let _ = std::fs::remove_dir_all(dir);
 }

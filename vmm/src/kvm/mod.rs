@@ -3,6 +3,7 @@
 //! about the machine lives in plain devices on the buses.
 
 pub mod cpuid;
+pub mod ring3;
 pub mod vcpu;
 
 use std::sync::Arc;
