@@ -510,6 +510,98 @@ mod tests {
         assert_eq!({ hdr.ramdisk_image }, (256 * MIB - 2 * PAGE) as u32);
     }
 
+    /// A minimal ELF64 vmlinux: one PT_LOAD segment with physical address 16 MiB.
+    fn elf_vmlinux(code: &[u8]) -> TempFile {
+        let mut img = vec![0u8; 0x1000];
+        img[..4].copy_from_slice(b"\x7fELF");
+        img[4] = 2; // 64-bit
+        img[5] = 1; // little-endian
+        img[6] = 1; // ELF version
+        img[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        img[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+        img[20..24].copy_from_slice(&1u32.to_le_bytes());
+        img[24..32].copy_from_slice(&0x100_0000u64.to_le_bytes()); // e_entry
+        img[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        img[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+        img[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        img[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        img[58..60].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize
+        let ph = &mut img[64..120];
+        ph[0..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        ph[4..8].copy_from_slice(&5u32.to_le_bytes()); // R+X
+        ph[8..16].copy_from_slice(&0x1000u64.to_le_bytes()); // p_offset
+        ph[16..24].copy_from_slice(&0xffff_ffff_8100_0000u64.to_le_bytes()); // p_vaddr
+        ph[24..32].copy_from_slice(&0x100_0000u64.to_le_bytes()); // p_paddr
+        ph[32..40].copy_from_slice(&(code.len() as u64).to_le_bytes()); // p_filesz
+        ph[40..48].copy_from_slice(&(code.len() as u64 + 0x1000).to_le_bytes()); // p_memsz
+        ph[48..56].copy_from_slice(&0x20_0000u64.to_le_bytes()); // p_align
+        img.extend_from_slice(code);
+        file(&img)
+    }
+
+    #[test]
+    fn elf_vmlinux_enters_at_e_entry() {
+        let (mem, layout) = machine(64 * MIB);
+        let code = [0xf4u8; 64]; // hlt
+        let k = elf_vmlinux(&code);
+        let boot = load(
+            &mem,
+            &layout,
+            &mut k.as_file().try_clone().unwrap(),
+            None,
+            "console=ttyS0",
+            Some(&AcpiConfig::default()),
+        )
+        .unwrap();
+        assert_eq!(boot.kind, KernelKind::Elf);
+        assert_eq!(boot.entry, GuestAddress(0x100_0000));
+        let mut got = [0u8; 64];
+        mem.read_slice(&mut got, GuestAddress(0x100_0000)).unwrap();
+        assert_eq!(got, code);
+        // The zero page carries a header we made up, as the protocol requires.
+        let p = params_of(&mem);
+        assert_eq!({ p.hdr.header }, HDRS_MAGIC);
+        assert_eq!({ p.hdr.boot_flag }, BOOT_FLAG_MAGIC);
+        assert_eq!(p.hdr.type_of_loader, 0xff);
+        assert_eq!({ p.hdr.cmd_line_ptr }, CMDLINE_ADDR as u32);
+        assert_eq!({ p.acpi_rsdp_addr }, ACPI_RSDP_ADDR);
+    }
+
+    /// A real distribution kernel, when the test assets are there: its header must say
+    /// 64-bit entry and a 2047-byte command line, and it must land where we expect.
+    #[test]
+    fn real_vmlinuz_loads() {
+        let dir = std::env::var_os("VMDESK_ASSETS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/assets")
+            });
+        let Ok(mut k) = File::open(dir.join("vmlinuz")) else {
+            eprintln!(
+                "SKIP real_vmlinuz_loads: no {}",
+                dir.join("vmlinuz").display()
+            );
+            return;
+        };
+        let (mem, layout) = machine(512 * MIB);
+        let boot = load(
+            &mem,
+            &layout,
+            &mut k,
+            None,
+            "console=ttyS0",
+            Some(&AcpiConfig::default()),
+        )
+        .unwrap();
+        assert_eq!(boot.kind, KernelKind::BzImage);
+        assert_eq!(boot.entry, GuestAddress(HIGH_MEMORY + 0x200));
+        let hdr = params_of(&mem).hdr;
+        assert!({ hdr.version } >= 0x020c);
+        assert_ne!({ hdr.xloadflags } & XLF_KERNEL_64, 0);
+        assert_eq!({ hdr.cmdline_size }, 2047);
+        assert_eq!({ hdr.code32_start }, HIGH_MEMORY as u32);
+    }
+
     #[test]
     fn e820_for_a_large_guest_has_ram_above_4g() {
         let layout = MemoryLayout::new(6 * 1024 * MIB);
