@@ -37,6 +37,7 @@ use acpi_tables::xsdt::XSDT;
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::devices::fw_cfg::{FwCfg, FwCfgError};
 use crate::memory::GuestMem;
 
 /// fw_cfg file names QEMU and SeaBIOS agree on.
@@ -128,6 +129,16 @@ pub struct FwCfgAcpi {
     pub tables: Vec<u8>,
     /// `etc/table-loader`
     pub loader: Vec<u8>,
+}
+
+impl FwCfgAcpi {
+    /// Adds the three files to `fw` under the names SeaBIOS looks for.
+    pub fn add_to(self, fw: &mut FwCfg) -> Result<(), FwCfgError> {
+        fw.add_file(ACPI_RSDP_FILE, self.rsdp)?;
+        fw.add_file(ACPI_TABLES_FILE, self.tables)?;
+        fw.add_file(TABLE_LOADER_FILE, self.loader)?;
+        Ok(())
+    }
 }
 
 /// The two blobs the loader knows about.
@@ -952,6 +963,45 @@ mod tests {
         check_contents(&cfg, &f);
         // The same tables as direct boot writes, apart from where they are.
         assert_eq!(blobs.tables.len(), cfg.tables_len());
+    }
+
+    /// The firmware's view end to end: the files come out of the fw_cfg device by DMA,
+    /// exactly as SeaBIOS's `qemu_romfile_init` + `romfile_loader_execute` fetch them.
+    #[test]
+    fn fw_cfg_serves_the_loader_files() {
+        use crate::bus::BusDevice;
+        use crate::devices::fw_cfg::{FW_CFG_DMA_CTL_READ, FW_CFG_DMA_CTL_SELECT, FW_CFG_FILE_DIR};
+        let m = mem();
+        let mut fw = FwCfg::new(m.clone());
+        let cfg = AcpiConfig::default();
+        let blobs = cfg.fw_cfg_blobs();
+        blobs.clone().add_to(&mut fw).unwrap();
+        let mut dma_read = |key: u16, len: usize, at: u64| -> Vec<u8> {
+            let ctl = FW_CFG_DMA_CTL_SELECT | FW_CFG_DMA_CTL_READ | (u32::from(key) << 16);
+            let mut d = Vec::new();
+            d.extend_from_slice(&ctl.to_be_bytes());
+            d.extend_from_slice(&(len as u32).to_be_bytes());
+            d.extend_from_slice(&at.to_be_bytes());
+            m.write_slice(&d, GuestAddress(0x500)).unwrap();
+            fw.write(8, &0x500u32.to_be_bytes());
+            assert_eq!(m.read_obj::<u32>(GuestAddress(0x500)).unwrap(), 0);
+            let mut v = vec![0u8; len];
+            m.read_slice(&mut v, GuestAddress(at)).unwrap();
+            v
+        };
+        let count = u32::from_be_bytes(dma_read(FW_CFG_FILE_DIR, 4, 0x1000).try_into().unwrap());
+        let dir = dma_read(FW_CFG_FILE_DIR, 4 + 64 * count as usize, 0x1000);
+        let mut files = HashMap::new();
+        for e in dir[4..].chunks(64) {
+            let name =
+                String::from_utf8(e[8..].split(|&c| c == 0).next().unwrap().to_vec()).unwrap();
+            let size = u32::from_be_bytes(e[..4].try_into().unwrap()) as usize;
+            let key = u16::from_be_bytes(e[4..6].try_into().unwrap());
+            files.insert(name, dma_read(key, size, 0x2_0000));
+        }
+        assert_eq!(files[ACPI_RSDP_FILE], blobs.rsdp);
+        assert_eq!(files[ACPI_TABLES_FILE], blobs.tables);
+        assert_eq!(files[TABLE_LOADER_FILE], blobs.loader);
     }
 
     #[test]
