@@ -9,9 +9,13 @@
 //! e820 map; write the ACPI tables and point `acpi_rsdp_addr` at them. The vCPU is then
 //! started at the 64-bit entry point (see [`super::regs`]).
 //!
-//! Not done: the 16-bit real-mode entry (the kernel's setup code never runs, so the
-//! `screen_info`, EDD and APM parts of the zero page are whatever we fill in, today zero),
-//! EFI handover, setup_data chains, PVH entry for ELF kernels, 32-bit-only kernels.
+//! [`set_framebuffer`] then describes a linear framebuffer in `screen_info`, so a stock
+//! kernel shows a console on the display without a driver for the card.
+//!
+//! Not done: the 16-bit real-mode entry (the kernel's setup code never runs, so the EDD
+//! and APM parts of the zero page stay zero), EFI handover, setup_data chains, PVH entry
+//! for ELF kernels, 32-bit-only kernels. The ELF loader does not zero a segment's bss: fresh
+//! guest RAM is zero already, but a reset that reloads the kernel must clear RAM first.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -293,6 +297,56 @@ pub fn load(
 
     mem.write_obj(params, boot.boot_params)?;
     Ok(boot)
+}
+
+/// `screen_info.orig_video_isVGA` for a VESA linear framebuffer.
+const VIDEO_TYPE_VLFB: u8 = 0x23;
+/// `screen_info.capabilities`: `ext_lfb_base` holds the upper 32 bits of the base.
+const VIDEO_CAPABILITY_64BIT_BASE: u32 = 1 << 1;
+
+/// A 32-bit XRGB8888 linear framebuffer already set up by the VMM (the standard VGA's
+/// BAR in a mode the DISPI registers were put in), so a stock kernel's simpledrm / vesafb
+/// draws a console with no driver for the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearFramebuffer {
+    pub base: u64,
+    pub width: u16,
+    pub height: u16,
+    /// Bytes per line.
+    pub stride: u16,
+    /// Bytes of framebuffer memory from `base`.
+    pub size: u64,
+}
+
+/// Describes `fb` in the zero page's `screen_info` (after [`load`]), as a VESA BIOS
+/// would leave it after a mode switch: type VLFB, 32 bpp, red at bit 16, green at 8,
+/// blue at 0, size in 64 KiB units.
+pub fn set_framebuffer(
+    mem: &GuestMem,
+    boot: &LinuxBoot,
+    fb: &LinearFramebuffer,
+) -> Result<(), BootError> {
+    let mut params: boot_params = mem.read_obj(boot.boot_params)?;
+    let si = &mut params.screen_info;
+    si.orig_video_isVGA = VIDEO_TYPE_VLFB;
+    si.lfb_width = fb.width;
+    si.lfb_height = fb.height;
+    si.lfb_depth = 32;
+    si.lfb_linelength = fb.stride;
+    si.lfb_base = fb.base as u32;
+    si.ext_lfb_base = (fb.base >> 32) as u32;
+    si.capabilities = if fb.base >> 32 != 0 {
+        VIDEO_CAPABILITY_64BIT_BASE
+    } else {
+        0
+    };
+    si.lfb_size = fb.size.div_ceil(64 * 1024).min(u64::from(u32::MAX)) as u32;
+    (si.red_size, si.red_pos) = (8, 16);
+    (si.green_size, si.green_pos) = (8, 8);
+    (si.blue_size, si.blue_pos) = (8, 0);
+    (si.rsvd_size, si.rsvd_pos) = (0, 0);
+    mem.write_obj(params, boot.boot_params)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -600,6 +654,55 @@ mod tests {
         assert_ne!({ hdr.xloadflags } & XLF_KERNEL_64, 0);
         assert_eq!({ hdr.cmdline_size }, 2047);
         assert_eq!({ hdr.code32_start }, HIGH_MEMORY as u32);
+    }
+
+    #[test]
+    fn framebuffer_goes_into_screen_info() {
+        let (mem, layout) = machine(32 * MIB);
+        let k = bzimage(&[0; 512], 0x020f, XLF_KERNEL_64);
+        let boot = load(
+            &mem,
+            &layout,
+            &mut k.as_file().try_clone().unwrap(),
+            None,
+            "console=tty0",
+            None,
+        )
+        .unwrap();
+        let fb = LinearFramebuffer {
+            base: 0xFD00_0000,
+            width: 1024,
+            height: 768,
+            stride: 4096,
+            size: 16 * MIB,
+        };
+        set_framebuffer(&mem, &boot, &fb).unwrap();
+        let p = params_of(&mem);
+        let si = p.screen_info;
+        assert_eq!(si.orig_video_isVGA, 0x23);
+        assert_eq!(
+            ({ si.lfb_width }, { si.lfb_height }, { si.lfb_depth }),
+            (1024, 768, 32)
+        );
+        assert_eq!({ si.lfb_linelength }, 4096);
+        assert_eq!(({ si.lfb_base }, { si.ext_lfb_base }), (0xFD00_0000, 0));
+        assert_eq!({ si.lfb_size }, 256, "64 KiB units");
+        assert_eq!((si.red_pos, si.green_pos, si.blue_pos), (16, 8, 0));
+        // The rest of the zero page is untouched.
+        assert_eq!({ p.hdr.cmd_line_ptr }, CMDLINE_ADDR as u32);
+        // A base above 4 GiB uses the extension field.
+        set_framebuffer(
+            &mem,
+            &boot,
+            &LinearFramebuffer {
+                base: 0x8_0000_0000,
+                ..fb
+            },
+        )
+        .unwrap();
+        let si = params_of(&mem).screen_info;
+        assert_eq!(({ si.lfb_base }, { si.ext_lfb_base }), (0, 8));
+        assert_eq!({ si.capabilities }, VIDEO_CAPABILITY_64BIT_BASE);
     }
 
     #[test]
