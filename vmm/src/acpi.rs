@@ -903,11 +903,11 @@ mod tests {
             Err(AcpiError::BadTablesAddress(_))
         ));
         assert!(matches!(
-            cfg.write_to(&m, u64::MAX & !15, 0x8_0000),
+            cfg.write_to(&m, !15u64, 0x8_0000),
             Err(AcpiError::BadRsdpAddress(_))
         ));
         assert!(matches!(
-            cfg.write_to(&m, 0xE_0000, u64::MAX & !63),
+            cfg.write_to(&m, 0xE_0000, !63u64),
             Err(AcpiError::BadTablesAddress(_))
         ));
         // Outside guest RAM.
