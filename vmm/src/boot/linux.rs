@@ -262,7 +262,12 @@ pub fn load(
             Some(a) => a & !(PAGE - 1),
             None => return Err(too_big),
         };
-        if addr < kernel_end.next_multiple_of(PAGE) || size > u64::from(u32::MAX) {
+        if addr
+            < kernel_end
+                .checked_next_multiple_of(PAGE)
+                .unwrap_or(u64::MAX)
+            || size > u64::from(u32::MAX)
+        {
             return Err(too_big);
         }
         mem.read_exact_volatile_from(GuestAddress(addr), initrd, size as usize)
