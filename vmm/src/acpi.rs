@@ -37,6 +37,7 @@ use acpi_tables::xsdt::XSDT;
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::devices::fw_cfg::{FwCfg, FwCfgError};
 use crate::memory::GuestMem;
 
 /// fw_cfg file names QEMU and SeaBIOS agree on.
@@ -87,7 +88,8 @@ pub enum AcpiError {
 /// What the machine looks like, as far as ACPI needs to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AcpiConfig {
-    /// vCPUs; APIC ids are 0..cpus and the IOAPIC takes id `cpus`.
+    /// vCPUs; APIC ids are 0..cpus and the IOAPIC takes id `cpus` (so at most 254, as
+    /// 255 is the broadcast id).
     pub cpus: u8,
     /// Base of the PM register block: PM1a event (4 bytes), PM1a control at +4 (2 bytes),
     /// PM timer at +8 (4 bytes). SeaBIOS moves PIIX4's PM base to 0x600 when it is given a
@@ -128,6 +130,16 @@ pub struct FwCfgAcpi {
     pub tables: Vec<u8>,
     /// `etc/table-loader`
     pub loader: Vec<u8>,
+}
+
+impl FwCfgAcpi {
+    /// Adds the three files to `fw` under the names SeaBIOS looks for.
+    pub fn add_to(self, fw: &mut FwCfg) -> Result<(), FwCfgError> {
+        fw.add_file(ACPI_RSDP_FILE, self.rsdp)?;
+        fw.add_file(ACPI_TABLES_FILE, self.tables)?;
+        fw.add_file(TABLE_LOADER_FILE, self.loader)?;
+        Ok(())
+    }
 }
 
 /// The two blobs the loader knows about.
@@ -264,10 +276,11 @@ impl AcpiConfig {
             0xB_FFFF,
             None,
         );
-        // Clamp so a bad config cannot make the descriptor wrap.
+        // Clamp so a bad config cannot make the descriptor's length overflow 32 bits (the
+        // last byte below 4 GiB is firmware ROM, never a PCI BAR, so losing it is harmless).
         let (h_start, h_end) = self.pci_hole;
-        let h_start = h_start.min(u64::from(u32::MAX)) as u32;
-        let h_end = h_end.clamp(u64::from(h_start) + 1, 1 << 32);
+        let h_start = h_start.min(u64::from(u32::MAX) - 1) as u32;
+        let h_end = h_end.clamp(u64::from(h_start) + 1, u64::from(u32::MAX));
         let hole = AddressSpace::<u32>::new_memory(
             AddressSpaceCacheable::NotCacheable,
             true,
@@ -353,14 +366,14 @@ impl AcpiConfig {
         // smi_cmd, acpi_enable, acpi_disable stay 0: the hardware is always in ACPI mode
         // (SCI_EN reads as 1), so the OS has nothing to switch.
         f.pm1a_evt_blk = u32::from(pm).into();
-        f.pm1a_cnt_blk = u32::from(pm + 4).into();
-        f.pm_tmr_blk = u32::from(pm + 8).into();
+        f.pm1a_cnt_blk = u32::from(pm.saturating_add(4)).into();
+        f.pm_tmr_blk = u32::from(pm.saturating_add(8)).into();
         f.pm1_evt_len = 4;
         f.pm1_cnt_len = 2;
         f.pm_tmr_len = 4;
         f.x_pm1a_evt_blk = io_gas(32, AccessSize::Undefined, pm);
-        f.x_pm1a_cnt_blk = io_gas(16, AccessSize::Undefined, pm + 4);
-        f.x_pm_tmr_blk = io_gas(32, AccessSize::Undefined, pm + 8);
+        f.x_pm1a_cnt_blk = io_gas(16, AccessSize::Undefined, pm.saturating_add(4));
+        f.x_pm_tmr_blk = io_gas(32, AccessSize::Undefined, pm.saturating_add(8));
         // C2/C3 are not supported: latencies above 100/1000 us say so.
         f.p_lvl2_lat = 0xFFFu16.into();
         f.p_lvl3_lat = 0xFFFFu16.into();
@@ -563,7 +576,7 @@ impl AcpiConfig {
         } = self.build();
         if !rsdp_addr.is_multiple_of(16)
             || rsdp_addr < RSDP_SCAN_START
-            || rsdp_addr + rsdp.len() as u64 > RSDP_SCAN_END
+            || rsdp_addr.saturating_add(rsdp.len() as u64) > RSDP_SCAN_END
         {
             return Err(AcpiError::BadRsdpAddress(rsdp_addr));
         }
@@ -843,6 +856,33 @@ mod tests {
     }
 
     #[test]
+    fn odd_configs_do_not_panic() {
+        for cfg in [
+            AcpiConfig {
+                cpus: 0,
+                pm_io_base: 0xFFFF,
+                pci_hole: (0, u64::MAX),
+                pci_hole64: Some((5, 5)),
+                com1: false,
+                ps2: false,
+                ..Default::default()
+            },
+            AcpiConfig {
+                cpus: 254,
+                pci_hole: (u64::MAX, 0),
+                pci_hole64: Some((0, u64::MAX)),
+                ..Default::default()
+            },
+        ] {
+            let blobs = cfg.fw_cfg_blobs();
+            let (memory, placed) = run_loader(&blobs);
+            let read = |a: u64, n: usize| memory[a as usize..a as usize + n].to_vec();
+            let f = walk(&read, placed[ACPI_RSDP_FILE]);
+            assert!(f.madt.len() >= 44 + 12 + 20);
+        }
+    }
+
+    #[test]
     fn write_to_refuses_bad_addresses() {
         let cfg = AcpiConfig::default();
         let m = mem();
@@ -860,6 +900,14 @@ mod tests {
         ));
         assert!(matches!(
             cfg.write_to(&m, 0xE_0000, 0xE_0000),
+            Err(AcpiError::BadTablesAddress(_))
+        ));
+        assert!(matches!(
+            cfg.write_to(&m, !15u64, 0x8_0000),
+            Err(AcpiError::BadRsdpAddress(_))
+        ));
+        assert!(matches!(
+            cfg.write_to(&m, 0xE_0000, !63u64),
             Err(AcpiError::BadTablesAddress(_))
         ));
         // Outside guest RAM.
@@ -952,6 +1000,45 @@ mod tests {
         check_contents(&cfg, &f);
         // The same tables as direct boot writes, apart from where they are.
         assert_eq!(blobs.tables.len(), cfg.tables_len());
+    }
+
+    /// The firmware's view end to end: the files come out of the fw_cfg device by DMA,
+    /// exactly as SeaBIOS's `qemu_romfile_init` + `romfile_loader_execute` fetch them.
+    #[test]
+    fn fw_cfg_serves_the_loader_files() {
+        use crate::bus::BusDevice;
+        use crate::devices::fw_cfg::{FW_CFG_DMA_CTL_READ, FW_CFG_DMA_CTL_SELECT, FW_CFG_FILE_DIR};
+        let m = mem();
+        let mut fw = FwCfg::new(m.clone());
+        let cfg = AcpiConfig::default();
+        let blobs = cfg.fw_cfg_blobs();
+        blobs.clone().add_to(&mut fw).unwrap();
+        let mut dma_read = |key: u16, len: usize, at: u64| -> Vec<u8> {
+            let ctl = FW_CFG_DMA_CTL_SELECT | FW_CFG_DMA_CTL_READ | (u32::from(key) << 16);
+            let mut d = Vec::new();
+            d.extend_from_slice(&ctl.to_be_bytes());
+            d.extend_from_slice(&(len as u32).to_be_bytes());
+            d.extend_from_slice(&at.to_be_bytes());
+            m.write_slice(&d, GuestAddress(0x500)).unwrap();
+            fw.write(8, &0x500u32.to_be_bytes());
+            assert_eq!(m.read_obj::<u32>(GuestAddress(0x500)).unwrap(), 0);
+            let mut v = vec![0u8; len];
+            m.read_slice(&mut v, GuestAddress(at)).unwrap();
+            v
+        };
+        let count = u32::from_be_bytes(dma_read(FW_CFG_FILE_DIR, 4, 0x1000).try_into().unwrap());
+        let dir = dma_read(FW_CFG_FILE_DIR, 4 + 64 * count as usize, 0x1000);
+        let mut files = HashMap::new();
+        for e in dir[4..].chunks(64) {
+            let name =
+                String::from_utf8(e[8..].split(|&c| c == 0).next().unwrap().to_vec()).unwrap();
+            let size = u32::from_be_bytes(e[..4].try_into().unwrap()) as usize;
+            let key = u16::from_be_bytes(e[4..6].try_into().unwrap());
+            files.insert(name, dma_read(key, size, 0x2_0000));
+        }
+        assert_eq!(files[ACPI_RSDP_FILE], blobs.rsdp);
+        assert_eq!(files[ACPI_TABLES_FILE], blobs.tables);
+        assert_eq!(files[TABLE_LOADER_FILE], blobs.loader);
     }
 
     #[test]

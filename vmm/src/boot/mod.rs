@@ -21,7 +21,7 @@
 pub mod linux;
 pub mod regs;
 
-pub use linux::{BootError, KernelKind, LinuxBoot};
+pub use linux::{BootError, KernelKind, LinearFramebuffer, LinuxBoot};
 
 /// Where the boot GDT lives.
 pub const BOOT_GDT_ADDR: u64 = 0x500;
