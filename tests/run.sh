@@ -7,6 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 resources/scripts/install-deps.sh test
+resources/scripts/test-assets.sh
 
 export VMDESK_VENV=${VMDESK_VENV:-$root/target/venv}
 export VMDESK_REQUIRE_TOOLS=1

@@ -12,7 +12,7 @@ apt_pkgs=(seabios)
 if [[ $mode == test || $mode == bench ]]; then
   # qemu-system-x86: the reference for parity tests and benchmarks; binutils: real-mode test
   # programs are assembled at test time; xorriso: ISO images; the X/VNC tools: real clients.
-  apt_pkgs+=(qemu-system-x86 qemu-utils binutils xorriso acpica-tools xvfb x11-apps imagemagick
+  apt_pkgs+=(qemu-system-x86 qemu-utils binutils cpio xorriso acpica-tools xvfb x11-apps imagemagick
              tigervnc-viewer tigervnc-standalone-server python3-venv)
 fi
 

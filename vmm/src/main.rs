@@ -88,6 +88,21 @@ fn readable(path: &std::path::Path, what: &str) -> Result<(), Usage> {
         .map_err(|e| Usage(format!("{what} {}: {e}", path.display())))
 }
 
+/// A bzImage has "HdrS" at 0x202; an ELF vmlinux starts with its magic.
+fn looks_like_kernel(path: &std::path::Path) -> Result<(), Usage> {
+    let mut head = [0u8; 0x206];
+    let n = File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|e| Usage(format!("kernel {}: {e}", path.display())))?;
+    if (n >= 4 && head[..4] == *b"\x7fELF") || (n == head.len() && head[0x202..0x206] == *b"HdrS") {
+        return Ok(());
+    }
+    Err(Usage(format!(
+        "kernel {} is not a Linux kernel (want a bzImage or an ELF vmlinux)",
+        path.display()
+    )))
+}
+
 fn run(cli: Cli) -> Result<ExitCode, Usage> {
     let kvm = vmm::kvm::open().map_err(|e| Usage(e.to_string()))?;
     vmm::kvm::check_required(&kvm).map_err(|e| Usage(e.to_string()))?;
@@ -102,6 +117,7 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             if let Some(initrd) = &cli.initrd {
                 readable(initrd, "initrd")?;
             }
+            looks_like_kernel(kernel)?;
             Boot::Linux {
                 kernel: kernel.clone(),
                 initrd: cli.initrd.clone(),
@@ -158,6 +174,8 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
                 }
                 return Ok(ExitCode::FAILURE);
             }
+            // A kernel, initrd or command line the loader refuses is bad input.
+            Err(vm::VmError::Boot(why)) => return Err(Usage(why)),
             Err(e) => {
                 eprintln!("vmdesk-vmm: {e}");
                 return Ok(ExitCode::FAILURE);

@@ -62,10 +62,29 @@ pub fn run_once(
     for id in 0..cfg.cpus {
         fds.push(vcpu::create(kvm, &vm, id, cfg.cpus)?);
     }
-    if let Boot::Linux { .. } = &cfg.boot {
-        return Err(VmError::Boot(
-            "direct kernel boot is not wired in yet".into(),
-        ));
+    if let Boot::Linux {
+        kernel,
+        initrd,
+        cmdline,
+    } = &cfg.boot
+    {
+        let open = |p: &std::path::Path| {
+            std::fs::File::open(p).map_err(|e| VmError::Boot(format!("{}: {e}", p.display())))
+        };
+        let mut kernel = open(kernel)?;
+        let mut initrd = initrd.as_deref().map(open).transpose()?;
+        let acpi = crate::machine::acpi_config(cfg, &machine.layout);
+        let boot = crate::boot::linux::load(
+            &machine.mem,
+            &machine.layout,
+            &mut kernel,
+            initrd.as_mut(),
+            cmdline,
+            Some(&acpi),
+        )
+        .map_err(|e| VmError::Boot(e.to_string()))?;
+        crate::boot::regs::setup_long_mode(&fds[0], &machine.mem, &boot)
+            .map_err(|e| VmError::Boot(e.to_string()))?;
     }
 
     *serial_slot.lock().unwrap() = Some(machine.serial.clone());

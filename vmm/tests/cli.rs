@@ -80,6 +80,8 @@ fn bad_files() {
         &["initrd", "/nonexistent/initrd"],
     );
     assert_usage_error(&["--initrd", "/x"], &[], &["--kernel"]);
+    std::fs::write(&kernel, vec![0x41u8; 8192]).unwrap();
+    assert_usage_error(&["--kernel", kernel.to_str().unwrap()], &[], &["kernel"]);
     assert_usage_error(
         &["--debugcon", "file:/nonexistent/dir/log"],
         &[],
