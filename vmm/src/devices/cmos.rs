@@ -57,6 +57,7 @@ const B_SET: u8 = 0x80;
 const B_PIE: u8 = 0x40;
 const B_AIE: u8 = 0x20;
 const B_UIE: u8 = 0x10;
+const B_SQWE: u8 = 0x08;
 const B_DM_BINARY: u8 = 0x04;
 const B_24H: u8 = 0x02;
 const C_IRQF: u8 = 0x80;
@@ -196,6 +197,18 @@ impl Cmos {
         let sum: u16 = r[0x10..=0x2d].iter().map(|&b| u16::from(b)).sum();
         r[CMOS_CHECKSUM_HIGH as usize] = (sum >> 8) as u8;
         r[CMOS_CHECKSUM_LOW as usize] = sum as u8;
+    }
+
+    /// The chip's RESET pin (a machine reset): interrupt enables and flags clear; the RAM,
+    /// the clock and its format stay, since they are battery-backed (and the firmware reads
+    /// the shutdown status byte 0x0F to tell a warm reset from a cold one).
+    pub fn reset(&mut self) {
+        self.ram[REG_B as usize] &= !(B_PIE | B_AIE | B_UIE | B_SQWE);
+        self.ram[REG_C as usize] = 0;
+        if self.irq_high {
+            self.irq_high = false;
+            self.irq.set_level(false);
+        }
     }
 
     /// Whether the guest has masked NMIs through bit 7 of the index port.
@@ -793,6 +806,23 @@ mod tests {
         c.poll();
         assert_eq!(rd(&mut c, REG_C) & (C_IRQF | C_PF), C_IRQF | C_PF);
         assert_eq!(irq.edges(), 2);
+    }
+
+    #[test]
+    fn reset_keeps_ram_and_clock_but_drops_interrupts() {
+        let clock = FakeClock::at(T0, 0);
+        let (mut c, irq) = cmos_at(&clock);
+        wr(&mut c, CMOS_SHUTDOWN_STATUS, 0x0a);
+        wr(&mut c, REG_B, B_24H | B_DM_BINARY | B_UIE);
+        clock.advance(Duration::from_secs(1));
+        c.poll();
+        assert!(irq.level());
+        c.reset();
+        assert!(!irq.level());
+        assert_eq!(rd(&mut c, REG_B), B_24H | B_DM_BINARY);
+        assert_eq!(rd(&mut c, REG_C), 0);
+        assert_eq!(rd(&mut c, CMOS_SHUTDOWN_STATUS), 0x0a);
+        assert_eq!(rd(&mut c, REG_SECONDS), 8);
     }
 
     #[test]

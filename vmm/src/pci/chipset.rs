@@ -74,6 +74,12 @@ impl PcChipset {
         self.isa_bridge.lock().unwrap().intx_line(slot, pin)
     }
 
+    /// A machine reset: the PCI functions to power-on state (PAM, PIRQ routes, PM base,
+    /// SCI_EN, every BAR), their regions off the buses.
+    pub fn reset(&self) {
+        self.root.lock().unwrap().reset();
+    }
+
     pub fn press_power_button(&self) {
         self.pm.lock().unwrap().press_power_button();
     }
@@ -355,5 +361,24 @@ mod tests {
         assert_eq!(readb(&m.pio, 0x0b, 0x3c), 9);
         assert_eq!(m.chipset.pm.lock().unwrap().pm_io_base(), Some(0x600));
         assert_ne!(inl(&m.pio, 0x608), 0xffff_ffff);
+    }
+
+    #[test]
+    fn reset_returns_the_chipset_to_power_on() {
+        let m = machine();
+        m.chipset.program_like_seabios();
+        let line = m.chipset.intx_line(3, 1);
+        line.set_level(true);
+        assert_eq!(m.gsis.high(), vec![11, 18]);
+        outb(&m.pio, 0xb2, ACPI_ENABLE);
+        writeb(&m.pio, 0x00, 0x59, 0x30);
+        m.chipset.reset();
+        // PIRQs disabled again: only the I/O APIC input stays (the device still asserts).
+        assert_eq!(m.gsis.high(), vec![18]);
+        assert_eq!(readl(&m.pio, 0x08, 0x60), 0x8080_8080);
+        assert_eq!(readb(&m.pio, 0x00, 0x59), 0);
+        assert_eq!(inl(&m.pio, 0x608), 0xffff_ffff);
+        m.chipset.program_like_seabios();
+        assert_eq!(inw(&m.pio, 0x604) & PM1_CNT_SCI_EN, 0);
     }
 }

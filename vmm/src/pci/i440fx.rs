@@ -71,6 +71,10 @@ impl PciFunction for I440fx {
         self.config.write(offset, data);
     }
 
+    fn reset(&mut self) {
+        self.config.reset();
+    }
+
     fn regions(&self) -> Vec<PciRegion> {
         Vec::new()
     }

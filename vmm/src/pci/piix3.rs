@@ -171,6 +171,14 @@ impl PciFunction for Piix3 {
         }
     }
 
+    fn reset(&mut self) {
+        self.config.reset();
+        let routes = self.routes();
+        let mut st = self.router.state.lock().unwrap();
+        st.routes = routes;
+        self.router.sync_isa(&mut st);
+    }
+
     fn regions(&self) -> Vec<PciRegion> {
         Vec::new()
     }

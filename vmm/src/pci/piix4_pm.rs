@@ -327,6 +327,17 @@ impl PciFunction for Piix4Pm {
         self.config.write(offset, data);
     }
 
+    fn reset(&mut self) {
+        self.config.reset();
+        let mut regs = self.regs.lock().unwrap();
+        regs.sts = 0;
+        regs.en = 0;
+        regs.cnt = 0;
+        regs.gpe_sts = 0;
+        regs.gpe_en = 0;
+        regs.update_sci();
+    }
+
     fn regions(&self) -> Vec<PciRegion> {
         let Some(base) = self.pm_io_base() else {
             return Vec::new();
