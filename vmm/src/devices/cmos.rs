@@ -15,7 +15,8 @@
 //!   guest polling calls `poll` on the interval [`Cmos::poll_interval`] suggests.
 //! - Register D always reports valid RAM and time (VRT).
 //! - The bytes QEMU's `pc` machine puts in CMOS for the firmware: memory sizes, CPU count,
-//!   equipment byte, no floppies, and the standard checksum over 0x10..=0x2D.
+//!   equipment byte, no floppies, boot order (0x3D/0x38), the PS/2 century copy (0x37).
+//!   Like QEMU, no checksum at 0x2E/0x2F (SeaBIOS does not check one).
 //!
 //! Not emulated: daylight-saving adjustment (DSE), the square-wave output, the divider
 //! chain reset (register A DV bits are stored only), and the NMI mask: the index port's
@@ -60,6 +61,7 @@ const B_SET: u8 = 0x80;
 const B_PIE: u8 = 0x40;
 const B_AIE: u8 = 0x20;
 const B_UIE: u8 = 0x10;
+const B_SQWE: u8 = 0x08;
 const B_DM_BINARY: u8 = 0x04;
 const B_24H: u8 = 0x02;
 const C_IRQF: u8 = 0x80;
@@ -83,8 +85,6 @@ const CMOS_BASE_MEM_LOW: u8 = 0x15;
 const CMOS_BASE_MEM_HIGH: u8 = 0x16;
 const CMOS_EXT_MEM_LOW: u8 = 0x17;
 const CMOS_EXT_MEM_HIGH: u8 = 0x18;
-const CMOS_CHECKSUM_HIGH: u8 = 0x2e;
-const CMOS_CHECKSUM_LOW: u8 = 0x2f;
 const CMOS_EXT_MEM2_LOW: u8 = 0x30;
 const CMOS_EXT_MEM2_HIGH: u8 = 0x31;
 const CMOS_MEM_ABOVE_16M_LOW: u8 = 0x34;
@@ -93,6 +93,22 @@ const CMOS_MEM_ABOVE_4G_LOW: u8 = 0x5b;
 const CMOS_MEM_ABOVE_4G_MID: u8 = 0x5c;
 const CMOS_MEM_ABOVE_4G_HIGH: u8 = 0x5d;
 const CMOS_CPU_COUNT_MINUS_1: u8 = 0x5f;
+/// Third boot device (high nibble) and the floppy-signature check flag (bit 0).
+const CMOS_BOOT_FLAG1: u8 = 0x38;
+/// First (low nibble) and second (high nibble) boot device.
+const CMOS_BOOT_FLAG2: u8 = 0x3d;
+/// The century again, where IBM PS/2 machines kept it; QEMU fills it in at power on.
+const CMOS_PS2_CENTURY: u8 = 0x37;
+
+/// Boot device codes in CMOS bytes 0x3D/0x38 (QEMU's pc set_boot_dev, SeaBIOS boot.c).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BootDevice {
+    Floppy = 1,
+    Disk = 2,
+    Cdrom = 3,
+    Network = 4,
+}
 
 /// Equipment byte: math coprocessor present (bit 1) and PS/2 mouse (bit 2); no floppy.
 const EQUIPMENT_FPU_AND_MOUSE: u8 = 0x06;
@@ -156,6 +172,7 @@ impl Cmos {
         c.ram[REG_D as usize] = D_VRT;
         c.set_firmware_bytes(cfg);
         let (now, _) = c.guest_now();
+        c.ram[CMOS_PS2_CENTURY as usize] = c.encode((Fields::from_unix(now).year / 100) as u8);
         c.last_second = now;
         c.last_periodic_tick = c.periodic_tick();
         c
@@ -196,9 +213,29 @@ impl Cmos {
 
         r[CMOS_CPU_COUNT_MINUS_1 as usize] = cfg.cpus.saturating_sub(1);
 
-        let sum: u16 = r[0x10..=0x2d].iter().map(|&b| u16::from(b)).sum();
-        r[CMOS_CHECKSUM_HIGH as usize] = (sum >> 8) as u8;
-        r[CMOS_CHECKSUM_LOW as usize] = sum as u8;
+        self.set_boot_order(&[BootDevice::Disk, BootDevice::Floppy, BootDevice::Cdrom]);
+    }
+
+    /// The boot order SeaBIOS reads from CMOS on QEMU (its `-boot` letters), used for
+    /// devices a fw_cfg `bootorder` file does not rank. Up to three entries; the default
+    /// is QEMU's "cad": disk, floppy, CD.
+    pub fn set_boot_order(&mut self, order: &[BootDevice]) {
+        let nibble = |i: usize| order.get(i).map_or(0, |&d| d as u8);
+        self.ram[CMOS_BOOT_FLAG2 as usize] = nibble(1) << 4 | nibble(0);
+        // Bit 0 clear: the floppy boot-signature check stays on, as QEMU's default.
+        self.ram[CMOS_BOOT_FLAG1 as usize] = nibble(2) << 4;
+    }
+
+    /// The chip's RESET pin (a machine reset): interrupt enables and flags clear; the RAM,
+    /// the clock and its format stay, since they are battery-backed (and the firmware reads
+    /// the shutdown status byte 0x0F to tell a warm reset from a cold one).
+    pub fn reset(&mut self) {
+        self.ram[REG_B as usize] &= !(B_PIE | B_AIE | B_UIE | B_SQWE);
+        self.ram[REG_C as usize] = 0;
+        if self.irq_high {
+            self.irq_high = false;
+            self.irq.set_level(false);
+        }
     }
 
     /// Whether the guest has masked NMIs through bit 7 of the index port.
@@ -737,8 +774,17 @@ mod tests {
         assert_eq!(rd(&mut c, 0x5f), 1);
         assert_eq!(rd(&mut c, 0x10), 0);
         assert_eq!(rd(&mut c, 0x0f), 0);
-        let sum: u16 = (0x10..=0x2d).map(|i| u16::from(rd(&mut c, i))).sum();
-        assert_eq!(w(&mut c, 0x2e).swap_bytes(), sum);
+        // As QEMU's pc (checked against qemu-system-x86_64 -M pc -m 512 through qtest):
+        // no checksum, boot order "cad", the PS/2 century byte.
+        assert_eq!(w(&mut c, 0x2e), 0);
+        assert_eq!(rd(&mut c, 0x3d), 0x12);
+        assert_eq!(rd(&mut c, 0x38), 0x30);
+        assert_eq!(rd(&mut c, 0x37), rd(&mut c, REG_CENTURY));
+        c.set_boot_order(&[BootDevice::Cdrom, BootDevice::Disk]);
+        assert_eq!(rd(&mut c, 0x3d), 0x23);
+        assert_eq!(rd(&mut c, 0x38), 0x00);
+        c.set_boot_order(&[BootDevice::Network]);
+        assert_eq!(rd(&mut c, 0x3d), 0x04);
     }
 
     #[test]
@@ -818,6 +864,23 @@ mod tests {
         c.poll();
         assert_eq!(rd(&mut c, REG_C) & (C_IRQF | C_PF), C_IRQF | C_PF);
         assert_eq!(irq.edges(), 2);
+    }
+
+    #[test]
+    fn reset_keeps_ram_and_clock_but_drops_interrupts() {
+        let clock = FakeClock::at(T0, 0);
+        let (mut c, irq) = cmos_at(&clock);
+        wr(&mut c, CMOS_SHUTDOWN_STATUS, 0x0a);
+        wr(&mut c, REG_B, B_24H | B_DM_BINARY | B_UIE);
+        clock.advance(Duration::from_secs(1));
+        c.poll();
+        assert!(irq.level());
+        c.reset();
+        assert!(!irq.level());
+        assert_eq!(rd(&mut c, REG_B), B_24H | B_DM_BINARY);
+        assert_eq!(rd(&mut c, REG_C), 0);
+        assert_eq!(rd(&mut c, CMOS_SHUTDOWN_STATUS), 0x0a);
+        assert_eq!(rd(&mut c, REG_SECONDS), 8);
     }
 
     #[test]

@@ -33,13 +33,17 @@ pub struct PcChipset {
 
 impl PcChipset {
     /// Builds the chipset and puts its ports on `pio`: 0xCF8..=0xCFF and 0xB2..=0xB3.
+    /// `ram_size` is all guest RAM (the host bridge records it as QEMU's does).
     pub fn new(
+        ram_size: u64,
         pio: Arc<Bus>,
         mmio: Arc<Bus>,
         gsi: GsiLines,
         requests: MachineRequests,
     ) -> Result<PcChipset, BusError> {
-        let host_bridge = Arc::new(Mutex::new(I440fx::new()));
+        let mut i440fx = I440fx::new();
+        i440fx.set_ram_size(ram_size);
+        let host_bridge = Arc::new(Mutex::new(i440fx));
         let isa_bridge = Arc::new(Mutex::new(Piix3::new(gsi.clone())));
         let pm = Arc::new(Mutex::new(Piix4Pm::new(gsi(SCI_IRQ), requests.clone())));
         let mut root = PciRoot::new(pio.clone(), mmio);
@@ -72,6 +76,12 @@ impl PcChipset {
     /// The interrupt line for INTx `pin` (1 = INTA#) of the device in `slot`.
     pub fn intx_line(&self, slot: u8, pin: u8) -> Arc<dyn crate::irq::IrqLine> {
         self.isa_bridge.lock().unwrap().intx_line(slot, pin)
+    }
+
+    /// A machine reset: the PCI functions to power-on state (PAM, PIRQ routes, PM base,
+    /// SCI_EN, every BAR), their regions off the buses.
+    pub fn reset(&self) {
+        self.root.lock().unwrap().reset();
     }
 
     pub fn press_power_button(&self) {
@@ -120,7 +130,8 @@ mod tests {
         let mmio = Arc::new(Bus::new());
         let gsis = Gsis::default();
         let (tx, rx) = crossbeam_channel::unbounded();
-        let chipset = PcChipset::new(pio.clone(), mmio.clone(), gsis.lines(), tx).unwrap();
+        let chipset =
+            PcChipset::new(512 << 20, pio.clone(), mmio.clone(), gsis.lines(), tx).unwrap();
         Machine {
             pio,
             mmio,
@@ -355,5 +366,84 @@ mod tests {
         assert_eq!(readb(&m.pio, 0x0b, 0x3c), 9);
         assert_eq!(m.chipset.pm.lock().unwrap().pm_io_base(), Some(0x600));
         assert_ne!(inl(&m.pio, 0x608), 0xffff_ffff);
+    }
+
+    #[test]
+    fn reset_returns_the_chipset_to_power_on() {
+        let m = machine();
+        m.chipset.program_like_seabios();
+        let line = m.chipset.intx_line(3, 1);
+        line.set_level(true);
+        assert_eq!(m.gsis.high(), vec![11, 18]);
+        outb(&m.pio, 0xb2, ACPI_ENABLE);
+        writeb(&m.pio, 0x00, 0x59, 0x30);
+        m.chipset.reset();
+        // PIRQs disabled again: only the I/O APIC input stays (the device still asserts).
+        assert_eq!(m.gsis.high(), vec![18]);
+        assert_eq!(readl(&m.pio, 0x08, 0x60), 0x8080_8080);
+        assert_eq!(readb(&m.pio, 0x00, 0x59), 0);
+        assert_eq!(inl(&m.pio, 0x608), 0xffff_ffff);
+        m.chipset.program_like_seabios();
+        assert_eq!(inw(&m.pio, 0x604) & PM1_CNT_SCI_EN, 0);
+    }
+
+    /// Every dword of 00.0, 01.0 and 01.3 against what QEMU 7.2's `-M pc -m 512` reports
+    /// at power on (read through qtest with `-S`): all-zero dwords are left out.
+    #[test]
+    fn power_on_config_matches_qemu_pc() {
+        let m = machine();
+        let qemu: [(u16, &[(u16, u32)]); 3] = [
+            (
+                0x00,
+                &[
+                    (0x00, 0x1237_8086),
+                    (0x08, 0x0600_0002),
+                    (0x2c, 0x1100_1af4),
+                    (0x54, 0x4000_0000),
+                    (0x70, 0x0002_0000),
+                ],
+            ),
+            (
+                0x08,
+                &[
+                    (0x00, 0x7000_8086),
+                    (0x04, 0x0200_0000),
+                    (0x08, 0x0601_0000),
+                    (0x0c, 0x0080_0000),
+                    (0x2c, 0x1100_1af4),
+                    (0x4c, 0x0003_004d),
+                    (0x60, 0x8080_8080),
+                    (0x68, 0x0000_0200),
+                    (0x70, 0x0000_0080),
+                    (0x74, 0x0c0c_0000),
+                    (0x78, 0x0000_0002),
+                    (0xa0, 0x0000_0008),
+                    (0xa8, 0x0000_000f),
+                ],
+            ),
+            (
+                0x0b,
+                &[
+                    (0x00, 0x7113_8086),
+                    (0x04, 0x0280_0000),
+                    (0x08, 0x0680_0003),
+                    (0x2c, 0x1100_1af4),
+                    (0x3c, 0x0000_0100),
+                    (0x40, 0x0000_0001),
+                    // QEMU without SMM (KVM here) presets APMC_EN; the qtest run had SMM.
+                    (0x58, 0x0200_0000),
+                    (0x5c, 0x1000_0000),
+                    (0x60, 0x6000_0000),
+                    // QEMU has an SMBus controller at 0xb100, enabled; we have none.
+                    (0x90, 0x0000_0001),
+                ],
+            ),
+        ];
+        for (bdf, want) in qemu {
+            for off in (0..256).step_by(4) {
+                let expect = want.iter().find(|(o, _)| *o == off).map_or(0, |w| w.1);
+                assert_eq!(readl(&m.pio, bdf, off), expect, "{bdf:#x} offset {off:#x}");
+            }
+        }
     }
 }

@@ -73,6 +73,9 @@ pub struct PciConfig {
     /// The upper half of a 64-bit BAR is marked so it cannot be reused.
     bar_high: [bool; 6],
     rom_size: Option<u64>,
+    /// The bytes as the device set them up, taken at the first guest write, for
+    /// [`PciConfig::reset`].
+    power_on: Option<Box<[u8; CONFIG_SIZE]>>,
 }
 
 impl PciConfig {
@@ -85,6 +88,7 @@ impl PciConfig {
             bars: [None; 6],
             bar_high: [false; 6],
             rom_size: None,
+            power_on: None,
         };
         c.set_u16(VENDOR_ID, vendor);
         c.set_u16(DEVICE_ID, device);
@@ -239,6 +243,9 @@ impl PciConfig {
 
     /// A guest write, through the write masks. Bytes past the end are dropped.
     pub fn write(&mut self, offset: u16, data: &[u8]) {
+        if self.power_on.is_none() {
+            self.power_on = Some(Box::new(self.bytes));
+        }
         for (i, &v) in data.iter().enumerate() {
             let o = offset as usize + i;
             if o >= CONFIG_SIZE {
@@ -247,6 +254,15 @@ impl PciConfig {
             let wm = self.wmask[o];
             let b = (self.bytes[o] & !wm) | (v & wm);
             self.bytes[o] = b & !(v & self.w1cmask[o]);
+        }
+    }
+
+    /// Back to the state before the guest's first write (a machine reset): BARs
+    /// unassigned, decode off, device registers at their defaults. What the device set
+    /// with the `set_*` calls after the guest started writing is forgotten too.
+    pub fn reset(&mut self) {
+        if let Some(p) = &self.power_on {
+            self.bytes = **p;
         }
     }
 
@@ -427,6 +443,23 @@ mod tests {
         assert_eq!(c.decoded_bars().len(), 4);
         c.write(COMMAND, &[0x01]);
         assert_eq!(c.decoded_bars().len(), 1);
+    }
+
+    #[test]
+    fn reset_restores_power_on_bytes() {
+        let mut c = PciConfig::new(0x1234, 0x1111, 0, 0);
+        c.add_bar(0, BarKind::Io, 16).unwrap();
+        c.set_u8(0x60, 0x80);
+        c.set_wmask_u8(0x60, 0xff);
+        wr32(&mut c, 0x10, 0xc000);
+        c.write(COMMAND, &[0x01]);
+        c.write(0x60, &[0x0b]);
+        assert_eq!(c.decoded_bars().len(), 1);
+        c.reset();
+        assert_eq!(c.decoded_bars(), vec![]);
+        assert_eq!(rd32(&c, 0x10), 0x1);
+        assert_eq!(c.u8(0x60), 0x80);
+        assert_eq!(c.u16(0), 0x1234);
     }
 
     #[test]

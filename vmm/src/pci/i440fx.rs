@@ -23,6 +23,7 @@ pub const PAM_LAST: u16 = 0x5f;
 const PAM0_MASK: u8 = 0x30;
 const PAM_MASK: u8 = 0x33;
 pub const SMRAM: u16 = 0x72;
+const RAM_SIZE_8M: u16 = 0x57;
 /// SMRAM at reset: C_BASE_SEG = 010 (the 0xA0000 segment).
 const SMRAM_DEFAULT: u8 = 0x02;
 /// D_OPEN, D_CLS, D_LCK, G_SMRAME.
@@ -50,6 +51,13 @@ impl I440fx {
         I440fx { config }
     }
 
+    /// Records the RAM size where QEMU's i440FX keeps it for coreboot (0x57, in 8 MiB
+    /// units, at most 255); SeaBIOS does not read it.
+    pub fn set_ram_size(&mut self, ram_size: u64) {
+        self.config
+            .set_u8(RAM_SIZE_8M, (ram_size / (8 << 20)).min(255) as u8);
+    }
+
     /// The PAM register bytes 0x59..=0x5F as the guest last wrote them.
     pub fn pam(&self) -> [u8; 7] {
         std::array::from_fn(|i| self.config.u8(PAM0 + i as u16))
@@ -69,6 +77,10 @@ impl PciFunction for I440fx {
 
     fn config_write(&mut self, offset: u16, data: &[u8]) {
         self.config.write(offset, data);
+    }
+
+    fn reset(&mut self) {
+        self.config.reset();
     }
 
     fn regions(&self) -> Vec<PciRegion> {
@@ -105,6 +117,12 @@ mod tests {
         assert_eq!(&h.pam()[3..], &[0x11; 4]);
         h.config_read(SMRAM, &mut b);
         assert_eq!(b, [0x02]);
+        h.set_ram_size(512 << 20);
+        h.config_read(0x57, &mut b);
+        assert_eq!(b, [0x40]);
+        h.set_ram_size(4 << 30);
+        h.config_read(0x57, &mut b);
+        assert_eq!(b, [0xff]);
         h.config_write(SMRAM, &[0x4a]);
         h.config_read(SMRAM, &mut b);
         assert_eq!(b, [0x4a]);

@@ -59,6 +59,8 @@ pub trait PciFunction: Send {
     /// register, or a device-specific enable) and whose base is assigned. The root calls it
     /// after every configuration write and moves the ranges on the buses.
     fn regions(&self) -> Vec<PciRegion>;
+    /// A machine reset: back to power-on state (the root remaps afterwards).
+    fn reset(&mut self) {}
 }
 
 /// Packs bus 0 device/function numbers the way configuration cycles carry them.

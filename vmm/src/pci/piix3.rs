@@ -36,6 +36,22 @@ pub const PIRQ_GSI_BASE: u32 = 16;
 /// ISA IRQs the route registers may steer a PIRQ to.
 const ROUTABLE_IRQS: u16 = 0b1101_1110_1111_1000;
 
+/// DEVSEL# timing "medium" (status bits 10:9 = 01).
+const STATUS_DEVSEL_MEDIUM: u16 = 0x0200;
+/// Reset values QEMU's PIIX3 gives the registers we only store: IORT, XBCS, TOM, MBIRQ0,
+/// MBDMA0/1, PCSC, SMICNTL, SMIEN... (read back through qtest from QEMU's `pc`).
+const QEMU_DEFAULTS: [(u16, u8); 9] = [
+    (0x4c, 0x4d),
+    (0x4e, 0x03),
+    (0x69, 0x02),
+    (0x70, 0x80),
+    (0x76, 0x0c),
+    (0x77, 0x0c),
+    (0x78, 0x02),
+    (0xa0, 0x08),
+    (0xa8, 0x0f),
+];
+
 /// Gives the interrupt line for a GSI (the VMM's KVM_IRQ_LINE wrapper, or a test recorder).
 pub type GsiLines = Arc<dyn Fn(u32) -> Arc<dyn IrqLine> + Send + Sync>;
 
@@ -120,6 +136,14 @@ impl Piix3 {
         let mut config = PciConfig::new(VENDOR_INTEL, PIIX3_DEVICE_ID, CLASS_ISA_BRIDGE, 0);
         config.set_subsystem(SUBSYSTEM_VENDOR_QEMU, SUBSYSTEM_ID_QEMU);
         config.set_header_type(HEADER_TYPE_MULTI_FUNCTION);
+        config.set_u16(STATUS, STATUS_DEVSEL_MEDIUM);
+        // The other ISA-bridge registers are plain storage with QEMU's reset values.
+        for off in 0x40..=0xff {
+            config.set_wmask_u8(off, 0xff);
+        }
+        for (off, v) in QEMU_DEFAULTS {
+            config.set_u8(off, v);
+        }
         for i in 0..PIRQ_COUNT as u16 {
             config.set_u8(PIRQ_ROUTE + i, PIRQ_DISABLED);
             config.set_wmask_u8(PIRQ_ROUTE + i, PIRQ_ROUTE_MASK);
@@ -169,6 +193,14 @@ impl PciFunction for Piix3 {
             st.routes = routes;
             self.router.sync_isa(&mut st);
         }
+    }
+
+    fn reset(&mut self) {
+        self.config.reset();
+        let routes = self.routes();
+        let mut st = self.router.state.lock().unwrap();
+        st.routes = routes;
+        self.router.sync_isa(&mut st);
     }
 
     fn regions(&self) -> Vec<PciRegion> {
@@ -235,6 +267,13 @@ pub(crate) mod tests {
         assert_eq!(d[2], 0x80);
         p.config_read(0x60, &mut d);
         assert_eq!(d, [0x80; 4]);
+        p.config_read(0x04, &mut d);
+        assert_eq!(d, [0x00, 0x00, 0x00, 0x02]);
+        p.config_read(0x4c, &mut d);
+        assert_eq!(d, [0x4d, 0x00, 0x03, 0x00]);
+        p.config_write(0x4c, &[0x4c]);
+        p.config_read(0x4c, &mut d);
+        assert_eq!(d[0], 0x4c);
         p.config_write(0x60, &[0xff, 0x0b, 0x7a, 0x05]);
         assert_eq!(p.routes(), [0x8f, 0x0b, 0x0a, 0x05]);
     }

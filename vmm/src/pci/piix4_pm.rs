@@ -93,6 +93,11 @@ pub const APM_PORTS: u64 = 2;
 pub const ACPI_ENABLE: u8 = 0xf1;
 pub const ACPI_DISABLE: u8 = 0xf0;
 
+/// Fast back-to-back capable, DEVSEL# timing medium.
+const STATUS_FAST_B2B_DEVSEL_MEDIUM: u16 = 0x0280;
+/// QEMU's PIIX4 reset values for registers we only store (DEVRESD, DEVRESB bits).
+const QEMU_DEFAULTS: [(u16, u8); 2] = [(0x5f, 0x10), (0x63, 0x60)];
+
 /// Time since the machine started.
 type Clock = Box<dyn Fn() -> Duration + Send>;
 
@@ -262,6 +267,15 @@ impl Piix4Pm {
         );
         config.set_subsystem(SUBSYSTEM_VENDOR_QEMU, SUBSYSTEM_ID_QEMU);
         config.set_interrupt_pin(1);
+        config.set_u16(STATUS, STATUS_FAST_B2B_DEVSEL_MEDIUM);
+        // Registers we do not model are storage, as on QEMU's PIIX4; the ones we model get
+        // their own masks below.
+        for off in 0x40..=0xff {
+            config.set_wmask_u8(off, 0xff);
+        }
+        for (off, v) in QEMU_DEFAULTS {
+            config.set_u8(off, v);
+        }
         config.set_u32(PMBA, IO_SPACE_INDICATOR);
         config.set_wmask_u32(PMBA, PMBA_MASK);
         config.set_wmask_u8(PMREGMISC, PMIOSE);
@@ -325,6 +339,17 @@ impl PciFunction for Piix4Pm {
 
     fn config_write(&mut self, offset: u16, data: &[u8]) {
         self.config.write(offset, data);
+    }
+
+    fn reset(&mut self) {
+        self.config.reset();
+        let mut regs = self.regs.lock().unwrap();
+        regs.sts = 0;
+        regs.en = 0;
+        regs.cnt = 0;
+        regs.gpe_sts = 0;
+        regs.gpe_en = 0;
+        regs.update_sci();
     }
 
     fn regions(&self) -> Vec<PciRegion> {
@@ -403,6 +428,10 @@ mod tests {
         assert_eq!(d, [0x03, 0x00, 0x80, 0x06]);
         r.pm.config_read(0x3c, &mut d);
         assert_eq!(d[1], 1);
+        r.pm.config_read(0x04, &mut d);
+        assert_eq!(d, [0x00, 0x00, 0x80, 0x02]);
+        r.pm.config_read(0x5c, &mut d);
+        assert_eq!(d, [0x00, 0x00, 0x00, 0x10]);
         // SeaBIOS's smm.c skips SMM set-up when APMC_EN is already on.
         r.pm.config_read(DEVACTB, &mut d);
         assert_ne!(u32::from_le_bytes(d) & 1 << 25, 0);

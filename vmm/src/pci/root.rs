@@ -67,6 +67,14 @@ impl PciRoot {
         self.update_regions();
     }
 
+    /// A machine reset: every function back to power-on state, the buses to match.
+    pub fn reset(&mut self) {
+        for s in self.slots.values() {
+            s.function.lock().unwrap().reset();
+        }
+        self.update_regions();
+    }
+
     fn bus(&self, space: PciSpace) -> &Bus {
         match space {
             PciSpace::Pio => &self.pio,
