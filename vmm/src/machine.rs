@@ -196,7 +196,7 @@ fn add_chipset(
     tx: &Sender<MachineRequest>,
 ) -> Result<(PcChipset, Arc<Mutex<I8042>>), MachineError> {
     let chipset = PcChipset::new(pio.clone(), mmio.clone(), irq.clone(), tx.clone())?;
-    let mut cmos = Cmos::new(
+    let cmos = Cmos::new(
         CmosConfig {
             ram_below_4g: layout.below_4g,
             ram_above_4g: layout.above_4g,
@@ -204,8 +204,6 @@ fn add_chipset(
         },
         irq(RTC_IRQ),
     );
-    // Hard disk, then floppy, then CD-ROM when fw_cfg's bootorder names nothing, as QEMU.
-    cmos.set_boot_order("cad");
     pio.insert(CMOS_BASE, CMOS_PORTS, shared(cmos))?;
     let i8042 = Arc::new(Mutex::new(I8042::new(
         irq(KBD_IRQ),

@@ -51,9 +51,6 @@ const REG_C: u8 = 0x0c;
 const REG_D: u8 = 0x0d;
 /// The century byte where the IBM PC/AT (and SeaBIOS, and Linux's ACPI FADT default) keep it.
 pub const REG_CENTURY: u8 = 0x32;
-/// Boot device bytes (QEMU's encoding, read by SeaBIOS's boot.c).
-const CMOS_BOOT_FLAG1: u8 = 0x38;
-const CMOS_BOOT_FLAG2: u8 = 0x3d;
 
 const A_UIP: u8 = 0x80;
 const A_RATE_MASK: u8 = 0x0f;
@@ -412,28 +409,6 @@ impl Cmos {
             self.irq_high = true;
             self.irq.set_level(true);
         }
-    }
-
-    /// The legacy boot order SeaBIOS falls back on when fw_cfg has no `bootorder` entry
-    /// for a device: up to three of `a` (floppy), `c` (hard disk), `d` (CD-ROM),
-    /// `n` (network), in QEMU's CMOS encoding (0x3D: first and second, 0x38 high nibble:
-    /// third; 0x38 bit 0 stays clear, so the floppy boot signature is checked, as on
-    /// QEMU). Other letters are ignored.
-    pub fn set_boot_order(&mut self, order: &str) {
-        let codes: Vec<u8> = order
-            .chars()
-            .filter_map(|c| match c {
-                'a' => Some(1),
-                'c' => Some(2),
-                'd' => Some(3),
-                'n' => Some(4),
-                _ => None,
-            })
-            .take(3)
-            .collect();
-        let at = |i: usize| codes.get(i).copied().unwrap_or(0);
-        self.ram[CMOS_BOOT_FLAG2 as usize] = at(0) | (at(1) << 4);
-        self.ram[CMOS_BOOT_FLAG1 as usize] = at(2) << 4;
     }
 
     /// Lets time-driven flags (periodic, update-ended, alarm) raise IRQ 8 even when the
@@ -897,26 +872,5 @@ mod tests {
         c.write(1, &[]);
         wr(&mut c, REG_B, 0);
         let _ = rd(&mut c, REG_HOURS);
-    }
-
-    #[test]
-    fn boot_order_bytes_like_qemu() {
-        let mut c = Cmos::new(
-            CmosConfig {
-                ram_below_4g: 512 << 20,
-                ram_above_4g: 0,
-                cpus: 1,
-            },
-            crate::irq::RecordingIrq::new(),
-        );
-        c.set_boot_order("cad");
-        let mut read = |i: u8| {
-            let mut b = [0u8];
-            c.write(0, &[i]);
-            c.read(1, &mut b);
-            b[0]
-        };
-        assert_eq!(read(0x3d), 0x12);
-        assert_eq!(read(0x38), 0x30);
     }
 }
