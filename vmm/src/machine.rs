@@ -195,7 +195,13 @@ fn add_chipset(
     irq: &IrqFactory,
     tx: &Sender<MachineRequest>,
 ) -> Result<(PcChipset, Arc<Mutex<I8042>>), MachineError> {
-    let chipset = PcChipset::new(pio.clone(), mmio.clone(), irq.clone(), tx.clone())?;
+    let chipset = PcChipset::new(
+        layout.ram_size,
+        pio.clone(),
+        mmio.clone(),
+        irq.clone(),
+        tx.clone(),
+    )?;
     let cmos = Cmos::new(
         CmosConfig {
             ram_below_4g: layout.below_4g,
