@@ -1,8 +1,11 @@
 //! RFB rectangle encodings. Each encoder owns its per-connection state (zlib streams),
 //! so a session keeps one encoder per encoding it uses.
 
+mod hextile;
+pub(crate) mod pack;
 mod raw;
 
+pub use hextile::HextileEncoder;
 pub use raw::RawEncoder;
 
 use crate::pixel::{Native, PixelFormat};
@@ -97,6 +100,7 @@ pub struct EncoderSettings {
 pub fn new_encoder(encoding: i32) -> Option<Box<dyn Encoder>> {
     match encoding {
         number::RAW => Some(Box::new(RawEncoder)),
+        number::HEXTILE => Some(Box::new(HextileEncoder::new())),
         _ => None,
     }
 }
