@@ -332,3 +332,8 @@ fn big_pictures_round_trip_every_lossless_encoding() {
         }
     }
 }
+
+#[test]
+fn zrle_round_trips() {
+    lossless_all_formats(number::ZRLE, "zrle");
+}

@@ -9,6 +9,7 @@
 //! which is therefore one per connection.
 
 mod hextile;
+mod zrle;
 
 use std::io::Read;
 
@@ -206,12 +207,14 @@ pub struct DecodedRect {
 /// Decodes rectangles of one connection, keeping the zlib streams ZRLE and Tight need.
 pub struct Decoder {
     px: PixelReader,
+    zrle: zrle::ZrleState,
 }
 
 impl Decoder {
     pub fn new(pf: &PixelFormat) -> Self {
         Decoder {
             px: PixelReader::new(pf),
+            zrle: zrle::ZrleState::new(),
         }
     }
 
@@ -274,6 +277,7 @@ impl Decoder {
         match encoding {
             number::RAW => decode_raw(&self.px, rect, r, fb),
             number::HEXTILE => hextile::decode(&self.px, rect, r, fb),
+            number::ZRLE => self.zrle.decode(&self.px, rect, r, fb),
             other => Err(DecodeError::Unsupported(other)),
         }
     }
@@ -347,4 +351,34 @@ pub(crate) fn inflate_exact(
         inp += used;
     }
     Ok(())
+}
+
+/// Bounds-checked reading from decompressed data.
+pub(crate) struct Cursor<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(b: &'a [u8]) -> Self {
+        Cursor { b }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.b.is_empty()
+    }
+
+    #[inline]
+    pub fn u8(&mut self, e: &'static str) -> Result<u8> {
+        Ok(self.take(1, e)?[0])
+    }
+
+    #[inline]
+    pub fn take(&mut self, n: usize, e: &'static str) -> Result<&'a [u8]> {
+        if n > self.b.len() {
+            return Err(malformed(e, "tile data ends early"));
+        }
+        let (a, rest) = self.b.split_at(n);
+        self.b = rest;
+        Ok(a)
+    }
 }

@@ -204,8 +204,7 @@ fn find_subrects(
     let free = |covered: &[u16; 16], x: usize, y: usize| covered[y] & (1 << x) == 0;
     for y in 0..th {
         let row = &tile[y * tw..(y + 1) * tw];
-        for x in 0..tw {
-            let c = row[x];
+        for (x, &c) in row.iter().enumerate() {
             if c == bg || !free(&covered, x, y) {
                 continue;
             }

@@ -4,9 +4,11 @@
 mod hextile;
 pub(crate) mod pack;
 mod raw;
+mod zrle;
 
 pub use hextile::HextileEncoder;
 pub use raw::RawEncoder;
+pub use zrle::ZrleEncoder;
 
 use crate::pixel::{Native, PixelFormat};
 
@@ -101,6 +103,7 @@ pub fn new_encoder(encoding: i32) -> Option<Box<dyn Encoder>> {
     match encoding {
         number::RAW => Some(Box::new(RawEncoder)),
         number::HEXTILE => Some(Box::new(HextileEncoder::new())),
+        number::ZRLE => Some(Box::new(ZrleEncoder::new())),
         _ => None,
     }
 }

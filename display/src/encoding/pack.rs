@@ -138,9 +138,9 @@ pub(crate) fn tight_uses_tpixel24(pf: &PixelFormat) -> bool {
         && pf.red_max == 255
         && pf.green_max == 255
         && pf.blue_max == 255
-        && pf.red_shift % 8 == 0
-        && pf.green_shift % 8 == 0
-        && pf.blue_shift % 8 == 0
+        && pf.red_shift.is_multiple_of(8)
+        && pf.green_shift.is_multiple_of(8)
+        && pf.blue_shift.is_multiple_of(8)
 }
 
 #[cfg(test)]
