@@ -6,7 +6,7 @@
 //! and after a coloured-subrect tile the foreground is; that costs a few bytes and never
 //! relies on an ambiguous reading of the spec.
 
-use super::pack::Packer;
+use super::pack::{Packer, Palette, for_runs};
 use super::{Encoder, EncoderSettings, PixelView, Rect, number};
 use crate::pixel::PixelFormat;
 
@@ -21,6 +21,7 @@ pub struct HextileEncoder {
     packer: Option<Packer>,
     tile: Vec<u32>,
     subrects: Vec<Subrect>,
+    pal: Palette,
 }
 
 #[derive(Clone, Copy)]
@@ -65,6 +66,7 @@ impl Encoder for HextileEncoder {
             packer,
             tile,
             subrects,
+            pal,
         } = self;
         let packer = packer.as_ref().expect("set above");
         let mut carry = Carry { bg: None, fg: None };
@@ -75,7 +77,7 @@ impl Encoder for HextileEncoder {
             for tx in (0..rw).step_by(16) {
                 let tw = (rw - tx).min(16);
                 packer.convert_rect(frame, rx + tx, ry + ty, tw, th, tile);
-                encode_tile(packer, tile, tw, th, &mut carry, subrects, out);
+                encode_tile(packer, tile, tw, th, &mut carry, subrects, pal, out);
             }
         }
         1
@@ -89,40 +91,25 @@ fn encode_tile(
     th: usize,
     carry: &mut Carry,
     subrects: &mut Vec<Subrect>,
+    pal: &mut Palette,
     out: &mut Vec<u8>,
 ) {
     let bpp = packer.bpp;
     let raw_cost = 1 + tw * th * bpp;
 
-    // Count colours: up to 8 distinct ones with their frequencies, then just "many".
-    let mut colours: [(u32, u32); 8] = [(0, 0); 8];
-    let mut ncolours = 0usize;
-    let mut many = false;
-    let mut last = tile[0] ^ 1;
-    let mut last_idx = 0;
-    for &p in tile {
-        if p == last {
-            colours[last_idx].1 += 1;
-            continue;
+    // Colours and their pixel counts. Every colour but the background needs a subrect of
+    // its own, so past 256 colours (more than 255 subrects) the tile can only be raw.
+    pal.clear();
+    let mut overflow = false;
+    for_runs(tile, |c, n| {
+        if !overflow && pal.add_run(c, n, 256).is_none() {
+            overflow = true;
         }
-        match colours[..ncolours].iter().position(|c| c.0 == p) {
-            Some(i) => {
-                colours[i].1 += 1;
-                last = p;
-                last_idx = i;
-            }
-            None if ncolours < colours.len() => {
-                colours[ncolours] = (p, 1);
-                last = p;
-                last_idx = ncolours;
-                ncolours += 1;
-            }
-            None => many = true,
-        }
-    }
+    });
+    let ncolours = pal.colours.len();
 
-    if ncolours == 1 {
-        let c = colours[0].0;
+    if !overflow && ncolours == 1 {
+        let c = pal.colours[0];
         if carry.bg == Some(c) {
             out.push(0);
         } else {
@@ -136,22 +123,26 @@ fn encode_tile(
     // Background: the most frequent colour; on a tie keep the one the client already has.
     let mut best = 0;
     for i in 1..ncolours {
-        let (c, n) = colours[i];
-        if n > colours[best].1 || (n == colours[best].1 && carry.bg == Some(c)) {
+        let (c, n) = (pal.colours[i], pal.counts[i]);
+        if n > pal.counts[best] || (n == pal.counts[best] && carry.bg == Some(c)) {
             best = i;
         }
     }
-    let bg = colours[best].0;
+    let bg = pal.colours[best];
     let bg_cost = if carry.bg == Some(bg) { 0 } else { bpp };
-    let mono = ncolours == 2 && !many;
-    let fg = if mono { colours[1 - best].0 } else { 0 };
+    let mono = ncolours == 2 && !overflow;
+    let fg = if mono { pal.colours[1 - best] } else { 0 };
     let fg_cost = if mono && carry.fg != Some(fg) { bpp } else { 0 };
     let per_subrect = if mono { 2 } else { 2 + bpp };
     // Subrects only pay off while they stay under the raw size (and at most 255 of them).
     let budget = raw_cost.saturating_sub(2 + bg_cost + fg_cost) / per_subrect;
     let max_subrects = budget.min(255);
 
-    if find_subrects(tile, tw, th, bg, max_subrects, subrects) {
+    if !overflow
+        && ncolours - 1 <= max_subrects
+        && corners(tile, tw, bg) <= max_subrects
+        && find_subrects(tile, tw, th, bg, max_subrects, subrects)
+    {
         let mut flags = ANY_SUBRECTS;
         if bg_cost != 0 {
             flags |= BACKGROUND;
@@ -188,8 +179,22 @@ fn encode_tile(
     }
 }
 
+/// A lower bound on the subrects a tile needs: pixels whose left and upper neighbours both
+/// differ from them (and are not background) can only be the top-left corner of a subrect,
+/// and no two subrects share one.
+fn corners(tile: &[u32], tw: usize, bg: u32) -> usize {
+    let mut n = 0;
+    for (i, &c) in tile.iter().enumerate() {
+        let left = i % tw != 0 && tile[i - 1] == c;
+        let up = i >= tw && tile[i - tw] == c;
+        n += usize::from(c != bg && !left && !up);
+    }
+    n
+}
+
 /// Covers every non-`bg` pixel with single-colour rectangles, greedily taking at each
-/// uncovered pixel the larger of the widest-first and tallest-first rectangle. Returns false
+/// uncovered pixel the larger of the widest-first and tallest-first rectangle. Rectangles may
+/// overlap pixels of their own colour (painting them twice is harmless), which lets them grow. Returns false
 /// (giving up) when more than `max` would be needed.
 fn find_subrects(
     tile: &[u32],
@@ -211,24 +216,20 @@ fn find_subrects(
             let at = |x: usize, y: usize| tile[y * tw + x];
             // Widest first.
             let mut w1 = 1;
-            while x + w1 < tw && at(x + w1, y) == c && free(&covered, x + w1, y) {
+            while x + w1 < tw && at(x + w1, y) == c {
                 w1 += 1;
             }
             let mut h1 = 1;
-            while y + h1 < th
-                && (x..x + w1).all(|xx| at(xx, y + h1) == c && free(&covered, xx, y + h1))
-            {
+            while y + h1 < th && (x..x + w1).all(|xx| at(xx, y + h1) == c) {
                 h1 += 1;
             }
             // Tallest first.
             let mut h2 = 1;
-            while y + h2 < th && at(x, y + h2) == c && free(&covered, x, y + h2) {
+            while y + h2 < th && at(x, y + h2) == c {
                 h2 += 1;
             }
             let mut w2 = 1;
-            while x + w2 < tw
-                && (y..y + h2).all(|yy| at(x + w2, yy) == c && free(&covered, x + w2, yy))
-            {
+            while x + w2 < tw && (y..y + h2).all(|yy| at(x + w2, yy) == c) {
                 w2 += 1;
             }
             let (w, h) = if w2 * h2 > w1 * h1 {

@@ -143,6 +143,104 @@ pub(crate) fn tight_uses_tpixel24(pf: &PixelFormat) -> bool {
         && pf.blue_shift.is_multiple_of(8)
 }
 
+/// The colours of one tile, up to a limit, in a small open-addressed table that is "cleared"
+/// by bumping a generation number.
+pub(crate) struct Palette {
+    keys: [u32; 512],
+    idx: [u16; 512],
+    generation: [u32; 512],
+    current: u32,
+    pub colours: Vec<u32>,
+    /// Pixels of each colour, counted by [`add_run`](Self::add_run).
+    pub counts: Vec<u32>,
+}
+
+impl Palette {
+    pub fn new() -> Self {
+        Palette {
+            keys: [0; 512],
+            idx: [0; 512],
+            generation: [0; 512],
+            current: 0,
+            colours: Vec::with_capacity(256),
+            counts: Vec::with_capacity(256),
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.current = self.current.wrapping_add(1);
+        if self.current == 0 {
+            self.generation = [0; 512];
+            self.current = 1;
+        }
+        self.colours.clear();
+        self.counts.clear();
+    }
+
+    /// The index of `c`, adding it while fewer than `limit` colours are known; `None` when
+    /// the palette is full.
+    #[inline]
+    pub fn insert(&mut self, c: u32, limit: usize) -> Option<usize> {
+        let mut slot = (c.wrapping_mul(0x9e37_79b1) >> 23) as usize;
+        loop {
+            if self.generation[slot] != self.current {
+                if self.colours.len() >= limit {
+                    return None;
+                }
+                self.generation[slot] = self.current;
+                self.keys[slot] = c;
+                self.idx[slot] = self.colours.len() as u16;
+                self.colours.push(c);
+                self.counts.push(0);
+                return Some(self.colours.len() - 1);
+            }
+            if self.keys[slot] == c {
+                return Some(self.idx[slot].into());
+            }
+            slot = (slot + 1) & 511;
+        }
+    }
+
+    /// Like [`insert`](Self::insert), also counting `n` pixels of the colour.
+    #[inline]
+    pub fn add_run(&mut self, c: u32, n: usize, limit: usize) -> Option<usize> {
+        let i = self.insert(c, limit)?;
+        self.counts[i] += n as u32;
+        Some(i)
+    }
+
+    /// The index of a colour known to be present.
+    #[inline]
+    pub fn index(&self, c: u32) -> usize {
+        let mut slot = (c.wrapping_mul(0x9e37_79b1) >> 23) as usize;
+        while self.keys[slot] != c || self.generation[slot] != self.current {
+            slot = (slot + 1) & 511;
+        }
+        self.idx[slot].into()
+    }
+}
+
+impl Default for Palette {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Calls `f(colour, length)` for each run of equal pixels, runs crossing rows.
+#[inline]
+pub(crate) fn for_runs(tile: &[u32], mut f: impl FnMut(u32, usize)) {
+    let mut i = 0;
+    while i < tile.len() {
+        let c = tile[i];
+        let mut j = i + 1;
+        while j < tile.len() && tile[j] == c {
+            j += 1;
+        }
+        f(c, j - i);
+        i = j;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -177,28 +177,23 @@ pub fn text_like(w: usize, h: usize, seed: u64) -> Picture {
     p
 }
 
-/// SeaBIOS in QEMU: 720x400 VGA text, light grey on black, a dozen lines.
+/// SeaBIOS in QEMU with no network and no bootable disk (the reference screen): 720x400 VGA
+/// text, light grey on black, the boot attempts and "No bootable device.".
 pub fn seabios_text() -> Picture {
     let mut p = Picture::new("seabios text 720x400", 720, 400, 0);
     let lines = [
         "SeaBIOS (version 1.16.2-debian-1.16.2-1)",
         "",
         "",
-        "iPXE (https://ipxe.org) 00:03.0 CA00 PCI2.10 PnP PMM+1EFD0F10+1EF30F10 CA00",
-        "",
-        "",
-        "",
         "Booting from Hard Disk...",
+        "Boot failed: could not read the boot disk",
+        "",
+        "Booting from Floppy...",
         "Boot failed: could not read the boot disk",
         "",
         "Booting from DVD/CD...",
         "Boot failed: Could not read from CDROM (code 0003)",
-        "Booting from ROM...",
-        "iPXE (PCI 00:03.0) starting execution...ok",
-        "iPXE initialising devices...ok",
-        "",
-        "iPXE 1.21.1+git20220113.fbbdc3926-0ubuntu1 -- Open Source Network Boot Firmware",
-        "Features: DNS HTTP HTTPS iSCSI NFS TFTP VLAN AoE ELF MBOOT PXE bzImage Menu PXEXT",
+        "No bootable device.",
     ];
     for (i, l) in lines.iter().enumerate() {
         p.text(0, i * 16, l, 0x00aa_aaaa, 1);
