@@ -337,3 +337,8 @@ fn big_pictures_round_trip_every_lossless_encoding() {
 fn zrle_round_trips() {
     lossless_all_formats(number::ZRLE, "zrle");
 }
+
+#[test]
+fn tight_round_trips() {
+    lossless_all_formats(number::TIGHT, "tight");
+}

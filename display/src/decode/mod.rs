@@ -9,6 +9,7 @@
 //! which is therefore one per connection.
 
 mod hextile;
+mod tight;
 mod zrle;
 
 use std::io::Read;
@@ -208,6 +209,7 @@ pub struct DecodedRect {
 pub struct Decoder {
     px: PixelReader,
     zrle: zrle::ZrleState,
+    tight: tight::TightState,
 }
 
 impl Decoder {
@@ -215,6 +217,7 @@ impl Decoder {
         Decoder {
             px: PixelReader::new(pf),
             zrle: zrle::ZrleState::new(),
+            tight: tight::TightState::new(),
         }
     }
 
@@ -278,6 +281,7 @@ impl Decoder {
             number::RAW => decode_raw(&self.px, rect, r, fb),
             number::HEXTILE => hextile::decode(&self.px, rect, r, fb),
             number::ZRLE => self.zrle.decode(&self.px, rect, r, fb),
+            number::TIGHT => self.tight.decode(&self.px, rect, r, fb),
             other => Err(DecodeError::Unsupported(other)),
         }
     }

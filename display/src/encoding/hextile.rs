@@ -84,6 +84,7 @@ impl Encoder for HextileEncoder {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn encode_tile(
     packer: &Packer,
     tile: &[u32],

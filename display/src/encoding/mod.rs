@@ -4,10 +4,12 @@
 mod hextile;
 pub(crate) mod pack;
 mod raw;
+mod tight;
 mod zrle;
 
 pub use hextile::HextileEncoder;
 pub use raw::RawEncoder;
+pub use tight::TightEncoder;
 pub use zrle::ZrleEncoder;
 
 use crate::pixel::{Native, PixelFormat};
@@ -104,6 +106,7 @@ pub fn new_encoder(encoding: i32) -> Option<Box<dyn Encoder>> {
         number::RAW => Some(Box::new(RawEncoder)),
         number::HEXTILE => Some(Box::new(HextileEncoder::new())),
         number::ZRLE => Some(Box::new(ZrleEncoder::new())),
+        number::TIGHT => Some(Box::new(TightEncoder::new())),
         _ => None,
     }
 }

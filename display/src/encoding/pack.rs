@@ -131,16 +131,13 @@ pub(crate) fn cpixel_fits_low(pf: &PixelFormat) -> bool {
 }
 
 /// Tight sends 3-byte R, G, B pixels when the client format is 32 bpp, depth 24 with
-/// 8-bit channels (rfbproto "Tight Encoding", TPIXEL).
+/// 8-bit channels (rfbproto "Tight Encoding", TPIXEL). The shifts do not enter into it.
 pub(crate) fn tight_uses_tpixel24(pf: &PixelFormat) -> bool {
     pf.bits_per_pixel == 32
         && pf.depth == 24
         && pf.red_max == 255
         && pf.green_max == 255
         && pf.blue_max == 255
-        && pf.red_shift.is_multiple_of(8)
-        && pf.green_shift.is_multiple_of(8)
-        && pf.blue_shift.is_multiple_of(8)
 }
 
 /// The colours of one tile, up to a limit, in a small open-addressed table that is "cleared"
