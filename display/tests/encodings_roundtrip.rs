@@ -163,6 +163,17 @@ fn small_pictures() -> Vec<Picture> {
         }
         v.push(p);
     }
+    // Big enough for Tight's solid-area search: plain areas around text and a noisy patch.
+    let mut p = pictures::text_like(260, 190, 6);
+    p.fill(0, 60, 260, 90, 0x0030_6090);
+    let n = pictures::noise(40, 30, 7);
+    for y in 0..30 {
+        for x in 0..40 {
+            p.set(150 + x, 100 + y, n.pixels[y * 40 + x]);
+        }
+    }
+    p.name = "panels 260x190".into();
+    v.push(p);
     // Runs of one colour across rows (RLE runs spanning lines).
     let mut p = Picture::new("runs", 99, 50, 0);
     let mut rng = pictures::Rng::new(9);
@@ -179,6 +190,7 @@ fn small_pictures() -> Vec<Picture> {
 
 /// Encodes `rect` of `pic`, decodes it over a frame filled with a marker colour, and checks
 /// the rectangle is exact and the rest untouched.
+#[allow(clippy::too_many_arguments)]
 pub fn round_trip(
     enc: &mut dyn display::encoding::Encoder,
     dec: &mut Decoder,

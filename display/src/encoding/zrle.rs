@@ -13,9 +13,10 @@ use super::pack::{Packer, Palette, for_runs};
 use super::{Encoder, EncoderSettings, PixelView, Rect, number};
 use crate::pixel::PixelFormat;
 
-/// zlib level when the client named none: a fast level; screens compress well anyway and
-/// the 60 frames/s 1080p budget leaves no room for the slow ones.
-pub const DEFAULT_LEVEL: u8 = 1;
+/// zlib level when the client named none: a fast one, as the 60 frames/s 1080p budget
+/// leaves no room for the slow ones. Level 2 costs about the same time as 1 here and is
+/// 10-25% smaller on the benchmark pictures.
+pub const DEFAULT_LEVEL: u8 = 2;
 
 const TILE: usize = 64;
 
