@@ -354,3 +354,98 @@ fn zrle_round_trips() {
 fn tight_round_trips() {
     lossless_all_formats(number::TIGHT, "tight");
 }
+
+#[test]
+fn tight_jpeg_is_close_and_only_where_allowed() {
+    let pic = pictures::gradient(200, 150);
+    let rect = Rect::new(0, 0, 200, 150);
+    for (fname, pf) in formats() {
+        for q in [0u8, 5, 9] {
+            let settings = EncoderSettings {
+                compress_level: None,
+                jpeg_quality: Some(q),
+            };
+            let mut enc = new_encoder(number::TIGHT).unwrap();
+            let mut dec = Decoder::new(&pf);
+            let mut fb = DecodedFrame::new(pic.width, pic.height);
+            let what = format!("tight jpeg q{q} {fname}");
+            // rfbproto allows JPEG only at 16 and 32 bpp: at 8 bpp the result must be exact.
+            let tolerance = if pf.bits_per_pixel == 8 {
+                0
+            } else if q == 0 {
+                64
+            } else {
+                40
+            };
+            let frame = PixelView {
+                pixels: &pic.pixels,
+                width: pic.width,
+                height: pic.height,
+                stride: pic.width,
+            };
+            // A separate encoder: the probe must not advance the zlib streams under test.
+            let mut probe = Vec::new();
+            new_encoder(number::TIGHT)
+                .unwrap()
+                .encode(&frame, rect, &pf, &settings, &mut probe);
+            assert_eq!(
+                probe[12] == 0x90,
+                pf.bits_per_pixel != 8,
+                "{what}: JPEG used where it should not be, or not used"
+            );
+            round_trip(
+                enc.as_mut(),
+                &mut dec,
+                &mut fb,
+                &pic,
+                rect,
+                &pf,
+                &settings,
+                tolerance,
+                &what,
+            );
+        }
+    }
+}
+
+#[test]
+fn tight_jpeg_beats_lossless_on_a_photo_like_picture() {
+    // Smooth noise: many colours, no runs; what JPEG is for.
+    let mut pic = pictures::gradient(256, 256);
+    let n = pictures::noise(256, 256, 77);
+    for (p, r) in pic.pixels.iter_mut().zip(&n.pixels) {
+        *p = (*p & 0x00f8_f8f8) | (r & 0x0007_0707);
+    }
+    let sizes: Vec<usize> = [None, Some(5)]
+        .into_iter()
+        .map(|q| {
+            let settings = EncoderSettings {
+                compress_level: None,
+                jpeg_quality: q,
+            };
+            let pf = PixelFormat::NATIVE;
+            let mut enc = new_encoder(number::TIGHT).unwrap();
+            let mut dec = Decoder::new(&pf);
+            let mut fb = DecodedFrame::new(pic.width, pic.height);
+            let rect = Rect::new(0, 0, 256, 256);
+            let tol = if q.is_some() { 40 } else { 0 };
+            round_trip(
+                enc.as_mut(),
+                &mut dec,
+                &mut fb,
+                &pic,
+                rect,
+                &pf,
+                &settings,
+                tol,
+                "photo",
+            )
+        })
+        .collect();
+    assert!(
+        sizes[1] * 2 < sizes[0],
+        "JPEG {} B vs lossless {} B",
+        sizes[1],
+        sizes[0]
+    );
+}

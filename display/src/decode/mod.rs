@@ -198,6 +198,10 @@ pub(crate) fn read_u8<R: Read>(r: &mut R) -> Result<u8> {
     Ok(b[0])
 }
 
+/// The largest framebuffer a DesktopSize may ask for (8192 x 4096): bounds our memory
+/// whatever a server sends.
+pub const MAX_FRAME_PIXELS: usize = 8192 * 4096;
+
 /// What one rectangle of a FramebufferUpdate was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecodedRect {
@@ -244,7 +248,15 @@ impl Decoder {
         let encoding = i32::from_be_bytes([h[8], h[9], h[10], h[11]]);
         match encoding {
             number::LAST_RECT => {}
-            number::DESKTOP_SIZE => *fb = DecodedFrame::new(rect.w.into(), rect.h.into()),
+            number::DESKTOP_SIZE => {
+                if rect.area() > MAX_FRAME_PIXELS {
+                    return Err(DecodeError::Malformed {
+                        encoding: "DesktopSize",
+                        what: "framebuffer larger than this decoder accepts",
+                    });
+                }
+                *fb = DecodedFrame::new(rect.w.into(), rect.h.into());
+            }
             _ => self.decode_body(encoding, rect, r, fb)?,
         }
         Ok(DecodedRect { rect, encoding })
