@@ -2,5 +2,6 @@
 //! emulated graphics card, or a demo) writes, and an RFB (VNC) server that any
 //! standard client reads it through. Nothing here knows about KVM.
 
+pub mod decode;
 pub mod encoding;
 pub mod pixel;

@@ -1,9 +1,16 @@
 //! RFB rectangle encodings. Each encoder owns its per-connection state (zlib streams),
 //! so a session keeps one encoder per encoding it uses.
 
+mod hextile;
+pub(crate) mod pack;
 mod raw;
+mod tight;
+mod zrle;
 
+pub use hextile::HextileEncoder;
 pub use raw::RawEncoder;
+pub use tight::TightEncoder;
+pub use zrle::ZrleEncoder;
 
 use crate::pixel::{Native, PixelFormat};
 
@@ -97,6 +104,9 @@ pub struct EncoderSettings {
 pub fn new_encoder(encoding: i32) -> Option<Box<dyn Encoder>> {
     match encoding {
         number::RAW => Some(Box::new(RawEncoder)),
+        number::HEXTILE => Some(Box::new(HextileEncoder::new())),
+        number::ZRLE => Some(Box::new(ZrleEncoder::new())),
+        number::TIGHT => Some(Box::new(TightEncoder::new())),
         _ => None,
     }
 }

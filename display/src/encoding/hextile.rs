@@ -1,0 +1,327 @@
+//! Hextile encoding (RFC 6143 §7.7.4): 16x16 tiles, each sent as whichever of raw, solid,
+//! single-colour subrectangles or coloured subrectangles is smallest.
+//!
+//! Background and foreground carry over between tiles on the wire. Clients differ on what a
+//! raw tile or a coloured-subrect tile leaves behind, so after a raw tile both are sent again
+//! and after a coloured-subrect tile the foreground is; that costs a few bytes and never
+//! relies on an ambiguous reading of the spec.
+
+use super::pack::{Packer, Palette, for_runs};
+use super::{Encoder, EncoderSettings, PixelView, Rect, number};
+use crate::pixel::PixelFormat;
+
+const RAW: u8 = 1;
+const BACKGROUND: u8 = 2;
+const FOREGROUND: u8 = 4;
+const ANY_SUBRECTS: u8 = 8;
+const SUBRECTS_COLOURED: u8 = 16;
+
+#[derive(Default)]
+pub struct HextileEncoder {
+    packer: Option<Packer>,
+    tile: Vec<u32>,
+    subrects: Vec<Subrect>,
+    pal: Palette,
+}
+
+#[derive(Clone, Copy)]
+struct Subrect {
+    colour: u32,
+    x: u8,
+    y: u8,
+    w: u8,
+    h: u8,
+}
+
+impl HextileEncoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// Colour state carried from tile to tile, `None` when the client's copy is not to be trusted.
+struct Carry {
+    bg: Option<u32>,
+    fg: Option<u32>,
+}
+
+impl Encoder for HextileEncoder {
+    fn encoding(&self) -> i32 {
+        number::HEXTILE
+    }
+
+    fn encode(
+        &mut self,
+        frame: &PixelView<'_>,
+        rect: Rect,
+        pf: &PixelFormat,
+        _settings: &EncoderSettings,
+        out: &mut Vec<u8>,
+    ) -> u16 {
+        rect.write_header(number::HEXTILE, out);
+        if self.packer.as_ref().is_none_or(|p| p.pf != *pf) {
+            self.packer = Some(Packer::new(pf));
+        }
+        let Self {
+            packer,
+            tile,
+            subrects,
+            pal,
+        } = self;
+        let packer = packer.as_ref().expect("set above");
+        let mut carry = Carry { bg: None, fg: None };
+        let (rx, ry) = (usize::from(rect.x), usize::from(rect.y));
+        let (rw, rh) = (usize::from(rect.w), usize::from(rect.h));
+        for ty in (0..rh).step_by(16) {
+            let th = (rh - ty).min(16);
+            for tx in (0..rw).step_by(16) {
+                let tw = (rw - tx).min(16);
+                packer.convert_rect(frame, rx + tx, ry + ty, tw, th, tile);
+                encode_tile(packer, tile, tw, th, &mut carry, subrects, pal, out);
+            }
+        }
+        1
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn encode_tile(
+    packer: &Packer,
+    tile: &[u32],
+    tw: usize,
+    th: usize,
+    carry: &mut Carry,
+    subrects: &mut Vec<Subrect>,
+    pal: &mut Palette,
+    out: &mut Vec<u8>,
+) {
+    let bpp = packer.bpp;
+    let raw_cost = 1 + tw * th * bpp;
+
+    // Colours and their pixel counts. Every colour but the background needs a subrect of
+    // its own, so past 256 colours (more than 255 subrects) the tile can only be raw.
+    pal.clear();
+    let mut overflow = false;
+    for_runs(tile, |c, n| {
+        if !overflow && pal.add_run(c, n, 256).is_none() {
+            overflow = true;
+        }
+    });
+    let ncolours = pal.colours.len();
+
+    if !overflow && ncolours == 1 {
+        let c = pal.colours[0];
+        if carry.bg == Some(c) {
+            out.push(0);
+        } else {
+            out.push(BACKGROUND);
+            packer.put_pixel(c, out);
+            carry.bg = Some(c);
+        }
+        return;
+    }
+
+    // Background: the most frequent colour; on a tie keep the one the client already has.
+    let mut best = 0;
+    for i in 1..ncolours {
+        let (c, n) = (pal.colours[i], pal.counts[i]);
+        if n > pal.counts[best] || (n == pal.counts[best] && carry.bg == Some(c)) {
+            best = i;
+        }
+    }
+    let bg = pal.colours[best];
+    let bg_cost = if carry.bg == Some(bg) { 0 } else { bpp };
+    let mono = ncolours == 2 && !overflow;
+    let fg = if mono { pal.colours[1 - best] } else { 0 };
+    let fg_cost = if mono && carry.fg != Some(fg) { bpp } else { 0 };
+    let per_subrect = if mono { 2 } else { 2 + bpp };
+    // Subrects only pay off while they stay under the raw size (and at most 255 of them).
+    let budget = raw_cost.saturating_sub(2 + bg_cost + fg_cost) / per_subrect;
+    let max_subrects = budget.min(255);
+
+    if !overflow
+        && ncolours - 1 <= max_subrects
+        && corners(tile, tw, bg) <= max_subrects
+        && find_subrects(tile, tw, th, bg, max_subrects, subrects)
+    {
+        let mut flags = ANY_SUBRECTS;
+        if bg_cost != 0 {
+            flags |= BACKGROUND;
+        }
+        if !mono {
+            flags |= SUBRECTS_COLOURED;
+        } else if fg_cost != 0 {
+            flags |= FOREGROUND;
+        }
+        out.push(flags);
+        if bg_cost != 0 {
+            packer.put_pixel(bg, out);
+        }
+        if mono && fg_cost != 0 {
+            packer.put_pixel(fg, out);
+        }
+        out.push(subrects.len() as u8);
+        for s in subrects.iter() {
+            if !mono {
+                packer.put_pixel(s.colour, out);
+            }
+            out.push((s.x << 4) | s.y);
+            out.push(((s.w - 1) << 4) | (s.h - 1));
+        }
+        carry.bg = Some(bg);
+        carry.fg = if mono { Some(fg) } else { None };
+    } else {
+        out.push(RAW);
+        for &p in tile {
+            packer.put_pixel(p, out);
+        }
+        carry.bg = None;
+        carry.fg = None;
+    }
+}
+
+/// A lower bound on the subrects a tile needs: pixels whose left and upper neighbours both
+/// differ from them (and are not background) can only be the top-left corner of a subrect,
+/// and no two subrects share one.
+fn corners(tile: &[u32], tw: usize, bg: u32) -> usize {
+    let mut n = 0;
+    for (i, &c) in tile.iter().enumerate() {
+        let left = i % tw != 0 && tile[i - 1] == c;
+        let up = i >= tw && tile[i - tw] == c;
+        n += usize::from(c != bg && !left && !up);
+    }
+    n
+}
+
+/// Covers every non-`bg` pixel with single-colour rectangles, greedily taking at each
+/// uncovered pixel the larger of the widest-first and tallest-first rectangle. Rectangles may
+/// overlap pixels of their own colour (painting them twice is harmless), which lets them grow. Returns false
+/// (giving up) when more than `max` would be needed.
+fn find_subrects(
+    tile: &[u32],
+    tw: usize,
+    th: usize,
+    bg: u32,
+    max: usize,
+    subrects: &mut Vec<Subrect>,
+) -> bool {
+    subrects.clear();
+    let mut covered = [0u16; 16];
+    let free = |covered: &[u16; 16], x: usize, y: usize| covered[y] & (1 << x) == 0;
+    for y in 0..th {
+        let row = &tile[y * tw..(y + 1) * tw];
+        for (x, &c) in row.iter().enumerate() {
+            if c == bg || !free(&covered, x, y) {
+                continue;
+            }
+            let at = |x: usize, y: usize| tile[y * tw + x];
+            // Widest first.
+            let mut w1 = 1;
+            while x + w1 < tw && at(x + w1, y) == c {
+                w1 += 1;
+            }
+            let mut h1 = 1;
+            while y + h1 < th && (x..x + w1).all(|xx| at(xx, y + h1) == c) {
+                h1 += 1;
+            }
+            // Tallest first.
+            let mut h2 = 1;
+            while y + h2 < th && at(x, y + h2) == c {
+                h2 += 1;
+            }
+            let mut w2 = 1;
+            while x + w2 < tw && (y..y + h2).all(|yy| at(x + w2, yy) == c) {
+                w2 += 1;
+            }
+            let (w, h) = if w2 * h2 > w1 * h1 {
+                (w2, h2)
+            } else {
+                (w1, h1)
+            };
+            if subrects.len() == max {
+                return false;
+            }
+            let mask = (((1u32 << w) - 1) << x) as u16;
+            for cov in &mut covered[y..y + h] {
+                *cov |= mask;
+            }
+            subrects.push(Subrect {
+                colour: c,
+                x: x as u8,
+                y: y as u8,
+                w: w as u8,
+                h: h as u8,
+            });
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(pixels: &[u32], w: usize, h: usize) -> Vec<u8> {
+        let frame = PixelView {
+            pixels,
+            width: w,
+            height: h,
+            stride: w,
+        };
+        let mut out = Vec::new();
+        HextileEncoder::new().encode(
+            &frame,
+            Rect::new(0, 0, w as u16, h as u16),
+            &PixelFormat::NATIVE,
+            &EncoderSettings::default(),
+            &mut out,
+        );
+        out
+    }
+
+    #[test]
+    fn solid_tile_is_background_only() {
+        let out = encode(&[0x0012_3456; 16 * 16], 16, 16);
+        assert_eq!(&out[12..], &[BACKGROUND, 0x56, 0x34, 0x12, 0]);
+    }
+
+    #[test]
+    fn second_solid_tile_of_same_colour_is_one_byte() {
+        let out = encode(&[7; 32 * 16], 32, 16);
+        assert_eq!(&out[12..], &[BACKGROUND, 7, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn one_dot_is_a_mono_subrect() {
+        let mut px = [0u32; 16 * 16];
+        px[3 * 16 + 5] = 0x00ff_ffff;
+        let out = encode(&px, 16, 16);
+        assert_eq!(
+            &out[12..],
+            &[
+                BACKGROUND | FOREGROUND | ANY_SUBRECTS,
+                0,
+                0,
+                0,
+                0,
+                0xff,
+                0xff,
+                0xff,
+                0,
+                1,
+                0x53,
+                0x00
+            ]
+        );
+    }
+
+    #[test]
+    fn noise_falls_back_to_raw() {
+        let px: Vec<u32> = (0..256u32)
+            .map(|i| i.wrapping_mul(0x9e37_79b9) >> 8)
+            .collect();
+        let out = encode(&px, 16, 16);
+        assert_eq!(out[12], RAW);
+        assert_eq!(out.len(), 12 + 1 + 256 * 4);
+    }
+}
