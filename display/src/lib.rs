@@ -4,3 +4,4 @@
 
 pub mod encoding;
 pub mod pixel;
+pub mod surface;
