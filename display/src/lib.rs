@@ -4,4 +4,5 @@
 
 pub mod encoding;
 pub mod pixel;
+pub mod rfb;
 pub mod surface;
