@@ -2,6 +2,7 @@
 //! emulated graphics card, or a demo) writes, and an RFB (VNC) server that any
 //! standard client reads it through. Nothing here knows about KVM.
 
+pub mod client;
 pub mod encoding;
 pub mod pixel;
 pub mod rfb;
