@@ -72,7 +72,9 @@ impl Password {
     /// The 8-byte obfuscated form TigerVNC's and RealVNC's `vncpasswd` write (DES with
     /// the fixed key those programs share), for handing to `vncviewer -passwd FILE`.
     pub fn obfuscated(&self) -> [u8; 8] {
-        const FIXED_KEY: [u8; 8] = [23, 82, 107, 6, 35, 78, 88, 7];
+        // The shared key is 17 52 6b 06 23 4e 58 07 in the original code's bit order;
+        // bit-reversed, as for the challenge, it is e8 4a d6 60 c4 72 1a e0 for plain DES.
+        const FIXED_KEY: [u8; 8] = [0xe8, 0x4a, 0xd6, 0x60, 0xc4, 0x72, 0x1a, 0xe0];
         let mut plain = [0u8; 8];
         for (d, s) in plain.iter_mut().zip(self.0.iter()) {
             *d = *s;
