@@ -110,11 +110,9 @@ fn stream(rng: &mut Rng) -> Vec<u8> {
             }
             1 => m.truncate(rng.below(m.len() as u64) as usize),
             2 => m = rng.bytes(64),
-            3 => {
-                // Huge length fields.
-                if m[0] == 6 && m.len() >= 8 {
-                    m[4..8].copy_from_slice(&(rng.next() as u32).to_be_bytes());
-                }
+            // Huge length fields.
+            3 if m[0] == 6 && m.len() >= 8 => {
+                m[4..8].copy_from_slice(&(rng.next() as u32).to_be_bytes());
             }
             _ => {}
         }
