@@ -494,3 +494,49 @@ fn shutdown_disconnects_clients_and_frees_the_port() {
     assert!(matches!(c.stream().read(&mut buf), Ok(0) | Err(_)));
     assert!(TcpStream::connect(addr).is_err());
 }
+
+#[test]
+fn update_rate_is_capped_per_client() {
+    let h = Harness::with(64, 64, |c| c.max_fps = 10);
+    let mut c = h.connect();
+    c.set_encodings(&[number::RAW, number::CONTINUOUS_UPDATES])
+        .unwrap();
+    c.update(false).unwrap();
+    c.send(&ClientMessage::EnableContinuousUpdates {
+        enable: true,
+        x: 0,
+        y: 0,
+        w: 64,
+        h: 64,
+    })
+    .unwrap();
+    let surface = std::sync::Arc::clone(&h.surface);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                surface.fill_rect(Rect::new(0, 0, 8, 8), i);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    c.stream()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let start = Instant::now();
+    let mut updates = 0;
+    while start.elapsed() < Duration::from_secs(1) {
+        match c.read_event() {
+            Ok(ServerEvent::Update(_)) => updates += 1,
+            Ok(_) | Err(ClientError::Io(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    producer.join().unwrap();
+    // ~500 changes in that second; at 10 updates/s the client sees about 10.
+    assert!((5..=13).contains(&updates), "{updates} updates in 1 s");
+}
