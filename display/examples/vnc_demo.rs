@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use display::encoding::Rect;
-use display::rfb::{InputSink, VncConfig, VncServer, parse_listen};
+use display::rfb::{InputSink, VncConfig, VncServer, first_free_display, parse_listen};
 use display::surface::Surface;
 
 #[derive(Parser)]
 #[command(about = "VNC demo server with an animated test pattern")]
 struct Args {
-    /// HOST:DISPLAY to listen on (display N is port 5900+N).
+    /// HOST:DISPLAY to listen on (display N is port 5900+N); HOST:auto takes the first
+    /// free display from 0.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: String,
     /// File whose first line is the VNC password.
@@ -163,7 +164,15 @@ fn draw_text(
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
+    if let Err(e) = run() {
+        // Display, not Debug: "port 5901 in use (...)" reads better than a struct dump.
+        eprintln!("vnc_demo: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -171,7 +180,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let listen = parse_listen(&args.listen)?;
+    let listen = match args.listen.strip_suffix(":auto") {
+        Some(host) => {
+            let ip = parse_listen(&format!("{host}:0"))?.ip();
+            parse_listen(&format!("{host}:{}", first_free_display(ip)?))?
+        }
+        None => parse_listen(&args.listen)?,
+    };
     let mut cfg = VncConfig::new(listen);
     cfg.allow_insecure = args.allow_insecure;
     cfg.name = "vmdesk vnc demo".into();
