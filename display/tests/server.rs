@@ -540,3 +540,24 @@ fn update_rate_is_capped_per_client() {
     // ~500 changes in that second; at 10 updates/s the client sees about 10.
     assert!((5..=13).contains(&updates), "{updates} updates in 1 s");
 }
+
+#[test]
+fn connections_beyond_the_limit_are_closed() {
+    let h = Harness::with(16, 16, |c| c.max_clients = 2);
+    let mut a = h.connect();
+    let mut b = h.connect();
+    a.update(false).unwrap();
+    b.update(false).unwrap();
+    assert!(Client::connect(h.addr(), &ClientOptions::default()).is_err());
+    drop(a);
+    // The slot frees once the session has ended.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(mut c) = Client::connect(h.addr(), &ClientOptions::default()) {
+            c.update(false).unwrap();
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -94,6 +94,9 @@ pub struct VncConfig {
     pub name: String,
     /// Most framebuffer updates per second per client.
     pub max_fps: u32,
+    /// Most connections at once (each costs two threads and a shadow frame); more are
+    /// closed at once.
+    pub max_clients: usize,
     pub limits: Limits,
     /// For the handshake and for the body of a message once it has begun.
     pub read_timeout: Duration,
@@ -109,6 +112,7 @@ impl VncConfig {
             allow_insecure: false,
             name: "vmdesk".into(),
             max_fps: 60,
+            max_clients: 16,
             limits: Limits::default(),
             read_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(20),
@@ -135,6 +139,7 @@ struct Client {
 
 struct Shared {
     env: Arc<SessionEnv>,
+    max_clients: usize,
     clients: Mutex<Vec<Client>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stop: AtomicBool,
@@ -199,6 +204,7 @@ impl VncServer {
         });
         let shared = Arc::new(Shared {
             env,
+            max_clients: config.max_clients.max(1),
             clients: Mutex::new(Vec::new()),
             threads: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
@@ -307,13 +313,17 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let _ = stream.set_nodelay(true);
+        let mut threads = shared.threads.lock().unwrap_or_else(|e| e.into_inner());
+        threads.retain(|t| !t.is_finished());
+        if threads.len() >= shared.max_clients {
+            warn!(%peer, "vnc: refusing client: {} connections already", threads.len());
+            continue;
+        }
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let sh = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
             .name(format!("vnc-{peer}"))
             .spawn(move || client_thread(stream, sh, id, peer));
-        let mut threads = shared.threads.lock().unwrap_or_else(|e| e.into_inner());
-        threads.retain(|t| !t.is_finished());
         match spawned {
             Ok(t) => threads.push(t),
             Err(e) => warn!(%peer, "vnc: cannot start a thread for client: {e}"),
