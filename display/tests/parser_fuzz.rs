@@ -2,7 +2,7 @@
 //! truncated client messages from a seeded PRNG through the parser, and a burst of
 //! garbage at a live server. Nothing may panic; the server must keep serving.
 
-mod common;
+mod rfb_support;
 
 use display::encoding::number;
 use display::pixel::PixelFormat;
@@ -161,7 +161,7 @@ fn parser_survives_random_input() {
 #[test]
 fn live_server_survives_garbage_connections() {
     use std::io::Write;
-    let h = common::Harness::new(64, 64);
+    let h = rfb_support::Harness::new(64, 64);
     let mut watcher = h.connect();
     watcher.update(false).unwrap();
     let mut rng = Rng(42);

@@ -3,16 +3,16 @@
 //! `resources/scripts/display-test-tools.sh`; when one is missing the test prints
 //! `SKIP name: reason` and passes, unless VMDESK_REQUIRE_TOOLS=1.
 
-mod common;
+mod rfb_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Harness, Input, skip};
 use display::encoding::Rect;
 use display::rfb::Password;
+use rfb_support::{Harness, Input, skip};
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

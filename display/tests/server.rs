@@ -1,16 +1,16 @@
 //! The VNC server driven by our own client over real loopback sockets.
 
-mod common;
+mod rfb_support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Harness, Input, formats};
 use display::client::{Client, ClientError, ClientOptions, ServerEvent};
 use display::encoding::{Rect, number};
 use display::rfb::protocol::{ClientMessage, fence};
 use display::rfb::{Password, clipboard};
+use rfb_support::{Harness, Input, formats};
 
 #[test]
 fn raw_full_and_incremental_updates_in_every_pixel_format() {
@@ -30,10 +30,10 @@ fn raw_full_and_incremental_updates_in_every_pixel_format() {
             "{name}"
         );
         h.assert_matches(&c);
-        common::paint(&h.surface, 7);
+        rfb_support::paint(&h.surface, 7);
         c.update(true).unwrap();
         h.assert_matches(&c);
-        common::paint(&h.surface, 1);
+        rfb_support::paint(&h.surface, 1);
     }
 }
 
@@ -428,7 +428,7 @@ fn resize_reaches_clients_that_support_it() {
         .unwrap();
     old.update(false).unwrap();
     h.surface.resize(150, 90);
-    common::paint(&h.surface, 3);
+    rfb_support::paint(&h.surface, 3);
     for c in [&mut ext, &mut old] {
         c.update(true).unwrap();
         h.assert_matches(c);
