@@ -6,6 +6,7 @@ pub mod boot;
 pub mod bus;
 pub mod config;
 pub mod devices;
+pub mod disk;
 pub mod firmware;
 pub mod host;
 pub mod irq;
