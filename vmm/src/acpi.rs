@@ -336,14 +336,16 @@ impl AcpiConfig {
         bytes_of(&Device::new(Path::new("PCI0"), children))
     }
 
-    /// `_PRT`: every slot's pins A-D to GSI 16 + ((slot + pin) & 3), the PIIX3 swizzle
-    /// (PIRQ = (slot + pin - 1) & 3 with pin 1 = INTA) with PIRQA-D wired to GSI 16-19.
+    /// `_PRT`: every slot's pins A-D to GSI 16 + PIRQ, with PIRQ from the PIIX3's own
+    /// swizzle ([`crate::pci::piix3::pirq_of`], QEMU's: (slot - 1 + pin - 1) & 3 with
+    /// pin 1 = INTA), so the table and the wires cannot disagree.
     fn prt(&self) -> RawAml {
         let mut entries = Vec::new();
         for slot in 0u32..32 {
             for pin in 0u32..4 {
                 let addr = (slot << 16) | 0xFFFF;
-                let gsi = PCI_GSI_BASE + ((slot + pin) & 3);
+                let gsi =
+                    PCI_GSI_BASE + crate::pci::piix3::pirq_of(slot as u8, pin as u8 + 1) as u32;
                 let zero: u8 = 0;
                 let pin_b = pin as u8;
                 entries.push(bytes_of(&Package::new(vec![&addr, &pin_b, &zero, &gsi])));
@@ -1072,9 +1074,8 @@ mod tests {
                         b => panic!("unexpected AML byte {b:#x}"),
                     };
                 }
-                // PIIX3: PIRQ = (slot + pin - 1) & 3 with pin 1 = INTA; PIRQ A-D = GSI 16-19.
-                let piix_pin = pin + 1;
-                let gsi = 16 + ((slot + piix_pin - 1) & 3);
+                // QEMU's pc: PIRQ = (slot - 1 + pin) & 3 with pin 0 = INTA; PIRQ A-D = GSI 16-19.
+                let gsi = 16 + ((slot + 3 + pin) & 3);
                 assert_eq!(vals, vec![(slot << 16) | 0xFFFF, pin, 0, gsi]);
                 at += 1 + len;
             }
