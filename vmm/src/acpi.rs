@@ -10,8 +10,8 @@
 //! one set of tables, for both paths.
 //!
 //! Tables: RSDP (revision 2), XSDT and RSDT, FADT (revision 6.5; PM1a event/control and PM
-//! timer blocks in port I/O, SCI on IRQ 9, no SMI command port because ACPI is always
-//! enabled, reset register 0xCF9 ← 6, power button as a fixed feature, no sleep button),
+//! timer blocks in port I/O, SCI on IRQ 9, SMI command port 0xB2 (ACPI enable 0xF1) as on QEMU,
+//! reset register 0xCF9 ← 6, power button as a fixed feature, no sleep button),
 //! FACS (the FADT must point at one), MADT (one local APIC per CPU, one IOAPIC, overrides
 //! for IRQ 0 → GSI 2 and the level-triggered SCI), and a DSDT whose AML describes the PCI
 //! root bridge (its windows and interrupt routing), COM1, the PS/2 keyboard and mouse, and
@@ -39,6 +39,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use crate::devices::fw_cfg::{FwCfg, FwCfgError};
 use crate::memory::GuestMem;
+use crate::pci::piix4_pm;
 
 /// fw_cfg file names QEMU and SeaBIOS agree on.
 pub const ACPI_RSDP_FILE: &str = "etc/acpi/rsdp";
@@ -365,8 +366,11 @@ impl AcpiConfig {
             .flag(Flags::ResetRegSup);
         // PwrButton stays clear: the power button is the PM1 fixed-feature event.
         f.sci_int = u16::from(self.sci_irq).into();
-        // smi_cmd, acpi_enable, acpi_disable stay 0: the hardware is always in ACPI mode
-        // (SCI_EN reads as 1), so the OS has nothing to switch.
+        // The OS switches to ACPI mode by writing ACPI_ENABLE to the APM control port, which
+        // sets SCI_EN in the PIIX4 PM model (no SMM runs here), as on QEMU's pc.
+        f.smi_cmd = u32::from(piix4_pm::APM_CNT_PORT as u16).into();
+        f.acpi_enable = piix4_pm::ACPI_ENABLE;
+        f.acpi_disable = piix4_pm::ACPI_DISABLE;
         f.pm1a_evt_blk = u32::from(pm).into();
         f.pm1a_cnt_blk = u32::from(pm.saturating_add(4)).into();
         f.pm_tmr_blk = u32::from(pm.saturating_add(8)).into();
@@ -766,7 +770,8 @@ mod tests {
         // FADT fields the OS relies on.
         let fadt = &f.fadt;
         assert_eq!(u16::from_le_bytes([fadt[46], fadt[47]]), 9, "SCI_INT");
-        assert_eq!(le32(fadt, 48), 0, "no SMI_CMD");
+        assert_eq!(le32(fadt, 48), 0xb2, "SMI_CMD");
+        assert_eq!((fadt[52], fadt[53]), (0xf1, 0xf0), "ACPI_ENABLE/DISABLE");
         assert_eq!(le32(fadt, 56), 0x600, "PM1a_EVT_BLK");
         assert_eq!(le32(fadt, 64), 0x604, "PM1a_CNT_BLK");
         assert_eq!(le32(fadt, 76), 0x608, "PM_TMR_BLK");
