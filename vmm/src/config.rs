@@ -53,6 +53,10 @@ pub struct Cli {
     #[arg(long, value_name = "MS")]
     pub reboot_timeout: Option<u32>,
 
+    /// Serve the control socket (JSON lines) at this path.
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+
     /// Print what this host can run, then exit (0 when KVM is usable).
     #[arg(long)]
     pub check_host: bool,

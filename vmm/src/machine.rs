@@ -105,6 +105,7 @@ pub struct Machine {
     pub mmio: Arc<Bus>,
     pub serial: Arc<Mutex<Serial16550>>,
     pub chipset: PcChipset,
+    pub cmos: Arc<Mutex<Cmos>>,
     pub i8042: Arc<Mutex<I8042>>,
     /// Resets and poweroffs that devices ask for.
     pub requests: Receiver<MachineRequest>,
@@ -140,7 +141,7 @@ impl Machine {
             shared(DebugCon::new(out.debugcon.writer())),
         )?;
         pio.insert(PORT_A, 1, shared(SystemControlA::new(tx.clone())))?;
-        let (chipset, i8042) = add_chipset(cfg, &layout, &mem, &pio, &mmio, &irq, &tx)?;
+        let (chipset, cmos, i8042) = add_chipset(cfg, &layout, &mem, &pio, &mmio, &irq, &tx)?;
 
         Ok(Machine {
             layout,
@@ -149,10 +150,30 @@ impl Machine {
             mmio,
             serial,
             chipset,
+            cmos,
             i8042,
             requests,
             rom,
         })
+    }
+
+    /// Lets time-driven device events happen when the guest is not polling: the RTC's
+    /// periodic/update/alarm interrupts and the PM timer's overflow SCI. Call it at
+    /// least every [`Machine::poll_interval`].
+    pub fn poll_timers(&self) {
+        self.cmos.lock().unwrap().poll();
+        self.chipset.pm.lock().unwrap().poll();
+    }
+
+    /// How long until [`Machine::poll_timers`] should run again.
+    pub fn poll_interval(&self) -> std::time::Duration {
+        // The PM timer wraps its 24-bit counter every 4.7 s: poll well within that.
+        let pm = std::time::Duration::from_secs(1);
+        self.cmos
+            .lock()
+            .unwrap()
+            .poll_interval()
+            .map_or(pm, |rtc| rtc.min(pm))
     }
 
     /// Whether guest memory at `addr` is firmware ROM (mapped read-only).
@@ -194,7 +215,7 @@ fn add_chipset(
     mmio: &Arc<Bus>,
     irq: &IrqFactory,
     tx: &Sender<MachineRequest>,
-) -> Result<(PcChipset, Arc<Mutex<I8042>>), MachineError> {
+) -> Result<(PcChipset, Arc<Mutex<Cmos>>, Arc<Mutex<I8042>>), MachineError> {
     let chipset = PcChipset::new(
         layout.ram_size,
         pio.clone(),
@@ -210,7 +231,8 @@ fn add_chipset(
         },
         irq(RTC_IRQ),
     );
-    pio.insert(CMOS_BASE, CMOS_PORTS, shared(cmos))?;
+    let cmos = shared(cmos);
+    pio.insert(CMOS_BASE, CMOS_PORTS, cmos.clone())?;
     let i8042 = Arc::new(Mutex::new(I8042::new(
         irq(KBD_IRQ),
         irq(MOUSE_IRQ),
@@ -225,7 +247,7 @@ fn add_chipset(
         // No firmware will program the chipset: do what it would have done.
         Boot::Linux { .. } => chipset.program_like_seabios(),
     }
-    Ok((chipset, i8042))
+    Ok((chipset, cmos, i8042))
 }
 
 /// What the machine's ACPI tables describe.

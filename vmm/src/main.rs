@@ -153,13 +153,29 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         }
     });
 
+    // Requests from the control socket; with no socket the sender lives on unused, so
+    // the run loop's receiver simply never fires.
+    let (control_tx, control_rx) = crossbeam_channel::unbounded();
+    let _control = match &cli.control {
+        Some(path) => Some(
+            vmm::control::ControlServer::start(path, control_tx.clone())
+                .map_err(|e| Usage(e.to_string()))?,
+        ),
+        None => None,
+    };
+
     let serial_slot: SerialSlot = Arc::new(Mutex::new(None));
     if cli.serial == OutputSpec::Stdio {
         spawn_stdin_reader(serial_slot.clone());
     }
 
     loop {
-        match vm::run_once(&kvm, &cfg, &outputs, &stop_rx, &serial_slot) {
+        let inputs = vm::Inputs {
+            stop: &stop_rx,
+            control: &control_rx,
+            serial_slot: &serial_slot,
+        };
+        match vm::run_once(&kvm, &cfg, &outputs, &inputs) {
             Ok(Outcome::Reset) => {
                 tracing::info!("guest reset: restarting the machine");
                 continue;

@@ -1,19 +1,20 @@
-//! One run of the machine on KVM: build it, start its vCPUs, wait for what ends the
-//! run (a reset, a poweroff, a stop request, a failure), stop the vCPUs. A guest reset
-//! ends the run too; the caller builds a fresh machine and runs again, which is how a
-//! PC restarts through its firmware.
+//! One run of the machine on KVM: build it, start its vCPUs, serve control requests and
+//! device timers until something ends the run (a reset, a poweroff, a stop request, a
+//! failure), stop the vCPUs. A guest reset ends the run too; the caller builds a fresh
+//! machine and runs again, which is how a PC restarts through its firmware.
 
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
 use kvm_ioctls::Kvm;
+use serde_json::json;
 use thiserror::Error;
 
+use crate::control::{self, Command};
 use crate::devices::serial::Serial16550;
 use crate::irq::MachineRequest;
-use crate::kvm::vcpu::{self, VcpuEvent};
+use crate::kvm::vcpu::{self, RunControl, VcpuEvent, VcpuThread};
 use crate::kvm::{KvmError, KvmVm};
 use crate::machine::{Boot, Machine, MachineConfig, MachineError, Outputs};
 
@@ -22,7 +23,7 @@ use crate::machine::{Boot, Machine, MachineConfig, MachineError, Outputs};
 pub enum Outcome {
     Reset,
     PowerOff,
-    /// The host asked us to stop (SIGINT, SIGTERM, a control request).
+    /// The host asked us to stop (SIGINT, SIGTERM, a `quit` request).
     Stopped,
     Failed(String),
 }
@@ -42,12 +43,20 @@ pub enum VmError {
 /// The serial port of the machine that is running now, for the host's input thread.
 pub type SerialSlot = Arc<Mutex<Option<Arc<Mutex<Serial16550>>>>>;
 
+/// Where a run's outside requests come from.
+pub struct Inputs<'a> {
+    /// SIGINT/SIGTERM.
+    pub stop: &'a Receiver<()>,
+    /// The control socket (a channel that never delivers when there is none).
+    pub control: &'a Receiver<control::Request>,
+    pub serial_slot: &'a SerialSlot,
+}
+
 pub fn run_once(
     kvm: &Kvm,
     cfg: &MachineConfig,
     outputs: &Outputs,
-    stop: &Receiver<()>,
-    serial_slot: &SerialSlot,
+    inputs: &Inputs,
 ) -> Result<Outcome, VmError> {
     let vm = KvmVm::new(kvm)?;
     let irq_vm = vm.fd.clone();
@@ -87,8 +96,8 @@ pub fn run_once(
             .map_err(|e| VmError::Boot(e.to_string()))?;
     }
 
-    *serial_slot.lock().unwrap() = Some(machine.serial.clone());
-    let stop_flag = Arc::new(AtomicBool::new(false));
+    *inputs.serial_slot.lock().unwrap() = Some(machine.serial.clone());
+    let control = RunControl::new();
     let (ev_tx, events) = crossbeam_channel::unbounded();
     let mut threads = Vec::new();
     for (id, fd) in fds.into_iter().enumerate() {
@@ -97,32 +106,109 @@ pub fn run_once(
             fd,
             machine.pio.clone(),
             machine.mmio.clone(),
-            stop_flag.clone(),
+            control.clone(),
             ev_tx.clone(),
         )
         .map_err(VmError::Thread)?;
         threads.push(t);
     }
 
-    let outcome = select! {
-        recv(events) -> e => match e {
-            Ok(VcpuEvent::Reset) => Outcome::Reset,
-            Ok(VcpuEvent::PowerOff) => Outcome::PowerOff,
-            Ok(VcpuEvent::Failed(why)) => Outcome::Failed(why),
-            Err(_) => Outcome::Failed("every vCPU thread ended".into()),
-        },
-        recv(machine.requests) -> r => match r {
-            Ok(MachineRequest::Reset) => Outcome::Reset,
-            Ok(MachineRequest::PowerOff) => Outcome::PowerOff,
-            Err(_) => Outcome::Failed("the device request channel closed".into()),
-        },
-        recv(stop) -> _ => Outcome::Stopped,
+    let outcome = loop {
+        let tick = machine.poll_interval();
+        select! {
+            recv(events) -> e => break match e {
+                Ok(VcpuEvent::Reset) => Outcome::Reset,
+                Ok(VcpuEvent::PowerOff) => Outcome::PowerOff,
+                Ok(VcpuEvent::Failed(why)) => Outcome::Failed(why),
+                Err(_) => Outcome::Failed("every vCPU thread ended".into()),
+            },
+            recv(machine.requests) -> r => break match r {
+                Ok(MachineRequest::Reset) => Outcome::Reset,
+                Ok(MachineRequest::PowerOff) => Outcome::PowerOff,
+                Err(_) => Outcome::Failed("the device request channel closed".into()),
+            },
+            recv(inputs.stop) -> _ => break Outcome::Stopped,
+            recv(inputs.control) -> r => {
+                if let Ok(req) = r
+                    && let Some(outcome) = serve(&req, cfg, &machine, &control, &threads)
+                {
+                    break outcome;
+                }
+            },
+            default(tick) => machine.poll_timers(),
+        }
     };
 
-    stop_flag.store(true, Ordering::Release);
+    control.stop();
     for t in threads {
         t.join();
     }
-    *serial_slot.lock().unwrap() = None;
+    *inputs.serial_slot.lock().unwrap() = None;
     Ok(outcome)
+}
+
+/// Answers one control request; `Some` when it ends the run.
+fn serve(
+    req: &control::Request,
+    cfg: &MachineConfig,
+    machine: &Machine,
+    run: &RunControl,
+    threads: &[VcpuThread],
+) -> Option<Outcome> {
+    match &req.command {
+        Command::Status => {
+            let state = if run.is_paused() { "paused" } else { "running" };
+            req.answer(control::ok(json!({
+                "status": state,
+                "memory": cfg.memory,
+                "cpus": cfg.cpus,
+            })));
+        }
+        Command::Quit => {
+            req.answer_and_wait(control::ok(json!({})));
+            return Some(Outcome::Stopped);
+        }
+        Command::Reset => {
+            req.answer(control::ok(json!({})));
+            return Some(Outcome::Reset);
+        }
+        Command::Powerdown => {
+            machine.chipset.press_power_button();
+            req.answer(control::ok(json!({})));
+        }
+        Command::Pause => {
+            run.set_paused(true);
+            // Kick until every vCPU is out of KVM_RUN and holding still.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while run.parked() < threads.len() && Instant::now() < deadline {
+                threads.iter().for_each(VcpuThread::kick);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if run.parked() < threads.len() {
+                req.answer(control::error(
+                    "GenericError",
+                    "the vCPUs did not stop within 2 s",
+                ));
+            } else {
+                req.answer(control::ok(json!({})));
+            }
+        }
+        Command::Resume => {
+            run.set_paused(false);
+            req.answer(control::ok(json!({})));
+        }
+        Command::Eject | Command::ChangeMedia { .. } => {
+            req.answer(control::error(
+                "DeviceNotFound",
+                "this VM has no CD-ROM drive",
+            ));
+        }
+        Command::Screendump { .. } => {
+            req.answer(control::error(
+                "DeviceNotFound",
+                "this VM has no display device",
+            ));
+        }
+    }
+    None
 }

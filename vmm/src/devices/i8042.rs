@@ -899,7 +899,11 @@ mod tests {
         assert_eq!(pc.recv_all(), [0x1e]);
         pc.ctl(0xa7, &[], 0);
         pc.aux_write(0xf4);
-        assert_eq!(pc.recv_all(), [], "the ACK waits behind the disabled port");
+        assert_eq!(
+            pc.recv_all(),
+            Vec::<u8>::new(),
+            "the ACK waits behind the disabled port"
+        );
         pc.ctl(0xa8, &[], 0);
         assert_eq!(pc.recv(), Some((ACK, true)));
         // Writing to the keyboard re-enables its port.
@@ -1026,7 +1030,6 @@ mod tests {
     #[test]
     fn kvm_pic_takes_one_interrupt_per_byte() {
         use crate::kvm::{KvmVm, vcpu};
-        use std::sync::atomic::{AtomicBool, Ordering};
         use std::time::{Duration, Instant};
         use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -1062,14 +1065,14 @@ mod tests {
         regs.rflags = 2;
         fd.set_regs(&regs).unwrap();
 
-        let stop = Arc::new(AtomicBool::new(false));
+        let control = vcpu::RunControl::new();
         let (events_tx, events) = crossbeam_channel::unbounded();
         let thread = vcpu::spawn(
             0,
             fd,
             pio.clone(),
             Arc::new(Bus::new()),
-            stop.clone(),
+            control.clone(),
             events_tx,
         )
         .unwrap();
@@ -1096,7 +1099,7 @@ mod tests {
             d.key_event(0xe037, true);
         }
         let got = wait_for(11);
-        stop.store(true, Ordering::Release);
+        control.stop();
         thread.join();
         let bytes: Vec<u8> = got[1..].iter().map(|&(_, b)| b).collect();
         assert_eq!(

@@ -3,8 +3,8 @@
 //! decides what the machine does.
 
 use std::sync::Arc;
-use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -55,26 +55,83 @@ fn kick_signal() -> libc::c_int {
     SIGRTMIN()
 }
 
+/// What the run loop tells vCPU threads: stop, or hold still (pause) between exits.
+#[derive(Default)]
+pub struct RunControl {
+    stop: AtomicBool,
+    state: Mutex<PauseState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct PauseState {
+    paused: bool,
+    parked: usize,
+}
+
+impl RunControl {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _g = self.state.lock().unwrap();
+        self.changed.notify_all();
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.state.lock().unwrap().paused = paused;
+        self.changed.notify_all();
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.state.lock().unwrap().paused
+    }
+
+    /// How many vCPU threads are holding still now.
+    pub fn parked(&self) -> usize {
+        self.state.lock().unwrap().parked
+    }
+
+    /// Between two KVM_RUNs: waits while paused. False when the thread must stop.
+    fn checkpoint(&self) -> bool {
+        let mut st = self.state.lock().unwrap();
+        if st.paused && !self.is_stopping() {
+            st.parked += 1;
+            while st.paused && !self.is_stopping() {
+                st = self.changed.wait(st).unwrap();
+            }
+            st.parked -= 1;
+        }
+        !self.is_stopping()
+    }
+}
+
 /// A running vCPU thread.
 pub struct VcpuThread {
     handle: Option<JoinHandle<()>>,
 }
 
-/// Starts vCPU `id` on its own thread. It runs until `stop` is set (and it is kicked),
-/// or it has something to report.
+/// Starts vCPU `id` on its own thread. It runs until `control` says stop (and it is
+/// kicked), or it has something to report.
 pub fn spawn(
     id: u32,
     mut fd: VcpuFd,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
-    stop: Arc<AtomicBool>,
+    control: Arc<RunControl>,
     events: Sender<VcpuEvent>,
 ) -> std::io::Result<VcpuThread> {
     kick_signal();
     let handle = std::thread::Builder::new()
         .name(format!("vcpu{id}"))
         .spawn(move || {
-            while !stop.load(Ordering::Acquire) {
+            while control.checkpoint() {
                 match run_once(&mut fd, &pio, &mmio) {
                     Ok(None) => {}
                     Ok(Some(event)) => {
@@ -168,6 +225,15 @@ fn where_is(fd: &VcpuFd) -> String {
 }
 
 impl VcpuThread {
+    /// Knocks the thread out of KVM_RUN once (it may not have entered it yet).
+    pub fn kick(&self) {
+        if let Some(h) = &self.handle
+            && !h.is_finished()
+        {
+            let _ = h.kill(kick_signal());
+        }
+    }
+
     /// Knocks the thread out of KVM_RUN until it notices `stop`, then joins it. The
     /// caller has set `stop`; a kick can land just before the thread enters KVM_RUN,
     /// so keep kicking until it is gone.

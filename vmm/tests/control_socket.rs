@@ -1,0 +1,177 @@
+//! The control socket on a running VM: status, pause/resume, reset through the firmware,
+//! errors as JSON, and quit ending the process with exit code 0.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Client {
+    out: UnixStream,
+    input: BufReader<UnixStream>,
+}
+
+impl Client {
+    fn connect(path: &Path) -> Client {
+        let start = Instant::now();
+        loop {
+            match UnixStream::connect(path) {
+                Ok(s) => {
+                    return Client {
+                        input: BufReader::new(s.try_clone().unwrap()),
+                        out: s,
+                    };
+                }
+                Err(e) if start.elapsed() > Duration::from_secs(10) => {
+                    panic!("connect {path:?}: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    fn call(&mut self, request: &str) -> Value {
+        writeln!(self.out, "{request}").unwrap();
+        let mut line = String::new();
+        self.input.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply {line:?}: {e}"))
+    }
+}
+
+#[test]
+fn control_socket_drives_the_vm() {
+    let test = "control_socket_drives_the_vm";
+    if !common::kvm_or_skip(test) || !Path::new(vmm::firmware::DEFAULT_FIRMWARE).exists() {
+        return;
+    }
+    let dir = common::temp_dir("control");
+    let sock = dir.join("vm.sock");
+    let (mut child, log) = common::spawn_vmm(
+        &dir,
+        "control",
+        &[
+            "--memory",
+            "128M",
+            "--serial",
+            "none",
+            "--control",
+            sock.to_str().unwrap(),
+        ],
+    );
+    let mut c = Client::connect(&sock);
+
+    let s = c.call(r#"{"execute":"status"}"#);
+    assert_eq!(s["return"]["status"], "running", "{s}");
+    assert_eq!(s["return"]["memory"], 128 << 20);
+
+    assert_eq!(
+        c.call(r#"{"execute":"pause"}"#)["return"],
+        serde_json::json!({})
+    );
+    assert_eq!(
+        c.call(r#"{"execute":"status"}"#)["return"]["status"],
+        "paused"
+    );
+    // Paused means the guest makes no progress: its log stops growing.
+    let before = std::fs::read_to_string(&log).unwrap_or_default().len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap_or_default().len(),
+        before,
+        "guest ran while paused"
+    );
+    assert_eq!(
+        c.call(r#"{"execute":"resume"}"#)["return"],
+        serde_json::json!({})
+    );
+    assert_eq!(
+        c.call(r#"{"execute":"status"}"#)["return"]["status"],
+        "running"
+    );
+
+    // Errors are JSON and the VM goes on.
+    assert_eq!(
+        c.call(r#"{"execute":"fly"}"#)["error"]["class"],
+        "CommandNotFound"
+    );
+    assert_eq!(c.call("garbage")["error"]["class"], "GenericError");
+    assert_eq!(
+        c.call(r#"{"execute":"eject"}"#)["error"]["class"],
+        "DeviceNotFound"
+    );
+
+    // Reset: the firmware starts again.
+    let text = common::wait_for_log(
+        &mut child,
+        &log,
+        "No bootable device.",
+        Duration::from_secs(90),
+    );
+    let banners = text.matches("SeaBIOS (version").count();
+    assert_eq!(
+        c.call(r#"{"execute":"reset"}"#)["return"],
+        serde_json::json!({})
+    );
+    let start = Instant::now();
+    while std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches("SeaBIOS (version")
+        .count()
+        <= banners
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no POST after reset"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A second client can talk at the same time.
+    let mut c2 = Client::connect(&sock);
+    assert_eq!(
+        c2.call(r#"{"execute":"status"}"#)["return"]["status"],
+        "running"
+    );
+
+    assert_eq!(
+        c.call(r#"{"execute":"quit"}"#)["return"],
+        serde_json::json!({})
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "quit did not end the VMM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(!sock.exists(), "the socket file is removed on exit");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn control_socket_in_use_is_bad_input() {
+    let test = "control_socket_in_use_is_bad_input";
+    if !common::kvm_or_skip(test) || !Path::new(vmm::firmware::DEFAULT_FIRMWARE).exists() {
+        return;
+    }
+    let dir = common::temp_dir("control-busy");
+    let sock = dir.join("vm.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let out = std::process::Command::new(common::vmm_bin())
+        .args(["--control", sock.to_str().unwrap(), "--serial", "none"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
