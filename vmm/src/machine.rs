@@ -206,6 +206,9 @@ fn load_firmware(mem: &GuestMem, fw: &Firmware) -> Result<(), MachineError> {
         .map_err(|e| MachineError::Firmware(e.to_string()))
 }
 
+/// The chipset devices the machine keeps handles to.
+type Chipset = (PcChipset, Arc<Mutex<Cmos>>, Arc<Mutex<I8042>>);
+
 /// The chipset: PCI host bridge and ISA bridge, power management, CMOS, fw_cfg, i8042.
 fn add_chipset(
     cfg: &MachineConfig,
@@ -215,7 +218,7 @@ fn add_chipset(
     mmio: &Arc<Bus>,
     irq: &IrqFactory,
     tx: &Sender<MachineRequest>,
-) -> Result<(PcChipset, Arc<Mutex<Cmos>>, Arc<Mutex<I8042>>), MachineError> {
+) -> Result<Chipset, MachineError> {
     let chipset = PcChipset::new(
         layout.ram_size,
         pio.clone(),
