@@ -561,3 +561,41 @@ fn connections_beyond_the_limit_are_closed() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn client_that_stops_reading_is_dropped_and_blocks_nobody() {
+    let h = Harness::with(1920, 1080, |c| c.write_timeout = Duration::from_millis(500));
+    let mut good = h.connect();
+    good.update(false).unwrap();
+    let mut stuck = h.connect();
+    stuck
+        .set_encodings(&[number::RAW, number::CONTINUOUS_UPDATES])
+        .unwrap();
+    stuck
+        .send(&ClientMessage::EnableContinuousUpdates {
+            enable: true,
+            x: 0,
+            y: 0,
+            w: 1920,
+            h: 1080,
+        })
+        .unwrap();
+    // `stuck` never reads again. Full-screen changes fill its socket within a few frames.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seed = 2;
+    while h.server.client_count() > 1 {
+        assert!(Instant::now() < deadline, "stuck client never dropped");
+        let t = Instant::now();
+        rfb_support::paint(&h.surface, seed);
+        seed += 1;
+        // The producer is never held up by the stuck client.
+        assert!(
+            t.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            t.elapsed()
+        );
+        good.update(true).unwrap();
+    }
+    h.assert_matches(&good);
+    drop(stuck);
+}
