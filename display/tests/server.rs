@@ -599,3 +599,34 @@ fn client_that_stops_reading_is_dropped_and_blocks_nobody() {
     h.assert_matches(&good);
     drop(stuck);
 }
+
+#[test]
+fn set_desktop_size_is_answered_prohibited_and_bell_rings() {
+    let h = Harness::new(80, 60);
+    let mut c = h.connect();
+    c.set_encodings(&[number::RAW, number::EXTENDED_DESKTOP_SIZE])
+        .unwrap();
+    c.update(false).unwrap();
+    c.send(&ClientMessage::SetDesktopSize {
+        w: 1024,
+        h: 768,
+        screens: vec![display::rfb::protocol::Screen {
+            id: 0,
+            x: 0,
+            y: 0,
+            w: 1024,
+            h: 768,
+            flags: 0,
+        }],
+    })
+    .unwrap();
+    let rects = c.next_update().unwrap();
+    // x = 1: client-initiated; y = 1: prohibited; the size stays.
+    assert_eq!(
+        rects,
+        vec![(Rect::new(1, 1, 80, 60), number::EXTENDED_DESKTOP_SIZE)]
+    );
+    assert_eq!((c.fb.width, c.fb.height), (80, 60));
+    h.server.bell();
+    assert_eq!(c.read_event().unwrap(), ServerEvent::Bell);
+}
