@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use display::encoding::Rect;
-use display::rfb::{InputSink, VncConfig, VncServer, first_free_display, parse_listen};
+use display::rfb::{InputSink, VncConfig, VncServer, parse_listen};
 use display::surface::Surface;
 
 #[derive(Parser)]
@@ -180,13 +180,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let listen = match args.listen.strip_suffix(":auto") {
-        Some(host) => {
-            let ip = parse_listen(&format!("{host}:0"))?.ip();
-            parse_listen(&format!("{host}:{}", first_free_display(ip)?))?
+    let auto = args.listen.strip_suffix(":auto");
+    let listen = parse_listen(&format!("{}:0", auto.unwrap_or(""))).and_then(|a| {
+        if auto.is_some() {
+            Ok(a)
+        } else {
+            parse_listen(&args.listen)
         }
-        None => parse_listen(&args.listen)?,
-    };
+    })?;
     let mut cfg = VncConfig::new(listen);
     cfg.allow_insecure = args.allow_insecure;
     cfg.name = "vmdesk vnc demo".into();
@@ -195,7 +196,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let surface = Surface::new(args.width, args.height);
     let input = Arc::new(DemoInput(Mutex::new(Seen::default())));
-    let server = VncServer::start(cfg, Arc::clone(&surface), input.clone())?;
+    let server = if auto.is_some() {
+        VncServer::start_auto(cfg, Arc::clone(&surface), input.clone())?.0
+    } else {
+        VncServer::start(cfg, Arc::clone(&surface), input.clone())?
+    };
     eprintln!("vnc: listening on {}", server.local_addr());
 
     let (w, h) = (usize::from(args.width), usize::from(args.height));

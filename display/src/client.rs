@@ -365,8 +365,15 @@ impl Client {
                 for y in usize::from(r.y)..usize::from(r.y) + usize::from(r.h) {
                     self.reader.read_exact(&mut row)?;
                     let start = y * self.fb.width + usize::from(r.x);
-                    for (i, px) in row.chunks_exact(bpp).enumerate() {
-                        self.fb.pixels[start + i] = read_pixel(&self.pf, px);
+                    let dst = &mut self.fb.pixels[start..start + usize::from(r.w)];
+                    if self.pf == PixelFormat::NATIVE {
+                        for (d, px) in dst.iter_mut().zip(row.chunks_exact(4)) {
+                            *d = u32::from_le_bytes([px[0], px[1], px[2], 0]);
+                        }
+                    } else {
+                        for (d, px) in dst.iter_mut().zip(row.chunks_exact(bpp)) {
+                            *d = read_pixel(&self.pf, px);
+                        }
                     }
                 }
             }

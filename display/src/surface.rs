@@ -177,15 +177,8 @@ impl DirtyState {
 
     /// Marks every tile that `r` (already clipped) touches.
     fn mark(&mut self, r: Rect) {
-        let tx0 = usize::from(r.x) / TILE;
-        let ty0 = usize::from(r.y) / TILE;
-        let tx1 = ((usize::from(r.x) + usize::from(r.w)).div_ceil(TILE)).min(self.tiles_x);
-        let ty1 = ((usize::from(r.y) + usize::from(r.h)).div_ceil(TILE)).min(self.tiles_y);
-        for ty in ty0..ty1 {
-            for tx in tx0..tx1 {
-                self.dirty[ty * self.tiles_x + tx] = true;
-                self.any_dirty = true;
-            }
+        if mark_tiles(&mut self.dirty, self.tiles_x, self.tiles_y, r) {
+            self.any_dirty = true;
         }
     }
 
@@ -200,6 +193,22 @@ impl DirtyState {
     fn has_news(&self) -> bool {
         self.any_dirty || !self.copies.is_empty() || self.resized || self.cursor_changed
     }
+}
+
+/// Sets the tiles of a `tiles_x` x `tiles_y` map that `r` touches; true if any.
+fn mark_tiles(dirty: &mut [bool], tiles_x: usize, tiles_y: usize, r: Rect) -> bool {
+    let tx0 = usize::from(r.x) / TILE;
+    let ty0 = usize::from(r.y) / TILE;
+    let tx1 = ((usize::from(r.x) + usize::from(r.w)).div_ceil(TILE)).min(tiles_x);
+    let ty1 = ((usize::from(r.y) + usize::from(r.h)).div_ceil(TILE)).min(tiles_y);
+    let mut any = false;
+    for ty in ty0..ty1 {
+        for tx in tx0..tx1 {
+            dirty[ty * tiles_x + tx] = true;
+            any = true;
+        }
+    }
+    any
 }
 
 struct ConsumerShared {
@@ -561,13 +570,14 @@ impl Consumer {
         let resized = std::mem::take(&mut st.resized);
         let cursor_changed = std::mem::take(&mut st.cursor_changed);
         let copies = std::mem::take(&mut st.copies);
-        let tiles_x = st.tiles_x;
+        let tiles_x = frame.width.div_ceil(TILE);
+        let n = st.dirty.len();
         let dirty = if st.any_dirty {
             st.any_dirty = false;
-            let n = st.dirty.len();
             std::mem::replace(&mut st.dirty, vec![false; n])
         } else {
-            Vec::new()
+            // Nothing marked: compare no tile (a copy or cursor change alone is cheap).
+            vec![false; n]
         };
         drop(st);
 
@@ -582,29 +592,18 @@ impl Consumer {
         } else {
             vec![true; frame.width.div_ceil(TILE) * frame.height.div_ceil(TILE)]
         };
-        let mut scratch = DirtyState {
-            tiles_x,
-            tiles_y: frame.height.div_ceil(TILE),
-            dirty: Vec::new(),
-            any_dirty: false,
-            copies: Vec::new(),
-            resized: false,
-            cursor_changed: false,
-            kicked: false,
-        };
+        let tiles_y = frame.height.div_ceil(TILE);
         for op in copies {
             if update.resized.is_none() && use_copies {
                 apply_copy(&mut self.shadow, &op);
                 update.copies.push(op);
             } else {
-                scratch.dirty = std::mem::take(&mut check);
-                scratch.mark(op.dst());
-                check = std::mem::take(&mut scratch.dirty);
+                // The client will not copy: the destination's pixels must be sent instead.
+                mark_tiles(&mut check, tiles_x, tiles_y, op.dst());
             }
         }
         let full = full.and_then(|r| frame.clip(r));
         let mut changed = Vec::new();
-        let tiles_y = frame.height.div_ceil(TILE);
         for ty in 0..tiles_y {
             for tx in 0..tiles_x {
                 if !check[ty * tiles_x + tx] {

@@ -287,7 +287,9 @@ fn tigervnc_shows_surface(h: &Harness, password: Option<&str>, name: &str) -> Op
     cmd.env("DISPLAY", &x.display)
         .env("HOME", &dir)
         .arg(format!("127.0.0.1::{}", h.addr().port()))
-        .args(["-geometry", "+0+0", "-Shared"]);
+        // Lossless, so the screenshot can be compared exactly (TigerVNC would otherwise
+        // pick Tight with JPEG).
+        .args(["-geometry", "+0+0", "-Shared", "-NoJPEG", "-AutoSelect=0"]);
     if let Some(p) = password {
         let f = dir.join("passwd");
         std::fs::write(&f, Password::new(p).obfuscated()).unwrap();

@@ -561,3 +561,72 @@ fn connections_beyond_the_limit_are_closed() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn client_that_stops_reading_is_dropped_and_blocks_nobody() {
+    let h = Harness::with(1920, 1080, |c| c.write_timeout = Duration::from_millis(500));
+    let mut good = h.connect();
+    good.update(false).unwrap();
+    let mut stuck = h.connect();
+    stuck
+        .set_encodings(&[number::RAW, number::CONTINUOUS_UPDATES])
+        .unwrap();
+    stuck
+        .send(&ClientMessage::EnableContinuousUpdates {
+            enable: true,
+            x: 0,
+            y: 0,
+            w: 1920,
+            h: 1080,
+        })
+        .unwrap();
+    // `stuck` never reads again. Full-screen changes fill its socket within a few frames.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seed = 2;
+    while h.server.client_count() > 1 {
+        assert!(Instant::now() < deadline, "stuck client never dropped");
+        let t = Instant::now();
+        rfb_support::paint(&h.surface, seed);
+        seed += 1;
+        // The producer is never held up by the stuck client.
+        assert!(
+            t.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            t.elapsed()
+        );
+        good.update(true).unwrap();
+    }
+    h.assert_matches(&good);
+    drop(stuck);
+}
+
+#[test]
+fn set_desktop_size_is_answered_prohibited_and_bell_rings() {
+    let h = Harness::new(80, 60);
+    let mut c = h.connect();
+    c.set_encodings(&[number::RAW, number::EXTENDED_DESKTOP_SIZE])
+        .unwrap();
+    c.update(false).unwrap();
+    c.send(&ClientMessage::SetDesktopSize {
+        w: 1024,
+        h: 768,
+        screens: vec![display::rfb::protocol::Screen {
+            id: 0,
+            x: 0,
+            y: 0,
+            w: 1024,
+            h: 768,
+            flags: 0,
+        }],
+    })
+    .unwrap();
+    let rects = c.next_update().unwrap();
+    // x = 1: client-initiated; y = 1: prohibited; the size stays.
+    assert_eq!(
+        rects,
+        vec![(Rect::new(1, 1, 80, 60), number::EXTENDED_DESKTOP_SIZE)]
+    );
+    assert_eq!((c.fb.width, c.fb.height), (80, 60));
+    h.server.bell();
+    assert_eq!(c.read_event().unwrap(), ServerEvent::Bell);
+}

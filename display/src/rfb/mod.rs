@@ -6,7 +6,7 @@ pub mod clipboard;
 pub mod input;
 pub mod protocol;
 pub mod server;
-pub mod session;
+mod session;
 
 pub use auth::Password;
 pub use input::{InputSink, NullInput};

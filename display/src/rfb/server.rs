@@ -231,6 +231,26 @@ impl VncServer {
         })
     }
 
+    /// Starts on the first free display from :0 on `config.listen`'s address (its port is
+    /// ignored), binding directly so no other process can take the port in between.
+    /// Returns the server and its display number.
+    pub fn start_auto(
+        mut config: VncConfig,
+        surface: Arc<Surface>,
+        input: Arc<dyn InputSink>,
+    ) -> Result<(VncServer, u16), VncError> {
+        for n in 0..=MAX_AUTO_DISPLAY {
+            let Some(port) = display_port(n) else { break };
+            config.listen.set_port(port);
+            match VncServer::start(config.clone(), Arc::clone(&surface), Arc::clone(&input)) {
+                Ok(s) => return Ok((s, n)),
+                Err(VncError::PortInUse { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(VncError::NoFreeDisplay(config.listen.ip()))
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -396,6 +416,23 @@ mod tests {
         let cfg = VncConfig::new("0.0.0.0:0".parse().unwrap());
         let e = VncServer::start(cfg, s, Arc::new(super::super::NullInput)).unwrap_err();
         assert!(matches!(e, VncError::InsecureListen(_)), "{e}");
+    }
+
+    #[test]
+    fn auto_skips_displays_in_use() {
+        let s = Surface::new(8, 8);
+        let cfg = VncConfig::new("127.0.0.1:0".parse().unwrap());
+        let (a, na) = VncServer::start_auto(
+            cfg.clone(),
+            Arc::clone(&s),
+            Arc::new(super::super::NullInput),
+        )
+        .unwrap();
+        assert_eq!(a.local_addr().port(), 5900 + na);
+        assert_ne!(first_free_display(a.local_addr().ip()).unwrap(), na);
+        let (b, nb) = VncServer::start_auto(cfg, s, Arc::new(super::super::NullInput)).unwrap();
+        assert!(nb > na);
+        assert_eq!(b.local_addr().port(), 5900 + nb);
     }
 
     #[test]

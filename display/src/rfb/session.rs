@@ -3,7 +3,7 @@
 //! surface and sends updates when the client asked for them (or enabled continuous
 //! updates), at most `max_fps` times a second.
 //!
-//! The two threads share a small control block ([`Ctl`]) under a mutex; the reader kicks
+//! The two threads share a small control block (`Ctl`) under a mutex; the reader kicks
 //! the writer through the surface consumer's [`Waker`], so neither polls. Every byte a
 //! client sends is untrusted: any malformed message ends this session alone, with a log
 //! line, and reads of message bodies time out so a client stalling mid-message cannot
