@@ -305,6 +305,7 @@ fn hextile_round_trips() {
 #[test]
 fn big_pictures_round_trip_every_lossless_encoding() {
     for pic in [
+        pictures::seabios_qemu(),
         pictures::seabios_text(),
         pictures::installer(),
         pictures::desktop(),

@@ -1,6 +1,5 @@
 // Needs `display::decode` from the display-encoders branch: after merging it, delete this
 // line and the `decoders-merged` feature in display/Cargo.toml.
-#![cfg(feature = "decoders-merged")]
 //! The server through every pixel encoding it has (Hextile, ZRLE, Tight lossless), decoded
 //! by `display::decode` in our test client, compared pixel for pixel with the surface in
 //! every pixel format; then incremental updates and CopyRect mixed in.

@@ -180,7 +180,7 @@ pub fn text_like(w: usize, h: usize, seed: u64) -> Picture {
 /// SeaBIOS in QEMU with no network and no bootable disk (the reference screen): 720x400 VGA
 /// text, light grey on black, the boot attempts and "No bootable device.".
 pub fn seabios_text() -> Picture {
-    let mut p = Picture::new("seabios text 720x400", 720, 400, 0);
+    let mut p = Picture::new("text 720x400 (generated)", 720, 400, 0);
     let lines = [
         "SeaBIOS (version 1.16.2-debian-1.16.2-1)",
         "",
@@ -319,5 +319,44 @@ pub fn desktop() -> Picture {
         };
         p.text(tx + 6, ty + 34 + line * 16, &s, colour, 1);
     }
+    p
+}
+
+/// Loads a PNG (grey, palette, RGB, with or without alpha) from `display/tests/data/`.
+pub fn load_png(name: &str) -> Picture {
+    let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut dec = png::Decoder::new(std::io::BufReader::new(file));
+    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = dec.read_info().unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut buf = vec![0u8; reader.output_buffer_size().expect("png size")];
+    let info = reader
+        .next_frame(&mut buf)
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let (w, h) = (info.width as usize, info.height as usize);
+    let comps = match info.color_type {
+        png::ColorType::Grayscale => 1,
+        png::ColorType::GrayscaleAlpha => 2,
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        png::ColorType::Indexed => panic!("{path}: palette not expanded"),
+    };
+    let mut p = Picture::new(name, w, h, 0);
+    for (i, px) in buf[..w * h * comps].chunks_exact(comps).enumerate() {
+        let (r, g, b) = if comps < 3 {
+            (px[0], px[0], px[0])
+        } else {
+            (px[0], px[1], px[2])
+        };
+        p.pixels[i] = (u32::from(r) << 16) | (u32::from(g) << 8) | u32::from(b);
+    }
+    p
+}
+
+/// QEMU 7.2's screen with SeaBIOS 1.16.2 after "No bootable device." (`-net none`, no
+/// disks), captured through rfb_measure: the picture behind the QEMU figures.
+pub fn seabios_qemu() -> Picture {
+    let mut p = load_png("seabios-qemu-720x400.png");
+    p.name = "seabios qemu 720x400".into();
     p
 }
