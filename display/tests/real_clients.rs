@@ -1,6 +1,6 @@
 //! Real VNC clients against our server: vncdotool (Python), TigerVNC's vncviewer under
 //! Xvfb, and the vnc-rs crate. The external tools come from
-//! `resources/scripts/display-test-tools.sh`; when one is missing the test prints
+//! `resources/scripts/install-deps.sh test`; when one is missing the test prints
 //! `SKIP name: reason` and passes, unless VMDESK_REQUIRE_TOOLS=1.
 
 mod rfb_support;
@@ -132,7 +132,7 @@ fn vncdotool_capture_equals_surface_and_input_arrives() {
     let Some(vncdo) = vncdo() else {
         return skip(
             "vncdotool_capture_equals_surface_and_input_arrives",
-            "vncdo not found (run resources/scripts/display-test-tools.sh)",
+            "vncdo not found (run resources/scripts/install-deps.sh test)",
         );
     };
     let h = Harness::new(320, 240);
@@ -167,7 +167,7 @@ fn vncdotool_vnc_auth() {
     let Some(vncdo) = vncdo() else {
         return skip(
             "vncdotool_vnc_auth",
-            "vncdo not found (run resources/scripts/display-test-tools.sh)",
+            "vncdo not found (run resources/scripts/install-deps.sh test)",
         );
     };
     let h = Harness::with(64, 48, |c| c.password = Some(Password::new("t0psecret")));

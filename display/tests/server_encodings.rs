@@ -1,5 +1,3 @@
-// Needs `display::decode` from the display-encoders branch: after merging it, delete this
-// line and the `decoders-merged` feature in display/Cargo.toml.
 //! The server through every pixel encoding it has (Hextile, ZRLE, Tight lossless), decoded
 //! by `display::decode` in our test client, compared pixel for pixel with the surface in
 //! every pixel format; then incremental updates and CopyRect mixed in.
