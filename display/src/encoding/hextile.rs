@@ -6,7 +6,7 @@
 //! and after a coloured-subrect tile the foreground is; that costs a few bytes and never
 //! relies on an ambiguous reading of the spec.
 
-use super::pack::{Packer, Palette, for_runs};
+use super::pack::{Packer, Palette, clip, for_runs};
 use super::{Encoder, EncoderSettings, PixelView, Rect, number};
 use crate::pixel::PixelFormat;
 
@@ -59,6 +59,7 @@ impl Encoder for HextileEncoder {
         _settings: &EncoderSettings,
         out: &mut Vec<u8>,
     ) -> u16 {
+        let rect = clip(rect, frame);
         rect.write_header(number::HEXTILE, out);
         if self.packer.as_ref().is_none_or(|p| p.pf != *pf) {
             self.packer = Some(Packer::new(pf));

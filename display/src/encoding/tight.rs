@@ -18,7 +18,7 @@
 
 use flate2::{Compress, Compression};
 
-use super::pack::{Packer, Palette, for_runs};
+use super::pack::{Packer, Palette, clip, for_runs};
 use super::zrle::deflate_sync;
 use super::{Encoder, EncoderSettings, PixelView, Rect, number};
 use crate::pixel::PixelFormat;
@@ -113,6 +113,7 @@ impl Encoder for TightEncoder {
         settings: &EncoderSettings,
         out: &mut Vec<u8>,
     ) -> u16 {
+        let rect = clip(rect, frame);
         if self.packer.as_ref().is_none_or(|p| p.pf != *pf) {
             self.packer = Some(Packer::new(pf));
         }

@@ -9,7 +9,7 @@
 
 use flate2::{Compress, Compression, FlushCompress};
 
-use super::pack::{Packer, Palette, for_runs};
+use super::pack::{Packer, Palette, clip, for_runs};
 use super::{Encoder, EncoderSettings, PixelView, Rect, number};
 use crate::pixel::PixelFormat;
 
@@ -59,6 +59,7 @@ impl Encoder for ZrleEncoder {
         settings: &EncoderSettings,
         out: &mut Vec<u8>,
     ) -> u16 {
+        let rect = clip(rect, frame);
         rect.write_header(number::ZRLE, out);
         if self.packer.as_ref().is_none_or(|p| p.pf != *pf) {
             self.packer = Some(Packer::new(pf));
