@@ -136,43 +136,36 @@ fn encode_tile(
     let mut best: Option<(usize, usize)> = None;
     if !overflow {
         let mut per_colour = [0u16; 256];
-        let total_corners = corners(tile, tw, pal, &mut per_colour);
-        let max_corners = per_colour[..ncolours].iter().copied().max().unwrap_or(0);
-        // Whatever the background, the others' corners need a subrect each.
-        let hopeless = (total_corners - usize::from(max_corners)) * per_subrect + 2 >= raw_cost;
-        if !hopeless {
-            cover_all(tile, tw, th, scratch);
-            per_colour = [0; 256];
-            for s in scratch.iter() {
-                per_colour[pal.index(s.colour)] += 1;
-            }
-            let chosen = (0..ncolours)
-                .max_by_key(|&i| {
-                    (
-                        per_colour[i],
-                        pal.counts[i],
-                        carry.bg == Some(pal.colours[i]),
-                    )
-                })
-                .unwrap_or(0);
-            let n = scratch.len() - usize::from(per_colour[chosen]);
-            let bg_cost = if carry.bg == Some(pal.colours[chosen]) {
-                0
-            } else {
-                bpp
-            };
-            let fg_cost = if mono && carry.fg != Some(pal.colours[1 - chosen]) {
-                bpp
-            } else {
-                0
-            };
-            let cost = 2 + bg_cost + fg_cost + n * per_subrect;
-            if n <= 255 && cost < raw_cost {
-                let bg = pal.colours[chosen];
-                subrects.clear();
-                subrects.extend(scratch.iter().filter(|s| s.colour != bg));
-                best = Some((cost, chosen));
-            }
+        cover_all(tile, tw, th, scratch);
+        for s in scratch.iter() {
+            per_colour[pal.index(s.colour)] += 1;
+        }
+        let chosen = (0..ncolours)
+            .max_by_key(|&i| {
+                (
+                    per_colour[i],
+                    pal.counts[i],
+                    carry.bg == Some(pal.colours[i]),
+                )
+            })
+            .unwrap_or(0);
+        let n = scratch.len() - usize::from(per_colour[chosen]);
+        let bg_cost = if carry.bg == Some(pal.colours[chosen]) {
+            0
+        } else {
+            bpp
+        };
+        let fg_cost = if mono && carry.fg != Some(pal.colours[1 - chosen]) {
+            bpp
+        } else {
+            0
+        };
+        let cost = 2 + bg_cost + fg_cost + n * per_subrect;
+        if n <= 255 && cost < raw_cost {
+            let bg = pal.colours[chosen];
+            subrects.clear();
+            subrects.extend(scratch.iter().filter(|s| s.colour != bg));
+            best = Some((cost, chosen));
         }
     }
 
@@ -215,23 +208,6 @@ fn encode_tile(
         carry.bg = None;
         carry.fg = None;
     }
-}
-
-/// Counts corner pixels per palette colour and returns their total. A corner pixel's left
-/// and upper neighbours both differ from it, so it can only be the top-left corner of a
-/// subrect, and no two subrects share one: the corners of the colours other than the
-/// background are a lower bound on the subrects a tile needs.
-fn corners(tile: &[u32], tw: usize, pal: &Palette, counts: &mut [u16; 256]) -> usize {
-    let mut n = 0;
-    for (i, &c) in tile.iter().enumerate() {
-        let left = i % tw != 0 && tile[i - 1] == c;
-        let up = i >= tw && tile[i - tw] == c;
-        if !left && !up {
-            counts[pal.index(c)] += 1;
-            n += 1;
-        }
-    }
-    n
 }
 
 /// Covers every pixel with single-colour rectangles: at each uncovered pixel, the widest run
