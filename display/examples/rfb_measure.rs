@@ -2,7 +2,7 @@
 //!
 //!     cargo run --release -p display --example rfb_measure -- HOST:PORT \
 //!         --encoding raw|hextile|zrle|tight|NUMBER [--compress 0-9] [--quality 0-9] \
-//!         [--save frame.ppm]
+//!         [--save frame.ppm] [--update-out update.bin]
 //!
 //! It connects (protocol 3.3, 3.7 or 3.8, security type None only), asks for 32 bpp
 //! little-endian RGB888 (the pixel format of the reference figures), offers exactly one
@@ -10,7 +10,8 @@
 //! non-incremental FramebufferUpdateRequest for the whole screen and decodes the reply with
 //! `display::decode`, so the update's end is found by parsing, not guessed. It prints the
 //! update's bytes (message header included), rectangles, the share of the screen they
-//! cover, and the times to the first byte and to the whole update.
+//! cover, and the times to the first byte and to the whole update. `--save` writes the
+//! decoded screen as a PPM picture, `--update-out` the update's bytes as received.
 
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
@@ -25,12 +26,17 @@ use display::pixel::PixelFormat;
 struct Counting<R> {
     inner: R,
     count: u64,
+    /// When set, a copy of everything read.
+    record: Option<Vec<u8>>,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.count += n as u64;
+        if let Some(rec) = &mut self.record {
+            rec.extend_from_slice(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -41,11 +47,12 @@ struct Args {
     compress: Option<u8>,
     quality: Option<u8>,
     save: Option<String>,
+    update_out: Option<String>,
 }
 
 fn usage() -> String {
     "usage: rfb_measure HOST:PORT --encoding raw|hextile|zrle|tight|NUMBER \
-     [--compress 0-9] [--quality 0-9] [--save FILE.ppm]"
+     [--compress 0-9] [--quality 0-9] [--save FILE.ppm] [--update-out FILE]"
         .to_string()
 }
 
@@ -56,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
     let mut compress = None;
     let mut quality = None;
     let mut save = None;
+    let mut update_out = None;
     while let Some(a) = it.next() {
         let mut val = |what: &str| it.next().ok_or(format!("{what} needs a value"));
         match a.as_str() {
@@ -72,6 +80,7 @@ fn parse_args() -> Result<Args, String> {
             "--compress" => compress = Some(level(&val("--compress")?)?),
             "--quality" => quality = Some(level(&val("--quality")?)?),
             "--save" => save = Some(val("--save")?),
+            "--update-out" => update_out = Some(val("--update-out")?),
             "-h" | "--help" => return Err(usage()),
             _ if addr.is_none() && !a.starts_with('-') => addr = Some(a),
             _ => return Err(format!("unexpected argument {a}\n{}", usage())),
@@ -83,6 +92,7 @@ fn parse_args() -> Result<Args, String> {
         compress,
         quality,
         save,
+        update_out,
     })
 }
 
@@ -127,6 +137,7 @@ fn run(args: &Args) -> Result<(), String> {
     let mut r = Counting {
         inner: BufReader::with_capacity(1 << 16, stream),
         count: 0,
+        record: None,
     };
     let io = |e: std::io::Error| format!("i/o: {e}");
 
@@ -221,6 +232,9 @@ fn run(args: &Args) -> Result<(), String> {
     let mut dec = Decoder::new(&pf);
     let mut fb = DecodedFrame::new(width.into(), height.into());
     loop {
+        if args.update_out.is_some() {
+            r.record = Some(Vec::new());
+        }
         let ty = read_exact(&mut r, 1).map_err(io)?[0];
         let start = r.count - 1;
         let t_first = t_request.elapsed();
@@ -263,6 +277,10 @@ fn run(args: &Args) -> Result<(), String> {
                     t_first.as_secs_f64() * 1e3,
                     t_done.as_secs_f64() * 1e3
                 );
+                if let (Some(path), Some(rec)) = (&args.update_out, &r.record) {
+                    std::fs::write(path, rec).map_err(|e| format!("{path}: {e}"))?;
+                    println!("update bytes written to {path}");
+                }
                 if let Some(path) = &args.save {
                     save_ppm(path, &fb).map_err(|e| format!("{path}: {e}"))?;
                     println!("saved {path}");

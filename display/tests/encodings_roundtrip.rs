@@ -450,3 +450,37 @@ fn tight_jpeg_beats_lossless_on_a_photo_like_picture() {
         sizes[0]
     );
 }
+
+#[test]
+fn rects_past_the_frame_are_clipped_not_a_panic() {
+    let pic = pictures::text_like(40, 30, 3);
+    let frame = PixelView {
+        pixels: &pic.pixels,
+        width: pic.width,
+        height: pic.height,
+        stride: pic.width,
+    };
+    for &(encoding, name) in &LOSSLESS[1..] {
+        for rect in [
+            Rect::new(30, 20, 100, 100),
+            Rect::new(500, 500, 10, 10),
+            Rect::new(0, 0, u16::MAX, u16::MAX),
+        ] {
+            let pf = PixelFormat::NATIVE;
+            let mut out = Vec::new();
+            let n = new_encoder(encoding).unwrap().encode(
+                &frame,
+                rect,
+                &pf,
+                &EncoderSettings::default(),
+                &mut out,
+            );
+            let mut fb = DecodedFrame::new(40, 30);
+            let mut cur = &out[..];
+            Decoder::new(&pf)
+                .decode_rects(&mut cur, n, &mut fb)
+                .unwrap_or_else(|e| panic!("{name} {rect:?}: {e}"));
+            assert!(cur.is_empty(), "{name} {rect:?}");
+        }
+    }
+}

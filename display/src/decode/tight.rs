@@ -285,3 +285,88 @@ fn gradient(
         std::mem::swap(&mut above, &mut row);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{DecodedFrame, Decoder};
+    use crate::encoding::{Rect, number};
+    use crate::pixel::PixelFormat;
+
+    fn decode(w: u16, h: u16, body: &[u8]) -> DecodedFrame {
+        let mut bytes = Vec::new();
+        Rect::new(0, 0, w, h).write_header(number::TIGHT, &mut bytes);
+        bytes.extend_from_slice(body);
+        let mut fb = DecodedFrame::new(w.into(), h.into());
+        let mut cur = &bytes[..];
+        Decoder::new(&PixelFormat::NATIVE)
+            .decode_rect(&mut cur, &mut fb)
+            .unwrap();
+        assert!(cur.is_empty());
+        fb
+    }
+
+    #[test]
+    fn gradient_filter_one_row_short_data() {
+        // Differences from the left neighbour, wrapping; 9 bytes (< 12): no zlib, no length.
+        let fb = decode(3, 1, &[0x40, 2, 10, 20, 30, 5, 0, 251, 240, 236, 232]);
+        assert_eq!(fb.pixels, [0x000a_141e, 0x000f_1419, 0x00ff_0001]);
+    }
+
+    #[test]
+    fn gradient_filter_clamps_the_prediction() {
+        // 2x2 through "basic compression without zlib" (0xE0: explicit filter), 12 bytes.
+        // D's prediction C + B - A = (100, -50, -100) clamps to (100, 0, 0).
+        let body = [
+            0xe0, 2, 12, 100, 100, 100, 100, 206, 156, 156, 156, 156, 10, 5, 250,
+        ];
+        let fb = decode(2, 2, &body);
+        assert_eq!(fb.pixels, [0x0064_6464, 0x00c8_3200, 0, 0x006e_05fa]);
+    }
+
+    #[test]
+    fn reset_bits_restart_streams() {
+        use crate::encoding::{EncoderSettings, PixelView, new_encoder};
+        // Two updates through one stream, then a rectangle that resets stream 1 and starts a
+        // new zlib stream there: decodes only if the reset is honoured.
+        let px: Vec<u32> = (0..64u32 * 8)
+            .map(|i| if i % 3 == 0 { 0xffffff } else { 0 })
+            .collect();
+        let frame = PixelView {
+            pixels: &px,
+            width: 64,
+            height: 8,
+            stride: 64,
+        };
+        let s = EncoderSettings::default();
+        let mut enc = new_encoder(number::TIGHT).unwrap();
+        let mut a = Vec::new();
+        enc.encode(
+            &frame,
+            Rect::new(0, 0, 64, 8),
+            &PixelFormat::NATIVE,
+            &s,
+            &mut a,
+        );
+        let mut fresh = Vec::new();
+        new_encoder(number::TIGHT).unwrap().encode(
+            &frame,
+            Rect::new(0, 0, 64, 8),
+            &PixelFormat::NATIVE,
+            &s,
+            &mut fresh,
+        );
+        assert_eq!(fresh[12] & 0xf0, 0x50, "mono rect on stream 1");
+        fresh[12] |= 0x02;
+        let mut dec = Decoder::new(&PixelFormat::NATIVE);
+        let mut fb = DecodedFrame::new(64, 8);
+        dec.decode_rect(&mut &a[..], &mut fb).unwrap();
+        dec.decode_rect(&mut &fresh[..], &mut fb).unwrap();
+        let want: Vec<u32> = px.iter().map(|p| p & 0xffffff).collect();
+        assert_eq!(fb.pixels, want);
+        // Without the reset bit the second stream's header breaks the first.
+        fresh[12] &= !0x02;
+        let mut dec = Decoder::new(&PixelFormat::NATIVE);
+        dec.decode_rect(&mut &a[..], &mut fb).unwrap();
+        assert!(dec.decode_rect(&mut &fresh[..], &mut fb).is_err());
+    }
+}

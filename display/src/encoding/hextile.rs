@@ -6,7 +6,7 @@
 //! and after a coloured-subrect tile the foreground is; that costs a few bytes and never
 //! relies on an ambiguous reading of the spec.
 
-use super::pack::{Packer, Palette, for_runs};
+use super::pack::{Packer, Palette, clip, for_runs};
 use super::{Encoder, EncoderSettings, PixelView, Rect, number};
 use crate::pixel::PixelFormat;
 
@@ -21,6 +21,7 @@ pub struct HextileEncoder {
     packer: Option<Packer>,
     tile: Vec<u32>,
     subrects: Vec<Subrect>,
+    scratch: Vec<Subrect>,
     pal: Palette,
 }
 
@@ -58,6 +59,7 @@ impl Encoder for HextileEncoder {
         _settings: &EncoderSettings,
         out: &mut Vec<u8>,
     ) -> u16 {
+        let rect = clip(rect, frame);
         rect.write_header(number::HEXTILE, out);
         if self.packer.as_ref().is_none_or(|p| p.pf != *pf) {
             self.packer = Some(Packer::new(pf));
@@ -66,6 +68,7 @@ impl Encoder for HextileEncoder {
             packer,
             tile,
             subrects,
+            scratch,
             pal,
         } = self;
         let packer = packer.as_ref().expect("set above");
@@ -77,7 +80,9 @@ impl Encoder for HextileEncoder {
             for tx in (0..rw).step_by(16) {
                 let tw = (rw - tx).min(16);
                 packer.convert_rect(frame, rx + tx, ry + ty, tw, th, tile);
-                encode_tile(packer, tile, tw, th, &mut carry, subrects, pal, out);
+                encode_tile(
+                    packer, tile, tw, th, &mut carry, subrects, scratch, pal, out,
+                );
             }
         }
         1
@@ -92,6 +97,7 @@ fn encode_tile(
     th: usize,
     carry: &mut Carry,
     subrects: &mut Vec<Subrect>,
+    scratch: &mut Vec<Subrect>,
     pal: &mut Palette,
     out: &mut Vec<u8>,
 ) {
@@ -121,29 +127,53 @@ fn encode_tile(
         return;
     }
 
-    // Background: the most frequent colour; on a tie keep the one the client already has.
-    let mut best = 0;
-    for i in 1..ncolours {
-        let (c, n) = (pal.colours[i], pal.counts[i]);
-        if n > pal.counts[best] || (n == pal.counts[best] && carry.bg == Some(c)) {
-            best = i;
+    // Subrects never overlap other colours, so each colour's cover is independent: cover
+    // every colour once, then make the background the colour whose cover took the most
+    // subrects (not simply the commonest: a colour in bands costs a subrect a row, a large
+    // block of it one), and send the rest.
+    let mono = ncolours == 2 && !overflow;
+    let per_subrect = if mono { 2 } else { 2 + bpp };
+    let mut best: Option<(usize, usize)> = None;
+    if !overflow {
+        let mut per_colour = [0u16; 256];
+        cover_all(tile, tw, th, scratch);
+        for s in scratch.iter() {
+            per_colour[pal.index(s.colour)] += 1;
+        }
+        let chosen = (0..ncolours)
+            .max_by_key(|&i| {
+                (
+                    per_colour[i],
+                    pal.counts[i],
+                    carry.bg == Some(pal.colours[i]),
+                )
+            })
+            .unwrap_or(0);
+        let n = scratch.len() - usize::from(per_colour[chosen]);
+        let bg_cost = if carry.bg == Some(pal.colours[chosen]) {
+            0
+        } else {
+            bpp
+        };
+        let fg_cost = if mono && carry.fg != Some(pal.colours[1 - chosen]) {
+            bpp
+        } else {
+            0
+        };
+        let cost = 2 + bg_cost + fg_cost + n * per_subrect;
+        if n <= 255 && cost < raw_cost {
+            let bg = pal.colours[chosen];
+            subrects.clear();
+            subrects.extend(scratch.iter().filter(|s| s.colour != bg));
+            best = Some((cost, chosen));
         }
     }
-    let bg = pal.colours[best];
-    let bg_cost = if carry.bg == Some(bg) { 0 } else { bpp };
-    let mono = ncolours == 2 && !overflow;
-    let fg = if mono { pal.colours[1 - best] } else { 0 };
-    let fg_cost = if mono && carry.fg != Some(fg) { bpp } else { 0 };
-    let per_subrect = if mono { 2 } else { 2 + bpp };
-    // Subrects only pay off while they stay under the raw size (and at most 255 of them).
-    let budget = raw_cost.saturating_sub(2 + bg_cost + fg_cost) / per_subrect;
-    let max_subrects = budget.min(255);
 
-    if !overflow
-        && ncolours - 1 <= max_subrects
-        && corners(tile, tw, bg) <= max_subrects
-        && find_subrects(tile, tw, th, bg, max_subrects, subrects)
-    {
+    if let Some((_, chosen)) = best {
+        let bg = pal.colours[chosen];
+        let bg_cost = if carry.bg == Some(bg) { 0 } else { bpp };
+        let fg = if mono { pal.colours[1 - chosen] } else { 0 };
+        let fg_cost = if mono && carry.fg != Some(fg) { bpp } else { 0 };
         let mut flags = ANY_SUBRECTS;
         if bg_cost != 0 {
             flags |= BACKGROUND;
@@ -180,66 +210,28 @@ fn encode_tile(
     }
 }
 
-/// A lower bound on the subrects a tile needs: pixels whose left and upper neighbours both
-/// differ from them (and are not background) can only be the top-left corner of a subrect,
-/// and no two subrects share one.
-fn corners(tile: &[u32], tw: usize, bg: u32) -> usize {
-    let mut n = 0;
-    for (i, &c) in tile.iter().enumerate() {
-        let left = i % tw != 0 && tile[i - 1] == c;
-        let up = i >= tw && tile[i - tw] == c;
-        n += usize::from(c != bg && !left && !up);
-    }
-    n
-}
-
-/// Covers every non-`bg` pixel with single-colour rectangles, greedily taking at each
-/// uncovered pixel the larger of the widest-first and tallest-first rectangle. Rectangles may
-/// overlap pixels of their own colour (painting them twice is harmless), which lets them grow. Returns false
-/// (giving up) when more than `max` would be needed.
-fn find_subrects(
-    tile: &[u32],
-    tw: usize,
-    th: usize,
-    bg: u32,
-    max: usize,
-    subrects: &mut Vec<Subrect>,
-) -> bool {
+/// Covers every pixel with single-colour rectangles: at each uncovered pixel, the widest run
+/// of its colour, extended down while the rows below match. Rectangles may overlap pixels of
+/// their own colour (painting them twice is harmless), which lets them grow. (Taking the
+/// larger of widest-first and tallest-first was tried: fewer bytes per rectangle but more
+/// rectangles overall, 3% more bytes on the benchmark pictures.)
+fn cover_all(tile: &[u32], tw: usize, th: usize, subrects: &mut Vec<Subrect>) {
     subrects.clear();
     let mut covered = [0u16; 16];
-    let free = |covered: &[u16; 16], x: usize, y: usize| covered[y] & (1 << x) == 0;
+    let at = |x: usize, y: usize| tile[y * tw + x];
     for y in 0..th {
-        let row = &tile[y * tw..(y + 1) * tw];
-        for (x, &c) in row.iter().enumerate() {
-            if c == bg || !free(&covered, x, y) {
+        for x in 0..tw {
+            if covered[y] & (1 << x) != 0 {
                 continue;
             }
-            let at = |x: usize, y: usize| tile[y * tw + x];
-            // Widest first.
-            let mut w1 = 1;
-            while x + w1 < tw && at(x + w1, y) == c {
-                w1 += 1;
+            let c = at(x, y);
+            let mut w = 1;
+            while x + w < tw && at(x + w, y) == c {
+                w += 1;
             }
-            let mut h1 = 1;
-            while y + h1 < th && (x..x + w1).all(|xx| at(xx, y + h1) == c) {
-                h1 += 1;
-            }
-            // Tallest first.
-            let mut h2 = 1;
-            while y + h2 < th && at(x, y + h2) == c {
-                h2 += 1;
-            }
-            let mut w2 = 1;
-            while x + w2 < tw && (y..y + h2).all(|yy| at(x + w2, yy) == c) {
-                w2 += 1;
-            }
-            let (w, h) = if w2 * h2 > w1 * h1 {
-                (w2, h2)
-            } else {
-                (w1, h1)
-            };
-            if subrects.len() == max {
-                return false;
+            let mut h = 1;
+            while y + h < th && (x..x + w).all(|xx| at(xx, y + h) == c) {
+                h += 1;
             }
             let mask = (((1u32 << w) - 1) << x) as u16;
             for cov in &mut covered[y..y + h] {
@@ -254,7 +246,6 @@ fn find_subrects(
             });
         }
     }
-    true
 }
 
 #[cfg(test)]

@@ -121,6 +121,16 @@ impl Packer {
     }
 }
 
+/// `rect` cut to the frame. Rectangles normally come clipped from the session, but one
+/// built from a client's request must not make an encoder index outside the frame.
+pub(crate) fn clip(rect: super::Rect, frame: &super::PixelView<'_>) -> super::Rect {
+    let x = usize::from(rect.x).min(frame.width);
+    let y = usize::from(rect.y).min(frame.height);
+    let w = usize::from(rect.w).min(frame.width - x);
+    let h = usize::from(rect.h).min(frame.height - y);
+    super::Rect::new(x as u16, y as u16, w as u16, h as u16)
+}
+
 /// Whether all colour bits of a CPIXEL format sit in the low 24 bits (RFC 6143 §7.7.6:
 /// the CPIXEL is then the 3 low bytes, else the 3 high ones).
 pub(crate) fn cpixel_fits_low(pf: &PixelFormat) -> bool {
