@@ -11,6 +11,7 @@
 pub mod client;
 pub mod decode;
 pub mod encoding;
+pub mod keymap;
 pub mod pixel;
 pub mod rfb;
 pub mod surface;

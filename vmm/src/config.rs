@@ -2,6 +2,7 @@
 //! caught here or when the named files are opened, with one line that says what is
 //! wrong and how to fix it.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -53,6 +54,20 @@ pub struct Cli {
     #[arg(long, value_name = "MS")]
     pub reboot_timeout: Option<u32>,
 
+    /// VNC server for the screen: HOST:N listens on port 5900+N, HOST:auto on the first
+    /// free display from 0, none for no VNC.
+    #[arg(long, default_value = "127.0.0.1:auto", value_parser = parse_vnc, value_name = "ADDR:N|ADDR:auto|none")]
+    pub vnc: VncSpec,
+
+    /// VNC Authentication password: the first line of this file.
+    #[arg(long, value_name = "FILE")]
+    pub vnc_password_file: Option<PathBuf>,
+
+    /// Allow --vnc on a non-loopback address without a password (anyone who can reach it
+    /// gets the screen and keyboard).
+    #[arg(long)]
+    pub vnc_allow_insecure: bool,
+
     /// Serve the control socket (JSON lines) at this path.
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
@@ -60,6 +75,36 @@ pub struct Cli {
     /// Print what this host can run, then exit (0 when KVM is usable).
     #[arg(long)]
     pub check_host: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VncSpec {
+    None,
+    /// The first free display from 0 on this address.
+    Auto(IpAddr),
+    Display(SocketAddr),
+}
+
+pub fn parse_vnc(s: &str) -> Result<VncSpec, String> {
+    if s == "none" {
+        return Ok(VncSpec::None);
+    }
+    if let Some(host) = s.strip_suffix("auto") {
+        let host = host
+            .trim_end_matches(':')
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let ip = match host {
+            "" | "localhost" => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            h => h
+                .parse()
+                .map_err(|_| format!("'{s}': bad address '{h}'; use ADDR:N, ADDR:auto or none"))?,
+        };
+        return Ok(VncSpec::Auto(ip));
+    }
+    display::rfb::server::parse_listen(s)
+        .map(VncSpec::Display)
+        .map_err(|_| format!("'{s}': use ADDR:N (port 5900+N), ADDR:auto or none"))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,6 +208,26 @@ mod tests {
         assert!(parse_memory("lots").is_err());
         assert!(parse_memory("12X").is_err());
         assert!(parse_memory("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn vnc_specs() {
+        assert_eq!(parse_vnc("none"), Ok(VncSpec::None));
+        assert_eq!(
+            parse_vnc("127.0.0.1:auto"),
+            Ok(VncSpec::Auto("127.0.0.1".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_vnc("127.0.0.1:1"),
+            Ok(VncSpec::Display("127.0.0.1:5901".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_vnc(":3"),
+            Ok(VncSpec::Display("127.0.0.1:5903".parse().unwrap()))
+        );
+        assert!(parse_vnc("127.0.0.1").is_err());
+        assert!(parse_vnc("nowhere:auto").is_err());
+        assert!(parse_vnc("1.2.3.4:99999").is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod devices;
 pub mod disk;
 pub mod firmware;
 pub mod host;
+pub mod input;
 pub mod irq;
 pub mod kvm;
 pub mod machine;

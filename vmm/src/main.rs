@@ -8,10 +8,14 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use clap::Parser;
+use display::rfb::input::InputSink;
+use display::rfb::server::{VncConfig, VncError, VncServer};
+use display::surface::Surface;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use vmm::config::{Cli, OutputSpec};
+use vmm::config::{Cli, OutputSpec, VncSpec};
 use vmm::firmware::Firmware;
 use vmm::host::KvmFlavor;
+use vmm::input::GuestInput;
 use vmm::machine::{Boot, MachineConfig, Outputs, Sink};
 use vmm::vm::{self, Outcome, SerialSlot};
 
@@ -139,10 +143,6 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         reboot_timeout: cli.reboot_timeout,
     };
 
-    if let Some(w) = KvmFlavor::detect().warning() {
-        eprintln!("vmdesk-vmm: {w}");
-    }
-
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .map_err(|e| Usage(format!("cannot install signal handlers: {e}")))?;
@@ -164,6 +164,15 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         None => None,
     };
 
+    let screen = Surface::new(720, 400);
+    let guest_input = GuestInput::new(screen.clone());
+    let _vnc = start_vnc(&cli, &screen, &guest_input)?;
+
+    // All input checked: from here on, only the guest can fail.
+    if let Some(w) = KvmFlavor::detect().warning() {
+        eprintln!("vmdesk-vmm: {w}");
+    }
+
     let serial_slot: SerialSlot = Arc::new(Mutex::new(None));
     if cli.serial == OutputSpec::Stdio {
         spawn_stdin_reader(serial_slot.clone());
@@ -174,6 +183,7 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             stop: &stop_rx,
             control: &control_rx,
             serial_slot: &serial_slot,
+            input: &guest_input,
         };
         match vm::run_once(&kvm, &cfg, &outputs, &inputs) {
             Ok(Outcome::Reset) => {
@@ -198,6 +208,40 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             }
         }
     }
+}
+
+/// Starts the VNC server the options ask for and prints where it listens, in one line a
+/// script can parse.
+fn start_vnc(
+    cli: &Cli,
+    screen: &Arc<Surface>,
+    input: &Arc<GuestInput>,
+) -> Result<Option<VncServer>, Usage> {
+    let listen = match cli.vnc {
+        VncSpec::None => return Ok(None),
+        VncSpec::Auto(ip) => std::net::SocketAddr::new(ip, 5900),
+        VncSpec::Display(addr) => addr,
+    };
+    let mut config = VncConfig::new(listen);
+    config.allow_insecure = cli.vnc_allow_insecure;
+    if let Some(path) = &cli.vnc_password_file {
+        config = config
+            .with_password_file(path)
+            .map_err(|e| Usage(format!("--vnc-password-file: {e}")))?;
+    }
+    let sink: Arc<dyn InputSink> = input.clone();
+    let server = match cli.vnc {
+        VncSpec::Auto(_) => VncServer::start_auto(config, screen.clone(), sink).map(|(s, _)| s),
+        _ => VncServer::start(config, screen.clone(), sink),
+    }
+    .map_err(|e| match e {
+        VncError::InsecureListen(addr) => Usage(format!(
+            "--vnc {addr}: refusing a non-loopback address without a password: give --vnc-password-file FILE (or --vnc-allow-insecure)"
+        )),
+        e => Usage(format!("--vnc: {e}")),
+    })?;
+    eprintln!("vnc: listening on {}", server.local_addr());
+    Ok(Some(server))
 }
 
 /// Feeds stdin to COM1 of whichever machine is running, waiting while its FIFO is full.

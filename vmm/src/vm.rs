@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use crate::control::{self, Command};
 use crate::devices::serial::Serial16550;
+use crate::input::GuestInput;
 use crate::irq::MachineRequest;
 use crate::kvm::vcpu::{self, RunControl, VcpuEvent, VcpuThread};
 use crate::kvm::{KvmError, KvmVm};
@@ -50,6 +51,8 @@ pub struct Inputs<'a> {
     /// The control socket (a channel that never delivers when there is none).
     pub control: &'a Receiver<control::Request>,
     pub serial_slot: &'a SerialSlot,
+    /// Where VNC input goes; attached to this machine's devices while it runs.
+    pub input: &'a Arc<GuestInput>,
 }
 
 pub fn run_once(
@@ -97,6 +100,7 @@ pub fn run_once(
     }
 
     *inputs.serial_slot.lock().unwrap() = Some(machine.serial.clone());
+    inputs.input.attach(Some(machine.i8042.clone()), None);
     let control = RunControl::new();
     let (ev_tx, events) = crossbeam_channel::unbounded();
     let mut threads = Vec::new();
@@ -144,6 +148,7 @@ pub fn run_once(
         t.join();
     }
     *inputs.serial_slot.lock().unwrap() = None;
+    inputs.input.attach(None, None);
     Ok(outcome)
 }
 

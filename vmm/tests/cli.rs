@@ -98,6 +98,27 @@ fn bad_files() {
 }
 
 #[test]
+fn bad_vnc_options() {
+    assert_usage_error(&["--vnc", "bogus"], &[], &["'bogus'", "ADDR:N"]);
+    assert_usage_error(
+        &["--vnc", "0.0.0.0:1"],
+        &[],
+        &["non-loopback", "--vnc-password-file"],
+    );
+    assert_usage_error(
+        &["--vnc-password-file", "/nonexistent/pw"],
+        &[],
+        &["/nonexistent/pw"],
+    );
+    // A display whose port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    if let Some(n) = port.checked_sub(5900) {
+        assert_usage_error(&["--vnc", &format!("127.0.0.1:{n}")], &[], &["in use"]);
+    }
+}
+
+#[test]
 fn no_kvm_says_how_to_fix() {
     assert_usage_error(
         &[],

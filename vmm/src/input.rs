@@ -1,0 +1,224 @@
+//! Input from VNC clients (and the app's viewer, which is one) into the guest's devices:
+//! keys to the PS/2 keyboard as scan codes, the pointer to an absolute pointing device
+//! when the machine has one, else to the PS/2 mouse as relative motion.
+//!
+//! The devices belong to the machine that is running now; a guest reset builds a new
+//! machine, so they are attached and detached here rather than held forever.
+
+use std::sync::{Arc, Mutex};
+
+use display::keymap::{self, Shift};
+use display::rfb::input::InputSink;
+use display::surface::Surface;
+
+use crate::devices::i8042::I8042;
+
+/// A pointing device that takes absolute positions (the virtio tablet).
+pub trait AbsolutePointer: Send + Sync {
+    /// `x`, `y` in `0..width`, `0..height` of the screen; RFB button mask.
+    fn pointer(&self, x: u16, y: u16, width: u16, height: u16, buttons: u8);
+}
+
+#[derive(Default)]
+struct Devices {
+    keyboard: Option<Arc<Mutex<I8042>>>,
+    tablet: Option<Arc<dyn AbsolutePointer>>,
+}
+
+#[derive(Default)]
+struct KeyState {
+    /// Left and right Shift as the client pressed them.
+    shift: [bool; 2],
+    /// The last pointer position and buttons, for relative PS/2 motion.
+    last: Option<(u16, u16)>,
+}
+
+/// The VMM's [`InputSink`].
+pub struct GuestInput {
+    surface: Arc<Surface>,
+    devices: Mutex<Devices>,
+    state: Mutex<KeyState>,
+}
+
+impl GuestInput {
+    pub fn new(surface: Arc<Surface>) -> Arc<GuestInput> {
+        Arc::new(GuestInput {
+            surface,
+            devices: Mutex::default(),
+            state: Mutex::default(),
+        })
+    }
+
+    /// The running machine's devices (`None` while no machine runs).
+    pub fn attach(
+        &self,
+        keyboard: Option<Arc<Mutex<I8042>>>,
+        tablet: Option<Arc<dyn AbsolutePointer>>,
+    ) {
+        *self.devices.lock().unwrap() = Devices { keyboard, tablet };
+        *self.state.lock().unwrap() = KeyState::default();
+    }
+
+    fn send(&self, code: u16, down: bool) {
+        if let Some(k) = &self.devices.lock().unwrap().keyboard {
+            k.lock().unwrap().key_event(code, down);
+        }
+    }
+}
+
+/// RFB's button mask (bit 0 left, 1 middle, 2 right, 3/4 wheel) to PS/2's packet bits
+/// (bit 0 left, 1 right, 2 middle) and a wheel step.
+fn ps2_buttons(mask: u8) -> (u8, i32) {
+    let buttons = (mask & 1) | ((mask & 4) >> 1) | ((mask & 2) << 1);
+    let dz = if mask & 8 != 0 {
+        -1
+    } else if mask & 16 != 0 {
+        1
+    } else {
+        0
+    };
+    (buttons, dz)
+}
+
+impl InputSink for GuestInput {
+    fn key(&self, keysym: u32, down: bool, scancode: Option<u16>) {
+        // The client's own scan code wins: it names the physical key whatever the layouts.
+        if let Some(code) = scancode.filter(|&c| c != 0) {
+            self.send(code, down);
+            return;
+        }
+        let Some(mapping) = keymap::keysym_to_xt(keysym) else {
+            tracing::debug!("no key for keysym {keysym:#x}");
+            return;
+        };
+        let shift_held = {
+            let mut st = self.state.lock().unwrap();
+            match mapping.code {
+                keymap::LEFT_SHIFT => st.shift[0] = down,
+                keymap::RIGHT_SHIFT => st.shift[1] = down,
+                _ => {}
+            }
+            st.shift[0] || st.shift[1]
+        };
+        // Press or lift Shift around a character the client sent in the other level.
+        match (down, mapping.shift, shift_held) {
+            (true, Shift::Shifted, false) => {
+                self.send(keymap::LEFT_SHIFT, true);
+                self.send(mapping.code, true);
+                self.send(keymap::LEFT_SHIFT, false);
+            }
+            (true, Shift::Unshifted, true) => {
+                let held = {
+                    let st = self.state.lock().unwrap();
+                    [
+                        (st.shift[0], keymap::LEFT_SHIFT),
+                        (st.shift[1], keymap::RIGHT_SHIFT),
+                    ]
+                };
+                held.iter()
+                    .filter(|h| h.0)
+                    .for_each(|h| self.send(h.1, false));
+                self.send(mapping.code, true);
+                held.iter()
+                    .filter(|h| h.0)
+                    .for_each(|h| self.send(h.1, true));
+            }
+            _ => self.send(mapping.code, down),
+        }
+    }
+
+    fn pointer(&self, x: u16, y: u16, buttons: u8) {
+        let devices = self.devices.lock().unwrap();
+        if let Some(tablet) = &devices.tablet {
+            let (w, h) = self.surface.size();
+            tablet.pointer(x, y, w, h, buttons);
+            return;
+        }
+        let Some(k) = &devices.keyboard else { return };
+        let mut st = self.state.lock().unwrap();
+        let (lx, ly) = st.last.unwrap_or((x, y));
+        st.last = Some((x, y));
+        let (b, dz) = ps2_buttons(buttons);
+        k.lock().unwrap().mouse_event(
+            i32::from(x) - i32::from(lx),
+            i32::from(y) - i32::from(ly),
+            dz,
+            b,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::irq::RecordingIrq;
+
+    fn setup() -> (Arc<GuestInput>, Arc<Mutex<I8042>>) {
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let kbd = Arc::new(Mutex::new(I8042::new(
+            RecordingIrq::new(),
+            RecordingIrq::new(),
+            tx,
+        )));
+        let input = GuestInput::new(Surface::new(640, 480));
+        input.attach(Some(kbd.clone()), None);
+        (input, kbd)
+    }
+
+    /// Everything the keyboard has queued, as the guest would read it (set 1 after the
+    /// controller's translation, the power-on default).
+    fn drain(kbd: &Arc<Mutex<I8042>>) -> Vec<u8> {
+        let mut out = vec![];
+        let mut k = kbd.lock().unwrap();
+        while k.read_status() & 1 != 0 {
+            out.push(k.read_data());
+        }
+        out
+    }
+
+    #[test]
+    fn keysyms_become_scan_codes_with_shift_as_needed() {
+        let (input, kbd) = setup();
+        input.key('a' as u32, true, None);
+        input.key('a' as u32, false, None);
+        assert_eq!(drain(&kbd), [0x1e, 0x9e]);
+        // 'A' without the client pressing Shift: we press and release it around the key.
+        input.key('A' as u32, true, None);
+        input.key('A' as u32, false, None);
+        assert_eq!(drain(&kbd), [0x2a, 0x1e, 0xaa, 0x9e]);
+        // With the client's Shift held, 'A' goes as is.
+        input.key(0xffe1, true, None);
+        input.key('A' as u32, true, None);
+        assert_eq!(drain(&kbd), [0x2a, 0x1e]);
+        input.key('A' as u32, false, None);
+        input.key(0xffe1, false, None);
+        assert_eq!(drain(&kbd), [0x9e, 0xaa]);
+        // Up arrow: an extended key.
+        input.key(0xff52, true, None);
+        assert_eq!(drain(&kbd), [0xe0, 0x48]);
+    }
+
+    #[test]
+    fn scan_codes_from_the_client_pass_through() {
+        let (input, kbd) = setup();
+        // A German client's 'z' keysym on the key a US layout calls 'y': the code wins.
+        input.key('z' as u32, true, Some(0x15));
+        assert_eq!(drain(&kbd), [0x15]);
+    }
+
+    #[test]
+    fn no_devices_no_panic() {
+        let input = GuestInput::new(Surface::new(10, 10));
+        input.key('a' as u32, true, None);
+        input.pointer(5, 5, 1);
+    }
+
+    #[test]
+    fn rfb_buttons_to_ps2() {
+        assert_eq!(ps2_buttons(1), (1, 0));
+        assert_eq!(ps2_buttons(2), (4, 0)); // middle
+        assert_eq!(ps2_buttons(4), (2, 0)); // right
+        assert_eq!(ps2_buttons(8), (0, -1));
+        assert_eq!(ps2_buttons(16), (0, 1));
+    }
+}
