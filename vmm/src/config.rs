@@ -68,6 +68,11 @@ pub struct Cli {
     #[arg(long)]
     pub vnc_allow_insecure: bool,
 
+    /// Load this option ROM (repeatable), as QEMU's `-option-rom`: the guest sees it as
+    /// fw_cfg file genroms/NAME, and SeaBIOS boots it when it has a boot entry vector.
+    #[arg(long = "option-rom", value_name = "FILE")]
+    pub option_roms: Vec<PathBuf>,
+
     /// Serve the control socket (JSON lines) at this path.
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,

@@ -15,5 +15,6 @@ pub mod irq;
 pub mod kvm;
 pub mod machine;
 pub mod memory;
+pub mod option_rom;
 pub mod pci;
 pub mod vm;

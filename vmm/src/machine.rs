@@ -23,6 +23,7 @@ use crate::devices::serial::{COM1_BASE, COM1_IRQ, Serial16550, UART_PORTS};
 use crate::firmware::{Firmware, LOW_BIOS_START};
 use crate::irq::{IrqLine, MachineRequest};
 use crate::memory::{GuestMem, MemoryLayout};
+use crate::option_rom::OptionRom;
 use crate::pci::chipset::PcChipset;
 
 /// Makes the line for one GSI of the platform's interrupt controllers.
@@ -48,6 +49,8 @@ pub struct MachineConfig {
     pub boot: Boot,
     /// Milliseconds before the firmware reboots when nothing boots; `None` halts.
     pub reboot_timeout: Option<u32>,
+    /// `--option-rom` files, offered to the firmware as fw_cfg `genroms/NAME`.
+    pub option_roms: Vec<OptionRom>,
 }
 
 /// Where a character device's output goes. Files are opened once and shared by every
@@ -303,7 +306,11 @@ fn firmware_config(
         (acpi::ACPI_TABLES_FILE, acpi.tables),
         (acpi::TABLE_LOADER_FILE, acpi.loader),
     ];
-    for (name, data) in files.into_iter().chain(acpi_files) {
+    let roms = cfg
+        .option_roms
+        .iter()
+        .map(|r| (r.fw_cfg_name.as_str(), r.data.clone()));
+    for (name, data) in files.into_iter().chain(acpi_files).chain(roms) {
         fw.add_file(name, data)
             .map_err(|e| MachineError::Firmware(e.to_string()))?;
     }

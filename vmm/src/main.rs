@@ -17,6 +17,7 @@ use vmm::firmware::Firmware;
 use vmm::host::KvmFlavor;
 use vmm::input::GuestInput;
 use vmm::machine::{Boot, MachineConfig, Outputs, Sink};
+use vmm::option_rom::OptionRom;
 use vmm::vm::{self, Outcome, SerialSlot};
 
 /// Bad input: what is wrong, in one line.
@@ -141,6 +142,7 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         cpus: cli.cpus,
         boot,
         reboot_timeout: cli.reboot_timeout,
+        option_roms: OptionRom::load_all(&cli.option_roms).map_err(|e| Usage(e.to_string()))?,
     };
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
