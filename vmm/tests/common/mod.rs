@@ -3,6 +3,8 @@
 //! shows a line.
 #![allow(dead_code)]
 
+pub mod guests;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,272 @@
+//! Real-mode programs from `tests/guests/`, built at test time and booted by SeaBIOS
+//! from an option ROM (`--option-rom`): end-to-end proofs that a guest's ACPI poweroff
+//! ends the VM, that each reset path restarts it through the firmware, and that keys
+//! typed by a VNC client reach a program reading them through the BIOS.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::guests;
+
+/// SeaBIOS's POST runs in KVM's instruction emulator here: allow it time.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Waits for the child to exit by itself.
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Waits until `needle` occurs `times` times in `log` (or the child exits, or time runs
+/// out); returns the count seen and the log.
+fn wait_for_count(
+    child: &mut Child,
+    log: &Path,
+    needle: &str,
+    times: usize,
+    timeout: Duration,
+) -> (usize, String) {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let n = text.matches(needle).count();
+        let exited = matches!(child.try_wait(), Ok(Some(_)));
+        if n >= times || exited || start.elapsed() > timeout {
+            return (n, text);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut s);
+    }
+    s
+}
+
+#[test]
+fn acpi_poweroff_from_a_guest_ends_the_vm() {
+    let test = "acpi_poweroff_from_a_guest_ends_the_vm";
+    if !common::kvm_or_skip(test) {
+        return;
+    }
+    let Some(rom) = guests::option_rom(test, "poweroff", &[]) else {
+        return;
+    };
+    let dir = common::temp_dir("guest-poweroff");
+    let serial = dir.join("com1.txt");
+    let (mut child, log) = common::spawn_vmm(
+        &dir,
+        "poweroff",
+        &[
+            "--vnc",
+            "none",
+            "--serial",
+            &format!("file:{}", serial.display()),
+            "--option-rom",
+            rom.to_str().unwrap(),
+        ],
+    );
+    let status = wait_exit(&mut child, BOOT_TIMEOUT);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let Some(status) = status else {
+        common::stop(&mut child);
+        panic!("the VM did not power off within {BOOT_TIMEOUT:?}; log:\n{text}");
+    };
+    let err = stderr_of(&mut child);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status; stderr:\n{err}\nlog:\n{text}"
+    );
+    let banner = "vmdesk-guest poweroff: powering off through ACPI";
+    // SeaBIOS found the ROM in fw_cfg, listed it and booted it.
+    assert!(
+        text.contains("genroms/poweroff"),
+        "fw_cfg file missing from the log:\n{text}"
+    );
+    assert!(
+        text.contains(banner),
+        "the program's line is not in the log:\n{text}"
+    );
+    assert!(!text.contains("still running after SLP_EN"), "{text}");
+    let com1 = std::fs::read_to_string(&serial).unwrap_or_default();
+    assert!(com1.contains(banner), "COM1 got: {com1:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Boots `reset.S` built for one reset path and checks that the machine went through the
+/// firmware again and rebooted the program.
+fn reset_reboots(test: &str, method: i64, banner: &str) {
+    if !common::kvm_or_skip(test) {
+        return;
+    }
+    let Some(rom) = guests::option_rom(test, "reset", &[("METHOD", method)]) else {
+        return;
+    };
+    let dir = common::temp_dir(&format!("guest-reset{method}"));
+    let (mut child, log) = common::spawn_vmm(
+        &dir,
+        "reset",
+        &[
+            "--vnc",
+            "none",
+            "--serial",
+            "none",
+            "--option-rom",
+            rom.to_str().unwrap(),
+        ],
+    );
+    let (boots, text) = wait_for_count(&mut child, &log, banner, 2, BOOT_TIMEOUT * 2);
+    let still_running = matches!(child.try_wait(), Ok(None));
+    let status = common::stop(&mut child);
+    let err = stderr_of(&mut child);
+    assert!(
+        boots >= 2,
+        "saw the banner {boots} time(s), want 2; running: {still_running}; stderr:\n{err}\nlog:\n{text}"
+    );
+    assert!(
+        still_running,
+        "the VMM exited by itself: {status:?}; stderr:\n{err}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM ends it cleanly; stderr:\n{err}"
+    );
+    assert!(!text.contains("still running after the reset"), "{text}");
+    // The second boot went through POST again, not straight back into the ROM.
+    let second = text.match_indices(banner).nth(1).unwrap().0;
+    let first = text.find(banner).unwrap();
+    let between = &text[first..second];
+    assert!(
+        between.contains("SeaBIOS (version"),
+        "no firmware start between the two boots:\n{between}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn reset_through_keyboard_controller_reboots() {
+    reset_reboots(
+        "reset_through_keyboard_controller_reboots",
+        1,
+        "resetting through the keyboard controller",
+    );
+}
+
+#[test]
+fn reset_through_port_cf9_reboots() {
+    reset_reboots(
+        "reset_through_port_cf9_reboots",
+        2,
+        "resetting through port 0xcf9",
+    );
+}
+
+#[test]
+fn triple_fault_reboots() {
+    reset_reboots("triple_fault_reboots", 3, "resetting by triple fault");
+}
+
+/// vncdotool's `vncdo` from the test venv (or PATH); `None` after a SKIP line when it is
+/// missing, unless VMDESK_REQUIRE_TOOLS=1.
+fn vncdo_or_skip(test: &str) -> Option<PathBuf> {
+    let venv = std::env::var_os("VMDESK_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv"));
+    let p = venv.join("bin/vncdo");
+    if p.is_file() {
+        return Some(p);
+    }
+    common::tool_or_skip(test, "vncdo")
+}
+
+/// Reads the VMM's stderr in the background and hands over the VNC address from its
+/// `vnc: listening on ADDR` line.
+fn vnc_address(child: &mut Child) -> Option<String> {
+    let stderr = child.stderr.take()?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if let Some(addr) = line.strip_prefix("vnc: listening on ") {
+                let _ = tx.send(addr.trim().to_string());
+            } else {
+                eprintln!("vmdesk-vmm: {line}");
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20)).ok()
+}
+
+#[test]
+fn keys_typed_over_vnc_reach_a_bios_program() {
+    let test = "keys_typed_over_vnc_reach_a_bios_program";
+    if !common::kvm_or_skip(test) {
+        return;
+    }
+    let Some(vncdo) = vncdo_or_skip(test) else {
+        return;
+    };
+    let Some(rom) = guests::option_rom(test, "keyecho", &[]) else {
+        return;
+    };
+    let dir = common::temp_dir("guest-keyecho");
+    let (mut child, log) = common::spawn_vmm(
+        &dir,
+        "keyecho",
+        &[
+            "--vnc",
+            "127.0.0.1:auto",
+            "--serial",
+            "none",
+            "--option-rom",
+            rom.to_str().unwrap(),
+        ],
+    );
+    let Some(addr) = vnc_address(&mut child) else {
+        common::stop(&mut child);
+        panic!("no 'vnc: listening on' line");
+    };
+    let addr: std::net::SocketAddr = addr.parse().expect("vnc address");
+    let prompt = "vmdesk-guest keyecho: type> ";
+    let text = common::wait_for_log(&mut child, &log, prompt, BOOT_TIMEOUT);
+    if !text.contains(prompt) {
+        common::stop(&mut child);
+        panic!("the program did not start; log:\n{text}");
+    }
+    let server = format!("{}::{}", addr.ip(), addr.port());
+    let out = Command::new(&vncdo)
+        .args(["-s", &server, "type", "hello"])
+        .output()
+        .expect("run vncdo");
+    assert!(
+        out.status.success(),
+        "vncdo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = format!("{prompt}hello");
+    let text = common::wait_for_log(&mut child, &log, &want, Duration::from_secs(30));
+    let status = common::stop(&mut child);
+    let after = text.split(prompt).nth(1).unwrap_or_default();
+    assert!(
+        text.contains(&want),
+        "the echo after the prompt is {after:?}"
+    );
+    assert_eq!(status.code(), Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}
