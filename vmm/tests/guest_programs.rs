@@ -110,8 +110,13 @@ fn acpi_poweroff_from_a_guest_ends_the_vm() {
 
 /// Boots `reset.S` built for one reset path and checks that the machine went through the
 /// firmware again and rebooted the program.
-fn reset_reboots(test: &str, method: i64, banner: &str) {
-    if !common::kvm_or_skip(test) {
+fn reset_reboots(test: &str, method: i64, banner: &str, needs_hardware_kvm: bool) {
+    let usable = if needs_hardware_kvm {
+        common::hardware_kvm_or_skip(test)
+    } else {
+        common::kvm_or_skip(test)
+    };
+    if !usable {
         return;
     }
     let Some(rom) = guests::option_rom(test, "reset", &[("METHOD", method)]) else {
@@ -165,6 +170,7 @@ fn reset_through_keyboard_controller_reboots() {
         "reset_through_keyboard_controller_reboots",
         1,
         "resetting through the keyboard controller",
+        false,
     );
 }
 
@@ -174,12 +180,15 @@ fn reset_through_port_cf9_reboots() {
         "reset_through_port_cf9_reboots",
         2,
         "resetting through port 0xcf9",
+        false,
     );
 }
 
+/// Needs a CPU that checks the IDT limit: KVM's instruction emulator (all there is on
+/// kvm_pvm hosts) does not, so the fault never happens there (see reset.S).
 #[test]
 fn triple_fault_reboots() {
-    reset_reboots("triple_fault_reboots", 3, "resetting by triple fault");
+    reset_reboots("triple_fault_reboots", 3, "resetting by triple fault", true);
 }
 
 /// vncdotool's `vncdo` from the test venv (or PATH); `None` after a SKIP line when it is
