@@ -49,6 +49,19 @@ fn wait_for_count(
     }
 }
 
+/// Waits until `log` contains any of `needles` (or the child exits, or time runs out).
+fn wait_for_any(child: &mut Child, log: &Path, needles: &[&str], timeout: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let exited = matches!(child.try_wait(), Ok(Some(_)));
+        if needles.iter().any(|n| text.contains(n)) || exited || start.elapsed() > timeout {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn stderr_of(child: &mut Child) -> String {
     let mut s = String::new();
     if let Some(mut e) = child.stderr.take() {
@@ -276,6 +289,118 @@ fn keys_typed_over_vnc_reach_a_bios_program() {
         text.contains(&want),
         "the echo after the prompt is {after:?}"
     );
+    assert_eq!(status.code(), Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// What `vbe.S` draws at (x, y): eight 128-pixel bars, reversed on the bottom half.
+fn vbe_expected(x: usize, y: usize) -> u32 {
+    const BARS: [u32; 8] = [
+        0xff0000, 0x00ff00, 0x0000ff, 0xffffff, 0xffff00, 0x00ffff, 0xff00ff, 0x808080,
+    ];
+    let flip = if y < 384 { 0 } else { 7 };
+    BARS[(x / 128) ^ flip]
+}
+
+#[test]
+fn vbe_mode_set_by_a_guest_reaches_a_vnc_client() {
+    use display::client::{Client, ClientOptions};
+    use display::encoding::number;
+    use display::pixel::PixelFormat;
+
+    let test = "vbe_mode_set_by_a_guest_reaches_a_vnc_client";
+    // Whether this machine has VBE shows only once the program runs: check /dev/kvm
+    // without tallying, and tally below.
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        common::kvm_or_skip(test);
+        return;
+    }
+    let Some(rom) = guests::option_rom(test, "vbe", &[]) else {
+        return;
+    };
+    let dir = common::temp_dir("guest-vbe");
+    let (mut child, log) = common::spawn_vmm(
+        &dir,
+        "vbe",
+        &[
+            "--vnc",
+            "127.0.0.1:auto",
+            "--serial",
+            "none",
+            "--option-rom",
+            rom.to_str().unwrap(),
+        ],
+    );
+    let Some(addr) = vnc_address(&mut child) else {
+        common::stop(&mut child);
+        panic!("no 'vnc: listening on' line");
+    };
+    // Connect during POST, so the mode change has to reach this client as a resize.
+    let mut client = Client::connect(addr.parse().unwrap(), &ClientOptions::default())
+        .expect("connect to the VMM's VNC server");
+    client.set_pixel_format(PixelFormat::NATIVE).unwrap();
+    client
+        .set_encodings(&[number::RAW, number::DESKTOP_SIZE])
+        .unwrap();
+    client.update(false).expect("first update");
+    let before = (client.fb.width, client.fb.height);
+
+    // Every way the program ends prints one of these.
+    let ends = [
+        "vbe: drawn",
+        "vbe: no VBE",
+        "padded scan lines",
+        "failed\r\n",
+    ];
+    let text = wait_for_any(&mut child, &log, &ends, BOOT_TIMEOUT);
+    if text.contains("vmdesk-guest vbe: no VBE") {
+        common::stop(&mut child);
+        let why = "this machine has no VGA device with VBE (the VGA BIOS did not answer int 10h AX=4F01h)";
+        eprintln!("SKIP {test}: {why}");
+        common::tally(&format!("skipped {test}: {why}"));
+        return;
+    }
+    common::tally(&format!("ran {test}"));
+    if !text.contains("vmdesk-guest vbe: drawn 1024x768") {
+        common::stop(&mut child);
+        panic!("the program did not finish drawing; log:\n{text}");
+    }
+
+    // Updates until the client holds the whole picture (the VMM refreshes from the
+    // framebuffer's dirty pages on its own clock).
+    let mut resized = false;
+    let start = Instant::now();
+    let mut wrong = usize::MAX;
+    while start.elapsed() < Duration::from_secs(20) {
+        let rects = client.update(true).expect("update");
+        resized |= rects.iter().any(|(_, e)| *e == number::DESKTOP_SIZE);
+        if (client.fb.width, client.fb.height) == (1024, 768) {
+            wrong = (0..768)
+                .flat_map(|y| (0..1024).map(move |x| (x, y)))
+                .filter(|&(x, y)| client.fb.pixels[y * 1024 + x] != vbe_expected(x, y))
+                .count();
+            if wrong == 0 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = common::stop(&mut child);
+    assert_eq!(
+        (client.fb.width, client.fb.height),
+        (1024, 768),
+        "screen size after the mode set (was {before:?})"
+    );
+    assert!(
+        resized || before == (1024, 768),
+        "no DesktopSize reached the client"
+    );
+    assert_eq!(wrong, 0, "pixels that differ from the pattern");
     assert_eq!(status.code(), Some(0));
     let _ = std::fs::remove_dir_all(dir);
 }

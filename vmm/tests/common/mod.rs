@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Appends `line` to the file the test command named in VMDESK_KVM_TALLY.
-fn tally(line: &str) {
+pub fn tally(line: &str) {
     if let Ok(path) = std::env::var("VMDESK_KVM_TALLY")
         && let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
