@@ -319,3 +319,54 @@ fn firmware_config(
 
 /// How long SeaBIOS's boot menu waits for a key when it is shown.
 const BOOT_MENU_WAIT_MS: u16 = 2500;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::fw_cfg::FW_CFG_FILE_DIR;
+    use crate::irq::RecordingIrq;
+    use crate::option_rom::{OptionRom, wrap_program};
+
+    /// Reads `len` bytes of fw_cfg item `key` through the I/O ports, as SeaBIOS does.
+    fn fw_cfg_read(m: &Machine, key: u16, len: usize) -> Vec<u8> {
+        assert!(m.pio.write(FW_CFG_BASE, &key.to_le_bytes()));
+        (0..len)
+            .map(|_| {
+                let mut b = [0u8];
+                assert!(m.pio.read(FW_CFG_BASE + 1, &mut b));
+                b[0]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn option_roms_are_fw_cfg_genroms_files() {
+        let rom = wrap_program(&[0xF4], "t").unwrap();
+        let option_rom =
+            OptionRom::from_bytes(std::path::Path::new("t.rom"), "t.rom", rom.clone()).unwrap();
+        let cfg = MachineConfig {
+            memory: 64 << 20,
+            cpus: 1,
+            boot: Boot::Firmware(Firmware {
+                path: "test.bin".into(),
+                image: vec![0; 256 << 10],
+            }),
+            reboot_timeout: None,
+            option_roms: vec![option_rom],
+        };
+        let irq: IrqFactory = Arc::new(|_| RecordingIrq::new() as Arc<dyn IrqLine>);
+        let m = Machine::new(&cfg, irq, &Outputs::default()).unwrap();
+
+        // The directory, as SeaBIOS's qemu_romfile_init walks it.
+        let count = u32::from_be_bytes(fw_cfg_read(&m, FW_CFG_FILE_DIR, 4).try_into().unwrap());
+        let dir = fw_cfg_read(&m, FW_CFG_FILE_DIR, 4 + 64 * count as usize);
+        let entry = dir[4..]
+            .chunks(64)
+            .find(|e| e[8..].starts_with(b"genroms/t.rom\0"))
+            .expect("genroms/t.rom in the fw_cfg directory");
+        let size = u32::from_be_bytes(entry[0..4].try_into().unwrap());
+        let key = u16::from_be_bytes(entry[4..6].try_into().unwrap());
+        assert_eq!(size as usize, rom.len());
+        assert_eq!(fw_cfg_read(&m, key, rom.len()), rom);
+    }
+}
