@@ -18,8 +18,10 @@ use crate::devices::cmos::{CMOS_BASE, CMOS_PORTS, Cmos, CmosConfig, RTC_IRQ};
 use crate::devices::debugcon::{DEBUGCON_PORT, DebugCon};
 use crate::devices::fw_cfg::{FW_CFG_BASE, FW_CFG_LEN, FwCfg, e820_bytes};
 use crate::devices::i8042::{self, I8042, KBD_IRQ, MOUSE_IRQ};
+use crate::devices::ide::{AtapiCdrom, IDE_DEVFN, Ide};
 use crate::devices::reset::{PORT_A, SystemControlA};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, Serial16550, UART_PORTS};
+use crate::disk::RawImage;
 use crate::firmware::{Firmware, LOW_BIOS_START};
 use crate::irq::{IrqLine, MachineRequest};
 use crate::memory::{GuestMem, MemoryLayout};
@@ -48,6 +50,8 @@ pub struct MachineConfig {
     pub boot: Boot,
     /// Milliseconds before the firmware reboots when nothing boots; `None` halts.
     pub reboot_timeout: Option<u32>,
+    /// An ISO in the IDE CD-ROM (secondary master); opened read-only at every (re)build.
+    pub cdrom: Option<PathBuf>,
 }
 
 /// Where a character device's output goes. Files are opened once and shared by every
@@ -95,6 +99,8 @@ pub enum MachineError {
     Bus(#[from] BusError),
     #[error("cannot place the firmware in guest memory: {0}")]
     Firmware(String),
+    #[error("cdrom {0}: {1}")]
+    Cdrom(PathBuf, std::io::Error),
 }
 
 /// A built machine, ready for CPUs.
@@ -106,6 +112,8 @@ pub struct Machine {
     pub serial: Arc<Mutex<Serial16550>>,
     pub chipset: PcChipset,
     pub i8042: Arc<Mutex<I8042>>,
+    /// The PIIX3 IDE controller (01.1) and its CD-ROM, for eject/change-media.
+    pub ide: Ide,
     /// Resets and poweroffs that devices ask for.
     pub requests: Receiver<MachineRequest>,
     rom: Option<(u64, u64)>,
@@ -141,6 +149,7 @@ impl Machine {
         )?;
         pio.insert(PORT_A, 1, shared(SystemControlA::new(tx.clone())))?;
         let (chipset, i8042) = add_chipset(cfg, &layout, &mem, &pio, &mmio, &irq, &tx)?;
+        let ide = add_ide(cfg, &mem, &pio, &irq, &chipset)?;
 
         Ok(Machine {
             layout,
@@ -150,6 +159,7 @@ impl Machine {
             serial,
             chipset,
             i8042,
+            ide,
             requests,
             rom,
         })
@@ -226,6 +236,28 @@ fn add_chipset(
         Boot::Linux { .. } => chipset.program_like_seabios(),
     }
     Ok((chipset, i8042))
+}
+
+/// The IDE controller QEMU's `pc` always has, with a CD-ROM on secondary master when an
+/// ISO is given (QEMU's -cdrom place). Without one, no drive is attached.
+fn add_ide(
+    cfg: &MachineConfig,
+    mem: &GuestMem,
+    pio: &Bus,
+    irq: &IrqFactory,
+    chipset: &PcChipset,
+) -> Result<Ide, MachineError> {
+    let cdrom = match &cfg.cdrom {
+        Some(path) => {
+            let iso =
+                RawImage::open(path, true).map_err(|e| MachineError::Cdrom(path.clone(), e))?;
+            Some(AtapiCdrom::new(Some(Box::new(iso))))
+        }
+        None => None,
+    };
+    let ide = Ide::new(pio, mem, irq, [[None, None], [cdrom, None]])?;
+    chipset.add(IDE_DEVFN, ide.function.clone());
+    Ok(ide)
 }
 
 /// What the machine's ACPI tables describe.

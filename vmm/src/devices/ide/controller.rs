@@ -679,6 +679,7 @@ impl BusDevice for CommandBlock {
             for (i, b) in data.iter_mut().enumerate() {
                 *b = ch.read_reg(offset + i as u64);
             }
+            tracing::trace!("ide: read {offset} -> {data:x?}");
         }
     }
     fn write(&mut self, offset: u64, data: &[u8]) {
@@ -686,6 +687,7 @@ impl BusDevice for CommandBlock {
         if offset == reg::DATA {
             ch.write_data(data);
         } else {
+            tracing::trace!("ide: write {offset} <- {data:x?}");
             for (i, &b) in data.iter().enumerate() {
                 ch.write_reg(offset + i as u64, b);
             }
@@ -699,10 +701,12 @@ pub struct ControlBlock(pub Arc<Mutex<IdeChannel>>);
 impl BusDevice for ControlBlock {
     fn read(&mut self, _offset: u64, data: &mut [u8]) {
         let v = self.0.lock().unwrap().alt_status();
+        tracing::trace!("ide: read altstatus -> {v:#x}");
         data.fill(v);
     }
     fn write(&mut self, _offset: u64, data: &[u8]) {
         if let Some(&v) = data.first() {
+            tracing::trace!("ide: write devctl <- {v:#x}");
             self.0.lock().unwrap().write_control(v);
         }
     }
