@@ -18,6 +18,7 @@ use crate::devices::cmos::{CMOS_BASE, CMOS_PORTS, Cmos, CmosConfig, RTC_IRQ};
 use crate::devices::debugcon::{DEBUGCON_PORT, DebugCon};
 use crate::devices::fw_cfg::{FW_CFG_BASE, FW_CFG_LEN, FwCfg, e820_bytes};
 use crate::devices::i8042::{self, I8042, KBD_IRQ, MOUSE_IRQ};
+use crate::devices::ide::pci::{IDETIM, IDETIM_DECODE_ENABLE};
 use crate::devices::ide::{AtapiCdrom, IDE_DEVFN, Ide};
 use crate::devices::reset::{PORT_A, SystemControlA};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, Serial16550, UART_PORTS};
@@ -257,6 +258,16 @@ fn add_ide(
     };
     let ide = Ide::new(pio, mem, irq, [[None, None], [cdrom, None]])?;
     chipset.add(IDE_DEVFN, ide.function.clone());
+    if let Boot::Linux { .. } = cfg.boot {
+        // What SeaBIOS's piix_ide_setup does: the IDE decode-enable bits of both channels'
+        // timing registers, which Linux's ata_piix checks before it probes a port.
+        chipset.root.lock().unwrap().config_write(
+            0,
+            IDE_DEVFN,
+            IDETIM,
+            &IDETIM_DECODE_ENABLE.to_le_bytes(),
+        );
+    }
     Ok(ide)
 }
 
@@ -319,3 +330,66 @@ fn firmware_config(
 
 /// How long SeaBIOS's boot menu waits for a key when it is shown.
 const BOOT_MENU_WAIT_MS: u16 = 2500;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::irq::RecordingIrq;
+
+    fn cfg(cdrom: Option<PathBuf>) -> MachineConfig {
+        MachineConfig {
+            memory: 64 << 20,
+            cpus: 1,
+            boot: Boot::Linux {
+                kernel: PathBuf::from("/nonexistent"),
+                initrd: None,
+                cmdline: String::new(),
+            },
+            reboot_timeout: None,
+            cdrom,
+        }
+    }
+
+    fn irqs() -> IrqFactory {
+        Arc::new(|_| RecordingIrq::new() as Arc<dyn IrqLine>)
+    }
+
+    fn cfg_read(m: &Machine, devfn: u8, off: u8) -> u32 {
+        let addr = 0x8000_0000u32 | u32::from(devfn) << 8 | u32::from(off);
+        m.pio.write(0xcf8, &addr.to_le_bytes());
+        let mut b = [0; 4];
+        m.pio.read(0xcfc, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    #[test]
+    fn ide_at_01_1_with_the_cdrom_on_secondary_master() {
+        let iso = std::env::temp_dir().join(format!("vmdesk-machine-{}.iso", std::process::id()));
+        std::fs::write(&iso, vec![0u8; 2048 * 20]).unwrap();
+        let m = Machine::new(&cfg(Some(iso.clone())), irqs(), &Outputs::default()).unwrap();
+        assert_eq!(cfg_read(&m, IDE_DEVFN, 0), 0x7010_8086);
+        // Direct boot: the decode enables Linux's ata_piix checks are on.
+        assert_eq!(cfg_read(&m, IDE_DEVFN, 0x40), IDETIM_DECODE_ENABLE);
+        assert_eq!(
+            m.ide.with_cdrom(1, 0, |cd| cd.sectors()),
+            Some(20),
+            "ISO on ata1-0"
+        );
+        assert!(m.ide.with_cdrom(0, 0, |_| ()).is_none());
+        // The ATAPI signature at the secondary channel's ports.
+        let mut b = [0u8; 2];
+        m.pio.read(0x174, &mut b[..1]);
+        m.pio.read(0x175, &mut b[1..]);
+        assert_eq!(b, [0x14, 0xeb]);
+        std::fs::remove_file(&iso).unwrap();
+
+        let e = Machine::new(
+            &cfg(Some(PathBuf::from("/nonexistent.iso"))),
+            irqs(),
+            &Outputs::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("/nonexistent.iso"), "{e}");
+    }
+}

@@ -30,7 +30,10 @@ pub const IDE_DEVFN: u8 = devfn(1, 1);
 pub const IDE_CLASS: u32 = 0x01_01_80;
 const BM_BAR: usize = 4;
 const BM_PORTS: u64 = 2 * BM_CHANNEL_PORTS;
-const IDETIM: u16 = 0x40;
+/// IDE timing registers, primary at 0x40 and secondary at 0x42 (16 bits each).
+pub const IDETIM: u16 = 0x40;
+/// Bit 15 of each channel's IDETIM: IDE decode enable (both channels, as one dword).
+pub const IDETIM_DECODE_ENABLE: u32 = 0x8000_8000;
 
 /// BAR4: both channels' bus-master registers.
 pub struct BusMasterIo {
