@@ -152,9 +152,17 @@ impl AtapiCdrom {
         self.event = Some(MediaEvent::NewMedia);
     }
 
-    /// Takes the disc out, unless the guest locked the tray (then `force` is needed, as
-    /// QEMU's `eject -f`).
-    pub fn eject(&mut self, force: bool) -> Result<Box<dyn BlockBackend>, MediaError> {
+    /// Takes the disc out, unless the guest locked the tray (PREVENT MEDIUM REMOVAL).
+    pub fn eject(&mut self) -> Result<Box<dyn BlockBackend>, MediaError> {
+        self.take_medium(false)
+    }
+
+    /// Takes the disc out even from a locked tray (QEMU's `eject -f`).
+    pub fn eject_forced(&mut self) -> Result<Box<dyn BlockBackend>, MediaError> {
+        self.take_medium(true)
+    }
+
+    fn take_medium(&mut self, force: bool) -> Result<Box<dyn BlockBackend>, MediaError> {
         if self.locked && !force {
             return Err(MediaError::Locked);
         }

@@ -457,8 +457,16 @@ fn no_medium_then_insert_then_locked_eject() {
     // The guest locks the tray: eject from outside refused (unless forced), from the
     // guest refused with MEDIUM REMOVAL PREVENTED.
     pc.packet(&cdb(op::PREVENT_ALLOW, &[(4, 1)]), 0).unwrap();
-    let r = pc.ide.with_cdrom(1, 0, |cd| cd.eject(false).err()).unwrap();
+    let r = pc.ide.with_cdrom(1, 0, |cd| cd.eject().err()).unwrap();
     assert_eq!(r, Some(MediaError::Locked));
+    // Forced, it goes (and comes back for the rest of the test).
+    let m = pc
+        .ide
+        .with_cdrom(1, 0, |cd| cd.eject_forced())
+        .unwrap()
+        .unwrap();
+    pc.ide.with_cdrom(1, 0, |cd| cd.insert(m)).unwrap();
+    assert_eq!(pc.tur().map_err(key), Err(6));
     assert_eq!(
         pc.packet(&cdb(op::START_STOP_UNIT, &[(4, 2)]), 0)
             .map_err(key),
@@ -471,15 +479,11 @@ fn no_medium_then_insert_then_locked_eject() {
     assert_eq!(pc.tur().map_err(key), Err(2));
     let ev = cdb(op::GET_EVENT_STATUS, &[(1, 1), (4, 0x10), (8, 8)]);
     assert_eq!(pc.packet(&ev, 8).unwrap()[4..6], [3, 0]);
-    let r = pc.ide.with_cdrom(1, 0, |cd| cd.eject(false).err()).unwrap();
+    let r = pc.ide.with_cdrom(1, 0, |cd| cd.eject().err()).unwrap();
     assert_eq!(r, Some(MediaError::NoMedium));
     // Insert and eject from outside.
     pc.ide.with_cdrom(1, 0, |cd| cd.insert(disc(10))).unwrap();
-    assert!(
-        pc.ide
-            .with_cdrom(1, 0, |cd| cd.eject(false).is_ok())
-            .unwrap()
-    );
+    assert!(pc.ide.with_cdrom(1, 0, |cd| cd.eject().is_ok()).unwrap());
     assert_eq!(pc.tur().map_err(key), Err(6));
     assert_eq!(pc.tur().map_err(key), Err(2));
 }
