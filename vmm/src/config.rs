@@ -49,6 +49,11 @@ pub struct Cli {
     #[arg(long, value_name = "TEXT", requires = "kernel")]
     pub cmdline: Option<String>,
 
+    /// An ISO image in the IDE CD-ROM drive (secondary master, where QEMU's -cdrom goes),
+    /// read-only.
+    #[arg(long, value_name = "ISO")]
+    pub cdrom: Option<PathBuf>,
+
     /// When no device boots, reboot after this many milliseconds (QEMU's
     /// `-boot reboot-timeout`); by default the firmware halts.
     #[arg(long, value_name = "MS")]
@@ -268,6 +273,15 @@ mod tests {
             cli(&["--cpus", "4", "--memory", "4G"]).check(host, 4),
             Ok(())
         );
+    }
+
+    #[test]
+    fn cdrom_option() {
+        assert_eq!(
+            cli(&["--cdrom", "x.iso"]).cdrom,
+            Some(PathBuf::from("x.iso"))
+        );
+        assert_eq!(cli(&[]).cdrom, None);
     }
 
     #[test]

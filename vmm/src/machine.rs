@@ -18,8 +18,11 @@ use crate::devices::cmos::{CMOS_BASE, CMOS_PORTS, Cmos, CmosConfig, RTC_IRQ};
 use crate::devices::debugcon::{DEBUGCON_PORT, DebugCon};
 use crate::devices::fw_cfg::{FW_CFG_BASE, FW_CFG_LEN, FwCfg, e820_bytes};
 use crate::devices::i8042::{self, I8042, KBD_IRQ, MOUSE_IRQ};
+use crate::devices::ide::pci::{IDETIM, IDETIM_DECODE_ENABLE};
+use crate::devices::ide::{AtapiCdrom, IDE_DEVFN, Ide};
 use crate::devices::reset::{PORT_A, SystemControlA};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, Serial16550, UART_PORTS};
+use crate::disk::RawImage;
 use crate::firmware::{Firmware, LOW_BIOS_START};
 use crate::irq::{IrqLine, MachineRequest};
 use crate::memory::{GuestMem, MemoryLayout};
@@ -48,6 +51,8 @@ pub struct MachineConfig {
     pub boot: Boot,
     /// Milliseconds before the firmware reboots when nothing boots; `None` halts.
     pub reboot_timeout: Option<u32>,
+    /// An ISO in the IDE CD-ROM (secondary master); opened read-only at every (re)build.
+    pub cdrom: Option<PathBuf>,
 }
 
 /// Where a character device's output goes. Files are opened once and shared by every
@@ -95,6 +100,8 @@ pub enum MachineError {
     Bus(#[from] BusError),
     #[error("cannot place the firmware in guest memory: {0}")]
     Firmware(String),
+    #[error("cdrom {0}: {1}")]
+    Cdrom(PathBuf, std::io::Error),
 }
 
 /// A built machine, ready for CPUs.
@@ -107,6 +114,8 @@ pub struct Machine {
     pub chipset: PcChipset,
     pub cmos: Arc<Mutex<Cmos>>,
     pub i8042: Arc<Mutex<I8042>>,
+    /// The PIIX3 IDE controller (01.1) and its CD-ROM, for eject/change-media.
+    pub ide: Ide,
     /// Resets and poweroffs that devices ask for.
     pub requests: Receiver<MachineRequest>,
     rom: Option<(u64, u64)>,
@@ -142,6 +151,7 @@ impl Machine {
         )?;
         pio.insert(PORT_A, 1, shared(SystemControlA::new(tx.clone())))?;
         let (chipset, cmos, i8042) = add_chipset(cfg, &layout, &mem, &pio, &mmio, &irq, &tx)?;
+        let ide = add_ide(cfg, &mem, &pio, &irq, &chipset)?;
 
         Ok(Machine {
             layout,
@@ -152,6 +162,7 @@ impl Machine {
             chipset,
             cmos,
             i8042,
+            ide,
             requests,
             rom,
         })
@@ -253,6 +264,38 @@ fn add_chipset(
     Ok((chipset, cmos, i8042))
 }
 
+/// The IDE controller QEMU's `pc` always has, with a CD-ROM on secondary master when an
+/// ISO is given (QEMU's -cdrom place). Without one, no drive is attached.
+fn add_ide(
+    cfg: &MachineConfig,
+    mem: &GuestMem,
+    pio: &Bus,
+    irq: &IrqFactory,
+    chipset: &PcChipset,
+) -> Result<Ide, MachineError> {
+    let cdrom = match &cfg.cdrom {
+        Some(path) => {
+            let iso =
+                RawImage::open(path, true).map_err(|e| MachineError::Cdrom(path.clone(), e))?;
+            Some(AtapiCdrom::new(Some(Box::new(iso))))
+        }
+        None => None,
+    };
+    let ide = Ide::new(pio, mem, irq, [[None, None], [cdrom, None]])?;
+    chipset.add(IDE_DEVFN, ide.function.clone());
+    if let Boot::Linux { .. } = cfg.boot {
+        // What SeaBIOS's piix_ide_setup does: the IDE decode-enable bits of both channels'
+        // timing registers, which Linux's ata_piix checks before it probes a port.
+        chipset.root.lock().unwrap().config_write(
+            0,
+            IDE_DEVFN,
+            IDETIM,
+            &IDETIM_DECODE_ENABLE.to_le_bytes(),
+        );
+    }
+    Ok(ide)
+}
+
 /// What the machine's ACPI tables describe.
 pub fn acpi_config(cfg: &MachineConfig, layout: &MemoryLayout) -> AcpiConfig {
     AcpiConfig {
@@ -312,3 +355,66 @@ fn firmware_config(
 
 /// How long SeaBIOS's boot menu waits for a key when it is shown.
 const BOOT_MENU_WAIT_MS: u16 = 2500;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::irq::RecordingIrq;
+
+    fn cfg(cdrom: Option<PathBuf>) -> MachineConfig {
+        MachineConfig {
+            memory: 64 << 20,
+            cpus: 1,
+            boot: Boot::Linux {
+                kernel: PathBuf::from("/nonexistent"),
+                initrd: None,
+                cmdline: String::new(),
+            },
+            reboot_timeout: None,
+            cdrom,
+        }
+    }
+
+    fn irqs() -> IrqFactory {
+        Arc::new(|_| RecordingIrq::new() as Arc<dyn IrqLine>)
+    }
+
+    fn cfg_read(m: &Machine, devfn: u8, off: u8) -> u32 {
+        let addr = 0x8000_0000u32 | u32::from(devfn) << 8 | u32::from(off);
+        m.pio.write(0xcf8, &addr.to_le_bytes());
+        let mut b = [0; 4];
+        m.pio.read(0xcfc, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    #[test]
+    fn ide_at_01_1_with_the_cdrom_on_secondary_master() {
+        let iso = std::env::temp_dir().join(format!("vmdesk-machine-{}.iso", std::process::id()));
+        std::fs::write(&iso, vec![0u8; 2048 * 20]).unwrap();
+        let m = Machine::new(&cfg(Some(iso.clone())), irqs(), &Outputs::default()).unwrap();
+        assert_eq!(cfg_read(&m, IDE_DEVFN, 0), 0x7010_8086);
+        // Direct boot: the decode enables Linux's ata_piix checks are on.
+        assert_eq!(cfg_read(&m, IDE_DEVFN, 0x40), IDETIM_DECODE_ENABLE);
+        assert_eq!(
+            m.ide.with_cdrom(1, 0, |cd| cd.sectors()),
+            Some(20),
+            "ISO on ata1-0"
+        );
+        assert!(m.ide.with_cdrom(0, 0, |_| ()).is_none());
+        // The ATAPI signature at the secondary channel's ports.
+        let mut b = [0u8; 2];
+        m.pio.read(0x174, &mut b[..1]);
+        m.pio.read(0x175, &mut b[1..]);
+        assert_eq!(b, [0x14, 0xeb]);
+        std::fs::remove_file(&iso).unwrap();
+
+        let e = Machine::new(
+            &cfg(Some(PathBuf::from("/nonexistent.iso"))),
+            irqs(),
+            &Outputs::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("/nonexistent.iso"), "{e}");
+    }
+}

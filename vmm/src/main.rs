@@ -132,6 +132,9 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             Firmware::load(cli.firmware.as_deref()).map_err(|e| Usage(e.to_string()))?,
         ),
     };
+    if let Some(iso) = &cli.cdrom {
+        readable(iso, "cdrom")?;
+    }
     let outputs = Outputs {
         serial: open_sink(&cli.serial, "serial")?,
         debugcon: open_sink(&cli.debugcon, "debugcon")?,
@@ -141,6 +144,7 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         cpus: cli.cpus,
         boot,
         reboot_timeout: cli.reboot_timeout,
+        cdrom: cli.cdrom.clone(),
     };
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
