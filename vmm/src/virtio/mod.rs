@@ -327,11 +327,12 @@ pub fn write_segments(
     }
 }
 
-/// Test support: a driver's view of guest memory and split rings, shared by the device
-/// tests. Rings are laid out the way Linux's vring_create_virtqueue does (descriptor
-/// table, then the available ring, then the used ring aligned).
-#[cfg(test)]
-pub(crate) mod testing {
+/// A driver's view of guest memory and split rings, for the device tests and the
+/// benchmarks (which play the guest without a vCPU). Rings are laid out the way Linux's
+/// vring_create_virtqueue does (descriptor table, then the available ring, then the used
+/// ring page-aligned). Not used by the VMM itself; it panics on bad input, as tests should.
+#[doc(hidden)]
+pub mod testing {
     use super::*;
     use vm_memory::Bytes;
 
