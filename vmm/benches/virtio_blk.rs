@@ -31,6 +31,7 @@ const HDR: u64 = 0x10_0000;
 const STATUS: u64 = 0x10_1000;
 const DATA: u64 = 0x20_0000;
 const MIB: u64 = 1 << 20;
+const ROUNDS: usize = 7;
 const STRIDE: u64 = 4096 * 7919;
 /// Data buffer size: 1 MiB requests become 128 buffers (within SEG_MAX, as Linux splits
 /// them by the limits the device advertises).
@@ -106,6 +107,11 @@ struct Result {
     unit: &'static str,
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn qemu_img_bench(path: &Path, args: &[&str]) -> Option<Duration> {
     let out = Command::new("qemu-img")
         .arg("bench")
@@ -154,72 +160,64 @@ fn main() {
         d.request(false, i * MIB, MIB);
     }
 
-    let t = Instant::now();
-    for i in 0..count {
-        d.request(false, i * MIB, MIB);
+    // Rounds alternate between the two sides so load from elsewhere on the machine hits
+    // both alike; medians are reported.
+    let n4k: u64 = 20_000;
+    let mut ours = [Vec::new(), Vec::new(), Vec::new()];
+    let mut qemu = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        for i in 0..count {
+            d.request(false, i * MIB, MIB);
+        }
+        ours[0].push(count as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for i in 0..count {
+            d.request(true, i * MIB, MIB);
+        }
+        ours[1].push(count as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let mut off = 0u64;
+        for _ in 0..n4k {
+            d.request(false, off, 4096);
+            // qemu-img bench wraps the same way (offset modulo size minus the buffer).
+            off = (off + STRIDE) % (size - 4096);
+        }
+        ours[2].push(n4k as f64 / t.elapsed().as_secs_f64());
+        if !has_qemu {
+            continue;
+        }
+        let c = count.to_string();
+        if let Some(t) = qemu_img_bench(&path, &["-c", &c, "-s", "1M"]) {
+            qemu[0].push(count as f64 / t.as_secs_f64());
+        }
+        if let Some(t) = qemu_img_bench(&path, &["-w", "-c", &c, "-s", "1M"]) {
+            qemu[1].push(count as f64 / t.as_secs_f64());
+        }
+        let stride = STRIDE.to_string();
+        let n = n4k.to_string();
+        if let Some(t) = qemu_img_bench(&path, &["-c", &n, "-s", "4k", "-S", &stride]) {
+            qemu[2].push(n4k as f64 / t.as_secs_f64());
+        }
     }
-    let ours = (count * MIB) as f64 / MIB as f64 / t.elapsed().as_secs_f64();
-    let qemu = has_qemu
-        .then(|| qemu_img_bench(&path, &["-c", &count.to_string(), "-s", "1M"]))
-        .flatten()
-        .map(|t| count as f64 / t.as_secs_f64());
-    results.push(Result {
-        name: "seq read 1 MiB",
-        ours,
-        qemu,
-        unit: "MiB/s",
-    });
-
-    let t = Instant::now();
-    for i in 0..count {
-        d.request(true, i * MIB, MIB);
+    let names = [
+        ("seq read 1 MiB", "MiB/s"),
+        ("seq write 1 MiB", "MiB/s"),
+        ("4 KiB scattered read", "IOPS"),
+    ];
+    for (i, (name, unit)) in names.into_iter().enumerate() {
+        results.push(Result {
+            name,
+            ours: median(std::mem::take(&mut ours[i])),
+            qemu: (!qemu[i].is_empty()).then(|| median(std::mem::take(&mut qemu[i]))),
+            unit,
+        });
     }
-    let ours = count as f64 / t.elapsed().as_secs_f64();
-    let qemu = has_qemu
-        .then(|| qemu_img_bench(&path, &["-w", "-c", &count.to_string(), "-s", "1M"]))
-        .flatten()
-        .map(|t| count as f64 / t.as_secs_f64());
-    results.push(Result {
-        name: "seq write 1 MiB",
-        ours,
-        qemu,
-        unit: "MiB/s",
-    });
-
-    let n4k: u64 = 50_000;
-    let t = Instant::now();
-    let mut off = 0u64;
-    for _ in 0..n4k {
-        d.request(false, off, 4096);
-        // qemu-img bench wraps the same way (offset modulo size minus the buffer).
-        off = (off + STRIDE) % (size - 4096);
-    }
-    let ours = n4k as f64 / t.elapsed().as_secs_f64();
-    let qemu = has_qemu
-        .then(|| {
-            qemu_img_bench(
-                &path,
-                &[
-                    "-c",
-                    &n4k.to_string(),
-                    "-s",
-                    "4k",
-                    "-S",
-                    &STRIDE.to_string(),
-                ],
-            )
-        })
-        .flatten()
-        .map(|t| n4k as f64 / t.as_secs_f64());
-    results.push(Result {
-        name: "4 KiB scattered read",
-        ours,
-        qemu,
-        unit: "IOPS",
-    });
 
     let _ = std::fs::remove_file(&path);
-    println!("virtio-blk device level, raw image of {mib} MiB, one request in flight");
+    println!(
+        "virtio-blk device level, raw image of {mib} MiB, one request in flight, median of {ROUNDS}"
+    );
     println!(
         "{:<22} {:>14} {:>14} {:>8}",
         "workload", "vmdesk", "qemu-img", "ratio"

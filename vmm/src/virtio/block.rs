@@ -44,7 +44,7 @@ pub const SIZE_MAX: u32 = 1 << 20;
 /// The most data one request may move (SEG_MAX segments of SIZE_MAX bytes).
 pub const MAX_REQUEST_BYTES: u64 = SEG_MAX as u64 * SIZE_MAX as u64;
 /// Bounce buffer size: a request is served in pieces of at most this many bytes.
-pub const CHUNK: usize = 1 << 20;
+pub const CHUNK: usize = 128 << 10;
 /// The largest discard / write-zeroes range, in sectors (QEMU's default is the same order).
 pub const MAX_DISCARD_SECTORS: u32 = (1 << 30) / SECTOR_SIZE as u32;
 pub const CONFIG_LEN: usize = 60;
