@@ -21,7 +21,10 @@
 //! chain, leaves the ring inconsistent: the device sets DEVICE_NEEDS_RESET and ignores the
 //! queue until the driver resets it (as QEMU's `virtio_error` does).
 //!
-//! Not emulated: GEOMETRY, TOPOLOGY, CONFIG_WCE (the cache is always write-back with
+//! GEOMETRY is QEMU's guess from the size (16 heads, 63 sectors), so SeaBIOS's CHS view
+//! of a disk matches QEMU's.
+//!
+//! Not emulated: TOPOLOGY, CONFIG_WCE (the cache is always write-back with
 //! FLUSH), multiple queues, SCSI passthrough, zoned devices, SECURE_ERASE.
 
 use std::sync::Arc;
@@ -85,6 +88,7 @@ impl VirtioBlock {
         let mut offered: u32 = 1 << VIRTIO_BLK_F_SIZE_MAX
             | 1 << VIRTIO_BLK_F_SEG_MAX
             | 1 << VIRTIO_BLK_F_BLK_SIZE
+            | 1 << VIRTIO_BLK_F_GEOMETRY
             | 1 << VIRTIO_BLK_F_FLUSH;
         if backend.read_only() {
             offered |= 1 << VIRTIO_BLK_F_RO;
@@ -109,12 +113,23 @@ impl VirtioBlock {
         self.backend.len() / SECTOR_SIZE
     }
 
+    /// A BIOS-style geometry from the size alone (16 heads, 63 sectors, cylinders clamped
+    /// to 2..=16383), as QEMU guesses one for a disk without a partition table to go by;
+    /// SeaBIOS reads it (whether or not GEOMETRY is negotiated) for its CHS translation.
+    pub fn geometry(&self) -> (u16, u8, u8) {
+        let cylinders = (self.capacity_sectors() / (16 * 63)).clamp(2, 16383);
+        (cylinders as u16, 16, 63)
+    }
+
     fn config_bytes(&self) -> [u8; CONFIG_LEN] {
         let mut c = [0u8; CONFIG_LEN];
         let mut put = |off: usize, v: &[u8]| c[off..off + v.len()].copy_from_slice(v);
         put(0, &self.capacity_sectors().to_le_bytes());
         put(8, &SIZE_MAX.to_le_bytes());
         put(12, &SEG_MAX.to_le_bytes());
+        let (cylinders, heads, sectors) = self.geometry();
+        put(16, &cylinders.to_le_bytes());
+        put(18, &[heads, sectors]);
         put(20, &(SECTOR_SIZE as u32).to_le_bytes());
         put(36, &MAX_DISCARD_SECTORS.to_le_bytes());
         put(40, &1u32.to_le_bytes());
@@ -523,6 +538,8 @@ mod tests {
         assert_eq!(d.g.read(d.cfg + 12, 4), u64::from(SEG_MAX));
         assert_eq!(d.g.read(d.cfg + 20, 4), 512);
         assert_eq!(d.g.read(d.cfg + 40, 4), 1, "max_discard_seg");
+        // 2048 sectors: QEMU's guess is 2 (clamped up from 2)/16/63.
+        assert_eq!(d.g.read(d.cfg + 16, 4), 2 | 16 << 16 | 63 << 24);
 
         // A write of two sectors in two buffers (blk-mq: header, sg list, status).
         let payload: Vec<u8> = (0..1024u32).map(|i| (i * 7) as u8).collect();

@@ -110,6 +110,23 @@ pub mod common {
 
 const VIRTIO_MSI_NO_VECTOR: u16 = 0xffff;
 
+/// Puts `device` on bus 0 in `slot` (function 0), wired to INTA# of that slot, and
+/// returns the function (its [`VirtioPci::bar`] is where notifications land).
+pub fn attach(
+    chipset: &crate::pci::PcChipset,
+    slot: u8,
+    device: Arc<Mutex<dyn VirtioDevice>>,
+    mem: &GuestMem,
+) -> Arc<Mutex<VirtioPci>> {
+    let f = Arc::new(Mutex::new(VirtioPci::new(
+        device,
+        mem.clone(),
+        chipset.intx_line(slot, 1),
+    )));
+    chipset.add(crate::pci::devfn(slot, 0), f.clone());
+    f
+}
+
 /// The PCI class QEMU gives each device type.
 fn class_for(device_type: u16) -> u32 {
     match device_type {
