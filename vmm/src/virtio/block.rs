@@ -949,4 +949,144 @@ mod tests {
         d.g.mem.read_slice(&mut b, GuestAddress(DATA)).unwrap();
         assert_eq!(b, file_bytes(&f.0, 1024, 512));
     }
+
+    /// Records what the device asks of the backend, and fails on demand.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<String>>>);
+
+    struct MockBackend {
+        log: Log,
+        fail: bool,
+    }
+
+    impl BlockBackend for MockBackend {
+        fn len(&self) -> u64 {
+            16 << 20
+        }
+        fn read_only(&self) -> bool {
+            false
+        }
+        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            self.log
+                .0
+                .lock()
+                .unwrap()
+                .push(format!("read {offset} {}", buf.len()));
+            buf.fill(0x5a);
+            if self.fail {
+                Err(std::io::Error::other("injected"))
+            } else {
+                Ok(())
+            }
+        }
+        fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+            self.log
+                .0
+                .lock()
+                .unwrap()
+                .push(format!("write {offset} {}", buf.len()));
+            if self.fail {
+                Err(std::io::Error::other("injected"))
+            } else {
+                Ok(())
+            }
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.log.0.lock().unwrap().push("flush".into());
+            if self.fail {
+                Err(std::io::Error::other("injected"))
+            } else {
+                Ok(())
+            }
+        }
+        fn discard(&mut self, _: u64, _: u64) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_zeroes(&mut self, _: u64, _: u64) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn mock_disk(fail: bool) -> (Disk, Log) {
+        let log = Log::default();
+        let dev = VirtioBlock::new(
+            Box::new(MockBackend {
+                log: log.clone(),
+                fail,
+            }),
+            "m",
+        );
+        let mut g = Guest::new(Arc::new(Mutex::new(dev)));
+        let (common, isr, cfg, notify, mult, features) = g.probe(!0);
+        let ring = DriverRing::new(&g.mem, 0x10000, 128);
+        let kick = g.setup_queue(common, notify, mult, 0, &ring);
+        g.write(common + common::DEVICE_STATUS, 1, 0xf);
+        (
+            Disk {
+                g,
+                ring,
+                common,
+                isr,
+                kick,
+                features,
+                cfg,
+            },
+            log,
+        )
+    }
+
+    #[test]
+    fn flush_completes_after_the_backend_flushed_and_large_requests_are_chunked() {
+        let (mut d, log) = mock_disk(false);
+        assert_eq!(
+            d.features & 1 << VIRTIO_BLK_F_DISCARD,
+            0,
+            "backend does not discard"
+        );
+        // 3 MiB write in 3 buffers of 1 MiB: served in CHUNK pieces, in order.
+        d.header(VIRTIO_BLK_T_OUT, 8);
+        let (st, _) = d.submit(&[
+            (HDR, 16, false),
+            (0x100000, 1 << 20, false),
+            (0x200000, 1 << 20, false),
+            (0x300000, 1 << 20, false),
+            (STATUS, 1, true),
+        ]);
+        assert_eq!(st, STATUS_OK);
+        d.header(VIRTIO_BLK_T_FLUSH, 0);
+        // Before the kick nothing was flushed; at completion the flush has returned.
+        assert!(!log.0.lock().unwrap().contains(&"flush".to_string()));
+        assert_eq!(
+            d.submit(&[(HDR, 16, false), (STATUS, 1, true)]).0,
+            STATUS_OK
+        );
+        let ops = log.0.lock().unwrap().clone();
+        let writes = (3 << 20) / CHUNK;
+        assert_eq!(ops.len(), writes + 1);
+        assert_eq!(ops[0], format!("write 4096 {CHUNK}"));
+        assert_eq!(
+            ops[writes - 1],
+            format!("write {} {CHUNK}", 4096 + (3 << 20) - CHUNK)
+        );
+        assert_eq!(ops[writes], "flush");
+    }
+
+    #[test]
+    fn backend_errors_are_ioerr() {
+        let (mut d, _log) = mock_disk(true);
+        for (ty, w) in [(VIRTIO_BLK_T_IN, true), (VIRTIO_BLK_T_OUT, false)] {
+            d.header(ty, 0);
+            assert_eq!(
+                d.submit(&[(HDR, 16, false), (DATA, 512, w), (STATUS, 1, true)])
+                    .0,
+                STATUS_IOERR
+            );
+        }
+        d.header(VIRTIO_BLK_T_FLUSH, 0);
+        assert_eq!(
+            d.submit(&[(HDR, 16, false), (STATUS, 1, true)]).0,
+            STATUS_IOERR
+        );
+        assert_eq!(d.status(), 0xf);
+    }
 }
