@@ -988,4 +988,130 @@ pub(crate) mod tests {
         g.cfg_write(cap + 12, 4, 1);
         assert_eq!(g.cfg_read(cap + 16, 1), 0xb);
     }
+
+    /// xorshift64*: deterministic noise without a dependency.
+    struct Noise(u64);
+    impl Noise {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+    }
+
+    /// A guest that scribbles over its rings and the registers at random never panics
+    /// the devices or the transport.
+    #[test]
+    fn random_guest_writes_never_panic() {
+        use crate::virtio::block::VirtioBlock;
+        use crate::virtio::input::VirtioTablet;
+        use vm_memory::Bytes;
+        let path = std::env::temp_dir().join(format!("vmdesk-vfuzz-{}", std::process::id()));
+        std::fs::write(&path, vec![0u8; 64 << 10]).unwrap();
+        let blk = VirtioBlock::new(
+            Box::new(crate::disk::raw::RawImage::open(&path, false).unwrap()),
+            "fuzz",
+        );
+        let tablet = Arc::new(Mutex::new(VirtioTablet::new()));
+        let devices: [Arc<Mutex<dyn VirtioDevice>>; 2] =
+            [Arc::new(Mutex::new(blk)), tablet.clone()];
+        for (k, dev) in devices.into_iter().enumerate() {
+            let mut n = Noise(0x9e37_79b9_7f4a_7c15 + k as u64);
+            let mut g = Guest::new(dev);
+            let mut completions = 0;
+            for round in 0..200 {
+                let (common, isr, devcfg, notify, mult, _) = g.probe(!0);
+                let mut ring = DriverRing::new(&g.mem, 0x10000, 16);
+                for q in 0..g.read(common + common::NUM_QUEUES, 2) as u16 {
+                    g.setup_queue(common, notify, mult, q, &ring);
+                }
+                g.write(common + common::DEVICE_STATUS, 1, 0xf);
+                for _ in 0..50 {
+                    // Mostly plausible chains (any lengths, directions, request types), now
+                    // and then garbage descriptors, heads or available indexes.
+                    let ty = [0u32, 1, 4, 8, 11, 13, 99][(n.next() % 7) as usize];
+                    g.mem
+                        .write_obj(ty, vm_memory::GuestAddress(0x40000))
+                        .unwrap();
+                    let at = 0x40008 + n.next() % 0x1000;
+                    g.mem
+                        .write_obj(n.next() % 0x100, vm_memory::GuestAddress(at))
+                        .unwrap();
+                    let count = 1 + n.next() % 4;
+                    let bufs: Vec<(u64, u32, bool)> = (0..count)
+                        .map(|i| {
+                            if i == 0 {
+                                let len = if n.next() % 20 == 0 { 8 } else { 16 };
+                                return (0x40000, len, false);
+                            }
+                            let addr = 0x40000 + (1 + n.next() % 3) * 0x400;
+                            let len = [1, 16, 8, 512, 1024, 0x3000, 0][(n.next() % 7) as usize];
+                            let last = i + 1 == count;
+                            let w = if last {
+                                n.next() % 20 != 0
+                            } else {
+                                n.next() % 2 == 0
+                            };
+                            (addr, if last && w { len.max(1) } else { len }, w)
+                        })
+                        .collect();
+                    ring.add_chain(&g.mem, &bufs);
+                    match n.next() % 40 {
+                        0 => {
+                            let at = ring.desc + n.next() % (16 * 16 - 8);
+                            g.mem
+                                .write_obj(n.next(), vm_memory::GuestAddress(at))
+                                .unwrap();
+                        }
+                        1 => ring.publish(&g.mem, (n.next() % 18) as u16),
+                        2 => {
+                            let idx = n.next() as u16;
+                            ring.set_avail_idx(&g.mem, idx);
+                        }
+                        _ => {}
+                    }
+                    match n.next() % 6 {
+                        0 => g.write(notify + (n.next() % 2) * u64::from(mult), 2, 0),
+                        1 => {
+                            let off = n.next() % common::LEN;
+                            let len = [1, 2, 4, 8][(n.next() % 4) as usize];
+                            // Keep the device alive most of the time: no status writes.
+                            if off > common::DEVICE_STATUS
+                                || off + len as u64 <= common::DEVICE_STATUS
+                            {
+                                g.write(common + off, len.min(8), n.next());
+                            }
+                        }
+                        2 => {
+                            g.read(isr, 1);
+                        }
+                        3 => {
+                            g.write(devcfg + n.next() % 64, 1, n.next());
+                            g.read(devcfg + n.next() % 200, 4);
+                        }
+                        4 => tablet.lock().unwrap().pointer(
+                            (n.next() % 5000) as u32,
+                            (n.next() % 5000) as u32,
+                            n.next() as u8,
+                            (n.next() % 3000) as u32,
+                            (n.next() % 3000) as u32,
+                        ),
+                        _ => g.write(notify, 2, 1),
+                    }
+                }
+                completions += u64::from(ring.used_idx(&g.mem));
+                if round % 2 == 0 {
+                    g.write(common + common::DEVICE_STATUS, 1, n.next() & 0xff);
+                }
+            }
+            // The noise must reach the request code, not only the ring checks.
+            eprintln!("device {k}: {completions} completions");
+            assert!(
+                completions > 50,
+                "device {k}: only {completions} completions"
+            );
+        }
+        let _ = std::fs::remove_file(path);
+    }
 }
