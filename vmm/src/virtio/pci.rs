@@ -1042,16 +1042,16 @@ pub(crate) mod tests {
                     let bufs: Vec<(u64, u32, bool)> = (0..count)
                         .map(|i| {
                             if i == 0 {
-                                let len = if n.next() % 20 == 0 { 8 } else { 16 };
+                                let len = if n.next().is_multiple_of(20) { 8 } else { 16 };
                                 return (0x40000, len, false);
                             }
                             let addr = 0x40000 + (1 + n.next() % 3) * 0x400;
                             let len = [1, 16, 8, 512, 1024, 0x3000, 0][(n.next() % 7) as usize];
                             let last = i + 1 == count;
                             let w = if last {
-                                n.next() % 20 != 0
+                                !n.next().is_multiple_of(20)
                             } else {
-                                n.next() % 2 == 0
+                                n.next().is_multiple_of(2)
                             };
                             (addr, if last && w { len.max(1) } else { len }, w)
                         })
