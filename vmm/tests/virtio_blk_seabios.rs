@@ -1,5 +1,5 @@
-//! SeaBIOS (Debian's `seabios` package) finds a virtio-blk disk on our virtio-pci
-//! transport, reads its geometry the way QEMU's log shows for the same image, and boots
+//! SeaBIOS (Debian's `seabios` package) finds two virtio-blk disks (and passes over the
+//! virtio tablet) on our virtio-pci transport, reads its geometry the way QEMU's log shows for the same image, and boots
 //! its MBR: the boot sector is read through SeaBIOS's own virtio driver, and the test
 //! program in it prints to the debug console. Runs in-process on KVM with the machine
 //! model (no vmdesk-vmm option for disks is needed).
@@ -92,6 +92,18 @@ fn seabios_boots_the_mbr_of_a_virtio_blk_disk() {
         "vmdesk-test",
     )));
     vmm::virtio::pci::attach(&machine.chipset, SLOT, blk, &machine.mem);
+    // A second, read-only disk without a boot sector, and the tablet, which SeaBIOS
+    // passes over.
+    let data = dir.join("data.raw");
+    std::fs::write(&data, vec![0u8; 8 << 20]).unwrap();
+    let backend = vmm::disk::raw::RawImage::open(&data, true).unwrap();
+    let blk2 = Arc::new(Mutex::new(VirtioBlock::new(
+        Box::new(backend),
+        "vmdesk-data",
+    )));
+    vmm::virtio::pci::attach(&machine.chipset, SLOT + 1, blk2, &machine.mem);
+    let tablet = Arc::new(Mutex::new(vmm::virtio::input::VirtioTablet::new()));
+    vmm::virtio::pci::attach(&machine.chipset, SLOT + 2, tablet, &machine.mem);
     vm.map_memory(&machine.mem, |a| machine.is_rom(a)).unwrap();
 
     let fd = vcpu::create(&kvm, &vm, 0, 1).unwrap();
@@ -128,6 +140,9 @@ fn seabios_boots_the_mbr_of_a_virtio_blk_disk() {
         "using modern (1.0) virtio mode",
         // QEMU 7.2 prints the same line for the same 4 MiB image.
         "PCHS=8/16/63 translation=none LCHS=8/16/63 s=8192",
+        "found virtio-blk at 00:05.0",
+        "PCHS=16/16/63 translation=none LCHS=16/16/63 s=16384",
+        "PCI: init bdf=00:06.0 id=1af4:1052",
         "Booting from Hard Disk...",
         MBR_MESSAGE,
     ] {
