@@ -16,4 +16,5 @@ pub mod kvm;
 pub mod machine;
 pub mod memory;
 pub mod pci;
+pub mod virtio;
 pub mod vm;
