@@ -57,6 +57,7 @@ fn assert_machine(log: &str, ram_mib: u64, cpus: u32) {
         "QEMU fw_cfg DMA interface supported",
         "PCI: init bdf=00:00.0 id=8086:1237",
         "PCI: init bdf=00:01.0 id=8086:7000",
+        "PCI: init bdf=00:01.1 id=8086:7010",
         "PCI: init bdf=00:01.3 id=8086:7113",
         "Moving pm_base to 0x600",
         "PS2 keyboard initialized",
