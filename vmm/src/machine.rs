@@ -53,6 +53,9 @@ pub struct MachineConfig {
     pub reboot_timeout: Option<u32>,
     /// An ISO in the IDE CD-ROM (secondary master); opened read-only at every (re)build.
     pub cdrom: Option<PathBuf>,
+    /// The drive stays (empty) after the control socket ejected the ISO, so media changed
+    /// at run time survive a guest reset.
+    pub cdrom_drive: bool,
 }
 
 /// Where a character device's output goes. Files are opened once and shared by every
@@ -279,6 +282,7 @@ fn add_ide(
                 RawImage::open(path, true).map_err(|e| MachineError::Cdrom(path.clone(), e))?;
             Some(AtapiCdrom::new(Some(Box::new(iso))))
         }
+        None if cfg.cdrom_drive => Some(AtapiCdrom::new(None)),
         None => None,
     };
     let ide = Ide::new(pio, mem, irq, [[None, None], [cdrom, None]])?;
@@ -371,6 +375,7 @@ mod tests {
                 cmdline: String::new(),
             },
             reboot_timeout: None,
+            cdrom_drive: cdrom.is_some(),
             cdrom,
         }
     }

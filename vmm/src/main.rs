@@ -139,12 +139,13 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         serial: open_sink(&cli.serial, "serial")?,
         debugcon: open_sink(&cli.debugcon, "debugcon")?,
     };
-    let cfg = MachineConfig {
+    let mut cfg = MachineConfig {
         memory: cli.memory,
         cpus: cli.cpus,
         boot,
         reboot_timeout: cli.reboot_timeout,
         cdrom: cli.cdrom.clone(),
+        cdrom_drive: cli.cdrom.is_some(),
     };
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
@@ -189,7 +190,7 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             serial_slot: &serial_slot,
             input: &guest_input,
         };
-        match vm::run_once(&kvm, &cfg, &outputs, &inputs) {
+        match vm::run_once(&kvm, &mut cfg, &outputs, &inputs) {
             Ok(Outcome::Reset) => {
                 tracing::info!("guest reset: restarting the machine");
                 continue;

@@ -55,9 +55,10 @@ pub struct Inputs<'a> {
     pub input: &'a Arc<GuestInput>,
 }
 
+/// `cfg` is updated with what changes at run time and must survive a reset (media).
 pub fn run_once(
     kvm: &Kvm,
-    cfg: &MachineConfig,
+    cfg: &mut MachineConfig,
     outputs: &Outputs,
     inputs: &Inputs,
 ) -> Result<Outcome, VmError> {
@@ -152,10 +153,51 @@ pub fn run_once(
     Ok(outcome)
 }
 
+/// The CD-ROM's place: secondary master, as QEMU's -cdrom.
+const CDROM_CHANNEL: usize = 1;
+
+fn eject(cfg: &mut MachineConfig, machine: &Machine) -> serde_json::Value {
+    match machine.ide.with_cdrom(CDROM_CHANNEL, 0, |cd| cd.eject()) {
+        None => control::error("DeviceNotFound", "this VM has no CD-ROM drive"),
+        Some(Err(e)) => control::error("GenericError", format!("cannot eject: {e}")),
+        Some(Ok(_)) => {
+            cfg.cdrom = None;
+            control::ok(json!({}))
+        }
+    }
+}
+
+fn change_media(
+    cfg: &mut MachineConfig,
+    machine: &Machine,
+    path: &std::path::Path,
+) -> serde_json::Value {
+    let iso = match crate::disk::raw::RawImage::open(path, true) {
+        Ok(iso) => iso,
+        Err(e) => return control::error("GenericError", format!("{}: {e}", path.display())),
+    };
+    let done = machine.ide.with_cdrom(CDROM_CHANNEL, 0, |cd| {
+        // A medium already in the drive comes out first, as `eject -f` + insert would.
+        if cd.has_medium() {
+            cd.eject_forced().map(drop)?;
+        }
+        cd.insert(Box::new(iso));
+        Ok::<(), crate::devices::ide::atapi::MediaError>(())
+    });
+    match done {
+        None => control::error("DeviceNotFound", "this VM has no CD-ROM drive"),
+        Some(Err(e)) => control::error("GenericError", format!("cannot change media: {e}")),
+        Some(Ok(())) => {
+            cfg.cdrom = Some(path.to_path_buf());
+            control::ok(json!({}))
+        }
+    }
+}
+
 /// Answers one control request; `Some` when it ends the run.
 fn serve(
     req: &control::Request,
-    cfg: &MachineConfig,
+    cfg: &mut MachineConfig,
     machine: &Machine,
     run: &RunControl,
     threads: &[VcpuThread],
@@ -167,6 +209,7 @@ fn serve(
                 "status": state,
                 "memory": cfg.memory,
                 "cpus": cfg.cpus,
+                "cdrom": cfg.cdrom,
             })));
         }
         Command::Quit => {
@@ -202,12 +245,8 @@ fn serve(
             run.set_paused(false);
             req.answer(control::ok(json!({})));
         }
-        Command::Eject | Command::ChangeMedia { .. } => {
-            req.answer(control::error(
-                "DeviceNotFound",
-                "this VM has no CD-ROM drive",
-            ));
-        }
+        Command::Eject => req.answer(eject(cfg, machine)),
+        Command::ChangeMedia { path } => req.answer(change_media(cfg, machine, path)),
         Command::Screendump { .. } => {
             req.answer(control::error(
                 "DeviceNotFound",
