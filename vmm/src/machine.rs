@@ -58,6 +58,20 @@ pub struct MachineConfig {
     pub cdrom_drive: bool,
 }
 
+impl MachineConfig {
+    /// A machine with no CD-ROM and the firmware's defaults for everything optional.
+    pub fn new(memory: u64, cpus: u32, boot: Boot) -> MachineConfig {
+        MachineConfig {
+            memory,
+            cpus,
+            boot,
+            reboot_timeout: None,
+            cdrom: None,
+            cdrom_drive: false,
+        }
+    }
+}
+
 /// Where a character device's output goes. Files are opened once and shared by every
 /// incarnation of the machine (a guest reset rebuilds the machine, not the files).
 #[derive(Clone, Default)]

@@ -10,7 +10,6 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,12 +68,7 @@ fn seabios_boots_the_mbr_of_a_virtio_blk_disk() {
 
     let kvm = vmm::kvm::open().unwrap();
     let vm = KvmVm::new(&kvm).unwrap();
-    let cfg = MachineConfig {
-        memory: 512 << 20,
-        cpus: 1,
-        boot: Boot::Firmware(fw),
-        reboot_timeout: None,
-    };
+    let cfg = MachineConfig::new(512 << 20, 1, Boot::Firmware(fw));
     let outputs = Outputs {
         serial: Sink::None,
         debugcon: Sink::File(log),
@@ -107,14 +101,14 @@ fn seabios_boots_the_mbr_of_a_virtio_blk_disk() {
     vm.map_memory(&machine.mem, |a| machine.is_rom(a)).unwrap();
 
     let fd = vcpu::create(&kvm, &vm, 0, 1).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
+    let control = vcpu::RunControl::new();
     let (tx, events) = crossbeam_channel::unbounded();
     let t = vcpu::spawn(
         0,
         fd,
         machine.pio.clone(),
         machine.mmio.clone(),
-        stop.clone(),
+        control.clone(),
         tx,
     )
     .unwrap();
@@ -130,7 +124,7 @@ fn seabios_boots_the_mbr_of_a_virtio_blk_disk() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    stop.store(true, Ordering::Release);
+    control.stop();
     t.join();
 
     for want in [
