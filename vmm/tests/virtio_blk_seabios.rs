@@ -1,15 +1,14 @@
-//! SeaBIOS (Debian's `seabios` package) finds two virtio-blk disks (and passes over the
-//! virtio tablet) on our virtio-pci transport, reads its geometry the way QEMU's log shows for the same image, and boots
-//! its MBR: the boot sector is read through SeaBIOS's own virtio driver, and the test
-//! program in it prints to the debug console. Runs in-process on KVM with the machine
-//! model (no vmdesk-vmm option for disks is needed).
-//!
-//! The MBR is a 22-byte real-mode program written out below (cli; ds=0; print a string
-//! to port 0x402; hlt), not a committed binary.
+//! SeaBIOS (Debian's `seabios` package) on virtio-blk disks behind our virtio-pci
+//! transport, in-process on KVM with the machine model (no vmdesk-vmm disk option is
+//! needed): it finds two disks (and passes over the virtio tablet), logs the same drive
+//! lines as QEMU 7.2 does for the same images, and boots the first disk's MBR; a boot
+//! sector built from source at test time writes and reads sectors through int 13h (SeaBIOS's
+//! own virtio driver does the I/O), and the image holds what it wrote.
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,23 @@ const SLOT: u8 = 4;
 const MBR_MESSAGE: &str = "vmdesk virtio-blk MBR";
 const TIMEOUT: Duration = Duration::from_secs(120);
 
+fn firmware_or_skip(name: &str) -> Option<Firmware> {
+    if !common::kvm_or_skip(name) {
+        return None;
+    }
+    match Firmware::load(None) {
+        Ok(fw) => Some(fw),
+        Err(e) => {
+            if std::env::var("VMDESK_REQUIRE_TOOLS").as_deref() == Ok("1") {
+                panic!("{name}: SeaBIOS is not installed: {e}");
+            }
+            eprintln!("SKIP {name}: SeaBIOS is not installed ({e})");
+            None
+        }
+    }
+}
+
+/// A 22-byte real-mode program (cli; ds=0; print a string to port 0x402; hlt) as the MBR.
 fn mbr_image(path: &Path, size: usize) {
     #[rustfmt::skip]
     let code: [u8; 22] = [
@@ -47,25 +63,11 @@ fn mbr_image(path: &Path, size: usize) {
     std::fs::write(path, img).unwrap();
 }
 
-#[test]
-fn seabios_boots_the_mbr_of_a_virtio_blk_disk() {
-    let name = "seabios_boots_the_mbr_of_a_virtio_blk_disk";
-    if !common::kvm_or_skip(name) {
-        return;
-    }
-    let Ok(fw) = Firmware::load(None) else {
-        if std::env::var("VMDESK_REQUIRE_TOOLS").as_deref() == Ok("1") {
-            panic!("{name}: SeaBIOS is not installed");
-        }
-        eprintln!("SKIP {name}: SeaBIOS is not installed");
-        return;
-    };
-    let dir = common::temp_dir(name);
-    let disk = dir.join("disk.raw");
-    mbr_image(&disk, 4 << 20);
+/// Boots SeaBIOS with virtio-blk disks in slots 4, 5, ... (`(path, read_only)`) and the
+/// tablet after them, until the debug log shows one of `until`; returns the log.
+fn boot(fw: Firmware, dir: &Path, disks: &[(PathBuf, bool)], until: &[&str]) -> String {
     let log_path = dir.join("seabios.log");
     let log = Arc::new(std::fs::File::create(&log_path).unwrap());
-
     let kvm = vmm::kvm::open().unwrap();
     let vm = KvmVm::new(&kvm).unwrap();
     let cfg = MachineConfig::new(512 << 20, 1, Boot::Firmware(fw));
@@ -80,24 +82,16 @@ fn seabios_boots_the_mbr_of_a_virtio_blk_disk() {
         &outputs,
     )
     .unwrap();
-    let backend = vmm::disk::raw::RawImage::open(&disk, false).unwrap();
-    let blk = Arc::new(Mutex::new(VirtioBlock::new(
-        Box::new(backend),
-        "vmdesk-test",
-    )));
-    vmm::virtio::pci::attach(&machine.chipset, SLOT, blk, &machine.mem);
-    // A second, read-only disk without a boot sector, and the tablet, which SeaBIOS
-    // passes over.
-    let data = dir.join("data.raw");
-    std::fs::write(&data, vec![0u8; 8 << 20]).unwrap();
-    let backend = vmm::disk::raw::RawImage::open(&data, true).unwrap();
-    let blk2 = Arc::new(Mutex::new(VirtioBlock::new(
-        Box::new(backend),
-        "vmdesk-data",
-    )));
-    vmm::virtio::pci::attach(&machine.chipset, SLOT + 1, blk2, &machine.mem);
+    let mut slot = SLOT;
+    for (i, (path, ro)) in disks.iter().enumerate() {
+        let backend = vmm::disk::raw::RawImage::open(path, *ro).unwrap();
+        let serial = format!("vmdesk-test-{i}");
+        let blk = Arc::new(Mutex::new(VirtioBlock::new(Box::new(backend), &serial)));
+        vmm::virtio::pci::attach(&machine.chipset, slot, blk, &machine.mem);
+        slot += 1;
+    }
     let tablet = Arc::new(Mutex::new(vmm::virtio::input::VirtioTablet::new()));
-    vmm::virtio::pci::attach(&machine.chipset, SLOT + 2, tablet, &machine.mem);
+    vmm::virtio::pci::attach(&machine.chipset, slot, tablet, &machine.mem);
     vm.map_memory(&machine.mem, |a| machine.is_rom(a)).unwrap();
 
     let fd = vcpu::create(&kvm, &vm, 0, 1).unwrap();
@@ -116,7 +110,7 @@ fn seabios_boots_the_mbr_of_a_virtio_blk_disk() {
     let mut text = String::new();
     while start.elapsed() < TIMEOUT {
         text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if text.contains(MBR_MESSAGE) || text.contains("No bootable device") {
+        if until.iter().any(|u| text.contains(u)) {
             break;
         }
         if let Ok(e) = events.try_recv() {
@@ -126,26 +120,128 @@ fn seabios_boots_the_mbr_of_a_virtio_blk_disk() {
     }
     control.stop();
     t.join();
+    text
+}
 
-    for want in [
-        "PCI: init bdf=00:04.0 id=1af4:1042",
-        "found virtio-blk at 00:04.0",
-        "virtio cap at 0x40 type 1 bar 0",
-        "using modern (1.0) virtio mode",
-        // QEMU 7.2 prints the same line for the same 4 MiB image.
-        "PCHS=8/16/63 translation=none LCHS=8/16/63 s=8192",
-        "found virtio-blk at 00:05.0",
-        "PCHS=16/16/63 translation=none LCHS=16/16/63 s=16384",
-        "PCI: init bdf=00:06.0 id=1af4:1052",
-        "Booting from Hard Disk...",
-        MBR_MESSAGE,
-    ] {
+fn assert_log(text: &str, wants: &[&str]) {
+    for want in wants {
         assert!(
             text.contains(want),
             "'{want}' missing from the SeaBIOS log:\n{text}"
         );
     }
+}
+
+fn cleanup(dir: PathBuf) {
     if std::env::var_os("VMDESK_KEEP_LOGS").is_none() {
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+#[test]
+fn seabios_finds_two_disks_and_boots_the_mbr() {
+    let name = "seabios_finds_two_disks_and_boots_the_mbr";
+    let Some(fw) = firmware_or_skip(name) else {
+        return;
+    };
+    let dir = common::temp_dir(name);
+    let disk = dir.join("disk.raw");
+    mbr_image(&disk, 4 << 20);
+    // A second, read-only disk without a boot sector.
+    let data = dir.join("data.raw");
+    std::fs::write(&data, vec![0u8; 8 << 20]).unwrap();
+    let text = boot(
+        fw,
+        &dir,
+        &[(disk, false), (data, true)],
+        &[MBR_MESSAGE, "No bootable device"],
+    );
+    assert_log(
+        &text,
+        &[
+            "PCI: init bdf=00:04.0 id=1af4:1042",
+            "PCI: init bdf=00:05.0 id=1af4:1042",
+            "PCI: init bdf=00:06.0 id=1af4:1052",
+            "found virtio-blk at 00:04.0",
+            "virtio cap at 0x40 type 1 bar 0",
+            "using modern (1.0) virtio mode",
+            "found virtio-blk at 00:05.0",
+            // QEMU 7.2 prints the same lines for the same 4 MiB and 8 MiB images.
+            "PCHS=8/16/63 translation=none LCHS=8/16/63 s=8192",
+            "PCHS=16/16/63 translation=none LCHS=16/16/63 s=16384",
+            "Booting from Hard Disk...",
+            MBR_MESSAGE,
+        ],
+    );
+    cleanup(dir);
+}
+
+#[test]
+fn boot_sector_writes_and_reads_through_int13() {
+    let name = "boot_sector_writes_and_reads_through_int13";
+    let Some(fw) = firmware_or_skip(name) else {
+        return;
+    };
+    let (Some(as_), Some(ld)) = (
+        common::tool_or_skip(name, "as"),
+        common::tool_or_skip(name, "ld"),
+    ) else {
+        return;
+    };
+    let dir = common::temp_dir(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/asm/virtio_blk_rw.S");
+    let obj = dir.join("rw.o");
+    let bin = dir.join("rw.bin");
+    let ok = Command::new(as_)
+        .args(["--32", "-o"])
+        .arg(&obj)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "as failed");
+    let ok = Command::new(ld)
+        .args([
+            "-m",
+            "elf_i386",
+            "-Ttext",
+            "0x7c00",
+            "--oformat",
+            "binary",
+            "-e",
+            "_start",
+            "-o",
+        ])
+        .arg(&bin)
+        .arg(&obj)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "ld failed");
+    let mbr = std::fs::read(&bin).unwrap();
+    assert_eq!(mbr.len(), 512);
+
+    let disk = dir.join("disk.raw");
+    let mut img = vec![0u8; 4 << 20];
+    img[..512].copy_from_slice(&mbr);
+    let sector6: Vec<u8> = (0..512u32).map(|i| (i * 13 + 7) as u8).collect();
+    img[6 * 512..7 * 512].copy_from_slice(&sector6);
+    std::fs::write(&disk, img).unwrap();
+    let sum = sector6.iter().map(|&b| u32::from(b)).sum::<u32>() & 0xffff;
+
+    let text = boot(
+        fw,
+        &dir,
+        &[(disk.clone(), false)],
+        &["rw ok", "rw failed", "No bootable device"],
+    );
+    assert_log(&text, &[&format!("sum={sum:04X}"), "rw ok"]);
+    // QEMU 7.2 with the same image prints sum=FF00 too.
+    assert_eq!(sum, 0xff00);
+    let after = std::fs::read(&disk).unwrap();
+    assert_eq!(
+        &after[5 * 512..6 * 512],
+        &[b'W'; 512][..],
+        "LBA 5 holds the write"
+    );
+    assert_eq!(&after[6 * 512..7 * 512], &sector6[..]);
+    cleanup(dir);
 }

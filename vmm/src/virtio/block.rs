@@ -47,7 +47,11 @@ pub const SIZE_MAX: u32 = 1 << 20;
 /// The most data one request may move (SEG_MAX segments of SIZE_MAX bytes).
 pub const MAX_REQUEST_BYTES: u64 = SEG_MAX as u64 * SIZE_MAX as u64;
 /// Bounce buffer size: a request is served in pieces of at most this many bytes.
-pub const CHUNK: usize = 128 << 10;
+pub const CHUNK: usize = 1 << 20;
+/// Reads go in smaller pieces: the bounce buffer then stays in the CPU cache between
+/// the backend's copy into it and ours into guest memory (measured faster here); writes
+/// go in whole [`CHUNK`]s, which the host page cache takes faster.
+pub const READ_CHUNK: usize = 128 << 10;
 /// The largest discard / write-zeroes range, in sectors (QEMU's default is the same order).
 pub const MAX_DISCARD_SECTORS: u32 = (1 << 30) / SECTOR_SIZE as u32;
 pub const CONFIG_LEN: usize = 60;

@@ -26,8 +26,9 @@
 //!
 //! Notifications arrive as MMIO writes on the bus and are handed to the device on the
 //! writing vCPU's thread. The notify region is laid out one 4-byte slot per queue so an
-//! ioeventfd per queue can be registered later (KVM_IOEVENTFD at `notify_address(n)`)
-//! and call [`VirtioPciBar::notify`] from another thread; nothing else would change.
+//! ioeventfd per queue can be registered later (KVM_IOEVENTFD at
+//! [`VirtioPci::bar_base`] + [`notify_offset`]`(n)`, re-registered when the BAR moves) and
+//! call [`VirtioPciBar::notify`] from another thread; nothing else would change.
 //!
 //! Feature negotiation: the device offers its own features plus VIRTIO_F_VERSION_1,
 //! INDIRECT_DESC and EVENT_IDX. FEATURES_OK stays clear when the driver accepted features
@@ -64,6 +65,11 @@ pub const DEVICE_OFFSET: u64 = 0x2000;
 pub const NOTIFY_OFFSET: u64 = 0x3000;
 pub const REGION_LEN: u64 = 0x1000;
 pub const NOTIFY_OFF_MULTIPLIER: u32 = 4;
+
+/// Where in the BAR the driver writes to notify `queue`.
+pub const fn notify_offset(queue: u16) -> u64 {
+    NOTIFY_OFFSET + queue as u64 * NOTIFY_OFF_MULTIPLIER as u64
+}
 
 /// virtio_pci_cap cfg_type values (virtio 1.0, 4.1.4).
 pub const CAP_COMMON_CFG: u8 = 1;
@@ -560,6 +566,11 @@ impl VirtioPci {
         VirtioPci { config, bar }
     }
 
+    /// Where the BAR decodes now, if it does.
+    pub fn bar_base(&self) -> Option<u64> {
+        self.regions().first().map(|r| r.base)
+    }
+
     /// The register block (for an ioeventfd path, and tests).
     pub fn bar(&self) -> Arc<Mutex<VirtioPciBar>> {
         self.bar.clone()
@@ -856,6 +867,7 @@ pub(crate) mod tests {
 
         let mut ring = DriverRing::new(&g.mem, 0x10000, 16);
         let kick = g.setup_queue(common, notify, mult, 0, &ring);
+        assert_eq!(kick, BAR_BASE + notify_offset(0));
         assert_eq!(g.read(common + common::QUEUE_DESC, 8), 0x10000);
         // A size that is not a power of two is refused; the queue keeps its size.
         g.write(common + common::QUEUE_SELECT, 2, 1);
