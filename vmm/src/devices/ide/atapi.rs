@@ -137,6 +137,14 @@ impl AtapiCdrom {
         }
     }
 
+    /// A machine reset: the tray unlocked, sense cleared, and a disc in the drive is
+    /// reported as changed again (the guest's driver starts afresh).
+    pub fn reset(&mut self) {
+        self.locked = false;
+        self.sense = sense::NO_SENSE;
+        self.unit_attention = self.medium.is_some();
+    }
+
     pub fn has_medium(&self) -> bool {
         self.medium.is_some()
     }

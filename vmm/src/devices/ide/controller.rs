@@ -388,6 +388,11 @@ impl IdeChannel {
     pub fn reset(&mut self) {
         self.devctl = 0;
         self.bm = BusMaster::default();
+        for d in &mut self.drives {
+            if let Some(cd) = d.cdrom() {
+                cd.reset();
+            }
+        }
         self.reset_drives();
         self.intrq = false;
         self.update_irq();

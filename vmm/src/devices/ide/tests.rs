@@ -17,6 +17,7 @@ use crate::bus::Bus;
 use crate::disk::test_tools::{TempDir, have, run, s};
 use crate::disk::{BlockBackend, RawImage};
 use crate::memory::GuestMem;
+use crate::pci::PciFunction;
 use crate::pci::chipset::PcChipset;
 use crate::pci::piix3::tests::Gsis;
 
@@ -486,6 +487,10 @@ fn no_medium_then_insert_then_locked_eject() {
     assert_eq!(pc.packet(&ev, 8).unwrap()[4..6], [3, 0]);
     let r = pc.ide.with_cdrom(1, 0, |cd| cd.eject().err()).unwrap();
     assert_eq!(r, Some(MediaError::NoMedium));
+    // A machine reset unlocks the tray.
+    pc.packet(&cdb(op::PREVENT_ALLOW, &[(4, 1)]), 0).unwrap();
+    pc.ide.function.lock().unwrap().reset();
+    assert_eq!(pc.ide.with_cdrom(1, 0, |cd| cd.locked()), Some(false));
     // Insert and eject from outside.
     pc.ide.with_cdrom(1, 0, |cd| cd.insert(disc(10))).unwrap();
     assert!(pc.ide.with_cdrom(1, 0, |cd| cd.eject().is_ok()).unwrap());
