@@ -19,7 +19,7 @@ use crate::devices::debugcon::{DEBUGCON_PORT, DebugCon};
 use crate::devices::fw_cfg::{FW_CFG_BASE, FW_CFG_LEN, FwCfg, e820_bytes};
 use crate::devices::i8042::{self, I8042, KBD_IRQ, MOUSE_IRQ};
 use crate::devices::ide::pci::{IDETIM, IDETIM_DECODE_ENABLE};
-use crate::devices::ide::{AtapiCdrom, IDE_DEVFN, Ide};
+use crate::devices::ide::{AtapiCdrom, IDE_DEVFN, Ide, IdeDevice};
 use crate::devices::reset::{PORT_A, SystemControlA};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, Serial16550, UART_PORTS};
 use crate::disk::RawImage;
@@ -294,7 +294,7 @@ fn add_ide(
         Some(path) => {
             let iso =
                 RawImage::open(path, true).map_err(|e| MachineError::Cdrom(path.clone(), e))?;
-            Some(AtapiCdrom::new(Some(Box::new(iso))))
+            Some(IdeDevice::Cdrom(AtapiCdrom::new(Some(Box::new(iso)))))
         }
         None if cfg.cdrom_drive => Some(AtapiCdrom::new(None)),
         None => None,

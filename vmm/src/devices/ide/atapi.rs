@@ -19,6 +19,7 @@ use std::io;
 
 use thiserror::Error;
 
+use super::ata::put_string;
 use crate::disk::BlockBackend;
 
 pub const CD_SECTOR: usize = 2048;
@@ -134,6 +135,14 @@ impl AtapiCdrom {
             model: "vmdesk DVD-ROM",
             serial: "VMDESK-CD0".to_owned(),
         }
+    }
+
+    /// A machine reset: the tray unlocked, sense cleared, and a disc in the drive is
+    /// reported as changed again (the guest's driver starts afresh).
+    pub fn reset(&mut self) {
+        self.locked = false;
+        self.sense = sense::NO_SENSE;
+        self.unit_attention = self.medium.is_some();
     }
 
     pub fn has_medium(&self) -> bool {
@@ -536,17 +545,6 @@ fn address(lba: u64, msf: bool) -> [u8; 4] {
         ]
     } else {
         (lba.min(u64::from(u32::MAX)) as u32).to_be_bytes()
-    }
-}
-
-/// ATA strings: space padded, two characters per word, first in the high byte.
-fn put_string(words: &mut [u16], s: &str) {
-    let mut b = vec![b' '; words.len() * 2];
-    for (d, c) in b.iter_mut().zip(s.bytes()) {
-        *d = c;
-    }
-    for (i, w) in words.iter_mut().enumerate() {
-        *w = u16::from(b[2 * i]) << 8 | u16::from(b[2 * i + 1]);
     }
 }
 

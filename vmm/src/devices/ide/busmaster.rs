@@ -9,8 +9,8 @@
 //! most the 64 KiB a table may span: 8192 entries), or a table shorter than the transfer
 //! fails the command with the error bit set. It never panics and never loops forever.
 //!
-//! Only device-to-memory transfers exist here (the CD-ROM reads); the memory-to-device
-//! direction is refused with the error bit, as a guest asking it of a CD-ROM is wrong.
+//! A transfer whose direction bit disagrees with the command (memory-to-device for a
+//! read, or the reverse) is refused with the error bit.
 
 use std::io;
 
@@ -117,16 +117,15 @@ pub struct DmaDone {
     pub prd_left_over: bool,
 }
 
-/// Moves `total` bytes the device produces through `fill` into guest memory along the PRD
-/// table at `table`.
-pub fn dma_to_guest(
+/// Walks the PRD table at `table` for a transfer of `total` bytes, handing each memory
+/// region (guest address, length) to `region` in order.
+fn walk(
     mem: &GuestMem,
     table: u32,
     total: u64,
-    mut fill: impl FnMut(&mut [u8]) -> io::Result<()>,
+    mut region: impl FnMut(u64, usize) -> Result<(), DmaError>,
 ) -> Result<DmaDone, DmaError> {
     let mut left = total;
-    let mut bounce = Vec::new();
     for i in 0..MAX_PRDS {
         let at = u64::from(table) + i * 8;
         let mut e = [0u8; 8];
@@ -141,10 +140,7 @@ pub fn dma_to_guest(
         let eot = word & PRD_EOT != 0;
         let n = len.min(left);
         if n > 0 {
-            bounce.resize(n as usize, 0);
-            fill(&mut bounce)?;
-            mem.write_slice(&bounce, GuestAddress(addr))
-                .map_err(|_| DmaError::BadBuffer(addr, n))?;
+            region(addr, n as usize)?;
             left -= n;
         }
         if left == 0 {
@@ -157,6 +153,40 @@ pub fn dma_to_guest(
         }
     }
     Err(DmaError::NoEot(u64::from(table)))
+}
+
+/// Moves `total` bytes the device produces through `fill` into guest memory along the PRD
+/// table at `table`.
+pub fn dma_to_guest(
+    mem: &GuestMem,
+    table: u32,
+    total: u64,
+    mut fill: impl FnMut(&mut [u8]) -> io::Result<()>,
+) -> Result<DmaDone, DmaError> {
+    let mut bounce = Vec::new();
+    walk(mem, table, total, |addr, n| {
+        bounce.resize(n, 0);
+        fill(&mut bounce)?;
+        mem.write_slice(&bounce, GuestAddress(addr))
+            .map_err(|_| DmaError::BadBuffer(addr, n as u64))
+    })
+}
+
+/// Moves `total` bytes from guest memory along the PRD table at `table` to the device,
+/// through `sink`, in order.
+pub fn dma_from_guest(
+    mem: &GuestMem,
+    table: u32,
+    total: u64,
+    mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+) -> Result<DmaDone, DmaError> {
+    let mut bounce = Vec::new();
+    walk(mem, table, total, |addr, n| {
+        bounce.resize(n, 0);
+        mem.read_slice(&mut bounce, GuestAddress(addr))
+            .map_err(|_| DmaError::BadBuffer(addr, n as u64))?;
+        Ok(sink(&bounce)?)
+    })
 }
 
 #[cfg(test)]
@@ -200,6 +230,27 @@ mod tests {
         let mut b = [0u8; 156];
         m.read_slice(&mut b, GuestAddress(0x3000)).unwrap();
         assert_eq!((b[0], b[155]), (100, 255));
+    }
+
+    #[test]
+    fn gathers_from_guest_memory() {
+        let m = mem();
+        m.write_slice(&[1, 2, 3, 4], GuestAddress(0x5000)).unwrap();
+        m.write_slice(&[5, 6], GuestAddress(0x6000)).unwrap();
+        prd(&m, 0x1000, &[(0x5000, 4), (0x6000, 2 | PRD_EOT)]);
+        let mut got = Vec::new();
+        let r = dma_from_guest(&m, 0x1000, 6, |b| {
+            got.extend_from_slice(b);
+            Ok(())
+        })
+        .unwrap();
+        assert!(!r.prd_left_over);
+        assert_eq!(got, [1, 2, 3, 4, 5, 6]);
+        prd(&m, 0x1000, &[(0xfff0_0000, 6 | PRD_EOT)]);
+        assert!(matches!(
+            dma_from_guest(&m, 0x1000, 6, |_| Ok(())),
+            Err(DmaError::BadBuffer(..))
+        ));
     }
 
     #[test]

@@ -17,11 +17,12 @@ use crate::memory::GuestMem;
 use crate::pci::regs::{COMMAND, COMMAND_IO, COMMAND_MASTER, VENDOR_INTEL};
 use crate::pci::{BarKind, PciConfig, PciFunction, PciRegion, PciSpace, devfn};
 
+use super::ata::AtaDisk;
 use super::atapi::AtapiCdrom;
 use super::busmaster::BM_CHANNEL_PORTS;
 use super::controller::{
-    CMD_PORTS, CTL_PORTS, CommandBlock, ControlBlock, IdeChannel, PRIMARY_CMD, PRIMARY_CTL,
-    PRIMARY_IRQ, SECONDARY_CMD, SECONDARY_CTL, SECONDARY_IRQ,
+    CMD_PORTS, CTL_PORTS, CommandBlock, ControlBlock, IdeChannel, IdeDevice, PRIMARY_CMD,
+    PRIMARY_CTL, PRIMARY_IRQ, SECONDARY_CMD, SECONDARY_CTL, SECONDARY_IRQ,
 };
 
 pub const PIIX3_IDE_DEVICE_ID: u16 = 0x7010;
@@ -109,7 +110,7 @@ impl PciFunction for PiixIde {
 }
 
 /// What sits on the four IDE positions: `[primary, secondary]` × `[master, slave]`.
-pub type IdeDrives = [[Option<AtapiCdrom>; 2]; 2];
+pub type IdeDrives = [[Option<IdeDevice>; 2]; 2];
 
 /// The controller as the machine holds it.
 pub struct Ide {
@@ -184,5 +185,16 @@ impl Ide {
     ) -> Option<R> {
         let mut ch = self.channels.get(channel)?.lock().unwrap();
         ch.cdrom(slot).map(f)
+    }
+
+    /// Runs `f` on the hard disk at `channel`, `slot`.
+    pub fn with_disk<R>(
+        &self,
+        channel: usize,
+        slot: usize,
+        f: impl FnOnce(&mut AtaDisk) -> R,
+    ) -> Option<R> {
+        let mut ch = self.channels.get(channel)?.lock().unwrap();
+        ch.disk(slot).map(f)
     }
 }

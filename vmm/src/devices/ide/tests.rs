@@ -7,14 +7,17 @@ use std::sync::Arc;
 
 use vm_memory::{Bytes, GuestAddress};
 
+use super::ata::AtaDisk;
 use super::atapi::{AtapiCdrom, CD_SECTOR, MediaError, op};
 use super::busmaster::{CMD_START, CMD_TO_MEMORY, STATUS_ACTIVE, STATUS_ERROR, STATUS_IRQ};
+use super::controller::IdeDevice;
 use super::controller::status::*;
 use super::pci::{IDE_DEVFN, Ide, IdeDrives};
 use crate::bus::Bus;
 use crate::disk::test_tools::{TempDir, have, run, s};
 use crate::disk::{BlockBackend, RawImage};
 use crate::memory::GuestMem;
+use crate::pci::PciFunction;
 use crate::pci::chipset::PcChipset;
 use crate::pci::piix3::tests::Gsis;
 
@@ -90,7 +93,10 @@ struct Pc {
 impl Pc {
     /// A CD-ROM on secondary master, as with QEMU's -cdrom.
     fn new(medium: Option<Box<dyn BlockBackend>>) -> Pc {
-        let drives: IdeDrives = [[None, None], [Some(AtapiCdrom::new(medium)), None]];
+        let drives: IdeDrives = [
+            [None, None],
+            [Some(IdeDevice::Cdrom(AtapiCdrom::new(medium))), None],
+        ];
         Pc::with(drives)
     }
 
@@ -481,6 +487,10 @@ fn no_medium_then_insert_then_locked_eject() {
     assert_eq!(pc.packet(&ev, 8).unwrap()[4..6], [3, 0]);
     let r = pc.ide.with_cdrom(1, 0, |cd| cd.eject().err()).unwrap();
     assert_eq!(r, Some(MediaError::NoMedium));
+    // A machine reset unlocks the tray.
+    pc.packet(&cdb(op::PREVENT_ALLOW, &[(4, 1)]), 0).unwrap();
+    pc.ide.function.lock().unwrap().reset();
+    assert_eq!(pc.ide.with_cdrom(1, 0, |cd| cd.locked()), Some(false));
     // Insert and eject from outside.
     pc.ide.with_cdrom(1, 0, |cd| cd.insert(disc(10))).unwrap();
     assert!(pc.ide.with_cdrom(1, 0, |cd| cd.eject().is_ok()).unwrap());
@@ -795,4 +805,343 @@ fn xorriso_iso_reads_like_the_host_file() {
         .read_slice(&mut got, GuestAddress(0x10_0000))
         .unwrap();
     assert_eq!(got, pio);
+}
+
+// ---- ATA hard disk on primary master ----
+
+const PCMD: u64 = 0x1f0;
+const PCTL: u64 = 0x3f6;
+const PBM: u64 = BM;
+
+struct DiskPc {
+    pc: Pc,
+    file: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+/// A sparse raw disk of `size` bytes whose first MiB holds a pattern, on primary master;
+/// the CD-ROM stays on secondary master.
+fn disk_pc(size: u64, read_only: bool) -> DiskPc {
+    let dir = TempDir::new("ata");
+    let file = dir.path("disk.raw");
+    let head: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(31) >> 3) as u8)
+        .collect();
+    std::fs::write(&file, &head).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let disk = AtaDisk::new(Box::new(RawImage::open(&file, read_only).unwrap()));
+    let pc = Pc::with([
+        [Some(IdeDevice::Disk(disk)), None],
+        [
+            Some(IdeDevice::Cdrom(AtapiCdrom::new(Some(disc(10))))),
+            None,
+        ],
+    ]);
+    DiskPc {
+        pc,
+        file,
+        _dir: dir,
+    }
+}
+
+fn file_sectors(file: &Path, lba: u64, n: u64) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut b = vec![0u8; (n * 512) as usize];
+    std::fs::File::open(file)
+        .unwrap()
+        .read_exact_at(&mut b, lba * 512)
+        .unwrap();
+    b
+}
+
+/// SeaBIOS's send_cmd: the LBA48 high bytes first when `ext`, then the low ones.
+fn ata_cmd(pc: &Pc, command: u8, lba: u64, count: u32, ext: bool) {
+    pc.outb(
+        PCMD + 6,
+        0xa0 | 0x40 | if ext { 0 } else { (lba >> 24) as u8 & 0xf },
+    );
+    if ext {
+        pc.outb(PCMD + 1, 0);
+        pc.outb(PCMD + 2, (count >> 8) as u8);
+        pc.outb(PCMD + 3, (lba >> 24) as u8);
+        pc.outb(PCMD + 4, (lba >> 32) as u8);
+        pc.outb(PCMD + 5, (lba >> 40) as u8);
+    }
+    pc.outb(PCMD + 1, 0);
+    pc.outb(PCMD + 2, count as u8);
+    pc.outb(PCMD + 3, lba as u8);
+    pc.outb(PCMD + 4, (lba >> 8) as u8);
+    pc.outb(PCMD + 5, (lba >> 16) as u8);
+    pc.outb(PCMD + 7, command);
+}
+
+/// ata_pio_transfer reading: `blocks` DRQ blocks of `block` sectors.
+fn pio_read(pc: &Pc, blocks: &[u64]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &n in blocks {
+        let _ = pc.inb(PCTL);
+        let st = pc.inb(PCMD + 7);
+        assert_eq!(st & (BSY | DRQ | ERR), DRQ, "status {st:#x}");
+        for _ in 0..n * 128 {
+            out.extend_from_slice(&pc.inl(PCMD).to_le_bytes());
+        }
+    }
+    let st = pc.inb(PCMD + 7);
+    assert_eq!(st & (BSY | DRQ | ERR), 0, "after the last block: {st:#x}");
+    assert_eq!(st & DRDY, DRDY);
+    out
+}
+
+fn pio_write(pc: &Pc, data: &[u8], block: usize) {
+    for chunk in data.chunks(block * 512) {
+        let st = pc.inb(PCMD + 7);
+        assert_eq!(st & (BSY | DRQ | ERR), DRQ, "status {st:#x}");
+        for w in chunk.chunks(2) {
+            pc.outw(PCMD, u16::from_le_bytes([w[0], w[1]]));
+        }
+    }
+    let st = pc.inb(PCMD + 7);
+    assert_eq!(st & (BSY | DRQ | ERR), 0, "after the last block: {st:#x}");
+}
+
+#[test]
+fn seabios_detects_the_ata_disk_and_reads_its_identity() {
+    let d = disk_pc(200 << 30, false);
+    let pc = &d.pc;
+    // ata_detect: registers echo, reset, the ATA signature.
+    pc.outb(PCMD + 6, 0xa0);
+    pc.outb(PCMD + 2, 0x55);
+    pc.outb(PCMD + 3, 0xaa);
+    assert_eq!((pc.inb(PCMD + 2), pc.inb(PCMD + 3)), (0x55, 0xaa));
+    pc.outb(PCTL, 0x0e);
+    pc.outb(PCTL, 0x0a);
+    assert_eq!(pc.inb(PCMD + 7) & (BSY | DRDY), DRDY);
+    assert_eq!((pc.inb(PCMD + 4), pc.inb(PCMD + 5)), (0, 0));
+    // init_drive_atapi first: IDENTIFY PACKET aborts on a disk.
+    pc.outb(PCMD + 6, 0xa0);
+    pc.outb(PCMD + 7, 0xa1);
+    let st = pc.inb(PCMD + 7);
+    assert_eq!(st & (ERR | DRQ), ERR);
+    assert_ne!(st, 0, "SeaBIOS then looks for an ATA drive");
+    // init_drive_ata: IDENTIFY DEVICE.
+    pc.outb(PCMD + 7, 0xec);
+    assert_eq!(pc.inb(PCMD + 7) & (BSY | DRQ | ERR), DRQ);
+    let w: Vec<u16> = (0..256).map(|_| pc.inw(PCMD)).collect();
+    assert_eq!(pc.inb(PCMD + 7) & DRQ, 0);
+    pc.outb(PCTL, 0x08);
+    assert_eq!(w[0] & 0x8000, 0, "ATA");
+    let sectors = (200u64 << 30) / 512;
+    assert_ne!(w[83] & (1 << 10), 0, "LBA48");
+    let lba48 = w[100..104]
+        .iter()
+        .enumerate()
+        .fold(0u64, |a, (i, &x)| a | u64::from(x) << (16 * i));
+    assert_eq!(lba48, sectors);
+    assert_eq!(u32::from(w[60]) | u32::from(w[61]) << 16, 0x0fff_ffff);
+    assert_eq!((w[1], w[3], w[6]), (16383, 16, 63));
+    let model: String = w[27..47]
+        .iter()
+        .flat_map(|x| x.to_be_bytes())
+        .map(char::from)
+        .collect();
+    assert_eq!(model.trim_end(), "vmdesk HARDDISK");
+    assert_eq!(15 - w[80].leading_zeros(), 7, "ATA-7");
+    // The CD on the other channel is unaffected.
+    assert_eq!((pc.inb(CMD + 4), pc.inb(CMD + 5)), (0x14, 0xeb));
+}
+
+#[test]
+fn ata_pio_reads_and_writes_lba28_lba48_chs_multiple() {
+    let d = disk_pc(200 << 30, false);
+    let pc = &d.pc;
+    pc.outb(PCTL, 0x0a); // nIEN, as SeaBIOS
+    // READ SECTORS, 3 sectors from LBA 5: one DRQ block per sector.
+    ata_cmd(pc, 0x20, 5, 3, false);
+    assert_eq!(pio_read(pc, &[1, 1, 1]), file_sectors(&d.file, 5, 3));
+    // WRITE SECTORS, 2 sectors at LBA 100.
+    let data: Vec<u8> = (0..1024u32).map(|i| (i * 7) as u8).collect();
+    ata_cmd(pc, 0x30, 100, 2, false);
+    pio_write(pc, &data, 1);
+    assert_eq!(file_sectors(&d.file, 100, 2), data);
+    // LBA48 beyond 2^28 sectors (128 GiB): write then read back.
+    let far = 0x1000_0010u64;
+    ata_cmd(pc, 0x34, far, 2, true);
+    pio_write(pc, &data, 1);
+    assert_eq!(file_sectors(&d.file, far, 2), data);
+    ata_cmd(pc, 0x24, far, 2, true);
+    assert_eq!(pio_read(pc, &[1, 1]), data);
+    // HOB read-back of the LBA48 registers.
+    pc.outb(PCTL, 0x0a | 0x80);
+    assert_eq!(pc.inb(PCMD + 3), (far >> 24) as u8);
+    pc.outb(PCTL, 0x0a);
+    assert_eq!(pc.inb(PCMD + 3), far as u8);
+    // CHS: cylinder 0, head 1, sector 1 = LBA 63.
+    pc.outb(PCMD + 6, 0xa1);
+    pc.outb(PCMD + 2, 1);
+    pc.outb(PCMD + 3, 1);
+    pc.outb(PCMD + 4, 0);
+    pc.outb(PCMD + 5, 0);
+    pc.outb(PCMD + 7, 0x20);
+    assert_eq!(pio_read(pc, &[1]), file_sectors(&d.file, 63, 1));
+    // READ MULTIPLE after SET MULTIPLE MODE 4: blocks of 4, 4, 2.
+    pc.outb(PCMD + 6, 0xa0);
+    pc.outb(PCMD + 2, 4);
+    pc.outb(PCMD + 7, 0xc6);
+    assert_eq!(pc.inb(PCMD + 7) & ERR, 0);
+    ata_cmd(pc, 0xc4, 200, 10, false);
+    assert_eq!(pio_read(pc, &[4, 4, 2]), file_sectors(&d.file, 200, 10));
+    // An invalid multiple count aborts.
+    pc.outb(PCMD + 2, 3);
+    pc.outb(PCMD + 7, 0xc6);
+    assert_eq!(pc.inb(PCMD + 7) & ERR, ERR);
+    // Count 0 means 256 sectors in LBA28.
+    ata_cmd(pc, 0x20, 0, 0, false);
+    assert_eq!(pio_read(pc, &[1; 256]), file_sectors(&d.file, 0, 256));
+    // Beyond the end: IDNF, and the drive goes on.
+    ata_cmd(pc, 0x24, (200 << 30) / 512 - 1, 2, true);
+    assert_eq!(pc.inb(PCMD + 7) & (ERR | DRQ), ERR);
+    assert_eq!(pc.inb(PCMD + 1) & 0x10, 0x10);
+    pc.outb(PCMD + 7, 0xe7); // FLUSH CACHE
+    assert_eq!(pc.inb(PCMD + 7) & (ERR | BSY), 0);
+    // Unknown commands abort.
+    pc.outb(PCMD + 7, 0xf8);
+    assert_eq!(pc.inb(PCMD + 1), 0x04);
+}
+
+#[test]
+fn ata_interrupts_per_block() {
+    let d = disk_pc(1 << 20, false);
+    let pc = &d.pc;
+    pc.outb(PCTL, 0x08);
+    let line = pc.gsis.line(14);
+    // PIO read: an interrupt as each block is ready, none after the last.
+    let e0 = line.edges();
+    ata_cmd(pc, 0x20, 0, 2, false);
+    assert_eq!(line.edges(), e0 + 1);
+    let _ = pc.inb(PCMD + 7);
+    for _ in 0..256 {
+        pc.inw(PCMD);
+    }
+    assert_eq!(line.edges(), e0 + 2);
+    let _ = pc.inb(PCMD + 7);
+    for _ in 0..256 {
+        pc.inw(PCMD);
+    }
+    assert_eq!(line.edges(), e0 + 2);
+    // PIO write: the first block without one, then one per block incl. the end.
+    let e0 = line.edges();
+    ata_cmd(pc, 0x30, 8, 2, false);
+    assert_eq!(line.edges(), e0);
+    for _ in 0..256 {
+        pc.outw(PCMD, 0x1234);
+    }
+    assert_eq!(line.edges(), e0 + 1);
+    let _ = pc.inb(PCMD + 7);
+    for _ in 0..256 {
+        pc.outw(PCMD, 0x1234);
+    }
+    assert_eq!(line.edges(), e0 + 2);
+    assert_eq!(file_sectors(&d.file, 8, 2), [0x34, 0x12].repeat(512));
+}
+
+fn pdma_setup(pc: &Pc, prds: &[(u32, u32)], to_memory: bool) {
+    for (i, &(a, c)) in prds.iter().enumerate() {
+        let mut b = a.to_le_bytes().to_vec();
+        b.extend_from_slice(&c.to_le_bytes());
+        pc.mem
+            .write_slice(&b, GuestAddress(0x1000 + 8 * i as u64))
+            .unwrap();
+    }
+    pc.outl(PBM + 4, 0x1000);
+    pc.outb(PBM, if to_memory { CMD_TO_MEMORY } else { 0 });
+    pc.outb(PBM + 2, STATUS_ERROR | STATUS_IRQ);
+}
+
+/// SeaBIOS's ata_dma_transfer: start, wait for the interrupt bit, stop.
+fn pdma_run(pc: &Pc) -> (u8, u8) {
+    pc.outb(PBM, pc.inb(PBM) | CMD_START);
+    let bm = pc.inb(PBM + 2);
+    pc.outb(PBM, pc.inb(PBM) & !CMD_START);
+    (bm, pc.inb(PCMD + 7))
+}
+
+#[test]
+fn ata_dma_reads_and_writes() {
+    let d = disk_pc(200 << 30, false);
+    let pc = &d.pc;
+    pc.enable_bus_master();
+    // READ DMA: 40 sectors across two PRDs.
+    pdma_setup(
+        pc,
+        &[
+            (0x2_0000, 0x3000),
+            (0x3_0000, (40 * 512 - 0x3000) | 1 << 31),
+        ],
+        true,
+    );
+    ata_cmd(pc, 0xc8, 17, 40, false);
+    let (bm, st) = pdma_run(pc);
+    assert_eq!(bm & (STATUS_IRQ | STATUS_ERROR | STATUS_ACTIVE), STATUS_IRQ);
+    assert_eq!(st & (BSY | DRQ | ERR), 0);
+    let want = file_sectors(&d.file, 17, 40);
+    let mut a = vec![0u8; 0x3000];
+    pc.mem.read_slice(&mut a, GuestAddress(0x2_0000)).unwrap();
+    let mut b = vec![0u8; 40 * 512 - 0x3000];
+    pc.mem.read_slice(&mut b, GuestAddress(0x3_0000)).unwrap();
+    assert_eq!([a, b].concat(), want);
+
+    // WRITE DMA EXT far out: 300 sectors (more than one internal batch), two 64 KiB PRDs
+    // and the rest in a third.
+    let data: Vec<u8> = (0..300 * 512u32).map(|i| (i % 251) as u8).collect();
+    pc.mem.write_slice(&data, GuestAddress(0x10_0000)).unwrap();
+    pdma_setup(
+        pc,
+        &[
+            (0x10_0000, 0),
+            (0x11_0000, 0),
+            (0x12_0000, (300 * 512 - 0x2_0000) | 1 << 31),
+        ],
+        false,
+    );
+    let far = 0x1234_5678u64;
+    ata_cmd(pc, 0x35, far, 300, true);
+    let (bm, st) = pdma_run(pc);
+    assert_eq!(bm & (STATUS_IRQ | STATUS_ERROR | STATUS_ACTIVE), STATUS_IRQ);
+    assert_eq!(st & (BSY | DRQ | ERR), 0);
+    assert_eq!(file_sectors(&d.file, far, 300), data);
+
+    // Bad PRD for a write: BM error, ABRT, nothing beyond the fault written.
+    pdma_setup(pc, &[(0xf000_0000, 512 | 1 << 31)], false);
+    ata_cmd(pc, 0xca, 900, 1, false);
+    let (bm, st) = pdma_run(pc);
+    assert_eq!(bm & STATUS_ERROR, STATUS_ERROR);
+    assert_eq!(st & ERR, ERR);
+    assert_eq!(pc.inb(PCMD + 1), 0x04);
+    // Direction bit wrong for a read.
+    pdma_setup(pc, &[(0x2_0000, 512 | 1 << 31)], false);
+    ata_cmd(pc, 0xc8, 0, 1, false);
+    let (bm, st) = pdma_run(pc);
+    assert_eq!(bm & STATUS_ERROR, STATUS_ERROR);
+    assert_eq!(st & ERR, ERR);
+}
+
+#[test]
+fn read_only_disk_refuses_writes() {
+    let d = disk_pc(1 << 20, true);
+    let pc = &d.pc;
+    ata_cmd(pc, 0x30, 0, 1, false);
+    assert_eq!(pc.inb(PCMD + 7) & (ERR | DRQ), ERR);
+    assert_eq!(pc.inb(PCMD + 1), 0x04);
+    ata_cmd(pc, 0x20, 0, 1, false);
+    assert_eq!(pio_read(pc, &[1]), file_sectors(&d.file, 0, 1));
+    assert!(
+        d.pc.ide
+            .with_disk(0, 0, |disk| disk.sectors() == 2048)
+            .unwrap()
+    );
 }
