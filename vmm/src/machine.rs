@@ -296,7 +296,7 @@ fn add_ide(
                 RawImage::open(path, true).map_err(|e| MachineError::Cdrom(path.clone(), e))?;
             Some(IdeDevice::Cdrom(AtapiCdrom::new(Some(Box::new(iso)))))
         }
-        None if cfg.cdrom_drive => Some(AtapiCdrom::new(None)),
+        None if cfg.cdrom_drive => Some(IdeDevice::Cdrom(AtapiCdrom::new(None))),
         None => None,
     };
     let ide = Ide::new(pio, mem, irq, [[None, None], [cdrom, None]])?;
