@@ -73,6 +73,16 @@ pub struct Cli {
     #[arg(long)]
     pub vnc_allow_insecure: bool,
 
+    /// A virtio-blk disk: PATH[,format=raw|qcow2][,readonly=on]; repeatable. The format is
+    /// probed when not given.
+    #[arg(long = "disk", value_parser = parse_disk, value_name = "PATH[,format=F][,readonly=on]")]
+    pub disks: Vec<DiskSpec>,
+
+    /// Boot order: a comma-separated list of cdrom and disk [default: the CD first when
+    /// there is one, then the disks].
+    #[arg(long, value_parser = parse_boot_order, value_name = "cdrom,disk")]
+    pub boot: Option<Vec<BootDevice>>,
+
     /// Serve the control socket (JSON lines) at this path.
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
@@ -80,6 +90,55 @@ pub struct Cli {
     /// Print what this host can run, then exit (0 when KVM is usable).
     #[arg(long)]
     pub check_host: bool,
+}
+
+/// One `--disk`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskSpec {
+    pub path: PathBuf,
+    pub format: Option<crate::disk::probe::ImageFormat>,
+    pub read_only: bool,
+}
+
+pub fn parse_disk(s: &str) -> Result<DiskSpec, String> {
+    let mut parts = s.split(',');
+    let path = parts
+        .next()
+        .filter(|p| !p.is_empty())
+        .ok_or("--disk needs a path")?;
+    let mut spec = DiskSpec {
+        path: PathBuf::from(path),
+        format: None,
+        read_only: false,
+    };
+    for opt in parts {
+        match opt.split_once('=') {
+            Some(("format", "raw")) => spec.format = Some(crate::disk::probe::ImageFormat::Raw),
+            Some(("format", "qcow2")) => spec.format = Some(crate::disk::probe::ImageFormat::Qcow2),
+            Some(("format", f)) => return Err(format!("format '{f}': use raw or qcow2")),
+            Some(("readonly", "on")) => spec.read_only = true,
+            Some(("readonly", "off")) => spec.read_only = false,
+            _ => return Err(format!("'{opt}': use format=raw|qcow2 or readonly=on|off")),
+        }
+    }
+    Ok(spec)
+}
+
+/// What `--boot` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootDevice {
+    Cdrom,
+    Disk,
+}
+
+pub fn parse_boot_order(s: &str) -> Result<Vec<BootDevice>, String> {
+    s.split(',')
+        .map(|d| match d {
+            "cdrom" | "cd" => Ok(BootDevice::Cdrom),
+            "disk" | "hd" => Ok(BootDevice::Disk),
+            other => Err(format!("'{other}': use cdrom and disk, comma-separated")),
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -213,6 +272,25 @@ mod tests {
         assert!(parse_memory("lots").is_err());
         assert!(parse_memory("12X").is_err());
         assert!(parse_memory("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn disk_specs() {
+        use crate::disk::probe::ImageFormat;
+        let d = parse_disk("a.qcow2,format=qcow2,readonly=on").unwrap();
+        assert_eq!(
+            (d.path.to_str(), d.format, d.read_only),
+            (Some("a.qcow2"), Some(ImageFormat::Qcow2), true)
+        );
+        assert_eq!(parse_disk("b.img").unwrap().format, None);
+        assert!(parse_disk("b.img,format=vmdk").is_err());
+        assert!(parse_disk("b.img,cache=none").is_err());
+        assert!(parse_disk(",format=raw").is_err());
+        assert_eq!(
+            parse_boot_order("cdrom,disk"),
+            Ok(vec![BootDevice::Cdrom, BootDevice::Disk])
+        );
+        assert!(parse_boot_order("net").is_err());
     }
 
     #[test]

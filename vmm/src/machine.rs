@@ -14,19 +14,22 @@ use vm_memory::{Bytes, GuestAddress};
 
 use crate::acpi::{self, AcpiConfig};
 use crate::bus::{Bus, BusError, shared};
+use crate::config::{BootDevice, DiskSpec};
 use crate::devices::cmos::{CMOS_BASE, CMOS_PORTS, Cmos, CmosConfig, RTC_IRQ};
 use crate::devices::debugcon::{DEBUGCON_PORT, DebugCon};
-use crate::devices::fw_cfg::{FW_CFG_BASE, FW_CFG_LEN, FwCfg, e820_bytes};
+use crate::devices::fw_cfg::{FW_CFG_BASE, FW_CFG_LEN, FwCfg, bootorder_bytes, e820_bytes};
 use crate::devices::i8042::{self, I8042, KBD_IRQ, MOUSE_IRQ};
 use crate::devices::ide::pci::{IDETIM, IDETIM_DECODE_ENABLE};
 use crate::devices::ide::{AtapiCdrom, IDE_DEVFN, Ide, IdeDevice};
 use crate::devices::reset::{PORT_A, SystemControlA};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, Serial16550, UART_PORTS};
 use crate::disk::RawImage;
+use crate::disk::probe::open_image;
 use crate::firmware::{Firmware, LOW_BIOS_START};
 use crate::irq::{IrqLine, MachineRequest};
 use crate::memory::{GuestMem, MemoryLayout};
 use crate::pci::chipset::PcChipset;
+use crate::virtio::{self, block::VirtioBlock, input::VirtioTablet};
 
 /// Makes the line for one GSI of the platform's interrupt controllers.
 pub type IrqFactory = Arc<dyn Fn(u32) -> Arc<dyn IrqLine> + Send + Sync>;
@@ -56,7 +59,15 @@ pub struct MachineConfig {
     /// The drive stays (empty) after the control socket ejected the ISO, so media changed
     /// at run time survive a guest reset.
     pub cdrom_drive: bool,
+    /// virtio-blk disks, on PCI slots from [`FIRST_DISK_SLOT`].
+    pub disks: Vec<DiskSpec>,
+    /// What fw_cfg's `bootorder` lists first; empty: the CD, then the disks.
+    pub boot_order: Vec<BootDevice>,
 }
+
+/// PCI slots: 02 is the VGA's (as on QEMU), 03 the network card's, disks from 04, then
+/// the tablet.
+pub const FIRST_DISK_SLOT: u8 = 4;
 
 impl MachineConfig {
     /// A machine with no CD-ROM and the firmware's defaults for everything optional.
@@ -68,6 +79,8 @@ impl MachineConfig {
             reboot_timeout: None,
             cdrom: None,
             cdrom_drive: false,
+            disks: Vec::new(),
+            boot_order: Vec::new(),
         }
     }
 }
@@ -117,6 +130,8 @@ pub enum MachineError {
     Bus(#[from] BusError),
     #[error("cannot place the firmware in guest memory: {0}")]
     Firmware(String),
+    #[error("disk {0}: {1}")]
+    Disk(PathBuf, std::io::Error),
     #[error("cdrom {0}: {1}")]
     Cdrom(PathBuf, std::io::Error),
 }
@@ -133,6 +148,8 @@ pub struct Machine {
     pub i8042: Arc<Mutex<I8042>>,
     /// The PIIX3 IDE controller (01.1) and its CD-ROM, for eject/change-media.
     pub ide: Ide,
+    /// The absolute pointer VNC's pointer events go to.
+    pub tablet: Arc<Mutex<VirtioTablet>>,
     /// Resets and poweroffs that devices ask for.
     pub requests: Receiver<MachineRequest>,
     rom: Option<(u64, u64)>,
@@ -169,6 +186,20 @@ impl Machine {
         pio.insert(PORT_A, 1, shared(SystemControlA::new(tx.clone())))?;
         let (chipset, cmos, i8042) = add_chipset(cfg, &layout, &mem, &pio, &mmio, &irq, &tx)?;
         let ide = add_ide(cfg, &mem, &pio, &irq, &chipset)?;
+        for (i, disk) in cfg.disks.iter().enumerate() {
+            let backend = open_image(&disk.path, disk.format, disk.read_only)
+                .map_err(|e| MachineError::Disk(disk.path.clone(), e))?;
+            let blk = VirtioBlock::new(backend, &format!("vmdesk-disk{i}"));
+            virtio::pci::attach(
+                &chipset,
+                FIRST_DISK_SLOT + i as u8,
+                Arc::new(Mutex::new(blk)),
+                &mem,
+            );
+        }
+        let tablet = Arc::new(Mutex::new(VirtioTablet::new()));
+        let tablet_slot = FIRST_DISK_SLOT + cfg.disks.len() as u8;
+        virtio::pci::attach(&chipset, tablet_slot, tablet.clone(), &mem);
 
         Ok(Machine {
             layout,
@@ -180,6 +211,7 @@ impl Machine {
             cmos,
             i8042,
             ide,
+            tablet,
             requests,
             rom,
         })
@@ -358,6 +390,12 @@ fn firmware_config(
                 .to_vec(),
         ),
     ];
+    let order = bootorder(cfg);
+    if !order.is_empty() {
+        let paths: Vec<&str> = order.iter().map(String::as_str).collect();
+        fw.add_file("bootorder", bootorder_bytes(&paths))
+            .map_err(|e| MachineError::Firmware(e.to_string()))?;
+    }
     let acpi = acpi_config(cfg, layout).fw_cfg_blobs();
     let acpi_files = [
         (acpi::ACPI_RSDP_FILE, acpi.rsdp),
@@ -369,6 +407,31 @@ fn firmware_config(
             .map_err(|e| MachineError::Firmware(e.to_string()))?;
     }
     Ok(fw)
+}
+
+/// OpenFirmware device paths for fw_cfg `bootorder`, as QEMU writes them and SeaBIOS
+/// matches them: the CD on the IDE secondary master, virtio disks by PCI slot.
+pub fn bootorder(cfg: &MachineConfig) -> Vec<String> {
+    let cd = cfg
+        .cdrom_drive
+        .then(|| "/pci@i0cf8/ide@1,1/drive@1/disk@0".to_string());
+    let disks: Vec<String> = (0..cfg.disks.len())
+        .map(|i| format!("/pci@i0cf8/*@{:x}", FIRST_DISK_SLOT as usize + i))
+        .collect();
+    let order = if cfg.boot_order.is_empty() {
+        vec![BootDevice::Cdrom, BootDevice::Disk]
+    } else {
+        cfg.boot_order.clone()
+    };
+    let mut out = Vec::new();
+    for dev in order {
+        match dev {
+            BootDevice::Cdrom => out.extend(cd.clone()),
+            BootDevice::Disk => out.extend(disks.iter().cloned()),
+        }
+    }
+    out.dedup();
+    out
 }
 
 /// How long SeaBIOS's boot menu waits for a key when it is shown.

@@ -132,6 +132,11 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             Firmware::load(cli.firmware.as_deref()).map_err(|e| Usage(e.to_string()))?,
         ),
     };
+    for d in &cli.disks {
+        // Open once now so a bad image is bad input, not a failed start.
+        vmm::disk::probe::open_image(&d.path, d.format, d.read_only)
+            .map_err(|e| Usage(format!("--disk {e}")))?;
+    }
     if let Some(iso) = &cli.cdrom {
         readable(iso, "cdrom")?;
     }
@@ -146,6 +151,8 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         reboot_timeout: cli.reboot_timeout,
         cdrom: cli.cdrom.clone(),
         cdrom_drive: cli.cdrom.is_some(),
+        disks: cli.disks.clone(),
+        boot_order: cli.boot.clone().unwrap_or_default(),
     };
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);

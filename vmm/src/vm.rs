@@ -101,7 +101,10 @@ pub fn run_once(
     }
 
     *inputs.serial_slot.lock().unwrap() = Some(machine.serial.clone());
-    inputs.input.attach(Some(machine.i8042.clone()), None);
+    inputs.input.attach(
+        Some(machine.i8042.clone()),
+        Some(machine.tablet.clone() as Arc<dyn crate::input::AbsolutePointer>),
+    );
     let control = RunControl::new();
     let (ev_tx, events) = crossbeam_channel::unbounded();
     let mut threads = Vec::new();
