@@ -443,17 +443,15 @@ mod tests {
     use crate::irq::RecordingIrq;
 
     fn cfg(cdrom: Option<PathBuf>) -> MachineConfig {
+        let boot = Boot::Linux {
+            kernel: PathBuf::from("/nonexistent"),
+            initrd: None,
+            cmdline: String::new(),
+        };
         MachineConfig {
-            memory: 64 << 20,
-            cpus: 1,
-            boot: Boot::Linux {
-                kernel: PathBuf::from("/nonexistent"),
-                initrd: None,
-                cmdline: String::new(),
-            },
-            reboot_timeout: None,
             cdrom_drive: cdrom.is_some(),
             cdrom,
+            ..MachineConfig::new(64 << 20, 1, boot)
         }
     }
 
