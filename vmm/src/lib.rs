@@ -13,5 +13,6 @@ pub mod irq;
 pub mod kvm;
 pub mod machine;
 pub mod memory;
+pub mod memory_slots;
 pub mod pci;
 pub mod vm;

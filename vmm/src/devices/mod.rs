@@ -9,3 +9,4 @@ pub mod ps2_keyboard;
 pub mod ps2_mouse;
 pub mod reset;
 pub mod serial;
+pub mod vga;
