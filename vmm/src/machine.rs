@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
+use display::surface::Surface;
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress};
 
@@ -20,10 +21,12 @@ use crate::devices::fw_cfg::{FW_CFG_BASE, FW_CFG_LEN, FwCfg, e820_bytes};
 use crate::devices::i8042::{self, I8042, KBD_IRQ, MOUSE_IRQ};
 use crate::devices::reset::{PORT_A, SystemControlA};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, Serial16550, UART_PORTS};
+use crate::devices::vga::{Vga, VgaError, load_vgabios};
 use crate::firmware::{Firmware, LOW_BIOS_START};
 use crate::irq::{IrqLine, MachineRequest};
 use crate::memory::{GuestMem, MemoryLayout};
 use crate::pci::chipset::PcChipset;
+use crate::pci::devfn;
 
 /// Makes the line for one GSI of the platform's interrupt controllers.
 pub type IrqFactory = Arc<dyn Fn(u32) -> Arc<dyn IrqLine> + Send + Sync>;
@@ -48,7 +51,13 @@ pub struct MachineConfig {
     pub boot: Boot,
     /// Milliseconds before the firmware reboots when nothing boots; `None` halts.
     pub reboot_timeout: Option<u32>,
+    /// The screen: with one, the machine has a standard VGA (PCI 00:02.0, as on QEMU)
+    /// drawing into it; `None` is a headless machine with no graphics device.
+    pub display: Option<Arc<Surface>>,
 }
+
+/// Where the VGA sits on bus 0 (QEMU's `pc` puts it there too).
+pub const VGA_DEVFN: u8 = devfn(2, 0);
 
 /// Where a character device's output goes. Files are opened once and shared by every
 /// incarnation of the machine (a guest reset rebuilds the machine, not the files).
@@ -95,6 +104,8 @@ pub enum MachineError {
     Bus(#[from] BusError),
     #[error("cannot place the firmware in guest memory: {0}")]
     Firmware(String),
+    #[error(transparent)]
+    Vga(#[from] VgaError),
 }
 
 /// A built machine, ready for CPUs.
@@ -106,6 +117,8 @@ pub struct Machine {
     pub serial: Arc<Mutex<Serial16550>>,
     pub chipset: PcChipset,
     pub i8042: Arc<Mutex<I8042>>,
+    /// The graphics device, when the machine has a display.
+    pub vga: Option<Vga>,
     /// Resets and poweroffs that devices ask for.
     pub requests: Receiver<MachineRequest>,
     rom: Option<(u64, u64)>,
@@ -141,6 +154,17 @@ impl Machine {
         )?;
         pio.insert(PORT_A, 1, shared(SystemControlA::new(tx.clone())))?;
         let (chipset, i8042) = add_chipset(cfg, &layout, &mem, &pio, &mmio, &irq, &tx)?;
+        let vga = match &cfg.display {
+            Some(surface) => {
+                // The VGA BIOS only matters when firmware runs to load it.
+                let rom = firmware.map(|_| load_vgabios(None)).transpose()?;
+                let vga = Vga::new(surface.clone(), rom)?;
+                vga.attach(&pio, &mmio)?;
+                chipset.add(VGA_DEVFN, vga.pci_function());
+                Some(vga)
+            }
+            None => None,
+        };
 
         Ok(Machine {
             layout,
@@ -150,6 +174,7 @@ impl Machine {
             serial,
             chipset,
             i8042,
+            vga,
             requests,
             rom,
         })

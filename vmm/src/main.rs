@@ -137,6 +137,8 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         cpus: cli.cpus,
         boot,
         reboot_timeout: cli.reboot_timeout,
+        // The lead wires a surface here together with the VNC server.
+        display: None,
     };
 
     if let Some(w) = KvmFlavor::detect().warning() {

@@ -6,13 +6,17 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
 use kvm_ioctls::Kvm;
 use thiserror::Error;
 
 use crate::devices::serial::Serial16550;
+use crate::devices::vga::Vga;
 use crate::irq::MachineRequest;
+use crate::kvm::slots::KvmRamMapper;
 use crate::kvm::vcpu::{self, VcpuEvent};
 use crate::kvm::{KvmError, KvmVm};
 use crate::machine::{Boot, Machine, MachineConfig, MachineError, Outputs};
@@ -57,6 +61,10 @@ pub fn run_once(
         outputs,
     )?;
     vm.map_memory(&machine.mem, |addr| machine.is_rom(addr))?;
+    if let Some(vga) = &machine.vga {
+        // The linear framebuffer becomes a dirty-logged KVM slot once firmware places it.
+        vga.set_ram_mapper(Arc::new(KvmRamMapper::new(vm.fd.clone())));
+    }
 
     let mut fds = Vec::new();
     for id in 0..cfg.cpus {
@@ -104,6 +112,13 @@ pub fn run_once(
         threads.push(t);
     }
 
+    let refresher = match &machine.vga {
+        Some(vga) => {
+            Some(spawn_display_refresh(vga.clone(), stop_flag.clone()).map_err(VmError::Thread)?)
+        }
+        None => None,
+    };
+
     let outcome = select! {
         recv(events) -> e => match e {
             Ok(VcpuEvent::Reset) => Outcome::Reset,
@@ -123,6 +138,39 @@ pub fn run_once(
     for t in threads {
         t.join();
     }
+    if let Some(r) = refresher {
+        let _ = r.join();
+    }
     *serial_slot.lock().unwrap() = None;
     Ok(outcome)
+}
+
+/// The display's steady refresh: about 60 Hz, which is what reads the framebuffer's dirty
+/// log (guest writes there cause no exits).
+pub const REFRESH_PERIOD: Duration = Duration::from_millis(16);
+/// The shortest gap between two refreshes when the guest keeps writing VGA registers or
+/// the legacy window, so a key echoed in text mode shows within a few milliseconds.
+pub const MIN_REFRESH_GAP: Duration = Duration::from_millis(3);
+
+/// Draws the VGA into its surface every [`REFRESH_PERIOD`], and soon after the guest
+/// touches VGA state (the device's notifier), until `stop` is set.
+pub fn spawn_display_refresh(vga: Vga, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+    vga.set_notifier(Arc::new(move || {
+        let _ = tx.try_send(());
+    }));
+    std::thread::Builder::new()
+        .name("vga-refresh".into())
+        .spawn(move || {
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Acquire) {
+                let _ = rx.recv_timeout(REFRESH_PERIOD);
+                let gap = last.elapsed();
+                if gap < MIN_REFRESH_GAP {
+                    std::thread::sleep(MIN_REFRESH_GAP - gap);
+                }
+                vga.refresh();
+                last = Instant::now();
+            }
+        })
 }

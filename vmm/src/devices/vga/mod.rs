@@ -599,6 +599,12 @@ impl Vga {
         render::refresh(&mut c, now_ms);
     }
 
+    /// The text a text mode shows, read back from the surface's pixels with the font the
+    /// guest loaded (see [`render::read_text`]); `None` in graphics modes.
+    pub fn screen_text(&self) -> Option<Vec<String>> {
+        render::screen_text(&lock(&self.core))
+    }
+
     /// Video memory size in bytes.
     pub fn vram_size(&self) -> usize {
         VRAM_SIZE

@@ -450,3 +450,88 @@ fn draw_graphics(c: &VgaCore, g: &GfxGeom, frame: &mut [u32]) {
         }
     }
 }
+
+/// Reads text back from pixels: every `cw` x `ch` cell is matched against the glyphs of
+/// `font` (256 glyphs of `ch` bytes each, the 8 dots of a line in one byte, the 9th dot
+/// ignored) and becomes the character whose dots split the cell into one foreground and
+/// one background colour. Unreadable cells become '?', non-ASCII characters '.'. Tests
+/// (and screen scrapers) use it to check what a guest put on a text screen.
+pub fn read_text(
+    pixels: &[u32],
+    width: usize,
+    height: usize,
+    font: &[u8],
+    cw: usize,
+    ch: usize,
+) -> Vec<String> {
+    if cw < 8 || ch == 0 || font.len() < 256 * ch || pixels.len() < width * height {
+        return Vec::new();
+    }
+    // Space first, so a plain cell reads as a space; then printable ASCII.
+    let order: Vec<u8> = std::iter::once(b' ')
+        .chain(0x21..0x7f)
+        .chain((0..=255).filter(|c| !(0x20..0x7f).contains(c)))
+        .collect();
+    let mut lines = Vec::new();
+    for row in 0..height / ch {
+        let mut s = String::new();
+        for col in 0..width / cw {
+            let px = |line: usize, dot: usize| pixels[(row * ch + line) * width + col * cw + dot];
+            let fits = |c: u8| {
+                let (mut fg, mut bg) = (None, None);
+                (0..ch).all(|line| {
+                    let bits = font[usize::from(c) * ch + line];
+                    (0..8).all(|dot| {
+                        let slot = if bits & (0x80 >> dot) != 0 {
+                            &mut fg
+                        } else {
+                            &mut bg
+                        };
+                        *slot.get_or_insert(px(line, dot)) == px(line, dot)
+                    })
+                }) && (fg.is_none() || fg != bg)
+            };
+            let c = order.iter().copied().find(|&c| fits(c));
+            s.push(match c {
+                Some(c) if (0x20..0x7f).contains(&c) => char::from(c),
+                Some(_) => '.',
+                None => '?',
+            });
+        }
+        lines.push(s.trim_end().to_string());
+    }
+    lines
+}
+
+/// The text on the screen now, read from the surface's pixels with the font in plane 2;
+/// `None` unless a text mode is shown.
+pub(crate) fn screen_text(c: &VgaCore) -> Option<Vec<String>> {
+    let Some(Legacy::Text(t)) = legacy_geometry(c) else {
+        return None;
+    };
+    if t.double {
+        return None;
+    }
+    let sr3 = c.regs.sr[3];
+    let map_b = font_offset((sr3 & 3) | ((sr3 >> 4) & 1) << 2);
+    let vram = c.vram.as_volatile_slice();
+    let ch = t.ch as usize;
+    let font: Vec<u8> = (0..256 * ch)
+        .map(|i| {
+            let off = map_b + (i / ch) * 32 + i % ch;
+            vram.read_obj::<u8>(off * 4 + 2).unwrap_or(0)
+        })
+        .collect();
+    let (w, h, pixels) = c.renderer.surface.snapshot();
+    if u32::from(w) != t.cols * t.cw || u32::from(h) != t.rows * t.ch {
+        return None;
+    }
+    Some(read_text(
+        &pixels,
+        usize::from(w),
+        usize::from(h),
+        &font,
+        t.cw as usize,
+        ch,
+    ))
+}

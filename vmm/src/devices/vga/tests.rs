@@ -297,6 +297,7 @@ fn mode3_text_hello_renders_glyphs_from_plane2_with_cursor() {
         assert_cell(&g, &font, i + 1, 0, *ch, 0xffffff, 0x0000aa);
     }
     assert_cell(&g, &font, 6, 0, b' ', colour(7), 0);
+    assert_eq!(g.vga.screen_text().unwrap()[0], "Hello");
     // The cursor: lines 13 and 14 of cell (0, 1), light grey, while its phase is on.
     let grey = colour(7);
     assert_eq!(grey, 0xaaaaaa);

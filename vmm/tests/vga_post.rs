@@ -1,0 +1,111 @@
+//! Real SeaBIOS with its real VGA BIOS on the machine with a display: the VGA option ROM
+//! runs from the ROM BAR, sets text mode, and the surface (what VNC clients see) shows
+//! SeaBIOS's banner, read back from the pixels with the font in the VGA BIOS image.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use display::surface::Surface;
+use vmm::devices::vga::render::read_text;
+use vmm::devices::vga::{VGABIOS_PATH, load_vgabios};
+use vmm::firmware::{DEFAULT_FIRMWARE, Firmware};
+use vmm::machine::{Boot, MachineConfig, Outputs, Sink};
+use vmm::vm::{self, Outcome, SerialSlot};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The 8x16 glyph of 'A' in the IBM VGA font, which SeaBIOS's VGA BIOS carries.
+const GLYPH_A: [u8; 16] = [
+    0x00, 0x00, 0x10, 0x38, 0x6c, 0xc6, 0xc6, 0xfe, 0xc6, 0xc6, 0xc6, 0xc6, 0x00, 0x00, 0x00, 0x00,
+];
+
+/// The VGA BIOS's 8x16 font, found by its 'A'.
+fn rom_font(rom: &[u8]) -> Option<Vec<u8>> {
+    let at = rom.windows(16).position(|w| w == GLYPH_A)?;
+    let base = at.checked_sub(0x41 * 16)?;
+    rom.get(base..base + 256 * 16).map(<[u8]>::to_vec)
+}
+
+fn tools_or_skip(test: &str) -> bool {
+    for f in [DEFAULT_FIRMWARE, VGABIOS_PATH] {
+        if !Path::new(f).exists() {
+            if std::env::var("VMDESK_REQUIRE_TOOLS").as_deref() == Ok("1") {
+                panic!("{test}: {f} missing (apt-get install seabios)");
+            }
+            eprintln!("SKIP {test}: {f} missing (apt-get install seabios)");
+            return false;
+        }
+    }
+    true
+}
+
+#[test]
+fn seabios_vgabios_shows_its_banner_on_the_surface() {
+    let test = "seabios_vgabios_shows_its_banner_on_the_surface";
+    if !common::kvm_or_skip(test) || !tools_or_skip(test) {
+        return;
+    }
+    let dir = common::temp_dir("vga-post");
+    let log_path = dir.join("debugcon.log");
+    let log = Arc::new(std::fs::File::create(&log_path).unwrap());
+    let surface = Surface::new(640, 480);
+    let cfg = MachineConfig {
+        memory: 256 << 20,
+        cpus: 1,
+        boot: Boot::Firmware(Firmware::load(None).unwrap()),
+        reboot_timeout: None,
+        display: Some(surface.clone()),
+    };
+    let outputs = Outputs {
+        serial: Sink::None,
+        debugcon: Sink::File(log),
+    };
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+    let runner = std::thread::spawn(move || {
+        let kvm = vmm::kvm::open().unwrap();
+        let slot: SerialSlot = Arc::new(Mutex::new(None));
+        vm::run_once(&kvm, &cfg, &outputs, &stop_rx, &slot)
+    });
+
+    let font = rom_font(&load_vgabios(None).unwrap()).expect("the VGA BIOS carries an 8x16 font");
+    let start = Instant::now();
+    let (mut text, mut screen) = (String::new(), Vec::new());
+    while start.elapsed() < TIMEOUT && !runner.is_finished() {
+        std::thread::sleep(Duration::from_millis(250));
+        text.clear();
+        if let Ok(mut f) = std::fs::File::open(&log_path) {
+            let _ = f.read_to_string(&mut text);
+        }
+        let (w, h, pixels) = surface.snapshot();
+        screen = if (w, h) == (720, 400) {
+            read_text(&pixels, 720, 400, &font, 9, 16)
+        } else {
+            Vec::new()
+        };
+        if text.contains("No bootable device.") && screen.iter().any(|l| l.contains("SeaBIOS")) {
+            break;
+        }
+    }
+    let _ = stop_tx.send(());
+    let outcome = runner.join().unwrap().unwrap();
+    assert_eq!(outcome, Outcome::Stopped, "log:\n{text}");
+    assert!(
+        text.contains("Running option rom at c000:0003"),
+        "the VGA BIOS did not run from the ROM BAR:\n{text}"
+    );
+    assert!(
+        text.contains("PCI: init bdf=00:02.0 id=1234:1111"),
+        "{text}"
+    );
+    assert!(
+        screen.iter().any(|l| l.starts_with("SeaBIOS (version")),
+        "no SeaBIOS banner on the surface: {:?} ({:?})\nlog:\n{text}",
+        screen,
+        surface.size()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
