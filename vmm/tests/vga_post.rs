@@ -107,5 +107,14 @@ fn seabios_vgabios_shows_its_banner_on_the_surface() {
         screen,
         surface.size()
     );
+    // For holding the screen against QEMU's `screendump` of the same POST.
+    if let Ok(path) = std::env::var("VMDESK_VGA_DUMP") {
+        let (w, h, pixels) = surface.snapshot();
+        let mut ppm = format!("P6\n{w} {h}\n255\n").into_bytes();
+        for p in pixels {
+            ppm.extend_from_slice(&[(p >> 16) as u8, (p >> 8) as u8, p as u8]);
+        }
+        std::fs::write(path, ppm).unwrap();
+    }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -241,8 +241,10 @@ impl VgaRegs {
             if eight_bit {
                 u32::from(v)
             } else {
+                // 6 bits to 8 by repeating the lowest bit, as QEMU does, so screens
+                // compare pixel for pixel with QEMU's.
                 let v = u32::from(v & 0x3f);
-                (v << 2) | (v >> 4)
+                (v << 2) | (v & 1) * 3
             }
         };
         c(self.dac[o]) << 16 | c(self.dac[o + 1]) << 8 | c(self.dac[o + 2])
@@ -323,7 +325,9 @@ mod tests {
         assert_eq!(r.read(0x3c7), 3);
         assert_eq!([r.read(0x3c9), r.read(0x3c9), r.read(0x3c9)], [4, 5, 6]);
         assert_eq!(r.dac_read_index, 0);
-        assert_eq!(r.dac_rgb(0xff, false), 0x101418);
+        assert_eq!(r.dac_rgb(0xff, false), 0x101718);
+        r.dac[0..3].copy_from_slice(&[0x3f, 0x2a, 0x15]);
+        assert_eq!(r.dac_rgb(0, false), 0xffa857);
     }
 
     #[test]

@@ -246,7 +246,7 @@ fn test_font() -> Vec<u8> {
 }
 
 fn rgb6(c: [u8; 3]) -> u32 {
-    let e = |v: u8| u32::from((v << 2) | (v >> 4));
+    let e = |v: u8| u32::from((v << 2) | (v & 1) * 3);
     e(c[0]) << 16 | e(c[1]) << 8 | e(c[2])
 }
 
@@ -292,15 +292,15 @@ fn mode3_text_hello_renders_glyphs_from_plane2_with_cursor() {
     let colour = |attr_colour: usize| rgb6(pal_ega(MODE_03.actl[attr_colour] as usize));
     // 'H': yellow (0xe) on red (4); the rest bright white on blue.
     assert_cell(&g, &font, 0, 0, b'H', colour(0xe), colour(4));
-    assert_eq!(colour(0xe), 0xffff55);
+    assert_eq!(colour(0xe), 0xffff57);
     for (i, ch) in b"ello".iter().enumerate() {
-        assert_cell(&g, &font, i + 1, 0, *ch, 0xffffff, 0x0000aa);
+        assert_cell(&g, &font, i + 1, 0, *ch, 0xffffff, 0x0000a8);
     }
     assert_cell(&g, &font, 6, 0, b' ', colour(7), 0);
     assert_eq!(g.vga.screen_text().unwrap()[0], "Hello");
     // The cursor: lines 13 and 14 of cell (0, 1), light grey, while its phase is on.
     let grey = colour(7);
-    assert_eq!(grey, 0xaaaaaa);
+    assert_eq!(grey, 0xa8a8a8);
     for x in 0..9 {
         assert_eq!(g.pixel(x, 16 + 13), grey);
         assert_eq!(g.pixel(x, 16 + 14), grey);
@@ -332,7 +332,7 @@ fn character_blink_and_line_graphics_ninth_dot() {
     g.writeb(0xb_8003, 0x07);
     g.crtc_write(0x0a, 0x20); // cursor off
     g.vga.refresh_at(0);
-    assert_cell(&g, &font, 0, 0, b'B', 0xaaaaaa, 0);
+    assert_cell(&g, &font, 0, 0, b'B', 0xa8a8a8, 0);
     g.vga.refresh_at(render::CHAR_BLINK_MS);
     for y in 0..16 {
         for x in 0..9 {
@@ -341,7 +341,7 @@ fn character_blink_and_line_graphics_ninth_dot() {
     }
     for line in 0..16 {
         let bits = font[0xc4 * 16 + line];
-        let want = if bits & 1 != 0 { 0xaaaaaa } else { 0 };
+        let want = if bits & 1 != 0 { 0xa8a8a8 } else { 0 };
         assert_eq!(g.pixel(9 + 8, line), want, "ninth dot, line {line}");
     }
 }
