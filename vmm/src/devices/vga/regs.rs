@@ -244,7 +244,7 @@ impl VgaRegs {
                 // 6 bits to 8 by repeating the lowest bit, as QEMU does, so screens
                 // compare pixel for pixel with QEMU's.
                 let v = u32::from(v & 0x3f);
-                (v << 2) | (v & 1) * 3
+                (v << 2) | ((v & 1) * 3)
             }
         };
         c(self.dac[o]) << 16 | c(self.dac[o + 1]) << 8 | c(self.dac[o + 2])

@@ -246,7 +246,7 @@ fn test_font() -> Vec<u8> {
 }
 
 fn rgb6(c: [u8; 3]) -> u32 {
-    let e = |v: u8| u32::from((v << 2) | (v & 1) * 3);
+    let e = |v: u8| u32::from((v << 2) | ((v & 1) * 3));
     e(c[0]) << 16 | e(c[1]) << 8 | e(c[2])
 }
 
