@@ -58,6 +58,11 @@ pub struct MachineConfig {
 
 /// Where the VGA sits on bus 0 (QEMU's `pc` puts it there too).
 pub const VGA_DEVFN: u8 = devfn(2, 0);
+/// Where direct kernel boot places the VGA's BARs: where SeaBIOS puts them on QEMU `pc`.
+pub const DIRECT_BOOT_LFB: u32 = 0xfd00_0000;
+pub const DIRECT_BOOT_VGA_MMIO: u32 = 0xfebf_0000;
+/// The mode direct kernel boot leaves the display in, for the kernel's framebuffer console.
+pub const DIRECT_BOOT_MODE: (u16, u16, u16) = (1024, 768, 32);
 
 /// Where a character device's output goes. Files are opened once and shared by every
 /// incarnation of the machine (a guest reset rebuilds the machine, not the files).
@@ -161,6 +166,9 @@ impl Machine {
                 let vga = Vga::new(surface.clone(), rom)?;
                 vga.attach(&pio, &mmio)?;
                 chipset.add(VGA_DEVFN, vga.pci_function());
+                if matches!(cfg.boot, Boot::Linux { .. }) {
+                    program_vga_like_firmware(&chipset, &vga);
+                }
                 Some(vga)
             }
             None => None,
@@ -208,6 +216,26 @@ fn load_firmware(mem: &GuestMem, fw: &Firmware) -> Result<(), MachineError> {
     let at = LOW_BIOS_START + (crate::firmware::LOW_BIOS_LEN - low.len() as u64);
     mem.write_slice(low, GuestAddress(at))
         .map_err(|e| MachineError::Firmware(e.to_string()))
+}
+
+/// What SeaBIOS and its VGA BIOS would have done before a kernel runs: the BARs placed,
+/// decode on, a linear mode set. `Vga::linear_framebuffer` then describes it for
+/// `screen_info`.
+fn program_vga_like_firmware(chipset: &PcChipset, vga: &Vga) {
+    use crate::pci::regs::{BAR0, COMMAND, COMMAND_IO, COMMAND_MEMORY};
+    {
+        let mut root = chipset.root.lock().unwrap();
+        root.config_write(0, VGA_DEVFN, BAR0, &DIRECT_BOOT_LFB.to_le_bytes());
+        root.config_write(0, VGA_DEVFN, BAR0 + 8, &DIRECT_BOOT_VGA_MMIO.to_le_bytes());
+        root.config_write(
+            0,
+            VGA_DEVFN,
+            COMMAND,
+            &(COMMAND_IO | COMMAND_MEMORY).to_le_bytes(),
+        );
+    }
+    let (w, h, bpp) = DIRECT_BOOT_MODE;
+    vga.set_linear_mode(w, h, bpp);
 }
 
 /// The chipset: PCI host bridge and ISA bridge, power management, CMOS, fw_cfg, i8042.
@@ -312,3 +340,73 @@ fn firmware_config(
 
 /// How long SeaBIOS's boot menu waits for a key when it is shown.
 const BOOT_MENU_WAIT_MS: u16 = 2500;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::vga::LinearFramebuffer;
+    use crate::irq::RecordingIrq;
+
+    fn irqs() -> IrqFactory {
+        Arc::new(|_| RecordingIrq::new() as Arc<dyn crate::irq::IrqLine>)
+    }
+
+    #[test]
+    fn direct_boot_display_is_a_linear_framebuffer_ready_for_screen_info() {
+        let surface = Surface::new(640, 480);
+        let cfg = MachineConfig {
+            memory: 64 << 20,
+            cpus: 1,
+            boot: Boot::Linux {
+                kernel: PathBuf::from("/nonexistent"),
+                initrd: None,
+                cmdline: String::new(),
+            },
+            reboot_timeout: None,
+            display: Some(surface.clone()),
+        };
+        let m = Machine::new(&cfg, irqs(), &Outputs::default()).unwrap();
+        let vga = m.vga.as_ref().unwrap();
+        assert_eq!(
+            vga.linear_framebuffer(),
+            Some(LinearFramebuffer {
+                base: u64::from(DIRECT_BOOT_LFB),
+                size: 16 << 20,
+                width: 1024,
+                height: 768,
+                stride: 4096,
+                bpp: 32,
+            })
+        );
+        // Without a hypervisor mapping, the LFB is MMIO: a pixel written there shows.
+        assert!(m.mmio.write(
+            u64::from(DIRECT_BOOT_LFB) + 4 * 1025,
+            &0x00ab_cdefu32.to_le_bytes()
+        ));
+        vga.refresh();
+        assert_eq!(surface.size(), (1024, 768));
+        assert_eq!(surface.read(|v| v.pixels[1025]), 0xabcdef);
+        // The legacy VGA decodes too.
+        let mut b = [0];
+        assert!(m.pio.read(0x3cc, &mut b));
+    }
+
+    #[test]
+    fn headless_machine_has_no_vga() {
+        let cfg = MachineConfig {
+            memory: 64 << 20,
+            cpus: 1,
+            boot: Boot::Linux {
+                kernel: PathBuf::from("/nonexistent"),
+                initrd: None,
+                cmdline: String::new(),
+            },
+            reboot_timeout: None,
+            display: None,
+        };
+        let m = Machine::new(&cfg, irqs(), &Outputs::default()).unwrap();
+        assert!(m.vga.is_none());
+        let mut b = [0];
+        assert!(!m.pio.read(0x3cc, &mut b));
+    }
+}

@@ -148,12 +148,16 @@ pub fn run_once(
 /// The display's steady refresh: about 60 Hz, which is what reads the framebuffer's dirty
 /// log (guest writes there cause no exits).
 pub const REFRESH_PERIOD: Duration = Duration::from_millis(16);
-/// The shortest gap between two refreshes when the guest keeps writing VGA registers or
-/// the legacy window, so a key echoed in text mode shows within a few milliseconds.
-pub const MIN_REFRESH_GAP: Duration = Duration::from_millis(3);
+/// After the guest first touches VGA registers or the legacy window, how long to let it
+/// finish the update (a character, its attribute, the cursor) before drawing.
+pub const REFRESH_SETTLE: Duration = Duration::from_millis(2);
+/// The shortest gap between two refreshes while the guest keeps writing, so a guest that
+/// animates a legacy mode costs at most 125 redraws a second.
+pub const MIN_REFRESH_GAP: Duration = Duration::from_millis(8);
 
 /// Draws the VGA into its surface every [`REFRESH_PERIOD`], and soon after the guest
-/// touches VGA state (the device's notifier), until `stop` is set.
+/// touches VGA state (the device's notifier), until `stop` is set. A key echoed on a text
+/// screen after a quiet spell is drawn [`REFRESH_SETTLE`] after the guest wrote it.
 pub fn spawn_display_refresh(vga: Vga, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
     let (tx, rx) = crossbeam_channel::bounded::<()>(1);
     vga.set_notifier(Arc::new(move || {
@@ -164,10 +168,9 @@ pub fn spawn_display_refresh(vga: Vga, stop: Arc<AtomicBool>) -> std::io::Result
         .spawn(move || {
             let mut last = Instant::now();
             while !stop.load(Ordering::Acquire) {
-                let _ = rx.recv_timeout(REFRESH_PERIOD);
-                let gap = last.elapsed();
-                if gap < MIN_REFRESH_GAP {
-                    std::thread::sleep(MIN_REFRESH_GAP - gap);
+                if rx.recv_timeout(REFRESH_PERIOD).is_ok() {
+                    let at = (Instant::now() + REFRESH_SETTLE).max(last + MIN_REFRESH_GAP);
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
                 }
                 vga.refresh();
                 last = Instant::now();

@@ -94,6 +94,10 @@ impl Dispi {
         self.reg(INDEX_ENABLE) & ENABLED != 0
     }
 
+    pub fn lfb_enabled(&self) -> bool {
+        self.reg(INDEX_ENABLE) & LFB_ENABLED != 0
+    }
+
     /// Byte offset in video memory of the 64 KiB bank the 0xA0000 window shows.
     pub fn bank_offset(&self) -> u32 {
         u32::from(self.reg(INDEX_BANK)) << 16

@@ -91,6 +91,21 @@ pub fn load_vgabios(path: Option<&Path>) -> Result<Vec<u8>, VgaError> {
     Ok(rom)
 }
 
+/// A linear framebuffer mode, as a kernel is told about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearFramebuffer {
+    /// Guest-physical address of the top-left pixel.
+    pub base: u64,
+    /// Size of the framebuffer memory (the whole BAR).
+    pub size: u64,
+    pub width: u32,
+    pub height: u32,
+    /// Bytes per scan line.
+    pub stride: u32,
+    /// 8 (palette), 15, 16 (RGB 5:5:5 / 5:6:5), 24 or 32 (BGR(X) in memory).
+    pub bpp: u32,
+}
+
 /// Called the first time the guest touches VGA state after a refresh.
 pub type Notifier = Arc<dyn Fn() + Send + Sync>;
 
@@ -603,6 +618,45 @@ impl Vga {
     /// guest loaded (see [`render::read_text`]); `None` in graphics modes.
     pub fn screen_text(&self) -> Option<Vec<String>> {
         render::screen_text(&lock(&self.core))
+    }
+
+    /// Sets a DISPI linear mode the way firmware leaves one for an OS (direct kernel boot,
+    /// where no VGA BIOS runs); false when the mode is not one the device can show.
+    pub fn set_linear_mode(&self, xres: u16, yres: u16, bpp: u16) -> bool {
+        let mut c = lock(&self.core);
+        for (index, v) in [
+            (dispi::INDEX_ENABLE, 0),
+            (dispi::INDEX_BPP, bpp),
+            (dispi::INDEX_XRES, xres),
+            (dispi::INDEX_YRES, yres),
+            (dispi::INDEX_BANK, 0),
+            (dispi::INDEX_ENABLE, dispi::ENABLED | dispi::LFB_ENABLED),
+        ] {
+            c.dispi.index = index;
+            c.dispi_write(v);
+        }
+        c.dispi
+            .mode()
+            .is_some_and(|m| (m.xres, m.yres, m.bpp) == (xres.into(), yres.into(), bpp.into()))
+    }
+
+    /// The linear framebuffer as the guest can use it now (DISPI on with its LFB, BAR0
+    /// decoding): what `boot_params.screen_info` describes for a kernel.
+    pub fn linear_framebuffer(&self) -> Option<LinearFramebuffer> {
+        let base = lock(&self.pci).lfb_address()?;
+        let c = lock(&self.core);
+        let m = c.dispi.mode()?;
+        if !c.dispi.lfb_enabled() || m.bpp < 8 {
+            return None;
+        }
+        Some(LinearFramebuffer {
+            base: base + u64::from(m.start),
+            size: VRAM_SIZE as u64,
+            width: m.xres,
+            height: m.yres,
+            stride: m.line_offset,
+            bpp: m.bpp,
+        })
     }
 
     /// Video memory size in bytes.
