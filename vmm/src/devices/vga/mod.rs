@@ -199,6 +199,15 @@ impl VgaCore {
         crate::memory_slots::mark_range(&mut self.dirty, 0, len as u64);
     }
 
+    /// Registers back to power-on values (video memory is not cleared, as on hardware).
+    pub(crate) fn reset(&mut self) {
+        self.regs = VgaRegs::default();
+        self.dispi = Dispi::new(VRAM_SIZE as u32);
+        self.latch = 0;
+        self.legacy_changed = true;
+        self.dispi_full = true;
+    }
+
     // ----- legacy ports -----
 
     pub(crate) fn port_read(&mut self, port: u16) -> u8 {

@@ -122,6 +122,7 @@ impl PciFunction for VgaPci {
 
     fn reset(&mut self) {
         self.config.reset();
+        lock(&self.core).reset();
         self.sync_lfb();
     }
 }

@@ -403,15 +403,19 @@ fn draw_graphics(c: &VgaCore, g: &GfxGeom, frame: &mut [u32]) {
         0 => {
             // 16-colour planar: one bit per plane per pixel.
             let repeat = ((u32::from(cr9 & 0x1f) + 1) << double_scan).max(1);
+            let mut planes = 0u32;
             for y in 0..g.height as usize {
                 let line = y / repeat as usize;
                 let base = start + line * line_bytes;
                 for x in 0..w {
                     let px = if double { x / 2 } else { x };
-                    let planes = vram
-                        .read_obj::<u32>(((base + px / 8) & 0xffff) * 4)
-                        .unwrap_or(0);
                     let bit = 7 - (px % 8);
+                    if x == 0 || (bit == 7 && (!double || x % 2 == 0)) {
+                        // The four planes' bytes hold eight pixels: read them once.
+                        planes = vram
+                            .read_obj::<u32>(((base + px / 8) & 0xffff) * 4)
+                            .unwrap_or(0);
+                    }
                     let mut idx = 0u8;
                     for p in 0..4 {
                         idx |= (((planes >> (8 * p + bit)) & 1) as u8) << p;
@@ -422,10 +426,11 @@ fn draw_graphics(c: &VgaCore, g: &GfxGeom, frame: &mut [u32]) {
         }
         1 => {
             // CGA 2 bpp: even lines in the first 8 KiB, odd in the second (address bit 13
-            // from the row scan counter), each CPU byte four pixels, odd/even planes.
+            // from the row scan counter), each CPU byte four pixels, odd/even planes; the
+            // CRTC is in word mode, so a line is four bytes per offset unit.
             for y in 0..g.height as usize {
                 let line = y >> double_scan;
-                let cpu_base = (line & 1) * 0x2000 + (line >> 1) * line_bytes + start * 2;
+                let cpu_base = (line & 1) * 0x2000 + (line >> 1) * line_bytes * 2 + start * 2;
                 for x in 0..w {
                     let px = if double { x / 2 } else { x };
                     let a = (cpu_base + px / 4) & 0xffff;

@@ -712,3 +712,59 @@ fn hostile_register_values_do_not_panic() {
         let _ = g.readb(0xa_0000 + a);
     }
 }
+
+const MODE_04: ModeTable = ModeTable {
+    sequ: [0x09, 0x03, 0x00, 0x02],
+    misc: 0x63,
+    crtc: [
+        0x2d, 0x27, 0x28, 0x90, 0x2b, 0x80, 0xbf, 0x1f, 0x00, 0xc1, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x9c, 0x8e, 0x8f, 0x14, 0x00, 0x96, 0xb9, 0xa2, 0xff,
+    ],
+    actl: [
+        0x00, 0x13, 0x15, 0x17, 0x02, 0x04, 0x06, 0x07, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16,
+        0x17, 0x01, 0x00, 0x03, 0x00,
+    ],
+    grdc: [0x00, 0x00, 0x00, 0x00, 0x00, 0x30, 0x0f, 0x0f, 0xff],
+    dac: pal_ega,
+};
+
+#[test]
+fn mode4_cga_interleaved_lines() {
+    let g = Guest::new(None);
+    g.set_mode(&MODE_04);
+    // SeaBIOS's CGA pixel write: even lines at 0xB8000, odd ones 8 KiB on, 4 pixels a byte.
+    let put = |x: u64, y: u64, c: u8| {
+        let a = 0xb_8000 + (y & 1) * 0x2000 + (y >> 1) * 80 + x / 4;
+        let shift = 6 - 2 * (x % 4);
+        let old = g.readb(a);
+        g.writeb(a, (old & !(3 << shift)) | (c << shift));
+    };
+    put(0, 0, 1);
+    put(3, 1, 2);
+    put(319, 199, 3);
+    g.vga.refresh_at(0);
+    assert_eq!(g.surface.size(), (640, 400));
+    let colour = |c: usize| rgb6(pal_ega(MODE_04.actl[c] as usize));
+    // Each pixel is 2x2 dots.
+    assert_eq!(g.pixel(0, 0), colour(1));
+    assert_eq!(g.pixel(1, 1), colour(1));
+    assert_eq!(g.pixel(2, 0), 0);
+    assert_eq!(g.pixel(6, 2), colour(2));
+    assert_eq!(g.pixel(7, 3), colour(2));
+    assert_eq!(g.pixel(6, 0), 0);
+    assert_eq!(g.pixel(639, 399), colour(3));
+}
+
+#[test]
+fn pci_reset_turns_dispi_off_and_unmaps() {
+    let mut g = Guest::new(None);
+    let mapper = FakeRamMapper::new();
+    g.vga.set_ram_mapper(mapper.clone());
+    assign_bars(&mut g);
+    assert!(g.vga.set_linear_mode(800, 600, 32));
+    assert!(g.vga.linear_framebuffer().is_some());
+    lock(&g.vga.pci).reset();
+    assert!(mapper.mappings().is_empty());
+    assert_eq!(g.vga.linear_framebuffer(), None);
+    assert_eq!(g.inw(0x1cf), 0xb0c0);
+}
