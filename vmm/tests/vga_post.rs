@@ -116,5 +116,109 @@ fn seabios_vgabios_shows_its_banner_on_the_surface() {
         }
         std::fs::write(path, ppm).unwrap();
     }
+
+    // QEMU with the same SeaBIOS and VGA BIOS draws the same lines with the same pixels.
+    if let Some(qemu) = common::tool_or_skip(test, "qemu-system-x86_64") {
+        let (qw, qh, qpixels) = qemu_post_screen(&qemu, &dir);
+        assert_eq!((qw, qh), (720, 400));
+        let qscreen = read_text(&qpixels, 720, 400, &font, 9, 16);
+        let (_, _, pixels) = surface.snapshot();
+        for needle in ["SeaBIOS (version", "No bootable device."] {
+            let row = |s: &[String]| s.iter().position(|l| l.starts_with(needle)).unwrap();
+            let (ours, theirs) = (row(&screen), row(&qscreen));
+            let band = |px: &[u32], r: usize| px[r * 16 * 720..(r + 1) * 16 * 720].to_vec();
+            assert!(
+                band(&pixels, ours) == band(&qpixels, theirs),
+                "the line '{needle}' differs from QEMU's pixels"
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// QEMU's screen at the end of the same POST, from its monitor's `screendump` (PPM).
+fn qemu_post_screen(qemu: &Path, dir: &Path) -> (usize, usize, Vec<u32>) {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let log = dir.join("qemu-debugcon.log");
+    let sock = dir.join("qemu-monitor.sock");
+    let shot = dir.join("qemu.ppm");
+    let child = std::process::Command::new(qemu)
+        .args(["-M", "pc", "-enable-kvm", "-cpu", "host,-arch-capabilities"])
+        .args(["-m", "256", "-smp", "1", "-display", "none", "-net", "none"])
+        .arg("-debugcon")
+        .arg(format!("file:{}", log.display()))
+        .args(["-global", "isa-debugcon.iobase=0x402", "-monitor"])
+        .arg(format!("unix:{},server,nowait", sock.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start qemu");
+    let mut child = KillOnDrop(Some(child));
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("No bootable device.")
+    {
+        assert!(start.elapsed() < TIMEOUT, "QEMU did not finish its POST");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Let QEMU's display refresh catch up with the last line.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut mon = UnixStream::connect(&sock).expect("QEMU monitor");
+    writeln!(mon, "screendump {}", shot.display()).unwrap();
+    let mut image = Vec::new();
+    while start.elapsed() < TIMEOUT {
+        std::thread::sleep(Duration::from_millis(200));
+        image = std::fs::read(&shot).unwrap_or_default();
+        if image.len() >= 720 * 400 * 3 {
+            break;
+        }
+    }
+    let _ = writeln!(mon, "quit");
+    if let Some(mut c) = child.0.take() {
+        let _ = c.wait();
+    }
+    parse_ppm(&image).expect("QEMU's screendump is a PPM")
+}
+
+/// Stops QEMU (the process this test started) if the test fails midway.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn parse_ppm(b: &[u8]) -> Option<(usize, usize, Vec<u32>)> {
+    let mut fields = Vec::new();
+    let mut i = 0;
+    while fields.len() < 4 {
+        while b.get(i)?.is_ascii_whitespace() {
+            i += 1;
+        }
+        let s = i;
+        while !b.get(i)?.is_ascii_whitespace() {
+            i += 1;
+        }
+        fields.push(std::str::from_utf8(&b[s..i]).ok()?.to_string());
+    }
+    i += 1;
+    if fields[0] != "P6" || fields[3] != "255" {
+        return None;
+    }
+    let (w, h): (usize, usize) = (fields[1].parse().ok()?, fields[2].parse().ok()?);
+    let px = b.get(i..i + w * h * 3)?;
+    Some((
+        w,
+        h,
+        px.chunks_exact(3)
+            .map(|p| u32::from(p[0]) << 16 | u32::from(p[1]) << 8 | u32::from(p[2]))
+            .collect(),
+    ))
 }
