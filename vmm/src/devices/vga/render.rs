@@ -252,14 +252,22 @@ fn render_legacy(c: &mut VgaCore, now_ms: u64) {
     if !c.legacy_changed && c.renderer.shown == shown && !blink_flipped {
         return;
     }
+    // Only a blink phase flipped: redraw just the cells that blink, over the last frame.
+    let blink_only = !c.legacy_changed
+        && c.renderer.shown == shown
+        && c.renderer.prev.len() == (width * height) as usize;
     c.legacy_changed = false;
-    let mut frame = vec![0u32; (width * height) as usize];
+    let mut frame = if blink_only {
+        c.renderer.prev.clone()
+    } else {
+        vec![0u32; (width * height) as usize]
+    };
     let screen_on = c.regs.ar_index & AR_INDEX_PAS != 0 && c.regs.sr[1] & 0x20 == 0;
     c.renderer.blink = None;
     if screen_on {
         match &geom {
             Legacy::Text(t) => {
-                if draw_text(c, t, phases, &mut frame, width as usize) {
+                if draw_text(c, t, phases, blink_only, &mut frame, width as usize) {
                     c.renderer.blink = Some(phases);
                 }
             }
@@ -315,6 +323,7 @@ fn draw_text(
     c: &VgaCore,
     t: &TextGeom,
     (cursor_on, blink_on): (bool, bool),
+    blinking_only: bool,
     frame: &mut [u32],
     stride: usize,
 ) -> bool {
@@ -354,8 +363,12 @@ fn draw_text(
                     }
                 }
             }
+            let at_cursor = cursor_enabled && cell == cursor_addr;
+            if blinking_only && !at_cursor && !(blink_enabled && attr & 0x80 != 0) {
+                continue;
+            }
             let font = if attr & 0x08 != 0 { map_a } else { map_b };
-            let is_cursor = cursor_enabled && cursor_on && cell == cursor_addr;
+            let is_cursor = at_cursor && cursor_on;
             let (fgc, bgc) = (pal[usize::from(fg)], pal[usize::from(bg)]);
             for line in 0..t.ch as usize {
                 let glyph_off = font + usize::from(chr) * 32 + line;
