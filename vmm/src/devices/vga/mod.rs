@@ -23,9 +23,10 @@
 //! hypervisor's dirty bitmap; without a mapper the BAR is plain MMIO on the bus.
 //!
 //! Not emulated: the CRTC's split screen (line compare), horizontal pel panning, the
-//! hardware text underline of mono attributes, DISPI 4 bpp planar modes (shown blank),
-//! big-endian framebuffers, EDID (the BAR's EDID area reads zero, so drivers use defaults),
-//! and VGA interrupts.
+//! hardware text underline of mono attributes, big-endian framebuffers, EDID (the BAR's
+//! EDID area reads zero, so drivers use defaults), and VGA interrupts. The ninth dot of
+//! line-drawing characters is repeated for 0xC0..=0xDF as on IBM's VGA (QEMU does it from
+//! 0xB0, so the shade characters 0xB0..=0xBF differ from QEMU's screens in that column).
 
 pub mod dispi;
 pub mod pci;

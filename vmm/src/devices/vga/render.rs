@@ -66,8 +66,11 @@ pub(crate) fn refresh(c: &mut VgaCore, now_ms: u64) {
     if c.dispi.enabled() {
         match c.dispi.mode() {
             Some(m) if m.bpp > 4 => return render_dispi(c, m),
-            // Planar DISPI modes and modes that do not fit: show nothing.
-            _ => {
+            // 4 bpp DISPI modes are VGA planar memory; the VGA BIOS programs the CRTC
+            // for their size, so the VGA renderer draws them.
+            Some(_) => {}
+            // Modes that do not fit: show nothing.
+            None => {
                 let _ = c.take_dirty();
                 return blank(c);
             }

@@ -768,3 +768,32 @@ fn pci_reset_turns_dispi_off_and_unmaps() {
     assert_eq!(g.vga.linear_framebuffer(), None);
     assert_eq!(g.inw(0x1cf), 0xb0c0);
 }
+
+#[test]
+fn dispi_4bpp_is_drawn_from_planar_memory_like_bochsvga_sets_it() {
+    // bochsvga_set_mode for a planar VBE mode: VGA mode 6Ah first, then DISPI at 4 bpp.
+    const MODE_6A: ModeTable = ModeTable {
+        crtc: [
+            0x7f, 0x63, 0x63, 0x83, 0x6b, 0x1b, 0x72, 0xf0, 0x00, 0x60, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x59, 0x8d, 0x57, 0x32, 0x00, 0x57, 0x73, 0xe3, 0xff,
+        ],
+        ..MODE_12
+    };
+    let g = Guest::new(None);
+    g.set_mode(&MODE_6A);
+    dispi_write(&g, 3, 4);
+    dispi_write(&g, 1, 800);
+    dispi_write(&g, 2, 600);
+    dispi_write(&g, 5, 0);
+    dispi_write(&g, 4, 0x01);
+    // Pixel (799, 599) in colour 0xa with write mode 2.
+    g.grdc_write(5, 0x02);
+    g.grdc_write(8, 0x01);
+    let a = 0xa_0000 + 599 * 100 + 99;
+    g.readb(a);
+    g.writeb(a, 0x0a);
+    g.vga.refresh_at(0);
+    assert_eq!(g.surface.size(), (800, 600));
+    assert_eq!(g.pixel(799, 599), rgb6(pal_ega(MODE_12.actl[0xa] as usize)));
+    assert_eq!(g.pixel(798, 599), 0);
+}
