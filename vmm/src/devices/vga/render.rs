@@ -239,6 +239,13 @@ fn legacy_geometry(c: &VgaCore) -> Option<Legacy> {
 
 fn render_legacy(c: &mut VgaCore, now_ms: u64) {
     let _ = c.take_dirty();
+    // Screen off (palette address source clear, as at power-on and during a mode set, or
+    // the sequencer's screen-off bit): black at the size already shown, like QEMU, so
+    // clients do not see a resize to whatever half-programmed CRTC values say.
+    let screen_on = c.regs.ar_index & AR_INDEX_PAS != 0 && c.regs.sr[1] & 0x20 == 0;
+    if !screen_on {
+        return blank(c);
+    }
     let Some(geom) = legacy_geometry(c) else {
         return blank(c);
     };
@@ -265,17 +272,14 @@ fn render_legacy(c: &mut VgaCore, now_ms: u64) {
     } else {
         vec![0u32; (width * height) as usize]
     };
-    let screen_on = c.regs.ar_index & AR_INDEX_PAS != 0 && c.regs.sr[1] & 0x20 == 0;
     c.renderer.blink = None;
-    if screen_on {
-        match &geom {
-            Legacy::Text(t) => {
-                if draw_text(c, t, phases, blink_only, &mut frame, width as usize) {
-                    c.renderer.blink = Some(phases);
-                }
+    match &geom {
+        Legacy::Text(t) => {
+            if draw_text(c, t, phases, blink_only, &mut frame, width as usize) {
+                c.renderer.blink = Some(phases);
             }
-            Legacy::Graphics(g) => draw_graphics(c, g, &mut frame),
         }
+        Legacy::Graphics(g) => draw_graphics(c, g, &mut frame),
     }
     let r = &mut c.renderer;
     if r.shown != shown {

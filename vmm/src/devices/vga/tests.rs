@@ -682,6 +682,26 @@ fn missing_vgabios_names_the_package() {
 }
 
 #[test]
+fn screen_off_at_power_on_keeps_the_surface_size() {
+    let g = Guest::new(None);
+    g.vga.refresh_at(0);
+    assert_eq!(
+        g.surface.size(),
+        (640, 480),
+        "no resize to reset-time CRTC values"
+    );
+    g.set_mode(&MODE_03);
+    g.vga.refresh_at(1);
+    assert_eq!(g.surface.size(), (720, 400));
+    // A mode set in progress (attribute index without PAS) blanks without resizing.
+    g.inb(0x3da);
+    g.outb(0x3c0, 0x00);
+    g.vga.refresh_at(2);
+    assert_eq!(g.surface.size(), (720, 400));
+    assert_eq!(g.pixel(0, 0), 0);
+}
+
+#[test]
 fn hostile_register_values_do_not_panic() {
     let g = Guest::new(None);
     for port in 0x3b0..0x3e0u16 {
