@@ -86,7 +86,11 @@ fn seabios_vgabios_shows_its_banner_on_the_surface() {
         } else {
             Vec::new()
         };
-        if text.contains("No bootable device.") && screen.iter().any(|l| l.contains("SeaBIOS")) {
+        // The log line comes before the same line reaches the screen: wait for both.
+        if text.contains("No bootable device.")
+            && screen.iter().any(|l| l.contains("SeaBIOS"))
+            && screen.iter().any(|l| l.starts_with("No bootable device."))
+        {
             break;
         }
     }
@@ -124,7 +128,11 @@ fn seabios_vgabios_shows_its_banner_on_the_surface() {
         let qscreen = read_text(&qpixels, 720, 400, &font, 9, 16);
         let (_, _, pixels) = surface.snapshot();
         for needle in ["SeaBIOS (version", "No bootable device."] {
-            let row = |s: &[String]| s.iter().position(|l| l.starts_with(needle)).unwrap();
+            let row = |s: &[String]| {
+                s.iter()
+                    .position(|l| l.starts_with(needle))
+                    .unwrap_or_else(|| panic!("'{needle}' not on the screen: {s:?}"))
+            };
             let (ours, theirs) = (row(&screen), row(&qscreen));
             let band = |px: &[u32], r: usize| px[r * 16 * 720..(r + 1) * 16 * 720].to_vec();
             assert!(
