@@ -4,7 +4,7 @@
 //! What is emulated, and where:
 //! - [`regs`]: the legacy registers at 0x3B0..=0x3DF (misc, sequencer, CRTC, graphics and
 //!   attribute controllers, DAC, input status).
-//! - [`memory`] (this module's `VgaCore`): the 0xA0000..=0xBFFFF window on the MMIO bus
+//! - this module (`VgaCore`): the 0xA0000..=0xBFFFF window on the MMIO bus
 //!   with the memory maps of GR6, odd/even and chain-4 addressing, plane write masks, read
 //!   modes 0/1, write modes 0-3 with set/reset, rotate, logical ops, bit mask and latches;
 //!   and, while DISPI is enabled, banked access to linear video memory through the window.
@@ -21,6 +21,12 @@
 //! framebuffer BAR maps this memory into the guest through a [`RamMapper`] (a KVM slot
 //! with dirty logging), so guest writes there cost no exits and refreshes read the
 //! hypervisor's dirty bitmap; without a mapper the BAR is plain MMIO on the bus.
+//!
+//! How the VMM uses it ([`crate::machine`] and [`crate::vm`] do this): [`Vga::new`] with the
+//! surface and the VGA BIOS image, [`Vga::attach`] for the legacy ports and window,
+//! [`Vga::pci_function`] onto the PCI root, [`Vga::set_ram_mapper`] once the hypervisor VM
+//! exists, then [`Vga::refresh`] about 60 times a second and whenever the
+//! [`Vga::set_notifier`] callback says the guest wrote something.
 //!
 //! Not emulated: the CRTC's split screen (line compare), horizontal pel panning, the
 //! hardware text underline of mono attributes, big-endian framebuffers, EDID (the BAR's
