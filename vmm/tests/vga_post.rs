@@ -46,6 +46,11 @@ fn tools_or_skip(test: &str) -> bool {
 #[test]
 fn seabios_vgabios_shows_its_banner_on_the_surface() {
     let test = "seabios_vgabios_shows_its_banner_on_the_surface";
+    // RUST_LOG=vmm=debug shows the device's view (BARs mapped, the framebuffer slot).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     if !common::kvm_or_skip(test) || !tools_or_skip(test) {
         return;
     }
