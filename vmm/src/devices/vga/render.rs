@@ -115,39 +115,60 @@ fn render_dispi(c: &mut VgaCore, m: DispiMode) {
     let row_bytes = m.xres as usize * bypp;
     let mut buf = vec![0u8; row_bytes];
     let vram = c.vram.as_volatile_slice();
-    let mut spans: Vec<(usize, usize)> = Vec::new();
+    // Rectangles of whole lines sharing one column range, as (x0, x1, y0, y1).
+    let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
     c.renderer.surface.with_frame_mut(|f| {
         let lines = (m.yres as usize).min(f.height);
         let width = (m.xres as usize).min(f.width);
         for y in 0..lines {
             let off = m.start as usize + y * m.line_offset as usize;
-            if !full && !range_dirty(&dirty, off, row_bytes) {
+            let cols = if full {
+                Some((0, width))
+            } else {
+                dirty_columns(&dirty, off, row_bytes, bypp, width)
+            };
+            let Some((x0, x1)) = cols else {
+                continue;
+            };
+            let (b0, b1) = (x0 * bypp, x1 * bypp);
+            if vram.read_slice(&mut buf[b0..b1], off + b0).is_err() {
                 continue;
             }
-            if vram.read_slice(&mut buf, off).is_err() {
-                continue;
-            }
-            convert_row(&buf, m.bpp, &pal, &mut f.row_mut(y)[..width]);
+            convert_row(&buf[b0..b1], m.bpp, &pal, &mut f.row_mut(y)[x0..x1]);
             match spans.last_mut() {
-                Some((_, end)) if *end == y => *end = y + 1,
-                _ => spans.push((y, y + 1)),
+                Some((sx0, sx1, _, end)) if *end == y && (*sx0, *sx1) == (x0, x1) => *end = y + 1,
+                _ => spans.push((x0, x1, y, y + 1)),
             }
         }
     });
-    for (y0, y1) in spans {
-        let rect = Rect::new(0, y0 as u16, m.xres as u16, (y1 - y0) as u16);
+    for (x0, x1, y0, y1) in spans {
+        let rect = Rect::new(x0 as u16, y0 as u16, (x1 - x0) as u16, (y1 - y0) as u16);
         c.renderer.surface.mark_dirty(rect);
         c.renderer.last_marked.push(rect);
     }
 }
 
-fn range_dirty(bitmap: &[u64], off: usize, len: usize) -> bool {
+/// The columns `[x0, x1)` of a scan line at byte `off` (`len` bytes, `bypp` bytes a
+/// pixel, `width` pixels) that lie on dirty pages, or `None` when none do.
+fn dirty_columns(
+    bitmap: &[u64],
+    off: usize,
+    len: usize,
+    bypp: usize,
+    width: usize,
+) -> Option<(usize, usize)> {
     if len == 0 {
-        return false;
+        return None;
     }
-    let first = off / PAGE_SIZE as usize;
-    let last = (off + len - 1) / PAGE_SIZE as usize;
-    (first..=last).any(|p| page_is_dirty(bitmap, p))
+    let page = PAGE_SIZE as usize;
+    let (first, last) = (off / page, (off + len - 1) / page);
+    let dirty: Vec<usize> = (first..=last)
+        .filter(|&p| page_is_dirty(bitmap, p))
+        .collect();
+    let (&lo, &hi) = (dirty.first()?, dirty.last()?);
+    let b0 = (lo * page).max(off) - off;
+    let b1 = ((hi + 1) * page).min(off + len) - off;
+    Some(((b0 / bypp).min(width), b1.div_ceil(bypp).min(width)))
 }
 
 fn convert_row(src: &[u8], bpp: u32, pal: &[u32], out: &mut [u32]) {

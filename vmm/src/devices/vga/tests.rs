@@ -817,3 +817,25 @@ fn dispi_4bpp_is_drawn_from_planar_memory_like_bochsvga_sets_it() {
     assert_eq!(g.pixel(799, 599), rgb6(pal_ega(MODE_12.actl[0xa] as usize)));
     assert_eq!(g.pixel(798, 599), 0);
 }
+
+#[test]
+fn wide_dispi_lines_mark_only_the_dirty_pages_columns() {
+    let mut g = Guest::new(None);
+    let mapper = FakeRamMapper::new();
+    g.vga.set_ram_mapper(mapper.clone());
+    let (lfb, _) = assign_bars(&mut g);
+    // 1920x1080x32: a line is 7680 bytes, so pages cover parts of lines.
+    assert!(g.vga.set_linear_mode(1920, 1080, 32));
+    g.vga.refresh_at(0);
+    assert_eq!(g.marked(), vec![Rect::new(0, 0, 1920, 1080)]);
+    // Pixel (1900, 10) is byte 10 * 7680 + 7600 = 84400, on page 20.
+    assert!(mapper.guest_write(lfb + 10 * 7680 + 1900 * 4, &0x0000_00ffu32.to_le_bytes()));
+    g.vga.refresh_at(16);
+    assert_eq!(g.pixel(1900, 10), 0x0000ff);
+    // Page 20 spans bytes 81920..86016: line 10 from byte 81920 - 76800 = 5120 (pixel
+    // 1280) to its end, and line 11 up to byte 86016 - 84480 = 1536 (pixel 384).
+    assert_eq!(
+        g.marked(),
+        vec![Rect::new(1280, 10, 640, 1), Rect::new(0, 11, 384, 1)]
+    );
+}
