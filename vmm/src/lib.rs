@@ -15,6 +15,7 @@ pub mod irq;
 pub mod kvm;
 pub mod machine;
 pub mod memory;
+pub mod memory_slots;
 pub mod pci;
 pub mod virtio;
 pub mod vm;

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
+use display::surface::Surface;
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress};
 
@@ -23,12 +24,14 @@ use crate::devices::ide::pci::{IDETIM, IDETIM_DECODE_ENABLE};
 use crate::devices::ide::{AtapiCdrom, IDE_DEVFN, Ide, IdeDevice};
 use crate::devices::reset::{PORT_A, SystemControlA};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, Serial16550, UART_PORTS};
+use crate::devices::vga::{Vga, VgaError, load_vgabios};
 use crate::disk::RawImage;
 use crate::disk::probe::open_image;
 use crate::firmware::{Firmware, LOW_BIOS_START};
 use crate::irq::{IrqLine, MachineRequest};
 use crate::memory::{GuestMem, MemoryLayout};
 use crate::pci::chipset::PcChipset;
+use crate::pci::devfn;
 use crate::virtio::{self, block::VirtioBlock, input::VirtioTablet};
 
 /// Makes the line for one GSI of the platform's interrupt controllers.
@@ -63,6 +66,9 @@ pub struct MachineConfig {
     pub disks: Vec<DiskSpec>,
     /// What fw_cfg's `bootorder` lists first; empty: the CD, then the disks.
     pub boot_order: Vec<BootDevice>,
+    /// The screen: with one, the machine has a standard VGA (PCI 00:02.0, as on QEMU)
+    /// drawing into it; `None` is a headless machine with no graphics device.
+    pub display: Option<Arc<Surface>>,
 }
 
 /// PCI slots: 02 is the VGA's (as on QEMU), 03 the network card's, disks from 04, then
@@ -81,9 +87,18 @@ impl MachineConfig {
             cdrom_drive: false,
             disks: Vec::new(),
             boot_order: Vec::new(),
+            display: None,
         }
     }
 }
+
+/// Where the VGA sits on bus 0 (QEMU's `pc` puts it there too).
+pub const VGA_DEVFN: u8 = devfn(2, 0);
+/// Where direct kernel boot places the VGA's BARs: where SeaBIOS puts them on QEMU `pc`.
+pub const DIRECT_BOOT_LFB: u32 = 0xfd00_0000;
+pub const DIRECT_BOOT_VGA_MMIO: u32 = 0xfebf_0000;
+/// The mode direct kernel boot leaves the display in, for the kernel's framebuffer console.
+pub const DIRECT_BOOT_MODE: (u16, u16, u16) = (1024, 768, 32);
 
 /// Where a character device's output goes. Files are opened once and shared by every
 /// incarnation of the machine (a guest reset rebuilds the machine, not the files).
@@ -134,6 +149,8 @@ pub enum MachineError {
     Disk(PathBuf, std::io::Error),
     #[error("cdrom {0}: {1}")]
     Cdrom(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Vga(#[from] VgaError),
 }
 
 /// A built machine, ready for CPUs.
@@ -150,6 +167,8 @@ pub struct Machine {
     pub ide: Ide,
     /// The absolute pointer VNC's pointer events go to.
     pub tablet: Arc<Mutex<VirtioTablet>>,
+    /// The graphics device, when the machine has a display.
+    pub vga: Option<Vga>,
     /// Resets and poweroffs that devices ask for.
     pub requests: Receiver<MachineRequest>,
     rom: Option<(u64, u64)>,
@@ -200,6 +219,20 @@ impl Machine {
         let tablet = Arc::new(Mutex::new(VirtioTablet::new()));
         let tablet_slot = FIRST_DISK_SLOT + cfg.disks.len() as u8;
         virtio::pci::attach(&chipset, tablet_slot, tablet.clone(), &mem);
+        let vga = match &cfg.display {
+            Some(surface) => {
+                // The VGA BIOS only matters when firmware runs to load it.
+                let rom = firmware.map(|_| load_vgabios(None)).transpose()?;
+                let vga = Vga::new(surface.clone(), rom)?;
+                vga.attach(&pio, &mmio)?;
+                chipset.add(VGA_DEVFN, vga.pci_function());
+                if matches!(cfg.boot, Boot::Linux { .. }) {
+                    program_vga_like_firmware(&chipset, &vga);
+                }
+                Some(vga)
+            }
+            None => None,
+        };
 
         Ok(Machine {
             layout,
@@ -212,6 +245,7 @@ impl Machine {
             i8042,
             ide,
             tablet,
+            vga,
             requests,
             rom,
         })
@@ -268,6 +302,25 @@ fn load_firmware(mem: &GuestMem, fw: &Firmware) -> Result<(), MachineError> {
 
 /// The chipset devices the machine keeps handles to.
 type Chipset = (PcChipset, Arc<Mutex<Cmos>>, Arc<Mutex<I8042>>);
+/// What SeaBIOS and its VGA BIOS would have done before a kernel runs: the BARs placed,
+/// decode on, a linear mode set. `Vga::linear_framebuffer` then describes it for
+/// `screen_info`.
+fn program_vga_like_firmware(chipset: &PcChipset, vga: &Vga) {
+    use crate::pci::regs::{BAR0, COMMAND, COMMAND_IO, COMMAND_MEMORY};
+    {
+        let mut root = chipset.root.lock().unwrap();
+        root.config_write(0, VGA_DEVFN, BAR0, &DIRECT_BOOT_LFB.to_le_bytes());
+        root.config_write(0, VGA_DEVFN, BAR0 + 8, &DIRECT_BOOT_VGA_MMIO.to_le_bytes());
+        root.config_write(
+            0,
+            VGA_DEVFN,
+            COMMAND,
+            &(COMMAND_IO | COMMAND_MEMORY).to_le_bytes(),
+        );
+    }
+    let (w, h, bpp) = DIRECT_BOOT_MODE;
+    vga.set_linear_mode(w, h, bpp);
+}
 
 /// The chipset: PCI host bridge and ISA bridge, power management, CMOS, fw_cfg, i8042.
 fn add_chipset(
@@ -496,5 +549,47 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.to_string().contains("/nonexistent.iso"), "{e}");
+    }
+
+    #[test]
+    fn direct_boot_display_is_a_linear_framebuffer_ready_for_screen_info() {
+        let surface = Surface::new(640, 480);
+        let cfg = MachineConfig {
+            display: Some(surface.clone()),
+            ..cfg(None)
+        };
+        let m = Machine::new(&cfg, irqs(), &Outputs::default()).unwrap();
+        let vga = m.vga.as_ref().unwrap();
+        assert_eq!(
+            vga.linear_framebuffer(),
+            Some(crate::devices::vga::LinearFramebuffer {
+                base: u64::from(DIRECT_BOOT_LFB),
+                size: 16 << 20,
+                width: 1024,
+                height: 768,
+                stride: 4096,
+                bpp: 32,
+            })
+        );
+        // Without a hypervisor mapping, the LFB is MMIO: a pixel written there shows.
+        assert!(m.mmio.write(
+            u64::from(DIRECT_BOOT_LFB) + 4 * 1025,
+            &0x00ab_cdefu32.to_le_bytes()
+        ));
+        vga.refresh();
+        assert_eq!(surface.size(), (1024, 768));
+        assert_eq!(surface.read(|v| v.pixels[1025]), 0xabcdef);
+        // The legacy VGA decodes too.
+        let mut b = [0];
+        assert!(m.pio.read(0x3cc, &mut b));
+    }
+
+    #[test]
+    fn headless_machine_has_no_vga() {
+        let cfg = cfg(None);
+        let m = Machine::new(&cfg, irqs(), &Outputs::default()).unwrap();
+        assert!(m.vga.is_none());
+        let mut b = [0];
+        assert!(!m.pio.read(0x3cc, &mut b));
     }
 }

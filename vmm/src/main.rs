@@ -144,6 +144,8 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         serial: open_sink(&cli.serial, "serial")?,
         debugcon: open_sink(&cli.debugcon, "debugcon")?,
     };
+    // The guest's screen: the VGA draws it, the VNC server serves it, for the VM's life.
+    let screen = Surface::new(720, 400);
     let mut cfg = MachineConfig {
         memory: cli.memory,
         cpus: cli.cpus,
@@ -153,6 +155,7 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         cdrom_drive: cli.cdrom.is_some(),
         disks: cli.disks.clone(),
         boot_order: cli.boot.clone().unwrap_or_default(),
+        display: Some(screen.clone()),
     };
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
@@ -176,7 +179,6 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         None => None,
     };
 
-    let screen = Surface::new(720, 400);
     let guest_input = GuestInput::new(screen.clone());
     let _vnc = start_vnc(&cli, &screen, &guest_input)?;
 

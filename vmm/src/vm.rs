@@ -3,7 +3,9 @@
 //! failure), stop the vCPUs. A guest reset ends the run too; the caller builds a fresh
 //! machine and runs again, which is how a PC restarts through its firmware.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
@@ -13,8 +15,10 @@ use thiserror::Error;
 
 use crate::control::{self, Command};
 use crate::devices::serial::Serial16550;
+use crate::devices::vga::Vga;
 use crate::input::GuestInput;
 use crate::irq::MachineRequest;
+use crate::kvm::slots::KvmRamMapper;
 use crate::kvm::vcpu::{self, RunControl, VcpuEvent, VcpuThread};
 use crate::kvm::{KvmError, KvmVm};
 use crate::machine::{Boot, Machine, MachineConfig, MachineError, Outputs};
@@ -70,6 +74,10 @@ pub fn run_once(
         outputs,
     )?;
     vm.map_memory(&machine.mem, |addr| machine.is_rom(addr))?;
+    if let Some(vga) = &machine.vga {
+        // The linear framebuffer becomes a dirty-logged KVM slot once firmware places it.
+        vga.set_ram_mapper(Arc::new(KvmRamMapper::new(vm.fd.clone())));
+    }
 
     let mut fds = Vec::new();
     for id in 0..cfg.cpus {
@@ -121,6 +129,14 @@ pub fn run_once(
         threads.push(t);
     }
 
+    let refresh_stop = Arc::new(AtomicBool::new(false));
+    let refresher = match &machine.vga {
+        Some(vga) => Some(
+            spawn_display_refresh(vga.clone(), refresh_stop.clone()).map_err(VmError::Thread)?,
+        ),
+        None => None,
+    };
+
     let outcome = loop {
         let tick = machine.poll_interval();
         select! {
@@ -151,9 +167,46 @@ pub fn run_once(
     for t in threads {
         t.join();
     }
+    refresh_stop.store(true, Ordering::Release);
+    if let Some(r) = refresher {
+        let _ = r.join();
+    }
     *inputs.serial_slot.lock().unwrap() = None;
     inputs.input.attach(None, None);
     Ok(outcome)
+}
+
+/// The display's steady refresh: about 60 Hz, which is what reads the framebuffer's dirty
+/// log (guest writes there cause no exits).
+pub const REFRESH_PERIOD: Duration = Duration::from_millis(16);
+/// After the guest first touches VGA registers or the legacy window, how long to let it
+/// finish the update (a character, its attribute, the cursor) before drawing.
+pub const REFRESH_SETTLE: Duration = Duration::from_millis(2);
+/// The shortest gap between two refreshes while the guest keeps writing, so a guest that
+/// animates a legacy mode costs at most 125 redraws a second.
+pub const MIN_REFRESH_GAP: Duration = Duration::from_millis(8);
+
+/// Draws the VGA into its surface every [`REFRESH_PERIOD`], and soon after the guest
+/// touches VGA state (the device's notifier), until `stop` is set. A key echoed on a text
+/// screen after a quiet spell is drawn [`REFRESH_SETTLE`] after the guest wrote it.
+pub fn spawn_display_refresh(vga: Vga, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+    vga.set_notifier(Arc::new(move || {
+        let _ = tx.try_send(());
+    }));
+    std::thread::Builder::new()
+        .name("vga-refresh".into())
+        .spawn(move || {
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Acquire) {
+                if rx.recv_timeout(REFRESH_PERIOD).is_ok() {
+                    let at = (Instant::now() + REFRESH_SETTLE).max(last + MIN_REFRESH_GAP);
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                }
+                vga.refresh();
+                last = Instant::now();
+            }
+        })
 }
 
 /// The CD-ROM's place: secondary master, as QEMU's -cdrom.

@@ -10,3 +10,4 @@ pub mod ps2_keyboard;
 pub mod ps2_mouse;
 pub mod reset;
 pub mod serial;
+pub mod vga;
