@@ -279,16 +279,16 @@ fn main() {
                 );
             } else {
                 println!(
-                "{:<22} {:<14} {:>10} {:>10} {:>7.2}ms {:>7.2}ms {:>8.0}  {}",
-                pic.name,
-                case.name,
-                bytes.len(),
-                refb.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
-                med.as_secs_f64() * 1e3,
-                fastest.as_secs_f64() * 1e3,
-                1.0 / med.as_secs_f64(),
-                notes
-            );
+                    "{:<22} {:<14} {:>10} {:>10} {:>7.2}ms {:>7.2}ms {:>8.0}  {}",
+                    pic.name,
+                    case.name,
+                    bytes.len(),
+                    refb.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+                    med.as_secs_f64() * 1e3,
+                    fastest.as_secs_f64() * 1e3,
+                    1.0 / med.as_secs_f64(),
+                    notes
+                );
             }
 
             // Small changes, through an encoder and decoder that already did the full frame.
