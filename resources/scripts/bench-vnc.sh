@@ -203,6 +203,9 @@ if grep -q "No bootable device" "$tmp/seabios.log" 2>/dev/null; then
   sleep 0.5
   measure_server "127.0.0.1:$((5900 + n))" "seabios qemu 720x400" "QEMU" "$tmp/seabios.ppm"
   qemu_first=$(first_frame "127.0.0.1:$((5900 + n))")
+  if (($(grep -c "No bootable device" "$tmp/seabios.log") > 1)); then
+    echo "  WARNING: SeaBIOS retried the boot during the measurements (screen changed)" >&2
+  fi
 else
   echo "  QEMU did not reach \"No bootable device\":" >&2
   tail -5 "$tmp/qemu.log" >&2
@@ -236,6 +239,7 @@ echo "One full-frame update at 32 bpp. ours: our encoder, bytes of the encoded r
 echo "median CPU time of one encode ($iters runs, fresh zlib streams). ref: the whole update as a new"
 echo "client received it (median of $runs clients; 'ref ms' is request to last byte, wall clock)."
 echo "'level' rows: compression level 9 asked of both; jpeg q8: JPEG quality level 8 (lossy)."
+echo "QEMU's 'ref ms' is mostly its refresh timer (30 ms, growing while the screen is idle)."
 echo
 fmt="%-22s %-14s %10s %-5s %10s %7s %9s %9s\n"
 # shellcheck disable=SC2059 # the format is ours
