@@ -104,6 +104,18 @@ pub fn run_once(
             Some(&acpi),
         )
         .map_err(|e| VmError::Boot(e.to_string()))?;
+        // The display the VGA was left in (as firmware would), for the kernel's console.
+        if let Some(fb) = machine.vga.as_ref().and_then(|v| v.linear_framebuffer()) {
+            let fb = crate::boot::linux::LinearFramebuffer {
+                base: fb.base,
+                width: fb.width as u16,
+                height: fb.height as u16,
+                stride: fb.stride as u16,
+                size: fb.size,
+            };
+            crate::boot::linux::set_framebuffer(&machine.mem, &boot, &fb)
+                .map_err(|e| VmError::Boot(e.to_string()))?;
+        }
         crate::boot::regs::setup_long_mode(&fds[0], &machine.mem, &boot)
             .map_err(|e| VmError::Boot(e.to_string()))?;
     }
@@ -209,6 +221,30 @@ pub fn spawn_display_refresh(vga: Vga, stop: Arc<AtomicBool>) -> std::io::Result
         })
 }
 
+/// Saves the guest's screen as a PNG (RGB, 8 bits a channel).
+fn screendump(cfg: &MachineConfig, path: &std::path::Path) -> serde_json::Value {
+    let Some(screen) = &cfg.display else {
+        return control::error("DeviceNotFound", "this VM has no display device");
+    };
+    let (w, h, pixels) = screen.snapshot();
+    let rgb: Vec<u8> = pixels
+        .iter()
+        .flat_map(|p| [(p >> 16) as u8, (p >> 8) as u8, *p as u8])
+        .collect();
+    let write = || -> Result<(), String> {
+        let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
+        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), u32::from(w), u32::from(h));
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header().map_err(|e| e.to_string())?;
+        writer.write_image_data(&rgb).map_err(|e| e.to_string())
+    };
+    match write() {
+        Ok(()) => control::ok(json!({ "width": w, "height": h })),
+        Err(e) => control::error("GenericError", format!("{}: {e}", path.display())),
+    }
+}
+
 /// The CD-ROM's place: secondary master, as QEMU's -cdrom.
 const CDROM_CHANNEL: usize = 1;
 
@@ -303,12 +339,7 @@ fn serve(
         }
         Command::Eject => req.answer(eject(cfg, machine)),
         Command::ChangeMedia { path } => req.answer(change_media(cfg, machine, path)),
-        Command::Screendump { .. } => {
-            req.answer(control::error(
-                "DeviceNotFound",
-                "this VM has no display device",
-            ));
-        }
+        Command::Screendump { path } => req.answer(screendump(cfg, path)),
     }
     None
 }

@@ -104,6 +104,34 @@ fn control_socket_drives_the_vm() {
         "DeviceNotFound"
     );
 
+    // The screen as PNG: SeaBIOS's text mode is 720x400.
+    let text = common::wait_for_log(
+        &mut child,
+        &log,
+        "No bootable device.",
+        Duration::from_secs(90),
+    );
+    assert!(text.contains("No bootable device."), "{text}");
+    let png_path = dir.join("screen.png");
+    let req = format!(
+        r#"{{"execute":"screendump","path":"{}"}}"#,
+        png_path.display()
+    );
+    let shot = c.call(&req);
+    assert_eq!(
+        (
+            shot["return"]["width"].as_u64(),
+            shot["return"]["height"].as_u64()
+        ),
+        (Some(720), Some(400)),
+        "{shot}"
+    );
+    let png = std::fs::read(&png_path).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&png[16..24], &[0, 0, 2, 208, 0, 0, 1, 144], "IHDR 720x400");
+    let bad = c.call(r#"{"execute":"screendump","path":"/nonexistent/dir/x.png"}"#);
+    assert_eq!(bad["error"]["class"], "GenericError", "{bad}");
+
     // Reset: the firmware starts again.
     let text = common::wait_for_log(
         &mut child,
