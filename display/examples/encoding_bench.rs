@@ -3,10 +3,12 @@
 //! desktop-like 1920x1080 screen) and small changes (a 9x16 cursor blink, a 64x64 region).
 //!
 //!     cargo run --release -p display --example encoding_bench -- [--iters N] [--level L]
-//!         [--only NAME] [--check] [--dump DIR]
+//!         [--only NAME] [--check] [--dump DIR] [--tsv]
 //!
 //! `--level` is the client compression level of the "level" rows (default 9); `--only` keeps
-//! the pictures whose name contains NAME; `--dump` writes the pictures as PPM files and exits.
+//! the pictures whose name contains NAME; `--dump` writes the pictures as PPM files and exits;
+//! `--tsv` prints tab-separated rows (picture, encoding, bytes, median ms, fastest ms, fps,
+//! notes) for scripts such as resources/scripts/bench-vnc.sh, since picture names have spaces.
 //!
 //! Each full frame is encoded as a new client's first update (fresh encoder: fresh zlib
 //! streams). Small changes go through an encoder that has already sent the full frame, as in
@@ -180,6 +182,7 @@ fn main() {
         .unwrap_or(15usize)
         .max(1);
     let check = args.iter().any(|a| a == "--check");
+    let tsv = args.iter().any(|a| a == "--tsv");
     let level = args
         .iter()
         .position(|a| a == "--level")
@@ -224,10 +227,14 @@ fn main() {
         return;
     }
     let mut failed = false;
-    println!(
-        "{:<22} {:<14} {:>10} {:>10} {:>9} {:>9} {:>8}  notes",
-        "picture", "encoding", "bytes", "reference", "median", "fastest", "fps"
-    );
+    if tsv {
+        println!("picture\tencoding\tbytes\tmedian_ms\tfastest_ms\tfps\tnotes");
+    } else {
+        println!(
+            "{:<22} {:<14} {:>10} {:>10} {:>9} {:>9} {:>8}  notes",
+            "picture", "encoding", "bytes", "reference", "median", "fastest", "fps"
+        );
+    }
     for pic in &pics {
         let frame = view(pic);
         let full = Rect::new(0, 0, pic.width as u16, pic.height as u16);
@@ -259,17 +266,30 @@ fn main() {
                 notes.push_str("OVER REFERENCE ");
                 failed = true;
             }
-            println!(
-                "{:<22} {:<14} {:>10} {:>10} {:>7.2}ms {:>7.2}ms {:>8.0}  {}",
-                pic.name,
-                case.name,
-                bytes.len(),
-                refb.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
-                med.as_secs_f64() * 1e3,
-                fastest.as_secs_f64() * 1e3,
-                1.0 / med.as_secs_f64(),
-                notes
-            );
+            if tsv {
+                println!(
+                    "{}\t{}\t{}\t{:.3}\t{:.3}\t{:.0}\t{}",
+                    pic.name,
+                    case.name,
+                    bytes.len(),
+                    med.as_secs_f64() * 1e3,
+                    fastest.as_secs_f64() * 1e3,
+                    1.0 / med.as_secs_f64(),
+                    notes.trim_end()
+                );
+            } else {
+                println!(
+                    "{:<22} {:<14} {:>10} {:>10} {:>7.2}ms {:>7.2}ms {:>8.0}  {}",
+                    pic.name,
+                    case.name,
+                    bytes.len(),
+                    refb.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+                    med.as_secs_f64() * 1e3,
+                    fastest.as_secs_f64() * 1e3,
+                    1.0 / med.as_secs_f64(),
+                    notes
+                );
+            }
 
             // Small changes, through an encoder and decoder that already did the full frame.
             let small: &[(&str, Rect)] = match pic.width {
@@ -301,13 +321,24 @@ fn main() {
                 if !ok {
                     failed = true;
                 }
+                let med = median(times);
+                if tsv {
+                    println!(
+                        "{}: {what}\t{}\t{len}\t{:.4}\t-\t-\t{}",
+                        pic.name,
+                        case.name,
+                        med.as_secs_f64() * 1e3,
+                        if ok { "" } else { "DECODE MISMATCH" },
+                    );
+                    continue;
+                }
                 println!(
                     "{:<22} {:<14} {:>10} {:>10} {:>7.3}ms {:>9} {:>8}  {}",
                     format!("  {what}"),
                     case.name,
                     len,
                     "-",
-                    median(times).as_secs_f64() * 1e3,
+                    med.as_secs_f64() * 1e3,
                     "",
                     "",
                     if ok { "" } else { "DECODE MISMATCH" },

@@ -10,7 +10,8 @@
 //! non-incremental FramebufferUpdateRequest for the whole screen and decodes the reply with
 //! `display::decode`, so the update's end is found by parsing, not guessed. It prints the
 //! update's bytes (message header included), rectangles, the share of the screen they
-//! cover, and the times to the first byte and to the whole update. `--save` writes the
+//! cover, the times to the first byte and to the whole update (from the request), and the
+//! time from connecting to the whole update (a new client's first full frame). `--save` writes the
 //! decoded screen as a PPM picture, `--update-out` the update's bytes as received.
 
 use std::io::{BufReader, Read, Write};
@@ -246,6 +247,7 @@ fn run(args: &Args) -> Result<(), String> {
                     .decode_rects(&mut r, count, &mut fb)
                     .map_err(|e| format!("decoding the update: {e}"))?;
                 let t_done = t_request.elapsed();
+                let t_total = t_connect.elapsed();
                 let bytes = r.count - start;
                 let mut covered = 0usize;
                 let mut per_encoding: Vec<(i32, usize)> = Vec::new();
@@ -276,6 +278,11 @@ fn run(args: &Args) -> Result<(), String> {
                     "first byte after {:.2} ms, whole update after {:.2} ms",
                     t_first.as_secs_f64() * 1e3,
                     t_done.as_secs_f64() * 1e3
+                );
+                // What a new client waits for: TCP connect to the update's last byte.
+                println!(
+                    "connect to whole update {:.2} ms",
+                    t_total.as_secs_f64() * 1e3
                 );
                 if let (Some(path), Some(rec)) = (&args.update_out, &r.record) {
                     std::fs::write(path, rec).map_err(|e| format!("{path}: {e}"))?;

@@ -7,3 +7,4 @@ cd "$root"
 resources/scripts/install-deps.sh bench
 cargo bench -p vmm --bench pio_exit
 cargo bench -p vmm --bench boot
+BENCH_VNC_SKIP_DEPS=1 resources/scripts/bench-vnc.sh

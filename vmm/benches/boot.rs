@@ -94,7 +94,14 @@ fn qemu(log: &Path) -> Command {
     ])
     .args(["-m", &MEMORY_MIB.to_string(), "-smp", "1"])
     .args([
-        "-display", "none", "-vga", "none", "-net", "none", "-serial", "null",
+        "-display", "none", "-vga", "std", "-net", "none", "-serial", "null",
+    ])
+    // The same devices and services as ours: a VNC server and the virtio tablet.
+    .args([
+        "-vnc",
+        "127.0.0.1:50,to=99",
+        "-device",
+        "virtio-tablet-pci,addr=04.0",
     ])
     .args([
         "-debugcon",

@@ -49,6 +49,11 @@ pub struct Cli {
     #[arg(long, value_name = "TEXT", requires = "kernel")]
     pub cmdline: Option<String>,
 
+    /// An ISO image in the IDE CD-ROM drive (secondary master, where QEMU's -cdrom goes),
+    /// read-only.
+    #[arg(long, value_name = "ISO")]
+    pub cdrom: Option<PathBuf>,
+
     /// When no device boots, reboot after this many milliseconds (QEMU's
     /// `-boot reboot-timeout`); by default the firmware halts.
     #[arg(long, value_name = "MS")]
@@ -72,6 +77,15 @@ pub struct Cli {
     /// fw_cfg file genroms/NAME, and SeaBIOS boots it when it has a boot entry vector.
     #[arg(long = "option-rom", value_name = "FILE")]
     pub option_roms: Vec<PathBuf>,
+    /// A virtio-blk disk: PATH[,format=raw|qcow2][,readonly=on]; repeatable. The format is
+    /// probed when not given.
+    #[arg(long = "disk", value_parser = parse_disk, value_name = "PATH[,format=F][,readonly=on]")]
+    pub disks: Vec<DiskSpec>,
+
+    /// Boot order: a comma-separated list of cdrom and disk [default: the CD first when
+    /// there is one, then the disks].
+    #[arg(long, value_parser = parse_boot_order, value_name = "cdrom,disk")]
+    pub boot: Option<Vec<BootDevice>>,
 
     /// Serve the control socket (JSON lines) at this path.
     #[arg(long, value_name = "PATH")]
@@ -80,6 +94,55 @@ pub struct Cli {
     /// Print what this host can run, then exit (0 when KVM is usable).
     #[arg(long)]
     pub check_host: bool,
+}
+
+/// One `--disk`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskSpec {
+    pub path: PathBuf,
+    pub format: Option<crate::disk::probe::ImageFormat>,
+    pub read_only: bool,
+}
+
+pub fn parse_disk(s: &str) -> Result<DiskSpec, String> {
+    let mut parts = s.split(',');
+    let path = parts
+        .next()
+        .filter(|p| !p.is_empty())
+        .ok_or("--disk needs a path")?;
+    let mut spec = DiskSpec {
+        path: PathBuf::from(path),
+        format: None,
+        read_only: false,
+    };
+    for opt in parts {
+        match opt.split_once('=') {
+            Some(("format", "raw")) => spec.format = Some(crate::disk::probe::ImageFormat::Raw),
+            Some(("format", "qcow2")) => spec.format = Some(crate::disk::probe::ImageFormat::Qcow2),
+            Some(("format", f)) => return Err(format!("format '{f}': use raw or qcow2")),
+            Some(("readonly", "on")) => spec.read_only = true,
+            Some(("readonly", "off")) => spec.read_only = false,
+            _ => return Err(format!("'{opt}': use format=raw|qcow2 or readonly=on|off")),
+        }
+    }
+    Ok(spec)
+}
+
+/// What `--boot` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootDevice {
+    Cdrom,
+    Disk,
+}
+
+pub fn parse_boot_order(s: &str) -> Result<Vec<BootDevice>, String> {
+    s.split(',')
+        .map(|d| match d {
+            "cdrom" | "cd" => Ok(BootDevice::Cdrom),
+            "disk" | "hd" => Ok(BootDevice::Disk),
+            other => Err(format!("'{other}': use cdrom and disk, comma-separated")),
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -216,6 +279,25 @@ mod tests {
     }
 
     #[test]
+    fn disk_specs() {
+        use crate::disk::probe::ImageFormat;
+        let d = parse_disk("a.qcow2,format=qcow2,readonly=on").unwrap();
+        assert_eq!(
+            (d.path.to_str(), d.format, d.read_only),
+            (Some("a.qcow2"), Some(ImageFormat::Qcow2), true)
+        );
+        assert_eq!(parse_disk("b.img").unwrap().format, None);
+        assert!(parse_disk("b.img,format=vmdk").is_err());
+        assert!(parse_disk("b.img,cache=none").is_err());
+        assert!(parse_disk(",format=raw").is_err());
+        assert_eq!(
+            parse_boot_order("cdrom,disk"),
+            Ok(vec![BootDevice::Cdrom, BootDevice::Disk])
+        );
+        assert!(parse_boot_order("net").is_err());
+    }
+
+    #[test]
     fn vnc_specs() {
         assert_eq!(parse_vnc("none"), Ok(VncSpec::None));
         assert_eq!(
@@ -273,6 +355,15 @@ mod tests {
             cli(&["--cpus", "4", "--memory", "4G"]).check(host, 4),
             Ok(())
         );
+    }
+
+    #[test]
+    fn cdrom_option() {
+        assert_eq!(
+            cli(&["--cdrom", "x.iso"]).cdrom,
+            Some(PathBuf::from("x.iso"))
+        );
+        assert_eq!(cli(&[]).cdrom, None);
     }
 
     #[test]

@@ -19,6 +19,14 @@ pub trait AbsolutePointer: Send + Sync {
     fn pointer(&self, x: u16, y: u16, width: u16, height: u16, buttons: u8);
 }
 
+impl AbsolutePointer for Mutex<crate::virtio::input::VirtioTablet> {
+    fn pointer(&self, x: u16, y: u16, width: u16, height: u16, buttons: u8) {
+        self.lock()
+            .unwrap()
+            .pointer(x.into(), y.into(), buttons, width.into(), height.into());
+    }
+}
+
 #[derive(Default)]
 struct Devices {
     keyboard: Option<Arc<Mutex<I8042>>>,

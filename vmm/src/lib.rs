@@ -15,6 +15,8 @@ pub mod irq;
 pub mod kvm;
 pub mod machine;
 pub mod memory;
+pub mod memory_slots;
 pub mod option_rom;
 pub mod pci;
+pub mod virtio;
 pub mod vm;

@@ -9,22 +9,31 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
+use display::surface::Surface;
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::acpi::{self, AcpiConfig};
 use crate::bus::{Bus, BusError, shared};
+use crate::config::{BootDevice, DiskSpec};
 use crate::devices::cmos::{CMOS_BASE, CMOS_PORTS, Cmos, CmosConfig, RTC_IRQ};
 use crate::devices::debugcon::{DEBUGCON_PORT, DebugCon};
-use crate::devices::fw_cfg::{FW_CFG_BASE, FW_CFG_LEN, FwCfg, e820_bytes};
+use crate::devices::fw_cfg::{FW_CFG_BASE, FW_CFG_LEN, FwCfg, bootorder_bytes, e820_bytes};
 use crate::devices::i8042::{self, I8042, KBD_IRQ, MOUSE_IRQ};
+use crate::devices::ide::pci::{IDETIM, IDETIM_DECODE_ENABLE};
+use crate::devices::ide::{AtapiCdrom, IDE_DEVFN, Ide, IdeDevice};
 use crate::devices::reset::{PORT_A, SystemControlA};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, Serial16550, UART_PORTS};
+use crate::devices::vga::{Vga, VgaError, load_vgabios};
+use crate::disk::RawImage;
+use crate::disk::probe::open_image;
 use crate::firmware::{Firmware, LOW_BIOS_START};
 use crate::irq::{IrqLine, MachineRequest};
 use crate::memory::{GuestMem, MemoryLayout};
 use crate::option_rom::OptionRom;
 use crate::pci::chipset::PcChipset;
+use crate::pci::devfn;
+use crate::virtio::{self, block::VirtioBlock, input::VirtioTablet};
 
 /// Makes the line for one GSI of the platform's interrupt controllers.
 pub type IrqFactory = Arc<dyn Fn(u32) -> Arc<dyn IrqLine> + Send + Sync>;
@@ -51,7 +60,49 @@ pub struct MachineConfig {
     pub reboot_timeout: Option<u32>,
     /// `--option-rom` files, offered to the firmware as fw_cfg `genroms/NAME`.
     pub option_roms: Vec<OptionRom>,
+    /// An ISO in the IDE CD-ROM (secondary master); opened read-only at every (re)build.
+    pub cdrom: Option<PathBuf>,
+    /// The drive stays (empty) after the control socket ejected the ISO, so media changed
+    /// at run time survive a guest reset.
+    pub cdrom_drive: bool,
+    /// virtio-blk disks, on PCI slots from [`FIRST_DISK_SLOT`].
+    pub disks: Vec<DiskSpec>,
+    /// What fw_cfg's `bootorder` lists first; empty: the CD, then the disks.
+    pub boot_order: Vec<BootDevice>,
+    /// The screen: with one, the machine has a standard VGA (PCI 00:02.0, as on QEMU)
+    /// drawing into it; `None` is a headless machine with no graphics device.
+    pub display: Option<Arc<Surface>>,
 }
+
+/// PCI slots: 02 is the VGA's (as on QEMU), 03 the network card's, disks from 04, then
+/// the tablet.
+pub const FIRST_DISK_SLOT: u8 = 4;
+
+impl MachineConfig {
+    /// A machine with no CD-ROM and the firmware's defaults for everything optional.
+    pub fn new(memory: u64, cpus: u32, boot: Boot) -> MachineConfig {
+        MachineConfig {
+            memory,
+            cpus,
+            boot,
+            reboot_timeout: None,
+            option_roms: Vec::new(),
+            cdrom: None,
+            cdrom_drive: false,
+            disks: Vec::new(),
+            boot_order: Vec::new(),
+            display: None,
+        }
+    }
+}
+
+/// Where the VGA sits on bus 0 (QEMU's `pc` puts it there too).
+pub const VGA_DEVFN: u8 = devfn(2, 0);
+/// Where direct kernel boot places the VGA's BARs: where SeaBIOS puts them on QEMU `pc`.
+pub const DIRECT_BOOT_LFB: u32 = 0xfd00_0000;
+pub const DIRECT_BOOT_VGA_MMIO: u32 = 0xfebf_0000;
+/// The mode direct kernel boot leaves the display in, for the kernel's framebuffer console.
+pub const DIRECT_BOOT_MODE: (u16, u16, u16) = (1024, 768, 32);
 
 /// Where a character device's output goes. Files are opened once and shared by every
 /// incarnation of the machine (a guest reset rebuilds the machine, not the files).
@@ -98,6 +149,12 @@ pub enum MachineError {
     Bus(#[from] BusError),
     #[error("cannot place the firmware in guest memory: {0}")]
     Firmware(String),
+    #[error("disk {0}: {1}")]
+    Disk(PathBuf, std::io::Error),
+    #[error("cdrom {0}: {1}")]
+    Cdrom(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Vga(#[from] VgaError),
 }
 
 /// A built machine, ready for CPUs.
@@ -110,6 +167,12 @@ pub struct Machine {
     pub chipset: PcChipset,
     pub cmos: Arc<Mutex<Cmos>>,
     pub i8042: Arc<Mutex<I8042>>,
+    /// The PIIX3 IDE controller (01.1) and its CD-ROM, for eject/change-media.
+    pub ide: Ide,
+    /// The absolute pointer VNC's pointer events go to.
+    pub tablet: Arc<Mutex<VirtioTablet>>,
+    /// The graphics device, when the machine has a display.
+    pub vga: Option<Vga>,
     /// Resets and poweroffs that devices ask for.
     pub requests: Receiver<MachineRequest>,
     rom: Option<(u64, u64)>,
@@ -145,6 +208,35 @@ impl Machine {
         )?;
         pio.insert(PORT_A, 1, shared(SystemControlA::new(tx.clone())))?;
         let (chipset, cmos, i8042) = add_chipset(cfg, &layout, &mem, &pio, &mmio, &irq, &tx)?;
+        let ide = add_ide(cfg, &mem, &pio, &irq, &chipset)?;
+        for (i, disk) in cfg.disks.iter().enumerate() {
+            let backend = open_image(&disk.path, disk.format, disk.read_only)
+                .map_err(|e| MachineError::Disk(disk.path.clone(), e))?;
+            let blk = VirtioBlock::new(backend, &format!("vmdesk-disk{i}"));
+            virtio::pci::attach(
+                &chipset,
+                FIRST_DISK_SLOT + i as u8,
+                Arc::new(Mutex::new(blk)),
+                &mem,
+            );
+        }
+        let tablet = Arc::new(Mutex::new(VirtioTablet::new()));
+        let tablet_slot = FIRST_DISK_SLOT + cfg.disks.len() as u8;
+        virtio::pci::attach(&chipset, tablet_slot, tablet.clone(), &mem);
+        let vga = match &cfg.display {
+            Some(surface) => {
+                // The VGA BIOS only matters when firmware runs to load it.
+                let rom = firmware.map(|_| load_vgabios(None)).transpose()?;
+                let vga = Vga::new(surface.clone(), rom)?;
+                vga.attach(&pio, &mmio)?;
+                chipset.add(VGA_DEVFN, vga.pci_function());
+                if matches!(cfg.boot, Boot::Linux { .. }) {
+                    program_vga_like_firmware(&chipset, &vga);
+                }
+                Some(vga)
+            }
+            None => None,
+        };
 
         Ok(Machine {
             layout,
@@ -155,6 +247,9 @@ impl Machine {
             chipset,
             cmos,
             i8042,
+            ide,
+            tablet,
+            vga,
             requests,
             rom,
         })
@@ -211,6 +306,25 @@ fn load_firmware(mem: &GuestMem, fw: &Firmware) -> Result<(), MachineError> {
 
 /// The chipset devices the machine keeps handles to.
 type Chipset = (PcChipset, Arc<Mutex<Cmos>>, Arc<Mutex<I8042>>);
+/// What SeaBIOS and its VGA BIOS would have done before a kernel runs: the BARs placed,
+/// decode on, a linear mode set. `Vga::linear_framebuffer` then describes it for
+/// `screen_info`.
+fn program_vga_like_firmware(chipset: &PcChipset, vga: &Vga) {
+    use crate::pci::regs::{BAR0, COMMAND, COMMAND_IO, COMMAND_MEMORY};
+    {
+        let mut root = chipset.root.lock().unwrap();
+        root.config_write(0, VGA_DEVFN, BAR0, &DIRECT_BOOT_LFB.to_le_bytes());
+        root.config_write(0, VGA_DEVFN, BAR0 + 8, &DIRECT_BOOT_VGA_MMIO.to_le_bytes());
+        root.config_write(
+            0,
+            VGA_DEVFN,
+            COMMAND,
+            &(COMMAND_IO | COMMAND_MEMORY).to_le_bytes(),
+        );
+    }
+    let (w, h, bpp) = DIRECT_BOOT_MODE;
+    vga.set_linear_mode(w, h, bpp);
+}
 
 /// The chipset: PCI host bridge and ISA bridge, power management, CMOS, fw_cfg, i8042.
 fn add_chipset(
@@ -254,6 +368,39 @@ fn add_chipset(
         Boot::Linux { .. } => chipset.program_like_seabios(),
     }
     Ok((chipset, cmos, i8042))
+}
+
+/// The IDE controller QEMU's `pc` always has, with a CD-ROM on secondary master when an
+/// ISO is given (QEMU's -cdrom place). Without one, no drive is attached.
+fn add_ide(
+    cfg: &MachineConfig,
+    mem: &GuestMem,
+    pio: &Bus,
+    irq: &IrqFactory,
+    chipset: &PcChipset,
+) -> Result<Ide, MachineError> {
+    let cdrom = match &cfg.cdrom {
+        Some(path) => {
+            let iso =
+                RawImage::open(path, true).map_err(|e| MachineError::Cdrom(path.clone(), e))?;
+            Some(IdeDevice::Cdrom(AtapiCdrom::new(Some(Box::new(iso)))))
+        }
+        None if cfg.cdrom_drive => Some(IdeDevice::Cdrom(AtapiCdrom::new(None))),
+        None => None,
+    };
+    let ide = Ide::new(pio, mem, irq, [[None, None], [cdrom, None]])?;
+    chipset.add(IDE_DEVFN, ide.function.clone());
+    if let Boot::Linux { .. } = cfg.boot {
+        // What SeaBIOS's piix_ide_setup does: the IDE decode-enable bits of both channels'
+        // timing registers, which Linux's ata_piix checks before it probes a port.
+        chipset.root.lock().unwrap().config_write(
+            0,
+            IDE_DEVFN,
+            IDETIM,
+            &IDETIM_DECODE_ENABLE.to_le_bytes(),
+        );
+    }
+    Ok(ide)
 }
 
 /// What the machine's ACPI tables describe.
@@ -300,6 +447,12 @@ fn firmware_config(
                 .to_vec(),
         ),
     ];
+    let order = bootorder(cfg);
+    if !order.is_empty() {
+        let paths: Vec<&str> = order.iter().map(String::as_str).collect();
+        fw.add_file("bootorder", bootorder_bytes(&paths))
+            .map_err(|e| MachineError::Firmware(e.to_string()))?;
+    }
     let acpi = acpi_config(cfg, layout).fw_cfg_blobs();
     let acpi_files = [
         (acpi::ACPI_RSDP_FILE, acpi.rsdp),
@@ -315,6 +468,31 @@ fn firmware_config(
             .map_err(|e| MachineError::Firmware(e.to_string()))?;
     }
     Ok(fw)
+}
+
+/// OpenFirmware device paths for fw_cfg `bootorder`, as QEMU writes them and SeaBIOS
+/// matches them: the CD on the IDE secondary master, virtio disks by PCI slot.
+pub fn bootorder(cfg: &MachineConfig) -> Vec<String> {
+    let cd = cfg
+        .cdrom_drive
+        .then(|| "/pci@i0cf8/ide@1,1/drive@1/disk@0".to_string());
+    let disks: Vec<String> = (0..cfg.disks.len())
+        .map(|i| format!("/pci@i0cf8/*@{:x}", FIRST_DISK_SLOT as usize + i))
+        .collect();
+    let order = if cfg.boot_order.is_empty() {
+        vec![BootDevice::Cdrom, BootDevice::Disk]
+    } else {
+        cfg.boot_order.clone()
+    };
+    let mut out = Vec::new();
+    for dev in order {
+        match dev {
+            BootDevice::Cdrom => out.extend(cd.clone()),
+            BootDevice::Disk => out.extend(disks.iter().cloned()),
+        }
+    }
+    out.dedup();
+    out
 }
 
 /// How long SeaBIOS's boot menu waits for a key when it is shown.
@@ -344,18 +522,15 @@ mod tests {
         let rom = wrap_program(&[0xF4], "t").unwrap();
         let option_rom =
             OptionRom::from_bytes(std::path::Path::new("t.rom"), "t.rom", rom.clone()).unwrap();
-        let cfg = MachineConfig {
-            memory: 64 << 20,
-            cpus: 1,
-            boot: Boot::Firmware(Firmware {
-                path: "test.bin".into(),
-                image: vec![0; 256 << 10],
-            }),
-            reboot_timeout: None,
-            option_roms: vec![option_rom],
+        let firmware = Firmware {
+            path: "test.bin".into(),
+            image: vec![0; 256 << 10],
         };
-        let irq: IrqFactory = Arc::new(|_| RecordingIrq::new() as Arc<dyn IrqLine>);
-        let m = Machine::new(&cfg, irq, &Outputs::default()).unwrap();
+        let cfg = MachineConfig {
+            option_roms: vec![option_rom],
+            ..MachineConfig::new(64 << 20, 1, Boot::Firmware(firmware))
+        };
+        let m = Machine::new(&cfg, irqs(), &Outputs::default()).unwrap();
 
         // The directory, as SeaBIOS's qemu_romfile_init walks it.
         let count = u32::from_be_bytes(fw_cfg_read(&m, FW_CFG_FILE_DIR, 4).try_into().unwrap());
@@ -368,5 +543,103 @@ mod tests {
         let key = u16::from_be_bytes(entry[4..6].try_into().unwrap());
         assert_eq!(size as usize, rom.len());
         assert_eq!(fw_cfg_read(&m, key, rom.len()), rom);
+    }
+
+    fn cfg(cdrom: Option<PathBuf>) -> MachineConfig {
+        let boot = Boot::Linux {
+            kernel: PathBuf::from("/nonexistent"),
+            initrd: None,
+            cmdline: String::new(),
+        };
+        MachineConfig {
+            cdrom_drive: cdrom.is_some(),
+            cdrom,
+            ..MachineConfig::new(64 << 20, 1, boot)
+        }
+    }
+
+    fn irqs() -> IrqFactory {
+        Arc::new(|_| RecordingIrq::new() as Arc<dyn IrqLine>)
+    }
+
+    fn cfg_read(m: &Machine, devfn: u8, off: u8) -> u32 {
+        let addr = 0x8000_0000u32 | u32::from(devfn) << 8 | u32::from(off);
+        m.pio.write(0xcf8, &addr.to_le_bytes());
+        let mut b = [0; 4];
+        m.pio.read(0xcfc, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    #[test]
+    fn ide_at_01_1_with_the_cdrom_on_secondary_master() {
+        let iso = std::env::temp_dir().join(format!("vmdesk-machine-{}.iso", std::process::id()));
+        std::fs::write(&iso, vec![0u8; 2048 * 20]).unwrap();
+        let m = Machine::new(&cfg(Some(iso.clone())), irqs(), &Outputs::default()).unwrap();
+        assert_eq!(cfg_read(&m, IDE_DEVFN, 0), 0x7010_8086);
+        // Direct boot: the decode enables Linux's ata_piix checks are on.
+        assert_eq!(cfg_read(&m, IDE_DEVFN, 0x40), IDETIM_DECODE_ENABLE);
+        assert_eq!(
+            m.ide.with_cdrom(1, 0, |cd| cd.sectors()),
+            Some(20),
+            "ISO on ata1-0"
+        );
+        assert!(m.ide.with_cdrom(0, 0, |_| ()).is_none());
+        // The ATAPI signature at the secondary channel's ports.
+        let mut b = [0u8; 2];
+        m.pio.read(0x174, &mut b[..1]);
+        m.pio.read(0x175, &mut b[1..]);
+        assert_eq!(b, [0x14, 0xeb]);
+        std::fs::remove_file(&iso).unwrap();
+
+        let e = Machine::new(
+            &cfg(Some(PathBuf::from("/nonexistent.iso"))),
+            irqs(),
+            &Outputs::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("/nonexistent.iso"), "{e}");
+    }
+
+    #[test]
+    fn direct_boot_display_is_a_linear_framebuffer_ready_for_screen_info() {
+        let surface = Surface::new(640, 480);
+        let cfg = MachineConfig {
+            display: Some(surface.clone()),
+            ..cfg(None)
+        };
+        let m = Machine::new(&cfg, irqs(), &Outputs::default()).unwrap();
+        let vga = m.vga.as_ref().unwrap();
+        assert_eq!(
+            vga.linear_framebuffer(),
+            Some(crate::devices::vga::LinearFramebuffer {
+                base: u64::from(DIRECT_BOOT_LFB),
+                size: 16 << 20,
+                width: 1024,
+                height: 768,
+                stride: 4096,
+                bpp: 32,
+            })
+        );
+        // Without a hypervisor mapping, the LFB is MMIO: a pixel written there shows.
+        assert!(m.mmio.write(
+            u64::from(DIRECT_BOOT_LFB) + 4 * 1025,
+            &0x00ab_cdefu32.to_le_bytes()
+        ));
+        vga.refresh();
+        assert_eq!(surface.size(), (1024, 768));
+        assert_eq!(surface.read(|v| v.pixels[1025]), 0xabcdef);
+        // The legacy VGA decodes too.
+        let mut b = [0];
+        assert!(m.pio.read(0x3cc, &mut b));
+    }
+
+    #[test]
+    fn headless_machine_has_no_vga() {
+        let cfg = cfg(None);
+        let m = Machine::new(&cfg, irqs(), &Outputs::default()).unwrap();
+        assert!(m.vga.is_none());
+        let mut b = [0];
+        assert!(!m.pio.read(0x3cc, &mut b));
     }
 }

@@ -133,16 +133,31 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             Firmware::load(cli.firmware.as_deref()).map_err(|e| Usage(e.to_string()))?,
         ),
     };
+    for d in &cli.disks {
+        // Open once now so a bad image is bad input, not a failed start.
+        vmm::disk::probe::open_image(&d.path, d.format, d.read_only)
+            .map_err(|e| Usage(format!("--disk {e}")))?;
+    }
+    if let Some(iso) = &cli.cdrom {
+        readable(iso, "cdrom")?;
+    }
     let outputs = Outputs {
         serial: open_sink(&cli.serial, "serial")?,
         debugcon: open_sink(&cli.debugcon, "debugcon")?,
     };
-    let cfg = MachineConfig {
+    // The guest's screen: the VGA draws it, the VNC server serves it, for the VM's life.
+    let screen = Surface::new(720, 400);
+    let mut cfg = MachineConfig {
         memory: cli.memory,
         cpus: cli.cpus,
         boot,
         reboot_timeout: cli.reboot_timeout,
         option_roms: OptionRom::load_all(&cli.option_roms).map_err(|e| Usage(e.to_string()))?,
+        cdrom: cli.cdrom.clone(),
+        cdrom_drive: cli.cdrom.is_some(),
+        disks: cli.disks.clone(),
+        boot_order: cli.boot.clone().unwrap_or_default(),
+        display: Some(screen.clone()),
     };
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
@@ -166,7 +181,6 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         None => None,
     };
 
-    let screen = Surface::new(720, 400);
     let guest_input = GuestInput::new(screen.clone());
     let _vnc = start_vnc(&cli, &screen, &guest_input)?;
 
@@ -187,7 +201,7 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             serial_slot: &serial_slot,
             input: &guest_input,
         };
-        match vm::run_once(&kvm, &cfg, &outputs, &inputs) {
+        match vm::run_once(&kvm, &mut cfg, &outputs, &inputs) {
             Ok(Outcome::Reset) => {
                 tracing::info!("guest reset: restarting the machine");
                 continue;

@@ -3,7 +3,9 @@
 //! failure), stop the vCPUs. A guest reset ends the run too; the caller builds a fresh
 //! machine and runs again, which is how a PC restarts through its firmware.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
@@ -13,8 +15,10 @@ use thiserror::Error;
 
 use crate::control::{self, Command};
 use crate::devices::serial::Serial16550;
+use crate::devices::vga::Vga;
 use crate::input::GuestInput;
 use crate::irq::MachineRequest;
+use crate::kvm::slots::KvmRamMapper;
 use crate::kvm::vcpu::{self, RunControl, VcpuEvent, VcpuThread};
 use crate::kvm::{KvmError, KvmVm};
 use crate::machine::{Boot, Machine, MachineConfig, MachineError, Outputs};
@@ -55,9 +59,10 @@ pub struct Inputs<'a> {
     pub input: &'a Arc<GuestInput>,
 }
 
+/// `cfg` is updated with what changes at run time and must survive a reset (media).
 pub fn run_once(
     kvm: &Kvm,
-    cfg: &MachineConfig,
+    cfg: &mut MachineConfig,
     outputs: &Outputs,
     inputs: &Inputs,
 ) -> Result<Outcome, VmError> {
@@ -69,6 +74,10 @@ pub fn run_once(
         outputs,
     )?;
     vm.map_memory(&machine.mem, |addr| machine.is_rom(addr))?;
+    if let Some(vga) = &machine.vga {
+        // The linear framebuffer becomes a dirty-logged KVM slot once firmware places it.
+        vga.set_ram_mapper(Arc::new(KvmRamMapper::new(vm.fd.clone())));
+    }
 
     let mut fds = Vec::new();
     for id in 0..cfg.cpus {
@@ -95,12 +104,27 @@ pub fn run_once(
             Some(&acpi),
         )
         .map_err(|e| VmError::Boot(e.to_string()))?;
+        // The display the VGA was left in (as firmware would), for the kernel's console.
+        if let Some(fb) = machine.vga.as_ref().and_then(|v| v.linear_framebuffer()) {
+            let fb = crate::boot::linux::LinearFramebuffer {
+                base: fb.base,
+                width: fb.width as u16,
+                height: fb.height as u16,
+                stride: fb.stride as u16,
+                size: fb.size,
+            };
+            crate::boot::linux::set_framebuffer(&machine.mem, &boot, &fb)
+                .map_err(|e| VmError::Boot(e.to_string()))?;
+        }
         crate::boot::regs::setup_long_mode(&fds[0], &machine.mem, &boot)
             .map_err(|e| VmError::Boot(e.to_string()))?;
     }
 
     *inputs.serial_slot.lock().unwrap() = Some(machine.serial.clone());
-    inputs.input.attach(Some(machine.i8042.clone()), None);
+    inputs.input.attach(
+        Some(machine.i8042.clone()),
+        Some(machine.tablet.clone() as Arc<dyn crate::input::AbsolutePointer>),
+    );
     let control = RunControl::new();
     let (ev_tx, events) = crossbeam_channel::unbounded();
     let mut threads = Vec::new();
@@ -116,6 +140,14 @@ pub fn run_once(
         .map_err(VmError::Thread)?;
         threads.push(t);
     }
+
+    let refresh_stop = Arc::new(AtomicBool::new(false));
+    let refresher = match &machine.vga {
+        Some(vga) => Some(
+            spawn_display_refresh(vga.clone(), refresh_stop.clone()).map_err(VmError::Thread)?,
+        ),
+        None => None,
+    };
 
     let outcome = loop {
         let tick = machine.poll_interval();
@@ -147,15 +179,117 @@ pub fn run_once(
     for t in threads {
         t.join();
     }
+    refresh_stop.store(true, Ordering::Release);
+    if let Some(r) = refresher {
+        let _ = r.join();
+    }
     *inputs.serial_slot.lock().unwrap() = None;
     inputs.input.attach(None, None);
     Ok(outcome)
 }
 
+/// The display's steady refresh: about 60 Hz, which is what reads the framebuffer's dirty
+/// log (guest writes there cause no exits).
+pub const REFRESH_PERIOD: Duration = Duration::from_millis(16);
+/// After the guest first touches VGA registers or the legacy window, how long to let it
+/// finish the update (a character, its attribute, the cursor) before drawing.
+pub const REFRESH_SETTLE: Duration = Duration::from_millis(2);
+/// The shortest gap between two refreshes while the guest keeps writing, so a guest that
+/// animates a legacy mode costs at most 125 redraws a second.
+pub const MIN_REFRESH_GAP: Duration = Duration::from_millis(8);
+
+/// Draws the VGA into its surface every [`REFRESH_PERIOD`], and soon after the guest
+/// touches VGA state (the device's notifier), until `stop` is set. A key echoed on a text
+/// screen after a quiet spell is drawn [`REFRESH_SETTLE`] after the guest wrote it.
+pub fn spawn_display_refresh(vga: Vga, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+    vga.set_notifier(Arc::new(move || {
+        let _ = tx.try_send(());
+    }));
+    std::thread::Builder::new()
+        .name("vga-refresh".into())
+        .spawn(move || {
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Acquire) {
+                if rx.recv_timeout(REFRESH_PERIOD).is_ok() {
+                    let at = (Instant::now() + REFRESH_SETTLE).max(last + MIN_REFRESH_GAP);
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                }
+                vga.refresh();
+                last = Instant::now();
+            }
+        })
+}
+
+/// Saves the guest's screen as a PNG (RGB, 8 bits a channel).
+fn screendump(cfg: &MachineConfig, path: &std::path::Path) -> serde_json::Value {
+    let Some(screen) = &cfg.display else {
+        return control::error("DeviceNotFound", "this VM has no display device");
+    };
+    let (w, h, pixels) = screen.snapshot();
+    let rgb: Vec<u8> = pixels
+        .iter()
+        .flat_map(|p| [(p >> 16) as u8, (p >> 8) as u8, *p as u8])
+        .collect();
+    let write = || -> Result<(), String> {
+        let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
+        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), u32::from(w), u32::from(h));
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header().map_err(|e| e.to_string())?;
+        writer.write_image_data(&rgb).map_err(|e| e.to_string())
+    };
+    match write() {
+        Ok(()) => control::ok(json!({ "width": w, "height": h })),
+        Err(e) => control::error("GenericError", format!("{}: {e}", path.display())),
+    }
+}
+
+/// The CD-ROM's place: secondary master, as QEMU's -cdrom.
+const CDROM_CHANNEL: usize = 1;
+
+fn eject(cfg: &mut MachineConfig, machine: &Machine) -> serde_json::Value {
+    match machine.ide.with_cdrom(CDROM_CHANNEL, 0, |cd| cd.eject()) {
+        None => control::error("DeviceNotFound", "this VM has no CD-ROM drive"),
+        Some(Err(e)) => control::error("GenericError", format!("cannot eject: {e}")),
+        Some(Ok(_)) => {
+            cfg.cdrom = None;
+            control::ok(json!({}))
+        }
+    }
+}
+
+fn change_media(
+    cfg: &mut MachineConfig,
+    machine: &Machine,
+    path: &std::path::Path,
+) -> serde_json::Value {
+    let iso = match crate::disk::raw::RawImage::open(path, true) {
+        Ok(iso) => iso,
+        Err(e) => return control::error("GenericError", format!("{}: {e}", path.display())),
+    };
+    let done = machine.ide.with_cdrom(CDROM_CHANNEL, 0, |cd| {
+        // A medium already in the drive comes out first, as `eject -f` + insert would.
+        if cd.has_medium() {
+            cd.eject_forced().map(drop)?;
+        }
+        cd.insert(Box::new(iso));
+        Ok::<(), crate::devices::ide::atapi::MediaError>(())
+    });
+    match done {
+        None => control::error("DeviceNotFound", "this VM has no CD-ROM drive"),
+        Some(Err(e)) => control::error("GenericError", format!("cannot change media: {e}")),
+        Some(Ok(())) => {
+            cfg.cdrom = Some(path.to_path_buf());
+            control::ok(json!({}))
+        }
+    }
+}
+
 /// Answers one control request; `Some` when it ends the run.
 fn serve(
     req: &control::Request,
-    cfg: &MachineConfig,
+    cfg: &mut MachineConfig,
     machine: &Machine,
     run: &RunControl,
     threads: &[VcpuThread],
@@ -167,6 +301,7 @@ fn serve(
                 "status": state,
                 "memory": cfg.memory,
                 "cpus": cfg.cpus,
+                "cdrom": cfg.cdrom,
             })));
         }
         Command::Quit => {
@@ -202,18 +337,9 @@ fn serve(
             run.set_paused(false);
             req.answer(control::ok(json!({})));
         }
-        Command::Eject | Command::ChangeMedia { .. } => {
-            req.answer(control::error(
-                "DeviceNotFound",
-                "this VM has no CD-ROM drive",
-            ));
-        }
-        Command::Screendump { .. } => {
-            req.answer(control::error(
-                "DeviceNotFound",
-                "this VM has no display device",
-            ));
-        }
+        Command::Eject => req.answer(eject(cfg, machine)),
+        Command::ChangeMedia { path } => req.answer(change_media(cfg, machine, path)),
+        Command::Screendump { path } => req.answer(screendump(cfg, path)),
     }
     None
 }

@@ -104,6 +104,34 @@ fn control_socket_drives_the_vm() {
         "DeviceNotFound"
     );
 
+    // The screen as PNG: SeaBIOS's text mode is 720x400.
+    let text = common::wait_for_log(
+        &mut child,
+        &log,
+        "No bootable device.",
+        Duration::from_secs(90),
+    );
+    assert!(text.contains("No bootable device."), "{text}");
+    let png_path = dir.join("screen.png");
+    let req = format!(
+        r#"{{"execute":"screendump","path":"{}"}}"#,
+        png_path.display()
+    );
+    let shot = c.call(&req);
+    assert_eq!(
+        (
+            shot["return"]["width"].as_u64(),
+            shot["return"]["height"].as_u64()
+        ),
+        (Some(720), Some(400)),
+        "{shot}"
+    );
+    let png = std::fs::read(&png_path).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&png[16..24], &[0, 0, 2, 208, 0, 0, 1, 144], "IHDR 720x400");
+    let bad = c.call(r#"{"execute":"screendump","path":"/nonexistent/dir/x.png"}"#);
+    assert_eq!(bad["error"]["class"], "GenericError", "{bad}");
+
     // Reset: the firmware starts again.
     let text = common::wait_for_log(
         &mut child,
@@ -154,6 +182,75 @@ fn control_socket_drives_the_vm() {
     };
     assert_eq!(status.code(), Some(0));
     assert!(!sock.exists(), "the socket file is removed on exit");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn control_socket_changes_cd_media() {
+    let test = "control_socket_changes_cd_media";
+    if !common::kvm_or_skip(test) || !Path::new(vmm::firmware::DEFAULT_FIRMWARE).exists() {
+        return;
+    }
+    let dir = common::temp_dir("control-media");
+    let (one, two) = (dir.join("one.iso"), dir.join("two.iso"));
+    std::fs::write(&one, vec![1u8; 2048 * 16]).unwrap();
+    std::fs::write(&two, vec![2u8; 2048 * 32]).unwrap();
+    let sock = dir.join("vm.sock");
+    let (mut child, _log) = common::spawn_vmm(
+        &dir,
+        "media",
+        &[
+            "--memory",
+            "64M",
+            "--serial",
+            "none",
+            "--vnc",
+            "none",
+            "--control",
+            sock.to_str().unwrap(),
+            "--cdrom",
+            one.to_str().unwrap(),
+        ],
+    );
+    let mut c = Client::connect(&sock);
+    assert_eq!(
+        c.call(r#"{"execute":"status"}"#)["return"]["cdrom"],
+        one.to_str().unwrap()
+    );
+    assert_eq!(
+        c.call(r#"{"execute":"eject"}"#)["return"],
+        serde_json::json!({})
+    );
+    assert_eq!(
+        c.call(r#"{"execute":"status"}"#)["return"]["cdrom"],
+        Value::Null
+    );
+    let again = c.call(r#"{"execute":"eject"}"#);
+    assert!(
+        again["error"]["desc"]
+            .as_str()
+            .unwrap()
+            .contains("no medium"),
+        "{again}"
+    );
+    let missing = c.call(r#"{"execute":"change-media","path":"/nonexistent.iso"}"#);
+    assert_eq!(missing["error"]["class"], "GenericError", "{missing}");
+    let req = format!(r#"{{"execute":"change-media","path":"{}"}}"#, two.display());
+    assert_eq!(c.call(&req)["return"], serde_json::json!({}));
+    assert_eq!(
+        c.call(r#"{"execute":"status"}"#)["return"]["cdrom"],
+        two.to_str().unwrap()
+    );
+    // The new medium survives a guest reset (the machine is rebuilt from the updated config).
+    assert_eq!(
+        c.call(r#"{"execute":"reset"}"#)["return"],
+        serde_json::json!({})
+    );
+    assert_eq!(
+        c.call(r#"{"execute":"status"}"#)["return"]["cdrom"],
+        two.to_str().unwrap()
+    );
+    assert_eq!(common::stop(&mut child).code(), Some(0));
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -57,7 +57,10 @@ fn assert_machine(log: &str, ram_mib: u64, cpus: u32) {
         "QEMU fw_cfg DMA interface supported",
         "PCI: init bdf=00:00.0 id=8086:1237",
         "PCI: init bdf=00:01.0 id=8086:7000",
+        "PCI: init bdf=00:01.1 id=8086:7010",
         "PCI: init bdf=00:01.3 id=8086:7113",
+        "PCI: init bdf=00:02.0 id=1234:1111",
+        "Running option rom at c000:0003",
         "Moving pm_base to 0x600",
         "PS2 keyboard initialized",
         "Found 1 serial ports",
@@ -206,8 +209,10 @@ fn qemu_log(dir: &Path, memory_mib: u64, cpus: u32) -> String {
         ])
         .args(["-m", &memory_mib.to_string(), "-smp", &cpus.to_string()])
         .args([
-            "-display", "none", "-vga", "none", "-net", "none", "-serial", "null",
+            "-display", "none", "-vga", "std", "-net", "none", "-serial", "null",
         ])
+        // Our machine always has the virtio tablet, on slot 4 when there are no disks.
+        .args(["-device", "virtio-tablet-pci,addr=04.0"])
         .args([
             "-debugcon",
             &format!("file:{}", log.display()),

@@ -4,6 +4,7 @@
 
 pub mod cpuid;
 pub mod ring3;
+pub mod slots;
 pub mod vcpu;
 
 use std::sync::Arc;

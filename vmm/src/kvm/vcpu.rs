@@ -150,6 +150,27 @@ pub fn spawn(
     })
 }
 
+/// `rep ins`/`rep outs`: the CPU makes `count` accesses of `size` bytes to one port (an
+/// IDE data port, fw_cfg's data port); the device must see each as its own access.
+fn string_io(fd: &mut VcpuFd, pio: &Bus, port: u16, len: usize, out: bool) {
+    let run = fd.get_kvm_run();
+    // SAFETY: the exit reason was KVM_EXIT_IO, so KVM filled the `io` member of the union.
+    let io = unsafe { run.__bindgen_anon_1.io };
+    let size = usize::from(io.size).clamp(1, 4);
+    let base = std::ptr::from_mut(run).cast::<u8>();
+    // SAFETY: KVM placed the elements `data_offset` bytes into the kvm_run mapping, which
+    // is mapped whole; `len` (count * size) is the length kvm-ioctls gave the same slice in
+    // VcpuExit::IoIn/IoOut, and no other reference to it is alive.
+    let data = unsafe { std::slice::from_raw_parts_mut(base.add(io.data_offset as usize), len) };
+    for element in data.chunks_mut(size) {
+        if out {
+            pio.write(u64::from(port), element);
+        } else {
+            pio.read(u64::from(port), element);
+        }
+    }
+}
+
 /// One KVM_RUN and the dispatch of its exit (public for the exit-cost benchmark).
 pub fn run_once(fd: &mut VcpuFd, pio: &Bus, mmio: &Bus) -> Result<Option<VcpuEvent>, String> {
     let exit = match fd.run() {
@@ -160,7 +181,13 @@ pub fn run_once(fd: &mut VcpuFd, pio: &Bus, mmio: &Bus) -> Result<Option<VcpuEve
         }
         Err(e) => return Err(format!("KVM_RUN failed: {e}")),
     };
+    // A single IN/OUT moves at most 4 bytes; more is a string instruction (`rep insw` …)
+    // whose elements KVM hands over together. It is handled below, once the exit's borrow
+    // of `fd` has ended, because the element size is needed.
+    let mut string_io = None;
     match exit {
+        VcpuExit::IoIn(port, data) if data.len() > 4 => string_io = Some((port, data.len(), false)),
+        VcpuExit::IoOut(port, data) if data.len() > 4 => string_io = Some((port, data.len(), true)),
         VcpuExit::IoIn(port, data) => {
             pio.read(u64::from(port), data);
         }
@@ -206,6 +233,9 @@ pub fn run_once(fd: &mut VcpuFd, pio: &Bus, mmio: &Bus) -> Result<Option<VcpuEve
             let what = format!("{other:?}");
             return Err(format!("unexpected KVM exit {what} at {}", where_is(fd)));
         }
+    }
+    if let Some((port, len, out)) = string_io {
+        self::string_io(fd, pio, port, len, out);
     }
     Ok(None)
 }
