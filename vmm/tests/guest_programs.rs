@@ -228,7 +228,7 @@ fn vnc_address(child: &mut Child) -> Option<String> {
             if let Some(addr) = line.strip_prefix("vnc: listening on ") {
                 let _ = tx.send(addr.trim().to_string());
             } else {
-                eprintln!("vmdesk-vmm: {line}");
+                eprintln!("{line}");
             }
         }
     });
