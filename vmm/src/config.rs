@@ -73,6 +73,10 @@ pub struct Cli {
     #[arg(long)]
     pub vnc_allow_insecure: bool,
 
+    /// Load this option ROM (repeatable), as QEMU's `-option-rom`: the guest sees it as
+    /// fw_cfg file genroms/NAME, and SeaBIOS boots it when it has a boot entry vector.
+    #[arg(long = "option-rom", value_name = "FILE")]
+    pub option_roms: Vec<PathBuf>,
     /// A virtio-blk disk: PATH[,format=raw|qcow2][,readonly=on]; repeatable. The format is
     /// probed when not given.
     #[arg(long = "disk", value_parser = parse_disk, value_name = "PATH[,format=F][,readonly=on]")]

@@ -16,6 +16,7 @@ pub mod kvm;
 pub mod machine;
 pub mod memory;
 pub mod memory_slots;
+pub mod option_rom;
 pub mod pci;
 pub mod virtio;
 pub mod vm;

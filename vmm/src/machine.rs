@@ -30,6 +30,7 @@ use crate::disk::probe::open_image;
 use crate::firmware::{Firmware, LOW_BIOS_START};
 use crate::irq::{IrqLine, MachineRequest};
 use crate::memory::{GuestMem, MemoryLayout};
+use crate::option_rom::OptionRom;
 use crate::pci::chipset::PcChipset;
 use crate::pci::devfn;
 use crate::virtio::{self, block::VirtioBlock, input::VirtioTablet};
@@ -57,6 +58,8 @@ pub struct MachineConfig {
     pub boot: Boot,
     /// Milliseconds before the firmware reboots when nothing boots; `None` halts.
     pub reboot_timeout: Option<u32>,
+    /// `--option-rom` files, offered to the firmware as fw_cfg `genroms/NAME`.
+    pub option_roms: Vec<OptionRom>,
     /// An ISO in the IDE CD-ROM (secondary master); opened read-only at every (re)build.
     pub cdrom: Option<PathBuf>,
     /// The drive stays (empty) after the control socket ejected the ISO, so media changed
@@ -85,6 +88,7 @@ impl MachineConfig {
             cpus,
             boot,
             reboot_timeout: None,
+            option_roms: Vec::new(),
             cdrom: None,
             cdrom_drive: false,
             disks: Vec::new(),
@@ -458,7 +462,11 @@ fn firmware_config(
         (acpi::ACPI_TABLES_FILE, acpi.tables),
         (acpi::TABLE_LOADER_FILE, acpi.loader),
     ];
-    for (name, data) in files.into_iter().chain(acpi_files) {
+    let roms = cfg
+        .option_roms
+        .iter()
+        .map(|r| (r.fw_cfg_name.as_str(), r.data.clone()));
+    for (name, data) in files.into_iter().chain(acpi_files).chain(roms) {
         fw.add_file(name, data)
             .map_err(|e| MachineError::Firmware(e.to_string()))?;
     }
@@ -496,7 +504,49 @@ const BOOT_MENU_WAIT_MS: u16 = 2500;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::fw_cfg::FW_CFG_FILE_DIR;
     use crate::irq::RecordingIrq;
+    use crate::option_rom::{OptionRom, wrap_program};
+
+    /// Reads `len` bytes of fw_cfg item `key` through the I/O ports, as SeaBIOS does.
+    fn fw_cfg_read(m: &Machine, key: u16, len: usize) -> Vec<u8> {
+        assert!(m.pio.write(FW_CFG_BASE, &key.to_le_bytes()));
+        (0..len)
+            .map(|_| {
+                let mut b = [0u8];
+                assert!(m.pio.read(FW_CFG_BASE + 1, &mut b));
+                b[0]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn option_roms_are_fw_cfg_genroms_files() {
+        let rom = wrap_program(&[0xF4], "t").unwrap();
+        let option_rom =
+            OptionRom::from_bytes(std::path::Path::new("t.rom"), "t.rom", rom.clone()).unwrap();
+        let firmware = Firmware {
+            path: "test.bin".into(),
+            image: vec![0; 256 << 10],
+        };
+        let cfg = MachineConfig {
+            option_roms: vec![option_rom],
+            ..MachineConfig::new(64 << 20, 1, Boot::Firmware(firmware))
+        };
+        let m = Machine::new(&cfg, irqs(), &Outputs::default()).unwrap();
+
+        // The directory, as SeaBIOS's qemu_romfile_init walks it.
+        let count = u32::from_be_bytes(fw_cfg_read(&m, FW_CFG_FILE_DIR, 4).try_into().unwrap());
+        let dir = fw_cfg_read(&m, FW_CFG_FILE_DIR, 4 + 64 * count as usize);
+        let entry = dir[4..]
+            .chunks(64)
+            .find(|e| e[8..].starts_with(b"genroms/t.rom\0"))
+            .expect("genroms/t.rom in the fw_cfg directory");
+        let size = u32::from_be_bytes(entry[0..4].try_into().unwrap());
+        let key = u16::from_be_bytes(entry[4..6].try_into().unwrap());
+        assert_eq!(size as usize, rom.len());
+        assert_eq!(fw_cfg_read(&m, key, rom.len()), rom);
+    }
 
     fn cfg(cdrom: Option<PathBuf>) -> MachineConfig {
         let boot = Boot::Linux {

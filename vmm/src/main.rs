@@ -17,6 +17,7 @@ use vmm::firmware::Firmware;
 use vmm::host::KvmFlavor;
 use vmm::input::GuestInput;
 use vmm::machine::{Boot, MachineConfig, Outputs, Sink};
+use vmm::option_rom::OptionRom;
 use vmm::vm::{self, Outcome, SerialSlot};
 
 /// Bad input: what is wrong, in one line.
@@ -151,6 +152,7 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         cpus: cli.cpus,
         boot,
         reboot_timeout: cli.reboot_timeout,
+        option_roms: OptionRom::load_all(&cli.option_roms).map_err(|e| Usage(e.to_string()))?,
         cdrom: cli.cdrom.clone(),
         cdrom_drive: cli.cdrom.is_some(),
         disks: cli.disks.clone(),

@@ -98,6 +98,64 @@ fn bad_files() {
 }
 
 #[test]
+fn bad_option_roms() {
+    let dir = common::temp_dir("cli-roms");
+    assert_usage_error(
+        &["--option-rom", "/nonexistent/x.rom"],
+        &[],
+        &["option ROM", "/nonexistent/x.rom", "No such file"],
+    );
+    let not_rom = dir.join("not.rom");
+    std::fs::write(&not_rom, vec![0x90u8; 512]).unwrap();
+    assert_usage_error(
+        &["--option-rom", not_rom.to_str().unwrap()],
+        &[],
+        &["not.rom", "0x55 0xAA"],
+    );
+    let mut big = vec![0u8; 256 * 1024];
+    big[..3].copy_from_slice(&[0x55, 0xAA, 0xff]);
+    let big_path = dir.join("big.rom");
+    std::fs::write(&big_path, big).unwrap();
+    assert_usage_error(
+        &["--option-rom", big_path.to_str().unwrap()],
+        &[],
+        &["big.rom", "262144 bytes", "at most 131072"],
+    );
+    // Says 4 blocks (2048 bytes) but holds 512.
+    let mut short = vec![0u8; 512];
+    short[..3].copy_from_slice(&[0x55, 0xAA, 4]);
+    let short_path = dir.join("short.rom");
+    std::fs::write(&short_path, short).unwrap();
+    assert_usage_error(
+        &["--option-rom", short_path.to_str().unwrap()],
+        &[],
+        &["short.rom", "2048", "512"],
+    );
+    // Two ROMs with one name would be one fw_cfg file.
+    let good = vmm::option_rom::wrap_program(&[0xf4], "x").unwrap();
+    std::fs::create_dir(dir.join("other")).unwrap();
+    for p in ["a.rom", "other/a.rom"] {
+        std::fs::write(dir.join(p), &good).unwrap();
+    }
+    assert_usage_error(
+        &[
+            "--option-rom",
+            dir.join("a.rom").to_str().unwrap(),
+            "--option-rom",
+            dir.join("other/a.rom").to_str().unwrap(),
+        ],
+        &[],
+        &["other/a.rom", "same file name"],
+    );
+    assert_usage_error(
+        &["--option-rom", dir.to_str().unwrap()],
+        &[],
+        &["option ROM", "directory"],
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn bad_vnc_options() {
     assert_usage_error(&["--vnc", "bogus"], &[], &["'bogus'", "ADDR:N"]);
     assert_usage_error(

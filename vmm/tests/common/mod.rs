@@ -3,13 +3,15 @@
 //! shows a line.
 #![allow(dead_code)]
 
+pub mod guests;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Appends `line` to the file the test command named in VMDESK_KVM_TALLY.
-fn tally(line: &str) {
+pub fn tally(line: &str) {
     if let Ok(path) = std::env::var("VMDESK_KVM_TALLY")
         && let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
