@@ -87,6 +87,11 @@ pub struct Cli {
     #[arg(long, value_parser = parse_boot_order, value_name = "cdrom,disk")]
     pub boot: Option<Vec<BootDevice>>,
 
+    /// Let SeaBIOS offer its boot menu (Esc during POST) and wait for it (QEMU's
+    /// `-boot menu=on`).
+    #[arg(long)]
+    pub boot_menu: bool,
+
     /// Serve the control socket (JSON lines) at this path.
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,

@@ -90,6 +90,7 @@ fn ps2_buttons(mask: u8) -> (u8, i32) {
 
 impl InputSink for GuestInput {
     fn key(&self, keysym: u32, down: bool, scancode: Option<u16>) {
+        tracing::trace!("VNC key {keysym:#x} down={down} scancode={scancode:?}");
         // The client's own scan code wins: it names the physical key whatever the layouts.
         if let Some(code) = scancode.filter(|&c| c != 0) {
             self.send(code, down);

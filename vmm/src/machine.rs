@@ -72,6 +72,8 @@ pub struct MachineConfig {
     /// The screen: with one, the machine has a standard VGA (PCI 00:02.0, as on QEMU)
     /// drawing into it; `None` is a headless machine with no graphics device.
     pub display: Option<Arc<Surface>>,
+    /// SeaBIOS offers its boot menu (and waits for Esc).
+    pub boot_menu: bool,
 }
 
 /// PCI slots: 02 is the VGA's (as on QEMU), 03 the network card's, disks from 04, then
@@ -92,6 +94,7 @@ impl MachineConfig {
             disks: Vec::new(),
             boot_order: Vec::new(),
             display: None,
+            boot_menu: false,
         }
     }
 }
@@ -430,8 +433,8 @@ fn firmware_config(
     let mut fw = FwCfg::new(mem.clone());
     fw.set_ram_size(layout.ram_size);
     fw.set_cpus(cfg.cpus as u16, cfg.cpus as u16);
-    // No boot menu prompt unless asked, as on QEMU (SeaBIOS would wait 2.5 s for Esc).
-    fw.set_boot_menu(false);
+    // No boot menu prompt unless asked, as on QEMU (SeaBIOS then waits 2.5 s for Esc).
+    fw.set_boot_menu(cfg.boot_menu);
     let files = [
         ("etc/e820", e820_bytes(&layout.firmware_e820())),
         (

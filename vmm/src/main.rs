@@ -158,6 +158,7 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         disks: cli.disks.clone(),
         boot_order: cli.boot.clone().unwrap_or_default(),
         display: Some(screen.clone()),
+        boot_menu: cli.boot_menu,
     };
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);

@@ -42,10 +42,13 @@ pub fn kvm_or_skip(test: &str) -> bool {
     }
 }
 
-/// Whether a test that needs hardware-backed KVM (guest kernels) can run here.
-pub fn hardware_kvm_or_skip(test: &str) -> bool {
+/// Whether a test that needs hardware-backed KVM can run here; `what` says what kvm_pvm
+/// cannot do for it.
+pub fn hardware_kvm_or_skip(test: &str, what: &str) -> bool {
     if Path::new("/sys/module/kvm_pvm").exists() {
-        let why = "KVM here is kvm_pvm (software-assisted): guest kernels cannot run; this test runs on hardware-backed KVM";
+        let why = format!(
+            "KVM here is kvm_pvm (software-assisted): {what}; this test runs on hardware-backed KVM"
+        );
         eprintln!("SKIP {test}: {why}");
         tally(&format!("skipped {test}: {why}"));
         return false;
@@ -56,8 +59,14 @@ pub fn hardware_kvm_or_skip(test: &str) -> bool {
 /// Whether an outside tool is present. Missing tools skip the test with one line,
 /// unless VMDESK_REQUIRE_TOOLS=1 (the test command sets it after installing them).
 pub fn tool_or_skip(test: &str, tool: &str) -> Option<PathBuf> {
+    // The test command's venv (vncdotool) counts as installed even when not on PATH.
+    let venv = std::env::var_os("VMDESK_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv"))
+        .join("bin");
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
+            .chain(std::iter::once(venv))
             .map(|d| d.join(tool))
             .find(|p| p.is_file())
     });
