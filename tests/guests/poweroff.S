@@ -28,6 +28,7 @@ _start:
 	mov	$0x2000, %ax		# SLP_EN | SLP_TYP 0
 	outw	%ax, %dx
 
+	call	wait_a_second		# the VMM stops the vCPU from outside, a little later
 	mov	$failed, %si
 	call	print
 	jmp	halt_forever

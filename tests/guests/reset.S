@@ -33,6 +33,9 @@ _start:
 	.error "METHOD must be 1, 2 or 3"
 .endif
 
+	# A reset takes effect a little after the write that asks for it (on QEMU and on
+	# vmdesk alike the vCPU is stopped from outside): give it time before saying it failed.
+	call	wait_a_second
 	mov	$failed, %si
 	call	print
 	jmp	halt_forever
