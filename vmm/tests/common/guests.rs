@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Where the `.S` sources live.
 pub fn source_dir() -> PathBuf {
@@ -69,10 +70,17 @@ pub fn option_rom(test: &str, program: &str, defsyms: &[(&str, i64)]) -> Option<
         return Some(rom_path);
     }
 
-    // Tests run in parallel: build under a name of our own, then rename into place.
-    let tmp = dir.join(format!("{program}{suffix}.{}", std::process::id()));
-    let obj = tmp.with_extension("o");
-    let flat = tmp.with_extension("bin");
+    // Tests run in parallel, in threads and processes: build under a name of our own,
+    // then rename into place.
+    static BUILDS: AtomicUsize = AtomicUsize::new(0);
+    let stem = format!(
+        "{program}{suffix}-{}-{}",
+        std::process::id(),
+        BUILDS.fetch_add(1, Ordering::Relaxed)
+    );
+    let tmp = dir.join(format!("{stem}.tmp"));
+    let obj = dir.join(format!("{stem}.o"));
+    let flat = dir.join(format!("{stem}.bin"));
     let mut asm = Command::new(&as_);
     asm.arg("--32").arg("-I").arg(&src_dir);
     for (name, value) in defsyms {
