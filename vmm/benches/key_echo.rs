@@ -1,0 +1,190 @@
+//! Key event sent by a VNC client → the changed pixels back at that client, with the
+//! real-mode program `tests/guests/keyecho.S` (it echoes each key through the BIOS
+//! teletype) booted from an option ROM: median and p99 over 200 keys, vmdesk-vmm beside
+//! QEMU with the same program and SeaBIOS in the same run.
+//!
+//! For each key the client has an incremental update request pending, sends the key
+//! (down, up) and reads updates until glyph pixels change. Only the top 13 scan lines of
+//! each 16-line text cell count: the VGA BIOS's cursor lives in lines 13–15, so a cursor
+//! blink is never taken for the echo.
+//!
+//! `cargo bench -p vmm --bench key_echo` (needs binutils; QEMU is skipped when missing).
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use display::client::{Client, ClientOptions, Framebuffer};
+use display::encoding::number;
+use display::pixel::PixelFormat;
+use display::rfb::protocol::ClientMessage;
+
+const KEYS: usize = 200;
+const PROMPT: &str = "vmdesk-guest keyecho: type> ";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Text cells are 16 lines high; the cursor uses lines 13-15.
+const CELL_HEIGHT: usize = 16;
+const GLYPH_LINES: usize = 13;
+
+fn glyphs_differ(a: &Framebuffer, b: &Framebuffer) -> bool {
+    if (a.width, a.height) != (b.width, b.height) {
+        return true;
+    }
+    (0..a.height)
+        .filter(|y| y % CELL_HEIGHT < GLYPH_LINES)
+        .any(|y| {
+            let row = y * a.width..(y + 1) * a.width;
+            a.pixels[row.clone()] != b.pixels[row]
+        })
+}
+
+/// Types KEYS keys at the server and returns each key's latency in milliseconds.
+fn measure(addr: SocketAddr) -> Result<Vec<f64>, String> {
+    let mut c = Client::connect(addr, &ClientOptions::default()).map_err(|e| e.to_string())?;
+    c.set_pixel_format(PixelFormat::NATIVE)
+        .map_err(|e| e.to_string())?;
+    c.set_encodings(&[number::RAW, number::DESKTOP_SIZE])
+        .map_err(|e| e.to_string())?;
+    c.update(false).map_err(|e| e.to_string())?;
+    let mut latencies = Vec::with_capacity(KEYS);
+    // One key first, not measured: the first echo may pay for a mode or size change.
+    for i in 0..=KEYS {
+        let keysym = u32::from(b'a' + (i % 26) as u8);
+        let before = c.fb.clone();
+        c.request(true).map_err(|e| e.to_string())?;
+        let t0 = Instant::now();
+        for down in [true, false] {
+            c.send(&ClientMessage::KeyEvent { down, keysym })
+                .map_err(|e| e.to_string())?;
+        }
+        loop {
+            c.next_update().map_err(|e| e.to_string())?;
+            if glyphs_differ(&before, &c.fb) {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(5) {
+                return Err(format!("no echo of key {i} within 5 s"));
+            }
+            c.request(true).map_err(|e| e.to_string())?;
+        }
+        if i > 0 {
+            latencies.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(latencies)
+}
+
+fn report(name: &str, mut ms: Vec<f64>) -> f64 {
+    ms.sort_by(f64::total_cmp);
+    let median = ms[ms.len() / 2];
+    let p99 = ms[(ms.len() * 99 / 100).min(ms.len() - 1)];
+    println!(
+        "{name:<12} key -> pixels over {} keys: median {median:6.2} ms  p99 {p99:6.2} ms  min {:6.2} ms",
+        ms.len(),
+        ms[0]
+    );
+    median
+}
+
+fn wait_prompt(child: &mut Child, log: &Path) -> bool {
+    common::wait_for_log(child, log, PROMPT, BOOT_TIMEOUT).contains(PROMPT)
+}
+
+fn run_ours(rom: &Path, dir: &Path) -> Option<f64> {
+    let (mut child, log) = common::spawn_vmm(
+        dir,
+        "keyecho",
+        &[
+            "--vnc",
+            "127.0.0.1:auto",
+            "--serial",
+            "none",
+            "--option-rom",
+            rom.to_str()?,
+        ],
+    );
+    let stderr = child.stderr.take()?;
+    let addr = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("vnc: listening on ").map(str::to_string))
+        .and_then(|a| a.trim().parse::<SocketAddr>().ok());
+    let result = match addr {
+        Some(addr) if wait_prompt(&mut child, &log) => measure(addr),
+        Some(_) => Err("the program did not start".into()),
+        None => Err("no 'vnc: listening on' line".into()),
+    };
+    common::stop(&mut child);
+    match result {
+        Ok(ms) => Some(report("vmdesk-vmm", ms)),
+        Err(e) => {
+            eprintln!("vmdesk-vmm: {e}");
+            None
+        }
+    }
+}
+
+fn run_qemu(rom: &Path, dir: &Path) -> Option<f64> {
+    // A free VNC display for QEMU.
+    let n = (60..100).find(|n| TcpListener::bind(("127.0.0.1", 5900 + n)).is_ok())?;
+    let log = dir.join("qemu-keyecho.log");
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-M", "pc", "-enable-kvm", "-cpu", "host,-arch-capabilities"])
+        .args([
+            "-m", "512", "-display", "none", "-net", "none", "-serial", "null",
+        ])
+        .args(["-vnc", &format!("127.0.0.1:{n}")])
+        .arg("-debugcon")
+        .arg(format!("file:{}", log.display()))
+        .args(["-global", "isa-debugcon.iobase=0x402", "-option-rom"])
+        .arg(rom)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let result = if wait_prompt(&mut child, &log) {
+        measure(SocketAddr::from(([127, 0, 0, 1], 5900 + n)))
+    } else {
+        Err("the program did not start".into())
+    };
+    common::stop(&mut child);
+    match result {
+        Ok(ms) => Some(report("qemu", ms)),
+        Err(e) => {
+            eprintln!("qemu: {e}");
+            None
+        }
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs us too: only measure
+    // when benchmarking.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let name = "key_echo bench";
+    if !common::kvm_or_skip(name) {
+        return;
+    }
+    let Some(rom) = common::guests::option_rom(name, "keyecho", &[]) else {
+        return;
+    };
+    let dir = common::temp_dir("bench-keyecho");
+    let ours = run_ours(&rom, &dir);
+    let qemu = if common::tool_or_skip(name, "qemu-system-x86_64").is_some() {
+        run_qemu(&rom, &dir)
+    } else {
+        None
+    };
+    if let (Some(o), Some(q)) = (ours, qemu) {
+        println!("median ratio vmdesk-vmm / qemu: {:.2}", o / q);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
