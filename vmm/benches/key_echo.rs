@@ -4,9 +4,10 @@
 //! QEMU with the same program and SeaBIOS in the same run.
 //!
 //! For each key the client has an incremental update request pending, sends the key
-//! (down, up) and reads updates until glyph pixels change. Only the top 13 scan lines of
-//! each 16-line text cell count: the VGA BIOS's cursor lives in lines 13–15, so a cursor
-//! blink is never taken for the echo.
+//! (down, up) and reads updates until the glyph pixels of the text cell where that key's
+//! echo lands change (a late part of the previous key's echo does not count). Only the
+//! top 13 scan lines of each 16-line cell count: the VGA BIOS's cursor lives in lines
+//! 13–15, so a cursor blink is never taken for the echo.
 //!
 //! `cargo bench -p vmm --bench key_echo` (needs binutils; QEMU is skipped when missing).
 
@@ -31,16 +32,26 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const CELL_HEIGHT: usize = 16;
 const GLYPH_LINES: usize = 13;
 
-fn glyphs_differ(a: &Framebuffer, b: &Framebuffer) -> bool {
+/// Text cells are 9 pixels wide.
+const CELL_WIDTH: usize = 9;
+const COLUMNS: usize = 80;
+
+/// The text cells whose glyph lines differ between two frames, as (row, column).
+fn changed_cells(a: &Framebuffer, b: &Framebuffer) -> Vec<(usize, usize)> {
     if (a.width, a.height) != (b.width, b.height) {
-        return true;
+        return vec![(usize::MAX, usize::MAX)];
     }
-    (0..a.height)
-        .filter(|y| y % CELL_HEIGHT < GLYPH_LINES)
-        .any(|y| {
-            let row = y * a.width..(y + 1) * a.width;
-            a.pixels[row.clone()] != b.pixels[row]
-        })
+    let mut cells = Vec::new();
+    for y in (0..a.height).filter(|y| y % CELL_HEIGHT < GLYPH_LINES) {
+        for x in 0..a.width {
+            let i = y * a.width + x;
+            let cell = (y / CELL_HEIGHT, x / CELL_WIDTH);
+            if a.pixels[i] != b.pixels[i] && !cells.contains(&cell) {
+                cells.push(cell);
+            }
+        }
+    }
+    cells
 }
 
 /// Types KEYS keys at the server and returns each key's latency in milliseconds.
@@ -52,6 +63,7 @@ fn measure(addr: SocketAddr) -> Result<Vec<f64>, String> {
         .map_err(|e| e.to_string())?;
     c.update(false).map_err(|e| e.to_string())?;
     let mut latencies = Vec::with_capacity(KEYS);
+    let mut start: Option<(usize, usize)> = None;
     // One key first, not measured: the first echo may pay for a mode or size change.
     for i in 0..=KEYS {
         let keysym = u32::from(b'a' + (i % 26) as u8);
@@ -62,13 +74,29 @@ fn measure(addr: SocketAddr) -> Result<Vec<f64>, String> {
             c.send(&ClientMessage::KeyEvent { down, keysym })
                 .map_err(|e| e.to_string())?;
         }
+        // The echo of key i lands in the cell after key i-1's (the program starts at the
+        // prompt's end; key 0 finds where that is).
+        let want = start.map(|(row, col): (usize, usize)| {
+            let n = col + i;
+            ((row + n / COLUMNS).min(24), n % COLUMNS)
+        });
         loop {
             c.next_update().map_err(|e| e.to_string())?;
-            if glyphs_differ(&before, &c.fb) {
+            let cells = changed_cells(&before, &c.fb);
+            let hit = match want {
+                Some(cell) => cells.contains(&cell),
+                None => !cells.is_empty(),
+            };
+            if hit {
+                if start.is_none() {
+                    start = cells.iter().copied().min();
+                }
                 break;
             }
             if t0.elapsed() > Duration::from_secs(5) {
-                return Err(format!("no echo of key {i} within 5 s"));
+                return Err(format!(
+                    "no echo of key {i} within 5 s (want cell {want:?})"
+                ));
             }
             c.request(true).map_err(|e| e.to_string())?;
         }
@@ -109,11 +137,20 @@ fn run_ours(rom: &Path, dir: &Path) -> Option<f64> {
             rom.to_str()?,
         ],
     );
+    // Keep reading stderr for the VMM's whole life: a closed pipe would fail its writes.
     let stderr = child.stderr.take()?;
-    let addr = std::io::BufRead::lines(std::io::BufReader::new(stderr))
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("vnc: listening on ").map(str::to_string))
-        .and_then(|a| a.trim().parse::<SocketAddr>().ok());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("vnc: listening on ") {
+                let _ = tx.send(a.trim().to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .ok()
+        .and_then(|a| a.parse::<SocketAddr>().ok());
     let result = match addr {
         Some(addr) if wait_prompt(&mut child, &log) => measure(addr),
         Some(_) => Err("the program did not start".into()),
