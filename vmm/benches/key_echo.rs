@@ -12,7 +12,6 @@
 //! `cargo bench -p vmm --bench key_echo` (needs binutils; QEMU is skipped when missing).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::net::{SocketAddr, TcpListener};
