@@ -54,7 +54,8 @@ fn changed_cells(a: &Framebuffer, b: &Framebuffer) -> Vec<(usize, usize)> {
 }
 
 /// Types KEYS keys at the server and returns each key's latency in milliseconds.
-fn measure(addr: SocketAddr) -> Result<Vec<f64>, String> {
+/// Also returns how many echoes were first seen incomplete.
+fn measure(addr: SocketAddr) -> Result<(Vec<f64>, usize), String> {
     let mut c = Client::connect(addr, &ClientOptions::default()).map_err(|e| e.to_string())?;
     c.set_pixel_format(PixelFormat::NATIVE)
         .map_err(|e| e.to_string())?;
@@ -63,6 +64,7 @@ fn measure(addr: SocketAddr) -> Result<Vec<f64>, String> {
     c.update(false).map_err(|e| e.to_string())?;
     let mut latencies = Vec::with_capacity(KEYS);
     let mut start: Option<(usize, usize)> = None;
+    let mut first_seen = Vec::with_capacity(KEYS);
     // One key first, not measured: the first echo may pay for a mode or size change.
     for i in 0..=KEYS {
         let keysym = u32::from(b'a' + (i % 26) as u8);
@@ -102,17 +104,39 @@ fn measure(addr: SocketAddr) -> Result<Vec<f64>, String> {
         if i > 0 {
             latencies.push(t0.elapsed().as_secs_f64() * 1e3);
         }
+        if let Some(cell) = want {
+            first_seen.push((cell, cell_pixels(&c.fb, cell)));
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(latencies)
+    // Was each echo whole when it was first seen? A cell that changed again later was
+    // sent in parts (the client saw a half-drawn glyph).
+    std::thread::sleep(Duration::from_millis(300));
+    c.update(false).map_err(|e| e.to_string())?;
+    let torn = first_seen
+        .iter()
+        .filter(|(cell, px)| cell_pixels(&c.fb, *cell) != *px)
+        .count();
+    Ok((latencies, torn))
 }
 
-fn report(name: &str, mut ms: Vec<f64>) -> f64 {
+/// The glyph lines of one text cell.
+fn cell_pixels(fb: &Framebuffer, (row, col): (usize, usize)) -> Vec<u32> {
+    let mut v = Vec::new();
+    for y in row * CELL_HEIGHT..row * CELL_HEIGHT + GLYPH_LINES {
+        for x in col * CELL_WIDTH..(col + 1) * CELL_WIDTH {
+            v.push(fb.pixels.get(y * fb.width + x).copied().unwrap_or(0));
+        }
+    }
+    v
+}
+
+fn report(name: &str, (mut ms, torn): (Vec<f64>, usize)) -> f64 {
     ms.sort_by(f64::total_cmp);
     let median = ms[ms.len() / 2];
     let p99 = ms[(ms.len() * 99 / 100).min(ms.len() - 1)];
     println!(
-        "{name:<12} key -> pixels over {} keys: median {median:6.2} ms  p99 {p99:6.2} ms  min {:6.2} ms",
+        "{name:<12} key -> pixels over {} keys: median {median:6.2} ms  p99 {p99:6.2} ms  min {:6.2} ms  (echoes first seen half-drawn: {torn})",
         ms.len(),
         ms[0]
     );
