@@ -191,6 +191,10 @@ pub fn run_once(
 /// The display's steady refresh: about 60 Hz, which is what reads the framebuffer's dirty
 /// log (guest writes there cause no exits).
 pub const REFRESH_PERIOD: Duration = Duration::from_millis(16);
+/// Without a linear framebuffer every guest write to the screen exits and wakes the
+/// refresh itself; the tick then only has to keep the cursor and text blinking (their
+/// phases are 266 and 533 ms), so it can be slow and a static screen costs nearly nothing.
+pub const LEGACY_REFRESH_PERIOD: Duration = Duration::from_millis(66);
 /// After the guest first touches VGA registers or the legacy window, how long to let it
 /// finish the update (a character, its attribute, the cursor) before drawing.
 pub const REFRESH_SETTLE: Duration = Duration::from_millis(2);
@@ -211,7 +215,12 @@ pub fn spawn_display_refresh(vga: Vga, stop: Arc<AtomicBool>) -> std::io::Result
         .spawn(move || {
             let mut last = Instant::now();
             while !stop.load(Ordering::Acquire) {
-                if rx.recv_timeout(REFRESH_PERIOD).is_ok() {
+                let period = if vga.linear_framebuffer().is_some() {
+                    REFRESH_PERIOD
+                } else {
+                    LEGACY_REFRESH_PERIOD
+                };
+                if rx.recv_timeout(period).is_ok() {
                     let at = (Instant::now() + REFRESH_SETTLE).max(last + MIN_REFRESH_GAP);
                     std::thread::sleep(at.saturating_duration_since(Instant::now()));
                 }

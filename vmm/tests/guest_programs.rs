@@ -127,7 +127,7 @@ fn reset_reboots(test: &str, method: i64, banner: &str, needs_hardware_kvm: bool
     let usable = if needs_hardware_kvm {
         common::hardware_kvm_or_skip(
             test,
-            "its instruction emulator does not check the IDT limit, so the triple fault never happens",
+            "its instruction emulator does not check the IDT limit, so no triple fault",
         )
     } else {
         common::kvm_or_skip(test)
