@@ -7,6 +7,7 @@ cd "$root"
 resources/scripts/install-deps.sh bench
 cargo bench -p vmm --bench pio_exit
 cargo bench -p vmm --bench boot
-cargo bench -p vmm --bench key_latency
+cargo bench -p vmm --bench key_echo
+cargo bench -p vmm --bench static_screen
 cargo bench -p vmm --bench virtio_blk
 BENCH_VNC_SKIP_DEPS=1 resources/scripts/bench-vnc.sh

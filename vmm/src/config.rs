@@ -85,7 +85,7 @@ pub struct Cli {
     /// Boot order: a comma-separated list of cdrom and disk [default: the CD first when
     /// there is one, then the disks].
     #[arg(long, value_parser = parse_boot_order, value_name = "cdrom,disk")]
-    pub boot: Option<Vec<BootDevice>>,
+    pub boot: Option<BootOrder>,
 
     /// Let SeaBIOS offer its boot menu (Esc during POST) and wait for it (QEMU's
     /// `-boot menu=on`).
@@ -140,14 +140,19 @@ pub enum BootDevice {
     Disk,
 }
 
-pub fn parse_boot_order(s: &str) -> Result<Vec<BootDevice>, String> {
+/// `--boot`'s list (a newtype so clap takes the whole list as one value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootOrder(pub Vec<BootDevice>);
+
+pub fn parse_boot_order(s: &str) -> Result<BootOrder, String> {
     s.split(',')
         .map(|d| match d {
             "cdrom" | "cd" => Ok(BootDevice::Cdrom),
             "disk" | "hd" => Ok(BootDevice::Disk),
             other => Err(format!("'{other}': use cdrom and disk, comma-separated")),
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(BootOrder)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -297,8 +302,13 @@ mod tests {
         assert!(parse_disk(",format=raw").is_err());
         assert_eq!(
             parse_boot_order("cdrom,disk"),
-            Ok(vec![BootDevice::Cdrom, BootDevice::Disk])
+            Ok(BootOrder(vec![BootDevice::Cdrom, BootDevice::Disk]))
         );
+        assert_eq!(
+            cli(&["--boot", "disk,cdrom"]).boot,
+            Some(BootOrder(vec![BootDevice::Disk, BootDevice::Cdrom]))
+        );
+        assert_eq!(cli(&["--disk", "a.img", "--disk", "b.img"]).disks.len(), 2);
         assert!(parse_boot_order("net").is_err());
     }
 

@@ -156,7 +156,7 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         cdrom: cli.cdrom.clone(),
         cdrom_drive: cli.cdrom.is_some(),
         disks: cli.disks.clone(),
-        boot_order: cli.boot.clone().unwrap_or_default(),
+        boot_order: cli.boot.clone().map(|b| b.0).unwrap_or_default(),
         display: Some(screen.clone()),
         boot_menu: cli.boot_menu,
     };

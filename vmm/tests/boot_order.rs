@@ -1,0 +1,175 @@
+//! Boot order through fw_cfg `bootorder` with real SeaBIOS: given a CD and a virtio disk,
+//! the CD boots first by default and the disk when `--boot disk,cdrom` says so; a qcow2
+//! disk boots its MBR through SeaBIOS's own virtio-blk driver and stays clean for
+//! `qemu-img check`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+const DISK_MSG: &str = "VMDESK DISK MBR";
+const CD_MSG: &str = "VMDESK CD BOOT";
+
+/// A boot sector that prints `msg` to port 0x402 and halts (22 bytes of code, then the
+/// message at 0x7c16), padded to `len` bytes, with the 0x55AA signature.
+fn boot_sector(msg: &str, len: usize) -> Vec<u8> {
+    #[rustfmt::skip]
+    let code: [u8; 22] = [
+        0xfa, 0x31, 0xc0, 0x8e, 0xd8,   // cli; xor ax,ax; mov ds,ax
+        0xbe, 0x16, 0x7c,               // mov si, 0x7c16
+        0xba, 0x02, 0x04,               // mov dx, 0x402
+        0xac, 0x84, 0xc0, 0x74, 0x03,   // lodsb; test al,al; jz +3
+        0xee, 0xeb, 0xf8,               // out dx,al; jmp lodsb
+        0xf4, 0xeb, 0xfd,               // hlt; jmp hlt
+    ];
+    let mut img = vec![0u8; len];
+    img[..22].copy_from_slice(&code);
+    let msg = format!("{msg}\n\0");
+    img[22..22 + msg.len()].copy_from_slice(msg.as_bytes());
+    img[510] = 0x55;
+    img[511] = 0xaa;
+    img
+}
+
+fn run(cmd: &Path, args: &[&str]) {
+    let out = Command::new(cmd).args(args).output().expect("run a tool");
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}",
+        cmd.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Media {
+    iso: PathBuf,
+    raw: PathBuf,
+    qcow2: PathBuf,
+    qemu_img: PathBuf,
+}
+
+fn media(test: &str, dir: &Path) -> Option<Media> {
+    let xorriso = common::tool_or_skip(test, "xorriso")?;
+    let qemu_img = common::tool_or_skip(test, "qemu-img")?;
+    let root = dir.join("cdroot");
+    std::fs::create_dir_all(root.join("boot")).unwrap();
+    std::fs::write(root.join("boot/boot.img"), boot_sector(CD_MSG, 2048)).unwrap();
+    let iso = dir.join("boot.iso");
+    run(
+        &xorriso,
+        &[
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-o",
+            iso.to_str().unwrap(),
+            "-b",
+            "boot/boot.img",
+            "-c",
+            "boot/boot.cat",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+            root.to_str().unwrap(),
+        ],
+    );
+    let raw = dir.join("disk.raw");
+    std::fs::write(&raw, boot_sector(DISK_MSG, 4 << 20)).unwrap();
+    let qcow2 = dir.join("disk.qcow2");
+    run(
+        &qemu_img,
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            raw.to_str().unwrap(),
+            qcow2.to_str().unwrap(),
+        ],
+    );
+    Some(Media {
+        iso,
+        raw,
+        qcow2,
+        qemu_img,
+    })
+}
+
+/// Boots with `args` until one of the two messages shows; returns the log.
+fn boot(dir: &Path, name: &str, args: &[&str]) -> String {
+    let mut all = vec!["--memory", "128M", "--serial", "none", "--vnc", "none"];
+    all.extend_from_slice(args);
+    let (mut child, log) = common::spawn_vmm(dir, name, &all);
+    let start = std::time::Instant::now();
+    let mut text = String::new();
+    while start.elapsed() < TIMEOUT {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains(DISK_MSG) || text.contains(CD_MSG) || text.contains("No bootable device") {
+            break;
+        }
+        if let Ok(Some(s)) = child.try_wait() {
+            panic!("{name}: vmdesk-vmm exited with {s}:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(common::stop(&mut child).code(), Some(0));
+    text
+}
+
+#[test]
+fn cd_first_by_default_disk_first_when_asked() {
+    let test = "cd_first_by_default_disk_first_when_asked";
+    if !common::kvm_or_skip(test) || !Path::new(vmm::firmware::DEFAULT_FIRMWARE).exists() {
+        return;
+    }
+    let dir = common::temp_dir("boot-order");
+    let Some(m) = media(test, &dir) else { return };
+    let (iso, raw) = (m.iso.to_str().unwrap(), m.raw.to_str().unwrap());
+
+    let log = boot(&dir, "default", &["--cdrom", iso, "--disk", raw]);
+    assert!(
+        log.contains(CD_MSG) && !log.contains(DISK_MSG),
+        "the CD should boot first:\n{log}"
+    );
+    assert!(
+        log.contains("/pci@i0cf8/ide@1,1/drive@1/disk@0"),
+        "bootorder names the CD:\n{log}"
+    );
+
+    let log = boot(
+        &dir,
+        "disk-first",
+        &["--cdrom", iso, "--disk", raw, "--boot", "disk,cdrom"],
+    );
+    assert!(
+        log.contains(DISK_MSG) && !log.contains(CD_MSG),
+        "the disk should boot first:\n{log}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn qcow2_disk_boots_and_stays_clean() {
+    let test = "qcow2_disk_boots_and_stays_clean";
+    if !common::kvm_or_skip(test) || !Path::new(vmm::firmware::DEFAULT_FIRMWARE).exists() {
+        return;
+    }
+    let dir = common::temp_dir("boot-qcow2");
+    let Some(m) = media(test, &dir) else { return };
+    let qcow2 = m.qcow2.to_str().unwrap();
+    let log = boot(&dir, "qcow2", &["--disk", &format!("{qcow2},format=qcow2")]);
+    assert!(
+        log.contains(DISK_MSG),
+        "the qcow2 disk's MBR did not run:\n{log}"
+    );
+    assert!(log.contains("found virtio-blk at 00:04.0"), "{log}");
+    // Probed (no format=) works the same.
+    let log = boot(&dir, "qcow2-probed", &["--disk", qcow2]);
+    assert!(log.contains(DISK_MSG), "{log}");
+    run(&m.qemu_img, &["check", qcow2]);
+    let _ = std::fs::remove_dir_all(dir);
+}
