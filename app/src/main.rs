@@ -2,11 +2,10 @@
 //! subcommands manage VMs and images from the command line. Errors are one line on stderr;
 //! exit status 2 for bad usage (clap's), 1 for a command that failed.
 
-mod disk;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use vmdesk::disk;
 
 #[derive(Parser, Debug)]
 #[command(name = "vmdesk", version, about = "Desktop virtual machine manager")]
