@@ -1,5 +1,7 @@
 //! The `vmdesk` app as a library: the VM library on disk, the VMM processes it runs, and
 //! the command line, so the binary, the GUI and the tests share one implementation.
 
+pub mod cli;
 pub mod disk;
 pub mod library;
+pub mod runtime;
