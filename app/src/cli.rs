@@ -233,9 +233,10 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         }
         Command::Screenshot { name, out } => {
             live(&lib, &rt, &name)?;
+            let def = get(&lib, &name)?;
             // The VMM writes the file, from its own working directory: give it a full path.
             let out = absolute(&out)?;
-            rt.command(&name, "screendump", json!({ "path": out }))?;
+            runtime::screenshot(&rt, &def, &out)?;
             println!("saved the screen of '{name}' to {}", out.display());
             Ok(())
         }
