@@ -176,8 +176,17 @@ impl Runtime {
                 _ => VmState::Running,
             };
         }
-        let record = std::fs::read_to_string(self.exit_path(name)).ok();
         let pid_file = self.pid_path(name).exists();
+        let mut record = std::fs::read_to_string(self.exit_path(name)).ok();
+        if record.is_none() && pid_file {
+            // The VMM just ended and its supervisor is reaping it: give it a moment to
+            // write how.
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while record.is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+                record = std::fs::read_to_string(self.exit_path(name)).ok();
+            }
+        }
         match record.as_deref().map(str::trim) {
             Some("exit 0") => VmState::Stopped,
             Some(r) => VmState::Crashed {
