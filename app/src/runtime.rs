@@ -274,9 +274,10 @@ impl Runtime {
             .mode(0o700)
             .create(&self.dir)
             .map_err(io(&self.dir))?;
-        for ext in ["sock", "pid", "exit"] {
-            let _ = std::fs::remove_file(self.file(name, ext));
-        }
+        self.clean(name);
+        // The last run's log (its VNC line among them) must not be read as this run's;
+        // keep it for reading as `.log.old`.
+        let _ = std::fs::rename(self.log_path(name), self.file(name, "log.old"));
         let exe = std::env::current_exe().map_err(io(Path::new("/proc/self/exe")))?;
         let mut cmd = Command::new(exe);
         cmd.arg("__supervise")
@@ -309,8 +310,9 @@ impl Runtime {
                     ),
                 });
             }
+            let has_pid = self.pid_path(name).exists();
             if wants_vnc {
-                if let Some(addr) = self.vnc_addr(name) {
+                if let Some(addr) = self.vnc_addr(name).filter(|_| has_pid) {
                     return Ok(Some(addr));
                 }
             } else if self.command(name, "status", json!({})).is_ok() {
@@ -414,7 +416,7 @@ impl Runtime {
     /// Removes every runtime file of a VM, log included (for `delete`).
     pub fn remove_all(&self, name: &str) {
         self.clean(name);
-        for ext in ["log", "serial"] {
+        for ext in ["log", "log.old", "serial"] {
             let _ = std::fs::remove_file(self.file(name, ext));
         }
     }
