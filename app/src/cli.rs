@@ -111,7 +111,7 @@ pub struct CreateArgs {
 
 /// A `--disk` option, parsed.
 #[derive(Debug, PartialEq, Eq)]
-enum DiskOpt {
+pub enum DiskOpt {
     New { size: u64, format: DiskFormat },
     Existing { path: PathBuf, format: DiskFormat },
 }
@@ -124,7 +124,7 @@ fn parse_format(s: &str) -> Result<DiskFormat, String> {
     }
 }
 
-fn parse_disk_opt(s: &str) -> Result<DiskOpt, String> {
+pub fn parse_disk_opt(s: &str) -> Result<DiskOpt, String> {
     let (mut size, mut path, mut format) = (None, None, None);
     for part in s.split(',') {
         match part.split_once('=') {
@@ -280,6 +280,24 @@ fn simple(lib: &Library, rt: &Runtime, name: &str, execute: &str) -> anyhow::Res
 }
 
 fn create(lib: &Library, a: CreateArgs) -> anyhow::Result<()> {
+    let (def, warnings) = create_vm(lib, a)?;
+    let name = &def.name;
+    for w in warnings {
+        eprintln!("vmdesk: warning: '{name}': {w}");
+    }
+    println!(
+        "created '{name}' ({} MiB, {} vCPUs)",
+        def.memory_mib, def.cpus
+    );
+    for d in &def.disks {
+        println!("  disk {} ({})", d.path.display(), d.format.as_str());
+    }
+    Ok(())
+}
+
+/// Validates, creates the new disks and adds the VM to the library; on any failure nothing
+/// is left behind. Shared by `vmdesk create` and the GUI's create dialog.
+pub fn create_vm(lib: &Library, a: CreateArgs) -> anyhow::Result<(VmDef, Vec<library::Warning>)> {
     let name = a.name.clone();
     let mut def = VmDef::new(&name, a.memory.div_ceil(MIB), a.cpus);
     def.vnc = match a.vnc.as_str() {
@@ -371,17 +389,7 @@ fn create(lib: &Library, a: CreateArgs) -> anyhow::Result<()> {
         }
         return Err(e);
     }
-    for w in warnings {
-        eprintln!("vmdesk: warning: '{name}': {w}");
-    }
-    println!(
-        "created '{name}' ({} MiB, {} vCPUs)",
-        def.memory_mib, def.cpus
-    );
-    for d in &def.disks {
-        println!("  disk {} ({})", d.path.display(), d.format.as_str());
-    }
-    Ok(())
+    Ok((def, warnings))
 }
 
 fn list(lib: &Library, rt: &Runtime) -> anyhow::Result<()> {
@@ -426,7 +434,8 @@ fn list(lib: &Library, rt: &Runtime) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn delete(lib: &Library, rt: &Runtime, name: &str, delete_disks: bool) -> anyhow::Result<()> {
+/// Deletes a stopped VM (and with `delete_disks` its images). Shared with the GUI.
+pub fn delete(lib: &Library, rt: &Runtime, name: &str, delete_disks: bool) -> anyhow::Result<()> {
     if rt.state(name).is_live() {
         bail!("'{name}' is running: stop it first (vmdesk destroy {name})");
     }

@@ -3,5 +3,6 @@
 
 pub mod cli;
 pub mod disk;
+pub mod gui;
 pub mod library;
 pub mod runtime;

@@ -1,4 +1,4 @@
-//! `vmdesk`: the desktop VM manager. With no arguments it will open the GUI (not built yet);
+//! `vmdesk`: the desktop VM manager. With no arguments it opens the window;
 //! subcommands manage VMs and images from the command line. Errors are one line on stderr
 //! (naming the VM and the cause); exit status 2 for bad usage, 1 for a command that failed.
 
@@ -18,10 +18,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(cmd) => cli::run(cmd),
-        None => {
-            println!("vmdesk: the desktop app is not built yet; see vmdesk --help for the CLI");
-            Ok(())
-        }
+        None => vmdesk::gui::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
