@@ -314,7 +314,7 @@ impl VmdeskApp {
         egui::Panel::top("toolbar").show(ui, |ui| {
             ui.horizontal(|ui| {
                 ui.heading("vmdesk");
-                if ui.button("➕ New VM").clicked() && self.create.is_none() {
+                if ui.button("New VM").clicked() && self.create.is_none() {
                     self.create = Some(CreateForm::default());
                     self.create_error = None;
                 }
@@ -626,5 +626,81 @@ mod tests {
         let a = f.to_args().unwrap();
         assert!(a.disks.is_empty());
         assert_eq!(a.memory, 1 << 30);
+    }
+
+    fn temp(tag: &str) -> (Library, Runtime, std::path::PathBuf) {
+        let root = std::env::temp_dir().join(format!("vmdesk-gui-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        (
+            Library::at(root.join("vms")),
+            Runtime::at(root.join("run")),
+            root,
+        )
+    }
+
+    #[test]
+    fn ui_create_dialog_rejects_a_taken_name_and_too_much_memory() {
+        use egui::accesskit::Role;
+        use egui_kittest::Harness;
+        use egui_kittest::kittest::{NodeT as _, Queryable as _};
+        let (lib, rt, root) = temp("create");
+        lib.create(&VmDef::new("web1", 64, 1)).unwrap();
+        // The form's default memory (1G) is more than this host has.
+        let host = HostFacts {
+            ram: Some(512 * MIB),
+            cpus: 2,
+        };
+        let app = VmdeskApp::new(lib, rt, host);
+        let mut h = Harness::new_ui_state(|ui, app: &mut VmdeskApp| app.ui(ui), app);
+        h.run_steps(2);
+        h.get_by_label("New VM").click();
+        h.run_steps(2);
+        assert!(h.state().create.is_some());
+        // An empty name is refused before anything is typed.
+        h.get_by_label("a name is needed");
+        {
+            let name_field = h.get_all_by_role(Role::TextInput).next().unwrap();
+            name_field.focus();
+            name_field.type_text("web1");
+        }
+        h.run_steps(3);
+        assert_eq!(h.state().create.as_ref().unwrap().name, "web1");
+        h.get_by_label("a VM named 'web1' already exists");
+        h.get_by_label_contains("more than this host's 512 MiB");
+        let create = h.get_by_role_and_label(Role::Button, "Create");
+        assert!(create.accesskit_node().is_disabled());
+        drop(h);
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn ui_list_shows_each_vm_state() {
+        use egui_kittest::Harness;
+        use egui_kittest::kittest::Queryable as _;
+        let (lib, rt, root) = temp("list");
+        lib.create(&VmDef::new("web1", 64, 1)).unwrap();
+        lib.create(&VmDef::new("gone", 256, 2)).unwrap();
+        std::fs::write(lib.path_of("broken"), "name = [").unwrap();
+        // A VMM that ended with a failure: crashed.
+        std::fs::write(rt.pid_path("gone"), "999999999\n").unwrap();
+        std::fs::write(rt.exit_path("gone"), "exit 1\n").unwrap();
+        std::fs::write(
+            rt.log_path("gone"),
+            "vmdesk-vmm: the guest stopped: triple fault\n",
+        )
+        .unwrap();
+        let app = VmdeskApp::new(lib, rt, host());
+        let mut h = Harness::new_ui_state(|ui, app: &mut VmdeskApp| app.ui(ui), app);
+        h.run_steps(2);
+        h.get_by_label("web1");
+        h.get_by_label("gone");
+        h.get_by_label("crashed");
+        h.get_by_label("unreadable");
+        h.get_by_label("256 MiB");
+        assert_eq!(h.query_all_by_label("stopped").count(), 2);
+        assert_eq!(h.query_all_by_label("Start").count(), 3);
+        drop(h);
+        let _ = std::fs::remove_dir_all(root);
     }
 }
