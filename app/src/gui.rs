@@ -6,7 +6,7 @@
 //! that wait (start waits for the VMM's VNC line; destroy may wait for a timeout) run on a
 //! worker thread and report back, so the window never freezes.
 //!
-//! Not built yet: the built-in console (vnc-rs), live thumbnails, edit/reinstall, the
+//! The console is [`crate::console`]. Not built yet: live thumbnails, edit/reinstall, the
 //! host-check page (the CLI has `vmdesk doctor`), file dialogs.
 
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -190,6 +190,7 @@ pub struct VmdeskApp {
     done_tx: Sender<(String, Result<String, String>)>,
     done_rx: Receiver<(String, Result<String, String>)>,
     busy: std::collections::HashSet<String>,
+    console: Option<crate::console::Console>,
 }
 
 impl VmdeskApp {
@@ -209,6 +210,7 @@ impl VmdeskApp {
             done_tx,
             done_rx,
             busy: Default::default(),
+            console: None,
         }
     }
 
@@ -336,6 +338,7 @@ impl VmdeskApp {
         egui::CentralPanel::default().show(ui, |ui| self.list_ui(ui));
         self.create_dialog(ui.ctx());
         self.delete_dialog(ui.ctx());
+        self.console_window(ui.ctx());
     }
 
     fn list_ui(&mut self, ui: &mut egui::Ui) {
@@ -348,6 +351,7 @@ impl VmdeskApp {
         }
         let mut jobs: Vec<(String, Job)> = Vec::new();
         let mut copy = None;
+        let mut open_console = None;
         egui::ScrollArea::vertical().show(ui, |ui| {
             egui::Grid::new("vms")
                 .striped(true)
@@ -411,6 +415,9 @@ impl VmdeskApp {
                                         self.confirm_delete = Some((n.clone(), false));
                                     }
                                 } else {
+                                    if row.vnc.is_some() && ui.button("Console").clicked() {
+                                        open_console = Some(n.clone());
+                                    }
                                     if ui.button("Shut down").clicked() {
                                         jobs.push((n.clone(), Job::Shutdown));
                                     }
@@ -439,6 +446,17 @@ impl VmdeskApp {
         });
         if let Some(line) = copy {
             ui.ctx().copy_text(line);
+        }
+        if let Some(name) = open_console
+            && let Some(addr) = self.rt.vnc_addr(&name)
+        {
+            let password = self.lib.get(&name).ok().and_then(|d| d.vnc_password_file);
+            self.console = Some(crate::console::Console::open(
+                &name,
+                addr,
+                password,
+                ui.ctx().clone(),
+            ));
         }
         for (name, job) in jobs {
             self.run_job(&name, job);
@@ -522,6 +540,21 @@ impl VmdeskApp {
             }
         } else if cancel || !open {
             self.create = None;
+        }
+    }
+
+    fn console_window(&mut self, ctx: &egui::Context) {
+        let Some(console) = &mut self.console else {
+            return;
+        };
+        let mut open = true;
+        egui::Window::new(format!("Console: {}", console.name))
+            .open(&mut open)
+            .default_size([760.0, 470.0])
+            .resizable(true)
+            .show(ctx, |ui| console.ui(ui));
+        if !open {
+            self.console = None;
         }
     }
 

@@ -2,6 +2,7 @@
 //! the command line, so the binary, the GUI and the tests share one implementation.
 
 pub mod cli;
+pub mod console;
 pub mod disk;
 pub mod gui;
 pub mod library;
