@@ -1,5 +1,5 @@
 //! The command line: `vmdesk create|list|start|shutdown|destroy|reset|pause|resume|delete|
-//! vncdisplay|screenshot|doctor|disk …`, virsh's names where virsh has one. Each command
+//! vncdisplay|screenshot|console|doctor|disk …`, virsh's names where virsh has one. Each command
 //! returns an error naming the VM and the cause; [`Usage`] errors (bad input) exit 2, the
 //! rest 1.
 
@@ -62,6 +62,8 @@ pub enum Command {
     },
     /// Print the VM's VNC display, e.g. 127.0.0.1:1 (connect with `vncviewer 127.0.0.1:1`).
     Vncdisplay { name: String },
+    /// Open a window with the VM's screen (the console alone).
+    Console { name: String },
     /// Save the VM's screen as a PNG.
     Screenshot { name: String, out: PathBuf },
     /// Check that this host can run VMs, and say how to fix what is missing.
@@ -230,6 +232,14 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
                 .with_context(|| format!("'{name}' has no VNC server"))?;
             println!("{}", runtime::vnc_display(addr));
             Ok(())
+        }
+        Command::Console { name } => {
+            live(&lib, &rt, &name)?;
+            let def = get(&lib, &name)?;
+            let addr = rt
+                .vnc_addr(&name)
+                .with_context(|| format!("'{name}' has no VNC server"))?;
+            crate::gui::run_console(&name, addr, def.vnc_password_file)
         }
         Command::Screenshot { name, out } => {
             live(&lib, &rt, &name)?;

@@ -600,6 +600,29 @@ pub fn run() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
 }
 
+/// `vmdesk console NAME`: a window with the VM's console alone.
+pub fn run_console(
+    name: &str,
+    addr: std::net::SocketAddr,
+    password_file: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title(format!("{name} - vmdesk"))
+            .with_inner_size([740.0, 440.0]),
+        ..Default::default()
+    };
+    let name = name.to_string();
+    let mut console: Option<crate::console::Console> = None;
+    eframe::run_ui_native("vmdesk-console", options, move |ui, _frame| {
+        let c = console.get_or_insert_with(|| {
+            crate::console::Console::open(&name, addr, password_file.clone(), ui.ctx().clone())
+        });
+        egui::CentralPanel::default().show(ui, |ui| c.ui(ui));
+    })
+    .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
