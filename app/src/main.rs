@@ -1,41 +1,34 @@
-//! `vmdesk`: the desktop VM manager. With no arguments it will open the GUI (not built yet);
-//! subcommands manage VMs and images from the command line. Errors are one line on stderr;
-//! exit status 2 for bad usage (clap's), 1 for a command that failed.
-
-mod disk;
+//! `vmdesk`: the desktop VM manager. With no arguments it opens the window;
+//! subcommands manage VMs and images from the command line. Errors are one line on stderr
+//! (naming the VM and the cause); exit status 2 for bad usage, 1 for a command that failed.
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use vmdesk::cli::{self, Usage};
 
 #[derive(Parser, Debug)]
 #[command(name = "vmdesk", version, about = "Desktop virtual machine manager")]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Disk images.
-    #[command(subcommand)]
-    Disk(disk::DiskCommand),
+    command: Option<cli::Command>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Disk(cmd)) => disk::run(cmd),
-        None => {
-            println!("vmdesk: the desktop app is not built yet");
-            Ok(())
-        }
+        Some(cmd) => cli::run(cmd),
+        None => vmdesk::gui::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vmdesk: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<Usage>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -1,0 +1,581 @@
+//! The command line: `vmdesk create|list|start|shutdown|destroy|reset|pause|resume|delete|
+//! vncdisplay|screenshot|console|doctor|disk …`, virsh's names where virsh has one. Each command
+//! returns an error naming the VM and the cause; [`Usage`] errors (bad input) exit 2, the
+//! rest 1.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use serde_json::json;
+
+use crate::disk;
+use crate::library::{self, DiskDef, DiskFormat, HostFacts, Library, LibraryError, VmDef};
+use crate::runtime::{self, Runtime, VmState};
+
+const MIB: u64 = 1 << 20;
+
+/// Bad input from the user: exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+fn usage<T>(msg: impl Into<String>) -> anyhow::Result<T> {
+    Err(Usage(msg.into()).into())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Define a new VM (and create its new disk).
+    Create(CreateArgs),
+    /// List the VMs with their state, memory, vCPUs and VNC address.
+    List,
+    /// Start a VM in the background.
+    Start { name: String },
+    /// Press the VM's ACPI power button (the guest shuts down if it listens).
+    Shutdown {
+        name: String,
+        /// Wait up to this many seconds for the guest to power off.
+        #[arg(long, value_name = "SECS")]
+        wait: Option<u64>,
+    },
+    /// Force the VM off: quit, then kill the VMM if it has not gone after the timeout.
+    Destroy {
+        name: String,
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Reset the VM (the reset button).
+    Reset { name: String },
+    /// Pause the VM's vCPUs.
+    Pause { name: String },
+    /// Resume a paused VM.
+    Resume { name: String },
+    /// Delete a stopped VM's definition.
+    Delete {
+        name: String,
+        /// Also delete its disk images.
+        #[arg(long)]
+        delete_disks: bool,
+    },
+    /// Print the VM's VNC display, e.g. 127.0.0.1:1 (connect with `vncviewer 127.0.0.1:1`).
+    Vncdisplay { name: String },
+    /// Open a window with the VM's screen (the console alone).
+    Console { name: String },
+    /// Save the VM's screen as a PNG.
+    Screenshot { name: String, out: PathBuf },
+    /// Check that this host can run VMs, and say how to fix what is missing.
+    Doctor,
+    /// Disk images.
+    #[command(subcommand)]
+    Disk(disk::DiskCommand),
+    /// Internal: the process that stays with one running VMM (started by `start`).
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        dir: PathBuf,
+        name: String,
+        vmm: PathBuf,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    #[arg(long)]
+    pub name: String,
+    /// Guest RAM: a number with K, M or G (plain numbers are MiB).
+    #[arg(long, default_value = "512M", value_parser = vmm::config::parse_memory)]
+    pub memory: u64,
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// A new disk `size=10G[,format=qcow2|raw]` or an existing image `path=P[,format=…]`;
+    /// repeatable.
+    #[arg(long = "disk", value_name = "size=S[,format=F] | path=P[,format=F]")]
+    pub disks: Vec<String>,
+    /// An installer ISO for the CD-ROM drive.
+    #[arg(long)]
+    pub cdrom: Option<PathBuf>,
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    #[arg(long)]
+    pub cmdline: Option<String>,
+    /// VNC: ADDR:N (port 5900+N), ADDR:auto, auto, or none.
+    #[arg(long, default_value = "127.0.0.1:auto")]
+    pub vnc: String,
+    #[arg(long, value_name = "FILE")]
+    pub vnc_password_file: Option<PathBuf>,
+}
+
+/// A `--disk` option, parsed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DiskOpt {
+    New { size: u64, format: DiskFormat },
+    Existing { path: PathBuf, format: DiskFormat },
+}
+
+fn parse_format(s: &str) -> Result<DiskFormat, String> {
+    match s {
+        "raw" => Ok(DiskFormat::Raw),
+        "qcow2" => Ok(DiskFormat::Qcow2),
+        _ => Err(format!("format={s}: use raw or qcow2")),
+    }
+}
+
+pub fn parse_disk_opt(s: &str) -> Result<DiskOpt, String> {
+    let (mut size, mut path, mut format) = (None, None, None);
+    for part in s.split(',') {
+        match part.split_once('=') {
+            Some(("size", v)) => size = Some(disk::parse_size(v)?),
+            Some(("path", v)) if !v.is_empty() => path = Some(PathBuf::from(v)),
+            Some(("format", v)) => format = Some(parse_format(v)?),
+            _ => {
+                return Err(format!(
+                    "--disk {s}: '{part}' is not size=, path= or format="
+                ));
+            }
+        }
+    }
+    match (size, path) {
+        (Some(size), None) => Ok(DiskOpt::New {
+            size,
+            format: format.unwrap_or(DiskFormat::Qcow2),
+        }),
+        (None, Some(path)) => {
+            let format = match format {
+                Some(f) => f,
+                None if path.extension().is_some_and(|e| e == "qcow2") => DiskFormat::Qcow2,
+                None => DiskFormat::Raw,
+            };
+            Ok(DiskOpt::Existing { path, format })
+        }
+        _ => Err(format!(
+            "--disk {s}: give either size= (a new disk) or path= (an existing image)"
+        )),
+    }
+}
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("{}", p.display()))
+}
+
+/// Where new disk images go: `$XDG_DATA_HOME/vmdesk/images`.
+fn images_dir() -> anyhow::Result<PathBuf> {
+    let base = library::xdg_dir("XDG_DATA_HOME", ".local/share")
+        .context("neither XDG_DATA_HOME nor HOME is set: nowhere to put disk images")?;
+    Ok(base.join("vmdesk").join("images"))
+}
+
+pub fn run(cmd: Command) -> anyhow::Result<()> {
+    if let Command::Disk(c) = cmd {
+        return disk::run(c);
+    }
+    if let Command::Doctor = cmd {
+        return doctor();
+    }
+    let lib = Library::open_default()?;
+    let rt = Runtime::open_default();
+    match cmd {
+        Command::Create(args) => create(&lib, args),
+        Command::List => list(&lib, &rt),
+        Command::Start { name } => {
+            let def = get(&lib, &name)?;
+            for w in library::validate(&def, &HostFacts::detect())
+                .map_err(|e| Usage(format!("'{name}': {e}")))?
+            {
+                eprintln!("vmdesk: warning: '{name}': {w}");
+            }
+            let vmm = runtime::find_vmm()?;
+            match rt.start(&def, &vmm)? {
+                Some(addr) => {
+                    println!("started '{name}': vncviewer {}", runtime::vnc_display(addr))
+                }
+                None => println!("started '{name}'"),
+            }
+            Ok(())
+        }
+        Command::Shutdown { name, wait } => {
+            live(&lib, &rt, &name)?;
+            rt.command(&name, "powerdown", json!({}))?;
+            match wait {
+                None => println!("pressed the power button of '{name}'"),
+                Some(secs) => {
+                    if !rt.wait_gone(&name, Duration::from_secs(secs)) {
+                        bail!(
+                            "'{name}' did not power off within {secs} s (vmdesk destroy {name} forces it off)"
+                        );
+                    }
+                    rt.clean(&name);
+                    println!("'{name}' powered off");
+                }
+            }
+            Ok(())
+        }
+        Command::Destroy { name, timeout } => {
+            live(&lib, &rt, &name)?;
+            rt.destroy(&name, Duration::from_secs(timeout))?;
+            println!("'{name}' is off");
+            Ok(())
+        }
+        Command::Reset { name } => simple(&lib, &rt, &name, "reset"),
+        Command::Pause { name } => simple(&lib, &rt, &name, "pause"),
+        Command::Resume { name } => simple(&lib, &rt, &name, "resume"),
+        Command::Delete { name, delete_disks } => delete(&lib, &rt, &name, delete_disks),
+        Command::Vncdisplay { name } => {
+            live(&lib, &rt, &name)?;
+            let addr = rt
+                .vnc_addr(&name)
+                .with_context(|| format!("'{name}' has no VNC server"))?;
+            println!("{}", runtime::vnc_display(addr));
+            Ok(())
+        }
+        Command::Console { name } => {
+            live(&lib, &rt, &name)?;
+            let def = get(&lib, &name)?;
+            let addr = rt
+                .vnc_addr(&name)
+                .with_context(|| format!("'{name}' has no VNC server"))?;
+            crate::gui::run_console(&name, addr, def.vnc_password_file)
+        }
+        Command::Screenshot { name, out } => {
+            live(&lib, &rt, &name)?;
+            let def = get(&lib, &name)?;
+            // The VMM writes the file, from its own working directory: give it a full path.
+            let out = absolute(&out)?;
+            runtime::screenshot(&rt, &def, &out)?;
+            println!("saved the screen of '{name}' to {}", out.display());
+            Ok(())
+        }
+        Command::Supervise {
+            dir,
+            name,
+            vmm,
+            args,
+        } => std::process::exit(runtime::supervise(&dir, &name, &vmm, &args)),
+        Command::Disk(_) | Command::Doctor => unreachable!("handled above"),
+    }
+}
+
+fn get(lib: &Library, name: &str) -> anyhow::Result<VmDef> {
+    lib.get(name).map_err(|e| match e {
+        LibraryError::NotFound(_) | LibraryError::Invalid(_) => Usage(e.to_string()).into(),
+        e => e.into(),
+    })
+}
+
+/// Fails unless `name` is defined and running (or paused).
+fn live(lib: &Library, rt: &Runtime, name: &str) -> anyhow::Result<()> {
+    // A VM whose definition broke while it ran is still running: only the name must exist.
+    if !lib.path_of(name).exists() {
+        get(lib, name)?;
+    }
+    match rt.state(name) {
+        s if s.is_live() => Ok(()),
+        VmState::Crashed { why, log_tail } => {
+            bail!("'{name}' is not running: it crashed: {why}\n{log_tail}")
+        }
+        _ => bail!("'{name}' is not running"),
+    }
+}
+
+fn simple(lib: &Library, rt: &Runtime, name: &str, execute: &str) -> anyhow::Result<()> {
+    live(lib, rt, name)?;
+    rt.command(name, execute, json!({}))?;
+    println!("{execute}: done for '{name}'");
+    Ok(())
+}
+
+fn create(lib: &Library, a: CreateArgs) -> anyhow::Result<()> {
+    let (def, warnings) = create_vm(lib, a)?;
+    let name = &def.name;
+    for w in warnings {
+        eprintln!("vmdesk: warning: '{name}': {w}");
+    }
+    println!(
+        "created '{name}' ({} MiB, {} vCPUs)",
+        def.memory_mib, def.cpus
+    );
+    for d in &def.disks {
+        println!("  disk {} ({})", d.path.display(), d.format.as_str());
+    }
+    Ok(())
+}
+
+/// Validates, creates the new disks and adds the VM to the library; on any failure nothing
+/// is left behind. Shared by `vmdesk create` and the GUI's create dialog.
+pub fn create_vm(lib: &Library, a: CreateArgs) -> anyhow::Result<(VmDef, Vec<library::Warning>)> {
+    let name = a.name.clone();
+    let mut def = VmDef::new(&name, a.memory.div_ceil(MIB), a.cpus);
+    def.vnc = match a.vnc.as_str() {
+        "auto" => "127.0.0.1:auto".into(),
+        v => v.into(),
+    };
+    def.cmdline = a.cmdline;
+    let file = |p: Option<PathBuf>, what: &str| -> anyhow::Result<Option<PathBuf>> {
+        match p {
+            None => Ok(None),
+            Some(p) if p.is_file() => Ok(Some(absolute(&p)?)),
+            Some(p) => usage(format!("'{name}': --{what} {}: no such file", p.display())),
+        }
+    };
+    def.cdrom = file(a.cdrom, "cdrom")?;
+    def.kernel = file(a.kernel, "kernel")?;
+    def.initrd = file(a.initrd, "initrd")?;
+    def.vnc_password_file = file(a.vnc_password_file, "vnc-password-file")?;
+    let disks: Vec<DiskOpt> = a
+        .disks
+        .iter()
+        .map(|s| parse_disk_opt(s).map_err(Usage))
+        .collect::<Result<_, _>>()?;
+    let warnings = library::validate(&def, &HostFacts::detect())
+        .map_err(|e| Usage(format!("'{name}': {e}")))?;
+    if lib.path_of(&name).exists() {
+        return usage(format!("a VM named '{name}' already exists"));
+    }
+
+    // New disks go to the images dir, named after the VM; never over an existing file.
+    let mut created: Vec<PathBuf> = Vec::new();
+    let result = (|| -> anyhow::Result<()> {
+        let mut new_index = 0;
+        for d in disks {
+            match d {
+                DiskOpt::Existing { path, format } => {
+                    if !path.is_file() {
+                        return usage(format!(
+                            "'{name}': --disk path={}: no such file",
+                            path.display()
+                        ));
+                    }
+                    def.disks.push(DiskDef {
+                        path: absolute(&path)?,
+                        format,
+                        size: None,
+                    });
+                }
+                DiskOpt::New { size, format } => {
+                    let dir = images_dir()?;
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                    let stem = match new_index {
+                        0 => name.clone(),
+                        n => format!("{name}-{n}"),
+                    };
+                    new_index += 1;
+                    let path = dir.join(format!("{stem}.{}", format.as_str()));
+                    if path.exists() {
+                        bail!(
+                            "'{name}': {} already exists (delete it, or use --disk path={})",
+                            path.display(),
+                            path.display()
+                        );
+                    }
+                    let f = match format {
+                        DiskFormat::Raw => vmm::disk::ImageFormat::Raw,
+                        DiskFormat::Qcow2 => vmm::disk::ImageFormat::Qcow2,
+                    };
+                    vmm::disk::create_image(&path, f, size, false)
+                        .with_context(|| format!("'{name}': cannot create {}", path.display()))?;
+                    created.push(path.clone());
+                    def.disks.push(DiskDef {
+                        path,
+                        format,
+                        size: Some(size),
+                    });
+                }
+            }
+        }
+        lib.create(&def).map_err(|e| match e {
+            LibraryError::Exists(_) => Usage(e.to_string()).into(),
+            e => anyhow::Error::from(e),
+        })
+    })();
+    if let Err(e) = result {
+        for p in created {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(e);
+    }
+    Ok((def, warnings))
+}
+
+fn list(lib: &Library, rt: &Runtime) -> anyhow::Result<()> {
+    println!(
+        "{:<20} {:<9} {:>8} {:>5}  VNC",
+        "NAME", "STATE", "MEMORY", "CPUS"
+    );
+    let mut problems = Vec::new();
+    for e in lib.list()? {
+        let state = rt.state(&e.name);
+        let vnc = if state.is_live() {
+            rt.vnc_addr(&e.name)
+                .map(runtime::vnc_display)
+                .unwrap_or_else(|| "-".into())
+        } else {
+            "-".into()
+        };
+        match &e.def {
+            Ok(d) => println!(
+                "{:<20} {:<9} {:>7}M {:>5}  {vnc}",
+                e.name,
+                state.label(),
+                d.memory_mib,
+                d.cpus
+            ),
+            Err(err) => {
+                println!("{:<20} {:<9} {:>8} {:>5}  {vnc}", e.name, "error", "-", "-");
+                problems.push(err.to_string());
+            }
+        }
+        if let VmState::Crashed { why, .. } = &state {
+            problems.push(format!(
+                "'{}' crashed: {why} (log: {})",
+                e.name,
+                rt.log_path(&e.name).display()
+            ));
+        }
+    }
+    for p in problems {
+        eprintln!("vmdesk: {p}");
+    }
+    Ok(())
+}
+
+/// Deletes a stopped VM (and with `delete_disks` its images). Shared with the GUI.
+pub fn delete(lib: &Library, rt: &Runtime, name: &str, delete_disks: bool) -> anyhow::Result<()> {
+    if rt.state(name).is_live() {
+        bail!("'{name}' is running: stop it first (vmdesk destroy {name})");
+    }
+    match lib.get(name) {
+        Ok(def) => {
+            if delete_disks {
+                for d in &def.disks {
+                    match std::fs::remove_file(&d.path) {
+                        Ok(()) => println!("deleted {}", d.path.display()),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(e).with_context(|| {
+                                format!("'{name}': cannot delete {}", d.path.display())
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Err(LibraryError::NotFound(_)) | Err(LibraryError::Invalid(_)) => {
+            return Err(get(lib, name).unwrap_err());
+        }
+        // A broken definition can be deleted, but its disks are unknown.
+        Err(e) if delete_disks => {
+            bail!("'{name}': {e}; cannot tell which disks are its (delete without --delete-disks)")
+        }
+        Err(_) => {}
+    }
+    lib.remove(name)?;
+    rt.remove_all(name);
+    println!("deleted '{name}'");
+    Ok(())
+}
+
+fn doctor() -> anyhow::Result<()> {
+    let (report, mut ok) = vmm::host::report();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or_default();
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    println!(
+        "CPU virtualisation: {}",
+        if has("vmx") {
+            "vmx (Intel VT-x)"
+        } else if has("svm") {
+            "svm (AMD-V)"
+        } else {
+            "none in /proc/cpuinfo (enable VT-x/AMD-V in the firmware setup, or this is a VM without nested virtualisation)"
+        }
+    );
+    print!("{report}");
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            ok = false;
+            println!(
+                "fix: add yourself to the kvm group, then log out and in: sudo usermod -aG kvm $USER"
+            );
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            ok = false;
+            println!(
+                "fix: load KVM: sudo modprobe kvm_intel (or kvm_amd), after enabling virtualisation in the firmware setup"
+            );
+        }
+        Err(_) => ok = false,
+    }
+    match runtime::find_vmm() {
+        Ok(p) => println!("vmdesk-vmm: {}", p.display()),
+        Err(e) => {
+            ok = false;
+            println!("vmdesk-vmm: {e}");
+        }
+    }
+    if !ok {
+        bail!("this host cannot run VMs yet: see the lines above");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_options() {
+        assert_eq!(
+            parse_disk_opt("size=10G"),
+            Ok(DiskOpt::New {
+                size: 10 << 30,
+                format: DiskFormat::Qcow2
+            })
+        );
+        assert_eq!(
+            parse_disk_opt("size=64M,format=raw"),
+            Ok(DiskOpt::New {
+                size: 64 << 20,
+                format: DiskFormat::Raw
+            })
+        );
+        assert_eq!(
+            parse_disk_opt("path=/x/a.qcow2"),
+            Ok(DiskOpt::Existing {
+                path: "/x/a.qcow2".into(),
+                format: DiskFormat::Qcow2
+            })
+        );
+        assert_eq!(
+            parse_disk_opt("path=/x/a.img"),
+            Ok(DiskOpt::Existing {
+                path: "/x/a.img".into(),
+                format: DiskFormat::Raw
+            })
+        );
+        for bad in [
+            "",
+            "size=10G,path=/a",
+            "size=0",
+            "format=qcow2",
+            "size=1G,format=vmdk",
+            "path=",
+            "colour=red",
+        ] {
+            assert!(parse_disk_opt(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The `vmdesk` app as a library: the VM library on disk, the VMM processes it runs, and
+//! the command line, so the binary, the GUI and the tests share one implementation.
+
+pub mod cli;
+pub mod console;
+pub mod disk;
+pub mod gui;
+pub mod library;
+pub mod runtime;

@@ -1,0 +1,643 @@
+//! The VM library: one TOML file per VM definition in `$XDG_CONFIG_HOME/vmdesk/vms/<name>.toml`.
+//!
+//! - Every write goes to a temp file in the same directory, is synced, and is renamed over
+//!   (or, for a new VM, hard-linked into) its final name, so a reader never sees half a file
+//!   and a crash mid-write leaves the old definition whole.
+//! - Creating a VM links the temp file to its name, which fails if the name is taken: two
+//!   writers creating the same name at once get exactly one winner, with no lock file.
+//! - A file that does not parse is an error on that VM alone ([`Entry::def`]); it is never
+//!   rewritten by [`Library::update`], so a hand edit that went wrong is not lost.
+//!
+//! Validation against the host (RAM, CPU count) lives here too, so the CLI and the GUI
+//! refuse the same things with the same words.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+const MIB: u64 = 1 << 20;
+/// The least RAM a PC firmware boots in (the VMM refuses less).
+const MIN_MEMORY_MIB: u64 = 2;
+const MAX_NAME: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// One virtio disk of a VM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskDef {
+    pub path: PathBuf,
+    pub format: DiskFormat,
+    /// The size vmdesk created it with (for reinstall); `None` for an existing image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+/// A VM definition: what `vmdesk create` was given, enough to build the VMM command line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmDef {
+    pub name: String,
+    /// Guest RAM in MiB.
+    pub memory_mib: u64,
+    pub cpus: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdrom: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    /// As `vmdesk-vmm --vnc` takes it: `ADDR:N`, `ADDR:auto` or `none`.
+    #[serde(default = "default_vnc")]
+    pub vnc: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vnc_password_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskDef>,
+}
+
+fn default_vnc() -> String {
+    "127.0.0.1:auto".into()
+}
+
+impl VmDef {
+    pub fn new(name: &str, memory_mib: u64, cpus: u32) -> VmDef {
+        VmDef {
+            name: name.into(),
+            memory_mib,
+            cpus,
+            cdrom: None,
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+            vnc: default_vnc(),
+            vnc_password_file: None,
+            disks: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum LibraryError {
+    #[error("no VM named '{0}'")]
+    NotFound(String),
+    #[error("a VM named '{0}' already exists")]
+    Exists(String),
+    #[error("{}: not a valid VM definition: {why}", path.display())]
+    Corrupt { path: PathBuf, why: String },
+    #[error(
+        "{}: refusing to overwrite a definition that does not parse (fix or delete it first)",
+        path.display()
+    )]
+    WontOverwriteCorrupt { path: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid VM: {0}")]
+    Invalid(#[from] ValidationError),
+    #[error("neither XDG_CONFIG_HOME nor HOME is set: nowhere to keep VM definitions")]
+    NoConfigDir,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LibraryError + '_ {
+    move |source| LibraryError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Why a definition cannot be used. Each names the field, for the form's per-field reason.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum ValidationError {
+    #[error(
+        "name '{0}': use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    )]
+    BadName(String),
+    #[error("memory {0} MiB is below the {MIN_MEMORY_MIB} MiB a PC firmware needs")]
+    MemoryTooSmall(u64),
+    #[error("memory {asked} MiB is more than this host's {host} MiB of RAM")]
+    MemoryAboveHost { asked: u64, host: u64 },
+    #[error("vCPUs must be at least 1")]
+    ZeroCpus,
+    #[error("vCPUs {0} is more than 255 (the most a PC's APIC ids address)")]
+    TooManyCpus(u32),
+    #[error("an initrd or a kernel command line needs a kernel")]
+    InitrdWithoutKernel,
+    #[error("vnc '{0}': use ADDR:N, ADDR:auto or none")]
+    BadVnc(String),
+}
+
+/// A warning that does not stop the VM from being created or started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Warning {
+    MoreCpusThanHost { asked: u32, host: usize },
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Warning::MoreCpusThanHost { asked, host } => write!(
+                f,
+                "{asked} vCPUs is more than this host's {host} CPUs: the guest will run slower, not faster"
+            ),
+        }
+    }
+}
+
+/// What validation needs to know about the host.
+#[derive(Clone, Copy, Debug)]
+pub struct HostFacts {
+    pub ram: Option<u64>,
+    pub cpus: usize,
+}
+
+impl HostFacts {
+    pub fn detect() -> HostFacts {
+        HostFacts {
+            ram: vmm::host::total_ram(),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+pub fn validate_name(name: &str) -> Result<(), ValidationError> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if first_ok && rest_ok && name.len() <= MAX_NAME {
+        Ok(())
+    } else {
+        Err(ValidationError::BadName(name.into()))
+    }
+}
+
+/// Checks a definition against itself and the host. Errors refuse it; warnings are shown.
+pub fn validate(def: &VmDef, host: &HostFacts) -> Result<Vec<Warning>, ValidationError> {
+    validate_name(&def.name)?;
+    if def.memory_mib < MIN_MEMORY_MIB {
+        return Err(ValidationError::MemoryTooSmall(def.memory_mib));
+    }
+    if let Some(ram) = host.ram
+        && def.memory_mib.saturating_mul(MIB) > ram
+    {
+        return Err(ValidationError::MemoryAboveHost {
+            asked: def.memory_mib,
+            host: ram / MIB,
+        });
+    }
+    if def.cpus == 0 {
+        return Err(ValidationError::ZeroCpus);
+    }
+    if def.cpus > 255 {
+        return Err(ValidationError::TooManyCpus(def.cpus));
+    }
+    if def.kernel.is_none() && (def.initrd.is_some() || def.cmdline.is_some()) {
+        return Err(ValidationError::InitrdWithoutKernel);
+    }
+    if vmm::config::parse_vnc(&def.vnc).is_err() {
+        return Err(ValidationError::BadVnc(def.vnc.clone()));
+    }
+    let mut warnings = Vec::new();
+    if def.cpus as usize > host.cpus {
+        warnings.push(Warning::MoreCpusThanHost {
+            asked: def.cpus,
+            host: host.cpus,
+        });
+    }
+    Ok(warnings)
+}
+
+/// One file in the library: its name and the definition, or why it cannot be read.
+#[derive(Debug)]
+pub struct Entry {
+    pub name: String,
+    pub def: Result<VmDef, LibraryError>,
+}
+
+/// The directory of VM definitions.
+#[derive(Clone, Debug)]
+pub struct Library {
+    dir: PathBuf,
+}
+
+/// `$XDG_CONFIG_HOME`, or `~/.config` as the XDG spec says when it is unset or empty.
+pub fn xdg_dir(var: &str, fallback_under_home: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(v) if !v.is_empty() && Path::new(&v).is_absolute() => Some(PathBuf::from(v)),
+        _ => std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|h| PathBuf::from(h).join(fallback_under_home)),
+    }
+}
+
+impl Library {
+    /// The user's library, `$XDG_CONFIG_HOME/vmdesk/vms`.
+    pub fn open_default() -> Result<Library, LibraryError> {
+        let base = xdg_dir("XDG_CONFIG_HOME", ".config").ok_or(LibraryError::NoConfigDir)?;
+        Ok(Library::at(base.join("vmdesk").join("vms")))
+    }
+
+    pub fn at(dir: impl Into<PathBuf>) -> Library {
+        Library { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.toml"))
+    }
+
+    /// Every `*.toml` in the library, sorted by name; unreadable ones carry their error.
+    pub fn list(&self) -> Result<Vec<Entry>, LibraryError> {
+        let rd = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&self.dir)(e)),
+        };
+        let mut out = Vec::new();
+        for ent in rd {
+            let ent = ent.map_err(io(&self.dir))?;
+            let file = ent.file_name();
+            let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".toml")) else {
+                continue;
+            };
+            // Temp files are dot-files; a name that could not have been created is not ours.
+            if validate_name(name).is_err() {
+                continue;
+            }
+            out.push(Entry {
+                name: name.to_string(),
+                def: self.get(name),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Reads one definition.
+    pub fn get(&self, name: &str) -> Result<VmDef, LibraryError> {
+        validate_name(name)?;
+        let path = self.path_of(name);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LibraryError::NotFound(name.into()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(LibraryError::Corrupt {
+                    path,
+                    why: "not UTF-8 text".into(),
+                });
+            }
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let def: VmDef = toml::from_str(&text).map_err(|e| LibraryError::Corrupt {
+            path: path.clone(),
+            why: e.message().to_string(),
+        })?;
+        if def.name != name {
+            return Err(LibraryError::Corrupt {
+                path,
+                why: format!("the file says its name is '{}'", def.name),
+            });
+        }
+        Ok(def)
+    }
+
+    /// Adds a new VM; fails with [`LibraryError::Exists`] if the name is taken, even by a
+    /// writer racing this one.
+    pub fn create(&self, def: &VmDef) -> Result<(), LibraryError> {
+        validate_name(&def.name)?;
+        let tmp = self.write_temp(def)?;
+        let path = self.path_of(&def.name);
+        // link(2) never replaces an existing name: the create-or-fail is atomic.
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                sync_dir(&self.dir);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(LibraryError::Exists(def.name.clone()))
+            }
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Replaces an existing, readable definition. A file that does not parse is left alone.
+    pub fn update(&self, def: &VmDef) -> Result<(), LibraryError> {
+        match self.get(&def.name) {
+            Ok(_) => {}
+            Err(LibraryError::Corrupt { path, .. }) => {
+                return Err(LibraryError::WontOverwriteCorrupt { path });
+            }
+            Err(e) => return Err(e),
+        }
+        let tmp = self.write_temp(def)?;
+        let path = self.path_of(&def.name);
+        std::fs::rename(&tmp, &path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io(&path)(e)
+        })?;
+        sync_dir(&self.dir);
+        Ok(())
+    }
+
+    /// Removes a definition (readable or not).
+    pub fn remove(&self, name: &str) -> Result<(), LibraryError> {
+        validate_name(name)?;
+        let path = self.path_of(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(LibraryError::NotFound(name.into()))
+            }
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Writes `def` to a fresh, unique temp file beside its final name and syncs it.
+    fn write_temp(&self, def: &VmDef) -> Result<PathBuf, LibraryError> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let text = toml::to_string_pretty(def).map_err(|e| LibraryError::Corrupt {
+            path: self.path_of(&def.name),
+            why: e.to_string(),
+        })?;
+        let tmp = self.dir.join(format!(
+            ".{}.toml.{}.{}.tmp",
+            def.name,
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io(&tmp)(e)
+        })?;
+        Ok(tmp)
+    }
+}
+
+/// Makes a rename durable. Best effort: a failure here does not undo the write.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    fn temp_lib(tag: &str) -> Library {
+        let d = std::env::temp_dir().join(format!("vmdesk-lib-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        Library::at(d)
+    }
+
+    fn host() -> HostFacts {
+        HostFacts {
+            ram: Some(4096 * MIB),
+            cpus: 2,
+        }
+    }
+
+    fn full_def() -> VmDef {
+        let mut d = VmDef::new("web1", 1024, 2);
+        d.cdrom = Some("/isos/debian.iso".into());
+        d.kernel = Some("/k/bzImage".into());
+        d.cmdline = Some("console=ttyS0 quiet".into());
+        d.vnc = "127.0.0.1:3".into();
+        d.disks = vec![
+            DiskDef {
+                path: "/img/web1.qcow2".into(),
+                format: DiskFormat::Qcow2,
+                size: Some(10 << 30),
+            },
+            DiskDef {
+                path: "/img/data.raw".into(),
+                format: DiskFormat::Raw,
+                size: None,
+            },
+        ];
+        d
+    }
+
+    #[test]
+    fn round_trip_and_list() {
+        let lib = temp_lib("rt");
+        assert!(
+            lib.list().unwrap().is_empty(),
+            "a missing dir is an empty library"
+        );
+        let def = full_def();
+        lib.create(&def).unwrap();
+        lib.create(&VmDef::new("alpha", 64, 1)).unwrap();
+        assert_eq!(lib.get("web1").unwrap(), def);
+        let names: Vec<_> = lib.list().unwrap().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["alpha", "web1"]);
+        assert!(matches!(lib.create(&def), Err(LibraryError::Exists(n)) if n == "web1"));
+        let mut changed = def.clone();
+        changed.memory_mib = 2048;
+        lib.update(&changed).unwrap();
+        assert_eq!(lib.get("web1").unwrap().memory_mib, 2048);
+        lib.remove("web1").unwrap();
+        assert!(matches!(lib.get("web1"), Err(LibraryError::NotFound(_))));
+        assert!(matches!(
+            lib.update(&changed),
+            Err(LibraryError::NotFound(_))
+        ));
+        // No temp files left behind.
+        let left: Vec<_> = std::fs::read_dir(lib.dir()).unwrap().collect();
+        assert_eq!(left.len(), 1);
+        let _ = std::fs::remove_dir_all(lib.dir());
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_error_on_that_vm_alone_and_is_not_overwritten() {
+        let lib = temp_lib("corrupt");
+        lib.create(&VmDef::new("good", 128, 1)).unwrap();
+        std::fs::write(
+            lib.path_of("broken"),
+            "name = \"broken\"\nmemory_mib = [oops\n",
+        )
+        .unwrap();
+        std::fs::write(lib.path_of("binary"), [0xff, 0xfe, 0x00, 0x80]).unwrap();
+        std::fs::write(
+            lib.path_of("liar"),
+            toml::to_string(&VmDef::new("other", 64, 1)).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            lib.path_of("extra"),
+            "name = \"extra\"\nmemory_mib = 64\ncpus = 1\ncolour = \"red\"\n",
+        )
+        .unwrap();
+        let entries = lib.list().unwrap();
+        let by_name = |n: &str| entries.iter().find(|e| e.name == n).unwrap();
+        assert_eq!(entries.len(), 5);
+        assert!(by_name("good").def.is_ok());
+        for bad in ["broken", "binary", "liar", "extra"] {
+            let err = by_name(bad).def.as_ref().unwrap_err();
+            assert!(matches!(err, LibraryError::Corrupt { .. }), "{bad}: {err}");
+            assert!(err.to_string().contains(&format!("{bad}.toml")), "{err}");
+        }
+        // Saving over the broken file is refused and the file keeps the user's text.
+        let before = std::fs::read(lib.path_of("broken")).unwrap();
+        let err = lib.update(&VmDef::new("broken", 64, 1)).unwrap_err();
+        assert!(matches!(err, LibraryError::WontOverwriteCorrupt { .. }));
+        assert!(matches!(
+            lib.create(&VmDef::new("broken", 64, 1)),
+            Err(LibraryError::Exists(_))
+        ));
+        assert_eq!(std::fs::read(lib.path_of("broken")).unwrap(), before);
+        let _ = std::fs::remove_dir_all(lib.dir());
+    }
+
+    #[test]
+    fn two_writers_creating_one_name_get_one_winner() {
+        let lib = temp_lib("race");
+        for round in 0..20 {
+            let name = format!("vm{round}");
+            let barrier = Arc::new(Barrier::new(2));
+            let handles: Vec<_> = (0..2u64)
+                .map(|i| {
+                    let (lib, barrier, name) = (lib.clone(), barrier.clone(), name.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        lib.create(&VmDef::new(&name, 64 + i, 1))
+                    })
+                })
+                .collect();
+            let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            let wins = results.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(wins, 1, "{results:?}");
+            assert!(
+                results
+                    .iter()
+                    .any(|r| matches!(r, Err(LibraryError::Exists(_))))
+            );
+            let mem = lib.get(&name).unwrap().memory_mib;
+            let winner = results.iter().position(|r| r.is_ok()).unwrap() as u64;
+            assert_eq!(mem, 64 + winner, "the file is the winner's, whole");
+        }
+        let _ = std::fs::remove_dir_all(lib.dir());
+    }
+
+    #[test]
+    fn two_writers_updating_never_leave_half_a_file() {
+        let lib = temp_lib("update-race");
+        lib.create(&VmDef::new("vm", 64, 1)).unwrap();
+        let writers: Vec<_> = (0..2u32)
+            .map(|w| {
+                let lib = lib.clone();
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        let mut d = VmDef::new("vm", 64 + i, 1 + w);
+                        d.cmdline = Some("x".repeat(i as usize * 50));
+                        d.kernel = Some("/k".into());
+                        lib.update(&d).unwrap();
+                    }
+                })
+            })
+            .collect();
+        // A reader racing them always sees one writer's whole definition.
+        for _ in 0..200 {
+            let d = lib.get("vm").unwrap();
+            if let Some(c) = &d.cmdline {
+                assert_eq!(c.len() as u64, (d.memory_mib - 64) * 50);
+            }
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(std::fs::read_dir(lib.dir()).unwrap().count(), 1);
+        let _ = std::fs::remove_dir_all(lib.dir());
+    }
+
+    #[test]
+    fn validation_names_the_host_figure() {
+        let h = host();
+        assert_eq!(validate(&VmDef::new("ok", 1024, 2), &h), Ok(vec![]));
+        let err = validate(&VmDef::new("big", 8192, 1), &h).unwrap_err();
+        assert_eq!(
+            err,
+            ValidationError::MemoryAboveHost {
+                asked: 8192,
+                host: 4096
+            }
+        );
+        assert!(err.to_string().contains("4096 MiB"), "{err}");
+        assert_eq!(
+            validate(&VmDef::new("many", 512, 4), &h),
+            Ok(vec![Warning::MoreCpusThanHost { asked: 4, host: 2 }])
+        );
+        assert_eq!(
+            validate(&VmDef::new("zero", 512, 0), &h),
+            Err(ValidationError::ZeroCpus)
+        );
+        assert_eq!(
+            validate(&VmDef::new("tiny", 1, 1), &h),
+            Err(ValidationError::MemoryTooSmall(1))
+        );
+        let mut d = VmDef::new("vnc", 64, 1);
+        d.vnc = "nonsense".into();
+        assert!(matches!(validate(&d, &h), Err(ValidationError::BadVnc(_))));
+        let mut d = VmDef::new("initrd", 64, 1);
+        d.initrd = Some("/i".into());
+        assert_eq!(validate(&d, &h), Err(ValidationError::InitrdWithoutKernel));
+        for bad in ["", ".hidden", "a/b", "../x", "sp ace", "é", &"x".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["a", "web-1", "Win_10.x", &"x".repeat(64)] {
+            assert!(validate_name(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn bad_names_never_touch_the_file_system() {
+        let lib = temp_lib("names");
+        assert!(matches!(
+            lib.get("../../etc/passwd"),
+            Err(LibraryError::Invalid(_))
+        ));
+        assert!(matches!(
+            lib.create(&VmDef::new("../escape", 64, 1)),
+            Err(LibraryError::Invalid(_))
+        ));
+        assert!(!lib.dir().exists());
+    }
+}

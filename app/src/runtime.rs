@@ -1,0 +1,702 @@
+//! Running VMs: one `vmdesk-vmm` process per VM, found again through files in
+//! `$XDG_RUNTIME_DIR/vmdesk/`:
+//!
+//! - `<name>.sock`: the VMM's control socket (JSON lines; see `vmm::control`);
+//! - `<name>.pid`: the VMM's pid, written by its supervisor;
+//! - `<name>.log`: the VMM's stdout and stderr (the `vnc: listening on …` line is read here);
+//! - `<name>.serial`: the guest's COM1;
+//! - `<name>.exit`: how the VMM ended (`exit N` or `signal N`), written by its supervisor.
+//!
+//! A VM must outlive the app that started it, and its end must be known even when no app is
+//! running then. So `start` spawns a tiny supervisor (this same binary, `vmdesk __supervise`)
+//! in a new session (setsid: no terminal hang-up reaches it); the supervisor spawns the VMM,
+//! writes its pid, waits for it and writes the exit record. The state of a VM is then:
+//! running or paused (the pid is alive; its socket says which), stopped (no pid, or a clean
+//! `exit 0`), or crashed (the pid is gone without a clean exit record; the log tail says why).
+//!
+//! Not handled: two apps starting the same VM in the same instant (the second VMM fails to
+//! bind the control socket and exits, which start reports as a failure).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use thiserror::Error;
+
+use crate::library::VmDef;
+
+/// The line `vmdesk-vmm` prints on stderr once its VNC server listens.
+const VNC_LINE: &str = "vnc: listening on ";
+const POLL: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error("'{0}' is already running")]
+    AlreadyRunning(String),
+    #[error("'{0}' is not running")]
+    NotRunning(String),
+    #[error("'{name}' failed to start: {why}")]
+    StartFailed { name: String, why: String },
+    #[error("'{name}': the VMM refused '{command}': {desc} ({class})")]
+    Refused {
+        name: String,
+        command: String,
+        class: String,
+        desc: String,
+    },
+    #[error("'{name}': control socket {}: {why}", path.display())]
+    Control {
+        name: String,
+        path: PathBuf,
+        why: String,
+    },
+    #[error(
+        "cannot find vmdesk-vmm next to {} or on PATH (build it: cargo build -p vmm)",
+        exe.display()
+    )]
+    NoVmm { exe: PathBuf },
+    #[error("'{name}': cannot take a screenshot: {why}")]
+    Screenshot { name: String, why: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
+    move |source| RuntimeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmState {
+    Stopped,
+    Running,
+    Paused,
+    /// The VMM ended without a clean exit: `why` is its exit record, `log_tail` its last words.
+    Crashed {
+        why: String,
+        log_tail: String,
+    },
+}
+
+impl VmState {
+    pub fn is_live(&self) -> bool {
+        matches!(self, VmState::Running | VmState::Paused)
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            VmState::Stopped => "stopped",
+            VmState::Running => "running",
+            VmState::Paused => "paused",
+            VmState::Crashed { .. } => "crashed",
+        }
+    }
+}
+
+/// The runtime directory and the VMM binary.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    dir: PathBuf,
+}
+
+impl Runtime {
+    /// `$XDG_RUNTIME_DIR/vmdesk`, or a per-user directory under the temp dir when the
+    /// session has no runtime dir (a cron job, a bare ssh).
+    pub fn open_default() -> Runtime {
+        let base = match std::env::var_os("XDG_RUNTIME_DIR") {
+            Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d).join("vmdesk"),
+            _ => std::env::temp_dir().join(format!("vmdesk-{}", nix::unistd::getuid())),
+        };
+        Runtime::at(base)
+    }
+
+    pub fn at(dir: impl Into<PathBuf>) -> Runtime {
+        Runtime { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn file(&self, name: &str, ext: &str) -> PathBuf {
+        self.dir.join(format!("{name}.{ext}"))
+    }
+    pub fn socket_path(&self, name: &str) -> PathBuf {
+        self.file(name, "sock")
+    }
+    pub fn pid_path(&self, name: &str) -> PathBuf {
+        self.file(name, "pid")
+    }
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.file(name, "log")
+    }
+    pub fn exit_path(&self, name: &str) -> PathBuf {
+        self.file(name, "exit")
+    }
+    pub fn serial_path(&self, name: &str) -> PathBuf {
+        self.file(name, "serial")
+    }
+
+    /// The VMM's pid if that process is alive and is this VM's VMM (its command line names
+    /// this VM's socket: a recycled pid is not mistaken for it).
+    pub fn live_pid(&self, name: &str) -> Option<Pid> {
+        let text = std::fs::read_to_string(self.pid_path(name)).ok()?;
+        let pid: i32 = text.trim().parse().ok().filter(|&p| p > 0)?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let sock = self.socket_path(name);
+        let ours = cmdline
+            .split(|&b| b == 0)
+            .any(|arg| arg == sock.as_os_str().as_encoded_bytes());
+        // A zombie still has a cmdline until reaped, but kill(0) alone would call it alive:
+        // check its state too.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        (ours && !zombie).then_some(Pid::from_raw(pid))
+    }
+
+    pub fn state(&self, name: &str) -> VmState {
+        if self.live_pid(name).is_some() {
+            return match self.command(name, "status", json!({})) {
+                Ok(v) if v["status"] == "paused" => VmState::Paused,
+                // Alive but not answering (still starting, or busy): it is running.
+                _ => VmState::Running,
+            };
+        }
+        let pid_file = self.pid_path(name).exists();
+        let mut record = std::fs::read_to_string(self.exit_path(name)).ok();
+        if record.is_none() && pid_file {
+            // The VMM just ended and its supervisor is reaping it: give it a moment to
+            // write how.
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while record.is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+                record = std::fs::read_to_string(self.exit_path(name)).ok();
+            }
+        }
+        match record.as_deref().map(str::trim) {
+            Some("exit 0") => VmState::Stopped,
+            Some(r) => VmState::Crashed {
+                why: describe_exit(r),
+                log_tail: self.log_tail(name, 20),
+            },
+            None if pid_file => VmState::Crashed {
+                why: "the VMM is gone and left no exit record (it and its supervisor were killed)"
+                    .into(),
+                log_tail: self.log_tail(name, 20),
+            },
+            None => VmState::Stopped,
+        }
+    }
+
+    /// The last `lines` lines of the VMM's log.
+    pub fn log_tail(&self, name: &str, lines: usize) -> String {
+        let text = std::fs::read(self.log_path(name)).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Where the VM's VNC server listens, from its log.
+    pub fn vnc_addr(&self, name: &str) -> Option<SocketAddr> {
+        let text = std::fs::read_to_string(self.log_path(name)).ok()?;
+        parse_vnc_line(&text)
+    }
+
+    /// Sends one control command and returns its `return` value.
+    pub fn command(&self, name: &str, execute: &str, args: Value) -> Result<Value, RuntimeError> {
+        let path = self.socket_path(name);
+        let fail = |why: String| RuntimeError::Control {
+            name: name.into(),
+            path: path.clone(),
+            why,
+        };
+        let mut req = match args {
+            Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        req.insert("execute".into(), Value::String(execute.into()));
+        let stream = UnixStream::connect(&path).map_err(|e| fail(e.to_string()))?;
+        // A screendump of a large screen takes a moment; a VMM that does not answer in
+        // this long is stuck, and the caller should not be.
+        let timeout = Some(Duration::from_secs(10));
+        stream
+            .set_read_timeout(timeout)
+            .and_then(|()| stream.set_write_timeout(timeout))
+            .map_err(|e| fail(e.to_string()))?;
+        let mut line = serde_json::to_string(&Value::Object(req)).expect("JSON of a map");
+        line.push('\n');
+        (&stream)
+            .write_all(line.as_bytes())
+            .map_err(|e| fail(e.to_string()))?;
+        let mut answer = String::new();
+        BufReader::new(&stream)
+            .read_line(&mut answer)
+            .map_err(|e| fail(e.to_string()))?;
+        if answer.is_empty() {
+            return Err(fail("closed without an answer".into()));
+        }
+        let v: Value = serde_json::from_str(&answer)
+            .map_err(|e| fail(format!("bad answer {answer:?}: {e}")))?;
+        if let Some(err) = v.get("error") {
+            return Err(RuntimeError::Refused {
+                name: name.into(),
+                command: execute.into(),
+                class: err["class"].as_str().unwrap_or("?").into(),
+                desc: err["desc"].as_str().unwrap_or("?").into(),
+            });
+        }
+        Ok(v.get("return").cloned().unwrap_or(Value::Null))
+    }
+
+    /// Starts `def` detached and waits until its VNC server listens (or, with no VNC,
+    /// its control socket answers). Returns the VNC address.
+    pub fn start(&self, def: &VmDef, vmm: &Path) -> Result<Option<SocketAddr>, RuntimeError> {
+        let name = def.name.as_str();
+        if self.state(name).is_live() {
+            return Err(RuntimeError::AlreadyRunning(name.into()));
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(io(&self.dir))?;
+        self.clean(name);
+        // The last run's log (its VNC line among them) must not be read as this run's;
+        // keep it for reading as `.log.old`.
+        let _ = std::fs::rename(self.log_path(name), self.file(name, "log.old"));
+        let exe = std::env::current_exe().map_err(io(Path::new("/proc/self/exe")))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("__supervise")
+            .arg(&self.dir)
+            .arg(name)
+            .arg(vmm)
+            .args(self.vmm_args(def))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().map_err(io(vmm))?;
+        // Reap the supervisor when it ends, so a long-lived GUI collects no zombies.
+        std::thread::spawn(move || child.wait());
+
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let wants_vnc = def.vnc != "none";
+        loop {
+            if let Ok(r) = std::fs::read_to_string(self.exit_path(name)) {
+                let tail = self.log_tail(name, 5);
+                return Err(RuntimeError::StartFailed {
+                    name: name.into(),
+                    why: format!(
+                        "{}{}",
+                        describe_exit(r.trim()),
+                        if tail.is_empty() {
+                            String::new()
+                        } else {
+                            format!(":\n{tail}")
+                        }
+                    ),
+                });
+            }
+            let has_pid = self.pid_path(name).exists();
+            if wants_vnc {
+                if let Some(addr) = self.vnc_addr(name).filter(|_| has_pid) {
+                    return Ok(Some(addr));
+                }
+            } else if self.command(name, "status", json!({})).is_ok() {
+                return Ok(None);
+            }
+            if Instant::now() > deadline {
+                return Err(RuntimeError::StartFailed {
+                    name: name.into(),
+                    why: format!(
+                        "no sign of life after 30 s; see {}",
+                        self.log_path(name).display()
+                    ),
+                });
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The `vmdesk-vmm` options for `def`, with this runtime dir's socket and serial file.
+    pub fn vmm_args(&self, def: &VmDef) -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = Vec::new();
+        let mut push = |k: &str, v: std::ffi::OsString| {
+            a.push(k.into());
+            a.push(v);
+        };
+        push("--memory", format!("{}M", def.memory_mib).into());
+        push("--cpus", def.cpus.to_string().into());
+        push("--control", self.socket_path(&def.name).into());
+        let mut serial = std::ffi::OsString::from("file:");
+        serial.push(self.serial_path(&def.name));
+        push("--serial", serial);
+        push("--vnc", def.vnc.clone().into());
+        if let Some(p) = &def.vnc_password_file {
+            push("--vnc-password-file", p.into());
+        }
+        for d in &def.disks {
+            let mut spec = d.path.clone().into_os_string();
+            spec.push(format!(",format={}", d.format.as_str()));
+            push("--disk", spec);
+        }
+        if let Some(iso) = &def.cdrom {
+            // The VMM boots the CD first when there is one, then the disks: what an
+            // install wants, so no --boot.
+            push("--cdrom", iso.into());
+        }
+        if let Some(k) = &def.kernel {
+            push("--kernel", k.into());
+        }
+        if let Some(i) = &def.initrd {
+            push("--initrd", i.into());
+        }
+        if let Some(c) = &def.cmdline {
+            push("--cmdline", c.into());
+        }
+        a
+    }
+
+    /// Stops the VM now: `quit`, then SIGKILL if it has not gone after `grace`. Leaves the
+    /// VM stopped (its runtime files but the log removed).
+    pub fn destroy(&self, name: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let Some(pid) = self.live_pid(name) else {
+            return Err(RuntimeError::NotRunning(name.into()));
+        };
+        let _ = self.command(name, "quit", json!({}));
+        if !self.wait_gone(name, grace) {
+            tracing::warn!("{name}: did not quit in {grace:?}: SIGKILL");
+            let _ = kill(pid, Signal::SIGKILL);
+            self.wait_gone(name, Duration::from_secs(5));
+        }
+        // The supervisor writes its record just after reaping; wait for it so it does not
+        // reappear after the clean-up below.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.exit_path(name).exists() && Instant::now() < deadline {
+            std::thread::sleep(POLL);
+        }
+        self.clean(name);
+        Ok(())
+    }
+
+    /// Waits until the VM's VMM is gone; true if it went within `timeout`.
+    pub fn wait_gone(&self, name: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.live_pid(name).is_none() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Forgets a stopped VM's run: socket, pid and exit record (the log stays for reading).
+    pub fn clean(&self, name: &str) {
+        for ext in ["sock", "pid", "exit"] {
+            let _ = std::fs::remove_file(self.file(name, ext));
+        }
+    }
+
+    /// Removes every runtime file of a VM, log included (for `delete`).
+    pub fn remove_all(&self, name: &str) {
+        self.clean(name);
+        for ext in ["log", "log.old", "serial"] {
+            let _ = std::fs::remove_file(self.file(name, ext));
+        }
+    }
+}
+
+/// Saves the VM's screen as a PNG: the VMM's `screendump` when it has one, else one full
+/// frame read through its VNC port (the door every client uses), with the VM's password.
+pub fn screenshot(rt: &Runtime, def: &VmDef, out: &Path) -> Result<(), RuntimeError> {
+    let name = def.name.as_str();
+    match rt.command(name, "screendump", json!({ "path": out })) {
+        Ok(_) => return Ok(()),
+        Err(RuntimeError::Refused { class, .. })
+            if class == "DeviceNotFound" || class == "CommandNotFound" => {}
+        Err(e) => return Err(e),
+    }
+    let fail = |why: String| RuntimeError::Screenshot {
+        name: name.into(),
+        why,
+    };
+    let addr = rt
+        .vnc_addr(name)
+        .ok_or_else(|| fail("it has no screendump and no VNC server".into()))?;
+    let mut opts = display::client::ClientOptions::default();
+    if let Some(p) = &def.vnc_password_file {
+        opts.password = Some(
+            display::rfb::Password::from_file(p)
+                .map_err(|e| fail(format!("{}: {e}", p.display())))?,
+        );
+    }
+    let mut client = display::client::Client::connect(addr, &opts)
+        .map_err(|e| fail(format!("VNC {addr}: {e}")))?;
+    client
+        .set_pixel_format(display::pixel::PixelFormat::NATIVE)
+        .and_then(|()| client.set_encodings(&[0]))
+        .map_err(|e| fail(format!("VNC {addr}: {e}")))?;
+    client
+        .update(false)
+        .map_err(|e| fail(format!("VNC {addr}: {e}")))?;
+    let fb = &client.fb;
+    write_png(out, fb.width as u32, fb.height as u32, &fb.pixels).map_err(|e| RuntimeError::Io {
+        path: out.to_path_buf(),
+        source: e,
+    })
+}
+
+/// Writes 0x00RRGGBB pixels as an 8-bit RGB PNG.
+pub fn write_png(out: &Path, width: u32, height: u32, pixels: &[u32]) -> std::io::Result<()> {
+    let file = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let mut enc = png::Encoder::new(file, width, height);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut w = enc.write_header().map_err(std::io::Error::other)?;
+    let rgb: Vec<u8> = pixels
+        .iter()
+        .flat_map(|p| [(p >> 16) as u8, (p >> 8) as u8, *p as u8])
+        .collect();
+    w.write_image_data(&rgb).map_err(std::io::Error::other)?;
+    w.finish().map_err(std::io::Error::other)
+}
+
+/// "exit 1" → words for a person.
+fn describe_exit(record: &str) -> String {
+    match record.split_once(' ') {
+        Some(("exit", "1")) => "the VMM exited with status 1 (the guest failed)".into(),
+        Some(("exit", "2")) => "the VMM exited with status 2 (it refused its options)".into(),
+        Some(("exit", n)) => format!("the VMM exited with status {n}"),
+        Some(("signal", n)) => format!("the VMM was killed by signal {n}"),
+        _ => format!("the VMM ended: {record}"),
+    }
+}
+
+pub fn parse_vnc_line(log: &str) -> Option<SocketAddr> {
+    log.lines()
+        .find_map(|l| l.strip_prefix(VNC_LINE))
+        .and_then(|a| a.trim().parse().ok())
+}
+
+/// `127.0.0.1:5901` → `127.0.0.1:1`, as `virsh vncdisplay` prints it (a port below 5900 is
+/// printed as `ADDR::PORT`, the VNC clients' spelling of a raw port).
+pub fn vnc_display(addr: SocketAddr) -> String {
+    let host = match addr.ip() {
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    match addr.port().checked_sub(5900) {
+        Some(n) => format!("{host}:{n}"),
+        None => format!("{host}::{}", addr.port()),
+    }
+}
+
+/// `vmdesk __supervise DIR NAME VMM ARGS…`: the process that stays with one VMM. It runs in
+/// its own session, writes the VMM's pid, waits for it and records how it ended. Returns the
+/// process exit code.
+pub fn supervise(dir: &Path, name: &str, vmm: &Path, args: &[std::ffi::OsString]) -> i32 {
+    // Leave the starting terminal's session, so closing it does not take the VM down.
+    let _ = nix::unistd::setsid();
+    let runtime = Runtime::at(dir);
+    let log = match std::fs::File::create(runtime.log_path(name)) {
+        Ok(f) => f,
+        Err(_) => return 1,
+    };
+    let write_record = |text: &str| {
+        let tmp = runtime.file(name, "exit.tmp");
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, runtime.exit_path(name));
+        }
+    };
+    let (out, err) = match (log.try_clone(), log.try_clone()) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => return 1,
+    };
+    let mut child = match Command::new(vmm)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(&log, "vmdesk: cannot run {}: {e}", vmm.display());
+            write_record("exit 127");
+            return 1;
+        }
+    };
+    let tmp = runtime.file(name, "pid.tmp");
+    if std::fs::write(&tmp, format!("{}\n", child.id())).is_ok() {
+        let _ = std::fs::rename(&tmp, runtime.pid_path(name));
+    }
+    let record = match child.wait() {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            match (status.code(), status.signal()) {
+                (Some(c), _) => format!("exit {c}"),
+                (None, Some(s)) => format!("signal {s}"),
+                _ => "exit ?".into(),
+            }
+        }
+        Err(e) => format!("wait failed: {e}"),
+    };
+    write_record(&record);
+    0
+}
+
+/// `vmdesk-vmm` next to the running binary, else on PATH.
+pub fn find_vmm() -> Result<PathBuf, RuntimeError> {
+    let exe = std::env::current_exe().unwrap_or_default();
+    if let Some(dir) = exe.parent() {
+        let p = dir.join("vmdesk-vmm");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("vmdesk-vmm"))
+                .find(|p| p.is_file())
+        })
+        .ok_or(RuntimeError::NoVmm { exe })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::library::{DiskDef, DiskFormat};
+
+    fn temp_rt(tag: &str) -> Runtime {
+        let d = std::env::temp_dir().join(format!("vmdesk-rt-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Runtime::at(d)
+    }
+
+    #[test]
+    fn vnc_line_and_display() {
+        let log = "vmdesk-vmm: warning: kvm_pvm\nvnc: listening on 127.0.0.1:5903\nmore\n";
+        let a = parse_vnc_line(log).unwrap();
+        assert_eq!(a, "127.0.0.1:5903".parse().unwrap());
+        assert_eq!(vnc_display(a), "127.0.0.1:3");
+        assert_eq!(vnc_display("[::1]:5900".parse().unwrap()), "[::1]:0");
+        assert_eq!(
+            vnc_display("127.0.0.1:80".parse().unwrap()),
+            "127.0.0.1::80"
+        );
+        assert_eq!(parse_vnc_line("vnc: listening on garbage\n"), None);
+        assert_eq!(parse_vnc_line(""), None);
+    }
+
+    #[test]
+    fn states_from_the_runtime_files() {
+        let rt = temp_rt("states");
+        assert_eq!(rt.state("vm"), VmState::Stopped);
+        // A clean exit record: stopped.
+        std::fs::write(rt.pid_path("vm"), "999999999\n").unwrap();
+        std::fs::write(rt.exit_path("vm"), "exit 0\n").unwrap();
+        assert_eq!(rt.state("vm"), VmState::Stopped);
+        // A failure: crashed, with the log's tail.
+        std::fs::write(rt.exit_path("vm"), "exit 1\n").unwrap();
+        std::fs::write(
+            rt.log_path("vm"),
+            "a\nvmdesk-vmm: the guest stopped: triple fault\n",
+        )
+        .unwrap();
+        match rt.state("vm") {
+            VmState::Crashed { why, log_tail } => {
+                assert!(why.contains("status 1"), "{why}");
+                assert!(log_tail.contains("triple fault"), "{log_tail}");
+            }
+            s => panic!("{s:?}"),
+        }
+        // Pid gone, no record at all.
+        std::fs::remove_file(rt.exit_path("vm")).unwrap();
+        assert!(matches!(rt.state("vm"), VmState::Crashed { .. }));
+        // A live pid that is not our VMM (this test process) is not taken for it.
+        std::fs::write(rt.pid_path("vm"), format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(rt.live_pid("vm"), None);
+        // Garbage in the pid file.
+        std::fs::write(rt.pid_path("vm"), "-1\n").unwrap();
+        assert_eq!(rt.live_pid("vm"), None);
+        rt.remove_all("vm");
+        assert_eq!(rt.state("vm"), VmState::Stopped);
+        let _ = std::fs::remove_dir_all(rt.dir());
+    }
+
+    #[test]
+    fn vmm_command_line() {
+        let rt = Runtime::at("/run/user/1000/vmdesk");
+        let mut def = VmDef::new("web1", 1024, 2);
+        def.cdrom = Some("/isos/d.iso".into());
+        def.disks.push(DiskDef {
+            path: "/img/web1.qcow2".into(),
+            format: DiskFormat::Qcow2,
+            size: None,
+        });
+        let args: Vec<String> = rt
+            .vmm_args(&def)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert_eq!(
+            args.join(" "),
+            "--memory 1024M --cpus 2 --control /run/user/1000/vmdesk/web1.sock \
+             --serial file:/run/user/1000/vmdesk/web1.serial --vnc 127.0.0.1:auto \
+             --disk /img/web1.qcow2,format=qcow2 --cdrom /isos/d.iso"
+        );
+        // What we pass is what the VMM parses.
+        let mut argv = vec!["vmdesk-vmm".to_string()];
+        argv.extend(args);
+        let cli = <vmm::config::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+        assert_eq!(cli.memory, 1024 << 20);
+        assert_eq!(cli.disks.len(), 1);
+    }
+
+    #[test]
+    fn control_talks_json_lines() {
+        let rt = temp_rt("control");
+        let listener = std::os::unix::net::UnixListener::bind(rt.socket_path("vm")).unwrap();
+        let server = std::thread::spawn(move || {
+            for reply in [
+                r#"{"return":{"status":"paused"}}"#,
+                r#"{"error":{"class":"GenericError","desc":"no CD drive"}}"#,
+            ] {
+                let (s, _) = listener.accept().unwrap();
+                let mut line = String::new();
+                BufReader::new(&s).read_line(&mut line).unwrap();
+                let v: Value = serde_json::from_str(&line).unwrap();
+                assert!(v["execute"].is_string());
+                (&s).write_all(format!("{reply}\n").as_bytes()).unwrap();
+            }
+        });
+        let v = rt.command("vm", "status", json!({})).unwrap();
+        assert_eq!(v["status"], "paused");
+        let e = rt.command("vm", "eject", json!({})).unwrap_err();
+        assert!(e.to_string().contains("no CD drive"), "{e}");
+        server.join().unwrap();
+        assert!(matches!(
+            rt.command("nothere", "status", json!({})),
+            Err(RuntimeError::Control { .. })
+        ));
+        let _ = std::fs::remove_dir_all(rt.dir());
+    }
+}
