@@ -113,20 +113,7 @@ impl Framebuffer {
     }
 }
 
-/// The native pixel a client pixel value stands for (each channel scaled back to 8 bits).
-pub fn client_to_native(pf: &PixelFormat, v: u32) -> Native {
-    if *pf == PixelFormat::NATIVE {
-        return v & 0x00ff_ffff;
-    }
-    let chan = |shift: u8, max: u16| {
-        let max = u32::from(max);
-        let c = v.checked_shr(u32::from(shift)).unwrap_or(0) & max;
-        (c * 255 + max / 2) / max
-    };
-    (chan(pf.red_shift, pf.red_max) << 16)
-        | (chan(pf.green_shift, pf.green_max) << 8)
-        | chan(pf.blue_shift, pf.blue_max)
-}
+pub use crate::decode::client_to_native;
 
 /// What a lossless encoding must deliver for native pixel `p` in format `pf`.
 pub fn expected_pixel(pf: &PixelFormat, p: Native) -> Native {

@@ -13,27 +13,6 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 const DISK_MSG: &str = "VMDESK DISK MBR";
 const CD_MSG: &str = "VMDESK CD BOOT";
 
-/// A boot sector that prints `msg` to port 0x402 and halts (22 bytes of code, then the
-/// message at 0x7c16), padded to `len` bytes, with the 0x55AA signature.
-fn boot_sector(msg: &str, len: usize) -> Vec<u8> {
-    #[rustfmt::skip]
-    let code: [u8; 22] = [
-        0xfa, 0x31, 0xc0, 0x8e, 0xd8,   // cli; xor ax,ax; mov ds,ax
-        0xbe, 0x16, 0x7c,               // mov si, 0x7c16
-        0xba, 0x02, 0x04,               // mov dx, 0x402
-        0xac, 0x84, 0xc0, 0x74, 0x03,   // lodsb; test al,al; jz +3
-        0xee, 0xeb, 0xf8,               // out dx,al; jmp lodsb
-        0xf4, 0xeb, 0xfd,               // hlt; jmp hlt
-    ];
-    let mut img = vec![0u8; len];
-    img[..22].copy_from_slice(&code);
-    let msg = format!("{msg}\n\0");
-    img[22..22 + msg.len()].copy_from_slice(msg.as_bytes());
-    img[510] = 0x55;
-    img[511] = 0xaa;
-    img
-}
-
 fn run(cmd: &Path, args: &[&str]) {
     let out = Command::new(cmd).args(args).output().expect("run a tool");
     assert!(
@@ -56,7 +35,11 @@ fn media(test: &str, dir: &Path) -> Option<Media> {
     let qemu_img = common::tool_or_skip(test, "qemu-img")?;
     let root = dir.join("cdroot");
     std::fs::create_dir_all(root.join("boot")).unwrap();
-    std::fs::write(root.join("boot/boot.img"), boot_sector(CD_MSG, 2048)).unwrap();
+    std::fs::write(
+        root.join("boot/boot.img"),
+        common::boot_sector(CD_MSG, 2048),
+    )
+    .unwrap();
     let iso = dir.join("boot.iso");
     run(
         &xorriso,
@@ -77,7 +60,7 @@ fn media(test: &str, dir: &Path) -> Option<Media> {
         ],
     );
     let raw = dir.join("disk.raw");
-    std::fs::write(&raw, boot_sector(DISK_MSG, 4 << 20)).unwrap();
+    std::fs::write(&raw, common::boot_sector(DISK_MSG, 4 << 20)).unwrap();
     let qcow2 = dir.join("disk.qcow2");
     run(
         &qemu_img,

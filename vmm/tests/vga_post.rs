@@ -10,25 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use display::surface::Surface;
+use vmm::devices::vga::VGABIOS_PATH;
 use vmm::devices::vga::render::read_text;
-use vmm::devices::vga::{VGABIOS_PATH, load_vgabios};
 use vmm::firmware::{DEFAULT_FIRMWARE, Firmware};
 use vmm::machine::{Boot, MachineConfig, Outputs, Sink};
 use vmm::vm::{self, Outcome, SerialSlot};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-/// The 8x16 glyph of 'A' in the IBM VGA font, which SeaBIOS's VGA BIOS carries.
-const GLYPH_A: [u8; 16] = [
-    0x00, 0x00, 0x10, 0x38, 0x6c, 0xc6, 0xc6, 0xfe, 0xc6, 0xc6, 0xc6, 0xc6, 0x00, 0x00, 0x00, 0x00,
-];
-
-/// The VGA BIOS's 8x16 font, found by its 'A'.
-fn rom_font(rom: &[u8]) -> Option<Vec<u8>> {
-    let at = rom.windows(16).position(|w| w == GLYPH_A)?;
-    let base = at.checked_sub(0x41 * 16)?;
-    rom.get(base..base + 256 * 16).map(<[u8]>::to_vec)
-}
 
 fn tools_or_skip(test: &str) -> bool {
     for f in [DEFAULT_FIRMWARE, VGABIOS_PATH] {
@@ -81,7 +69,7 @@ fn seabios_vgabios_shows_its_banner_on_the_surface() {
         vm::run_once(&kvm, &mut cfg, &outputs, &inputs)
     });
 
-    let font = rom_font(&load_vgabios(None).unwrap()).expect("the VGA BIOS carries an 8x16 font");
+    let font = common::vga_font();
     let start = Instant::now();
     let (mut text, mut screen) = (String::new(), Vec::new());
     while start.elapsed() < TIMEOUT && !runner.is_finished() {

@@ -39,28 +39,7 @@ fn firmware_or_skip(name: &str) -> Option<Firmware> {
 
 /// A 22-byte real-mode program (cli; ds=0; print a string to port 0x402; hlt) as the MBR.
 fn mbr_image(path: &Path, size: usize) {
-    #[rustfmt::skip]
-    let code: [u8; 22] = [
-        0xfa,                   // cli
-        0x31, 0xc0,             // xor ax, ax
-        0x8e, 0xd8,             // mov ds, ax
-        0xbe, 0x16, 0x7c,       // mov si, 0x7c16 (the message)
-        0xba, 0x02, 0x04,       // mov dx, 0x402
-        0xac,                   // 0x0b: lodsb
-        0x84, 0xc0,             // test al, al
-        0x74, 0x03,             // jz 0x13
-        0xee,                   // out dx, al
-        0xeb, 0xf8,             // jmp 0x0b
-        0xf4,                   // 0x13: hlt
-        0xeb, 0xfd,             // jmp 0x13
-    ];
-    let mut img = vec![0u8; size];
-    img[..22].copy_from_slice(&code);
-    let msg = format!("{MBR_MESSAGE}\n\0");
-    img[22..22 + msg.len()].copy_from_slice(msg.as_bytes());
-    img[510] = 0x55;
-    img[511] = 0xaa;
-    std::fs::write(path, img).unwrap();
+    std::fs::write(path, common::boot_sector(MBR_MESSAGE, size)).unwrap();
 }
 
 /// Boots SeaBIOS with virtio-blk disks in slots 4, 5, ... (`(path, read_only)`) and the

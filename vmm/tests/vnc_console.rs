@@ -15,22 +15,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use vmm::devices::vga::load_vgabios;
 use vmm::devices::vga::render::read_text;
-
-/// The 8x16 font the VGA BIOS carries (found by its 'A').
-fn rom_font() -> Vec<u8> {
-    const GLYPH_A: [u8; 16] = [
-        0x00, 0x00, 0x10, 0x38, 0x6c, 0xc6, 0xc6, 0xfe, 0xc6, 0xc6, 0xc6, 0xc6, 0x00, 0x00, 0x00,
-        0x00,
-    ];
-    let rom = load_vgabios(None).unwrap();
-    let at = rom
-        .windows(16)
-        .position(|w| w == GLYPH_A)
-        .expect("font in the VGA BIOS");
-    rom[at - 0x41 * 16..at - 0x41 * 16 + 256 * 16].to_vec()
-}
 
 /// A PNG's pixels as native 0x00RRGGBB, with its size.
 fn png_pixels(path: &Path) -> (usize, usize, Vec<u32>) {
@@ -96,7 +81,7 @@ fn start(dir: &Path, extra: &[&str]) -> (std::process::Child, std::path::PathBuf
 /// Captures the screen with two clients at once until `want` is on it; asserts both saw
 /// the same pixels.
 fn screen_shows(vncdo_bin: &Path, port: u16, dir: &Path, want: &str) {
-    let font = rom_font();
+    let font = common::vga_font();
     let shots: Vec<_> = (0..2).map(|i| dir.join(format!("shot{i}.png"))).collect();
     let start = Instant::now();
     loop {

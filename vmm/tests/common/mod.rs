@@ -139,3 +139,38 @@ pub fn spawn_vmm(dir: &Path, name: &str, args: &[&str]) -> (Child, PathBuf) {
         .expect("spawn vmdesk-vmm");
     (child, log)
 }
+
+/// The 8x16 font the VGA BIOS carries (found by its 'A'), for reading text off a screen.
+pub fn vga_font() -> Vec<u8> {
+    const GLYPH_A: [u8; 16] = [
+        0x00, 0x00, 0x10, 0x38, 0x6c, 0xc6, 0xc6, 0xfe, 0xc6, 0xc6, 0xc6, 0xc6, 0x00, 0x00, 0x00,
+        0x00,
+    ];
+    let rom = vmm::devices::vga::load_vgabios(None).expect("the seabios package's VGA BIOS");
+    let at = rom
+        .windows(16)
+        .position(|w| w == GLYPH_A)
+        .expect("an 8x16 font in the VGA BIOS");
+    rom[at - 0x41 * 16..at - 0x41 * 16 + 256 * 16].to_vec()
+}
+
+/// A boot sector that prints `msg` to port 0x402 and halts (22 bytes of code, then the
+/// message at 0x7c16), padded to `len` bytes, with the 0x55AA signature.
+pub fn boot_sector(msg: &str, len: usize) -> Vec<u8> {
+    #[rustfmt::skip]
+    let code: [u8; 22] = [
+        0xfa, 0x31, 0xc0, 0x8e, 0xd8,   // cli; xor ax,ax; mov ds,ax
+        0xbe, 0x16, 0x7c,               // mov si, 0x7c16
+        0xba, 0x02, 0x04,               // mov dx, 0x402
+        0xac, 0x84, 0xc0, 0x74, 0x03,   // lodsb; test al,al; jz +3
+        0xee, 0xeb, 0xf8,               // out dx,al; jmp lodsb
+        0xf4, 0xeb, 0xfd,               // hlt; jmp hlt
+    ];
+    let mut img = vec![0u8; len];
+    img[..22].copy_from_slice(&code);
+    let msg = format!("{msg}\n\0");
+    img[22..22 + msg.len()].copy_from_slice(msg.as_bytes());
+    img[510] = 0x55;
+    img[511] = 0xaa;
+    img
+}
