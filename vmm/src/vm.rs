@@ -199,8 +199,9 @@ pub const LEGACY_REFRESH_PERIOD: Duration = Duration::from_millis(66);
 /// finish the update (a character, its attribute, the cursor) before drawing.
 pub const REFRESH_SETTLE: Duration = Duration::from_millis(2);
 /// The shortest gap between two refreshes while the guest keeps writing, so a guest that
-/// animates a legacy mode costs at most 125 redraws a second.
-pub const MIN_REFRESH_GAP: Duration = Duration::from_millis(8);
+/// animates a legacy mode (or the VGA BIOS during POST) costs at most 60 redraws a second
+/// (each holds the device lock for about a millisecond, which the vCPU may wait for).
+pub const MIN_REFRESH_GAP: Duration = Duration::from_millis(16);
 
 /// Draws the VGA into its surface every [`REFRESH_PERIOD`], and soon after the guest
 /// touches VGA state (the device's notifier), until `stop` is set. A key echoed on a text
