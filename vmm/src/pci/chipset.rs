@@ -446,4 +446,42 @@ mod tests {
             }
         }
     }
+
+    /// Whatever a guest does to the chipset's ports, nothing panics.
+    #[test]
+    fn survives_any_port_access() {
+        let m = machine();
+        m.chipset.program_like_seabios();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let ports = [
+            0xcf8u64, 0xcf9, 0xcfa, 0xcfb, 0xcfc, 0xcfd, 0xcfe, 0xcff, 0xb2, 0xb3,
+        ];
+        for _ in 0..20_000 {
+            let r = next();
+            let width = [1usize, 2, 4][(r % 3) as usize];
+            let v = (r >> 8) as u32;
+            let port = if r & 0x100_0000 != 0 {
+                ports[((r >> 32) % ports.len() as u64) as usize]
+            } else {
+                0x600 + (r >> 40) % 0x48
+            };
+            // Keep the PM block and the reset register from being too busy to test.
+            if port == 0xcf9 && v & 4 != 0 {
+                continue;
+            }
+            if r & 1 == 0 {
+                m.pio.write(port, &v.to_le_bytes()[..width]);
+            } else {
+                let mut b = [0u8; 4];
+                m.pio.read(port, &mut b[..width]);
+            }
+        }
+        while m.requests.try_recv().is_ok() {}
+    }
 }

@@ -12,8 +12,9 @@
 
 use thiserror::Error;
 
-use super::PciSpace;
 use super::regs::*;
+use super::{PciRegion, PciSpace};
+use crate::bus::SharedDevice;
 
 pub const CONFIG_SIZE: usize = 256;
 /// Slot index [`PciConfig::decoded_bars`] uses for the expansion ROM.
@@ -23,6 +24,9 @@ const BAR_IO_SPACE: u32 = 0x1;
 const BAR_MEM_TYPE_64: u32 = 0x4;
 const BAR_MEM_PREFETCH: u32 = 0x8;
 const ROM_ENABLE: u32 = 0x1;
+const STATUS_CAP_LIST: u16 = 1 << 4;
+/// Capabilities go after the 64-byte standard header.
+const FIRST_CAPABILITY: u16 = 0x40;
 /// Status bits that are write-1-to-clear: master data parity error, signalled target
 /// abort, received target/master abort, signalled system error, detected parity error.
 const STATUS_W1C: u16 = 0xf900;
@@ -47,6 +51,8 @@ pub enum PciConfigError {
     BadSize(u64),
     #[error("BAR {0} is already in use")]
     InUse(usize),
+    #[error("no room for a {0}-byte capability in configuration space")]
+    NoRoom(usize),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -73,6 +79,9 @@ pub struct PciConfig {
     /// The upper half of a 64-bit BAR is marked so it cannot be reused.
     bar_high: [bool; 6],
     rom_size: Option<u64>,
+    /// Where the next capability goes, and the last one's offset (to link the list).
+    next_cap: u16,
+    last_cap: Option<u16>,
     /// The bytes as the device set them up, taken at the first guest write, for
     /// [`PciConfig::reset`].
     power_on: Option<Box<[u8; CONFIG_SIZE]>>,
@@ -88,6 +97,8 @@ impl PciConfig {
             bars: [None; 6],
             bar_high: [false; 6],
             rom_size: None,
+            next_cap: FIRST_CAPABILITY,
+            last_cap: None,
             power_on: None,
         };
         c.set_u16(VENDOR_ID, vendor);
@@ -181,6 +192,46 @@ impl PciConfig {
         self.set_wmask_u32(ROM_ADDRESS, (!(size - 1) as u32 & 0xffff_f800) | ROM_ENABLE);
         self.rom_size = Some(size);
         Ok(())
+    }
+
+    /// Appends a capability with `id` and `body_len` bytes after its two-byte header
+    /// (id, next pointer), links it into the list at 0x34, and returns its offset. The
+    /// body starts zeroed and read-only; the device fills it with the `set_*` calls and
+    /// makes what the guest may write writable.
+    pub fn add_capability(&mut self, id: u8, body_len: usize) -> Result<u16, PciConfigError> {
+        let len = 2 + body_len;
+        let off = self.next_cap;
+        if usize::from(off) + len > CONFIG_SIZE {
+            return Err(PciConfigError::NoRoom(len));
+        }
+        self.set_u8(off, id);
+        self.set_u8(off + 1, 0);
+        match self.last_cap {
+            Some(prev) => self.set_u8(prev + 1, off as u8),
+            None => self.set_u8(CAPABILITIES, off as u8),
+        }
+        self.set_u16(STATUS, self.u16(STATUS) | STATUS_CAP_LIST);
+        self.last_cap = Some(off);
+        // Dword-aligned, as the specification requires of capability pointers.
+        self.next_cap = (off + len as u16).next_multiple_of(4);
+        Ok(off)
+    }
+
+    /// The regions a function decodes now, given the device behind each BAR (index as in
+    /// [`DecodedBar::index`]); BARs without a device are left out.
+    pub fn bar_regions(&self, devices: &[(usize, SharedDevice)]) -> Vec<PciRegion> {
+        self.decoded_bars()
+            .into_iter()
+            .filter_map(|b| {
+                let dev = devices.iter().find(|(i, _)| *i == b.index)?.1.clone();
+                Some(PciRegion {
+                    space: b.space,
+                    base: b.base,
+                    len: b.len,
+                    dev,
+                })
+            })
+            .collect()
     }
 
     // Device-side accessors: set values and masks regardless of what the guest may write.
@@ -460,6 +511,26 @@ mod tests {
         assert_eq!(rd32(&c, 0x10), 0x1);
         assert_eq!(c.u8(0x60), 0x80);
         assert_eq!(c.u16(0), 0x1234);
+    }
+
+    #[test]
+    fn capabilities_form_a_list() {
+        let mut c = PciConfig::new(0x1af4, 0x1041, 0, 1);
+        assert_eq!(c.u16(STATUS) & STATUS_CAP_LIST, 0);
+        let a = c.add_capability(0x09, 14).unwrap();
+        let b = c.add_capability(0x11, 10).unwrap();
+        assert_eq!((a, b), (0x40, 0x50));
+        assert_eq!(c.u8(CAPABILITIES), 0x40);
+        assert_eq!(c.u16(STATUS) & STATUS_CAP_LIST, STATUS_CAP_LIST);
+        assert_eq!((c.u8(0x40), c.u8(0x41)), (0x09, 0x50));
+        assert_eq!((c.u8(0x50), c.u8(0x51)), (0x11, 0x00));
+        // Read-only unless the device says otherwise.
+        c.write(0x41, &[0x99]);
+        assert_eq!(c.u8(0x41), 0x50);
+        assert_eq!(
+            c.add_capability(0x09, 200),
+            Err(PciConfigError::NoRoom(202))
+        );
     }
 
     #[test]

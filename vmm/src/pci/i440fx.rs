@@ -7,8 +7,9 @@
 //! it wrote. Not emulated: what they control. In our memory model the BIOS area
 //! 0xC0000..0xFFFFF is always plain RAM the VMM loads the firmware into, so a PAM change
 //! needs no remapping (reads and writes always reach RAM, the state PAM "read/write"
-//! describes); there is no SMM, so SMRAM's open/close/lock bits change nothing. DRAM row
-//! boundaries and the other memory-controller registers read as zero.
+//! describes); there is no SMM, so SMRAM's open/close/lock bits change nothing. Byte 0x57
+//! holds the RAM size in 8 MiB units as QEMU puts it there (for coreboot); the other
+//! memory-controller registers read as zero.
 
 use super::regs::*;
 use super::{PciConfig, PciFunction, PciRegion};

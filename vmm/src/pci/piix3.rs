@@ -13,8 +13,9 @@
 //!
 //! Route values other than the ISA IRQs the PIIX3 can steer to (3-7, 9-12, 14, 15) are
 //! stored but treated as disabled, so a guest cannot drive the timer or cascade lines.
-//! Not emulated: the ELCR (the in-kernel PIC has its own), the other ISA-bridge registers
-//! (they read as zero), DMA and the X-bus.
+//! Not emulated: the ELCR (KVM's in-kernel PIC answers ports 0x4D0/0x4D1 itself), DMA and
+//! the X-bus. The other ISA-bridge registers (0x40..=0xFF) are plain storage holding
+//! QEMU's reset values, as QEMU's PIIX3 has them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

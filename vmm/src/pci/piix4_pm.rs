@@ -4,7 +4,10 @@
 //! Emulated:
 //! - Configuration: the PM I/O base (PMBA, 0x40, bit 0 reads 1: I/O space) enabled by
 //!   PMREGMISC (0x80) bit 0, as SeaBIOS's piix4_pm_setup programs them; SMBus base (0x90)
-//!   and host configuration (0xD2) are plain storage (there is no SMBus controller).
+//!   and host configuration (0xD2) are plain storage: there is no SMBus controller, so
+//!   nothing answers at the SMBus base even when SeaBIOS enables it (Linux's i2c-piix4
+//!   then sees a controller that never completes a transfer). The other device-specific
+//!   registers are storage with QEMU's reset values.
 //!   DEVACTB (0x58) reports APMC_EN, which tells SeaBIOS "SMM is already set up" so it does
 //!   not try to use SMM, which this VMM does not have (QEMU does the same without SMM).
 //! - The 64-byte PM I/O block: PM1a event (status at +0, write-1-to-clear: TMR_STS,

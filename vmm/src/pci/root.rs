@@ -288,19 +288,7 @@ pub(crate) mod tests {
         }
         fn regions(&self) -> Vec<PciRegion> {
             self.config
-                .decoded_bars()
-                .into_iter()
-                .map(|b| PciRegion {
-                    space: b.space,
-                    base: b.base,
-                    len: b.len,
-                    dev: if b.index == 0 {
-                        self.io.clone()
-                    } else {
-                        self.mem.clone()
-                    },
-                })
-                .collect()
+                .bar_regions(&[(0, self.io.clone()), (1, self.mem.clone())])
         }
     }
 
