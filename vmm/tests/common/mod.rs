@@ -18,7 +18,8 @@ pub fn tally(line: &str) {
             .append(true)
             .open(path)
     {
-        let _ = writeln!(f, "{line}");
+        // One write per line: parallel tests append to the same file.
+        let _ = f.write_all(format!("{line}\n").as_bytes());
     }
 }
 
