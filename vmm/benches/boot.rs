@@ -5,6 +5,9 @@
 //!
 //! `cargo bench -p vmm --bench boot` (resources/scripts/bench.sh installs QEMU first).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -83,32 +86,9 @@ fn ours(log: &Path) -> Command {
 }
 
 fn qemu(log: &Path) -> Command {
-    let mut c = Command::new("qemu-system-x86_64");
-    c.args([
-        "-M",
-        "pc",
-        "-enable-kvm",
-        "-cpu",
-        "host,-arch-capabilities",
-        "-nodefaults",
-    ])
-    .args(["-m", &MEMORY_MIB.to_string(), "-smp", "1"])
-    .args([
-        "-display", "none", "-vga", "std", "-net", "none", "-serial", "null",
-    ])
-    // The same devices and services as ours: a VNC server and the virtio tablet.
-    .args([
-        "-vnc",
-        "127.0.0.1:50,to=99",
-        "-device",
-        "virtio-tablet-pci,addr=04.0",
-    ])
-    .args([
-        "-debugcon",
-        &format!("file:{}", log.display()),
-        "-global",
-        "isa-debugcon.iobase=0x402",
-    ]);
+    let mut c = common::qemu_reference(MEMORY_MIB, 1, log);
+    // A VNC server too, as ours has.
+    c.args(["-vnc", "127.0.0.1:50,to=99"]);
     c
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 const BOOT_END: &str = "No bootable device.";
@@ -198,27 +198,7 @@ const INTENDED: &[(&str, &str)] = &[
 
 fn qemu_log(dir: &Path, memory_mib: u64, cpus: u32) -> String {
     let log = dir.join(format!("qemu-{memory_mib}-{cpus}.log"));
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-M",
-            "pc",
-            "-enable-kvm",
-            "-cpu",
-            "host,-arch-capabilities",
-            "-nodefaults",
-        ])
-        .args(["-m", &memory_mib.to_string(), "-smp", &cpus.to_string()])
-        .args([
-            "-display", "none", "-vga", "std", "-net", "none", "-serial", "null",
-        ])
-        // Our machine always has the virtio tablet, on slot 4 when there are no disks.
-        .args(["-device", "virtio-tablet-pci,addr=04.0"])
-        .args([
-            "-debugcon",
-            &format!("file:{}", log.display()),
-            "-global",
-            "isa-debugcon.iobase=0x402",
-        ])
+    let mut child = common::qemu_reference(memory_mib, cpus, &log)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -175,3 +175,27 @@ pub fn boot_sector(msg: &str, len: usize) -> Vec<u8> {
     img[511] = 0xaa;
     img
 }
+
+/// QEMU 7.2's `pc` with the devices every vmdesk-vmm machine has (std VGA, the virtio
+/// tablet on slot 4, no NIC, COM1 to nowhere) and SeaBIOS's log in `log`: the reference
+/// the parity tests and benchmarks hold us against.
+pub fn qemu_reference(memory_mib: u64, cpus: u32, log: &Path) -> Command {
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args([
+        "-M",
+        "pc",
+        "-enable-kvm",
+        "-cpu",
+        "host,-arch-capabilities",
+        "-nodefaults",
+    ])
+    .args(["-m", &memory_mib.to_string(), "-smp", &cpus.to_string()])
+    .args([
+        "-display", "none", "-vga", "std", "-net", "none", "-serial", "null",
+    ])
+    .args(["-device", "virtio-tablet-pci,addr=04.0"])
+    .arg("-debugcon")
+    .arg(format!("file:{}", log.display()))
+    .args(["-global", "isa-debugcon.iobase=0x402"]);
+    c
+}
