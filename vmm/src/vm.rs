@@ -106,13 +106,6 @@ pub fn run_once(
         .map_err(|e| VmError::Boot(e.to_string()))?;
         // The display the VGA was left in (as firmware would), for the kernel's console.
         if let Some(fb) = machine.vga.as_ref().and_then(|v| v.linear_framebuffer()) {
-            let fb = crate::boot::linux::LinearFramebuffer {
-                base: fb.base,
-                width: fb.width as u16,
-                height: fb.height as u16,
-                stride: fb.stride as u16,
-                size: fb.size,
-            };
             crate::boot::linux::set_framebuffer(&machine.mem, &boot, &fb)
                 .map_err(|e| VmError::Boot(e.to_string()))?;
         }

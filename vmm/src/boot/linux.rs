@@ -309,19 +309,9 @@ const VIDEO_TYPE_VLFB: u8 = 0x23;
 /// `screen_info.capabilities`: `ext_lfb_base` holds the upper 32 bits of the base.
 const VIDEO_CAPABILITY_64BIT_BASE: u32 = 1 << 1;
 
-/// A 32-bit XRGB8888 linear framebuffer already set up by the VMM (the standard VGA's
-/// BAR in a mode the DISPI registers were put in), so a stock kernel's simpledrm / vesafb
-/// draws a console with no driver for the device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LinearFramebuffer {
-    pub base: u64,
-    pub width: u16,
-    pub height: u16,
-    /// Bytes per line.
-    pub stride: u16,
-    /// Bytes of framebuffer memory from `base`.
-    pub size: u64,
-}
+/// The standard VGA's description of its linear framebuffer (a 32-bit XRGB8888 mode the
+/// VMM set through DISPI), which a stock kernel's simpledrm / vesafb draws a console on.
+pub use crate::devices::vga::LinearFramebuffer;
 
 /// Describes `fb` in the zero page's `screen_info` (after [`load`]), as a VESA BIOS
 /// would leave it after a mode switch: type VLFB, 32 bpp, red at bit 16, green at 8,
@@ -334,10 +324,11 @@ pub fn set_framebuffer(
     let mut params: boot_params = mem.read_obj(boot.boot_params)?;
     let si = &mut params.screen_info;
     si.orig_video_isVGA = VIDEO_TYPE_VLFB;
-    si.lfb_width = fb.width;
-    si.lfb_height = fb.height;
+    let narrow = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+    si.lfb_width = narrow(fb.width);
+    si.lfb_height = narrow(fb.height);
     si.lfb_depth = 32;
-    si.lfb_linelength = fb.stride;
+    si.lfb_linelength = narrow(fb.stride);
     si.lfb_base = fb.base as u32;
     si.ext_lfb_base = (fb.base >> 32) as u32;
     si.capabilities = if fb.base >> 32 != 0 {
@@ -680,6 +671,7 @@ mod tests {
             height: 768,
             stride: 4096,
             size: 16 * MIB,
+            bpp: 32,
         };
         set_framebuffer(&mem, &boot, &fb).unwrap();
         let p = params_of(&mem);
