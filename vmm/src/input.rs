@@ -1,6 +1,10 @@
 //! Input from VNC clients (and the app's viewer, which is one) into the guest's devices:
-//! keys to the PS/2 keyboard as scan codes, the pointer to an absolute pointing device
-//! when the machine has one, else to the PS/2 mouse as relative motion.
+//! keys to the PS/2 keyboard as scan codes, the pointer to whichever pointing device the
+//! guest actually uses: the absolute one (the virtio tablet) once its driver is up
+//! (DRIVER_OK), else the PS/2 mouse as relative motion. Firmware, boot loaders and BIOS
+//! programs have no virtio driver and only ever see the PS/2 mouse (through the BIOS's
+//! int 15h C2xx services); an OS that loads virtio-input gets exact absolute positions.
+//! QEMU routes the same way (to the input handler the guest activated last).
 //!
 //! The devices belong to the machine that is running now; a guest reset builds a new
 //! machine, so they are attached and detached here rather than held forever.
@@ -17,6 +21,9 @@ use crate::devices::i8042::I8042;
 pub trait AbsolutePointer: Send + Sync {
     /// `x`, `y` in `0..width`, `0..height` of the screen; RFB button mask.
     fn pointer(&self, x: u16, y: u16, width: u16, height: u16, buttons: u8);
+    /// Whether the guest has a driver reading this device now; until it has, the pointer
+    /// goes to the PS/2 mouse.
+    fn driver_ready(&self) -> bool;
 }
 
 impl AbsolutePointer for Mutex<crate::virtio::input::VirtioTablet> {
@@ -24,6 +31,9 @@ impl AbsolutePointer for Mutex<crate::virtio::input::VirtioTablet> {
         self.lock()
             .unwrap()
             .pointer(x.into(), y.into(), buttons, width.into(), height.into());
+    }
+    fn driver_ready(&self) -> bool {
+        self.lock().unwrap().driver_ready()
     }
 }
 
@@ -39,6 +49,8 @@ struct KeyState {
     shift: [bool; 2],
     /// The last pointer position and buttons, for relative PS/2 motion.
     last: Option<(u16, u16)>,
+    /// Where the last pointer event went (for a log line when that changes).
+    to_tablet: bool,
 }
 
 /// The VMM's [`InputSink`].
@@ -138,13 +150,29 @@ impl InputSink for GuestInput {
 
     fn pointer(&self, x: u16, y: u16, buttons: u8) {
         let devices = self.devices.lock().unwrap();
-        if let Some(tablet) = &devices.tablet {
+        let tablet = devices.tablet.as_ref().filter(|t| t.driver_ready());
+        let mut st = self.state.lock().unwrap();
+        if st.to_tablet != tablet.is_some() {
+            st.to_tablet = tablet.is_some();
+            tracing::debug!(
+                "pointer now goes to the {}",
+                if st.to_tablet {
+                    "virtio tablet (its driver is up)"
+                } else {
+                    "PS/2 mouse (no tablet driver)"
+                }
+            );
+        }
+        if let Some(tablet) = tablet {
+            // Should the guest go back to the PS/2 mouse (a reboot into firmware), its
+            // motion starts from where the pointer is then, not from a stale position.
+            st.last = None;
+            drop(st);
             let (w, h) = self.surface.size();
             tablet.pointer(x, y, w, h, buttons);
             return;
         }
         let Some(k) = &devices.keyboard else { return };
-        let mut st = self.state.lock().unwrap();
         let (lx, ly) = st.last.unwrap_or((x, y));
         st.last = Some((x, y));
         let (b, dz) = ps2_buttons(buttons);
@@ -220,6 +248,86 @@ mod tests {
         let input = GuestInput::new(Surface::new(10, 10));
         input.key('a' as u32, true, None);
         input.pointer(5, 5, 1);
+    }
+
+    /// SeaBIOS's int 15h C200 (enable): the controller's "to the aux device" command,
+    /// then the mouse's Enable Data Reporting, acknowledged with 0xFA.
+    fn enable_mouse(kbd: &Arc<Mutex<I8042>>) {
+        {
+            let mut k = kbd.lock().unwrap();
+            k.write_command(0xd4);
+            k.write_data(0xf4);
+        }
+        assert_eq!(drain(kbd), [0xfa]);
+    }
+
+    #[test]
+    fn pointer_goes_to_the_ps2_mouse_until_the_tablet_driver_is_up() {
+        use crate::virtio::input::{VirtioTablet, ev};
+        use crate::virtio::pci::{common, tests::Guest};
+        use crate::virtio::testing::DriverRing;
+
+        let (input, kbd) = setup();
+        let tablet = Arc::new(Mutex::new(VirtioTablet::new()));
+        input.attach(
+            Some(kbd.clone()),
+            Some(tablet.clone() as Arc<dyn AbsolutePointer>),
+        );
+        // A BIOS program: the machine has a tablet, but nothing drives it; the PS/2 mouse
+        // is what the guest enabled.
+        enable_mouse(&kbd);
+        input.pointer(100, 100, 0);
+        input.pointer(150, 80, 0);
+        // Status (bit 3 always set, no sign bits), +50 right, +20 up (PS/2's y points up).
+        assert_eq!(drain(&kbd), [0x08, 50, 20]);
+        input.pointer(140, 90, 1);
+        assert_eq!(
+            drain(&kbd),
+            [0x39, 0xf6, 0xf6],
+            "left button, 10 left, 10 down"
+        );
+        assert_eq!(
+            tablet.lock().unwrap().pending(),
+            0,
+            "nothing for the tablet"
+        );
+
+        // Linux's virtio-input probe up to DRIVER_OK, with buffers for events.
+        let mut g = Guest::new(tablet.clone());
+        let (common_cfg, _isr, _cfg, notify, mult, _) = g.probe(!0);
+        let mut evq = DriverRing::new(&g.mem, 0x10000, 64);
+        let stq = DriverRing::new(&g.mem, 0x20000, 64);
+        g.setup_queue(common_cfg, notify, mult, 0, &evq);
+        g.setup_queue(common_cfg, notify, mult, 1, &stq);
+        for i in 0..64 {
+            evq.add_chain(&g.mem, &[(0x80000 + 8 * i, 8, true)]);
+        }
+        g.write(common_cfg + common::DEVICE_STATUS, 1, 0xf);
+        assert!(tablet.lock().unwrap().driver_ready());
+
+        // Now the tablet gets absolute positions and the mouse nothing.
+        input.pointer(639, 0, 0);
+        let used = evq.take_used(&g.mem);
+        assert_eq!(used.len(), 3, "ABS_X, ABS_Y, SYN_REPORT: {used:?}");
+        let mut first = [0u8; 8];
+        vm_memory::Bytes::read_slice(&g.mem, &mut first, vm_memory::GuestAddress(0x80000)).unwrap();
+        assert_eq!(u16::from_le_bytes([first[0], first[1]]), ev::EV_ABS);
+        assert_eq!(
+            u32::from_le_bytes(first[4..8].try_into().unwrap()),
+            crate::virtio::input::ABS_MAX
+        );
+        assert!(drain(&kbd).is_empty());
+
+        // The driver resets the device (the guest rebooted into firmware): back to PS/2,
+        // with motion counted from the first position after the switch.
+        g.write(common_cfg + common::DEVICE_STATUS, 1, 0);
+        assert!(!tablet.lock().unwrap().driver_ready());
+        input.pointer(300, 200, 0);
+        // No motion; the left button the mouse last reported as held comes up.
+        assert_eq!(drain(&kbd), [0x08, 0, 0]);
+        input.pointer(305, 200, 0);
+        assert_eq!(drain(&kbd), [0x08, 5, 0]);
+        assert!(evq.take_used(&g.mem).is_empty());
     }
 
     #[test]

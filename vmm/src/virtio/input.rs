@@ -183,6 +183,12 @@ impl VirtioTablet {
         self.deliver();
     }
 
+    /// Whether a driver has set DRIVER_OK and not reset the device since: only then does
+    /// the guest read what the tablet reports.
+    pub fn driver_ready(&self) -> bool {
+        self.active.is_some()
+    }
+
     /// Events waiting for guest buffers.
     pub fn pending(&self) -> usize {
         self.pending.len()
