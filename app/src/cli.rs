@@ -1,5 +1,5 @@
 //! The command line: `vmdesk create|list|start|shutdown|destroy|reset|pause|resume|delete|
-//! vncdisplay|screenshot|console|doctor|disk …`, virsh's names where virsh has one. Each command
+//! vncdisplay|screenshot|console|doctor|disk|demo …`, virsh's names where virsh has one. Each command
 //! returns an error naming the VM and the cause; [`Usage`] errors (bad input) exit 2, the
 //! rest 1.
 
@@ -71,6 +71,9 @@ pub enum Command {
     /// Disk images.
     #[command(subcommand)]
     Disk(disk::DiskCommand),
+    /// Create (or reuse) and start the demo VM: a small interactive boot program, no ISO
+    /// needed.
+    Demo,
     /// Internal: the process that stays with one running VMM (started by `start`).
     #[command(name = "__supervise", hide = true)]
     Supervise {
@@ -164,7 +167,7 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Where new disk images go: `$XDG_DATA_HOME/vmdesk/images`.
-fn images_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn images_dir() -> anyhow::Result<PathBuf> {
     let base = library::xdg_dir("XDG_DATA_HOME", ".local/share")
         .context("neither XDG_DATA_HOME nor HOME is set: nowhere to put disk images")?;
     Ok(base.join("vmdesk").join("images"))
@@ -181,6 +184,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     let rt = Runtime::open_default();
     match cmd {
         Command::Create(args) => create(&lib, args),
+        Command::Demo => demo(&lib, &rt),
         Command::List => list(&lib, &rt),
         Command::Start { name } => {
             let def = get(&lib, &name)?;
@@ -280,6 +284,34 @@ fn live(lib: &Library, rt: &Runtime, name: &str) -> anyhow::Result<()> {
         }
         _ => bail!("'{name}' is not running"),
     }
+}
+
+/// `vmdesk demo`: defines the demo VM if needed, starts it unless it runs, and says how to
+/// see it.
+fn demo(lib: &Library, rt: &Runtime) -> anyhow::Result<()> {
+    use crate::demo::NAME;
+    let running = rt.state(NAME).is_live();
+    let def = crate::demo::define(lib, &images_dir()?, running)?;
+    let addr = if running {
+        print!("'{NAME}' is already running");
+        rt.vnc_addr(NAME)
+    } else {
+        for w in library::validate(&def, &HostFacts::detect())
+            .map_err(|e| Usage(format!("'{NAME}': {e}")))?
+        {
+            eprintln!("vmdesk: warning: '{NAME}': {w}");
+        }
+        let vmm = runtime::find_vmm()?;
+        let addr = rt.start(&def, &vmm)?;
+        print!("started '{NAME}'");
+        addr
+    };
+    match addr {
+        Some(a) => println!(": vncviewer {}", runtime::vnc_display(a)),
+        None => println!(),
+    }
+    println!("see it in a window: vmdesk console {NAME}  (vmdesk shutdown {NAME} powers it off)");
+    Ok(())
 }
 
 fn simple(lib: &Library, rt: &Runtime, name: &str, execute: &str) -> anyhow::Result<()> {

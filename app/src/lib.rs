@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod console;
+pub mod demo;
 pub mod disk;
 pub mod gui;
 pub mod library;
