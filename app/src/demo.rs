@@ -193,7 +193,11 @@ mod tests {
         d.lib.update(&edited).unwrap();
         std::fs::write(&disk, b"scribbled over").unwrap();
         assert_eq!(define(&d.lib, &d.images, true).unwrap(), edited);
-        assert_eq!(std::fs::read(&disk).unwrap(), b"scribbled over", "running: untouched");
+        assert_eq!(
+            std::fs::read(&disk).unwrap(),
+            b"scribbled over",
+            "running: untouched"
+        );
         define(&d.lib, &d.images, false).unwrap();
         assert!(std::fs::read(&disk).unwrap().starts_with(IMAGE));
         // Nothing else was left in the images directory.
@@ -215,7 +219,10 @@ mod tests {
         });
         d.lib.create(&other).unwrap();
         let e = define(&d.lib, &d.images, false).unwrap_err().to_string();
-        assert!(e.contains("'demo' already exists and is not the demo"), "{e}");
+        assert!(
+            e.contains("'demo' already exists and is not the demo"),
+            "{e}"
+        );
         assert!(e.contains("mine.qcow2"), "{e}");
         assert!(!d.images.join(DISK_FILE).exists());
         assert_eq!(d.lib.get(NAME).unwrap(), other);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what vmdesk needs on Debian/Ubuntu, idempotently.
-#   install-deps.sh run    what the app needs to run (SeaBIOS firmware)
+#   install-deps.sh run    what the app needs to build and run (SeaBIOS firmware; binutils,
+#                          which assembles the demo VM's boot image at build time)
 #   install-deps.sh test   + what the test suite and benchmarks need
 # Rust itself is not installed here: vmdesk builds with the stable toolchain (rustup).
 set -euo pipefail
@@ -8,11 +9,11 @@ mode=${1:-run}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
-apt_pkgs=(seabios)
+apt_pkgs=(seabios binutils)
 if [[ $mode == test || $mode == bench ]]; then
-  # qemu-system-x86: the reference for parity tests and benchmarks; binutils: real-mode test
-  # programs are assembled at test time; xorriso: ISO images; the X/VNC tools: real clients.
-  apt_pkgs+=(qemu-system-x86 qemu-utils binutils cpio xorriso acpica-tools xvfb x11-apps imagemagick
+  # qemu-system-x86: the reference for parity tests and benchmarks; binutils (above): real-mode
+  # test programs are assembled at test time too; xorriso: ISO images; the X/VNC tools: real clients.
+  apt_pkgs+=(qemu-system-x86 qemu-utils cpio xorriso acpica-tools xvfb x11-apps imagemagick
              tigervnc-viewer tigervnc-standalone-server python3-venv)
 fi
 
