@@ -545,7 +545,8 @@ next_cursor_pixel:
 # ---------------------------------------------------------------------------------------
 # The power button.
 
-# PIIX4 PM I/O base from 00:01.3 register 0x40 (SeaBIOS programs it), into pm_base.
+# PIIX4 PM I/O base from 00:01.3 register 0x40 (SeaBIOS programs it), into pm_base; and
+# the power button's enable bit.
 find_pm_base:
 	mov	$0x80000b40, %eax	# enable | bus 0, device 1, function 3 | register 0x40
 	mov	$0xcf8, %dx
@@ -556,6 +557,11 @@ find_pm_base:
 	jnz	1f
 	mov	$0x600, %ax		# not programmed: where SeaBIOS puts it
 1:	mov	%ax, pm_base
+	mov	%ax, %dx		# PWRBTN_EN in PM1a_EN: QEMU sets PWRBTN_STS only when
+	add	$2, %dx			# it is on (the spec sets it always). Its SCI is IRQ 9,
+	inw	%dx, %ax		# which the BIOS keeps masked, and the poll clears the
+	or	$0x100, %ax		# status within a timer tick.
+	outw	%ax, %dx
 	ret
 
 # If PM1a_STS says the power button was pressed: say so, and power off through ACPI as an
