@@ -637,14 +637,22 @@ fn the_demo_in_the_app_window_under_xvfb() {
             .unwrap_or_else(|| panic!("{k} in {geometry}"))
     };
     let (wx, wy, ww, wh) = (get("X"), get("Y"), get("WIDTH"), get("HEIGHT"));
-    // Click into the guest's screen (the keyboard goes where the click was).
+    // Give the window the X input focus (what a window manager does on a click; Xvfb
+    // has none), then click into the guest's screen, where the console takes the keys.
+    // The window reads input once a frame: a click as slow as a person's, and a frame to
+    // take focus.
+    xdo(&["windowfocus", &wid]);
     xdo(&[
         "mousemove",
         &(wx + ww / 2).to_string(),
         &(wy + wh / 2).to_string(),
     ]);
-    xdo(&["click", "1"]);
-    xdo(&["type", "--delay", "120", "vmdesk"]);
+    std::thread::sleep(Duration::from_millis(500));
+    xdo(&["mousedown", "1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    xdo(&["mouseup", "1"]);
+    std::thread::sleep(Duration::from_secs(1));
+    xdo(&["type", "--delay", "150", "vmdesk"]);
     let keys: Vec<String> = "vmdesk"
         .chars()
         .map(|c| format!("vmdesk demo: key {c}\r\n"))
