@@ -290,9 +290,8 @@ fn live(lib: &Library, rt: &Runtime, name: &str) -> anyhow::Result<()> {
 /// see it.
 fn demo(lib: &Library, rt: &Runtime) -> anyhow::Result<()> {
     use crate::demo::NAME;
-    let running = rt.state(NAME).is_live();
-    let def = crate::demo::define(lib, &images_dir()?, running)?;
-    let addr = if running {
+    let (def, start) = crate::demo::prepare(lib, rt)?;
+    let addr = if !start {
         print!("'{NAME}' is already running");
         rt.vnc_addr(NAME)
     } else {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use crate::library::{DiskDef, DiskFormat, Library, LibraryError, VmDef};
+use crate::runtime::Runtime;
 
 pub const NAME: &str = "demo";
 pub const MEMORY_MIB: u64 = 64;
@@ -126,6 +127,15 @@ pub fn define(lib: &Library, images: &Path, running: bool) -> anyhow::Result<VmD
         }
         Err(e) => Err(e).context(format!("'{NAME}'")),
     }
+}
+
+/// Gets the demo ready to start in the user's library and images directory: defined, and
+/// its disk written unless it runs. Returns whether it must be started (false: it runs).
+/// Shared by `vmdesk demo` and the window's Demo button.
+pub fn prepare(lib: &Library, rt: &Runtime) -> anyhow::Result<(VmDef, bool)> {
+    let running = rt.state(NAME).is_live();
+    let def = define(lib, &crate::cli::images_dir()?, running)?;
+    Ok((def, !running))
 }
 
 #[cfg(test)]

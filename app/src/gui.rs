@@ -320,6 +320,17 @@ impl VmdeskApp {
                     self.create = Some(CreateForm::default());
                     self.create_error = None;
                 }
+                if ui
+                    .button("Demo")
+                    .on_hover_text("Create and start the demo VM")
+                    .clicked()
+                {
+                    match crate::demo::prepare(&self.lib, &self.rt) {
+                        Ok((_, true)) => self.run_job(crate::demo::NAME, Job::Start),
+                        Ok((_, false)) => self.say("'demo' is already running".into(), false),
+                        Err(e) => self.say(format!("{e:#}"), true),
+                    }
+                }
             });
         });
         egui::Panel::bottom("messages").show(ui, |ui| {
