@@ -5,5 +5,6 @@ pub mod cli;
 pub mod console;
 pub mod disk;
 pub mod gui;
+pub mod host_check;
 pub mod library;
 pub mod runtime;
