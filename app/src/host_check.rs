@@ -242,6 +242,19 @@ impl HostCheck {
     }
 }
 
+impl Item {
+    /// The shell command in the fix, to copy and paste: the fix up to its first comma or
+    /// parenthesis, when it starts with `sudo`.
+    pub fn command(&self) -> Option<&str> {
+        let fix = self.fix.as_deref()?;
+        if !fix.starts_with("sudo ") {
+            return None;
+        }
+        let end = fix.find([',', '(']).unwrap_or(fix.len());
+        Some(fix[..end].trim_end())
+    }
+}
+
 /// What [`HostCheck::from_facts`] works from.
 #[derive(Clone, Debug)]
 pub struct Facts {
@@ -366,6 +379,9 @@ pub(crate) mod tests {
         let c = HostCheck::from_facts(f);
         assert_eq!(c.items[0].status, Status::Fail);
         assert!(c.to_text().contains("sudo modprobe kvm_intel"));
+        let kvm = c.items.iter().find(|i| i.what == "/dev/kvm").unwrap();
+        assert_eq!(kvm.command(), Some("sudo modprobe kvm_intel"));
+        assert_eq!(c.items[0].command(), None);
     }
 
     #[test]

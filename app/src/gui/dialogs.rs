@@ -140,6 +140,7 @@ impl VmdeskApp {
         let mut decided = None;
         egui::Window::new(format!("Reinstall '{}'?", d.name))
             .collapsible(false)
+            .default_width(460.0)
             .resizable(false)
             .show(ctx, |ui| match &d.plan {
                 Err(e) => {

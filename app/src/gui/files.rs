@@ -91,6 +91,26 @@ pub fn backend_available() -> Result<(), String> {
 
 pub const NO_DIALOG: &str = "no file dialog on this desktop (it needs the XDG desktop portal over D-Bus, or zenity): type the path instead";
 
+/// Where a screenshot goes when no dialog can ask: `$XDG_PICTURES_DIR`, else `~/Pictures`
+/// if it exists, else the home directory; named after the VM and the time.
+pub fn default_screenshot_path(vm: &str) -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let dir = std::env::var_os("XDG_PICTURES_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_absolute() && d.is_dir())
+        .or_else(|| {
+            home.as_ref()
+                .map(|h| h.join("Pictures"))
+                .filter(|d| d.is_dir())
+        })
+        .or(home)
+        .unwrap_or_else(std::env::temp_dir);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    dir.join(format!("{vm}-screen-{secs}.png"))
+}
+
 /// `path` with a `.png` ending, so the saved screenshot opens as what it is.
 pub fn with_png_extension(path: PathBuf) -> PathBuf {
     if path

@@ -41,17 +41,18 @@ impl VmdeskApp {
         egui::Window::new("Host check")
             .open(&mut open)
             .collapsible(false)
-            .default_width(560.0)
+            .default_width(600.0)
             .show(ctx, |ui| {
                 ui.label(if check.ok() {
                     "This host can run VMs."
                 } else {
                     "This host cannot run VMs yet: the fixes are below."
                 });
+                ui.label(RichText::new("What this host can run").strong());
+                ui.add(egui::Label::new(&check.can_run).wrap());
                 ui.separator();
-                egui::Grid::new("host-check")
-                    .num_columns(3)
-                    .striped(true)
+                egui::ScrollArea::vertical()
+                    .max_height(ctx.content_rect().height() * 0.5)
                     .show(ui, |ui| {
                         for item in &check.items {
                             let (mark, colour) = match item.status {
@@ -59,30 +60,30 @@ impl VmdeskApp {
                                 Status::Warn => ("note", Color32::YELLOW),
                                 Status::Fail => ("problem", Color32::LIGHT_RED),
                             };
-                            ui.label(RichText::new(mark).color(colour).strong());
-                            ui.label(item.what);
-                            ui.vertical(|ui| {
+                            ui.horizontal(|ui| {
+                                ui.label(RichText::new(mark).color(colour).strong());
+                                ui.label(RichText::new(item.what).strong());
+                            });
+                            ui.indent(item.what, |ui| {
                                 ui.add(egui::Label::new(&item.detail).wrap());
                                 if let Some(fix) = &item.fix
                                     && item.status != Status::Good
                                 {
-                                    ui.horizontal(|ui| {
-                                        ui.label("Fix:");
-                                        ui.add(
-                                            egui::Label::new(RichText::new(fix).monospace()).wrap(),
-                                        );
-                                        if ui.small_button("Copy").clicked() {
-                                            copy = Some(fix.clone());
-                                        }
-                                    });
+                                    ui.add(egui::Label::new(format!("Fix: {fix}")).wrap());
+                                    if let Some(cmd) = item.command() {
+                                        ui.horizontal(|ui| {
+                                            ui.monospace(cmd);
+                                            if ui.small_button("Copy").clicked() {
+                                                copy = Some(cmd.to_string());
+                                            }
+                                        });
+                                    }
                                 }
                             });
-                            ui.end_row();
+                            ui.add_space(4.0);
                         }
                     });
                 ui.separator();
-                ui.label(RichText::new("What this host can run").strong());
-                ui.add(egui::Label::new(&check.can_run).wrap());
                 close = ui.button("Close").clicked();
             });
         if let Some(text) = copy {

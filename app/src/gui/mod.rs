@@ -233,10 +233,25 @@ impl VmdeskApp {
             _ => None,
         };
         let ctx = self.ctx.clone();
-        if let Some(ctx) = ctx
-            && let Err(e) = self.files.open(target, title, filter, save_name, &ctx)
+        let Some(ctx) = ctx else { return };
+        if let Err(e) = self
+            .files
+            .open(target.clone(), title, filter, save_name, &ctx)
         {
-            self.say(e, true);
+            match target {
+                // A screenshot still gets taken, into the pictures folder, and says where.
+                Target::Screenshot(name) => {
+                    let path = files::default_screenshot_path(&name);
+                    let _ = e;
+                    self.say(
+                        "no file dialog on this desktop: the screenshot goes to your pictures folder"
+                            .into(),
+                        false,
+                    );
+                    self.run_job(&name, Job::Screenshot { path });
+                }
+                _ => self.say(e, true),
+            }
         }
     }
 
@@ -553,7 +568,7 @@ pub fn run() -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("vmdesk")
-            .with_inner_size([960.0, 540.0]),
+            .with_inner_size([1180.0, 600.0]),
         ..Default::default()
     };
     eframe::run_ui_native("vmdesk", options, move |ui, _frame| app.ui(ui))
@@ -932,8 +947,10 @@ mod tests {
             .with_host_check(HostCheck::from_facts(f));
         let mut h = harness(app);
         h.run_steps(2);
-        h.get_by_label_contains("sudo usermod -aG kvm $USER");
-        h.get_by_label_contains("kvm_pvm");
+        // The command, with a Copy button, and the whole fix.
+        h.get_by_label("sudo usermod -aG kvm $USER");
+        h.get_by_label_contains("log out and log in again");
+        assert!(h.query_all_by_label_contains("kvm_pvm").count() >= 1);
         h.get_by_label("This host cannot run VMs yet: the fixes are below.");
         h.get_by_label("Close").click();
         h.run_steps(2);
@@ -941,7 +958,7 @@ mod tests {
         assert!(host::seen_marker(&lib).unwrap().exists(), "remembered");
         h.get_by_label("Host").click();
         h.run_steps(2);
-        h.get_by_label_contains("sudo usermod -aG kvm $USER");
+        h.get_by_label("sudo usermod -aG kvm $USER");
         drop(h);
 
         // A good host, seen before: the page stays closed; on pvm it says what runs.
