@@ -22,9 +22,12 @@ pub enum Target {
 }
 
 /// The dialogs in flight and their answers.
+/// A dialog's answer: the path, None when cancelled, Err when the dialog itself failed.
+pub type Answer = (Target, Result<Option<PathBuf>, String>);
+
 pub struct Files {
-    tx: Sender<(Target, Option<PathBuf>)>,
-    rx: Receiver<(Target, Option<PathBuf>)>,
+    tx: Sender<Answer>,
+    rx: Receiver<Answer>,
     /// Whether a dialog can be shown here (tests play a desktop without one).
     pub available: fn() -> Result<(), String>,
 }
@@ -55,22 +58,26 @@ impl Files {
         let title = title.to_string();
         let ctx = ctx.clone();
         std::thread::spawn(move || {
-            let mut d = rfd::FileDialog::new().set_title(&title);
-            if let Some((name, exts)) = filter {
-                d = d.add_filter(name, exts).add_filter("All files", &["*"]);
-            }
-            let chosen = match save_name {
-                Some(name) => d.set_file_name(&name).save_file(),
-                None => d.pick_file(),
-            };
+            // A dialog backend that panics must not leave the field waiting forever.
+            let chosen = std::panic::catch_unwind(move || {
+                let mut d = rfd::FileDialog::new().set_title(&title);
+                if let Some((name, exts)) = filter {
+                    d = d.add_filter(name, exts).add_filter("All files", &["*"]);
+                }
+                match save_name {
+                    Some(name) => d.set_file_name(&name).save_file(),
+                    None => d.pick_file(),
+                }
+            })
+            .map_err(|_| "the file dialog failed: type the path instead".to_string());
             let _ = tx.send((target, chosen));
             ctx.request_repaint();
         });
         Ok(())
     }
 
-    /// A dialog's answer, if one came (None inside: the user cancelled).
-    pub fn poll(&self) -> Option<(Target, Option<PathBuf>)> {
+    /// A dialog's answer, if one came.
+    pub fn poll(&self) -> Option<Answer> {
         self.rx.try_recv().ok()
     }
 }

@@ -246,7 +246,17 @@ impl VmForm {
         if vmm::config::parse_vnc(self.vnc.trim()).is_err() {
             c.vnc = Some("use ADDR:N, ADDR:auto or none".into());
         }
-        c.password_file = file_problem(&self.password_file);
+        c.password_file = file_problem(&self.password_file).or_else(|| {
+            let p = opt_path(&self.password_file)?;
+            display::rfb::Password::from_file(&p)
+                .err()
+                .map(|e| match e.kind() {
+                    std::io::ErrorKind::InvalidData => {
+                        "its first line (the password) is empty".into()
+                    }
+                    _ => e.to_string(),
+                })
+        });
         c
     }
 
@@ -337,10 +347,10 @@ pub fn save_edit(
 
 /// Which field a failed create concerns, to show the reason beside it.
 fn field_of_error(msg: &str) -> Option<&'static str> {
-    if msg.contains("--disk path=") {
-        Some("existing_disk")
-    } else if msg.contains("cannot create") || msg.contains("(delete it, or use --disk path=") {
+    if msg.contains("cannot create") || msg.contains("(delete it, or use --disk path=") {
         Some("disk")
+    } else if msg.contains("--disk path=") {
+        Some("existing_disk")
     } else if msg.contains("already exists") {
         Some("name")
     } else {
@@ -621,4 +631,88 @@ fn form_grid(
             );
         });
     browse
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_boot_and_password_fields() {
+        let host = HostFacts {
+            ram: Some(4096 * MIB),
+            cpus: 2,
+        };
+        let dir = std::env::temp_dir().join(format!("vmdesk-form-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (empty, good) = (dir.join("empty.pw"), dir.join("good.pw"));
+        std::fs::write(&empty, "\n").unwrap();
+        std::fs::write(&good, "secret\n").unwrap();
+        let mut f = VmForm {
+            name: "x".into(),
+            initrd: good.display().to_string(),
+            cmdline: "quiet".into(),
+            password_file: empty.display().to_string(),
+            ..Default::default()
+        };
+        let c = f.check(&|_| false, &host);
+        assert_eq!(c.initrd.as_deref(), Some("an initrd needs a kernel"));
+        assert_eq!(c.cmdline.as_deref(), Some("a command line needs a kernel"));
+        assert_eq!(
+            c.password_file.as_deref(),
+            Some("its first line (the password) is empty")
+        );
+        f.kernel = good.display().to_string();
+        f.password_file = good.display().to_string();
+        let c = f.check(&|_| false, &host);
+        assert!(c.ok(), "{c:?}");
+        let a = f.to_args().unwrap();
+        assert_eq!(a.kernel, Some(good.clone()));
+        assert_eq!(a.cmdline.as_deref(), Some("quiet"));
+        assert_eq!(a.vnc_password_file, Some(good.clone()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_create_is_shown_beside_its_field() {
+        assert_eq!(
+            field_of_error("'a': cannot create /i/a.qcow2: No space left on device"),
+            Some("disk")
+        );
+        assert_eq!(
+            field_of_error(
+                "'a': /i/a.qcow2 already exists (delete it, or use --disk path=/i/a.qcow2)"
+            ),
+            Some("disk")
+        );
+        assert_eq!(
+            field_of_error("'a': --disk path=/x.img: no such file"),
+            Some("existing_disk")
+        );
+        assert_eq!(
+            field_of_error("a VM named 'a' already exists"),
+            Some("name")
+        );
+        assert_eq!(field_of_error("something else"), None);
+    }
+
+    #[test]
+    fn editing_keeps_disks_and_makes_paths_absolute() {
+        let mut def = VmDef::new("vm", 1536, 2);
+        def.disks.push(crate::library::DiskDef {
+            path: "/img/vm.qcow2".into(),
+            format: crate::library::DiskFormat::Qcow2,
+            size: Some(1 << 30),
+        });
+        let mut f = VmForm::edit(&def);
+        assert_eq!(f.memory, "1536M");
+        f.memory = "2G".into();
+        f.cdrom = "rel.iso".into();
+        f.vnc = "auto".into();
+        let d = f.to_def().unwrap();
+        assert_eq!(d.memory_mib, 2048);
+        assert_eq!(d.disks, def.disks);
+        assert!(d.cdrom.unwrap().is_absolute());
+        assert_eq!(d.vnc, "127.0.0.1:auto");
+    }
 }

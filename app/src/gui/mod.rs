@@ -257,8 +257,15 @@ impl VmdeskApp {
 
     /// Puts a file dialog's answer where it belongs.
     fn take_file_answers(&mut self) {
-        while let Some((target, path)) = self.files.poll() {
-            let Some(path) = path else { continue };
+        while let Some((target, answer)) = self.files.poll() {
+            let path = match answer {
+                Ok(Some(path)) => path,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.say(e, true);
+                    continue;
+                }
+            };
             match target {
                 Target::Form(field) => {
                     if let Some(d) = &mut self.form {
