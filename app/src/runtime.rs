@@ -562,7 +562,7 @@ impl Runtime {
     /// Removes every runtime file of a VM, log included (for `delete`).
     pub fn remove_all(&self, name: &str) {
         self.clean(name);
-        for ext in ["log", "log.old", "serial"] {
+        for ext in ["log", "log.old", "serial", "thumb.png"] {
             let _ = std::fs::remove_file(self.file(name, ext));
         }
     }

@@ -792,4 +792,48 @@ mod tests {
         drop(h);
         let _ = std::fs::remove_dir_all(root);
     }
+
+    #[test]
+    fn ui_cd_dialog_changes_a_stopped_vms_iso() {
+        use egui::accesskit::Role;
+        use egui_kittest::kittest::{NodeT as _, Queryable as _};
+        let (lib, rt, root) = temp("cd");
+        let iso = root.join("new.iso");
+        std::fs::write(&iso, [0u8; 2048]).unwrap();
+        lib.create(&VmDef::new("vm", 64, 1)).unwrap();
+        let mut h = harness(VmdeskApp::new(lib.clone(), rt, host()));
+        h.run_steps(2);
+        h.get_by_label("CD…").click();
+        h.run_steps(2);
+        h.get_by_label("The drive is empty.");
+        h.get_by_label_contains("The VM is stopped");
+        assert!(
+            h.get_by_role_and_label(Role::Button, "Eject")
+                .accesskit_node()
+                .is_disabled()
+        );
+        h.state_mut().media.as_mut().unwrap().path = root.join("nope.iso").display().to_string();
+        h.run_steps(2);
+        h.get_by_label("no such file");
+        assert!(
+            h.get_by_role_and_label(Role::Button, "Insert")
+                .accesskit_node()
+                .is_disabled()
+        );
+        h.state_mut().media.as_mut().unwrap().path = iso.display().to_string();
+        h.run_steps(2);
+        h.get_by_role_and_label(Role::Button, "Insert").click();
+        for _ in 0..100 {
+            h.run_steps(1);
+            if h.state().busy.is_empty() && h.state().media.is_none() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(lib.get("vm").unwrap().cdrom, Some(iso));
+        h.run_steps(2);
+        h.get_by_label_contains("now has");
+        drop(h);
+        let _ = std::fs::remove_dir_all(root);
+    }
 }
