@@ -6,6 +6,7 @@
 //! - `<name>.log`: the VMM's stdout and stderr (the `vnc: listening on …` line is read here);
 //! - `<name>.serial`: the guest's COM1;
 //! - `<name>.exit`: how the VMM ended (`exit N` or `signal N`), written by its supervisor.
+//! - `<name>.thumb.png`: the window's latest screendump for its thumbnail (removed once read).
 //!
 //! A VM must outlive the app that started it, and its end must be known even when no app is
 //! running then. So `start` spawns a tiny supervisor (this same binary, `vmdesk __supervise`)

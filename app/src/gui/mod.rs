@@ -836,4 +836,72 @@ mod tests {
         drop(h);
         let _ = std::fs::remove_dir_all(root);
     }
+
+    #[test]
+    fn ui_a_running_vm_gets_a_live_thumbnail() {
+        use egui_kittest::kittest::Queryable as _;
+        use std::io::{BufRead as _, BufReader, Write as _};
+        let (lib, rt, root) = temp("live-thumb");
+        lib.create(&VmDef::new("vm", 64, 1)).unwrap();
+        // A running VMM as the window sees one: a live process naming the socket in its
+        // command line, and a control socket that answers status and screendump.
+        let listener = std::os::unix::net::UnixListener::bind(rt.socket_path("vm")).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let server = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut dumps = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok((s, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    s.set_nonblocking(false).unwrap();
+                    let mut line = String::new();
+                    BufReader::new(&s).read_line(&mut line).unwrap();
+                    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    let reply = match v["execute"].as_str() {
+                        Some("screendump") => {
+                            let out = std::path::PathBuf::from(v["path"].as_str().unwrap());
+                            runtime::write_png(&out, 320, 200, &vec![0x00ff00; 320 * 200]).unwrap();
+                            dumps += 1;
+                            r#"{"return":{}}"#
+                        }
+                        _ => r#"{"return":{"status":"running"}}"#,
+                    };
+                    let _ = (&s).write_all(format!("{reply}\n").as_bytes());
+                }
+                dumps
+            })
+        };
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("sleep 30")
+            .arg(rt.socket_path("vm"))
+            .spawn()
+            .unwrap();
+        std::fs::write(rt.pid_path("vm"), format!("{}\n", child.id())).unwrap();
+        let t0 = std::time::Instant::now();
+        while rt.live_pid("vm").is_none() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut h = harness(VmdeskApp::new(lib, rt, host()));
+        let t0 = std::time::Instant::now();
+        while h.state().thumbs.get("vm").is_none() && t0.elapsed() < Duration::from_secs(10) {
+            h.run_steps(1);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let size = h.state().thumbs.get("vm").expect("a thumbnail").size();
+        assert_eq!(size, [160, 100]);
+        h.run_steps(2);
+        h.get_by_label("running");
+        assert!(h.query_by_label("off").is_none(), "no placeholder");
+        drop(h);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(server.join().unwrap() >= 1);
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(root);
+    }
 }
