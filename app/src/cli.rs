@@ -1,5 +1,5 @@
-//! The command line: `vmdesk create|list|start|shutdown|destroy|reset|pause|resume|delete|
-//! vncdisplay|screenshot|console|doctor|disk|demo …`, virsh's names where virsh has one. Each command
+//! The command line: `vmdesk create|list|start|shutdown|reinstall|destroy|reset|pause|resume|
+//! delete|vncdisplay|screenshot|console|doctor|disk|demo …`, virsh's names where virsh has one. Each command
 //! returns an error naming the VM and the cause; [`Usage`] errors (bad input) exit 2, the
 //! rest 1.
 
@@ -40,6 +40,23 @@ pub enum Command {
         /// Wait up to this many seconds for the guest to power off.
         #[arg(long, value_name = "SECS")]
         wait: Option<u64>,
+    },
+    /// Reinstall a stopped VM, as `virt-install --reinstall`: replace the disks vmdesk created
+    /// (--disk size=…) with fresh, empty ones of the same size and format, and start it
+    /// booting from its installer ISO (or kernel) again. Everything on those disks is lost.
+    ///
+    /// Disk images the VM was given with --disk path=… were not created by vmdesk and are not
+    /// wiped: reinstall refuses while the VM has one, unless --keep-existing (leave them as
+    /// they are, e.g. a data disk) or --force (wipe them too) says what to do with them.
+    Reinstall {
+        name: String,
+        /// Also wipe the images given with --disk path=… (fresh images of their current
+        /// virtual size and format).
+        #[arg(long, conflicts_with = "keep_existing")]
+        force: bool,
+        /// Leave the images given with --disk path=… as they are.
+        #[arg(long)]
+        keep_existing: bool,
     },
     /// Force the VM off: quit, then kill the VMM if it has not gone after the timeout.
     Destroy {
@@ -216,6 +233,42 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
                     rt.clean(&name);
                     println!("'{name}' powered off");
                 }
+            }
+            Ok(())
+        }
+        Command::Reinstall {
+            name,
+            force,
+            keep_existing,
+        } => {
+            let def = get(&lib, &name)?;
+            let existing = match (force, keep_existing) {
+                (true, _) => runtime::ExistingImages::Wipe,
+                (_, true) => runtime::ExistingImages::Keep,
+                _ => runtime::ExistingImages::Refuse,
+            };
+            // Every check that can fail without touching a disk runs before the VMM is
+            // looked for, and the VMM before anything is wiped.
+            rt.plan_reinstall(&def, existing)?;
+            let vmm = runtime::find_vmm()?;
+            let (plan, addr) = rt.reinstall(&def, existing, &vmm)?;
+            for d in &plan.wipe {
+                println!(
+                    "fresh disk {} ({}, {} bytes)",
+                    d.path.display(),
+                    d.format,
+                    d.size
+                );
+            }
+            for p in &plan.keep {
+                println!("kept {}", p.display());
+            }
+            match addr {
+                Some(a) => println!(
+                    "reinstalling '{name}': vncviewer {}",
+                    runtime::vnc_display(a)
+                ),
+                None => println!("reinstalling '{name}'"),
             }
             Ok(())
         }
@@ -512,53 +565,10 @@ pub fn delete(lib: &Library, rt: &Runtime, name: &str, delete_disks: bool) -> an
 }
 
 fn doctor() -> anyhow::Result<()> {
-    let (report, mut ok) = vmm::host::report();
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .unwrap_or_default();
-    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-    println!(
-        "CPU virtualisation: {}",
-        if has("vmx") {
-            "vmx (Intel VT-x)"
-        } else if has("svm") {
-            "svm (AMD-V)"
-        } else {
-            "none in /proc/cpuinfo (enable VT-x/AMD-V in the firmware setup, or this is a VM without nested virtualisation)"
-        }
-    );
-    print!("{report}");
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            ok = false;
-            println!(
-                "fix: add yourself to the kvm group, then log out and in: sudo usermod -aG kvm $USER"
-            );
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            ok = false;
-            println!(
-                "fix: load KVM: sudo modprobe kvm_intel (or kvm_amd), after enabling virtualisation in the firmware setup"
-            );
-        }
-        Err(_) => ok = false,
-    }
-    match runtime::find_vmm() {
-        Ok(p) => println!("vmdesk-vmm: {}", p.display()),
-        Err(e) => {
-            ok = false;
-            println!("vmdesk-vmm: {e}");
-        }
-    }
-    if !ok {
-        bail!("this host cannot run VMs yet: see the lines above");
+    let check = crate::host_check::HostCheck::detect();
+    print!("{}", check.to_text());
+    if !check.ok() {
+        bail!("this host cannot run VMs yet: see the fixes above");
     }
     Ok(())
 }

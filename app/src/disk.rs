@@ -1,7 +1,7 @@
 //! `vmdesk disk …`: disk image management from the command line. The image code itself is
 //! the VMM library's ([`vmm::disk`]), so what we create is exactly what the VMM opens.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
@@ -66,6 +66,53 @@ pub fn run(cmd: DiskCommand) -> anyhow::Result<()> {
     }
 }
 
+/// One image to replace with a fresh, empty one (for reinstall).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FreshImage {
+    pub path: PathBuf,
+    pub format: ImageFormat,
+    pub size: u64,
+}
+
+/// Replaces every image in `images` with an empty one of its size and format, all or
+/// nothing: each new image is made beside its old one under a temp name first, and only
+/// when all of them exist are they renamed over the old ones. A failure (a full disk, a
+/// read-only directory) leaves every old image as it was.
+pub fn replace_with_fresh(images: &[FreshImage]) -> std::io::Result<()> {
+    let temp_of = |p: &Path| -> PathBuf {
+        let file = p
+            .file_name()
+            .map(|f| f.to_string_lossy())
+            .unwrap_or_default();
+        p.with_file_name(format!(".{file}.{}.fresh", std::process::id()))
+    };
+    let mut made: Vec<PathBuf> = Vec::new();
+    let fail = |made: &[PathBuf], e: std::io::Error, path: &Path| {
+        for t in made {
+            let _ = std::fs::remove_file(t);
+        }
+        std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+    };
+    for img in images {
+        let tmp = temp_of(&img.path);
+        if let Err(e) = create_image(&tmp, img.format, img.size, true) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(fail(&made, e, &img.path));
+        }
+        made.push(tmp);
+    }
+    for (img, tmp) in images.iter().zip(&made) {
+        // Same directory, so rename is atomic: the old image is whole until this moment.
+        std::fs::rename(tmp, &img.path).map_err(|e| fail(&made, e, &img.path))?;
+    }
+    Ok(())
+}
+
+/// The virtual size of an existing image, as the VMM would see it.
+pub fn virtual_size(path: &Path, format: ImageFormat) -> std::io::Result<u64> {
+    Ok(vmm::disk::open_image(path, Some(format), true)?.len())
+}
+
 /// The largest virtual size we accept: qcow2's limit with 64 KiB clusters is far above
 /// this, and no host filesystem holds a sparse file much larger (ext4: 16 TiB; xfs: 8 EiB).
 const MAX_SIZE: u64 = 1 << 50;
@@ -104,6 +151,70 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fresh_images_replace_old_ones_all_or_nothing() {
+        let dir = std::env::temp_dir().join(format!("vmdesk-fresh-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let raw = dir.join("a.raw");
+        let qcow = dir.join("b.qcow2");
+        std::fs::write(&raw, vec![0xAB; 4096]).unwrap();
+        create_image(&qcow, ImageFormat::Qcow2, 1 << 20, false).unwrap();
+        // Write into the qcow2 image so its content differs from a fresh one.
+        {
+            let mut img = vmm::disk::open_image(&qcow, Some(ImageFormat::Qcow2), false).unwrap();
+            img.write_at(0, &[0x55; 512]).unwrap();
+            img.flush().unwrap();
+        }
+        let plan = [
+            FreshImage {
+                path: raw.clone(),
+                format: ImageFormat::Raw,
+                size: 8192,
+            },
+            FreshImage {
+                path: qcow.clone(),
+                format: ImageFormat::Qcow2,
+                size: virtual_size(&qcow, ImageFormat::Qcow2).unwrap(),
+            },
+        ];
+        replace_with_fresh(&plan).unwrap();
+        let bytes = std::fs::read(&raw).unwrap();
+        assert_eq!(bytes.len(), 8192);
+        assert!(bytes.iter().all(|&b| b == 0), "the raw image is empty");
+        let mut img = vmm::disk::open_image(&qcow, Some(ImageFormat::Qcow2), true).unwrap();
+        assert_eq!(img.len(), 1 << 20);
+        let mut sector = [0xFFu8; 512];
+        img.read_at(0, &mut sector).unwrap();
+        assert_eq!(sector, [0u8; 512], "the qcow2 image is empty");
+        drop(img);
+
+        // One image cannot be made (its directory is gone): the other keeps its data.
+        std::fs::write(&raw, vec![0xCD; 4096]).unwrap();
+        let bad = [
+            FreshImage {
+                path: raw.clone(),
+                format: ImageFormat::Raw,
+                size: 4096,
+            },
+            FreshImage {
+                path: dir.join("missing/c.raw"),
+                format: ImageFormat::Raw,
+                size: 4096,
+            },
+        ];
+        let err = replace_with_fresh(&bad).unwrap_err();
+        assert!(err.to_string().contains("c.raw"), "{err}");
+        assert_eq!(std::fs::read(&raw).unwrap(), vec![0xCD; 4096]);
+        let mut left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.raw", "b.qcow2"], "no temp files are left");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn sizes() {

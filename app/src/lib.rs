@@ -6,5 +6,6 @@ pub mod console;
 pub mod demo;
 pub mod disk;
 pub mod gui;
+pub mod host_check;
 pub mod library;
 pub mod runtime;

@@ -39,6 +39,15 @@ impl DiskFormat {
     }
 }
 
+impl From<DiskFormat> for vmm::disk::ImageFormat {
+    fn from(f: DiskFormat) -> Self {
+        match f {
+            DiskFormat::Raw => vmm::disk::ImageFormat::Raw,
+            DiskFormat::Qcow2 => vmm::disk::ImageFormat::Qcow2,
+        }
+    }
+}
+
 /// One virtio disk of a VM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -367,6 +376,25 @@ impl Library {
         Ok(())
     }
 
+    /// Renames a VM and saves `def` (which carries the new name) in one step that never
+    /// loses it: the new file is linked in first (failing if the name is taken), then the
+    /// old one removed. A crash between the two leaves both, never neither.
+    pub fn rename(&self, old: &str, def: &VmDef) -> Result<(), LibraryError> {
+        match self.get(old) {
+            Ok(_) => {}
+            Err(LibraryError::Corrupt { path, .. }) => {
+                return Err(LibraryError::WontOverwriteCorrupt { path });
+            }
+            Err(e) => return Err(e),
+        }
+        self.create(def)?;
+        if let Err(e) = self.remove(old) {
+            let _ = self.remove(&def.name);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Removes a definition (readable or not).
     pub fn remove(&self, name: &str) -> Result<(), LibraryError> {
         validate_name(name)?;
@@ -483,6 +511,31 @@ mod tests {
         // No temp files left behind.
         let left: Vec<_> = std::fs::read_dir(lib.dir()).unwrap().collect();
         assert_eq!(left.len(), 1);
+        let _ = std::fs::remove_dir_all(lib.dir());
+    }
+
+    #[test]
+    fn rename_moves_the_definition_and_never_takes_a_name() {
+        let lib = temp_lib("rename");
+        lib.create(&VmDef::new("old", 64, 1)).unwrap();
+        lib.create(&VmDef::new("taken", 128, 1)).unwrap();
+        let mut d = VmDef::new("taken", 256, 2);
+        assert!(matches!(
+            lib.rename("old", &d),
+            Err(LibraryError::Exists(_))
+        ));
+        assert_eq!(lib.get("old").unwrap().memory_mib, 64);
+        assert_eq!(lib.get("taken").unwrap().memory_mib, 128);
+        d.name = "new".into();
+        lib.rename("old", &d).unwrap();
+        assert!(matches!(lib.get("old"), Err(LibraryError::NotFound(_))));
+        assert_eq!(lib.get("new").unwrap(), d);
+        assert!(matches!(
+            lib.rename("nothere", &VmDef::new("x", 64, 1)),
+            Err(LibraryError::NotFound(_))
+        ));
+        let names: Vec<_> = lib.list().unwrap().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["new", "taken"]);
         let _ = std::fs::remove_dir_all(lib.dir());
     }
 

@@ -6,6 +6,7 @@
 //! - `<name>.log`: the VMM's stdout and stderr (the `vnc: listening on …` line is read here);
 //! - `<name>.serial`: the guest's COM1;
 //! - `<name>.exit`: how the VMM ended (`exit N` or `signal N`), written by its supervisor.
+//! - `<name>.thumb.png`: the window's latest screendump for its thumbnail (removed once read).
 //!
 //! A VM must outlive the app that started it, and its end must be known even when no app is
 //! running then. So `start` spawns a tiny supervisor (this same binary, `vmdesk __supervise`)
@@ -42,6 +43,8 @@ pub enum RuntimeError {
     AlreadyRunning(String),
     #[error("'{0}' is not running")]
     NotRunning(String),
+    #[error("'{0}' is running: shut it down (or force it off) first")]
+    Running(String),
     #[error("'{name}' failed to start: {why}")]
     StartFailed { name: String, why: String },
     #[error("'{name}': the VMM refused '{command}': {desc} ({class})")]
@@ -64,6 +67,31 @@ pub enum RuntimeError {
     NoVmm { exe: PathBuf },
     #[error("'{name}': cannot take a screenshot: {why}")]
     Screenshot { name: String, why: String },
+    #[error(
+        "'{0}' has no installer ISO (or kernel) to reinstall from: set one first (the Edit dialog, or change the CD while it runs)"
+    )]
+    NoInstallMedia(String),
+    #[error("'{name}': the installer ISO {} is gone: {why}", path.display())]
+    InstallMediaMissing {
+        name: String,
+        path: PathBuf,
+        why: String,
+    },
+    #[error(
+        "'{name}': {} {} not created by vmdesk (added with path=), so reinstall will not wipe {}: pass --force to wipe {} too, or --keep-existing to reinstall leaving {} as {}",
+        paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        if paths.len() == 1 { "was" } else { "were" },
+        if paths.len() == 1 { "it" } else { "them" },
+        if paths.len() == 1 { "it" } else { "them" },
+        if paths.len() == 1 { "it" } else { "they" },
+        if paths.len() == 1 { "it is" } else { "they are" },
+    )]
+    NotOurDisks { name: String, paths: Vec<PathBuf> },
+    #[error("'{name}': cannot make a fresh disk: {source}")]
+    FreshDisk {
+        name: String,
+        source: std::io::Error,
+    },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -103,6 +131,27 @@ impl VmState {
             VmState::Crashed { .. } => "crashed",
         }
     }
+}
+
+/// What reinstall does with disk images vmdesk did not create (`--disk path=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExistingImages {
+    /// Refuse to reinstall: they are the user's, not ours to wipe.
+    #[default]
+    Refuse,
+    /// Leave them as they are (a data disk kept across reinstalls).
+    Keep,
+    /// Wipe them too: fresh images of their current virtual size and format.
+    Wipe,
+}
+
+/// What a reinstall does, worked out before anything is touched.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReinstallPlan {
+    /// Images replaced by fresh, empty ones.
+    pub wipe: Vec<crate::disk::FreshImage>,
+    /// Images left as they are.
+    pub keep: Vec<PathBuf>,
 }
 
 /// The runtime directory and the VMM binary.
@@ -265,6 +314,16 @@ impl Runtime {
     /// Starts `def` detached and waits until its VNC server listens (or, with no VNC,
     /// its control socket answers). Returns the VNC address.
     pub fn start(&self, def: &VmDef, vmm: &Path) -> Result<Option<SocketAddr>, RuntimeError> {
+        self.start_with(def, vmm, &[])
+    }
+
+    /// [`Runtime::start`] with extra `vmdesk-vmm` options for this run only.
+    fn start_with(
+        &self,
+        def: &VmDef,
+        vmm: &Path,
+        extra: &[&str],
+    ) -> Result<Option<SocketAddr>, RuntimeError> {
         let name = def.name.as_str();
         if self.state(name).is_live() {
             return Err(RuntimeError::AlreadyRunning(name.into()));
@@ -285,6 +344,7 @@ impl Runtime {
             .arg(name)
             .arg(vmm)
             .args(self.vmm_args(def))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -329,6 +389,93 @@ impl Runtime {
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// Checks that `def` can be reinstalled and works out what happens to each disk,
+    /// touching nothing: the VM is stopped, it has install media (an ISO that opens, or a
+    /// kernel for direct boot), and every image vmdesk did not create is accounted for by
+    /// `existing`.
+    pub fn plan_reinstall(
+        &self,
+        def: &VmDef,
+        existing: ExistingImages,
+    ) -> Result<ReinstallPlan, RuntimeError> {
+        let name = def.name.as_str();
+        if self.state(name).is_live() {
+            return Err(RuntimeError::Running(name.into()));
+        }
+        match (&def.cdrom, &def.kernel) {
+            (Some(iso), _) => {
+                if let Err(e) = std::fs::File::open(iso) {
+                    return Err(RuntimeError::InstallMediaMissing {
+                        name: name.into(),
+                        path: iso.clone(),
+                        why: e.to_string(),
+                    });
+                }
+            }
+            (None, Some(_)) => {}
+            (None, None) => return Err(RuntimeError::NoInstallMedia(name.into())),
+        }
+        let mut plan = ReinstallPlan::default();
+        let mut foreign = Vec::new();
+        for d in &def.disks {
+            let format = d.format.into();
+            let fresh = |size| crate::disk::FreshImage {
+                path: d.path.clone(),
+                format,
+                size,
+            };
+            match (d.size, existing) {
+                (Some(size), _) => plan.wipe.push(fresh(size)),
+                (None, ExistingImages::Refuse) => foreign.push(d.path.clone()),
+                (None, ExistingImages::Keep) => plan.keep.push(d.path.clone()),
+                (None, ExistingImages::Wipe) => {
+                    let size = crate::disk::virtual_size(&d.path, format).map_err(|e| {
+                        RuntimeError::FreshDisk {
+                            name: name.into(),
+                            source: std::io::Error::new(
+                                e.kind(),
+                                format!("{}: {e}", d.path.display()),
+                            ),
+                        }
+                    })?;
+                    plan.wipe.push(fresh(size));
+                }
+            }
+        }
+        if !foreign.is_empty() {
+            return Err(RuntimeError::NotOurDisks {
+                name: name.into(),
+                paths: foreign,
+            });
+        }
+        Ok(plan)
+    }
+
+    /// What `virt-install --reinstall` does: replaces the VM's disks with fresh ones of the
+    /// same size and format (per [`Runtime::plan_reinstall`]) and starts it booting from the
+    /// CD first. Nothing is wiped unless every check passed.
+    pub fn reinstall(
+        &self,
+        def: &VmDef,
+        existing: ExistingImages,
+        vmm: &Path,
+    ) -> Result<(ReinstallPlan, Option<SocketAddr>), RuntimeError> {
+        let plan = self.plan_reinstall(def, existing)?;
+        crate::disk::replace_with_fresh(&plan.wipe).map_err(|source| RuntimeError::FreshDisk {
+            name: def.name.clone(),
+            source,
+        })?;
+        // The VMM boots the CD first anyway when it has one; say so for this run, so the
+        // install starts even if a later default changes.
+        let boot: &[&str] = match (&def.cdrom, def.disks.is_empty()) {
+            (None, _) => &[],
+            (Some(_), true) => &["--boot", "cdrom"],
+            (Some(_), false) => &["--boot", "cdrom,disk"],
+        };
+        let addr = self.start_with(def, vmm, boot)?;
+        Ok((plan, addr))
     }
 
     /// The `vmdesk-vmm` options for `def`, with this runtime dir's socket and serial file.
@@ -416,7 +563,7 @@ impl Runtime {
     /// Removes every runtime file of a VM, log included (for `delete`).
     pub fn remove_all(&self, name: &str) {
         self.clean(name);
-        for ext in ["log", "log.old", "serial"] {
+        for ext in ["log", "log.old", "serial", "thumb.png"] {
             let _ = std::fs::remove_file(self.file(name, ext));
         }
     }
@@ -669,6 +816,82 @@ mod tests {
         let cli = <vmm::config::Cli as clap::Parser>::try_parse_from(argv).unwrap();
         assert_eq!(cli.memory, 1024 << 20);
         assert_eq!(cli.disks.len(), 1);
+    }
+
+    #[test]
+    fn reinstall_checks_everything_before_it_wipes_anything() {
+        let rt = temp_rt("reinstall");
+        let dir = rt.dir().to_path_buf();
+        let iso = dir.join("i.iso");
+        std::fs::write(&iso, [0u8; 2048]).unwrap();
+        let (ours, theirs) = (dir.join("ours.raw"), dir.join("theirs.raw"));
+        std::fs::write(&ours, [0xAB; 4096]).unwrap();
+        std::fs::write(&theirs, [0xCD; 8192]).unwrap();
+        let mut def = VmDef::new("vm", 64, 1);
+        def.disks = vec![
+            DiskDef {
+                path: ours.clone(),
+                format: DiskFormat::Raw,
+                size: Some(4096),
+            },
+            DiskDef {
+                path: theirs.clone(),
+                format: DiskFormat::Raw,
+                size: None,
+            },
+        ];
+        let vmm = Path::new("/nonexistent/vmdesk-vmm");
+        let untouched = || {
+            assert_eq!(std::fs::read(&ours).unwrap(), [0xAB; 4096]);
+            assert_eq!(std::fs::read(&theirs).unwrap(), [0xCD; 8192]);
+        };
+
+        let e = rt.reinstall(&def, ExistingImages::Wipe, vmm).unwrap_err();
+        assert!(matches!(e, RuntimeError::NoInstallMedia(_)), "{e}");
+        assert!(e.to_string().contains("'vm' has no installer ISO"), "{e}");
+        def.cdrom = Some(dir.join("gone.iso"));
+        let e = rt.reinstall(&def, ExistingImages::Wipe, vmm).unwrap_err();
+        assert!(e.to_string().contains("gone.iso"), "{e}");
+        def.cdrom = Some(iso.clone());
+        let e = rt.reinstall(&def, ExistingImages::Refuse, vmm).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, RuntimeError::NotOurDisks { .. }), "{e}");
+        for part in ["'vm'", "theirs.raw", "--force", "--keep-existing"] {
+            assert!(msg.contains(part), "{part}: {msg}");
+        }
+        assert!(!msg.contains("ours.raw"), "{msg}");
+        untouched();
+
+        let plan = rt.plan_reinstall(&def, ExistingImages::Keep).unwrap();
+        assert_eq!(plan.keep, std::slice::from_ref(&theirs));
+        assert_eq!(plan.wipe.len(), 1);
+        assert_eq!(plan.wipe[0].path, ours);
+        assert_eq!(plan.wipe[0].size, 4096);
+        let plan = rt.plan_reinstall(&def, ExistingImages::Wipe).unwrap();
+        assert!(plan.keep.is_empty());
+        assert_eq!(plan.wipe[1].path, theirs);
+        assert_eq!(plan.wipe[1].size, 8192, "the image's own virtual size");
+
+        // A running VM (a process whose command line names its socket) is refused.
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg("sleep 30")
+            .arg(rt.socket_path("vm"))
+            .spawn()
+            .unwrap();
+        std::fs::write(rt.pid_path("vm"), format!("{}\n", child.id())).unwrap();
+        // Until it has exec'd, its command line is still this test's.
+        let t0 = std::time::Instant::now();
+        while rt.live_pid("vm").is_none() && t0.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let e = rt.reinstall(&def, ExistingImages::Keep, vmm).unwrap_err();
+        assert!(matches!(e, RuntimeError::Running(_)), "{e}");
+        let _ = child.kill();
+        let _ = child.wait();
+        untouched();
+
+        let _ = std::fs::remove_dir_all(rt.dir());
     }
 
     #[test]

@@ -346,3 +346,92 @@ fn a_vmm_that_dies_shows_as_crashed_with_its_log() {
     assert_eq!(list_state(&env, "k"), "running");
     assert_eq!(env.vmdesk(&["destroy", "k"]).status.code(), Some(0));
 }
+
+#[test]
+fn reinstall_gives_fresh_disks_and_boots_the_cd_again() {
+    // The checks that come before anything is touched need no KVM.
+    let env = Env::new("reinst");
+    let extra = env.root.join("extra.raw");
+    std::fs::write(&extra, vec![0xCDu8; 65536]).unwrap();
+    let o = env.vmdesk(&[
+        "create",
+        "--name",
+        "r",
+        "--memory",
+        "64M",
+        "--disk",
+        "size=1M,format=raw",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let disk = env.images_dir().join("r.raw");
+    std::fs::write(&disk, vec![0xABu8; 1 << 20]).unwrap();
+    let o = env.vmdesk(&["reinstall", "r"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("'r' has no installer ISO"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        env.vmdesk(&["delete", "r", "--delete-disks"]).status.code(),
+        Some(0)
+    );
+
+    let iso = env.root.join("inst.iso");
+    std::fs::write(&iso, vec![0u8; 64 * 2048]).unwrap();
+    let o = env.vmdesk(&[
+        "create",
+        "--name",
+        "r",
+        "--memory",
+        "64M",
+        "--cdrom",
+        iso.to_str().unwrap(),
+        "--disk",
+        "size=1M,format=raw",
+        "--disk",
+        &format!("path={}", extra.display()),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    std::fs::write(&disk, vec![0xABu8; 1 << 20]).unwrap();
+    // An image the user brought is not ours to wipe: refused, nothing touched.
+    let o = env.vmdesk(&["reinstall", "r"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    for part in ["'r'", "extra.raw", "--force", "--keep-existing"] {
+        assert!(text(&o).contains(part), "{part}: {}", text(&o));
+    }
+    assert_eq!(std::fs::read(&disk).unwrap(), vec![0xAB; 1 << 20]);
+    let o = env.vmdesk(&["reinstall", "r", "--force", "--keep-existing"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+
+    if !kvm_or_skip("reinstall_gives_fresh_disks_and_boots_the_cd_again") {
+        return;
+    }
+    ensure_vmm();
+    let o = env.vmdesk(&["reinstall", "r", "--keep-existing"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(stdout(&o).contains("vncviewer 127.0.0.1:"), "{}", text(&o));
+    assert_eq!(list_state(&env, "r"), "running");
+    // A fresh disk of the same size and format; the user's image as it was.
+    assert_eq!(std::fs::read(&disk).unwrap(), vec![0u8; 1 << 20]);
+    assert_eq!(std::fs::read(&extra).unwrap(), vec![0xCD; 65536]);
+    // It boots the CD first.
+    let pid = std::fs::read_to_string(env.run_dir().join("r.pid")).unwrap();
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.trim())).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let boot = args.iter().position(|a| a == "--boot").expect("--boot");
+    assert_eq!(args[boot + 1], "cdrom,disk", "{args:?}");
+    // Not while it runs.
+    let o = env.vmdesk(&["reinstall", "r", "--keep-existing"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("'r' is running"), "{}", text(&o));
+    assert_eq!(env.vmdesk(&["destroy", "r"]).status.code(), Some(0));
+    // --force wipes the user's image too, keeping its size.
+    let o = env.vmdesk(&["reinstall", "r", "--force"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(std::fs::read(&extra).unwrap(), vec![0u8; 65536]);
+    assert_eq!(env.vmdesk(&["destroy", "r"]).status.code(), Some(0));
+}

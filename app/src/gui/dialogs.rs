@@ -1,0 +1,353 @@
+//! The per-VM dialogs: delete, reinstall (a confirmation: it destroys disk contents), and
+//! the CD drive (eject / change the ISO, live on a running VM and in its definition).
+
+use std::path::PathBuf;
+
+use eframe::egui;
+use egui::{Color32, RichText};
+use serde_json::json;
+
+use super::files::Target;
+use super::{Job, VmdeskApp};
+use crate::library::Library;
+use crate::runtime::{ExistingImages, ReinstallPlan, Runtime, RuntimeError};
+
+/// The reinstall confirmation.
+pub struct ReinstallDialog {
+    pub name: String,
+    /// What will happen, or why it cannot.
+    pub plan: Result<ReinstallPlan, String>,
+    /// Images the user brought (`path=`): kept or wiped, as chosen here.
+    pub theirs: Vec<PathBuf>,
+    pub wipe_theirs: bool,
+}
+
+impl ReinstallDialog {
+    /// Works out what a reinstall of `name` would do, touching nothing.
+    pub fn new(lib: &Library, rt: &Runtime, name: &str) -> ReinstallDialog {
+        let mut d = ReinstallDialog {
+            name: name.into(),
+            plan: Err(String::new()),
+            theirs: Vec::new(),
+            wipe_theirs: false,
+        };
+        let def = match lib.get(name) {
+            Ok(def) => def,
+            Err(e) => {
+                d.plan = Err(e.to_string());
+                return d;
+            }
+        };
+        d.theirs = def
+            .disks
+            .iter()
+            .filter(|x| x.size.is_none())
+            .map(|x| x.path.clone())
+            .collect();
+        d.plan = rt
+            .plan_reinstall(&def, ExistingImages::Keep)
+            .map_err(|e| e.to_string());
+        d
+    }
+
+    fn existing(&self) -> ExistingImages {
+        if self.wipe_theirs {
+            ExistingImages::Wipe
+        } else {
+            ExistingImages::Keep
+        }
+    }
+}
+
+/// The CD drive dialog.
+pub struct MediaDialog {
+    pub name: String,
+    pub live: bool,
+    pub current: Option<PathBuf>,
+    pub path: String,
+}
+
+/// Ejects (`iso` None) or changes the VM's CD: on a running VM through its control socket,
+/// and in its definition either way, so the next start sees the same. Returns what was done.
+pub fn set_media(
+    lib: &Library,
+    rt: &Runtime,
+    name: &str,
+    iso: Option<PathBuf>,
+) -> anyhow::Result<String> {
+    let mut def = lib.get(name)?;
+    let iso = iso.map(|p| std::path::absolute(&p).unwrap_or(p));
+    if let Some(p) = &iso
+        && !p.is_file()
+    {
+        anyhow::bail!("'{name}': {}: no such file", p.display());
+    }
+    let mut note = "";
+    if rt.state(name).is_live() {
+        let r = match &iso {
+            None => rt.command(name, "eject", json!({})),
+            Some(p) => rt.command(name, "change-media", json!({ "path": p })),
+        };
+        match r {
+            Ok(_) => {}
+            // Started without an ISO, it has no drive this run: the definition still changes.
+            Err(RuntimeError::Refused { class, .. }) if class == "DeviceNotFound" => {
+                note = " (it has no CD drive until its next start)";
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    def.cdrom = iso.clone();
+    lib.update(&def)?;
+    Ok(match iso {
+        None => format!("ejected the CD of '{name}'{note}"),
+        Some(p) => format!("'{name}' now has {} in its CD drive{note}", p.display()),
+    })
+}
+
+impl VmdeskApp {
+    pub(super) fn delete_dialog(&mut self, ctx: &egui::Context) {
+        let Some((name, disks)) = &mut self.confirm_delete else {
+            return;
+        };
+        let mut decided = None;
+        egui::Window::new(format!("Delete '{name}'?"))
+            .collapsible(false)
+            .resizable(false)
+            .show(ctx, |ui| {
+                ui.checkbox(disks, "Also delete its disk images");
+                ui.horizontal(|ui| {
+                    if ui.button("Delete").clicked() {
+                        decided = Some(true);
+                    }
+                    if ui.button("Cancel").clicked() {
+                        decided = Some(false);
+                    }
+                });
+            });
+        if let Some(yes) = decided {
+            let (name, disks) = self.confirm_delete.take().expect("checked above");
+            if yes {
+                self.run_job(&name, Job::Delete { disks });
+            }
+        }
+    }
+
+    pub(super) fn reinstall_dialog(&mut self, ctx: &egui::Context) {
+        let Some(d) = &mut self.confirm_reinstall else {
+            return;
+        };
+        let mut decided = None;
+        egui::Window::new(format!("Reinstall '{}'?", d.name))
+            .collapsible(false)
+            .default_width(460.0)
+            .resizable(false)
+            .show(ctx, |ui| match &d.plan {
+                Err(e) => {
+                    ui.colored_label(Color32::LIGHT_RED, e);
+                    if ui.button("Close").clicked() {
+                        decided = Some(false);
+                    }
+                }
+                Ok(plan) => {
+                    let ours: Vec<_> = plan
+                        .wipe
+                        .iter()
+                        .filter(|w| !d.theirs.contains(&w.path))
+                        .collect();
+                    if ours.is_empty() {
+                        ui.label("It has no disks vmdesk created.");
+                    } else {
+                        ui.label(
+                            RichText::new(
+                                "These disks are replaced by empty ones of the same size and format. Everything on them is lost:",
+                            )
+                            .strong(),
+                        );
+                        for w in ours {
+                            ui.monospace(format!("{} ({}, {} MiB)", w.path.display(), w.format, w.size >> 20));
+                        }
+                    }
+                    if !d.theirs.is_empty() {
+                        ui.separator();
+                        ui.label("Images it was given (not created by vmdesk):");
+                        for p in &d.theirs {
+                            ui.monospace(p.display().to_string());
+                        }
+                        ui.radio_value(&mut d.wipe_theirs, false, "Leave them as they are");
+                        ui.radio_value(&mut d.wipe_theirs, true, "Wipe them too");
+                    }
+                    ui.label("Then it starts from its installer again.");
+                    ui.horizontal(|ui| {
+                        let erase = egui::Button::new(
+                            RichText::new("Erase and reinstall").color(Color32::WHITE),
+                        )
+                        .fill(Color32::DARK_RED);
+                        if ui.add(erase).clicked() {
+                            decided = Some(true);
+                        }
+                        if ui.button("Cancel").clicked() {
+                            decided = Some(false);
+                        }
+                    });
+                }
+            });
+        if let Some(yes) = decided {
+            let d = self.confirm_reinstall.take().expect("checked above");
+            if yes {
+                self.run_job(
+                    &d.name,
+                    Job::Reinstall {
+                        existing: d.existing(),
+                    },
+                );
+            }
+        }
+    }
+
+    pub(super) fn media_dialog(&mut self, ctx: &egui::Context) {
+        let Some(m) = &mut self.media else {
+            return;
+        };
+        let mut open = true;
+        let mut action: Option<Option<PathBuf>> = None;
+        let mut browse = false;
+        let problem = {
+            let p = m.path.trim();
+            if p.is_empty() {
+                Some("choose an ISO")
+            } else if !std::path::Path::new(p).is_file() {
+                Some("no such file")
+            } else {
+                None
+            }
+        };
+        egui::Window::new(format!("CD drive of '{}'", m.name))
+            .open(&mut open)
+            .collapsible(false)
+            .resizable(false)
+            .show(ctx, |ui| {
+                ui.label(match &m.current {
+                    Some(p) => format!("In the drive: {}", p.display()),
+                    None => "The drive is empty.".into(),
+                });
+                if !m.live {
+                    ui.label("The VM is stopped: this changes what it starts with.");
+                }
+                ui.horizontal(|ui| {
+                    ui.add(egui::TextEdit::singleline(&mut m.path).desired_width(260.0));
+                    browse = ui.button("Browse…").clicked();
+                });
+                if let Some(p) = problem
+                    && !m.path.trim().is_empty()
+                {
+                    ui.colored_label(Color32::LIGHT_RED, p);
+                }
+                ui.horizontal(|ui| {
+                    let label = if m.current.is_some() {
+                        "Change"
+                    } else {
+                        "Insert"
+                    };
+                    if ui
+                        .add_enabled(problem.is_none(), egui::Button::new(label))
+                        .clicked()
+                    {
+                        action = Some(Some(PathBuf::from(m.path.trim())));
+                    }
+                    if ui
+                        .add_enabled(m.current.is_some(), egui::Button::new("Eject"))
+                        .clicked()
+                    {
+                        action = Some(None);
+                    }
+                });
+            });
+        if browse {
+            self.browse(
+                Target::Media,
+                "Choose an ISO",
+                Some(("ISO images", &["iso", "ISO"])),
+                false,
+            );
+        }
+        if let Some(iso) = action {
+            let name = self.media.take().expect("checked above").name;
+            self.run_job(&name, Job::Media { iso });
+        } else if !open {
+            self.media = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::library::VmDef;
+    use std::io::{BufRead, BufReader, Write};
+
+    #[test]
+    fn media_changes_live_and_in_the_definition() {
+        let root = std::env::temp_dir().join(format!("vmdesk-media-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        let (lib, rt) = (Library::at(root.join("vms")), Runtime::at(root.join("run")));
+        let iso = root.join("a.iso");
+        std::fs::write(&iso, [0u8; 2048]).unwrap();
+        let mut def = VmDef::new("vm", 64, 1);
+        def.cdrom = Some(root.join("old.iso"));
+        lib.create(&def).unwrap();
+
+        // Stopped: only the definition changes.
+        let m = set_media(&lib, &rt, "vm", Some(iso.clone())).unwrap();
+        assert!(m.contains("a.iso"), "{m}");
+        assert_eq!(lib.get("vm").unwrap().cdrom, Some(iso.clone()));
+        let e = set_media(&lib, &rt, "vm", Some(root.join("nope.iso"))).unwrap_err();
+        assert!(e.to_string().contains("'vm'") && e.to_string().contains("no such file"));
+        assert_eq!(lib.get("vm").unwrap().cdrom, Some(iso.clone()));
+
+        // Running (a process whose command line names the socket, and a fake control
+        // socket): the VMM is told first; a refusal leaves the definition alone.
+        let listener = std::os::unix::net::UnixListener::bind(rt.socket_path("vm")).unwrap();
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("sleep 30")
+            .arg(rt.socket_path("vm"))
+            .spawn()
+            .unwrap();
+        std::fs::write(rt.pid_path("vm"), format!("{}\n", child.id())).unwrap();
+        // Until it has exec'd, its command line is still this test's.
+        let t0 = std::time::Instant::now();
+        while rt.live_pid("vm").is_none() && t0.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let server = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for reply in [
+                r#"{"return":{"status":"running"}}"#,
+                r#"{"error":{"class":"GenericError","desc":"cannot eject: the medium is locked"}}"#,
+                r#"{"return":{"status":"running"}}"#,
+                r#"{"return":{}}"#,
+            ] {
+                let (s, _) = listener.accept().unwrap();
+                let mut line = String::new();
+                BufReader::new(&s).read_line(&mut line).unwrap();
+                seen.push(line);
+                (&s).write_all(format!("{reply}\n").as_bytes()).unwrap();
+            }
+            seen
+        });
+        let e = set_media(&lib, &rt, "vm", None).unwrap_err();
+        assert!(e.to_string().contains("locked"), "{e}");
+        assert_eq!(lib.get("vm").unwrap().cdrom, Some(iso.clone()));
+        let m = set_media(&lib, &rt, "vm", None).unwrap();
+        assert!(m.contains("ejected"), "{m}");
+        assert_eq!(lib.get("vm").unwrap().cdrom, None);
+        let seen = server.join().unwrap();
+        assert!(seen[1].contains("\"eject\""), "{seen:?}");
+        assert!(seen[3].contains("\"eject\""), "{seen:?}");
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

@@ -1,0 +1,718 @@
+//! The VM form, shared by the create dialog and the edit dialog: every field checked as it
+//! is typed, with the same rules `vmdesk create` applies, and the reason shown beside it.
+//!
+//! - Create hands the form to [`cli::create_vm`] on a worker thread (a new disk may take a
+//!   moment to make), showing a spinner until it answers; a failure is shown beside the
+//!   field it concerns.
+//! - Edit (a stopped VM only) changes memory, vCPUs, ISO, kernel/initrd/cmdline, VNC and
+//!   the password file, and may rename the VM; disks are not changed here (reinstall
+//!   replaces them, delete removes them). It saves through [`Library::update`] (atomic) or
+//!   [`Library::rename`], refusing if the VM started meanwhile or its file changed since
+//!   the dialog opened.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, channel};
+
+use eframe::egui;
+use egui::Color32;
+
+use super::VmdeskApp;
+use super::files::Target;
+use crate::cli::{self, CreateArgs, DiskOpt};
+use crate::library::{self, HostFacts, Library, VmDef};
+use crate::runtime::Runtime;
+
+const MIB: u64 = 1 << 20;
+
+/// A path field a file dialog can fill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PathField {
+    Cdrom,
+    ExistingDisk,
+    Kernel,
+    Initrd,
+    PasswordFile,
+}
+
+impl PathField {
+    pub fn title(self) -> &'static str {
+        match self {
+            PathField::Cdrom => "Choose an installer ISO",
+            PathField::ExistingDisk => "Choose an existing disk image",
+            PathField::Kernel => "Choose a kernel",
+            PathField::Initrd => "Choose an initrd",
+            PathField::PasswordFile => "Choose the VNC password file",
+        }
+    }
+
+    /// The dialog's file filter: a name and extensions (none: every file).
+    pub fn filter(self) -> Option<(&'static str, &'static [&'static str])> {
+        match self {
+            PathField::Cdrom => Some(("ISO images", &["iso", "ISO"])),
+            PathField::ExistingDisk => Some(("Disk images", &["qcow2", "img", "raw"])),
+            _ => None,
+        }
+    }
+}
+
+/// What the user typed.
+#[derive(Clone, Debug)]
+pub struct VmForm {
+    /// The definition being edited; `None` for a new VM.
+    pub editing: Option<VmDef>,
+    pub name: String,
+    pub memory: String,
+    pub cpus: String,
+    /// A new disk's size; empty for none (create only).
+    pub disk_size: String,
+    pub disk_qcow2: bool,
+    /// An existing image to attach; empty for none (create only).
+    pub existing_disk: String,
+    pub cdrom: String,
+    pub kernel: String,
+    pub initrd: String,
+    pub cmdline: String,
+    pub vnc: String,
+    pub password_file: String,
+}
+
+impl Default for VmForm {
+    fn default() -> Self {
+        VmForm {
+            editing: None,
+            name: String::new(),
+            memory: "1G".into(),
+            cpus: "1".into(),
+            disk_size: "10G".into(),
+            disk_qcow2: true,
+            existing_disk: String::new(),
+            cdrom: String::new(),
+            kernel: String::new(),
+            initrd: String::new(),
+            cmdline: String::new(),
+            vnc: "127.0.0.1:auto".into(),
+            password_file: String::new(),
+        }
+    }
+}
+
+/// The reason beside each field (None: the field is fine), and warnings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FormCheck {
+    pub name: Option<String>,
+    pub memory: Option<String>,
+    pub cpus: Option<String>,
+    pub cpus_warning: Option<String>,
+    pub disk: Option<String>,
+    pub existing_disk: Option<String>,
+    pub cdrom: Option<String>,
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    pub cmdline: Option<String>,
+    pub vnc: Option<String>,
+    pub password_file: Option<String>,
+}
+
+impl FormCheck {
+    pub fn ok(&self) -> bool {
+        [
+            &self.name,
+            &self.memory,
+            &self.cpus,
+            &self.disk,
+            &self.existing_disk,
+            &self.cdrom,
+            &self.kernel,
+            &self.initrd,
+            &self.cmdline,
+            &self.vnc,
+            &self.password_file,
+        ]
+        .iter()
+        .all(|f| f.is_none())
+    }
+}
+
+fn opt_path(s: &str) -> Option<PathBuf> {
+    Some(s.trim()).filter(|s| !s.is_empty()).map(PathBuf::from)
+}
+
+fn file_problem(s: &str) -> Option<String> {
+    let p = opt_path(s)?;
+    if p.is_file() {
+        None
+    } else if p.exists() {
+        Some("not a regular file".into())
+    } else {
+        Some("no such file".into())
+    }
+}
+
+/// A path as the definition keeps it: absolute, so the VMM finds it from any directory.
+fn absolute(p: PathBuf) -> PathBuf {
+    std::path::absolute(&p).unwrap_or(p)
+}
+
+impl VmForm {
+    /// The form for editing `def`.
+    pub fn edit(def: &VmDef) -> VmForm {
+        let path = |p: &Option<PathBuf>| {
+            p.as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        };
+        VmForm {
+            editing: Some(def.clone()),
+            name: def.name.clone(),
+            memory: if def.memory_mib.is_multiple_of(1024) {
+                format!("{}G", def.memory_mib / 1024)
+            } else {
+                format!("{}M", def.memory_mib)
+            },
+            cpus: def.cpus.to_string(),
+            disk_size: String::new(),
+            disk_qcow2: true,
+            existing_disk: String::new(),
+            cdrom: path(&def.cdrom),
+            kernel: path(&def.kernel),
+            initrd: path(&def.initrd),
+            cmdline: def.cmdline.clone().unwrap_or_default(),
+            vnc: def.vnc.clone(),
+            password_file: path(&def.vnc_password_file),
+        }
+    }
+
+    pub fn path_mut(&mut self, f: PathField) -> &mut String {
+        match f {
+            PathField::Cdrom => &mut self.cdrom,
+            PathField::ExistingDisk => &mut self.existing_disk,
+            PathField::Kernel => &mut self.kernel,
+            PathField::Initrd => &mut self.initrd,
+            PathField::PasswordFile => &mut self.password_file,
+        }
+    }
+
+    /// Checks every field on its own. `taken` says whether another VM has a name.
+    pub fn check(&self, taken: &dyn Fn(&str) -> bool, host: &HostFacts) -> FormCheck {
+        let mut c = FormCheck::default();
+        let name = self.name.trim();
+        let own = self.editing.as_ref().is_some_and(|d| d.name == name);
+        if let Err(e) = library::validate_name(name) {
+            c.name = Some(if name.is_empty() {
+                "a name is needed".into()
+            } else {
+                e.to_string()
+            });
+        } else if !own && taken(name) {
+            c.name = Some(format!("a VM named '{name}' already exists"));
+        }
+        match vmm::config::parse_memory(&self.memory) {
+            Err(e) => c.memory = Some(e),
+            Ok(bytes) => {
+                let def = VmDef::new("x", bytes.div_ceil(MIB), 1);
+                if let Err(e) = library::validate(&def, host) {
+                    c.memory = Some(e.to_string());
+                }
+            }
+        }
+        match self.cpus.trim().parse::<u32>() {
+            Ok(0) | Err(_) => c.cpus = Some("a number of vCPUs, 1 or more".into()),
+            Ok(n) if n > 255 => c.cpus = Some("at most 255 vCPUs".into()),
+            Ok(n) if n as usize > host.cpus => {
+                c.cpus_warning = Some(format!(
+                    "more than this host's {} CPUs: slower, not faster",
+                    host.cpus
+                ))
+            }
+            Ok(_) => {}
+        }
+        if self.editing.is_none() {
+            if !self.disk_size.trim().is_empty()
+                && let Err(e) = crate::disk::parse_size(&self.disk_size)
+            {
+                c.disk = Some(e);
+            }
+            c.existing_disk = file_problem(&self.existing_disk);
+        }
+        c.cdrom = file_problem(&self.cdrom);
+        c.kernel = file_problem(&self.kernel);
+        let no_kernel = self.kernel.trim().is_empty();
+        c.initrd = file_problem(&self.initrd).or_else(|| {
+            (no_kernel && !self.initrd.trim().is_empty()).then(|| "an initrd needs a kernel".into())
+        });
+        if no_kernel && !self.cmdline.trim().is_empty() {
+            c.cmdline = Some("a command line needs a kernel".into());
+        }
+        if vmm::config::parse_vnc(self.vnc.trim()).is_err() {
+            c.vnc = Some("use ADDR:N, ADDR:auto or none".into());
+        }
+        c.password_file = file_problem(&self.password_file).or_else(|| {
+            let p = opt_path(&self.password_file)?;
+            display::rfb::Password::from_file(&p)
+                .err()
+                .map(|e| match e.kind() {
+                    std::io::ErrorKind::InvalidData => {
+                        "its first line (the password) is empty".into()
+                    }
+                    _ => e.to_string(),
+                })
+        });
+        c
+    }
+
+    /// The CLI's arguments for a new VM (only called once [`VmForm::check`] passed).
+    pub fn to_args(&self) -> Result<CreateArgs, String> {
+        let mut disks = Vec::new();
+        if !self.disk_size.trim().is_empty() {
+            let spec = format!(
+                "size={},format={}",
+                self.disk_size.trim(),
+                if self.disk_qcow2 { "qcow2" } else { "raw" }
+            );
+            // Parsed here too, so what the CLI gets is known good.
+            let _: DiskOpt = cli::parse_disk_opt(&spec)?;
+            disks.push(spec);
+        }
+        if let Some(p) = opt_path(&self.existing_disk) {
+            let spec = format!("path={}", p.display());
+            let _: DiskOpt = cli::parse_disk_opt(&spec)?;
+            disks.push(spec);
+        }
+        Ok(CreateArgs {
+            name: self.name.trim().into(),
+            memory: vmm::config::parse_memory(&self.memory)?,
+            cpus: self.cpus.trim().parse().map_err(|_| "bad vCPUs")?,
+            disks,
+            cdrom: opt_path(&self.cdrom),
+            kernel: opt_path(&self.kernel),
+            initrd: opt_path(&self.initrd),
+            cmdline: Some(self.cmdline.trim())
+                .filter(|s| !s.is_empty())
+                .map(Into::into),
+            vnc: self.vnc.trim().into(),
+            vnc_password_file: opt_path(&self.password_file),
+        })
+    }
+
+    /// The edited definition: the original with this form's fields (disks unchanged).
+    pub fn to_def(&self) -> Result<VmDef, String> {
+        let mut def = self.editing.clone().ok_or("not editing a VM")?;
+        def.name = self.name.trim().into();
+        def.memory_mib = vmm::config::parse_memory(&self.memory)?.div_ceil(MIB);
+        def.cpus = self.cpus.trim().parse().map_err(|_| "bad vCPUs")?;
+        def.cdrom = opt_path(&self.cdrom).map(absolute);
+        def.kernel = opt_path(&self.kernel).map(absolute);
+        def.initrd = opt_path(&self.initrd).map(absolute);
+        def.cmdline = Some(self.cmdline.trim())
+            .filter(|s| !s.is_empty())
+            .map(Into::into);
+        def.vnc = match self.vnc.trim() {
+            "auto" => "127.0.0.1:auto".into(),
+            v => v.into(),
+        };
+        def.vnc_password_file = opt_path(&self.password_file).map(absolute);
+        Ok(def)
+    }
+}
+
+/// Saves an edited definition: refused while the VM runs, or when its file changed since
+/// the dialog read it (another window or the CLI saved meanwhile).
+pub fn save_edit(
+    lib: &Library,
+    rt: &Runtime,
+    original: &VmDef,
+    new: &VmDef,
+    host: &HostFacts,
+) -> anyhow::Result<Vec<library::Warning>> {
+    let old = &original.name;
+    if rt.state(old).is_live() {
+        anyhow::bail!("'{old}' is running: shut it down before editing it");
+    }
+    if lib.get(old)? != *original {
+        anyhow::bail!(
+            "'{old}' was changed elsewhere since this dialog opened: close it and edit again"
+        );
+    }
+    let warnings = library::validate(new, host).map_err(|e| anyhow::anyhow!("'{old}': {e}"))?;
+    if new.name == *old {
+        lib.update(new)?;
+    } else {
+        lib.rename(old, new)?;
+        // Its old log and serial file belong to the old name; a new VM of that name must
+        // not inherit them.
+        rt.remove_all(old);
+    }
+    Ok(warnings)
+}
+
+/// Which field a failed create concerns, to show the reason beside it.
+fn field_of_error(msg: &str) -> Option<&'static str> {
+    if msg.contains("cannot create") || msg.contains("(delete it, or use --disk path=") {
+        Some("disk")
+    } else if msg.contains("--disk path=") {
+        Some("existing_disk")
+    } else if msg.contains("already exists") {
+        Some("name")
+    } else {
+        None
+    }
+}
+
+type CreateResult = Result<(VmDef, Vec<library::Warning>), String>;
+
+/// The open create or edit dialog.
+pub struct FormDialog {
+    pub form: VmForm,
+    /// Why the last submit failed, and the field it concerns (None: the form as a whole).
+    pub failed: Option<(Option<&'static str>, String)>,
+    /// A create running on its worker thread.
+    working: Option<Receiver<CreateResult>>,
+}
+
+impl FormDialog {
+    pub fn new(form: VmForm) -> FormDialog {
+        FormDialog {
+            form,
+            failed: None,
+            working: None,
+        }
+    }
+
+    pub fn working(&self) -> bool {
+        self.working.is_some()
+    }
+}
+
+impl VmdeskApp {
+    pub(super) fn form_dialog(&mut self, ctx: &egui::Context) {
+        let Some(dialog) = &mut self.form else {
+            return;
+        };
+        // A create finishing on its worker thread.
+        if let Some(rx) = &dialog.working {
+            match rx.try_recv() {
+                Ok(Ok((def, warnings))) => {
+                    let mut m = format!("created '{}'", def.name);
+                    for w in warnings {
+                        m += &format!(" (warning: {w})");
+                    }
+                    self.form = None;
+                    self.refreshed = None;
+                    self.say(m, false);
+                    return;
+                }
+                Ok(Err(e)) => {
+                    dialog.working = None;
+                    dialog.failed = Some((field_of_error(&e), e));
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    ctx.request_repaint_after(std::time::Duration::from_millis(100));
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    dialog.working = None;
+                    dialog.failed = Some((None, "the create failed without a reason".into()));
+                }
+            }
+        }
+        let lib = &self.lib;
+        let taken = |n: &str| lib.path_of(n).exists();
+        let check = dialog.form.check(&taken, &self.host);
+        let editing = dialog.form.editing.clone();
+        let title = match &editing {
+            None => "New VM".to_string(),
+            Some(d) => format!("Edit '{}'", d.name),
+        };
+        let mut open = true;
+        let mut submit = false;
+        let mut cancel = false;
+        let mut browse = None;
+        let working = dialog.working();
+        egui::Window::new(title)
+            .id(egui::Id::unique("vm-form"))
+            .open(&mut open)
+            .collapsible(false)
+            .resizable(false)
+            .show(ctx, |ui| {
+                ui.add_enabled_ui(!working, |ui| {
+                    browse = form_grid(ui, &mut dialog.form, &check, &dialog.failed);
+                });
+                if let Some((None, e)) = &dialog.failed {
+                    ui.colored_label(Color32::LIGHT_RED, e);
+                }
+                ui.horizontal(|ui| {
+                    let label = if editing.is_some() { "Save" } else { "Create" };
+                    submit = ui
+                        .add_enabled(check.ok() && !working, egui::Button::new(label))
+                        .clicked();
+                    cancel = ui
+                        .add_enabled(!working, egui::Button::new("Cancel"))
+                        .clicked();
+                    if working {
+                        ui.spinner();
+                        ui.label("Creating the disk…");
+                    }
+                });
+            });
+        if let Some(field) = browse {
+            self.browse(Target::Form(field), field.title(), field.filter(), false);
+        }
+        let Some(dialog) = &mut self.form else {
+            return;
+        };
+        if submit {
+            dialog.failed = None;
+            match &editing {
+                None => match dialog.form.to_args() {
+                    Err(e) => dialog.failed = Some((None, e)),
+                    Ok(args) => {
+                        let (tx, rx) = channel();
+                        let lib = self.lib.clone();
+                        std::thread::spawn(move || {
+                            let r = cli::create_vm(&lib, args).map_err(|e| format!("{e:#}"));
+                            let _ = tx.send(r);
+                        });
+                        dialog.working = Some(rx);
+                        ctx.request_repaint();
+                    }
+                },
+                Some(original) => {
+                    let r = dialog
+                        .form
+                        .to_def()
+                        .map_err(anyhow::Error::msg)
+                        .and_then(|new| {
+                            save_edit(&self.lib, &self.rt, original, &new, &self.host)
+                                .map(|w| (new, w))
+                        });
+                    match r {
+                        Ok((new, warnings)) => {
+                            let mut m = if new.name == original.name {
+                                format!("saved '{}'", new.name)
+                            } else {
+                                format!(
+                                    "renamed '{}' to '{}' and saved it",
+                                    original.name, new.name
+                                )
+                            };
+                            for w in warnings {
+                                m += &format!(" (warning: {w})");
+                            }
+                            self.form = None;
+                            self.refreshed = None;
+                            self.say(m, false);
+                        }
+                        Err(e) => dialog.failed = Some((None, format!("{e:#}"))),
+                    }
+                }
+            }
+        } else if (cancel || !open) && !working {
+            self.form = None;
+        }
+    }
+}
+
+/// Draws the form's fields; returns the path field whose "Browse…" was pressed.
+fn form_grid(
+    ui: &mut egui::Ui,
+    form: &mut VmForm,
+    check: &FormCheck,
+    failed: &Option<(Option<&'static str>, String)>,
+) -> Option<PathField> {
+    let mut browse = None;
+    let failed_on = |field: &str| match failed {
+        Some((Some(f), e)) if *f == field => Some(e.clone()),
+        _ => None,
+    };
+    let creating = form.editing.is_none();
+    egui::Grid::new("vm-form-grid")
+        .num_columns(3)
+        .show(ui, |ui| {
+            let reason = |ui: &mut egui::Ui, err: &Option<String>| {
+                match err {
+                    Some(e) => ui.colored_label(Color32::LIGHT_RED, e),
+                    None => ui.label(""),
+                };
+                ui.end_row();
+            };
+            let text =
+                |ui: &mut egui::Ui, label: &str, value: &mut String, err: &Option<String>| {
+                    ui.label(label);
+                    ui.add(egui::TextEdit::singleline(value).desired_width(260.0));
+                    reason(ui, err);
+                };
+            let mut path = |ui: &mut egui::Ui,
+                            label: &str,
+                            field: PathField,
+                            value: &mut String,
+                            err: &Option<String>| {
+                ui.label(label);
+                ui.horizontal(|ui| {
+                    ui.add(egui::TextEdit::singleline(value).desired_width(190.0));
+                    if ui.button("Browse…").clicked() {
+                        browse = Some(field);
+                    }
+                });
+                reason(ui, err);
+            };
+            text(
+                ui,
+                "Name",
+                &mut form.name,
+                &check.name.clone().or(failed_on("name")),
+            );
+            text(ui, "Memory", &mut form.memory, &check.memory);
+            let cpus_note = check.cpus.clone().or(check.cpus_warning.clone());
+            text(ui, "vCPUs", &mut form.cpus, &cpus_note);
+            if creating {
+                text(
+                    ui,
+                    "New disk (empty: none)",
+                    &mut form.disk_size,
+                    &check.disk.clone().or(failed_on("disk")),
+                );
+                ui.label("Disk format");
+                ui.horizontal(|ui| {
+                    ui.radio_value(&mut form.disk_qcow2, true, "qcow2");
+                    ui.radio_value(&mut form.disk_qcow2, false, "raw");
+                });
+                ui.label("");
+                ui.end_row();
+                path(
+                    ui,
+                    "Existing disk image",
+                    PathField::ExistingDisk,
+                    &mut form.existing_disk,
+                    &check.existing_disk.clone().or(failed_on("existing_disk")),
+                );
+            } else if let Some(def) = &form.editing {
+                ui.label("Disks");
+                let disks: Vec<String> = def
+                    .disks
+                    .iter()
+                    .map(|d| format!("{} ({})", d.path.display(), d.format.as_str()))
+                    .collect();
+                ui.label(if disks.is_empty() {
+                    "none".to_string()
+                } else {
+                    disks.join("\n")
+                });
+                ui.label("");
+                ui.end_row();
+            }
+            path(
+                ui,
+                "Installer ISO",
+                PathField::Cdrom,
+                &mut form.cdrom,
+                &check.cdrom,
+            );
+            path(
+                ui,
+                "Kernel",
+                PathField::Kernel,
+                &mut form.kernel,
+                &check.kernel,
+            );
+            path(
+                ui,
+                "Initrd",
+                PathField::Initrd,
+                &mut form.initrd,
+                &check.initrd,
+            );
+            text(ui, "Kernel command line", &mut form.cmdline, &check.cmdline);
+            text(ui, "VNC", &mut form.vnc, &check.vnc);
+            path(
+                ui,
+                "VNC password file",
+                PathField::PasswordFile,
+                &mut form.password_file,
+                &check.password_file,
+            );
+        });
+    browse
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_boot_and_password_fields() {
+        let host = HostFacts {
+            ram: Some(4096 * MIB),
+            cpus: 2,
+        };
+        let dir = std::env::temp_dir().join(format!("vmdesk-form-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (empty, good) = (dir.join("empty.pw"), dir.join("good.pw"));
+        std::fs::write(&empty, "\n").unwrap();
+        std::fs::write(&good, "secret\n").unwrap();
+        let mut f = VmForm {
+            name: "x".into(),
+            initrd: good.display().to_string(),
+            cmdline: "quiet".into(),
+            password_file: empty.display().to_string(),
+            ..Default::default()
+        };
+        let c = f.check(&|_| false, &host);
+        assert_eq!(c.initrd.as_deref(), Some("an initrd needs a kernel"));
+        assert_eq!(c.cmdline.as_deref(), Some("a command line needs a kernel"));
+        assert_eq!(
+            c.password_file.as_deref(),
+            Some("its first line (the password) is empty")
+        );
+        f.kernel = good.display().to_string();
+        f.password_file = good.display().to_string();
+        let c = f.check(&|_| false, &host);
+        assert!(c.ok(), "{c:?}");
+        let a = f.to_args().unwrap();
+        assert_eq!(a.kernel, Some(good.clone()));
+        assert_eq!(a.cmdline.as_deref(), Some("quiet"));
+        assert_eq!(a.vnc_password_file, Some(good.clone()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_create_is_shown_beside_its_field() {
+        assert_eq!(
+            field_of_error("'a': cannot create /i/a.qcow2: No space left on device"),
+            Some("disk")
+        );
+        assert_eq!(
+            field_of_error(
+                "'a': /i/a.qcow2 already exists (delete it, or use --disk path=/i/a.qcow2)"
+            ),
+            Some("disk")
+        );
+        assert_eq!(
+            field_of_error("'a': --disk path=/x.img: no such file"),
+            Some("existing_disk")
+        );
+        assert_eq!(
+            field_of_error("a VM named 'a' already exists"),
+            Some("name")
+        );
+        assert_eq!(field_of_error("something else"), None);
+    }
+
+    #[test]
+    fn editing_keeps_disks_and_makes_paths_absolute() {
+        let mut def = VmDef::new("vm", 1536, 2);
+        def.disks.push(crate::library::DiskDef {
+            path: "/img/vm.qcow2".into(),
+            format: crate::library::DiskFormat::Qcow2,
+            size: Some(1 << 30),
+        });
+        let mut f = VmForm::edit(&def);
+        assert_eq!(f.memory, "1536M");
+        f.memory = "2G".into();
+        f.cdrom = "rel.iso".into();
+        f.vnc = "auto".into();
+        let d = f.to_def().unwrap();
+        assert_eq!(d.memory_mib, 2048);
+        assert_eq!(d.disks, def.disks);
+        assert!(d.cdrom.unwrap().is_absolute());
+        assert_eq!(d.vnc, "127.0.0.1:auto");
+    }
+}

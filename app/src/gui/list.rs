@@ -1,0 +1,223 @@
+//! The VM list: a row per VM with a thumbnail of its screen ([`super::thumbs`]), its state,
+//! memory, vCPUs, VNC address and the actions its state allows.
+
+use eframe::egui;
+use egui::{Color32, RichText};
+
+use super::dialogs::{MediaDialog, ReinstallDialog};
+use super::files::Target;
+use super::form::{FormDialog, VmForm};
+use super::{Job, VmdeskApp, thumbs};
+use crate::runtime::VmState;
+
+impl VmdeskApp {
+    pub(super) fn list_ui(&mut self, ui: &mut egui::Ui) {
+        if let Some(e) = &self.list_error {
+            ui.colored_label(Color32::LIGHT_RED, e);
+        }
+        if self.rows.is_empty() {
+            ui.label("No VMs yet: press \"New VM\", or \"Demo\" to try one.");
+            return;
+        }
+        let mut jobs: Vec<(String, Job)> = Vec::new();
+        let mut copy = None;
+        let mut open_console = None;
+        let mut edit = None;
+        let mut reinstall = None;
+        let mut media = None;
+        let mut screenshot = None;
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            egui::Grid::new("vms")
+                .striped(true)
+                .num_columns(7)
+                .show(ui, |ui| {
+                    for h in [
+                        "Screen", "Name", "State", "Memory", "vCPUs", "VNC", "Actions",
+                    ] {
+                        ui.strong(h);
+                    }
+                    ui.end_row();
+                    for row in &self.rows {
+                        let thumb = self.thumbs.get(&row.name).filter(|_| row.state.is_live());
+                        match thumb {
+                            Some(t) => {
+                                let r = ui.add(
+                                    egui::Image::new((t.id(), t.size_vec2()))
+                                        .fit_to_exact_size(thumbs::SHOWN)
+                                        .sense(egui::Sense::click()),
+                                );
+                                if r.on_hover_text("Open the console").clicked()
+                                    && row.vnc.is_some()
+                                {
+                                    open_console = Some(row.name.clone());
+                                }
+                            }
+                            None => {
+                                // Text, not a painted shape, so it reads out (and tests find it).
+                                let note = if row.state.is_live() { "…" } else { "off" };
+                                ui.add_sized(
+                                    thumbs::SHOWN,
+                                    egui::Label::new(RichText::new(note).weak()),
+                                );
+                            }
+                        }
+                        ui.label(&row.name);
+                        let (label, colour) = match &row.state {
+                            VmState::Running => ("running", Color32::LIGHT_GREEN),
+                            VmState::Paused => ("paused", Color32::YELLOW),
+                            VmState::Crashed { .. } => ("crashed", Color32::LIGHT_RED),
+                            VmState::Stopped => ("stopped", ui.visuals().text_color()),
+                        };
+                        let state = ui.label(RichText::new(label).color(colour));
+                        if let VmState::Crashed { why, log_tail } = &row.state {
+                            state.on_hover_text(format!("{why}\n\n{log_tail}"));
+                        }
+                        match &row.def {
+                            Ok(d) => {
+                                ui.label(format!("{} MiB", d.memory_mib));
+                                ui.label(d.cpus.to_string());
+                            }
+                            Err(e) => {
+                                ui.colored_label(Color32::LIGHT_RED, "unreadable")
+                                    .on_hover_text(e);
+                                ui.label("");
+                            }
+                        }
+                        match &row.vnc {
+                            Some(v) => {
+                                ui.horizontal(|ui| {
+                                    let line = format!("vncviewer {v}");
+                                    ui.monospace(&line);
+                                    if ui.small_button("Copy").clicked() {
+                                        copy = Some(line);
+                                    }
+                                });
+                            }
+                            None => {
+                                ui.label("-");
+                            }
+                        }
+                        let busy = self.busy.contains(&row.name);
+                        ui.add_enabled_ui(!busy, |ui| {
+                            ui.horizontal(|ui| {
+                                let n = &row.name;
+                                let live = row.state.is_live();
+                                let readable = row.def.is_ok();
+                                if !live {
+                                    if ui
+                                        .add_enabled(readable, egui::Button::new("Start"))
+                                        .clicked()
+                                    {
+                                        jobs.push((n.clone(), Job::Start));
+                                    }
+                                    if ui
+                                        .add_enabled(readable, egui::Button::new("Edit…"))
+                                        .clicked()
+                                    {
+                                        edit = Some(n.clone());
+                                    }
+                                    if ui
+                                        .add_enabled(readable, egui::Button::new("Reinstall…"))
+                                        .clicked()
+                                    {
+                                        reinstall = Some(n.clone());
+                                    }
+                                    if ui.add_enabled(readable, egui::Button::new("CD…")).clicked()
+                                    {
+                                        media = Some(n.clone());
+                                    }
+                                    if ui.button("Delete…").clicked() {
+                                        self.confirm_delete = Some((n.clone(), false));
+                                    }
+                                } else {
+                                    if row.vnc.is_some() && ui.button("Console").clicked() {
+                                        open_console = Some(n.clone());
+                                    }
+                                    if ui.button("Shut down").clicked() {
+                                        jobs.push((n.clone(), Job::Shutdown));
+                                    }
+                                    if ui.button("Force off").clicked() {
+                                        jobs.push((n.clone(), Job::Destroy));
+                                    }
+                                    if ui.button("Reset").clicked() {
+                                        jobs.push((n.clone(), Job::Reset));
+                                    }
+                                    if row.state == VmState::Paused {
+                                        if ui.button("Resume").clicked() {
+                                            jobs.push((n.clone(), Job::Resume));
+                                        }
+                                    } else if ui.button("Pause").clicked() {
+                                        jobs.push((n.clone(), Job::Pause));
+                                    }
+                                    if ui.add_enabled(readable, egui::Button::new("CD…")).clicked()
+                                    {
+                                        media = Some(n.clone());
+                                    }
+                                    if ui.button("Screenshot…").clicked() {
+                                        screenshot = Some(n.clone());
+                                    }
+                                }
+                                if busy {
+                                    ui.spinner();
+                                }
+                            });
+                        });
+                        ui.end_row();
+                    }
+                });
+        });
+        if let Some(name) = edit {
+            match self.lib.get(&name) {
+                Ok(def) if self.form.is_none() => {
+                    self.form = Some(FormDialog::new(VmForm::edit(&def)));
+                }
+                Ok(_) => self.say("finish or cancel the open form first".into(), true),
+                Err(e) => self.say(e.to_string(), true),
+            }
+        }
+        if let Some(name) = reinstall {
+            self.confirm_reinstall = Some(ReinstallDialog::new(&self.lib, &self.rt, &name));
+        }
+        if let Some(name) = media {
+            let current = self.lib.get(&name).ok().and_then(|d| d.cdrom);
+            let live = self
+                .rows
+                .iter()
+                .any(|r| r.name == name && r.state.is_live());
+            self.media = Some(MediaDialog {
+                name,
+                live,
+                path: current
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                current,
+            });
+        }
+        if let Some(name) = screenshot {
+            self.browse(
+                Target::Screenshot(name.clone()),
+                &format!("Save the screen of '{name}'"),
+                Some(("PNG images", &["png"])),
+                true,
+            );
+        }
+        if let Some(line) = copy {
+            ui.ctx().copy_text(line);
+        }
+        if let Some(name) = open_console
+            && let Some(addr) = self.rt.vnc_addr(&name)
+        {
+            let password = self.lib.get(&name).ok().and_then(|d| d.vnc_password_file);
+            self.console = Some(crate::console::Console::open(
+                &name,
+                addr,
+                password,
+                ui.ctx().clone(),
+            ));
+        }
+        for (name, job) in jobs {
+            self.run_job(&name, job);
+        }
+    }
+}
