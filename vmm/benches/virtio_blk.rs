@@ -1,7 +1,9 @@
 //! virtio-blk throughput at device level: the test plays the guest driver (rings in guest
 //! memory, the notify register written through the MMIO bus, completions read from the
 //! used ring), no vCPU. Beside it, `qemu-img bench` on the same file when qemu-img is
-//! installed: the same host file, the same page cache, one request in flight.
+//! installed: the same host file, the same page cache, one request in flight. Both a raw
+//! image and a qcow2 image (`qemu-img convert` of the raw one, so every cluster is
+//! allocated and writes overwrite in place on both sides).
 //!
 //! Workloads: sequential 1 MiB reads and writes (each request 128 buffers of 8 KiB, as
 //! a guest block layer hands them), and 4 KiB reads at scattered offsets (a large prime
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use vm_memory::{Bytes, GuestAddress};
 use vmm::bus::Bus;
-use vmm::disk::raw::RawImage;
+use vmm::disk::{BlockBackend, ImageFormat, open_image};
 use vmm::irq::RecordingIrq;
 use vmm::memory::GuestMem;
 use vmm::pci::PciRoot;
@@ -46,11 +48,11 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(path: &Path) -> Driver {
+    fn new(backend: Box<dyn BlockBackend>) -> Driver {
         let mem = GuestMem::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap();
         let mmio = Arc::new(Bus::new());
         let mut root = PciRoot::new(Arc::new(Bus::new()), mmio.clone());
-        let disk = VirtioBlock::new(Box::new(RawImage::open(path, false).unwrap()), "bench");
+        let disk = VirtioBlock::new(backend, "bench");
         let f = VirtioPci::new(Arc::new(Mutex::new(disk)), mem.clone(), RecordingIrq::new());
         root.add(DEVFN, Arc::new(Mutex::new(f)));
         root.config_write(0, DEVFN, 0x10, &(BAR as u32).to_le_bytes());
@@ -100,8 +102,24 @@ impl Driver {
     }
 }
 
-struct Result {
-    name: &'static str,
+impl Driver {
+    /// A FLUSH request: our writes (and imago's metadata) are on disk and the page cache
+    /// is clean before the other side runs.
+    fn flush(&mut self) {
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&4u32.to_le_bytes());
+        self.mem.write_slice(&h, GuestAddress(HDR)).unwrap();
+        self.ring
+            .add_chain(&self.mem, &[(HDR, 16, false), (STATUS, 1, true)]);
+        self.mmio.write(self.kick, &0u16.to_le_bytes());
+        assert_eq!(self.ring.take_used(&self.mem).len(), 1);
+        let st: u8 = self.mem.read_obj(GuestAddress(STATUS)).unwrap();
+        assert_eq!(st, 0, "flush failed");
+    }
+}
+
+struct Row {
+    name: String,
     ours: f64,
     qemu: Option<f64>,
     unit: &'static str,
@@ -112,15 +130,22 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn qemu_img_bench(path: &Path, args: &[&str]) -> Option<Duration> {
+fn qemu_img_bench(path: &Path, format: ImageFormat, args: &[&str]) -> Option<Duration> {
     let out = Command::new("qemu-img")
         .arg("bench")
-        .args(["-f", "raw", "-t", "writeback", "-d", "1"])
+        .args(["-f", &format.to_string(), "-t", "writeback", "-d", "1"])
         .args(args)
         .arg(path)
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        eprintln!(
+            "qemu-img bench {args:?} failed: {}{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
     let secs: f64 = text
         .lines()
         .find_map(|l| l.strip_prefix("Run completed in "))?
@@ -131,37 +156,19 @@ fn qemu_img_bench(path: &Path, args: &[&str]) -> Option<Duration> {
     Some(Duration::from_secs_f64(secs))
 }
 
-fn main() {
-    let mib: u64 = std::env::var("VIRTIO_BLK_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
+/// The three workloads on one image, ours and qemu-img's in alternating rounds (so load
+/// from elsewhere on the machine hits both alike); medians.
+fn measure(path: &Path, format: ImageFormat, mib: u64, has_qemu: bool) -> Vec<Row> {
     let size = mib * MIB;
-    let dir = std::env::var_os("CARGO_TARGET_TMPDIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let path = dir.join(format!("virtio-blk-bench-{}.raw", std::process::id()));
-    {
-        // Fully allocated and non-zero, so reads are real reads (from the page cache).
-        let chunk: Vec<u8> = (0..MIB).map(|i| (i * 31 % 251) as u8).collect();
-        let mut data = Vec::with_capacity(size as usize);
-        for _ in 0..mib {
-            data.extend_from_slice(&chunk);
-        }
-        std::fs::write(&path, data).unwrap();
-    }
-    let has_qemu = Command::new("qemu-img").arg("--version").output().is_ok();
-    let mut d = Driver::new(&path);
-    let mut results = Vec::new();
+    let backend = open_image(path, Some(format), false).unwrap();
+    let mut d = Driver::new(backend);
     let count = mib;
 
-    // Warm the page cache the same way for both sides.
+    // Warm the page cache (and imago's metadata cache) the same way for both sides.
     for i in 0..count {
         d.request(false, i * MIB, MIB);
     }
 
-    // Rounds alternate between the two sides so load from elsewhere on the machine hits
-    // both alike; medians are reported.
     let n4k: u64 = 20_000;
     let mut ours = [Vec::new(), Vec::new(), Vec::new()];
     let mut qemu = [Vec::new(), Vec::new(), Vec::new()];
@@ -176,6 +183,9 @@ fn main() {
             d.request(true, i * MIB, MIB);
         }
         ours[1].push(count as f64 / t.elapsed().as_secs_f64());
+        // Outside the timing: qemu-img flushes when it closes the image, so each side's
+        // write pass starts from a clean page cache.
+        d.flush();
         let t = Instant::now();
         let mut off = 0u64;
         for _ in 0..n4k {
@@ -188,44 +198,93 @@ fn main() {
             continue;
         }
         let c = count.to_string();
-        if let Some(t) = qemu_img_bench(&path, &["-c", &c, "-s", "1M"]) {
+        if let Some(t) = qemu_img_bench(path, format, &["-c", &c, "-s", "1M"]) {
             qemu[0].push(count as f64 / t.as_secs_f64());
         }
-        if let Some(t) = qemu_img_bench(&path, &["-w", "-c", &c, "-s", "1M"]) {
+        // A non-zero pattern: zeroes would let `qemu-img convert` (and qcow2) leave
+        // clusters unallocated, and the two sides would no longer do the same work.
+        let w = ["-w", "--pattern=90", "-c", &c, "-s", "1M"];
+        if let Some(t) = qemu_img_bench(path, format, &w) {
             qemu[1].push(count as f64 / t.as_secs_f64());
         }
         let stride = STRIDE.to_string();
         let n = n4k.to_string();
-        if let Some(t) = qemu_img_bench(&path, &["-c", &n, "-s", "4k", "-S", &stride]) {
+        if let Some(t) = qemu_img_bench(path, format, &["-c", &n, "-s", "4k", "-S", &stride]) {
             qemu[2].push(n4k as f64 / t.as_secs_f64());
         }
     }
+    drop(d);
     let names = [
         ("seq read 1 MiB", "MiB/s"),
         ("seq write 1 MiB", "MiB/s"),
         ("4 KiB scattered read", "IOPS"),
     ];
-    for (i, (name, unit)) in names.into_iter().enumerate() {
-        results.push(Result {
-            name,
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, unit))| Row {
+            name: format!("{format} {name}"),
             ours: median(std::mem::take(&mut ours[i])),
             qemu: (!qemu[i].is_empty()).then(|| median(std::mem::take(&mut qemu[i]))),
             unit,
-        });
-    }
+        })
+        .collect()
+}
 
-    let _ = std::fs::remove_file(&path);
+fn main() {
+    let mib: u64 = std::env::var("VIRTIO_BLK_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let size = mib * MIB;
+    let dir = std::env::var_os("CARGO_TARGET_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let raw = dir.join(format!("virtio-blk-bench-{}.raw", std::process::id()));
+    let qcow2 = raw.with_extension("qcow2");
+    {
+        // Fully allocated and non-zero, so reads are real reads (from the page cache).
+        let chunk: Vec<u8> = (0..MIB).map(|i| (i * 31 % 251) as u8).collect();
+        let mut data = Vec::with_capacity(size as usize);
+        for _ in 0..mib {
+            data.extend_from_slice(&chunk);
+        }
+        std::fs::write(&raw, data).unwrap();
+    }
+    let has_qemu = Command::new("qemu-img")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    // The qcow2 image is made before anything writes to the raw one: every cluster holds
+    // data, so both sides overwrite allocated clusters in place.
+    let converted = has_qemu
+        && Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&qcow2)
+            .status()
+            .is_ok_and(|s| s.success());
+    let mut rows = measure(&raw, ImageFormat::Raw, mib, has_qemu);
+    if converted {
+        rows.extend(measure(&qcow2, ImageFormat::Qcow2, mib, has_qemu));
+        let check = Command::new("qemu-img").arg("check").arg(&qcow2).output();
+        let clean = check.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("No errors"));
+        assert!(clean, "the qcow2 image is not clean after the benchmark");
+    }
+    let _ = std::fs::remove_file(&raw);
+    let _ = std::fs::remove_file(&qcow2);
+
     println!(
-        "virtio-blk device level, raw image of {mib} MiB, one request in flight, median of {ROUNDS}"
+        "virtio-blk device level, {mib} MiB images, one request in flight, median of {ROUNDS} rounds"
     );
     println!(
-        "{:<22} {:>14} {:>14} {:>8}",
+        "{:<28} {:>14} {:>14} {:>8}",
         "workload", "vmdesk", "qemu-img", "ratio"
     );
-    for r in results {
+    for r in rows {
         match r.qemu {
             Some(q) => println!(
-                "{:<22} {:>9.0} {:<4} {:>9.0} {:<4} {:>7.2}x",
+                "{:<28} {:>9.0} {:<4} {:>9.0} {:<4} {:>7.2}x",
                 r.name,
                 r.ours,
                 r.unit,
@@ -234,9 +293,12 @@ fn main() {
                 r.ours / q
             ),
             None => println!(
-                "{:<22} {:>9.0} {:<4} {:>14}",
+                "{:<28} {:>9.0} {:<4} {:>14}",
                 r.name, r.ours, r.unit, "(no qemu-img)"
             ),
         }
+    }
+    if !converted {
+        println!("qcow2: skipped (qemu-img is not installed to make the image)");
     }
 }
