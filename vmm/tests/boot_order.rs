@@ -13,16 +13,6 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 const DISK_MSG: &str = "VMDESK DISK MBR";
 const CD_MSG: &str = "VMDESK CD BOOT";
 
-fn run(cmd: &Path, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().expect("run a tool");
-    assert!(
-        out.status.success(),
-        "{} {args:?}: {}",
-        cmd.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 struct Media {
     iso: PathBuf,
     raw: PathBuf,
@@ -31,7 +21,6 @@ struct Media {
 }
 
 fn media(test: &str, dir: &Path) -> Option<Media> {
-    let xorriso = common::tool_or_skip(test, "xorriso")?;
     let qemu_img = common::tool_or_skip(test, "qemu-img")?;
     let root = dir.join("cdroot");
     std::fs::create_dir_all(root.join("boot")).unwrap();
@@ -41,38 +30,15 @@ fn media(test: &str, dir: &Path) -> Option<Media> {
     )
     .unwrap();
     let iso = dir.join("boot.iso");
-    run(
-        &xorriso,
-        &[
-            "-as",
-            "mkisofs",
-            "-quiet",
-            "-o",
-            iso.to_str().unwrap(),
-            "-b",
-            "boot/boot.img",
-            "-c",
-            "boot/boot.cat",
-            "-no-emul-boot",
-            "-boot-load-size",
-            "4",
-            root.to_str().unwrap(),
-        ],
-    );
+    common::make_iso(test, &root, &iso, "VMDESKBOOT", Some("boot/boot.img"))?;
     let raw = dir.join("disk.raw");
     std::fs::write(&raw, common::boot_sector(DISK_MSG, 4 << 20)).unwrap();
     let qcow2 = dir.join("disk.qcow2");
-    run(
-        &qemu_img,
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            raw.to_str().unwrap(),
-            qcow2.to_str().unwrap(),
-        ],
+    common::run(
+        Command::new(&qemu_img)
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&qcow2),
     );
     Some(Media {
         iso,
@@ -153,6 +119,6 @@ fn qcow2_disk_boots_and_stays_clean() {
     // Probed (no format=) works the same.
     let log = boot(&dir, "qcow2-probed", &["--disk", qcow2]);
     assert!(log.contains(DISK_MSG), "{log}");
-    run(&m.qemu_img, &["check", qcow2]);
+    common::run(Command::new(&m.qemu_img).args(["check", qcow2]));
     let _ = std::fs::remove_dir_all(dir);
 }
