@@ -292,3 +292,24 @@ impl ControlClient {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply {line:?}: {e}"))
     }
 }
+
+/// The VNC port from the "vnc: listening on 127.0.0.1:59NN" line a vmdesk-vmm started by
+/// [`spawn_vmm`] with `--vnc 127.0.0.1:auto` prints on stderr; the rest of its stderr is
+/// drained on a thread so the VMM never blocks on it.
+pub fn vnc_port(child: &mut Child) -> u16 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the vnc line on stderr");
+        if let Some(addr) = line.strip_prefix("vnc: listening on ") {
+            return addr.rsplit_once(':').unwrap().1.parse().unwrap();
+        }
+    }
+}
