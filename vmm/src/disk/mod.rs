@@ -106,6 +106,24 @@ pub(crate) fn check_writable(read_only: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes `len` zero bytes at `offset` through `write`, 64 KiB at a time: for a file or
+/// format that can neither punch holes nor mark zero clusters.
+pub(crate) fn write_zeroes_out(
+    offset: u64,
+    len: u64,
+    mut write: impl FnMut(&[u8], u64) -> io::Result<()>,
+) -> io::Result<()> {
+    let zeroes = vec![0u8; (64 << 10).min(len) as usize];
+    let mut at = offset;
+    let end = offset.saturating_add(len);
+    while at < end {
+        let n = (end - at).min(zeroes.len() as u64) as usize;
+        write(&zeroes[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
 /// Makes a new, empty image of `size` bytes: a sparse file for raw, an unallocated qcow2 v3
 /// image otherwise. An existing file is refused unless `overwrite`.
 pub fn create_image(

@@ -25,7 +25,7 @@ use imago::{
     StorageCreateOptions, StorageOpenOptions,
 };
 
-use super::{BlockBackend, GuestSlice, check_range, check_writable, slices_len};
+use super::{BlockBackend, GuestSlice, check_range, check_writable, slices_len, write_zeroes_out};
 
 pub struct Qcow2Image {
     access: FormatAccess<File>,
@@ -121,14 +121,7 @@ impl BlockBackend for Qcow2Image {
         match self.access.write_zeroes(offset, len) {
             // Version 2 has no zero clusters: write the zeroes out.
             Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-                let zeroes = vec![0u8; 64 * 1024];
-                let mut at = offset;
-                while at < offset + len {
-                    let n = (offset + len - at).min(zeroes.len() as u64) as usize;
-                    self.access.write(&zeroes[..n], at)?;
-                    at += n as u64;
-                }
-                Ok(())
+                write_zeroes_out(offset, len, |buf, at| self.access.write(buf, at))
             }
             r => r,
         }

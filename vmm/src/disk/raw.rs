@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
-use super::{BlockBackend, GuestSlice, check_range, check_writable, slices_len};
+use super::{BlockBackend, GuestSlice, check_range, check_writable, slices_len, write_zeroes_out};
 
 /// The most buffers one `preadv`/`pwritev` takes (Linux's UIO_MAXIOV).
 const IOV_MAX: usize = 1024;
@@ -170,14 +170,7 @@ impl BlockBackend for RawImage {
         {
             return Ok(());
         }
-        let zeroes = vec![0u8; 64 * 1024];
-        let mut at = offset;
-        while at < offset + len {
-            let n = (offset + len - at).min(zeroes.len() as u64) as usize;
-            self.file.write_all_at(&zeroes[..n], at)?;
-            at += n as u64;
-        }
-        Ok(())
+        write_zeroes_out(offset, len, |buf, at| self.file.write_all_at(buf, at))
     }
     fn supports_discard(&self) -> bool {
         !self.read_only
