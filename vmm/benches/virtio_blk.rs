@@ -9,8 +9,8 @@
 //! a guest block layer hands them), and 4 KiB reads at scattered offsets (a large prime
 //! stride, because `qemu-img bench` has no random mode; both sides use the same offsets).
 //!
-//! `cargo bench -p vmm --bench virtio_blk` (set VIRTIO_BLK_BENCH_MIB to change the image
-//! size, default 256).
+//! `cargo bench -p vmm --bench virtio_blk` (VIRTIO_BLK_BENCH_MIB sets the image size,
+//! default 256; VIRTIO_BLK_BENCH_ROUNDS the rounds, default 11).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,7 +33,12 @@ const HDR: u64 = 0x10_0000;
 const STATUS: u64 = 0x10_1000;
 const DATA: u64 = 0x20_0000;
 const MIB: u64 = 1 << 20;
-const ROUNDS: usize = 7;
+/// Rounds per workload (VIRTIO_BLK_BENCH_ROUNDS overrides); medians are reported.
+const ROUNDS: usize = 11;
+/// Each sequential pass moves this many times the image (about 1 GiB by default), so a
+/// pass lasts long enough that qemu-img's millisecond timer and scheduling noise on a
+/// shared machine stay small against it.
+const SWEEPS: u64 = 4;
 const STRIDE: u64 = 4096 * 7919;
 /// Data buffer size: 1 MiB requests become 128 buffers (within SEG_MAX, as Linux splits
 /// them by the limits the device advertises).
@@ -125,6 +130,13 @@ struct Row {
     unit: &'static str,
 }
 
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -158,29 +170,36 @@ fn qemu_img_bench(path: &Path, format: ImageFormat, args: &[&str]) -> Option<Dur
 
 /// The three workloads on one image, ours and qemu-img's in alternating rounds (so load
 /// from elsewhere on the machine hits both alike); medians.
-fn measure(path: &Path, format: ImageFormat, mib: u64, has_qemu: bool) -> Vec<Row> {
+fn measure(path: &Path, format: ImageFormat, mib: u64, rounds: usize, has_qemu: bool) -> Vec<Row> {
     let size = mib * MIB;
     let backend = open_image(path, Some(format), false).unwrap();
     let mut d = Driver::new(backend);
-    let count = mib;
+    // Requests per sequential pass; offsets wrap as qemu-img bench wraps them (modulo the
+    // image size less the buffer), so both sides touch the same bytes.
+    let count = SWEEPS * mib;
+    let wrap = |off: u64, step: u64, len: u64| (off + step) % (size - len);
 
     // Warm the page cache (and imago's metadata cache) the same way for both sides.
-    for i in 0..count {
+    for i in 0..mib {
         d.request(false, i * MIB, MIB);
     }
 
-    let n4k: u64 = 20_000;
+    let n4k: u64 = 40_000;
     let mut ours = [Vec::new(), Vec::new(), Vec::new()];
     let mut qemu = [Vec::new(), Vec::new(), Vec::new()];
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         let t = Instant::now();
-        for i in 0..count {
-            d.request(false, i * MIB, MIB);
+        let mut off = 0;
+        for _ in 0..count {
+            d.request(false, off, MIB);
+            off = wrap(off, MIB, MIB);
         }
         ours[0].push(count as f64 / t.elapsed().as_secs_f64());
         let t = Instant::now();
-        for i in 0..count {
-            d.request(true, i * MIB, MIB);
+        let mut off = 0;
+        for _ in 0..count {
+            d.request(true, off, MIB);
+            off = wrap(off, MIB, MIB);
         }
         ours[1].push(count as f64 / t.elapsed().as_secs_f64());
         // Outside the timing: qemu-img flushes when it closes the image, so each side's
@@ -190,8 +209,7 @@ fn measure(path: &Path, format: ImageFormat, mib: u64, has_qemu: bool) -> Vec<Ro
         let mut off = 0u64;
         for _ in 0..n4k {
             d.request(false, off, 4096);
-            // qemu-img bench wraps the same way (offset modulo size minus the buffer).
-            off = (off + STRIDE) % (size - 4096);
+            off = wrap(off, STRIDE, 4096);
         }
         ours[2].push(n4k as f64 / t.elapsed().as_secs_f64());
         if !has_qemu {
@@ -232,10 +250,8 @@ fn measure(path: &Path, format: ImageFormat, mib: u64, has_qemu: bool) -> Vec<Ro
 }
 
 fn main() {
-    let mib: u64 = std::env::var("VIRTIO_BLK_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
+    let mib = env_or("VIRTIO_BLK_BENCH_MIB", 256);
+    let rounds = env_or("VIRTIO_BLK_BENCH_ROUNDS", ROUNDS as u64).max(1) as usize;
     let size = mib * MIB;
     let dir = std::env::var_os("CARGO_TARGET_TMPDIR")
         .map(PathBuf::from)
@@ -264,9 +280,9 @@ fn main() {
             .arg(&qcow2)
             .status()
             .is_ok_and(|s| s.success());
-    let mut rows = measure(&raw, ImageFormat::Raw, mib, has_qemu);
+    let mut rows = measure(&raw, ImageFormat::Raw, mib, rounds, has_qemu);
     if converted {
-        rows.extend(measure(&qcow2, ImageFormat::Qcow2, mib, has_qemu));
+        rows.extend(measure(&qcow2, ImageFormat::Qcow2, mib, rounds, has_qemu));
         let check = Command::new("qemu-img").arg("check").arg(&qcow2).output();
         let clean = check.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("No errors"));
         assert!(clean, "the qcow2 image is not clean after the benchmark");
@@ -275,7 +291,7 @@ fn main() {
     let _ = std::fs::remove_file(&qcow2);
 
     println!(
-        "virtio-blk device level, {mib} MiB images, one request in flight, median of {ROUNDS} rounds"
+        "virtio-blk device level, {mib} MiB images, one request in flight, median of {rounds} rounds"
     );
     println!(
         "{:<28} {:>14} {:>14} {:>8}",

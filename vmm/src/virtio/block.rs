@@ -974,6 +974,35 @@ mod tests {
         assert_eq!(b, file_bytes(&f.0, 1024, 512));
     }
 
+    /// A buffer across two memory regions becomes two slices; the header is skipped; a
+    /// chain shorter than the request is an error, not a short transfer.
+    #[test]
+    fn guest_slices_follow_the_chain() {
+        let mem =
+            GuestMem::from_ranges(&[(GuestAddress(0), 0x10000), (GuestAddress(0x10000), 0x10000)])
+                .unwrap();
+        let segs = [
+            Segment {
+                addr: GuestAddress(0xfe00),
+                len: 0x400,
+            },
+            Segment {
+                addr: GuestAddress(0x18000),
+                len: 0x200,
+            },
+        ];
+        let slices = guest_slices(&mem, &segs, 16, 0x400 - 16 + 0x100).unwrap();
+        let lens: Vec<usize> = slices.iter().map(|s| s.len()).collect();
+        assert_eq!(lens, [0x200 - 16, 0x200, 0x100]);
+        mem.write_slice(&[7u8; 0x100], GuestAddress(0x18000))
+            .unwrap();
+        let mut last = [0u8; 0x100];
+        slices[2].copy_to(&mut last[..]);
+        assert_eq!(last, [7u8; 0x100]);
+        assert!(guest_slices(&mem, &segs, 0, 0x601).is_err());
+        assert_eq!(guest_slices(&mem, &segs, 0, 0).unwrap().len(), 0);
+    }
+
     /// Records what the device asks of the backend, and fails on demand.
     #[derive(Clone, Default)]
     struct Log(Arc<Mutex<Vec<String>>>);
