@@ -127,6 +127,11 @@ struct Row {
     name: String,
     ours: f64,
     qemu: Option<f64>,
+    /// The median of each round's ours/qemu: the two sides of a round run back to back,
+    /// so this follows the machine's load better than the ratio of the medians.
+    paired: Option<f64>,
+    /// The spread of those per-round ratios (lowest, highest).
+    spread: Option<(f64, f64)>,
     unit: &'static str,
 }
 
@@ -240,11 +245,26 @@ fn measure(path: &Path, format: ImageFormat, mib: u64, rounds: usize, has_qemu: 
     names
         .into_iter()
         .enumerate()
-        .map(|(i, (name, unit))| Row {
-            name: format!("{format} {name}"),
-            ours: median(std::mem::take(&mut ours[i])),
-            qemu: (!qemu[i].is_empty()).then(|| median(std::mem::take(&mut qemu[i]))),
-            unit,
+        .map(|(i, (name, unit))| {
+            // Rounds where qemu-img failed have no pair.
+            let ratios: Vec<f64> = if qemu[i].len() == ours[i].len() {
+                ours[i].iter().zip(&qemu[i]).map(|(o, q)| o / q).collect()
+            } else {
+                Vec::new()
+            };
+            let spread = (!ratios.is_empty()).then(|| {
+                let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = ratios.iter().copied().fold(0.0, f64::max);
+                (lo, hi)
+            });
+            Row {
+                name: format!("{format} {name}"),
+                ours: median(std::mem::take(&mut ours[i])),
+                qemu: (!qemu[i].is_empty()).then(|| median(std::mem::take(&mut qemu[i]))),
+                paired: (!ratios.is_empty()).then(|| median(ratios)),
+                spread,
+                unit,
+            }
         })
         .collect()
 }
@@ -294,19 +314,23 @@ fn main() {
         "virtio-blk device level, {mib} MiB images, one request in flight, median of {rounds} rounds"
     );
     println!(
-        "{:<28} {:>14} {:>14} {:>8}",
-        "workload", "vmdesk", "qemu-img", "ratio"
+        "{:<28} {:>14} {:>14} {:>8} {:>8} {:>13}",
+        "workload", "vmdesk", "qemu-img", "ratio", "paired", "round range"
     );
     for r in rows {
         match r.qemu {
             Some(q) => println!(
-                "{:<28} {:>9.0} {:<4} {:>9.0} {:<4} {:>7.2}x",
+                "{:<28} {:>9.0} {:<4} {:>9.0} {:<4} {:>7.2}x {:>7.2}x {:>13}",
                 r.name,
                 r.ours,
                 r.unit,
                 q,
                 r.unit,
-                r.ours / q
+                r.ours / q,
+                r.paired.unwrap_or(f64::NAN),
+                r.spread
+                    .map(|(lo, hi)| format!("{lo:.2}-{hi:.2}x"))
+                    .unwrap_or_default()
             ),
             None => println!(
                 "{:<28} {:>9.0} {:<4} {:>14}",
