@@ -31,17 +31,10 @@ const LOAD_BEFORE: &[(&str, &str)] = &[
     ("virtio", "virtio_blk"),
 ];
 
-/// Where test-assets.sh put the kernel and initrds (VMDESK_ASSETS overrides).
-fn assets_dir() -> PathBuf {
-    std::env::var_os("VMDESK_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/assets"))
-}
-
 /// The kernel and the storage initrd, or `None` after a SKIP line (a failure when
 /// VMDESK_REQUIRE_TOOLS=1: the test command builds them first).
 fn assets(test: &str) -> Option<(PathBuf, PathBuf)> {
-    let dir = assets_dir();
+    let dir = common::assets_dir();
     let (kernel, initrd) = (dir.join("vmlinuz"), dir.join("storage-initrd.img"));
     if kernel.is_file() && initrd.is_file() {
         return Some((kernel, initrd));

@@ -313,3 +313,11 @@ pub fn vnc_port(child: &mut Child) -> u16 {
         }
     }
 }
+
+/// Where resources/scripts/test-assets.sh puts the guest kernel and initrds
+/// (`target/assets/`; VMDESK_ASSETS overrides).
+pub fn assets_dir() -> PathBuf {
+    std::env::var_os("VMDESK_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/assets"))
+}
