@@ -13,16 +13,6 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 const DISK_MSG: &str = "VMDESK DISK MBR";
 const CD_MSG: &str = "VMDESK CD BOOT";
 
-fn run(cmd: &Path, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().expect("run a tool");
-    assert!(
-        out.status.success(),
-        "{} {args:?}: {}",
-        cmd.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 struct Media {
     iso: PathBuf,
     raw: PathBuf,
@@ -31,7 +21,6 @@ struct Media {
 }
 
 fn media(test: &str, dir: &Path) -> Option<Media> {
-    let xorriso = common::tool_or_skip(test, "xorriso")?;
     let qemu_img = common::tool_or_skip(test, "qemu-img")?;
     let root = dir.join("cdroot");
     std::fs::create_dir_all(root.join("boot")).unwrap();
@@ -41,38 +30,15 @@ fn media(test: &str, dir: &Path) -> Option<Media> {
     )
     .unwrap();
     let iso = dir.join("boot.iso");
-    run(
-        &xorriso,
-        &[
-            "-as",
-            "mkisofs",
-            "-quiet",
-            "-o",
-            iso.to_str().unwrap(),
-            "-b",
-            "boot/boot.img",
-            "-c",
-            "boot/boot.cat",
-            "-no-emul-boot",
-            "-boot-load-size",
-            "4",
-            root.to_str().unwrap(),
-        ],
-    );
+    common::make_iso(test, &root, &iso, "VMDESKBOOT", Some("boot/boot.img"))?;
     let raw = dir.join("disk.raw");
     std::fs::write(&raw, common::boot_sector(DISK_MSG, 4 << 20)).unwrap();
     let qcow2 = dir.join("disk.qcow2");
-    run(
-        &qemu_img,
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            raw.to_str().unwrap(),
-            qcow2.to_str().unwrap(),
-        ],
+    common::run(
+        Command::new(&qemu_img)
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&qcow2),
     );
     Some(Media {
         iso,
@@ -153,6 +119,85 @@ fn qcow2_disk_boots_and_stays_clean() {
     // Probed (no format=) works the same.
     let log = boot(&dir, "qcow2-probed", &["--disk", qcow2]);
     assert!(log.contains(DISK_MSG), "{log}");
-    run(&m.qemu_img, &["check", qcow2]);
+    common::run(Command::new(&m.qemu_img).args(["check", qcow2]));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// SeaBIOS's boot menu (Esc at its prompt, sent as a VNC key event) lists every device:
+/// the CD, then each disk in slot order, as the boot order has them. Hardware-backed KVM
+/// only: on kvm_pvm SeaBIOS's POST never takes the keyboard interrupt (see vnc_console.rs).
+#[test]
+fn boot_menu_lists_the_cd_and_every_disk() {
+    let test = "boot_menu_lists_the_cd_and_every_disk";
+    if !common::hardware_kvm_or_skip(test, "SeaBIOS's POST never takes a keyboard interrupt")
+        || !Path::new(vmm::firmware::DEFAULT_FIRMWARE).exists()
+    {
+        return;
+    }
+    let Some(vncdo) = common::tool_or_skip(test, "vncdo") else {
+        return;
+    };
+    let dir = common::temp_dir("boot-menu");
+    let Some(m) = media(test, &dir) else { return };
+    let raw = format!("{},format=raw", m.raw.display());
+    let qcow2 = format!("{},format=qcow2", m.qcow2.display());
+    let (mut child, log) = common::spawn_vmm(
+        &dir,
+        "menu",
+        &[
+            "--memory",
+            "128M",
+            "--serial",
+            "none",
+            "--vnc",
+            "127.0.0.1:auto",
+            "--boot-menu",
+            "--cdrom",
+            m.iso.to_str().unwrap(),
+            "--disk",
+            &raw,
+            "--disk",
+            &qcow2,
+        ],
+    );
+    let port = common::vnc_port(&mut child);
+    let text = common::wait_for_log(&mut child, &log, "Press ESC for boot menu", TIMEOUT);
+    assert!(text.contains("Press ESC for boot menu"), "{text}");
+    let start = std::time::Instant::now();
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("Select boot device") {
+            break text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "Esc never reached SeaBIOS:\n{text}"
+        );
+        common::run(
+            Command::new(&vncdo)
+                .arg("-s")
+                .arg(format!("127.0.0.1::{port}"))
+                .args(["key", "esc"]),
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The menu follows at once; give its lines a moment to reach the log.
+    std::thread::sleep(Duration::from_millis(500));
+    let text = std::fs::read_to_string(&log).unwrap_or(text);
+    let menu: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.contains("Select boot device"))
+        .filter(|l| l.len() > 3 && l.as_bytes()[1] == b'.' && l.as_bytes()[2] == b' ')
+        .collect();
+    assert_eq!(
+        menu,
+        [
+            "1. DVD/CD [ata1-0: vmdesk DVD-ROM ATAPI-4 DVD/CD]",
+            "2. Virtio disk PCI:00:04.0",
+            "3. Virtio disk PCI:00:05.0",
+        ],
+        "{text}"
+    );
+    assert_eq!(common::stop(&mut child).code(), Some(0));
     let _ = std::fs::remove_dir_all(dir);
 }

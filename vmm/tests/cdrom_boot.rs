@@ -92,70 +92,27 @@ m_fail: .asciz "VMDESK CD READ FAILED\n"
 m_end: .asciz "VMDESK CD END\n"
 "#;
 
-fn run(cmd: &str, args: &[&str], dir: &Path) {
-    let o = Command::new(cmd)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn make_iso(dir: &Path) -> PathBuf {
+/// The ISO: the program as its El Torito boot image, and some data so the sectors we sum
+/// are not all zero. `None` without binutils or xorriso (after a SKIP line).
+fn make_iso(test: &str, dir: &Path) -> Option<PathBuf> {
     std::fs::create_dir_all(dir.join("root/boot")).unwrap();
     std::fs::write(dir.join("prog.S"), PROG).unwrap();
-    run("as", &["--32", "-o", "prog.o", "prog.S"], dir);
-    run(
-        "ld",
-        &[
-            "-m",
-            "elf_i386",
-            "-Ttext",
-            "0x7c00",
-            "--oformat",
-            "binary",
-            "-e",
-            "_start",
-            "-o",
-            "root/boot/prog.img",
-            "prog.o",
-        ],
-        dir,
-    );
-    let img = dir.join("root/boot/prog.img");
-    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
-    f.set_len(2048).unwrap();
-    // Some data so the sectors we sum are not all zero.
+    let mut img = common::assemble(test, &dir.join("prog.S"), 0x7c00, dir)?;
+    img.resize(2048, 0);
+    std::fs::write(dir.join("root/boot/prog.img"), img).unwrap();
     let data: Vec<u8> = (0..200_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
     std::fs::write(dir.join("root/data.bin"), data).unwrap();
-    run(
-        "xorriso",
-        &[
-            "-as",
-            "mkisofs",
-            "-quiet",
-            "-o",
-            "t.iso",
-            "-V",
-            "VMDESKCD",
-            "-b",
-            "boot/prog.img",
-            "-c",
-            "boot/boot.cat",
-            "-no-emul-boot",
-            "-boot-load-size",
-            "4",
-            "root",
-        ],
-        dir,
-    );
-    dir.join("t.iso")
+    let iso = dir.join("t.iso");
+    common::make_iso(
+        test,
+        &dir.join("root"),
+        &iso,
+        "VMDESKCD",
+        Some("boot/prog.img"),
+    )?;
+    Some(iso)
 }
 
 fn host_sum(iso: &Path) -> String {
@@ -184,14 +141,13 @@ fn seabios_boots_an_el_torito_iso_from_the_ide_cdrom() {
         eprintln!("SKIP {test}: SeaBIOS is not installed");
         return;
     }
-    if !common::kvm_or_skip(test)
-        || common::tool_or_skip(test, "xorriso").is_none()
-        || common::tool_or_skip(test, "as").is_none()
-    {
+    if !common::kvm_or_skip(test) {
         return;
     }
     let dir = common::temp_dir("cdrom-boot");
-    let iso = make_iso(&dir);
+    let Some(iso) = make_iso(test, &dir) else {
+        return;
+    };
     let want_sum = host_sum(&iso);
 
     let (mut child, log) = common::spawn_vmm(

@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -161,41 +160,11 @@ fn boot_sector_writes_and_reads_through_int13() {
     let Some(fw) = firmware_or_skip(name) else {
         return;
     };
-    let (Some(as_), Some(ld)) = (
-        common::tool_or_skip(name, "as"),
-        common::tool_or_skip(name, "ld"),
-    ) else {
-        return;
-    };
     let dir = common::temp_dir(name);
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/asm/virtio_blk_rw.S");
-    let obj = dir.join("rw.o");
-    let bin = dir.join("rw.bin");
-    let ok = Command::new(as_)
-        .args(["--32", "-o"])
-        .arg(&obj)
-        .arg(&src)
-        .status()
-        .unwrap();
-    assert!(ok.success(), "as failed");
-    let ok = Command::new(ld)
-        .args([
-            "-m",
-            "elf_i386",
-            "-Ttext",
-            "0x7c00",
-            "--oformat",
-            "binary",
-            "-e",
-            "_start",
-            "-o",
-        ])
-        .arg(&bin)
-        .arg(&obj)
-        .status()
-        .unwrap();
-    assert!(ok.success(), "ld failed");
-    let mbr = std::fs::read(&bin).unwrap();
+    let Some(mbr) = common::assemble(name, &src, 0x7c00, &dir) else {
+        return;
+    };
     assert_eq!(mbr.len(), 512);
 
     let disk = dir.join("disk.raw");

@@ -1,6 +1,12 @@
 //! Disk images as the storage devices (virtio-blk, the ATAPI CD-ROM) see them: a byte
 //! range with read, write, flush, discard and write-zeroes. Formats (raw, qcow2) live
 //! behind [`BlockBackend`]; devices never know which one they talk to.
+//!
+//! Data moves between the image and guest memory without a copy in between:
+//! [`BlockBackend::read_vectored`] and [`BlockBackend::write_vectored`] take the guest's
+//! buffers as [`GuestSlice`]s, which raw images hand to one `preadv`/`pwritev` and qcow2
+//! images to imago's vectored I/O. The `&[u8]` calls stay for devices that build their
+//! data in the VMM (the ATAPI CD-ROM's PIO path, sense and TOC replies).
 
 pub mod probe;
 pub mod qcow2;
@@ -14,6 +20,15 @@ pub use probe::{ImageFormat, open_image, probe};
 pub use qcow2::Qcow2Image;
 pub use raw::RawImage;
 
+/// A piece of guest memory (plain mmap'd RAM, no dirty bitmap: the VMM tracks dirty pages
+/// through KVM's log, which covers only what the guest writes itself).
+pub type GuestSlice<'a> = vm_memory::VolatileSlice<'a, ()>;
+
+/// Total bytes of `bufs`.
+pub fn slices_len(bufs: &[GuestSlice<'_>]) -> u64 {
+    bufs.iter().map(|b| b.len() as u64).sum()
+}
+
 /// One open disk image. Offsets and lengths are in bytes; devices check them against
 /// [`BlockBackend::len`] before calling (a backend still refuses out-of-range requests
 /// with an error rather than panicking).
@@ -26,6 +41,36 @@ pub trait BlockBackend: Send {
     fn read_only(&self) -> bool;
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
+    /// Fills `bufs`, in order, from the bytes at `offset`: the whole of them or an error
+    /// (their contents are then unspecified). Formats override this to read straight into
+    /// guest memory; the default goes through a buffer, one slice at a time.
+    fn read_vectored(&mut self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
+        check_range(self.len(), offset, slices_len(bufs))?;
+        let mut at = offset;
+        let mut tmp = Vec::new();
+        for b in bufs {
+            tmp.resize(b.len(), 0);
+            self.read_at(at, &mut tmp)?;
+            b.copy_from(&tmp);
+            at += b.len() as u64;
+        }
+        Ok(())
+    }
+    /// Writes `bufs`, in order, at `offset`: the whole of them or an error. Formats
+    /// override this to write straight from guest memory; the default goes through a
+    /// buffer, one slice at a time.
+    fn write_vectored(&mut self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
+        check_range(self.len(), offset, slices_len(bufs))?;
+        let mut at = offset;
+        let mut tmp = Vec::new();
+        for b in bufs {
+            tmp.resize(b.len(), 0);
+            b.copy_to(&mut tmp);
+            self.write_at(at, &tmp)?;
+            at += b.len() as u64;
+        }
+        Ok(())
+    }
     /// Returns only once everything written before it is durable on the host.
     fn flush(&mut self) -> io::Result<()>;
     /// The range may read back as anything afterwards (or as before).
@@ -38,7 +83,8 @@ pub trait BlockBackend: Send {
     }
 }
 
-/// Refuses a request that does not lie inside a disk of `disk_len` bytes.
+/// Refuses a request that does not lie inside a disk of `disk_len` bytes; every format
+/// checks with this before it touches the file.
 pub(crate) fn check_range(disk_len: u64, offset: u64, len: u64) -> io::Result<()> {
     match offset.checked_add(len) {
         Some(end) if end <= disk_len => Ok(()),
@@ -47,6 +93,35 @@ pub(crate) fn check_range(disk_len: u64, offset: u64, len: u64) -> io::Result<()
             format!("request {offset}+{len} is beyond the {disk_len}-byte disk"),
         )),
     }
+}
+
+/// Refuses a write to a read-only image.
+pub(crate) fn check_writable(read_only: bool) -> io::Result<()> {
+    if read_only {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the disk is read-only",
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `len` zero bytes at `offset` through `write`, 64 KiB at a time: for a file or
+/// format that can neither punch holes nor mark zero clusters.
+pub(crate) fn write_zeroes_out(
+    offset: u64,
+    len: u64,
+    mut write: impl FnMut(&[u8], u64) -> io::Result<()>,
+) -> io::Result<()> {
+    let zeroes = vec![0u8; (64 << 10).min(len) as usize];
+    let mut at = offset;
+    let end = offset.saturating_add(len);
+    while at < end {
+        let n = (end - at).min(zeroes.len() as u64) as usize;
+        write(&zeroes[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// Makes a new, empty image of `size` bytes: a sparse file for raw, an unallocated qcow2 v3

@@ -16,7 +16,7 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::str::FromStr;
 
-use super::{BlockBackend, Qcow2Image, RawImage};
+use super::{BlockBackend, GuestSlice, Qcow2Image, RawImage, slices_len};
 
 const QCOW2_MAGIC: &[u8] = b"QFI\xfb";
 /// First bytes of formats QEMU would probe as something other than raw. A probed raw image
@@ -151,6 +151,30 @@ impl BlockBackend for ProbedRaw {
         self.check_first_sector(offset, buf)?;
         self.inner.write_at(offset, buf)
     }
+    fn read_vectored(&mut self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
+        self.inner.read_vectored(offset, bufs)
+    }
+    fn write_vectored(&mut self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
+        super::check_range(self.inner.len(), offset, slices_len(bufs))?;
+        if offset < PROBE_LEN as u64 {
+            // Only the part that lands in the first sector matters for the check.
+            let mut head = Vec::with_capacity(PROBE_LEN);
+            for b in bufs {
+                let want = PROBE_LEN - offset as usize - head.len();
+                if want == 0 {
+                    break;
+                }
+                let n = b.len().min(want);
+                let at = head.len();
+                head.resize(at + n, 0);
+                b.subslice(0, n)
+                    .map_err(|e| io::Error::other(e.to_string()))?
+                    .copy_to(&mut head[at..]);
+            }
+            self.check_first_sector(offset, &head)?;
+        }
+        self.inner.write_vectored(offset, bufs)
+    }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
@@ -190,6 +214,22 @@ mod tests {
         let mut big = vec![0u8; 4096];
         big[..4].copy_from_slice(QCOW2_MAGIC);
         assert!(d.write_at(0, &big).is_err());
+        // Nor is a vectored write from guest memory, the magic split over two buffers.
+        {
+            use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+            let mem = crate::memory::GuestMem::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+            mem.write_slice(b"QF", GuestAddress(0x1000)).unwrap();
+            mem.write_slice(b"I\xfb", GuestAddress(0x2000)).unwrap();
+            let bufs = [
+                mem.get_slice(GuestAddress(0x1000), 2).unwrap(),
+                mem.get_slice(GuestAddress(0x2000), 510).unwrap(),
+                mem.get_slice(GuestAddress(0x3000), 4096).unwrap(),
+            ];
+            let e = d.write_vectored(0, &bufs).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+            // The same bytes one sector further on are data like any other.
+            d.write_vectored(512, &bufs).unwrap();
+        }
         // Ordinary boot sectors and writes elsewhere are fine.
         let mut mbr = [0u8; 512];
         mbr[510] = 0x55;

@@ -86,13 +86,15 @@ pub fn option_rom(test: &str, program: &str, defsyms: &[(&str, i64)]) -> Option<
     for (name, value) in defsyms {
         asm.arg("--defsym").arg(format!("{name}={value}"));
     }
-    run(asm.arg("-o").arg(&obj).arg(&source));
-    run(Command::new(&ld)
-        .args(["-m", "elf_i386", "--oformat", "binary", "-e", "_start"])
-        .arg(format!("-Ttext={:#x}", vmm::option_rom::PROGRAM_OFFSET))
-        .arg("-o")
-        .arg(&flat)
-        .arg(&obj));
+    super::run(asm.arg("-o").arg(&obj).arg(&source));
+    super::run(
+        Command::new(&ld)
+            .args(["-m", "elf_i386", "--oformat", "binary", "-e", "_start"])
+            .arg(format!("-Ttext={:#x}", vmm::option_rom::PROGRAM_OFFSET))
+            .arg("-o")
+            .arg(&flat)
+            .arg(&obj),
+    );
     let program_bytes = std::fs::read(&flat).unwrap();
     let rom = vmm::option_rom::wrap_program(&program_bytes, &format!("vmdesk {program}{suffix}"))
         .unwrap();
@@ -101,14 +103,4 @@ pub fn option_rom(test: &str, program: &str, defsyms: &[(&str, i64)]) -> Option<
     let _ = std::fs::remove_file(obj);
     let _ = std::fs::remove_file(flat);
     Some(rom_path)
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

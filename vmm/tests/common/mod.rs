@@ -5,7 +5,8 @@
 
 pub mod guests;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -198,4 +199,125 @@ pub fn qemu_reference(memory_mib: u64, cpus: u32, log: &Path) -> Command {
     .arg(format!("file:{}", log.display()))
     .args(["-global", "isa-debugcon.iobase=0x402"]);
     c
+}
+
+/// Runs a host tool; panics with its output when it fails (the inputs are ours). Returns
+/// its standard output.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Assembles the 16-bit program `source` with GNU as and links it as a flat binary that
+/// runs at `org` (0x7c00 for a boot sector); returns its bytes, or `None` (after one SKIP
+/// line) when binutils is missing.
+pub fn assemble(test: &str, source: &Path, org: u32, work: &Path) -> Option<Vec<u8>> {
+    let as_ = tool_or_skip(test, "as")?;
+    let ld = tool_or_skip(test, "ld")?;
+    let stem = source.file_stem().unwrap().to_string_lossy().into_owned();
+    let obj = work.join(format!("{stem}.o"));
+    let bin = work.join(format!("{stem}.bin"));
+    run(Command::new(as_)
+        .arg("--32")
+        .arg("-o")
+        .arg(&obj)
+        .arg(source));
+    run(Command::new(ld)
+        .args(["-m", "elf_i386", "--oformat", "binary", "-e", "_start"])
+        .arg(format!("-Ttext={org:#x}"))
+        .arg("-o")
+        .arg(&bin)
+        .arg(&obj));
+    Some(std::fs::read(&bin).unwrap())
+}
+
+/// Makes an ISO 9660 image of the directory `root` with xorriso, labelled `volume`; with
+/// `boot`, that file (relative to `root`, 2048 bytes) is an El Torito no-emulation boot
+/// image loaded at 0x7c00. `None` (after one SKIP line) without xorriso.
+pub fn make_iso(
+    test: &str,
+    root: &Path,
+    iso: &Path,
+    volume: &str,
+    boot: Option<&str>,
+) -> Option<()> {
+    let xorriso = tool_or_skip(test, "xorriso")?;
+    let mut cmd = Command::new(xorriso);
+    cmd.args(["-as", "mkisofs", "-quiet", "-V", volume, "-o"])
+        .arg(iso);
+    if let Some(image) = boot {
+        cmd.args(["-b", image, "-c", "boot/boot.cat", "-no-emul-boot"])
+            .args(["-boot-load-size", "4"]);
+    }
+    run(cmd.arg(root));
+    Some(())
+}
+
+/// A client of the control socket (JSON lines), connecting as soon as the VMM made it.
+pub struct ControlClient {
+    out: UnixStream,
+    input: BufReader<UnixStream>,
+}
+
+impl ControlClient {
+    pub fn connect(path: &Path) -> ControlClient {
+        let start = Instant::now();
+        loop {
+            match UnixStream::connect(path) {
+                Ok(s) => {
+                    return ControlClient {
+                        input: BufReader::new(s.try_clone().unwrap()),
+                        out: s,
+                    };
+                }
+                Err(e) if start.elapsed() > Duration::from_secs(10) => {
+                    panic!("connect {path:?}: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Sends one request line and returns the reply.
+    pub fn call(&mut self, request: &str) -> serde_json::Value {
+        writeln!(self.out, "{request}").unwrap();
+        let mut line = String::new();
+        self.input.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply {line:?}: {e}"))
+    }
+}
+
+/// The VNC port from the "vnc: listening on 127.0.0.1:59NN" line a vmdesk-vmm started by
+/// [`spawn_vmm`] with `--vnc 127.0.0.1:auto` prints on stderr; the rest of its stderr is
+/// drained on a thread so the VMM never blocks on it.
+pub fn vnc_port(child: &mut Child) -> u16 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the vnc line on stderr");
+        if let Some(addr) = line.strip_prefix("vnc: listening on ") {
+            return addr.rsplit_once(':').unwrap().1.parse().unwrap();
+        }
+    }
+}
+
+/// Where resources/scripts/test-assets.sh puts the guest kernel and initrds
+/// (`target/assets/`; VMDESK_ASSETS overrides).
+pub fn assets_dir() -> PathBuf {
+    std::env::var_os("VMDESK_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/assets"))
 }
