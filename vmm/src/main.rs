@@ -133,7 +133,13 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             Firmware::load(cli.firmware.as_deref()).map_err(|e| Usage(e.to_string()))?,
         ),
     };
+    // Held for the process's life: no second VM or qemu-img writes these images under us.
+    let mut _image_locks = Vec::new();
     for d in &cli.disks {
+        _image_locks.push(
+            vmm::disk::ImageLock::acquire(&d.path, !d.read_only)
+                .map_err(|e| Usage(format!("--disk {e}")))?,
+        );
         // Open once now so a bad image is bad input, not a failed start.
         vmm::disk::probe::open_image(&d.path, d.format, d.read_only)
             .map_err(|e| Usage(format!("--disk {e}")))?;

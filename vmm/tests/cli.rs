@@ -197,3 +197,22 @@ fn help_and_check_host_exit_cleanly() {
     assert!(text.contains("can run:"), "{text}");
     assert!(text.contains("/dev/kvm"), "{text}");
 }
+
+#[test]
+fn a_disk_in_use_is_refused() {
+    // The lock is checked after KVM is opened, like every other input.
+    if !common::kvm_or_skip("a_disk_in_use_is_refused") {
+        return;
+    }
+    let dir = common::temp_dir("cli-locked");
+    let disk = dir.join("disk.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    // Another process's lock, as qemu-img or a second VM would hold it.
+    let _held = vmm::disk::ImageLock::acquire(&disk, false).unwrap();
+    let disk = disk.to_str().unwrap();
+    assert_usage_error(
+        &["--disk", disk, "--vnc", "none"],
+        &[],
+        &[disk, "in use by another process"],
+    );
+}

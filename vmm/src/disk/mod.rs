@@ -8,6 +8,7 @@
 //! images to imago's vectored I/O. The `&[u8]` calls stay for devices that build their
 //! data in the VMM (the ATAPI CD-ROM's PIO path, sense and TOC replies).
 
+pub mod lock;
 pub mod probe;
 pub mod qcow2;
 pub mod raw;
@@ -16,6 +17,7 @@ use std::fs::OpenOptions;
 use std::io;
 use std::path::Path;
 
+pub use lock::ImageLock;
 pub use probe::{ImageFormat, open_image, probe};
 pub use qcow2::Qcow2Image;
 pub use raw::RawImage;
