@@ -3,44 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-struct Client {
-    out: UnixStream,
-    input: BufReader<UnixStream>,
-}
-
-impl Client {
-    fn connect(path: &Path) -> Client {
-        let start = Instant::now();
-        loop {
-            match UnixStream::connect(path) {
-                Ok(s) => {
-                    return Client {
-                        input: BufReader::new(s.try_clone().unwrap()),
-                        out: s,
-                    };
-                }
-                Err(e) if start.elapsed() > Duration::from_secs(10) => {
-                    panic!("connect {path:?}: {e}")
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    }
-
-    fn call(&mut self, request: &str) -> Value {
-        writeln!(self.out, "{request}").unwrap();
-        let mut line = String::new();
-        self.input.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply {line:?}: {e}"))
-    }
-}
 
 #[test]
 fn control_socket_drives_the_vm() {
@@ -62,7 +28,7 @@ fn control_socket_drives_the_vm() {
             sock.to_str().unwrap(),
         ],
     );
-    let mut c = Client::connect(&sock);
+    let mut c = common::ControlClient::connect(&sock);
 
     let s = c.call(r#"{"execute":"status"}"#);
     assert_eq!(s["return"]["status"], "running", "{s}");
@@ -159,7 +125,7 @@ fn control_socket_drives_the_vm() {
     }
 
     // A second client can talk at the same time.
-    let mut c2 = Client::connect(&sock);
+    let mut c2 = common::ControlClient::connect(&sock);
     assert_eq!(
         c2.call(r#"{"execute":"status"}"#)["return"]["status"],
         "running"
@@ -212,7 +178,7 @@ fn control_socket_changes_cd_media() {
             one.to_str().unwrap(),
         ],
     );
-    let mut c = Client::connect(&sock);
+    let mut c = common::ControlClient::connect(&sock);
     assert_eq!(
         c.call(r#"{"execute":"status"}"#)["return"]["cdrom"],
         one.to_str().unwrap()

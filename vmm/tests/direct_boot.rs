@@ -7,8 +7,9 @@
 //! elsewhere). With `VMDESK_KVM_TALLY` set, it appends `ran direct_boot` or
 //! `skipped direct_boot: <reason>` to that file, so a test run can say what it covered.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -19,65 +20,15 @@ const NAME: &str = "direct_boot";
 const WANT: [&str; 2] = ["Linux version", "Run /init as init process"];
 const TIMEOUT: Duration = Duration::from_secs(180);
 
-fn tally(line: &str) {
-    if let Some(path) = std::env::var_os("VMDESK_KVM_TALLY") {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path);
-        match f {
-            Ok(mut f) => {
-                let _ = writeln!(f, "{line}");
-            }
-            Err(e) => eprintln!("cannot append to {}: {e}", PathBuf::from(path).display()),
-        }
-    }
-}
-
-fn skip(reason: &str) {
-    eprintln!("SKIP {NAME}: {reason}");
-    tally(&format!("skipped {NAME}: {reason}"));
-}
-
-fn assets_dir() -> PathBuf {
-    match std::env::var_os("VMDESK_ASSETS") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("target")
-            .join("assets"),
-    }
-}
-
-fn first_existing(dir: &Path, names: &[&str]) -> Option<PathBuf> {
-    names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
-}
-
 #[test]
 fn direct_boot_reaches_the_initramfs() {
-    if Path::new("/sys/module/kvm_pvm").exists() {
-        skip(
-            "KVM here is kvm_pvm (software-assisted): guest kernels cannot run; runs on hardware-backed KVM",
-        );
+    if !common::hardware_kvm_or_skip(NAME, "guest kernels cannot run") {
         return;
     }
-    if !Path::new("/dev/kvm").exists() {
-        skip("no /dev/kvm on this host");
-        return;
-    }
-    let dir = assets_dir();
-    let Some(kernel) = first_existing(&dir, &["vmlinuz"]) else {
-        skip(&format!(
-            "kernel asset {} is missing (fetch it with the script under resources/scripts)",
-            dir.join("vmlinuz").display()
-        ));
-        return;
-    };
-    let Some(initrd) = first_existing(&dir, &["initrd.img", "initrd"]) else {
-        skip(&format!(
-            "initrd asset {} is missing (fetch it with the script under resources/scripts)",
-            dir.join("initrd.img").display()
-        ));
+    let (Some(kernel), Some(initrd)) = (
+        common::asset_or_skip(NAME, "vmlinuz"),
+        common::asset_or_skip(NAME, "initrd.img"),
+    ) else {
         return;
     };
 
@@ -148,9 +99,6 @@ fn direct_boot_reaches_the_initramfs() {
     let log = err_reader.join().unwrap_or_default();
 
     let ok = seen.iter().all(|&s| s);
-    if ok {
-        tally(&format!("ran {NAME}"));
-    }
     assert!(
         ok,
         "did not see {:?} on serial within {:?} (vmm exit: {status:?})\n--- serial ---\n{}\n--- vmm log ---\n{}",

@@ -34,23 +34,10 @@ const LOAD_BEFORE: &[(&str, &str)] = &[
 /// The kernel and the storage initrd, or `None` after a SKIP line (a failure when
 /// VMDESK_REQUIRE_TOOLS=1: the test command builds them first).
 fn assets(test: &str) -> Option<(PathBuf, PathBuf)> {
-    let dir = common::assets_dir();
-    let (kernel, initrd) = (dir.join("vmlinuz"), dir.join("storage-initrd.img"));
-    if kernel.is_file() && initrd.is_file() {
-        return Some((kernel, initrd));
-    }
-    let why = format!(
-        "{} or {} is missing (resources/scripts/test-assets.sh builds them)",
-        kernel.display(),
-        initrd.display()
-    );
-    assert_ne!(
-        std::env::var("VMDESK_REQUIRE_TOOLS").as_deref(),
-        Ok("1"),
-        "{test}: {why}"
-    );
-    eprintln!("SKIP {test}: {why}");
-    None
+    Some((
+        common::asset_or_skip(test, "vmlinuz")?,
+        common::asset_or_skip(test, "storage-initrd.img")?,
+    ))
 }
 
 /// The kernel command line: the console on COM1 (the test reads it), and a panic ends

@@ -9,10 +9,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Command;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use vmm::devices::vga::render::read_text;
@@ -59,21 +57,7 @@ fn start(dir: &Path, extra: &[&str]) -> (std::process::Child, std::path::PathBuf
     args.extend_from_slice(extra);
     let (mut child, log) = common::spawn_vmm(dir, "console", &args);
     // The one line a script parses: "vnc: listening on 127.0.0.1:59NN".
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let port: u16 = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the vnc line on stderr");
-        if let Some(addr) = line.strip_prefix("vnc: listening on ") {
-            break addr.rsplit_once(':').unwrap().1.parse().unwrap();
-        }
-    };
+    let port = common::vnc_port(&mut child);
     assert!((5900..6000).contains(&port), "{port}");
     (child, log, port)
 }

@@ -321,3 +321,23 @@ pub fn assets_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/assets"))
 }
+
+/// `name` from [`assets_dir`], or `None` after one SKIP line; a failure instead under
+/// VMDESK_REQUIRE_TOOLS=1 (the test command builds the assets first).
+pub fn asset_or_skip(test: &str, name: &str) -> Option<PathBuf> {
+    let path = assets_dir().join(name);
+    if path.is_file() {
+        return Some(path);
+    }
+    let why = format!(
+        "{} is missing (resources/scripts/test-assets.sh builds it)",
+        path.display()
+    );
+    assert_ne!(
+        std::env::var("VMDESK_REQUIRE_TOOLS").as_deref(),
+        Ok("1"),
+        "{test}: {why}"
+    );
+    eprintln!("SKIP {test}: {why}");
+    None
+}
