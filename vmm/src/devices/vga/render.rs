@@ -1,10 +1,12 @@
 //! Drawing VGA state into the surface.
 //!
 //! Legacy modes (text, planar, 256-colour, CGA) are small (at most a few hundred thousand
-//! pixels): when the guest changed registers or memory since the last refresh, or a blink
-//! phase flipped, the whole picture is drawn into a scratch frame and compared with the
-//! previous one in surface tiles; only tiles that differ are copied and marked dirty. A
-//! static screen costs one flag test per refresh.
+//! pixels): when the guest changed registers or memory since the last refresh, the whole
+//! picture is drawn into a scratch frame and compared with the previous one in surface
+//! tiles; only tiles that differ are copied and marked dirty. When only a blink phase
+//! flipped (cursor every 266 ms, blinking characters every 533 ms), just the cursor cell
+//! or the blinking cells are redrawn over the last frame. A static screen costs one flag
+//! test per refresh.
 //!
 //! DISPI modes can be large and the guest writes them without exits, so they are driven by
 //! the dirty-page bitmap: only scan lines whose bytes lie on written pages are converted
@@ -259,7 +261,10 @@ fn legacy_geometry(c: &VgaCore) -> Option<Legacy> {
 }
 
 fn render_legacy(c: &mut VgaCore, now_ms: u64) {
-    let _ = c.take_dirty();
+    // Legacy modes are drawn from planar memory and the registers, not from dirty pages:
+    // drop the device's own marks. (The hypervisor's log for the linear framebuffer is
+    // left alone; the first DISPI refresh after a mode switch redraws everything anyway.)
+    c.dirty.fill(0);
     // Screen off (palette address source clear, as at power-on and during a mode set, or
     // the sequencer's screen-off bit): black at the size already shown, like QEMU, so
     // clients do not see a resize to whatever half-programmed CRTC values say.
@@ -279,24 +284,29 @@ fn render_legacy(c: &mut VgaCore, now_ms: u64) {
         (now_ms / CHAR_BLINK_MS).is_multiple_of(2),
     );
     let shown = Shown::Legacy { width, height };
-    let blink_flipped = c.renderer.blink.is_some_and(|b| b != phases);
+    let flipped = c
+        .renderer
+        .blink
+        .map(|(cur, chr)| (cur != phases.0, chr != phases.1));
+    let blink_flipped = flipped.is_some_and(|(a, b)| a || b);
     if !c.legacy_changed && c.renderer.shown == shown && !blink_flipped {
         return;
     }
-    // Only a blink phase flipped: redraw just the cells that blink, over the last frame.
-    let blink_only = !c.legacy_changed
+    if let (Legacy::Text(t), Some(which)) = (&geom, flipped)
+        && !c.legacy_changed
         && c.renderer.shown == shown
-        && c.renderer.prev.len() == (width * height) as usize;
+        && c.renderer.prev.len() == (width * height) as usize
+    {
+        // Only a blink phase flipped: redraw just the cursor cell and/or the cells that
+        // blink, straight into the last frame, and copy those cells out.
+        return redraw_blinking(c, t, phases, which, width as usize, height as usize);
+    }
     c.legacy_changed = false;
-    let mut frame = if blink_only {
-        c.renderer.prev.clone()
-    } else {
-        vec![0u32; (width * height) as usize]
-    };
+    let mut frame = vec![0u32; (width * height) as usize];
     c.renderer.blink = None;
     match &geom {
         Legacy::Text(t) => {
-            if draw_text(c, t, phases, blink_only, &mut frame, width as usize) {
+            if draw_text(c, t, phases, None, &mut frame, width as usize).blinks {
                 c.renderer.blink = Some(phases);
             }
         }
@@ -309,8 +319,10 @@ fn render_legacy(c: &mut VgaCore, now_ms: u64) {
         r.prev = vec![!0; frame.len()];
     }
     let (w, h) = (width as usize, height as usize);
-    let mut rects = Vec::new();
+    let tiles_x = w.div_ceil(TILE);
+    let mut changed_tiles = vec![false; tiles_x * h.div_ceil(TILE)];
     let prev = &mut r.prev;
+    let mut any = false;
     r.surface.with_frame_mut(|f| {
         if f.width != w || f.height != h {
             return;
@@ -328,12 +340,105 @@ fn render_legacy(c: &mut VgaCore, now_ms: u64) {
                         let s = y * w + tx;
                         f.row_mut(y)[tx..tx + tw].copy_from_slice(&frame[s..s + tw]);
                     }
-                    rects.push(Rect::new(tx as u16, ty as u16, tw as u16, th as u16));
+                    changed_tiles[(ty / TILE) * tiles_x + tx / TILE] = true;
+                    any = true;
                 }
             }
         }
     });
     *prev = frame;
+    if any {
+        mark_tiles(r, &changed_tiles, tiles_x, w, h);
+    }
+}
+
+/// A blink tick on an unchanged text screen: redraws the cursor cell (when the cursor's
+/// phase flipped) and the cells with the blink attribute (when the character phase
+/// flipped) into the last frame, copies just those cells to the surface and marks their
+/// tiles. Costs a scan of the attributes, not a re-render and diff of the whole frame.
+fn redraw_blinking(
+    c: &mut VgaCore,
+    t: &TextGeom,
+    phases: (bool, bool),
+    (cursor, chars): (bool, bool),
+    w: usize,
+    h: usize,
+) {
+    let mut prev = std::mem::take(&mut c.renderer.prev);
+    let drawn = draw_text(c, t, phases, Some((cursor, chars)), &mut prev, w);
+    let r = &mut c.renderer;
+    r.blink = drawn.blinks.then_some(phases);
+    let tiles_x = w.div_ceil(TILE);
+    let mut changed_tiles = vec![false; tiles_x * h.div_ceil(TILE)];
+    let (cell_w, cell_h) = (drawn.cell_w, t.ch as usize);
+    r.surface.with_frame_mut(|f| {
+        if f.width != w || f.height != h {
+            return;
+        }
+        for &(row, col) in &drawn.cells {
+            let (x0, y0) = (col * cell_w, row * cell_h);
+            for y in y0..(y0 + cell_h).min(h) {
+                let s = y * w + x0;
+                f.row_mut(y)[x0..x0 + cell_w].copy_from_slice(&prev[s..s + cell_w]);
+            }
+            for ty in y0 / TILE..=(y0 + cell_h - 1) / TILE {
+                for tx in x0 / TILE..=(x0 + cell_w - 1) / TILE {
+                    changed_tiles[ty * tiles_x + tx] = true;
+                }
+            }
+        }
+    });
+    r.prev = prev;
+    if !drawn.cells.is_empty() {
+        mark_tiles(r, &changed_tiles, tiles_x, w, h);
+    }
+}
+
+/// Tells the surface's consumers which tiles changed, in as few rectangles as is cheap:
+/// the bounding box when it is mostly changed tiles anyway, otherwise horizontal runs.
+/// Each mark wakes the VNC sessions, which may send what is marked at once, so a glyph
+/// that straddles two tiles must be marked in one rectangle or a client can see half of
+/// it in one update and the rest in the next.
+fn mark_tiles(r: &mut Renderer, tiles: &[bool], tiles_x: usize, w: usize, h: usize) {
+    let mut count = 0;
+    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+    for (i, _) in tiles.iter().enumerate().filter(|(_, t)| **t) {
+        let (tx, ty) = (i % tiles_x, i / tiles_x);
+        count += 1;
+        (x0, y0, x1, y1) = (x0.min(tx), y0.min(ty), x1.max(tx + 1), y1.max(ty + 1));
+    }
+    if count == 0 {
+        return;
+    }
+    let rect = |tx0: usize, ty0: usize, tx1: usize, ty1: usize| {
+        let (px0, py0) = (tx0 * TILE, ty0 * TILE);
+        let (px1, py1) = ((tx1 * TILE).min(w), (ty1 * TILE).min(h));
+        Rect::new(
+            px0 as u16,
+            py0 as u16,
+            (px1 - px0) as u16,
+            (py1 - py0) as u16,
+        )
+    };
+    let mut rects = Vec::new();
+    if (x1 - x0) * (y1 - y0) <= 2 * count {
+        rects.push(rect(x0, y0, x1, y1));
+    } else {
+        for ty in y0..y1 {
+            let mut tx = x0;
+            while tx < x1 {
+                if !tiles[ty * tiles_x + tx] {
+                    tx += 1;
+                    continue;
+                }
+                let start = tx;
+                while tx < x1 && tiles[ty * tiles_x + tx] {
+                    tx += 1;
+                }
+                rects.push(rect(start, ty, tx, ty + 1));
+            }
+        }
+    }
     for rect in rects {
         r.surface.mark_dirty(rect);
         r.last_marked.push(rect);
@@ -346,15 +451,27 @@ fn font_offset(m: u8) -> usize {
     usize::from(m & 3) * 0x4000 + usize::from(m >> 2) * 0x2000
 }
 
-/// Draws the text screen; returns whether anything on it blinks.
+/// What [`draw_text`] did.
+struct TextDrawn {
+    /// Anything on the screen blinks (the cursor, or a character with the blink attribute).
+    blinks: bool,
+    /// The cells drawn, as (row, column), when only blinking cells were asked for.
+    cells: Vec<(usize, usize)>,
+    /// Pixels across a cell.
+    cell_w: usize,
+}
+
+/// Draws the text screen, or with `only = Some((cursor, chars))` just the cursor cell
+/// (when `cursor`) and the cells with the blink attribute (when `chars`), over a frame
+/// that already holds the rest.
 fn draw_text(
     c: &VgaCore,
     t: &TextGeom,
     (cursor_on, blink_on): (bool, bool),
-    blinking_only: bool,
+    only: Option<(bool, bool)>,
     frame: &mut [u32],
     stride: usize,
-) -> bool {
+) -> TextDrawn {
     let r = &c.regs;
     let pal: Vec<u32> = (0..16u8)
         .map(|i| r.dac_rgb(r.attr_to_dac(i), false))
@@ -374,7 +491,11 @@ fn draw_text(
     let cell_w = (t.cw * dot_w) as usize;
     let vram = c.vram.as_volatile_slice();
     let plane_bytes = |i: usize| -> u32 { vram.read_obj::<u32>(i * 4).unwrap_or(0) };
-    let mut blinks = cursor_enabled;
+    let mut drawn = TextDrawn {
+        blinks: cursor_enabled,
+        cells: Vec::new(),
+        cell_w,
+    };
     for row in 0..t.rows as usize {
         for col in 0..t.cols as usize {
             let cell = (start + row * line_cells + col) & 0xffff;
@@ -382,18 +503,22 @@ fn draw_text(
             let (chr, attr) = (ca as u8, (ca >> 8) as u8);
             let mut fg = attr & 0x0f;
             let mut bg = attr >> 4;
+            let blinking = blink_enabled && attr & 0x80 != 0;
             if blink_enabled {
                 bg &= 7;
-                if attr & 0x80 != 0 {
-                    blinks = true;
+                if blinking {
+                    drawn.blinks = true;
                     if !blink_on {
                         fg = bg;
                     }
                 }
             }
             let at_cursor = cursor_enabled && cell == cursor_addr;
-            if blinking_only && !at_cursor && !(blink_enabled && attr & 0x80 != 0) {
-                continue;
+            if let Some((cursor, chars)) = only {
+                if !(cursor && at_cursor || chars && blinking) {
+                    continue;
+                }
+                drawn.cells.push((row, col));
             }
             let font = if attr & 0x08 != 0 { map_a } else { map_b };
             let is_cursor = at_cursor && cursor_on;
@@ -424,7 +549,7 @@ fn draw_text(
             }
         }
     }
-    blinks
+    drawn
 }
 
 fn draw_graphics(c: &VgaCore, g: &GfxGeom, frame: &mut [u32]) {
