@@ -630,6 +630,15 @@ impl Vga {
         render::refresh(&mut c, now_ms);
     }
 
+    /// How long until the picture changes by itself (a cursor or character blink flips),
+    /// so a refresh loop can sleep that long; `None` when only a guest write can change it
+    /// (or a linear framebuffer mode is shown, whose writes need polling anyway).
+    pub fn until_blink(&self) -> Option<std::time::Duration> {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        render::until_blink_ms(&lock(&self.core).renderer, now)
+            .map(std::time::Duration::from_millis)
+    }
+
     /// The text a text mode shows, read back from the surface's pixels with the font the
     /// guest loaded (see [`render::read_text`]); `None` in graphics modes.
     pub fn screen_text(&self) -> Option<Vec<String>> {

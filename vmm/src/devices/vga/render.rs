@@ -47,6 +47,8 @@ pub(crate) struct Renderer {
     prev: Vec<u32>,
     /// Blink phases the last text frame used, when it had anything blinking.
     blink: Option<(bool, bool)>,
+    /// What blinks on the last text frame: (the cursor, characters).
+    blinking: (bool, bool),
     /// Rectangles the last refresh marked dirty (for tests and tracing).
     pub(crate) last_marked: Vec<Rect>,
 }
@@ -58,6 +60,7 @@ impl Renderer {
             shown: Shown::Nothing,
             prev: Vec::new(),
             blink: None,
+            blinking: (false, false),
             last_marked: Vec::new(),
         }
     }
@@ -79,6 +82,21 @@ pub(crate) fn refresh(c: &mut VgaCore, now_ms: u64) {
         }
     }
     render_legacy(c, now_ms);
+}
+
+/// Milliseconds from `now_ms` until the picture shown next changes by itself (a blink
+/// phase flips); `None` when nothing on it blinks, so only a guest write can change it.
+pub(crate) fn until_blink_ms(r: &Renderer, now_ms: u64) -> Option<u64> {
+    if r.blink.is_none() || !matches!(r.shown, Shown::Legacy { .. }) {
+        return None;
+    }
+    let next = |period: u64| period - now_ms % period;
+    match r.blinking {
+        (true, true) => Some(next(CURSOR_BLINK_MS).min(next(CHAR_BLINK_MS))),
+        (true, false) => Some(next(CURSOR_BLINK_MS)),
+        (false, true) => Some(next(CHAR_BLINK_MS)),
+        (false, false) => None,
+    }
 }
 
 fn resize(r: &mut Renderer, width: u32, height: u32) {
@@ -306,8 +324,10 @@ fn render_legacy(c: &mut VgaCore, now_ms: u64) {
     c.renderer.blink = None;
     match &geom {
         Legacy::Text(t) => {
-            if draw_text(c, t, phases, None, &mut frame, width as usize).blinks {
+            let drawn = draw_text(c, t, phases, None, &mut frame, width as usize);
+            if drawn.blinks.0 || drawn.blinks.1 {
                 c.renderer.blink = Some(phases);
+                c.renderer.blinking = drawn.blinks;
             }
         }
         Legacy::Graphics(g) => draw_graphics(c, g, &mut frame),
@@ -367,7 +387,8 @@ fn redraw_blinking(
     let mut prev = std::mem::take(&mut c.renderer.prev);
     let drawn = draw_text(c, t, phases, Some((cursor, chars)), &mut prev, w);
     let r = &mut c.renderer;
-    r.blink = drawn.blinks.then_some(phases);
+    r.blink = (drawn.blinks.0 || drawn.blinks.1).then_some(phases);
+    r.blinking = drawn.blinks;
     let tiles_x = w.div_ceil(TILE);
     let mut changed_tiles = vec![false; tiles_x * h.div_ceil(TILE)];
     let (cell_w, cell_h) = (drawn.cell_w, t.ch as usize);
@@ -453,8 +474,8 @@ fn font_offset(m: u8) -> usize {
 
 /// What [`draw_text`] did.
 struct TextDrawn {
-    /// Anything on the screen blinks (the cursor, or a character with the blink attribute).
-    blinks: bool,
+    /// What on the screen blinks: (the cursor, a character with the blink attribute).
+    blinks: (bool, bool),
     /// The cells drawn, as (row, column), when only blinking cells were asked for.
     cells: Vec<(usize, usize)>,
     /// Pixels across a cell.
@@ -492,7 +513,7 @@ fn draw_text(
     let vram = c.vram.as_volatile_slice();
     let plane_bytes = |i: usize| -> u32 { vram.read_obj::<u32>(i * 4).unwrap_or(0) };
     let mut drawn = TextDrawn {
-        blinks: cursor_enabled,
+        blinks: (cursor_enabled, false),
         cells: Vec::new(),
         cell_w,
     };
@@ -507,7 +528,7 @@ fn draw_text(
             if blink_enabled {
                 bg &= 7;
                 if blinking {
-                    drawn.blinks = true;
+                    drawn.blinks.1 = true;
                     if !blink_on {
                         fg = bg;
                     }

@@ -856,6 +856,15 @@ fn blink_tick_redraws_only_the_cursor_cell_and_blinking_cells() {
     g.vga.refresh_at(0);
     let grey = 0xa8a8a8;
     assert_cell(&g, &font, 79, 24, b'B', grey, 0);
+    // The refresh loop may sleep until the next flip: the cursor's comes first.
+    let until = |now| render::until_blink_ms(&lock(&g.vga.core).renderer, now);
+    assert_eq!(until(100), Some(render::CURSOR_BLINK_MS - 100));
+    assert_eq!(
+        until(render::CURSOR_BLINK_MS + 10),
+        Some(render::CURSOR_BLINK_MS - 10)
+    );
+    // Just before a character flip that comes before the cursor's.
+    assert_eq!(until(render::CHAR_BLINK_MS - 1), Some(1));
     // Change a plain cell behind the device's back (no write through the window): a
     // blink tick must not redraw it, which shows it redraws only the blinking cells.
     {
@@ -895,6 +904,8 @@ fn a_glyph_across_two_tiles_is_marked_in_one_rectangle() {
     g.load_font(&font, 16);
     g.crtc_write(0x0a, 0x20); // cursor off
     g.vga.refresh_at(0);
+    // Nothing blinks: only a guest write can change the picture.
+    assert_eq!(render::until_blink_ms(&lock(&g.vga.core).renderer, 5), None);
     // Column 7 spans x 63..72: the last column of tile 0 and the first of tile 1. A VNC
     // session woken by a mark of one tile alone would send half the glyph.
     g.writew(0xb_8000 + 7 * 2, 0x0700 | u16::from(b'W'));
