@@ -217,7 +217,10 @@ pub const LEGACY_REFRESH_PERIOD: Duration = Duration::from_millis(250);
 /// quiet before the refresh draws: each further write re-arms this, so an update the
 /// guest makes in several steps (the BIOS teletype writes the character, then moves the
 /// cursor through the CRTC) is drawn once, whole.
-pub const REFRESH_SETTLE: Duration = Duration::from_millis(2);
+pub const REFRESH_SETTLE: Duration = Duration::from_micros(1500);
+/// How often the settling refresh looks whether the guest wrote again (its error in
+/// telling when the guest went quiet).
+const SETTLE_POLL: Duration = Duration::from_micros(500);
 /// The longest a refresh waits for the guest to pause, from its first write: a guest that
 /// never pauses (a scroll, POST output, an animation) is still drawn this promptly.
 pub const REFRESH_SETTLE_CAP: Duration = Duration::from_millis(8);
@@ -277,20 +280,31 @@ pub fn spawn_display_refresh(
 /// until [`REFRESH_SETTLE_CAP`] has passed since `first`. `sync` applies writes still
 /// waiting in the coalesced-MMIO ring.
 fn settle(vga: &Vga, sync: &impl Fn(), first: Instant, last: Instant) {
-    let cap = (first + REFRESH_SETTLE_CAP).max(last + MIN_REFRESH_GAP);
+    let earliest = last + MIN_REFRESH_GAP;
+    let cap = (first + REFRESH_SETTLE_CAP).max(earliest);
     sync();
     let mut seen = vga.generation();
-    let mut at = (first + REFRESH_SETTLE).max(last + MIN_REFRESH_GAP);
+    let mut quiet_since = first;
     loop {
-        std::thread::sleep(at.saturating_duration_since(Instant::now()));
         let now = Instant::now();
-        sync();
-        let generation = vga.generation();
-        if generation == seen || now >= cap {
+        let due = (quiet_since + REFRESH_SETTLE).max(earliest).min(cap);
+        if now >= due {
             return;
         }
-        seen = generation;
-        at = (now + REFRESH_SETTLE).min(cap);
+        // Only writes in the last REFRESH_SETTLE before `due` can move it: sleep through
+        // the rest (the minimum gap after the previous refresh) in one go.
+        let wait = due - now;
+        std::thread::sleep(if wait > REFRESH_SETTLE {
+            wait - REFRESH_SETTLE
+        } else {
+            wait.min(SETTLE_POLL)
+        });
+        sync();
+        let generation = vga.generation();
+        if generation != seen {
+            seen = generation;
+            quiet_since = Instant::now();
+        }
     }
 }
 

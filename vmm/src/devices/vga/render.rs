@@ -15,16 +15,16 @@
 //! Pixel geometry follows what the CRTC scans out, as QEMU shows it: mode 3 is 720x400,
 //! mode 12h 640x480, mode 13h 640x400 (each pixel two dots wide, each line scanned twice).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use display::encoding::Rect;
 use display::surface::{Surface, TILE};
 use vm_memory::{Bytes, VolatileMemory};
 
-use super::VgaCore;
 use super::dispi::DispiMode;
-use super::regs::{AR_INDEX_PAS, AR10_BLINK, AR10_LINE_GRAPHICS};
-use crate::memory_slots::{PAGE_SIZE, page_is_dirty};
+use super::regs::{AR_INDEX_PAS, AR10_BLINK, AR10_LINE_GRAPHICS, VgaRegs};
+use super::{PLANAR_SIZE, VgaCore};
+use crate::memory_slots::{HostRam, PAGE_SIZE, page_is_dirty};
 
 /// Half a cursor blink period: the VGA toggles the cursor every 16 frames at 60 Hz.
 pub const CURSOR_BLINK_MS: u64 = 16 * 1000 / 60;
@@ -51,6 +51,8 @@ pub(crate) struct Renderer {
     blinking: (bool, bool),
     /// Rectangles the last refresh marked dirty (for tests and tracing).
     pub(crate) last_marked: Vec<Rect>,
+    /// The planar memory a legacy refresh draws from, copied under the device lock.
+    planar: Vec<u8>,
 }
 
 impl Renderer {
@@ -62,26 +64,140 @@ impl Renderer {
             blink: None,
             blinking: (false, false),
             last_marked: Vec::new(),
+            planar: Vec::new(),
         }
     }
 }
 
-pub(crate) fn refresh(c: &mut VgaCore, now_ms: u64) {
-    c.renderer.last_marked.clear();
+/// What a refresh has to draw, taken from the device under its lock.
+enum Work {
+    Nothing,
+    Blank,
+    Dispi {
+        m: DispiMode,
+        /// Redraw every line, not only those on dirty pages.
+        full: bool,
+        dirty: Vec<u64>,
+        /// The 256 DAC colours (8 bpp only).
+        pal: Vec<u32>,
+        vram: HostRam,
+    },
+    /// A legacy picture, from these registers and the planar memory copied into
+    /// [`Renderer::planar`]; `changed` when more than a blink phase moved.
+    Legacy {
+        regs: Box<VgaRegs>,
+        changed: bool,
+    },
+}
+
+/// Draws what changed since the last refresh into the surface. The device lock is held
+/// only to take what the drawing needs (flags, registers, the dirty bitmap, and for a
+/// legacy picture a copy of the 256 KiB of planar memory, a few microseconds); the drawing
+/// runs without it, so a vCPU writing VGA state never waits for a render. A guest write
+/// during the drawing sets the device's change flags again, and the next refresh draws it.
+pub(crate) fn refresh(core: &Mutex<VgaCore>, r: &mut Renderer, now_ms: u64) {
+    r.last_marked.clear();
+    let work = {
+        let mut c = super::lock(core);
+        c.notified = false;
+        take_work(&mut c, r, now_ms)
+    };
+    match work {
+        Work::Nothing => {}
+        Work::Blank => blank(r),
+        Work::Dispi {
+            m,
+            full,
+            dirty,
+            pal,
+            vram,
+        } => render_dispi(r, m, full, &dirty, &pal, &vram),
+        Work::Legacy { regs, changed } => render_legacy(r, &regs, changed, now_ms),
+    }
+}
+
+fn take_work(c: &mut VgaCore, r: &mut Renderer, now_ms: u64) -> Work {
     if c.dispi.enabled() {
         match c.dispi.mode() {
-            Some(m) if m.bpp > 4 => return render_dispi(c, m),
+            Some(m) if m.bpp > 4 => {
+                let dirty = c.take_dirty();
+                let full = c.dispi_full || r.shown != Shown::Dispi(m);
+                c.dispi_full = false;
+                c.legacy_changed = true;
+                let pal = if m.bpp == 8 {
+                    (0..=255u8).map(|i| c.regs.dac_rgb(i, m.dac_8bit)).collect()
+                } else {
+                    Vec::new()
+                };
+                return Work::Dispi {
+                    m,
+                    full,
+                    dirty,
+                    pal,
+                    vram: c.vram.clone(),
+                };
+            }
             // 4 bpp DISPI modes are VGA planar memory; the VGA BIOS programs the CRTC
             // for their size, so the VGA renderer draws them.
             Some(_) => {}
             // Modes that do not fit: show nothing.
             None => {
                 let _ = c.take_dirty();
-                return blank(c);
+                return Work::Blank;
             }
         }
     }
-    render_legacy(c, now_ms);
+    // Legacy modes are drawn from planar memory and the registers, not from dirty pages:
+    // drop the device's own marks. (The hypervisor's log for the linear framebuffer is
+    // left alone; the first DISPI refresh after a mode switch redraws everything anyway.)
+    c.dirty.fill(0);
+    let Some((_, shown)) = legacy_picture(&c.regs) else {
+        return Work::Blank;
+    };
+    let blink_flipped = r.blink.is_some_and(|b| b != blink_phases(now_ms));
+    if !c.legacy_changed && r.shown == shown && !blink_flipped {
+        return Work::Nothing;
+    }
+    let changed = c.legacy_changed || r.shown != shown;
+    c.legacy_changed = false;
+    r.planar.resize(PLANAR_SIZE, 0);
+    if c.vram
+        .as_volatile_slice()
+        .read_slice(&mut r.planar, 0)
+        .is_err()
+    {
+        r.planar.fill(0);
+    }
+    Work::Legacy {
+        regs: Box::new(c.regs.clone()),
+        changed,
+    }
+}
+
+/// Cursor and character blink phases at `now_ms` (true: shown).
+fn blink_phases(now_ms: u64) -> (bool, bool) {
+    (
+        (now_ms / CURSOR_BLINK_MS).is_multiple_of(2),
+        (now_ms / CHAR_BLINK_MS).is_multiple_of(2),
+    )
+}
+
+/// The legacy picture the registers describe, and its size; `None` when the screen is
+/// off (palette address source clear, as at power-on and during a mode set, or the
+/// sequencer's screen-off bit) or the CRTC describes nothing drawable: then it shows black
+/// at the size already shown, like QEMU, so clients do not see a resize to whatever
+/// half-programmed CRTC values say.
+fn legacy_picture(regs: &VgaRegs) -> Option<(Legacy, Shown)> {
+    let screen_on = regs.ar_index & AR_INDEX_PAS != 0 && regs.sr[1] & 0x20 == 0;
+    if !screen_on {
+        return None;
+    }
+    let geom = legacy_geometry(regs)?;
+    let (width, height) = match &geom {
+        Legacy::Text(t) => (t.cols * t.cw * if t.double { 2 } else { 1 }, t.rows * t.ch),
+        Legacy::Graphics(g) => (g.width, g.height),
+    };
+    Some((geom, Shown::Legacy { width, height }))
 }
 
 /// Milliseconds from `now_ms` until the picture shown next changes by itself (a blink
@@ -103,8 +219,7 @@ fn resize(r: &mut Renderer, width: u32, height: u32) {
     r.surface.resize(width as u16, height as u16);
 }
 
-fn blank(c: &mut VgaCore) {
-    let r = &mut c.renderer;
+fn blank(r: &mut Renderer) {
     if r.shown != Shown::Nothing {
         let (w, h) = r.surface.size();
         r.surface.fill_rect(Rect::new(0, 0, w, h), 0);
@@ -116,28 +231,27 @@ fn blank(c: &mut VgaCore) {
 
 // ----- DISPI -----
 
-fn render_dispi(c: &mut VgaCore, m: DispiMode) {
-    let dirty = c.take_dirty();
-    let full = c.dispi_full || c.renderer.shown != Shown::Dispi(m);
-    c.dispi_full = false;
-    c.legacy_changed = true;
-    if c.renderer.shown != Shown::Dispi(m) {
-        resize(&mut c.renderer, m.xres, m.yres);
-        c.renderer.shown = Shown::Dispi(m);
-        c.renderer.prev.clear();
+fn render_dispi(
+    r: &mut Renderer,
+    m: DispiMode,
+    full: bool,
+    dirty: &[u64],
+    pal: &[u32],
+    vram: &HostRam,
+) {
+    if r.shown != Shown::Dispi(m) {
+        resize(r, m.xres, m.yres);
+        r.shown = Shown::Dispi(m);
+        r.prev.clear();
+        r.blink = None;
     }
-    let pal: Vec<u32> = if m.bpp == 8 {
-        (0..=255u8).map(|i| c.regs.dac_rgb(i, m.dac_8bit)).collect()
-    } else {
-        Vec::new()
-    };
     let bypp = m.bytes_per_pixel() as usize;
     let row_bytes = m.xres as usize * bypp;
     let mut buf = vec![0u8; row_bytes];
-    let vram = c.vram.as_volatile_slice();
+    let vram = vram.as_volatile_slice();
     // Rectangles of whole lines sharing one column range, as (x0, x1, y0, y1).
     let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
-    c.renderer.surface.with_frame_mut(|f| {
+    r.surface.with_frame_mut(|f| {
         let lines = (m.yres as usize).min(f.height);
         let width = (m.xres as usize).min(f.width);
         for y in 0..lines {
@@ -145,7 +259,7 @@ fn render_dispi(c: &mut VgaCore, m: DispiMode) {
             let cols = if full {
                 Some((0, width))
             } else {
-                dirty_columns(&dirty, off, row_bytes, bypp, width)
+                dirty_columns(dirty, off, row_bytes, bypp, width)
             };
             let Some((x0, x1)) = cols else {
                 continue;
@@ -154,7 +268,7 @@ fn render_dispi(c: &mut VgaCore, m: DispiMode) {
             if vram.read_slice(&mut buf[b0..b1], off + b0).is_err() {
                 continue;
             }
-            convert_row(&buf[b0..b1], m.bpp, &pal, &mut f.row_mut(y)[x0..x1]);
+            convert_row(&buf[b0..b1], m.bpp, pal, &mut f.row_mut(y)[x0..x1]);
             match spans.last_mut() {
                 Some((sx0, sx1, _, end)) if *end == y && (*sx0, *sx1) == (x0, x1) => *end = y + 1,
                 _ => spans.push((x0, x1, y, y + 1)),
@@ -163,8 +277,8 @@ fn render_dispi(c: &mut VgaCore, m: DispiMode) {
     });
     for (x0, x1, y0, y1) in spans {
         let rect = Rect::new(x0 as u16, y0 as u16, (x1 - x0) as u16, (y1 - y0) as u16);
-        c.renderer.surface.mark_dirty(rect);
-        c.renderer.last_marked.push(rect);
+        r.surface.mark_dirty(rect);
+        r.last_marked.push(rect);
     }
 }
 
@@ -252,8 +366,7 @@ struct GfxGeom {
     shift: u8,
 }
 
-fn legacy_geometry(c: &VgaCore) -> Option<Legacy> {
-    let r = &c.regs;
+fn legacy_geometry(r: &VgaRegs) -> Option<Legacy> {
     let lines = r.vertical_display_lines();
     let double = r.sr[1] & 0x08 != 0;
     if r.gr[6] & 1 == 0 {
@@ -278,61 +391,62 @@ fn legacy_geometry(c: &VgaCore) -> Option<Legacy> {
     }
 }
 
-fn render_legacy(c: &mut VgaCore, now_ms: u64) {
-    // Legacy modes are drawn from planar memory and the registers, not from dirty pages:
-    // drop the device's own marks. (The hypervisor's log for the linear framebuffer is
-    // left alone; the first DISPI refresh after a mode switch redraws everything anyway.)
-    c.dirty.fill(0);
-    // Screen off (palette address source clear, as at power-on and during a mode set, or
-    // the sequencer's screen-off bit): black at the size already shown, like QEMU, so
-    // clients do not see a resize to whatever half-programmed CRTC values say.
-    let screen_on = c.regs.ar_index & AR_INDEX_PAS != 0 && c.regs.sr[1] & 0x20 == 0;
-    if !screen_on {
-        return blank(c);
+/// Legacy VGA memory as a refresh sees it: the registers and a copy of the planar memory
+/// (byte `4 * offset + plane`).
+struct View<'a> {
+    regs: &'a VgaRegs,
+    mem: &'a [u8],
+}
+
+impl View<'_> {
+    fn byte(&self, i: usize) -> u8 {
+        self.mem.get(i).copied().unwrap_or(0)
     }
-    let Some(geom) = legacy_geometry(c) else {
-        return blank(c);
+
+    /// The four planes' bytes at `offset`.
+    fn planes(&self, offset: usize) -> u32 {
+        let i = offset * 4;
+        self.mem
+            .get(i..i + 4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+fn render_legacy(r: &mut Renderer, regs: &VgaRegs, changed: bool, now_ms: u64) {
+    let Some((geom, shown)) = legacy_picture(regs) else {
+        return blank(r);
     };
-    let (width, height) = match &geom {
-        Legacy::Text(t) => (t.cols * t.cw * if t.double { 2 } else { 1 }, t.rows * t.ch),
-        Legacy::Graphics(g) => (g.width, g.height),
-    };
-    let phases = (
-        (now_ms / CURSOR_BLINK_MS).is_multiple_of(2),
-        (now_ms / CHAR_BLINK_MS).is_multiple_of(2),
-    );
-    let shown = Shown::Legacy { width, height };
-    let flipped = c
-        .renderer
-        .blink
-        .map(|(cur, chr)| (cur != phases.0, chr != phases.1));
-    let blink_flipped = flipped.is_some_and(|(a, b)| a || b);
-    if !c.legacy_changed && c.renderer.shown == shown && !blink_flipped {
+    let Shown::Legacy { width, height } = shown else {
         return;
-    }
+    };
+    let phases = blink_phases(now_ms);
+    let flipped = r.blink.map(|(cur, chr)| (cur != phases.0, chr != phases.1));
+    let planar = std::mem::take(&mut r.planar);
+    let view = View { regs, mem: &planar };
     if let (Legacy::Text(t), Some(which)) = (&geom, flipped)
-        && !c.legacy_changed
-        && c.renderer.shown == shown
-        && c.renderer.prev.len() == (width * height) as usize
+        && !changed
+        && r.shown == shown
+        && r.prev.len() == (width * height) as usize
     {
         // Only a blink phase flipped: redraw just the cursor cell and/or the cells that
         // blink, straight into the last frame, and copy those cells out.
-        return redraw_blinking(c, t, phases, which, width as usize, height as usize);
+        redraw_blinking(r, &view, t, phases, which, width as usize, height as usize);
+        r.planar = planar;
+        return;
     }
-    c.legacy_changed = false;
     let mut frame = vec![0u32; (width * height) as usize];
-    c.renderer.blink = None;
+    r.blink = None;
     match &geom {
         Legacy::Text(t) => {
-            let drawn = draw_text(c, t, phases, None, &mut frame, width as usize);
+            let drawn = draw_text(&view, t, phases, None, &mut frame, width as usize);
             if drawn.blinks.0 || drawn.blinks.1 {
-                c.renderer.blink = Some(phases);
-                c.renderer.blinking = drawn.blinks;
+                r.blink = Some(phases);
+                r.blinking = drawn.blinks;
             }
         }
-        Legacy::Graphics(g) => draw_graphics(c, g, &mut frame),
+        Legacy::Graphics(g) => draw_graphics(&view, g, &mut frame),
     }
-    let r = &mut c.renderer;
+    r.planar = planar;
     if r.shown != shown {
         resize(r, width, height);
         r.shown = shown;
@@ -377,16 +491,16 @@ fn render_legacy(c: &mut VgaCore, now_ms: u64) {
 /// flipped) into the last frame, copies just those cells to the surface and marks their
 /// tiles. Costs a scan of the attributes, not a re-render and diff of the whole frame.
 fn redraw_blinking(
-    c: &mut VgaCore,
+    r: &mut Renderer,
+    view: &View<'_>,
     t: &TextGeom,
     phases: (bool, bool),
     (cursor, chars): (bool, bool),
     w: usize,
     h: usize,
 ) {
-    let mut prev = std::mem::take(&mut c.renderer.prev);
-    let drawn = draw_text(c, t, phases, Some((cursor, chars)), &mut prev, w);
-    let r = &mut c.renderer;
+    let mut prev = std::mem::take(&mut r.prev);
+    let drawn = draw_text(view, t, phases, Some((cursor, chars)), &mut prev, w);
     r.blink = (drawn.blinks.0 || drawn.blinks.1).then_some(phases);
     r.blinking = drawn.blinks;
     let tiles_x = w.div_ceil(TILE);
@@ -486,14 +600,14 @@ struct TextDrawn {
 /// (when `cursor`) and the cells with the blink attribute (when `chars`), over a frame
 /// that already holds the rest.
 fn draw_text(
-    c: &VgaCore,
+    v: &View<'_>,
     t: &TextGeom,
     (cursor_on, blink_on): (bool, bool),
     only: Option<(bool, bool)>,
     frame: &mut [u32],
     stride: usize,
 ) -> TextDrawn {
-    let r = &c.regs;
+    let r = v.regs;
     let pal: Vec<u32> = (0..16u8)
         .map(|i| r.dac_rgb(r.attr_to_dac(i), false))
         .collect();
@@ -510,8 +624,6 @@ fn draw_text(
     let cursor_enabled = r.cr[0x0a] & 0x20 == 0 && cs <= ce && cs < t.ch;
     let dot_w = if t.double { 2 } else { 1 };
     let cell_w = (t.cw * dot_w) as usize;
-    let vram = c.vram.as_volatile_slice();
-    let plane_bytes = |i: usize| -> u32 { vram.read_obj::<u32>(i * 4).unwrap_or(0) };
     let mut drawn = TextDrawn {
         blinks: (cursor_enabled, false),
         cells: Vec::new(),
@@ -520,7 +632,7 @@ fn draw_text(
     for row in 0..t.rows as usize {
         for col in 0..t.cols as usize {
             let cell = (start + row * line_cells + col) & 0xffff;
-            let ca = plane_bytes(cell);
+            let ca = v.planes(cell);
             let (chr, attr) = (ca as u8, (ca >> 8) as u8);
             let mut fg = attr & 0x0f;
             let mut bg = attr >> 4;
@@ -546,7 +658,7 @@ fn draw_text(
             let (fgc, bgc) = (pal[usize::from(fg)], pal[usize::from(bg)]);
             for line in 0..t.ch as usize {
                 let glyph_off = font + usize::from(chr) * 32 + line;
-                let mut bits = vram.read_obj::<u8>(glyph_off * 4 + 2).unwrap_or(0);
+                let mut bits = v.byte(glyph_off * 4 + 2);
                 if is_cursor && (cs as usize..=ce as usize).contains(&line) {
                     bits = 0xff;
                 }
@@ -573,10 +685,9 @@ fn draw_text(
     drawn
 }
 
-fn draw_graphics(c: &VgaCore, g: &GfxGeom, frame: &mut [u32]) {
-    let r = &c.regs;
-    let vram = c.vram.as_volatile_slice();
-    let byte = |i: usize| -> u8 { vram.read_obj::<u8>(i).unwrap_or(0) };
+fn draw_graphics(v: &View<'_>, g: &GfxGeom, frame: &mut [u32]) {
+    let r = v.regs;
+    let byte = |i: usize| -> u8 { v.byte(i) };
     let double = r.sr[1] & 0x08 != 0;
     let cr9 = r.cr[9];
     let double_scan = u32::from(cr9 >> 7);
@@ -599,9 +710,7 @@ fn draw_graphics(c: &VgaCore, g: &GfxGeom, frame: &mut [u32]) {
                     let bit = 7 - (px % 8);
                     if x == 0 || (bit == 7 && (!double || x % 2 == 0)) {
                         // The four planes' bytes hold eight pixels: read them once.
-                        planes = vram
-                            .read_obj::<u32>(((base + px / 8) & 0xffff) * 4)
-                            .unwrap_or(0);
+                        planes = v.planes((base + px / 8) & 0xffff);
                     }
                     let mut idx = 0u8;
                     for p in 0..4 {
@@ -697,8 +806,8 @@ pub fn read_text(
 
 /// The text on the screen now, read from the surface's pixels with the font in plane 2;
 /// `None` unless a text mode is shown.
-pub(crate) fn screen_text(c: &VgaCore) -> Option<Vec<String>> {
-    let Some(Legacy::Text(t)) = legacy_geometry(c) else {
+pub(crate) fn screen_text(c: &VgaCore, r: &Renderer) -> Option<Vec<String>> {
+    let Some(Legacy::Text(t)) = legacy_geometry(&c.regs) else {
         return None;
     };
     if t.double {
@@ -714,7 +823,7 @@ pub(crate) fn screen_text(c: &VgaCore) -> Option<Vec<String>> {
             vram.read_obj::<u8>(off * 4 + 2).unwrap_or(0)
         })
         .collect();
-    let (w, h, pixels) = c.renderer.surface.snapshot();
+    let (w, h, pixels) = r.surface.snapshot();
     if u32::from(w) != t.cols * t.cw || u32::from(h) != t.rows * t.ch {
         return None;
     }

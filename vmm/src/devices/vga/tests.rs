@@ -156,7 +156,7 @@ impl Guest {
     }
 
     fn marked(&self) -> Vec<Rect> {
-        lock(&self.vga.core).renderer.last_marked.clone()
+        lock(&self.vga.renderer).last_marked.clone()
     }
 }
 
@@ -857,7 +857,7 @@ fn blink_tick_redraws_only_the_cursor_cell_and_blinking_cells() {
     let grey = 0xa8a8a8;
     assert_cell(&g, &font, 79, 24, b'B', grey, 0);
     // The refresh loop may sleep until the next flip: the cursor's comes first.
-    let until = |now| render::until_blink_ms(&lock(&g.vga.core).renderer, now);
+    let until = |now| render::until_blink_ms(&lock(&g.vga.renderer), now);
     assert_eq!(until(100), Some(render::CURSOR_BLINK_MS - 100));
     assert_eq!(
         until(render::CURSOR_BLINK_MS + 10),
@@ -905,7 +905,7 @@ fn a_glyph_across_two_tiles_is_marked_in_one_rectangle() {
     g.crtc_write(0x0a, 0x20); // cursor off
     g.vga.refresh_at(0);
     // Nothing blinks: only a guest write can change the picture.
-    assert_eq!(render::until_blink_ms(&lock(&g.vga.core).renderer, 5), None);
+    assert_eq!(render::until_blink_ms(&lock(&g.vga.renderer), 5), None);
     // Column 7 spans x 63..72: the last column of tile 0 and the first of tile 1. A VNC
     // session woken by a mark of one tile alone would send half the glyph.
     g.writew(0xb_8000 + 7 * 2, 0x0700 | u16::from(b'W'));
@@ -916,4 +916,36 @@ fn a_glyph_across_two_tiles_is_marked_in_one_rectangle() {
     g.writew(0xb_8000 + (24 * 80 + 79) * 2, 0x0700 | u16::from(b'z'));
     g.vga.refresh_at(2);
     assert_eq!(g.marked().len(), 2);
+}
+
+#[test]
+fn a_refresh_draws_without_holding_the_device_lock() {
+    let g = Guest::new(None);
+    g.set_mode(&MODE_03);
+    let font = test_font();
+    g.load_font(&font, 16);
+    g.writew(0xb_8000, 0x0700 | u16::from(b'A'));
+    g.crtc_write(0x0a, 0x20); // cursor off
+    // Hold the surface so the refresh stops in the middle of drawing; the device must be
+    // free meanwhile (a vCPU writing VGA state does not wait for a render).
+    let vga = g.vga.clone();
+    let drawer = g.surface.read(|_| {
+        let t = std::thread::spawn(move || vga.refresh_at(0));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            !t.is_finished(),
+            "the refresh should be waiting for the surface"
+        );
+        assert!(
+            g.vga.core.try_lock().is_ok(),
+            "the device is locked during a render"
+        );
+        g.writew(0xb_8002, 0x0700 | u16::from(b'B'));
+        t
+    });
+    drawer.join().unwrap();
+    assert_cell(&g, &font, 0, 0, b'A', 0xa8a8a8, 0);
+    // The write made during the render is drawn by the next refresh.
+    g.vga.refresh_at(1);
+    assert_cell(&g, &font, 1, 0, b'B', 0xa8a8a8, 0);
 }
