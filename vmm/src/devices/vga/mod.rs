@@ -26,7 +26,12 @@
 //! surface and the VGA BIOS image, [`Vga::attach`] for the legacy ports and window,
 //! [`Vga::pci_function`] onto the PCI root, [`Vga::set_ram_mapper`] once the hypervisor VM
 //! exists, then [`Vga::refresh`] about 60 times a second and whenever the
-//! [`Vga::set_notifier`] callback says the guest wrote something.
+//! [`Vga::set_notifier`] callback says the guest wrote something ([`Vga::until_blink`]
+//! says how long a text screen may go without one). A refresh holds the device lock only
+//! while it copies what it draws from; the drawing runs under the renderer's own lock, so
+//! vCPUs writing VGA state never wait for it. The VMM registers the legacy window for
+//! coalesced MMIO where KVM can ([`crate::kvm::coalesced`]): its writes then reach
+//! [`Vga`] when a vCPU exits or the refresh drains the ring, in the guest's order.
 //!
 //! Not emulated: the CRTC's split screen (line compare), horizontal pel panning, the
 //! hardware text underline of mono attributes, big-endian framebuffers, EDID (the BAR's

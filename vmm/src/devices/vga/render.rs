@@ -158,15 +158,19 @@ fn take_work(c: &mut VgaCore, r: &mut Renderer, now_ms: u64) -> Work {
     if !c.legacy_changed && r.shown == shown && !blink_flipped {
         return Work::Nothing;
     }
-    let changed = c.legacy_changed || r.shown != shown;
+    let changed = c.legacy_changed || r.shown != shown || r.planar.len() != PLANAR_SIZE;
     c.legacy_changed = false;
-    r.planar.resize(PLANAR_SIZE, 0);
-    if c.vram
-        .as_volatile_slice()
-        .read_slice(&mut r.planar, 0)
-        .is_err()
-    {
-        r.planar.fill(0);
+    // A blink tick on an unchanged screen draws from the copy the last change took (the
+    // guest wrote nothing since, or `legacy_changed` would be set).
+    if changed {
+        r.planar.resize(PLANAR_SIZE, 0);
+        if c.vram
+            .as_volatile_slice()
+            .read_slice(&mut r.planar, 0)
+            .is_err()
+        {
+            r.planar.fill(0);
+        }
     }
     Work::Legacy {
         regs: Box::new(c.regs.clone()),
@@ -501,8 +505,11 @@ fn redraw_blinking(
 ) {
     let mut prev = std::mem::take(&mut r.prev);
     let drawn = draw_text(view, t, phases, Some((cursor, chars)), &mut prev, w);
-    r.blink = (drawn.blinks.0 || drawn.blinks.1).then_some(phases);
-    r.blinking = drawn.blinks;
+    // Nothing but the blink phases changed, so neither did what blinks; a cursor-only
+    // redraw does not scan the other cells to find out.
+    let blinking = (drawn.blinks.0, r.blinking.1 || drawn.blinks.1);
+    r.blink = (blinking.0 || blinking.1).then_some(phases);
+    r.blinking = blinking;
     let tiles_x = w.div_ceil(TILE);
     let mut changed_tiles = vec![false; tiles_x * h.div_ceil(TILE)];
     let (cell_w, cell_h) = (drawn.cell_w, t.ch as usize);
@@ -629,8 +636,19 @@ fn draw_text(
         cells: Vec::new(),
         cell_w,
     };
-    for row in 0..t.rows as usize {
-        for col in 0..t.cols as usize {
+    let (mut rows, mut cols) = (0..t.rows as usize, 0..t.cols as usize);
+    if only == Some((true, false)) && line_cells >= t.cols as usize {
+        // Only the cursor's phase flipped: its cell (if on screen) is all there is to draw.
+        let rel = cursor_addr.wrapping_sub(start) & 0xffff;
+        let (row, col) = (rel / line_cells, rel % line_cells);
+        if cursor_enabled && row < t.rows as usize && col < t.cols as usize {
+            (rows, cols) = (row..row + 1, col..col + 1);
+        } else {
+            (rows, cols) = (0..0, 0..0);
+        }
+    }
+    for row in rows {
+        for col in cols.clone() {
             let cell = (start + row * line_cells + col) & 0xffff;
             let ca = v.planes(cell);
             let (chr, attr) = (ca as u8, (ca >> 8) as u8);
