@@ -4,7 +4,7 @@
 //! machine and runs again, which is how a PC restarts through its firmware.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -243,10 +243,9 @@ pub fn spawn_display_refresh(
     coalesced: Option<(Arc<CoalescedRing>, Arc<crate::bus::Bus>)>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
-    vga.set_notifier(Arc::new(move || {
-        let _ = tx.try_send(());
-    }));
+    let wake = Arc::new(Wake::default());
+    let w = wake.clone();
+    vga.set_notifier(Arc::new(move || w.notify()));
     let sync = move || {
         if let Some((ring, bus)) = &coalesced {
             ring.drain(bus);
@@ -265,7 +264,7 @@ pub fn spawn_display_refresh(
                         .map_or(LEGACY_REFRESH_PERIOD, |d| d + Duration::from_millis(1))
                         .min(LEGACY_REFRESH_PERIOD)
                 };
-                if rx.recv_timeout(period).is_ok() {
+                if wake.wait(period) {
                     settle(&vga, &sync, Instant::now(), last);
                 }
                 sync();
@@ -273,6 +272,32 @@ pub fn spawn_display_refresh(
                 last = Instant::now();
             }
         })
+}
+
+/// The device's notifier → the refresh thread. A plain flag and condition variable rather
+/// than a channel: crossbeam's receive spins and yields before it blocks, which on a
+/// static screen cost more than the few redraws a second themselves.
+#[derive(Default)]
+struct Wake {
+    pending: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Wake {
+    fn notify(&self) {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cond.notify_one();
+    }
+
+    /// Waits up to `timeout` for a notification; true when one came (and takes it).
+    fn wait(&self, timeout: Duration) -> bool {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut pending, _) = self
+            .cond
+            .wait_timeout_while(pending, timeout, |p| !*p)
+            .unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *pending)
+    }
 }
 
 /// Waits, after the guest's first write at `first`, until it has written nothing for
@@ -429,4 +454,34 @@ fn serve(
         Command::Screendump { path } => req.answer(screendump(cfg, path)),
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wake_carries_one_notification_and_times_out_without_one() {
+        let w = Arc::new(Wake::default());
+        let t = Instant::now();
+        assert!(!w.wait(Duration::from_millis(20)));
+        assert!(t.elapsed() >= Duration::from_millis(20));
+        w.notify();
+        w.notify();
+        assert!(
+            w.wait(Duration::from_secs(5)),
+            "a notification before the wait"
+        );
+        assert!(!w.wait(Duration::from_millis(1)), "taken once");
+        let w2 = w.clone();
+        let n = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            w2.notify();
+        });
+        assert!(
+            w.wait(Duration::from_secs(5)),
+            "a notification during the wait"
+        );
+        n.join().unwrap();
+    }
 }
