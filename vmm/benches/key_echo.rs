@@ -56,6 +56,11 @@ fn changed_cells(a: &Framebuffer, b: &Framebuffer) -> Vec<(usize, usize)> {
 /// Types KEYS keys at the server and returns each key's latency in milliseconds.
 /// Also returns how many echoes were first seen incomplete.
 fn measure(addr: SocketAddr) -> Result<(Vec<f64>, usize), String> {
+    // The prompt reaches the debug console as the program writes it; let the display
+    // catch up (a refresh settles for a few ms and draws at most every 16 ms) so the
+    // first full update holds all of it, or key 0 would take the prompt's tail for its
+    // echo and every later key would be looked for in the wrong cell.
+    std::thread::sleep(Duration::from_millis(300));
     let mut c = Client::connect(addr, &ClientOptions::default()).map_err(|e| e.to_string())?;
     c.set_pixel_format(PixelFormat::NATIVE)
         .map_err(|e| e.to_string())?;

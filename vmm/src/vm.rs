@@ -4,7 +4,7 @@
 //! machine and runs again, which is how a PC restarts through its firmware.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use crate::devices::serial::Serial16550;
 use crate::devices::vga::Vga;
 use crate::input::GuestInput;
 use crate::irq::MachineRequest;
+use crate::kvm::coalesced::CoalescedRing;
 use crate::kvm::slots::KvmRamMapper;
 use crate::kvm::vcpu::{self, RunControl, VcpuEvent, VcpuThread};
 use crate::kvm::{KvmError, KvmVm};
@@ -118,15 +119,31 @@ pub fn run_once(
         Some(machine.i8042.clone()),
         Some(machine.tablet.clone() as Arc<dyn crate::input::AbsolutePointer>),
     );
+    // The legacy VGA window is written a byte or a word at a time by firmware and boot
+    // loaders; coalescing lets those writes skip the exit (reads still exit).
+    // VMDESK_NO_COALESCED_MMIO=1 turns it off, to measure what it saves.
+    let coalesce = std::env::var_os("VMDESK_NO_COALESCED_MMIO").is_none();
+    let ring = match (&machine.vga, fds.first()) {
+        (Some(_), Some(fd0)) if coalesce => CoalescedRing::setup(
+            kvm,
+            &vm.fd,
+            fd0,
+            crate::devices::vga::VGA_WINDOW_BASE,
+            crate::devices::vga::VGA_WINDOW_LEN,
+        )
+        .map(Arc::new),
+        _ => None,
+    };
     let control = RunControl::new();
     let (ev_tx, events) = crossbeam_channel::unbounded();
     let mut threads = Vec::new();
     for (id, fd) in fds.into_iter().enumerate() {
-        let t = vcpu::spawn(
+        let t = vcpu::spawn_with_ring(
             id as u32,
             fd,
             machine.pio.clone(),
             machine.mmio.clone(),
+            ring.clone(),
             control.clone(),
             ev_tx.clone(),
         )
@@ -137,7 +154,12 @@ pub fn run_once(
     let refresh_stop = Arc::new(AtomicBool::new(false));
     let refresher = match &machine.vga {
         Some(vga) => Some(
-            spawn_display_refresh(vga.clone(), refresh_stop.clone()).map_err(VmError::Thread)?,
+            spawn_display_refresh(
+                vga.clone(),
+                ring.clone().map(|r| (r, machine.mmio.clone())),
+                refresh_stop.clone(),
+            )
+            .map_err(VmError::Thread)?,
         ),
         None => None,
     };
@@ -184,13 +206,24 @@ pub fn run_once(
 /// The display's steady refresh: about 60 Hz, which is what reads the framebuffer's dirty
 /// log (guest writes there cause no exits).
 pub const REFRESH_PERIOD: Duration = Duration::from_millis(16);
-/// Without a linear framebuffer every guest write to the screen exits and wakes the
-/// refresh itself; the tick then only has to keep the cursor and text blinking (their
-/// phases are 266 and 533 ms), so it can be slow and a static screen costs nearly nothing.
-pub const LEGACY_REFRESH_PERIOD: Duration = Duration::from_millis(66);
-/// After the guest first touches VGA registers or the legacy window, how long to let it
-/// finish the update (a character, its attribute, the cursor) before drawing.
-pub const REFRESH_SETTLE: Duration = Duration::from_millis(2);
+/// Without a linear framebuffer guest writes to the screen wake the refresh themselves
+/// (through the device's notifier, at the latest when the coalesced-MMIO ring is drained);
+/// between them the refresh sleeps until the next cursor or character blink flip (266 and
+/// 533 ms phases) or this long, whichever is sooner, so a static screen costs a few wakes
+/// a second. The bound is how late writes left in the ring by a guest that then only
+/// halts can be drawn.
+pub const LEGACY_REFRESH_PERIOD: Duration = Duration::from_millis(250);
+/// After the guest touches VGA registers or the legacy window, how long it must stay
+/// quiet before the refresh draws: each further write re-arms this, so an update the
+/// guest makes in several steps (the BIOS teletype writes the character, then moves the
+/// cursor through the CRTC) is drawn once, whole.
+pub const REFRESH_SETTLE: Duration = Duration::from_micros(1500);
+/// How often the settling refresh looks whether the guest wrote again (its error in
+/// telling when the guest went quiet).
+const SETTLE_POLL: Duration = Duration::from_micros(500);
+/// The longest a refresh waits for the guest to pause, from its first write: a guest that
+/// never pauses (a scroll, POST output, an animation) is still drawn this promptly.
+pub const REFRESH_SETTLE_CAP: Duration = Duration::from_millis(8);
 /// The shortest gap between two refreshes while the guest keeps writing, so a guest that
 /// animates a legacy mode (or the VGA BIOS during POST) costs at most 60 redraws a second
 /// (each holds the device lock for about a millisecond, which the vCPU may wait for).
@@ -198,12 +231,26 @@ pub const MIN_REFRESH_GAP: Duration = Duration::from_millis(16);
 
 /// Draws the VGA into its surface every [`REFRESH_PERIOD`], and soon after the guest
 /// touches VGA state (the device's notifier), until `stop` is set. A key echoed on a text
-/// screen after a quiet spell is drawn [`REFRESH_SETTLE`] after the guest wrote it.
-pub fn spawn_display_refresh(vga: Vga, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
-    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
-    vga.set_notifier(Arc::new(move || {
-        let _ = tx.try_send(());
-    }));
+/// screen after a quiet spell is drawn once the guest has been quiet for
+/// [`REFRESH_SETTLE`] (at most [`REFRESH_SETTLE_CAP`] after its first write).
+///
+/// With `coalesced` (the VM's coalesced-MMIO ring and the bus the window is on), writes to
+/// the legacy window wait in the ring until some vCPU exits; the thread applies them
+/// itself before it looks at the device, so a guest that writes the screen and then only
+/// halts is still drawn (within a tick).
+pub fn spawn_display_refresh(
+    vga: Vga,
+    coalesced: Option<(Arc<CoalescedRing>, Arc<crate::bus::Bus>)>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    let wake = Arc::new(Wake::default());
+    let w = wake.clone();
+    vga.set_notifier(Arc::new(move || w.notify()));
+    let sync = move || {
+        if let Some((ring, bus)) = &coalesced {
+            ring.drain(bus);
+        }
+    };
     std::thread::Builder::new()
         .name("vga-refresh".into())
         .spawn(move || {
@@ -212,16 +259,78 @@ pub fn spawn_display_refresh(vga: Vga, stop: Arc<AtomicBool>) -> std::io::Result
                 let period = if vga.linear_framebuffer().is_some() {
                     REFRESH_PERIOD
                 } else {
-                    LEGACY_REFRESH_PERIOD
+                    // Just past the flip, so the refresh sees the new phase.
+                    vga.until_blink()
+                        .map_or(LEGACY_REFRESH_PERIOD, |d| d + Duration::from_millis(1))
+                        .min(LEGACY_REFRESH_PERIOD)
                 };
-                if rx.recv_timeout(period).is_ok() {
-                    let at = (Instant::now() + REFRESH_SETTLE).max(last + MIN_REFRESH_GAP);
-                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                if wake.wait(period) {
+                    settle(&vga, &sync, Instant::now(), last);
                 }
+                sync();
                 vga.refresh();
                 last = Instant::now();
             }
         })
+}
+
+/// The device's notifier → the refresh thread. A plain flag and condition variable rather
+/// than a channel: crossbeam's receive spins and yields before it blocks, which on a
+/// static screen cost more than the few redraws a second themselves.
+#[derive(Default)]
+struct Wake {
+    pending: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Wake {
+    fn notify(&self) {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cond.notify_one();
+    }
+
+    /// Waits up to `timeout` for a notification; true when one came (and takes it).
+    fn wait(&self, timeout: Duration) -> bool {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut pending, _) = self
+            .cond
+            .wait_timeout_while(pending, timeout, |p| !*p)
+            .unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *pending)
+    }
+}
+
+/// Waits, after the guest's first write at `first`, until it has written nothing for
+/// [`REFRESH_SETTLE`] (and at least [`MIN_REFRESH_GAP`] after the refresh at `last`), or
+/// until [`REFRESH_SETTLE_CAP`] has passed since `first`. `sync` applies writes still
+/// waiting in the coalesced-MMIO ring.
+fn settle(vga: &Vga, sync: &impl Fn(), first: Instant, last: Instant) {
+    let earliest = last + MIN_REFRESH_GAP;
+    let cap = (first + REFRESH_SETTLE_CAP).max(earliest);
+    sync();
+    let mut seen = vga.generation();
+    let mut quiet_since = first;
+    loop {
+        let now = Instant::now();
+        let due = (quiet_since + REFRESH_SETTLE).max(earliest).min(cap);
+        if now >= due {
+            return;
+        }
+        // Only writes in the last REFRESH_SETTLE before `due` can move it: sleep through
+        // the rest (the minimum gap after the previous refresh) in one go.
+        let wait = due - now;
+        std::thread::sleep(if wait > REFRESH_SETTLE {
+            wait - REFRESH_SETTLE
+        } else {
+            wait.min(SETTLE_POLL)
+        });
+        sync();
+        let generation = vga.generation();
+        if generation != seen {
+            seen = generation;
+            quiet_since = Instant::now();
+        }
+    }
 }
 
 /// Saves the guest's screen as a PNG (RGB, 8 bits a channel).
@@ -345,4 +454,34 @@ fn serve(
         Command::Screendump { path } => req.answer(screendump(cfg, path)),
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wake_carries_one_notification_and_times_out_without_one() {
+        let w = Arc::new(Wake::default());
+        let t = Instant::now();
+        assert!(!w.wait(Duration::from_millis(20)));
+        assert!(t.elapsed() >= Duration::from_millis(20));
+        w.notify();
+        w.notify();
+        assert!(
+            w.wait(Duration::from_secs(5)),
+            "a notification before the wait"
+        );
+        assert!(!w.wait(Duration::from_millis(1)), "taken once");
+        let w2 = w.clone();
+        let n = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            w2.notify();
+        });
+        assert!(
+            w.wait(Duration::from_secs(5)),
+            "a notification during the wait"
+        );
+        n.join().unwrap();
+    }
 }

@@ -2,6 +2,7 @@
 //! controllers and PIT, mapping guest memory, and the vCPU threads. Everything else
 //! about the machine lives in plain devices on the buses.
 
+pub mod coalesced;
 pub mod cpuid;
 pub mod ring3;
 pub mod slots;

@@ -13,6 +13,7 @@ use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EV
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
+use super::coalesced::CoalescedRing;
 use super::{KvmError, KvmVm, cpuid, ioctl};
 use crate::bus::Bus;
 
@@ -121,9 +122,22 @@ pub struct VcpuThread {
 /// kicked), or it has something to report.
 pub fn spawn(
     id: u32,
+    fd: VcpuFd,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+    control: Arc<RunControl>,
+    events: Sender<VcpuEvent>,
+) -> std::io::Result<VcpuThread> {
+    spawn_with_ring(id, fd, pio, mmio, None, control, events)
+}
+
+/// [`spawn`], draining the VM's coalesced-MMIO `ring` into `mmio` after every exit.
+pub fn spawn_with_ring(
+    id: u32,
     mut fd: VcpuFd,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
+    ring: Option<Arc<CoalescedRing>>,
     control: Arc<RunControl>,
     events: Sender<VcpuEvent>,
 ) -> std::io::Result<VcpuThread> {
@@ -132,7 +146,7 @@ pub fn spawn(
         .name(format!("vcpu{id}"))
         .spawn(move || {
             while control.checkpoint() {
-                match run_once(&mut fd, &pio, &mmio) {
+                match run_once_with_ring(&mut fd, &pio, &mmio, ring.as_deref()) {
                     Ok(None) => {}
                     Ok(Some(event)) => {
                         let _ = events.send(event);
@@ -173,7 +187,23 @@ fn string_io(fd: &mut VcpuFd, pio: &Bus, port: u16, len: usize, out: bool) {
 
 /// One KVM_RUN and the dispatch of its exit (public for the exit-cost benchmark).
 pub fn run_once(fd: &mut VcpuFd, pio: &Bus, mmio: &Bus) -> Result<Option<VcpuEvent>, String> {
-    let exit = match fd.run() {
+    run_once_with_ring(fd, pio, mmio, None)
+}
+
+/// [`run_once`] with the VM's coalesced-MMIO ring: the writes the guest made there before
+/// this exit reach their device before the exit is handled, so a read of the same range,
+/// a register write through a port, or any other access sees them in order.
+pub fn run_once_with_ring(
+    fd: &mut VcpuFd,
+    pio: &Bus,
+    mmio: &Bus,
+    ring: Option<&CoalescedRing>,
+) -> Result<Option<VcpuEvent>, String> {
+    let run = fd.run();
+    if let Some(ring) = ring {
+        ring.drain(mmio);
+    }
+    let exit = match run {
         Ok(exit) => exit,
         Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
             fd.set_kvm_immediate_exit(0);

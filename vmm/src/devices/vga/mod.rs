@@ -26,7 +26,12 @@
 //! surface and the VGA BIOS image, [`Vga::attach`] for the legacy ports and window,
 //! [`Vga::pci_function`] onto the PCI root, [`Vga::set_ram_mapper`] once the hypervisor VM
 //! exists, then [`Vga::refresh`] about 60 times a second and whenever the
-//! [`Vga::set_notifier`] callback says the guest wrote something.
+//! [`Vga::set_notifier`] callback says the guest wrote something ([`Vga::until_blink`]
+//! says how long a text screen may go without one). A refresh holds the device lock only
+//! while it copies what it draws from; the drawing runs under the renderer's own lock, so
+//! vCPUs writing VGA state never wait for it. The VMM registers the legacy window for
+//! coalesced MMIO where KVM can ([`crate::kvm::coalesced`]): its writes then reach
+//! [`Vga`] when a vCPU exits or the refresh drains the ring, in the guest's order.
 //!
 //! Not emulated: the CRTC's split screen (line compare), horizontal pel panning, the
 //! hardware text underline of mono attributes, big-endian framebuffers, EDID (the BAR's
@@ -139,11 +144,10 @@ pub struct VgaCore {
     notifier: Option<Notifier>,
     notified: bool,
     pub(crate) lfb: LfbMap,
-    pub(crate) renderer: render::Renderer,
 }
 
 impl VgaCore {
-    fn new(surface: Arc<Surface>) -> Result<VgaCore, VgaError> {
+    fn new() -> Result<VgaCore, VgaError> {
         let vram = alloc_host_ram(VRAM_SIZE)?;
         Ok(VgaCore {
             regs: VgaRegs::default(),
@@ -157,7 +161,6 @@ impl VgaCore {
             notifier: None,
             notified: false,
             lfb: LfbMap::default(),
-            renderer: render::Renderer::new(surface),
         })
     }
 
@@ -552,6 +555,9 @@ impl BusDevice for VgaWindow {
 #[derive(Clone)]
 pub struct Vga {
     core: Arc<Mutex<VgaCore>>,
+    /// Drawing state, apart from the device so a render does not hold the device lock
+    /// (lock order: this, then `core`).
+    renderer: Arc<Mutex<render::Renderer>>,
     pci: Arc<Mutex<pci::VgaPci>>,
     epoch: Instant,
 }
@@ -559,10 +565,11 @@ pub struct Vga {
 impl Vga {
     /// A VGA drawing into `surface`, with `rom` (the VGA BIOS) behind its ROM BAR.
     pub fn new(surface: Arc<Surface>, rom: Option<Vec<u8>>) -> Result<Vga, VgaError> {
-        let core = Arc::new(Mutex::new(VgaCore::new(surface)?));
+        let core = Arc::new(Mutex::new(VgaCore::new()?));
         let pci = Arc::new(Mutex::new(pci::VgaPci::new(core.clone(), rom)));
         Ok(Vga {
             core,
+            renderer: Arc::new(Mutex::new(render::Renderer::new(surface))),
             pci,
             epoch: Instant::now(),
         })
@@ -625,15 +632,22 @@ impl Vga {
 
     /// [`Vga::refresh`] at a given time in milliseconds (blink phases follow it).
     pub fn refresh_at(&self, now_ms: u64) {
-        let mut c = lock(&self.core);
-        c.notified = false;
-        render::refresh(&mut c, now_ms);
+        render::refresh(&self.core, &mut lock(&self.renderer), now_ms);
+    }
+
+    /// How long until the picture changes by itself (a cursor or character blink flips),
+    /// so a refresh loop can sleep that long; `None` when only a guest write can change it
+    /// (or a linear framebuffer mode is shown, whose writes need polling anyway).
+    pub fn until_blink(&self) -> Option<std::time::Duration> {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        render::until_blink_ms(&lock(&self.renderer), now).map(std::time::Duration::from_millis)
     }
 
     /// The text a text mode shows, read back from the surface's pixels with the font the
     /// guest loaded (see [`render::read_text`]); `None` in graphics modes.
     pub fn screen_text(&self) -> Option<Vec<String>> {
-        render::screen_text(&lock(&self.core))
+        let r = lock(&self.renderer);
+        render::screen_text(&lock(&self.core), &r)
     }
 
     /// Sets a DISPI linear mode the way firmware leaves one for an OS (direct kernel boot,

@@ -25,6 +25,7 @@ pub const AR10_P54_SELECT: u8 = 0x80;
 /// Palette address source bit of the attribute index: clear blanks the screen.
 pub const AR_INDEX_PAS: u8 = 0x20;
 
+#[derive(Clone)]
 pub struct VgaRegs {
     pub misc: u8,
     pub feature: u8,

@@ -1,10 +1,12 @@
 //! Drawing VGA state into the surface.
 //!
 //! Legacy modes (text, planar, 256-colour, CGA) are small (at most a few hundred thousand
-//! pixels): when the guest changed registers or memory since the last refresh, or a blink
-//! phase flipped, the whole picture is drawn into a scratch frame and compared with the
-//! previous one in surface tiles; only tiles that differ are copied and marked dirty. A
-//! static screen costs one flag test per refresh.
+//! pixels): when the guest changed registers or memory since the last refresh, the whole
+//! picture is drawn into a scratch frame and compared with the previous one in surface
+//! tiles; only tiles that differ are copied and marked dirty. When only a blink phase
+//! flipped (cursor every 266 ms, blinking characters every 533 ms), just the cursor cell
+//! or the blinking cells are redrawn over the last frame. A static screen costs one flag
+//! test per refresh.
 //!
 //! DISPI modes can be large and the guest writes them without exits, so they are driven by
 //! the dirty-page bitmap: only scan lines whose bytes lie on written pages are converted
@@ -13,16 +15,16 @@
 //! Pixel geometry follows what the CRTC scans out, as QEMU shows it: mode 3 is 720x400,
 //! mode 12h 640x480, mode 13h 640x400 (each pixel two dots wide, each line scanned twice).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use display::encoding::Rect;
 use display::surface::{Surface, TILE};
 use vm_memory::{Bytes, VolatileMemory};
 
-use super::VgaCore;
 use super::dispi::DispiMode;
-use super::regs::{AR_INDEX_PAS, AR10_BLINK, AR10_LINE_GRAPHICS};
-use crate::memory_slots::{PAGE_SIZE, page_is_dirty};
+use super::regs::{AR_INDEX_PAS, AR10_BLINK, AR10_LINE_GRAPHICS, VgaRegs};
+use super::{PLANAR_SIZE, VgaCore};
+use crate::memory_slots::{HostRam, PAGE_SIZE, page_is_dirty};
 
 /// Half a cursor blink period: the VGA toggles the cursor every 16 frames at 60 Hz.
 pub const CURSOR_BLINK_MS: u64 = 16 * 1000 / 60;
@@ -45,8 +47,12 @@ pub(crate) struct Renderer {
     prev: Vec<u32>,
     /// Blink phases the last text frame used, when it had anything blinking.
     blink: Option<(bool, bool)>,
+    /// What blinks on the last text frame: (the cursor, characters).
+    blinking: (bool, bool),
     /// Rectangles the last refresh marked dirty (for tests and tracing).
     pub(crate) last_marked: Vec<Rect>,
+    /// The planar memory a legacy refresh draws from, copied under the device lock.
+    planar: Vec<u8>,
 }
 
 impl Renderer {
@@ -56,35 +62,168 @@ impl Renderer {
             shown: Shown::Nothing,
             prev: Vec::new(),
             blink: None,
+            blinking: (false, false),
             last_marked: Vec::new(),
+            planar: Vec::new(),
         }
     }
 }
 
-pub(crate) fn refresh(c: &mut VgaCore, now_ms: u64) {
-    c.renderer.last_marked.clear();
+/// What a refresh has to draw, taken from the device under its lock.
+enum Work {
+    Nothing,
+    Blank,
+    Dispi {
+        m: DispiMode,
+        /// Redraw every line, not only those on dirty pages.
+        full: bool,
+        dirty: Vec<u64>,
+        /// The 256 DAC colours (8 bpp only).
+        pal: Vec<u32>,
+        vram: HostRam,
+    },
+    /// A legacy picture, from these registers and the planar memory copied into
+    /// [`Renderer::planar`]; `changed` when more than a blink phase moved.
+    Legacy {
+        regs: Box<VgaRegs>,
+        changed: bool,
+    },
+}
+
+/// Draws what changed since the last refresh into the surface. The device lock is held
+/// only to take what the drawing needs (flags, registers, the dirty bitmap, and for a
+/// legacy picture a copy of the 256 KiB of planar memory, a few microseconds); the drawing
+/// runs without it, so a vCPU writing VGA state never waits for a render. A guest write
+/// during the drawing sets the device's change flags again, and the next refresh draws it.
+pub(crate) fn refresh(core: &Mutex<VgaCore>, r: &mut Renderer, now_ms: u64) {
+    r.last_marked.clear();
+    let work = {
+        let mut c = super::lock(core);
+        c.notified = false;
+        take_work(&mut c, r, now_ms)
+    };
+    match work {
+        Work::Nothing => {}
+        Work::Blank => blank(r),
+        Work::Dispi {
+            m,
+            full,
+            dirty,
+            pal,
+            vram,
+        } => render_dispi(r, m, full, &dirty, &pal, &vram),
+        Work::Legacy { regs, changed } => render_legacy(r, &regs, changed, now_ms),
+    }
+}
+
+fn take_work(c: &mut VgaCore, r: &mut Renderer, now_ms: u64) -> Work {
     if c.dispi.enabled() {
         match c.dispi.mode() {
-            Some(m) if m.bpp > 4 => return render_dispi(c, m),
+            Some(m) if m.bpp > 4 => {
+                let dirty = c.take_dirty();
+                let full = c.dispi_full || r.shown != Shown::Dispi(m);
+                c.dispi_full = false;
+                c.legacy_changed = true;
+                let pal = if m.bpp == 8 {
+                    (0..=255u8).map(|i| c.regs.dac_rgb(i, m.dac_8bit)).collect()
+                } else {
+                    Vec::new()
+                };
+                return Work::Dispi {
+                    m,
+                    full,
+                    dirty,
+                    pal,
+                    vram: c.vram.clone(),
+                };
+            }
             // 4 bpp DISPI modes are VGA planar memory; the VGA BIOS programs the CRTC
             // for their size, so the VGA renderer draws them.
             Some(_) => {}
             // Modes that do not fit: show nothing.
             None => {
                 let _ = c.take_dirty();
-                return blank(c);
+                return Work::Blank;
             }
         }
     }
-    render_legacy(c, now_ms);
+    // Legacy modes are drawn from planar memory and the registers, not from dirty pages:
+    // drop the device's own marks. (The hypervisor's log for the linear framebuffer is
+    // left alone; the first DISPI refresh after a mode switch redraws everything anyway.)
+    c.dirty.fill(0);
+    let Some((_, shown)) = legacy_picture(&c.regs) else {
+        return Work::Blank;
+    };
+    let blink_flipped = r.blink.is_some_and(|b| b != blink_phases(now_ms));
+    if !c.legacy_changed && r.shown == shown && !blink_flipped {
+        return Work::Nothing;
+    }
+    let changed = c.legacy_changed || r.shown != shown || r.planar.len() != PLANAR_SIZE;
+    c.legacy_changed = false;
+    // A blink tick on an unchanged screen draws from the copy the last change took (the
+    // guest wrote nothing since, or `legacy_changed` would be set).
+    if changed {
+        r.planar.resize(PLANAR_SIZE, 0);
+        if c.vram
+            .as_volatile_slice()
+            .read_slice(&mut r.planar, 0)
+            .is_err()
+        {
+            r.planar.fill(0);
+        }
+    }
+    Work::Legacy {
+        regs: Box::new(c.regs.clone()),
+        changed,
+    }
+}
+
+/// Cursor and character blink phases at `now_ms` (true: shown).
+fn blink_phases(now_ms: u64) -> (bool, bool) {
+    (
+        (now_ms / CURSOR_BLINK_MS).is_multiple_of(2),
+        (now_ms / CHAR_BLINK_MS).is_multiple_of(2),
+    )
+}
+
+/// The legacy picture the registers describe, and its size; `None` when the screen is
+/// off (palette address source clear, as at power-on and during a mode set, or the
+/// sequencer's screen-off bit) or the CRTC describes nothing drawable: then it shows black
+/// at the size already shown, like QEMU, so clients do not see a resize to whatever
+/// half-programmed CRTC values say.
+fn legacy_picture(regs: &VgaRegs) -> Option<(Legacy, Shown)> {
+    let screen_on = regs.ar_index & AR_INDEX_PAS != 0 && regs.sr[1] & 0x20 == 0;
+    if !screen_on {
+        return None;
+    }
+    let geom = legacy_geometry(regs)?;
+    let (width, height) = match &geom {
+        Legacy::Text(t) => (t.cols * t.cw * if t.double { 2 } else { 1 }, t.rows * t.ch),
+        Legacy::Graphics(g) => (g.width, g.height),
+    };
+    Some((geom, Shown::Legacy { width, height }))
+}
+
+/// Milliseconds from `now_ms` until the picture shown next changes by itself (a blink
+/// phase flips); `None` when nothing on it blinks, so only a guest write can change it.
+pub(crate) fn until_blink_ms(r: &Renderer, now_ms: u64) -> Option<u64> {
+    if r.blink.is_none() || !matches!(r.shown, Shown::Legacy { .. }) {
+        return None;
+    }
+    let next = |period: u64| period - now_ms % period;
+    match r.blinking {
+        (true, true) => Some(next(CURSOR_BLINK_MS).min(next(CHAR_BLINK_MS))),
+        (true, false) => Some(next(CURSOR_BLINK_MS)),
+        (false, true) => Some(next(CHAR_BLINK_MS)),
+        (false, false) => None,
+    }
 }
 
 fn resize(r: &mut Renderer, width: u32, height: u32) {
     r.surface.resize(width as u16, height as u16);
 }
 
-fn blank(c: &mut VgaCore) {
-    let r = &mut c.renderer;
+fn blank(r: &mut Renderer) {
     if r.shown != Shown::Nothing {
         let (w, h) = r.surface.size();
         r.surface.fill_rect(Rect::new(0, 0, w, h), 0);
@@ -96,28 +235,27 @@ fn blank(c: &mut VgaCore) {
 
 // ----- DISPI -----
 
-fn render_dispi(c: &mut VgaCore, m: DispiMode) {
-    let dirty = c.take_dirty();
-    let full = c.dispi_full || c.renderer.shown != Shown::Dispi(m);
-    c.dispi_full = false;
-    c.legacy_changed = true;
-    if c.renderer.shown != Shown::Dispi(m) {
-        resize(&mut c.renderer, m.xres, m.yres);
-        c.renderer.shown = Shown::Dispi(m);
-        c.renderer.prev.clear();
+fn render_dispi(
+    r: &mut Renderer,
+    m: DispiMode,
+    full: bool,
+    dirty: &[u64],
+    pal: &[u32],
+    vram: &HostRam,
+) {
+    if r.shown != Shown::Dispi(m) {
+        resize(r, m.xres, m.yres);
+        r.shown = Shown::Dispi(m);
+        r.prev.clear();
+        r.blink = None;
     }
-    let pal: Vec<u32> = if m.bpp == 8 {
-        (0..=255u8).map(|i| c.regs.dac_rgb(i, m.dac_8bit)).collect()
-    } else {
-        Vec::new()
-    };
     let bypp = m.bytes_per_pixel() as usize;
     let row_bytes = m.xres as usize * bypp;
     let mut buf = vec![0u8; row_bytes];
-    let vram = c.vram.as_volatile_slice();
+    let vram = vram.as_volatile_slice();
     // Rectangles of whole lines sharing one column range, as (x0, x1, y0, y1).
     let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
-    c.renderer.surface.with_frame_mut(|f| {
+    r.surface.with_frame_mut(|f| {
         let lines = (m.yres as usize).min(f.height);
         let width = (m.xres as usize).min(f.width);
         for y in 0..lines {
@@ -125,7 +263,7 @@ fn render_dispi(c: &mut VgaCore, m: DispiMode) {
             let cols = if full {
                 Some((0, width))
             } else {
-                dirty_columns(&dirty, off, row_bytes, bypp, width)
+                dirty_columns(dirty, off, row_bytes, bypp, width)
             };
             let Some((x0, x1)) = cols else {
                 continue;
@@ -134,7 +272,7 @@ fn render_dispi(c: &mut VgaCore, m: DispiMode) {
             if vram.read_slice(&mut buf[b0..b1], off + b0).is_err() {
                 continue;
             }
-            convert_row(&buf[b0..b1], m.bpp, &pal, &mut f.row_mut(y)[x0..x1]);
+            convert_row(&buf[b0..b1], m.bpp, pal, &mut f.row_mut(y)[x0..x1]);
             match spans.last_mut() {
                 Some((sx0, sx1, _, end)) if *end == y && (*sx0, *sx1) == (x0, x1) => *end = y + 1,
                 _ => spans.push((x0, x1, y, y + 1)),
@@ -143,8 +281,8 @@ fn render_dispi(c: &mut VgaCore, m: DispiMode) {
     });
     for (x0, x1, y0, y1) in spans {
         let rect = Rect::new(x0 as u16, y0 as u16, (x1 - x0) as u16, (y1 - y0) as u16);
-        c.renderer.surface.mark_dirty(rect);
-        c.renderer.last_marked.push(rect);
+        r.surface.mark_dirty(rect);
+        r.last_marked.push(rect);
     }
 }
 
@@ -232,8 +370,7 @@ struct GfxGeom {
     shift: u8,
 }
 
-fn legacy_geometry(c: &VgaCore) -> Option<Legacy> {
-    let r = &c.regs;
+fn legacy_geometry(r: &VgaRegs) -> Option<Legacy> {
     let lines = r.vertical_display_lines();
     let double = r.sr[1] & 0x08 != 0;
     if r.gr[6] & 1 == 0 {
@@ -258,59 +395,72 @@ fn legacy_geometry(c: &VgaCore) -> Option<Legacy> {
     }
 }
 
-fn render_legacy(c: &mut VgaCore, now_ms: u64) {
-    let _ = c.take_dirty();
-    // Screen off (palette address source clear, as at power-on and during a mode set, or
-    // the sequencer's screen-off bit): black at the size already shown, like QEMU, so
-    // clients do not see a resize to whatever half-programmed CRTC values say.
-    let screen_on = c.regs.ar_index & AR_INDEX_PAS != 0 && c.regs.sr[1] & 0x20 == 0;
-    if !screen_on {
-        return blank(c);
+/// Legacy VGA memory as a refresh sees it: the registers and a copy of the planar memory
+/// (byte `4 * offset + plane`).
+struct View<'a> {
+    regs: &'a VgaRegs,
+    mem: &'a [u8],
+}
+
+impl View<'_> {
+    fn byte(&self, i: usize) -> u8 {
+        self.mem.get(i).copied().unwrap_or(0)
     }
-    let Some(geom) = legacy_geometry(c) else {
-        return blank(c);
+
+    /// The four planes' bytes at `offset`.
+    fn planes(&self, offset: usize) -> u32 {
+        let i = offset * 4;
+        self.mem
+            .get(i..i + 4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+fn render_legacy(r: &mut Renderer, regs: &VgaRegs, changed: bool, now_ms: u64) {
+    let Some((geom, shown)) = legacy_picture(regs) else {
+        return blank(r);
     };
-    let (width, height) = match &geom {
-        Legacy::Text(t) => (t.cols * t.cw * if t.double { 2 } else { 1 }, t.rows * t.ch),
-        Legacy::Graphics(g) => (g.width, g.height),
+    let Shown::Legacy { width, height } = shown else {
+        return;
     };
-    let phases = (
-        (now_ms / CURSOR_BLINK_MS).is_multiple_of(2),
-        (now_ms / CHAR_BLINK_MS).is_multiple_of(2),
-    );
-    let shown = Shown::Legacy { width, height };
-    let blink_flipped = c.renderer.blink.is_some_and(|b| b != phases);
-    if !c.legacy_changed && c.renderer.shown == shown && !blink_flipped {
+    let phases = blink_phases(now_ms);
+    let flipped = r.blink.map(|(cur, chr)| (cur != phases.0, chr != phases.1));
+    let planar = std::mem::take(&mut r.planar);
+    let view = View { regs, mem: &planar };
+    if let (Legacy::Text(t), Some(which)) = (&geom, flipped)
+        && !changed
+        && r.shown == shown
+        && r.prev.len() == (width * height) as usize
+    {
+        // Only a blink phase flipped: redraw just the cursor cell and/or the cells that
+        // blink, straight into the last frame, and copy those cells out.
+        redraw_blinking(r, &view, t, phases, which, width as usize, height as usize);
+        r.planar = planar;
         return;
     }
-    // Only a blink phase flipped: redraw just the cells that blink, over the last frame.
-    let blink_only = !c.legacy_changed
-        && c.renderer.shown == shown
-        && c.renderer.prev.len() == (width * height) as usize;
-    c.legacy_changed = false;
-    let mut frame = if blink_only {
-        c.renderer.prev.clone()
-    } else {
-        vec![0u32; (width * height) as usize]
-    };
-    c.renderer.blink = None;
+    let mut frame = vec![0u32; (width * height) as usize];
+    r.blink = None;
     match &geom {
         Legacy::Text(t) => {
-            if draw_text(c, t, phases, blink_only, &mut frame, width as usize) {
-                c.renderer.blink = Some(phases);
+            let drawn = draw_text(&view, t, phases, None, &mut frame, width as usize);
+            if drawn.blinks.0 || drawn.blinks.1 {
+                r.blink = Some(phases);
+                r.blinking = drawn.blinks;
             }
         }
-        Legacy::Graphics(g) => draw_graphics(c, g, &mut frame),
+        Legacy::Graphics(g) => draw_graphics(&view, g, &mut frame),
     }
-    let r = &mut c.renderer;
+    r.planar = planar;
     if r.shown != shown {
         resize(r, width, height);
         r.shown = shown;
         r.prev = vec![!0; frame.len()];
     }
     let (w, h) = (width as usize, height as usize);
-    let mut rects = Vec::new();
+    let tiles_x = w.div_ceil(TILE);
+    let mut changed_tiles = vec![false; tiles_x * h.div_ceil(TILE)];
     let prev = &mut r.prev;
+    let mut any = false;
     r.surface.with_frame_mut(|f| {
         if f.width != w || f.height != h {
             return;
@@ -328,12 +478,109 @@ fn render_legacy(c: &mut VgaCore, now_ms: u64) {
                         let s = y * w + tx;
                         f.row_mut(y)[tx..tx + tw].copy_from_slice(&frame[s..s + tw]);
                     }
-                    rects.push(Rect::new(tx as u16, ty as u16, tw as u16, th as u16));
+                    changed_tiles[(ty / TILE) * tiles_x + tx / TILE] = true;
+                    any = true;
                 }
             }
         }
     });
     *prev = frame;
+    if any {
+        mark_tiles(r, &changed_tiles, tiles_x, w, h);
+    }
+}
+
+/// A blink tick on an unchanged text screen: redraws the cursor cell (when the cursor's
+/// phase flipped) and the cells with the blink attribute (when the character phase
+/// flipped) into the last frame, copies just those cells to the surface and marks their
+/// tiles. Costs a scan of the attributes, not a re-render and diff of the whole frame.
+fn redraw_blinking(
+    r: &mut Renderer,
+    view: &View<'_>,
+    t: &TextGeom,
+    phases: (bool, bool),
+    (cursor, chars): (bool, bool),
+    w: usize,
+    h: usize,
+) {
+    let mut prev = std::mem::take(&mut r.prev);
+    let drawn = draw_text(view, t, phases, Some((cursor, chars)), &mut prev, w);
+    // Nothing but the blink phases changed, so neither did what blinks; a cursor-only
+    // redraw does not scan the other cells to find out.
+    let blinking = (drawn.blinks.0, r.blinking.1 || drawn.blinks.1);
+    r.blink = (blinking.0 || blinking.1).then_some(phases);
+    r.blinking = blinking;
+    let tiles_x = w.div_ceil(TILE);
+    let mut changed_tiles = vec![false; tiles_x * h.div_ceil(TILE)];
+    let (cell_w, cell_h) = (drawn.cell_w, t.ch as usize);
+    r.surface.with_frame_mut(|f| {
+        if f.width != w || f.height != h {
+            return;
+        }
+        for &(row, col) in &drawn.cells {
+            let (x0, y0) = (col * cell_w, row * cell_h);
+            for y in y0..(y0 + cell_h).min(h) {
+                let s = y * w + x0;
+                f.row_mut(y)[x0..x0 + cell_w].copy_from_slice(&prev[s..s + cell_w]);
+            }
+            for ty in y0 / TILE..=(y0 + cell_h - 1) / TILE {
+                for tx in x0 / TILE..=(x0 + cell_w - 1) / TILE {
+                    changed_tiles[ty * tiles_x + tx] = true;
+                }
+            }
+        }
+    });
+    r.prev = prev;
+    if !drawn.cells.is_empty() {
+        mark_tiles(r, &changed_tiles, tiles_x, w, h);
+    }
+}
+
+/// Tells the surface's consumers which tiles changed, in as few rectangles as is cheap:
+/// the bounding box when it is mostly changed tiles anyway, otherwise horizontal runs.
+/// Each mark wakes the VNC sessions, which may send what is marked at once, so a glyph
+/// that straddles two tiles must be marked in one rectangle or a client can see half of
+/// it in one update and the rest in the next.
+fn mark_tiles(r: &mut Renderer, tiles: &[bool], tiles_x: usize, w: usize, h: usize) {
+    let mut count = 0;
+    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+    for (i, _) in tiles.iter().enumerate().filter(|(_, t)| **t) {
+        let (tx, ty) = (i % tiles_x, i / tiles_x);
+        count += 1;
+        (x0, y0, x1, y1) = (x0.min(tx), y0.min(ty), x1.max(tx + 1), y1.max(ty + 1));
+    }
+    if count == 0 {
+        return;
+    }
+    let rect = |tx0: usize, ty0: usize, tx1: usize, ty1: usize| {
+        let (px0, py0) = (tx0 * TILE, ty0 * TILE);
+        let (px1, py1) = ((tx1 * TILE).min(w), (ty1 * TILE).min(h));
+        Rect::new(
+            px0 as u16,
+            py0 as u16,
+            (px1 - px0) as u16,
+            (py1 - py0) as u16,
+        )
+    };
+    let mut rects = Vec::new();
+    if (x1 - x0) * (y1 - y0) <= 2 * count {
+        rects.push(rect(x0, y0, x1, y1));
+    } else {
+        for ty in y0..y1 {
+            let mut tx = x0;
+            while tx < x1 {
+                if !tiles[ty * tiles_x + tx] {
+                    tx += 1;
+                    continue;
+                }
+                let start = tx;
+                while tx < x1 && tiles[ty * tiles_x + tx] {
+                    tx += 1;
+                }
+                rects.push(rect(start, ty, tx, ty + 1));
+            }
+        }
+    }
     for rect in rects {
         r.surface.mark_dirty(rect);
         r.last_marked.push(rect);
@@ -346,16 +593,28 @@ fn font_offset(m: u8) -> usize {
     usize::from(m & 3) * 0x4000 + usize::from(m >> 2) * 0x2000
 }
 
-/// Draws the text screen; returns whether anything on it blinks.
+/// What [`draw_text`] did.
+struct TextDrawn {
+    /// What on the screen blinks: (the cursor, a character with the blink attribute).
+    blinks: (bool, bool),
+    /// The cells drawn, as (row, column), when only blinking cells were asked for.
+    cells: Vec<(usize, usize)>,
+    /// Pixels across a cell.
+    cell_w: usize,
+}
+
+/// Draws the text screen, or with `only = Some((cursor, chars))` just the cursor cell
+/// (when `cursor`) and the cells with the blink attribute (when `chars`), over a frame
+/// that already holds the rest.
 fn draw_text(
-    c: &VgaCore,
+    v: &View<'_>,
     t: &TextGeom,
     (cursor_on, blink_on): (bool, bool),
-    blinking_only: bool,
+    only: Option<(bool, bool)>,
     frame: &mut [u32],
     stride: usize,
-) -> bool {
-    let r = &c.regs;
+) -> TextDrawn {
+    let r = v.regs;
     let pal: Vec<u32> = (0..16u8)
         .map(|i| r.dac_rgb(r.attr_to_dac(i), false))
         .collect();
@@ -372,35 +631,52 @@ fn draw_text(
     let cursor_enabled = r.cr[0x0a] & 0x20 == 0 && cs <= ce && cs < t.ch;
     let dot_w = if t.double { 2 } else { 1 };
     let cell_w = (t.cw * dot_w) as usize;
-    let vram = c.vram.as_volatile_slice();
-    let plane_bytes = |i: usize| -> u32 { vram.read_obj::<u32>(i * 4).unwrap_or(0) };
-    let mut blinks = cursor_enabled;
-    for row in 0..t.rows as usize {
-        for col in 0..t.cols as usize {
+    let mut drawn = TextDrawn {
+        blinks: (cursor_enabled, false),
+        cells: Vec::new(),
+        cell_w,
+    };
+    let (mut rows, mut cols) = (0..t.rows as usize, 0..t.cols as usize);
+    if only == Some((true, false)) && line_cells >= t.cols as usize {
+        // Only the cursor's phase flipped: its cell (if on screen) is all there is to draw.
+        let rel = cursor_addr.wrapping_sub(start) & 0xffff;
+        let (row, col) = (rel / line_cells, rel % line_cells);
+        if cursor_enabled && row < t.rows as usize && col < t.cols as usize {
+            (rows, cols) = (row..row + 1, col..col + 1);
+        } else {
+            (rows, cols) = (0..0, 0..0);
+        }
+    }
+    for row in rows {
+        for col in cols.clone() {
             let cell = (start + row * line_cells + col) & 0xffff;
-            let ca = plane_bytes(cell);
+            let ca = v.planes(cell);
             let (chr, attr) = (ca as u8, (ca >> 8) as u8);
             let mut fg = attr & 0x0f;
             let mut bg = attr >> 4;
+            let blinking = blink_enabled && attr & 0x80 != 0;
             if blink_enabled {
                 bg &= 7;
-                if attr & 0x80 != 0 {
-                    blinks = true;
+                if blinking {
+                    drawn.blinks.1 = true;
                     if !blink_on {
                         fg = bg;
                     }
                 }
             }
             let at_cursor = cursor_enabled && cell == cursor_addr;
-            if blinking_only && !at_cursor && !(blink_enabled && attr & 0x80 != 0) {
-                continue;
+            if let Some((cursor, chars)) = only {
+                if !(cursor && at_cursor || chars && blinking) {
+                    continue;
+                }
+                drawn.cells.push((row, col));
             }
             let font = if attr & 0x08 != 0 { map_a } else { map_b };
             let is_cursor = at_cursor && cursor_on;
             let (fgc, bgc) = (pal[usize::from(fg)], pal[usize::from(bg)]);
             for line in 0..t.ch as usize {
                 let glyph_off = font + usize::from(chr) * 32 + line;
-                let mut bits = vram.read_obj::<u8>(glyph_off * 4 + 2).unwrap_or(0);
+                let mut bits = v.byte(glyph_off * 4 + 2);
                 if is_cursor && (cs as usize..=ce as usize).contains(&line) {
                     bits = 0xff;
                 }
@@ -424,13 +700,12 @@ fn draw_text(
             }
         }
     }
-    blinks
+    drawn
 }
 
-fn draw_graphics(c: &VgaCore, g: &GfxGeom, frame: &mut [u32]) {
-    let r = &c.regs;
-    let vram = c.vram.as_volatile_slice();
-    let byte = |i: usize| -> u8 { vram.read_obj::<u8>(i).unwrap_or(0) };
+fn draw_graphics(v: &View<'_>, g: &GfxGeom, frame: &mut [u32]) {
+    let r = v.regs;
+    let byte = |i: usize| -> u8 { v.byte(i) };
     let double = r.sr[1] & 0x08 != 0;
     let cr9 = r.cr[9];
     let double_scan = u32::from(cr9 >> 7);
@@ -453,9 +728,7 @@ fn draw_graphics(c: &VgaCore, g: &GfxGeom, frame: &mut [u32]) {
                     let bit = 7 - (px % 8);
                     if x == 0 || (bit == 7 && (!double || x % 2 == 0)) {
                         // The four planes' bytes hold eight pixels: read them once.
-                        planes = vram
-                            .read_obj::<u32>(((base + px / 8) & 0xffff) * 4)
-                            .unwrap_or(0);
+                        planes = v.planes((base + px / 8) & 0xffff);
                     }
                     let mut idx = 0u8;
                     for p in 0..4 {
@@ -551,8 +824,8 @@ pub fn read_text(
 
 /// The text on the screen now, read from the surface's pixels with the font in plane 2;
 /// `None` unless a text mode is shown.
-pub(crate) fn screen_text(c: &VgaCore) -> Option<Vec<String>> {
-    let Some(Legacy::Text(t)) = legacy_geometry(c) else {
+pub(crate) fn screen_text(c: &VgaCore, r: &Renderer) -> Option<Vec<String>> {
+    let Some(Legacy::Text(t)) = legacy_geometry(&c.regs) else {
         return None;
     };
     if t.double {
@@ -568,7 +841,7 @@ pub(crate) fn screen_text(c: &VgaCore) -> Option<Vec<String>> {
             vram.read_obj::<u8>(off * 4 + 2).unwrap_or(0)
         })
         .collect();
-    let (w, h, pixels) = c.renderer.surface.snapshot();
+    let (w, h, pixels) = r.surface.snapshot();
     if u32::from(w) != t.cols * t.cw || u32::from(h) != t.rows * t.ch {
         return None;
     }

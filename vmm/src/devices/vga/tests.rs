@@ -156,7 +156,7 @@ impl Guest {
     }
 
     fn marked(&self) -> Vec<Rect> {
-        lock(&self.vga.core).renderer.last_marked.clone()
+        lock(&self.vga.renderer).last_marked.clone()
     }
 }
 
@@ -838,4 +838,114 @@ fn wide_dispi_lines_mark_only_the_dirty_pages_columns() {
         g.marked(),
         vec![Rect::new(1280, 10, 640, 1), Rect::new(0, 11, 384, 1)]
     );
+}
+
+#[test]
+fn blink_tick_redraws_only_the_cursor_cell_and_blinking_cells() {
+    let g = Guest::new(None);
+    g.set_mode(&MODE_03);
+    for i in 0..80 * 25 {
+        g.writew(0xb_8000 + i * 2, 0x0720);
+    }
+    let font = test_font();
+    g.load_font(&font, 16);
+    // A blinking 'B' at the bottom right, the cursor at the top left.
+    g.writew(0xb_8000 + (24 * 80 + 79) * 2, 0x8700 | u16::from(b'B'));
+    g.crtc_write(0x0e, 0);
+    g.crtc_write(0x0f, 0);
+    g.vga.refresh_at(0);
+    let grey = 0xa8a8a8;
+    assert_cell(&g, &font, 79, 24, b'B', grey, 0);
+    // The refresh loop may sleep until the next flip: the cursor's comes first.
+    let until = |now| render::until_blink_ms(&lock(&g.vga.renderer), now);
+    assert_eq!(until(100), Some(render::CURSOR_BLINK_MS - 100));
+    assert_eq!(
+        until(render::CURSOR_BLINK_MS + 10),
+        Some(render::CURSOR_BLINK_MS - 10)
+    );
+    // Just before a character flip that comes before the cursor's.
+    assert_eq!(until(render::CHAR_BLINK_MS - 1), Some(1));
+    // Change a plain cell behind the device's back (no write through the window): a
+    // blink tick must not redraw it, which shows it redraws only the blinking cells.
+    {
+        let c = lock(&g.vga.core);
+        let off = (40 * 4) as usize; // cell 40 of row 0: plane 0 holds the character
+        c.vram.as_volatile_slice().write_obj(b'X', off).unwrap();
+    }
+    // Cursor phase flips: only the cursor's tile.
+    g.vga.refresh_at(render::CURSOR_BLINK_MS);
+    assert_eq!(g.marked(), vec![Rect::new(0, 0, 64, 64)]);
+    assert_eq!(g.pixel(0, 13), 0, "cursor off");
+    // Both phases flip (cursor back on, characters off): the two cells' tiles, apart.
+    g.vga.refresh_at(render::CHAR_BLINK_MS + 1);
+    let mut marked = g.marked();
+    marked.sort_by_key(|r| (r.y, r.x));
+    assert_eq!(
+        marked,
+        vec![Rect::new(0, 0, 64, 64), Rect::new(704, 384, 16, 16)]
+    );
+    assert_eq!(g.pixel(0, 13), grey, "cursor on");
+    for y in 0..16 {
+        for x in 0..9 {
+            assert_eq!(g.pixel(79 * 9 + x, 24 * 16 + y), 0, "blinked-off 'B'");
+        }
+    }
+    assert_cell(&g, &font, 40, 0, b' ', grey, 0);
+    // A static screen between flips marks nothing.
+    g.vga.refresh_at(render::CHAR_BLINK_MS + 2);
+    assert!(g.marked().is_empty());
+}
+
+#[test]
+fn a_glyph_across_two_tiles_is_marked_in_one_rectangle() {
+    let g = Guest::new(None);
+    g.set_mode(&MODE_03);
+    let font = test_font();
+    g.load_font(&font, 16);
+    g.crtc_write(0x0a, 0x20); // cursor off
+    g.vga.refresh_at(0);
+    // Nothing blinks: only a guest write can change the picture.
+    assert_eq!(render::until_blink_ms(&lock(&g.vga.renderer), 5), None);
+    // Column 7 spans x 63..72: the last column of tile 0 and the first of tile 1. A VNC
+    // session woken by a mark of one tile alone would send half the glyph.
+    g.writew(0xb_8000 + 7 * 2, 0x0700 | u16::from(b'W'));
+    g.vga.refresh_at(1);
+    assert_eq!(g.marked(), vec![Rect::new(0, 0, 128, 64)]);
+    // Changes far apart are still marked apart, not as one huge rectangle.
+    g.writew(0xb_8000, 0x0700 | u16::from(b'a'));
+    g.writew(0xb_8000 + (24 * 80 + 79) * 2, 0x0700 | u16::from(b'z'));
+    g.vga.refresh_at(2);
+    assert_eq!(g.marked().len(), 2);
+}
+
+#[test]
+fn a_refresh_draws_without_holding_the_device_lock() {
+    let g = Guest::new(None);
+    g.set_mode(&MODE_03);
+    let font = test_font();
+    g.load_font(&font, 16);
+    g.writew(0xb_8000, 0x0700 | u16::from(b'A'));
+    g.crtc_write(0x0a, 0x20); // cursor off
+    // Hold the surface so the refresh stops in the middle of drawing; the device must be
+    // free meanwhile (a vCPU writing VGA state does not wait for a render).
+    let vga = g.vga.clone();
+    let drawer = g.surface.read(|_| {
+        let t = std::thread::spawn(move || vga.refresh_at(0));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            !t.is_finished(),
+            "the refresh should be waiting for the surface"
+        );
+        assert!(
+            g.vga.core.try_lock().is_ok(),
+            "the device is locked during a render"
+        );
+        g.writew(0xb_8002, 0x0700 | u16::from(b'B'));
+        t
+    });
+    drawer.join().unwrap();
+    assert_cell(&g, &font, 0, 0, b'A', 0xa8a8a8, 0);
+    // The write made during the render is drawn by the next refresh.
+    g.vga.refresh_at(1);
+    assert_cell(&g, &font, 1, 0, b'B', 0xa8a8a8, 0);
 }
