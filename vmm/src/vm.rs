@@ -210,9 +210,17 @@ pub const REFRESH_PERIOD: Duration = Duration::from_millis(16);
 /// (through the device's notifier, at the latest when the coalesced-MMIO ring is drained);
 /// between them the refresh sleeps until the next cursor or character blink flip (266 and
 /// 533 ms phases) or this long, whichever is sooner, so a static screen costs a few wakes
-/// a second. The bound is how late writes left in the ring by a guest that then only
-/// halts can be drawn.
+/// a second.
 pub const LEGACY_REFRESH_PERIOD: Duration = Duration::from_millis(250);
+/// With the coalesced-MMIO ring, writes to the legacy window cause no exit at all: a
+/// program that draws and then waits in `hlt` for a key or the mouse (the demo, a game in
+/// mode 13h) leaves them in the ring. So the refresh also looks into the ring: every
+/// [`RING_POLL_ACTIVE`] while the guest drew within [`RING_ACTIVE_FOR`], every
+/// [`RING_POLL_IDLE`] after (how late the first draw after a quiet spell can show).
+/// Looking is two loads; the cost on a static screen is the wake-ups.
+pub const RING_POLL_ACTIVE: Duration = Duration::from_millis(16);
+pub const RING_ACTIVE_FOR: Duration = Duration::from_secs(2);
+pub const RING_POLL_IDLE: Duration = Duration::from_millis(100);
 /// After the guest touches VGA registers or the legacy window, how long it must stay
 /// quiet before the refresh draws: each further write re-arms this, so an update the
 /// guest makes in several steps (the BIOS teletype writes the character, then moves the
@@ -246,28 +254,38 @@ pub fn spawn_display_refresh(
     let wake = Arc::new(Wake::default());
     let w = wake.clone();
     vga.set_notifier(Arc::new(move || w.notify()));
-    let sync = move || {
-        if let Some((ring, bus)) = &coalesced {
-            ring.drain(bus);
-        }
+    let has_ring = coalesced.is_some();
+    let sync = move || match &coalesced {
+        Some((ring, bus)) => ring.drain(bus),
+        None => 0,
     };
     std::thread::Builder::new()
         .name("vga-refresh".into())
         .spawn(move || {
             let mut last = Instant::now();
+            let mut drew = Instant::now();
             while !stop.load(Ordering::Acquire) {
                 let period = if vga.linear_framebuffer().is_some() {
                     REFRESH_PERIOD
                 } else {
                     // Just past the flip, so the refresh sees the new phase.
-                    vga.until_blink()
+                    let blink = vga
+                        .until_blink()
                         .map_or(LEGACY_REFRESH_PERIOD, |d| d + Duration::from_millis(1))
-                        .min(LEGACY_REFRESH_PERIOD)
+                        .min(LEGACY_REFRESH_PERIOD);
+                    match (has_ring, drew.elapsed() < RING_ACTIVE_FOR) {
+                        (false, _) => blink,
+                        (true, true) => blink.min(RING_POLL_ACTIVE),
+                        (true, false) => blink.min(RING_POLL_IDLE),
+                    }
                 };
                 if wake.wait(period) {
-                    settle(&vga, &sync, Instant::now(), last);
+                    drew = Instant::now();
+                    settle(&vga, &sync, drew, last);
                 }
-                sync();
+                if sync() > 0 {
+                    drew = Instant::now();
+                }
                 vga.refresh();
                 last = Instant::now();
             }
@@ -304,7 +322,7 @@ impl Wake {
 /// [`REFRESH_SETTLE`] (and at least [`MIN_REFRESH_GAP`] after the refresh at `last`), or
 /// until [`REFRESH_SETTLE_CAP`] has passed since `first`. `sync` applies writes still
 /// waiting in the coalesced-MMIO ring.
-fn settle(vga: &Vga, sync: &impl Fn(), first: Instant, last: Instant) {
+fn settle(vga: &Vga, sync: &impl Fn() -> usize, first: Instant, last: Instant) {
     let earliest = last + MIN_REFRESH_GAP;
     let cap = (first + REFRESH_SETTLE_CAP).max(earliest);
     sync();
