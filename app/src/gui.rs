@@ -451,10 +451,14 @@ impl VmdeskApp {
             && let Some(addr) = self.rt.vnc_addr(&name)
         {
             let password = self.lib.get(&name).ok().and_then(|d| d.vnc_password_file);
-            self.console = Some(crate::console::Console::open(
+            self.console = Some(crate::console::Console::open_with(
                 &name,
                 addr,
-                password,
+                crate::console::ConsoleOptions {
+                    password_file: password,
+                    target: Some(crate::console::runtime_target(self.rt.clone(), &name)),
+                    standalone: false,
+                },
                 ui.ctx().clone(),
             ));
         }
@@ -616,7 +620,12 @@ pub fn run_console(
     let mut console: Option<crate::console::Console> = None;
     eframe::run_ui_native("vmdesk-console", options, move |ui, _frame| {
         let c = console.get_or_insert_with(|| {
-            crate::console::Console::open(&name, addr, password_file.clone(), ui.ctx().clone())
+            let opts = crate::console::ConsoleOptions {
+                password_file: password_file.clone(),
+                target: None,
+                standalone: true,
+            };
+            crate::console::Console::open_with(&name, addr, opts, ui.ctx().clone())
         });
         egui::CentralPanel::default().show(ui, |ui| c.ui(ui));
     })
