@@ -203,6 +203,8 @@ impl Viewer {
                     "-FullColor=1",
                     "-Shared=1",
                     "-SecurityTypes=None",
+                    "-AlertOnFatalError=0",
+                    "-ReconnectOnError=0",
                 ])
                 .arg(format!("127.0.0.1::{}", addr.port()));
                 c
@@ -414,9 +416,12 @@ fn client_to_server(client: TcpStream, server: TcpStream, bpp: &AtomicU8) -> io:
     let mut r = BufReader::with_capacity(64 * 1024, client);
     let mut server = server;
     // Version, the chosen security type, ClientInit (no authentication here).
-    let mut hs = [0u8; 14];
-    r.read_exact(&mut hs)?;
-    server.write_all(&hs)?;
+    // Each is answered before the next is sent: forward them one by one.
+    for n in [12, 1, 1] {
+        let mut hs = vec![0u8; n];
+        r.read_exact(&mut hs)?;
+        server.write_all(&hs)?;
+    }
     loop {
         // Parse from a recording reader, then forward exactly those bytes.
         let mut rec = Recorder {

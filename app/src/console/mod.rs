@@ -564,7 +564,7 @@ impl Console {
     /// Clipboard text we asked for (Type / Send clipboard, or the grab's sync).
     fn handle_paste(&mut self, ui: &egui::Ui) {
         if let Some((_, at)) = self.paste_for
-            && at.elapsed() > Duration::from_secs(2)
+            && at.elapsed() > Duration::from_millis(500)
         {
             // The clipboard had no text: nothing came.
             self.paste_for = None;
