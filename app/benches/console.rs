@@ -99,16 +99,28 @@ fn main() {
         std::thread::sleep(Duration::from_secs(3)); // warm up
         let mut per_second = Vec::new();
         let mut last = proxy.updates();
+        let (t0, start) = (cpu_ticks(child.id()), Instant::now());
+        let threads0 = thread_ticks(child.id());
         for _ in 0..FPS_SECONDS {
             std::thread::sleep(Duration::from_secs(1));
             let now = proxy.updates();
             per_second.push((now - last) as f64);
             last = now;
         }
+        let busy = (cpu_ticks(child.id()) - t0) as f64
+            / ticks_per_second()
+            / start.elapsed().as_secs_f64()
+            * 100.0;
+        if std::env::var_os("CONSOLE_BENCH_THREADS").is_some() {
+            for (name, t) in thread_ticks(child.id()) {
+                let before = threads0.iter().find(|(n, _)| *n == name).map_or(0, |x| x.1);
+                println!("    thread {name}: {} ticks", t - before);
+            }
+        }
         kill(&mut child);
         let m = median(&mut per_second);
         println!(
-            "  frame rate, whole {W}x{H} screen changing: {:<9} {m:6.1} updates/s",
+            "  frame rate, whole {W}x{H} screen changing: {:<9} {m:6.1} updates/s (viewer CPU {busy:.0}% of a core)",
             v.name()
         );
         fps.push(m);
@@ -119,6 +131,9 @@ fn main() {
     );
     stop.store(true, Ordering::Relaxed);
     let _ = painter.join();
+    if std::env::var_os("CONSOLE_BENCH_FPS_ONLY").is_some() {
+        return;
+    }
 
     // CPU with a static screen, and cold start (the same static server).
     surface.fill_rect(Rect::new(0, 0, W, H), 0x0020_4080);
@@ -248,7 +263,10 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// utime + stime of `pid`, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    cpu_ticks_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+fn cpu_ticks_of(stat: &str) -> u64 {
     // The command name is in parentheses and may hold spaces: count fields after ')'.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -259,6 +277,21 @@ fn cpu_ticks(pid: u32) -> u64 {
             .unwrap_or(0)
     };
     get(14) + get(15)
+}
+
+/// utime + stime per thread of `pid` (thread name with its id).
+fn thread_ticks(pid: u32) -> Vec<(String, u64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let name = stat.split_once('(')?.1.rsplit_once(')')?.0.to_string();
+            Some((format!("{name}/{tid}"), cpu_ticks_of(&stat)))
+        })
+        .collect()
 }
 
 fn ticks_per_second() -> f64 {
@@ -306,7 +339,10 @@ impl Xvfb {
 
 impl Drop for Xvfb {
     fn drop(&mut self) {
-        kill(&mut self.child);
+        // SIGTERM, so Xvfb removes its lock file and socket.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
     }
 }
 

@@ -48,6 +48,13 @@ const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// Update requests go out as frames arrive (one outstanding keeps updates flowing with no
 /// polling on a static screen); this spaces them within one burst of rectangles.
 const REQUEST_SPACING: Duration = Duration::from_millis(4);
+/// While frames keep coming, a request also goes out this often: vnc-rs reports a
+/// rectangle only once all of it has arrived, and a request that reaches the server while
+/// it is still sending lets it start the next update at once instead of after a round
+/// trip (the server merges requests, so extra ones cost 10 bytes each).
+const PUMP_EVERY: Duration = Duration::from_millis(8);
+/// How long after the last frame the screen counts as changing.
+const ACTIVE_FOR: Duration = Duration::from_millis(100);
 /// More changed regions than this are uploaded as their bounding box: one large texture
 /// upload is cheaper than hundreds of small ones.
 const MAX_UPLOADS: usize = 16;
@@ -383,25 +390,23 @@ impl Console {
 
     /// Uploads what changed to the texture; returns (width, height, status, connected).
     fn sync_texture(&mut self, ctx: &egui::Context) -> (usize, usize, String, bool) {
+        let mut uploads = Vec::new();
         let mut sh = lock(&self.shared);
         if sh.width > 0 && (sh.resized || self.texture.is_none()) {
             sh.resized = false;
             sh.dirty.clear();
             let img = ColorImage::new([sh.width, sh.height], sh.pixels.clone());
             self.texture = Some(ctx.load_texture("console", img, TextureOptions::NEAREST));
-        } else if let Some(tex) = &mut self.texture {
-            // Only the changed regions go to the GPU.
+        } else if self.texture.is_some() {
+            // Only the changed regions go to the GPU (copied out here, uploaded below,
+            // so the connection thread is not kept waiting for the lock).
             for d in sh.take_dirty() {
                 let mut px = Vec::with_capacity(d.w * d.h);
                 for row in d.y..d.y + d.h {
                     let s = row * sh.width + d.x;
                     px.extend_from_slice(&sh.pixels[s..s + d.w]);
                 }
-                tex.set_partial(
-                    [d.x, d.y],
-                    ColorImage::new([d.w, d.h], px),
-                    TextureOptions::NEAREST,
-                );
+                uploads.push(([d.x, d.y], ColorImage::new([d.w, d.h], px)));
             }
         }
         if !self.first_frame_logged && sh.rects > 0 && self.texture.is_some() {
@@ -417,7 +422,14 @@ impl Console {
             self.last_cut = Some(t.clone());
             ctx.copy_text(t);
         }
-        (sh.width, sh.height, sh.status.clone(), sh.connected)
+        let out = (sh.width, sh.height, sh.status.clone(), sh.connected);
+        drop(sh);
+        if let Some(tex) = &mut self.texture {
+            for (at, img) in uploads {
+                tex.set_partial(at, img, TextureOptions::NEAREST);
+            }
+        }
+        out
     }
 
     /// Draws the console into `ui`: a toolbar, a status line and the screen.
@@ -939,9 +951,13 @@ impl Worker {
         let mut typing: VecDeque<Stroke> = VecDeque::new();
         let mut next_stroke = tokio::time::Instant::now();
         let mut last_request = Instant::now();
+        let mut last_frame: Option<Instant> = None;
         // A safety net: one request a second in case one went missing.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut pump = tokio::time::interval(PUMP_EVERY);
+        pump.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let active = last_frame.is_some_and(|t| t.elapsed() < ACTIVE_FOR);
             tokio::select! {
                 ev = vnc.recv_event() => {
                     let ev = match ev {
@@ -952,6 +968,9 @@ impl Worker {
                         Ok(frame) => frame,
                         Err(e) => return End::Dropped(e),
                     };
+                    if frame {
+                        last_frame = Some(Instant::now());
+                    }
                     if frame && last_request.elapsed() >= REQUEST_SPACING {
                         last_request = Instant::now();
                         if let Err(e) = vnc.input(vnc::X11Event::Refresh).await {
@@ -982,6 +1001,14 @@ impl Worker {
                         return End::Dropped(e.to_string());
                     }
                     next_stroke = tokio::time::Instant::now() + TYPE_INTERVAL;
+                }
+                _ = pump.tick(), if active => {
+                    if last_request.elapsed() >= REQUEST_SPACING {
+                        last_request = Instant::now();
+                        if let Err(e) = vnc.input(vnc::X11Event::Refresh).await {
+                            return End::Dropped(e.to_string());
+                        }
+                    }
                 }
                 _ = tick.tick() => {
                     if lock(&self.shared).closed {
