@@ -495,7 +495,8 @@ impl Console {
 
     fn toolbar(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
-        ui.horizontal(|ui| {
+        // Wraps in a narrow window rather than pushing the Copy button out of sight.
+        ui.horizontal_wrapped(|ui| {
             ui.menu_button("Send key", |ui| {
                 for combo in keys::SEND_KEYS {
                     if ui.button(combo.label).clicked() {
