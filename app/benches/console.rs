@@ -152,6 +152,11 @@ fn main() {
         std::thread::sleep(Duration::from_secs(CPU_SECONDS));
         let t1 = cpu_ticks(child.id());
         let secs = start.elapsed().as_secs_f64();
+        if let Ok(Some(status)) = child.try_wait() {
+            // A dead viewer would read as 0% (its /proc entry is gone).
+            println!("  {}: exited during the CPU run ({status})", v.name());
+            continue;
+        }
         kill(&mut child);
         let pct = (t1 - t0) as f64 / ticks_per_second() / secs * 100.0;
         println!(
