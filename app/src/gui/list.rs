@@ -209,10 +209,14 @@ impl VmdeskApp {
             && let Some(addr) = self.rt.vnc_addr(&name)
         {
             let password = self.lib.get(&name).ok().and_then(|d| d.vnc_password_file);
-            self.console = Some(crate::console::Console::open(
+            self.console = Some(crate::console::Console::open_with(
                 &name,
                 addr,
-                password,
+                crate::console::ConsoleOptions {
+                    password_file: password,
+                    target: Some(crate::console::runtime_target(self.rt.clone(), &name)),
+                    standalone: false,
+                },
                 ui.ctx().clone(),
             ));
         }

@@ -400,7 +400,12 @@ pub fn run_console(
     let mut console: Option<crate::console::Console> = None;
     eframe::run_ui_native("vmdesk-console", options, move |ui, _frame| {
         let c = console.get_or_insert_with(|| {
-            crate::console::Console::open(&name, addr, password_file.clone(), ui.ctx().clone())
+            let opts = crate::console::ConsoleOptions {
+                password_file: password_file.clone(),
+                target: None,
+                standalone: true,
+            };
+            crate::console::Console::open_with(&name, addr, opts, ui.ctx().clone())
         });
         egui::CentralPanel::default().show(ui, |ui| c.ui(ui));
     })

@@ -1,0 +1,1508 @@
+//! The built-in console: a running VM's screen in the window, through the vnc-rs crate
+//! connected to the VM's VNC port (the same door outside clients use).
+//!
+//! A worker thread runs vnc-rs on a small tokio runtime: it applies the server's rectangles
+//! to a shared framebuffer, records which regions changed, and keeps one update request
+//! outstanding; the window uploads only the changed regions to its GPU texture.
+//!
+//! Input goes the other way, through [`inject`] (vnc-rs has no QEMU extended key event):
+//! keys as PC scan codes with their keysym ([`keys`]), so any host/guest layout pair works;
+//! the pointer as absolute guest pixels whatever the scale; the host clipboard as Latin-1
+//! cut text, or typed as key presses ([`typing`]).
+//!
+//! The keyboard is grabbed by clicking into the screen: then every key egui sees goes to
+//! the guest (Tab, Esc, Ctrl+C …), and Ctrl+Alt pressed and released alone lets go. Keys
+//! the window manager takes before the window sees them (Alt+Tab, Alt+F4 on most desktops)
+//! cannot be grabbed: winit has no keyboard grab. The send-key menu covers the usual ones.
+//!
+//! Clipboard: vnc-rs knows only plain cut text, so text goes both ways in Latin-1 (RFC
+//! 6143); the VNC Extended Clipboard (UTF-8) would need vnc-rs to read its messages. The
+//! guest's text arrives through vnc-rs, which decodes it as UTF-8 (lossy), so non-ASCII
+//! Latin-1 characters from the guest come out as U+FFFD.
+//!
+//! When the connection drops (a reset rebuilding the VNC server, a VMM restart), the last
+//! frame stays on screen greyed and the worker reconnects every second while the VM runs.
+//! A VNC password is asked for in a small dialog (or read from the VM's password file) and
+//! kept in memory only.
+
+pub mod inject;
+pub mod keys;
+pub mod typing;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use eframe::egui;
+use egui::{Color32, ColorImage, TextureHandle, TextureOptions};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use inject::{InjectStream, Injector};
+use typing::{Stroke, TYPE_INTERVAL};
+
+/// How often a dropped connection is retried.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// Update requests go out as frames arrive (one outstanding keeps updates flowing with no
+/// polling on a static screen); this spaces them within one burst of rectangles.
+const REQUEST_SPACING: Duration = Duration::from_millis(4);
+/// While frames keep coming, a request also goes out this often: vnc-rs reports a
+/// rectangle only once all of it has arrived, and a request that reaches the server while
+/// it is still sending lets it start the next update at once instead of after a round
+/// trip (the server merges requests, so extra ones cost 10 bytes each).
+const PUMP_EVERY: Duration = Duration::from_millis(8);
+/// How long after the last frame the screen counts as changing.
+const ACTIVE_FOR: Duration = Duration::from_millis(100);
+/// More changed regions than this are uploaded as their bounding box: one large texture
+/// upload is cheaper than hundreds of small ones.
+const MAX_UPLOADS: usize = 16;
+
+/// A changed region, in guest pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Dirty {
+    x: usize,
+    y: usize,
+    w: usize,
+    h: usize,
+}
+
+#[derive(Default)]
+struct Shared {
+    width: usize,
+    height: usize,
+    pixels: Vec<Color32>,
+    dirty: Vec<Dirty>,
+    resized: bool,
+    status: String,
+    connected: bool,
+    closed: bool,
+    /// The server wants a password we do not have: `Some(why)` shows the prompt.
+    need_password: Option<String>,
+    /// The guest's clipboard, for the host's.
+    server_cut: Option<String>,
+    /// Framebuffer rectangles received since the console opened.
+    rects: u64,
+}
+
+impl Shared {
+    fn resize(&mut self, w: usize, h: usize) {
+        if (w, h) == (self.width, self.height) {
+            // A reconnect to the same mode keeps the last frame until the new one arrives.
+            return;
+        }
+        self.width = w;
+        self.height = h;
+        self.pixels = vec![Color32::BLACK; w * h];
+        self.resized = true;
+        self.dirty.clear();
+    }
+
+    /// Writes RGBA rows for `r` (clipped to the screen: a server may send anything).
+    fn put(&mut self, (x, y, w, h): (usize, usize, usize, usize), rgba: &[u8]) {
+        if w == 0 {
+            return;
+        }
+        let cols = w.min(self.width.saturating_sub(x));
+        for (row, line) in rgba.chunks(w * 4).take(h).enumerate() {
+            let py = y + row;
+            if py >= self.height || cols == 0 {
+                break;
+            }
+            let start = py * self.width + x;
+            for (dst, px) in self.pixels[start..start + cols]
+                .iter_mut()
+                .zip(line.chunks_exact(4))
+            {
+                *dst = Color32::from_rgb(px[0], px[1], px[2]);
+            }
+        }
+        self.mark(x, y, w, h);
+    }
+
+    fn copy(&mut self, dst: (usize, usize), src: (usize, usize, usize, usize)) {
+        let (sx, sy, w, h) = src;
+        let (dx, dy) = dst;
+        if sx + w > self.width
+            || sy + h > self.height
+            || dx + w > self.width
+            || dy + h > self.height
+        {
+            return;
+        }
+        let copy: Vec<Color32> = (0..h)
+            .flat_map(|row| {
+                let s = (sy + row) * self.width + sx;
+                self.pixels[s..s + w].to_vec()
+            })
+            .collect();
+        for row in 0..h {
+            let d = (dy + row) * self.width + dx;
+            self.pixels[d..d + w].copy_from_slice(&copy[row * w..(row + 1) * w]);
+        }
+        self.mark(dx, dy, w, h);
+    }
+
+    fn mark(&mut self, x: usize, y: usize, w: usize, h: usize) {
+        let w = w.min(self.width.saturating_sub(x));
+        let h = h.min(self.height.saturating_sub(y));
+        if w > 0 && h > 0 {
+            self.dirty.push(Dirty { x, y, w, h });
+        }
+    }
+
+    /// The regions to upload: as they are, or their bounding box when there are many.
+    fn take_dirty(&mut self) -> Vec<Dirty> {
+        let d = std::mem::take(&mut self.dirty);
+        if d.len() <= MAX_UPLOADS {
+            return d;
+        }
+        let x0 = d.iter().map(|r| r.x).min().unwrap_or(0);
+        let y0 = d.iter().map(|r| r.y).min().unwrap_or(0);
+        let x1 = d.iter().map(|r| r.x + r.w).max().unwrap_or(0);
+        let y1 = d.iter().map(|r| r.y + r.h).max().unwrap_or(0);
+        vec![Dirty {
+            x: x0,
+            y: y0,
+            w: x1 - x0,
+            h: y1 - y0,
+        }]
+    }
+}
+
+/// What the window asks of the worker.
+#[derive(Debug)]
+enum Cmd {
+    Key {
+        keysym: u32,
+        down: bool,
+        code: Option<u16>,
+    },
+    Pointer(u16, u16, u8),
+    CutText(String),
+    Type(Vec<Stroke>),
+    Password(String),
+    Close,
+}
+
+/// Where to connect now: `None` while the VM is not running (the worker then waits).
+pub type Target = Arc<dyn Fn() -> Option<SocketAddr> + Send + Sync>;
+
+/// The target of a VM the app manages: its VNC address while it is running (or paused),
+/// read again before every reconnection (a restarted VMM may listen elsewhere).
+pub fn runtime_target(rt: crate::runtime::Runtime, name: &str) -> Target {
+    let name = name.to_owned();
+    Arc::new(move || {
+        if rt.state(&name).is_live() {
+            rt.vnc_addr(&name)
+        } else {
+            None
+        }
+    })
+}
+
+/// How a console connects; [`Console::open`] takes the common case.
+#[derive(Clone, Default)]
+pub struct ConsoleOptions {
+    /// The VM's VNC password file, tried before asking.
+    pub password_file: Option<PathBuf>,
+    /// Asked before every (re)connection; by default the address given to `open`.
+    pub target: Option<Target>,
+    /// A window of its own (`vmdesk console N`): offers fullscreen.
+    pub standalone: bool,
+}
+
+/// What a `RequestPaste` we sent is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PasteFor {
+    Type,
+    CutText,
+}
+
+/// One VM's console: the connection thread and what the window shows.
+pub struct Console {
+    pub name: String,
+    pub addr: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+    cmds: UnboundedSender<Cmd>,
+    texture: Option<TextureHandle>,
+    buttons: u8,
+    last_pointer: Option<(u16, u16)>,
+    /// Scale to fit (true) or one guest pixel per physical pixel.
+    pub fit: bool,
+    standalone: bool,
+    grabbed: bool,
+    chord: keys::ReleaseChord,
+    /// Keys the guest has seen go down and not up: (scan code → keysym).
+    down: BTreeMap<u16, u32>,
+    zoom_keys: Option<bool>,
+    paste_for: Option<(PasteFor, Instant)>,
+    /// The last text sent as cut text (so a grab does not send it again).
+    last_cut: Option<String>,
+    notice: Option<String>,
+    password: String,
+    opened: Instant,
+    first_frame_logged: bool,
+}
+
+impl Console {
+    /// Connects in the background; the window repaints as frames arrive.
+    pub fn open(
+        name: &str,
+        addr: SocketAddr,
+        password_file: Option<PathBuf>,
+        ctx: egui::Context,
+    ) -> Console {
+        Console::open_with(
+            name,
+            addr,
+            ConsoleOptions {
+                password_file,
+                ..Default::default()
+            },
+            ctx,
+        )
+    }
+
+    pub fn open_with(
+        name: &str,
+        addr: SocketAddr,
+        opts: ConsoleOptions,
+        ctx: egui::Context,
+    ) -> Console {
+        let shared = Arc::new(Mutex::new(Shared {
+            status: format!("connecting to {addr}…"),
+            ..Default::default()
+        }));
+        let (tx, rx) = unbounded_channel();
+        let worker = Worker {
+            shared: shared.clone(),
+            target: opts
+                .target
+                .clone()
+                .unwrap_or_else(|| Arc::new(move || Some(addr))),
+            password_file: opts.password_file.clone(),
+            ctx,
+        };
+        std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    lock(&worker.shared).status = format!("cannot start the viewer: {e}");
+                    return;
+                }
+            };
+            rt.block_on(worker.run(rx));
+        });
+        Console {
+            name: name.into(),
+            addr,
+            shared,
+            cmds: tx,
+            texture: None,
+            buttons: 0,
+            last_pointer: None,
+            fit: true,
+            standalone: opts.standalone,
+            grabbed: false,
+            chord: keys::ReleaseChord::default(),
+            down: BTreeMap::new(),
+            zoom_keys: None,
+            paste_for: None,
+            last_cut: None,
+            notice: None,
+            password: String::new(),
+            opened: Instant::now(),
+            first_frame_logged: false,
+        }
+    }
+
+    pub fn close(&self) {
+        let _ = self.cmds.send(Cmd::Close);
+        lock(&self.shared).closed = true;
+    }
+
+    /// Whether the keyboard goes to the guest.
+    pub fn grabbed(&self) -> bool {
+        self.grabbed
+    }
+
+    fn send(&self, c: Cmd) {
+        let _ = self.cmds.send(c);
+    }
+
+    fn key(&mut self, code: Option<u16>, keysym: u32, down: bool) {
+        if let Some(c) = code {
+            if down {
+                self.down.insert(c, keysym);
+            } else {
+                self.down.remove(&c);
+            }
+        }
+        self.send(Cmd::Key { keysym, down, code });
+    }
+
+    /// Lets go of every key the guest still holds down (grab released, focus lost).
+    fn release_keys(&mut self) {
+        for (code, keysym) in std::mem::take(&mut self.down) {
+            self.send(Cmd::Key {
+                keysym,
+                down: false,
+                code: Some(code),
+            });
+        }
+    }
+
+    /// Sends a send-key menu entry.
+    pub fn send_combo(&mut self, combo: &keys::Combo) {
+        for (code, sym, down) in keys::combo_events(combo.keys) {
+            self.key(Some(code), sym, down);
+        }
+    }
+
+    /// Types `text` into the guest (paced); returns how many characters had no key.
+    pub fn type_text(&mut self, text: &str) -> usize {
+        let (strokes, skipped) = typing::strokes(text);
+        let typed = text.chars().count() - skipped;
+        self.notice = Some(if skipped == 0 {
+            format!("typing {typed} characters")
+        } else {
+            format!("typing {typed} characters; {skipped} with no key on a US keyboard skipped")
+        });
+        self.send(Cmd::Type(strokes));
+        skipped
+    }
+
+    /// Offers `text` to the guest as its clipboard (Latin-1 cut text).
+    pub fn send_clipboard(&mut self, text: &str) {
+        self.last_cut = Some(text.to_owned());
+        self.send(Cmd::CutText(text.to_owned()));
+    }
+
+    fn request_paste(&mut self, ctx: &egui::Context, what: PasteFor) {
+        self.paste_for = Some((what, Instant::now()));
+        ctx.send_viewport_cmd(egui::ViewportCommand::RequestPaste);
+    }
+
+    /// Uploads what changed to the texture; returns (width, height, status, connected).
+    fn sync_texture(&mut self, ctx: &egui::Context) -> (usize, usize, String, bool) {
+        let mut uploads = Vec::new();
+        let mut sh = lock(&self.shared);
+        if sh.width > 0 && (sh.resized || self.texture.is_none()) {
+            sh.resized = false;
+            sh.dirty.clear();
+            let img = ColorImage::new([sh.width, sh.height], sh.pixels.clone());
+            self.texture = Some(ctx.load_texture("console", img, TextureOptions::NEAREST));
+        } else if self.texture.is_some() {
+            // Only the changed regions go to the GPU (copied out here, uploaded below,
+            // so the connection thread is not kept waiting for the lock).
+            for d in sh.take_dirty() {
+                let mut px = Vec::with_capacity(d.w * d.h);
+                for row in d.y..d.y + d.h {
+                    let s = row * sh.width + d.x;
+                    px.extend_from_slice(&sh.pixels[s..s + d.w]);
+                }
+                uploads.push(([d.x, d.y], ColorImage::new([d.w, d.h], px)));
+            }
+        }
+        if !self.first_frame_logged && sh.rects > 0 && self.texture.is_some() {
+            self.first_frame_logged = true;
+            tracing::info!(
+                "console {}: first frame uploaded after {} ms",
+                self.name,
+                self.opened.elapsed().as_millis()
+            );
+        }
+        if let Some(t) = sh.server_cut.take() {
+            // The guest's clipboard becomes the host's.
+            self.last_cut = Some(t.clone());
+            ctx.copy_text(t);
+        }
+        let out = (sh.width, sh.height, sh.status.clone(), sh.connected);
+        drop(sh);
+        if let Some(tex) = &mut self.texture {
+            for (at, img) in uploads {
+                tex.set_partial(at, img, TextureOptions::NEAREST);
+            }
+        }
+        out
+    }
+
+    /// Draws the console into `ui`: a toolbar, a status line and the screen.
+    pub fn ui(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        let (w, h, status, connected) = self.sync_texture(&ctx);
+        self.password_prompt(&ctx);
+        self.handle_paste(ui);
+        self.toolbar(ui);
+        ui.horizontal(|ui| {
+            if self.grabbed {
+                ui.strong("Press Ctrl+Alt to release the keyboard");
+            } else if connected {
+                ui.label("Click the screen to send it the keyboard");
+            }
+            ui.label(&status);
+            if let Some(n) = &self.notice {
+                ui.label(n);
+            }
+        });
+        let Some(tex) = self.texture.clone() else {
+            return;
+        };
+        if w == 0 || h == 0 {
+            return;
+        }
+        let ppp = ctx.pixels_per_point();
+        let img_size = |avail: egui::Vec2| {
+            if self.fit {
+                let scale = (avail.x / w as f32)
+                    .min(avail.y / h as f32)
+                    .clamp(0.05, 8.0);
+                egui::vec2(w as f32 * scale, h as f32 * scale)
+            } else {
+                // One guest pixel per physical pixel: sharp at any pixels_per_point.
+                egui::vec2(w as f32 / ppp, h as f32 / ppp)
+            }
+        };
+        let tint = if connected {
+            Color32::WHITE
+        } else {
+            Color32::from_gray(110)
+        };
+        let show = |ui: &mut egui::Ui| {
+            let size = img_size(ui.available_size());
+            ui.add(
+                egui::Image::new((tex.id(), size))
+                    .tint(tint)
+                    .sense(egui::Sense::click_and_drag()),
+            )
+        };
+        let resp = if self.fit {
+            show(ui)
+        } else {
+            egui::ScrollArea::both()
+                .auto_shrink([false, false])
+                .show(ui, show)
+                .inner
+        };
+        self.pointer(ui, &resp, (w, h));
+        self.keyboard(ui, &resp);
+    }
+
+    fn toolbar(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        // Wraps in a narrow window rather than pushing the Copy button out of sight.
+        ui.horizontal_wrapped(|ui| {
+            ui.menu_button("Send key", |ui| {
+                for combo in keys::SEND_KEYS {
+                    if ui.button(combo.label).clicked() {
+                        self.send_combo(combo);
+                        ui.close();
+                    }
+                }
+            });
+            if ui
+                .button("Type clipboard")
+                .on_hover_text("Types the host clipboard as key presses (US layout)")
+                .clicked()
+            {
+                self.request_paste(&ctx, PasteFor::Type);
+            }
+            if ui
+                .button("Send clipboard")
+                .on_hover_text("Offers the host clipboard to the guest (Latin-1 text)")
+                .clicked()
+            {
+                self.request_paste(&ctx, PasteFor::CutText);
+            }
+            ui.separator();
+            ui.selectable_value(&mut self.fit, true, "Scale to fit");
+            ui.selectable_value(&mut self.fit, false, "1:1");
+            if self.standalone {
+                let full = ctx.input(|i| i.viewport().fullscreen.unwrap_or(false));
+                if ui
+                    .selectable_label(full, "Fullscreen")
+                    .on_hover_text("Toggles fullscreen")
+                    .clicked()
+                {
+                    ctx.send_viewport_cmd(egui::ViewportCommand::Fullscreen(!full));
+                }
+            }
+            ui.separator();
+            let line = format!("vncviewer {}", crate::runtime::vnc_display(self.addr));
+            ui.monospace(&line);
+            if ui.small_button("Copy").clicked() {
+                ctx.copy_text(line);
+            }
+        });
+    }
+
+    fn password_prompt(&mut self, ctx: &egui::Context) {
+        let Some(why) = lock(&self.shared).need_password.clone() else {
+            return;
+        };
+        let mut submit = false;
+        let mut cancel = false;
+        egui::Modal::new(egui::Id::unique(("vnc-password", &self.name))).show(ctx, |ui| {
+            ui.heading(format!("Password for {}", self.name));
+            if !why.is_empty() {
+                ui.colored_label(ui.visuals().error_fg_color, &why);
+            }
+            let r = ui.add(egui::TextEdit::singleline(&mut self.password).password(true));
+            r.request_focus();
+            if r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+                submit = true;
+            }
+            ui.horizontal(|ui| {
+                submit |= ui.button("Connect").clicked();
+                cancel = ui.button("Cancel").clicked();
+            });
+        });
+        if submit {
+            lock(&self.shared).need_password = None;
+            let p = std::mem::take(&mut self.password);
+            self.send(Cmd::Password(p));
+        } else if cancel {
+            lock(&self.shared).need_password = None;
+            self.password.clear();
+            self.close();
+            lock(&self.shared).status = "no password given".into();
+        }
+    }
+
+    /// Clipboard text we asked for (Type / Send clipboard, or the grab's sync).
+    fn handle_paste(&mut self, ui: &egui::Ui) {
+        if let Some((_, at)) = self.paste_for
+            && at.elapsed() > Duration::from_millis(500)
+        {
+            // The clipboard had no text: nothing came.
+            self.paste_for = None;
+        }
+        let Some((what, _)) = self.paste_for else {
+            return;
+        };
+        let text = ui.input(|i| {
+            i.events.iter().find_map(|e| match e {
+                egui::Event::Paste(t) => Some(t.clone()),
+                _ => None,
+            })
+        });
+        let Some(text) = text else {
+            return;
+        };
+        self.paste_for = None;
+        // Ours: keep it from the keyboard handling and any text field.
+        ui.ctx()
+            .input_mut(|i| i.events.retain(|e| !matches!(e, egui::Event::Paste(_))));
+        match what {
+            PasteFor::Type => {
+                self.type_text(&text);
+            }
+            PasteFor::CutText => {
+                if self.last_cut.as_deref() != Some(text.as_str()) {
+                    self.send_clipboard(&text);
+                }
+            }
+        }
+    }
+
+    fn pointer(&mut self, ui: &egui::Ui, resp: &egui::Response, (w, h): (usize, usize)) {
+        let Some(pos) = resp.hover_pos() else {
+            return;
+        };
+        let (x, y) = guest_pixel(pos, resp.rect, (w, h));
+        let (buttons, scroll) = ui.input(|i| {
+            let wheel: f32 = i
+                .events
+                .iter()
+                .map(|e| match e {
+                    egui::Event::MouseWheel { delta, .. } => delta.y,
+                    _ => 0.0,
+                })
+                .sum();
+            (
+                u8::from(i.pointer.primary_down())
+                    | u8::from(i.pointer.middle_down()) << 1
+                    | u8::from(i.pointer.secondary_down()) << 2,
+                wheel,
+            )
+        });
+        if self.last_pointer != Some((x, y)) || buttons != self.buttons {
+            self.last_pointer = Some((x, y));
+            self.buttons = buttons;
+            self.send(Cmd::Pointer(x, y, buttons));
+        }
+        // The wheel is buttons 4 (up) and 5 (down), pressed and released.
+        if scroll != 0.0 {
+            let wheel = if scroll > 0.0 { 1 << 3 } else { 1 << 4 };
+            self.send(Cmd::Pointer(x, y, buttons | wheel));
+            self.send(Cmd::Pointer(x, y, buttons));
+        }
+    }
+
+    fn keyboard(&mut self, ui: &egui::Ui, resp: &egui::Response) {
+        let ctx = ui.ctx().clone();
+        if resp.clicked() || resp.drag_started() {
+            resp.request_focus();
+            if !self.grabbed {
+                self.chord.reset();
+                // As other viewers do on focus: the guest gets the host's clipboard.
+                self.request_paste(&ctx, PasteFor::CutText);
+            }
+        }
+        let window_focused = ctx.input(|i| i.viewport().focused.unwrap_or(true));
+        let grabbed = resp.has_focus() && window_focused;
+        if !grabbed {
+            if self.grabbed {
+                self.ungrab(&ctx, resp);
+            }
+            return;
+        }
+        if !self.grabbed {
+            self.grabbed = true;
+            // Ctrl+Plus/Minus/0 are the guest's while grabbed, not egui's zoom.
+            let prev = ctx.options(|o| o.zoom_with_keyboard);
+            self.zoom_keys = Some(prev);
+            ctx.options_mut(|o| o.zoom_with_keyboard = false);
+        }
+        // Tab, arrows and Esc stay here instead of moving egui's focus.
+        ctx.memory_mut(|m| {
+            m.set_focus_lock_filter(
+                resp.id,
+                egui::EventFilter {
+                    tab: true,
+                    horizontal_arrows: true,
+                    vertical_arrows: true,
+                    escape: true,
+                },
+            )
+        });
+        let events = ctx.input(|i| i.events.clone());
+        let mut release = false;
+        // Text that follows a key sent as a scan code is that key's character: the guest
+        // makes it from the scan code with its own layout.
+        let mut skip_text = false;
+        for ev in events {
+            match ev {
+                egui::Event::Key {
+                    key,
+                    physical_key,
+                    pressed,
+                    modifiers,
+                    ..
+                } => {
+                    let code = physical_key.and_then(keys::scancode);
+                    let sym = keys::keysym(key, modifiers.shift);
+                    match (code, sym) {
+                        (Some(c), _) => self.key(Some(c), sym.unwrap_or(0), pressed),
+                        (None, Some(s)) => self.key(None, s, pressed),
+                        (None, None) => {}
+                    }
+                    skip_text = pressed && (code.is_some() || sym.is_some());
+                    release |= self.chord.feed(key, pressed);
+                }
+                egui::Event::Text(t) => {
+                    if std::mem::take(&mut skip_text) {
+                        continue;
+                    }
+                    // A character with no key event (an input method): as keysyms.
+                    for c in t.chars() {
+                        let sym = keys::char_keysym(c);
+                        self.key(None, sym, true);
+                        self.key(None, sym, false);
+                    }
+                }
+                // egui turns Ctrl+C/X/V into these and drops the key press; the key's
+                // release still comes as a key event. Sent as the US positions of C/X/V.
+                egui::Event::Copy => self.key(Some(0x2e), u32::from(b'c'), true),
+                egui::Event::Cut => self.key(Some(0x2d), u32::from(b'x'), true),
+                egui::Event::Paste(_) => self.key(Some(0x2f), u32::from(b'v'), true),
+                _ => {}
+            }
+        }
+        // Every key was the guest's: no egui widget or shortcut sees it.
+        ctx.input_mut(|i| {
+            i.events.retain(|e| {
+                !matches!(
+                    e,
+                    egui::Event::Key { .. }
+                        | egui::Event::Text(_)
+                        | egui::Event::Copy
+                        | egui::Event::Cut
+                        | egui::Event::Paste(_)
+                )
+            })
+        });
+        if release {
+            resp.surrender_focus();
+            self.ungrab(&ctx, resp);
+        }
+    }
+
+    fn ungrab(&mut self, ctx: &egui::Context, resp: &egui::Response) {
+        self.grabbed = false;
+        self.chord.reset();
+        self.release_keys();
+        if resp.has_focus() {
+            resp.surrender_focus();
+        }
+        if let Some(prev) = self.zoom_keys.take() {
+            ctx.options_mut(|o| o.zoom_with_keyboard = prev);
+        }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The guest pixel under window position `pos`, the screen being drawn in `rect`; exact
+/// at any scale and pixels_per_point, clamped to the screen.
+fn guest_pixel(pos: egui::Pos2, rect: egui::Rect, (w, h): (usize, usize)) -> (u16, u16) {
+    let fx = (pos.x - rect.min.x) * w as f32 / rect.width().max(f32::EPSILON);
+    let fy = (pos.y - rect.min.y) * h as f32 / rect.height().max(f32::EPSILON);
+    let x = (fx.max(0.0) as usize).min(w.saturating_sub(1));
+    let y = (fy.max(0.0) as usize).min(h.saturating_sub(1));
+    (
+        x.min(usize::from(u16::MAX)) as u16,
+        y.min(usize::from(u16::MAX)) as u16,
+    )
+}
+
+fn lock(s: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // A panic elsewhere must not take the window down with it.
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The connection thread's state.
+struct Worker {
+    shared: Arc<Mutex<Shared>>,
+    target: Target,
+    password_file: Option<PathBuf>,
+    ctx: egui::Context,
+}
+
+/// How one connection ended.
+enum End {
+    /// The window closed the console.
+    Closed,
+    /// The connection failed or dropped: try again.
+    Dropped(String),
+    /// The server wants a password: ask (with this reason).
+    NeedPassword(String),
+}
+
+impl Worker {
+    fn set(&self, f: impl FnOnce(&mut Shared)) {
+        f(&mut lock(&self.shared));
+        self.ctx.request_repaint();
+    }
+
+    async fn run(self, mut cmds: UnboundedReceiver<Cmd>) {
+        let mut password = match &self.password_file {
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(s) => Some(s.lines().next().unwrap_or_default().to_string()),
+                Err(e) => {
+                    tracing::warn!("console: cannot read {}: {e}", p.display());
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut was_connected = false;
+        loop {
+            if lock(&self.shared).closed {
+                return;
+            }
+            let Some(addr) = (self.target)() else {
+                self.set(|s| {
+                    s.connected = false;
+                    s.status = "the VM is not running".into();
+                });
+                if self.wait(&mut cmds, &mut password, false).await {
+                    return;
+                }
+                continue;
+            };
+            match self.session(addr, &mut password, &mut cmds).await {
+                End::Closed => return,
+                End::NeedPassword(why) => {
+                    self.set(|s| {
+                        s.connected = false;
+                        s.need_password = Some(why);
+                        s.status = "waiting for the password".into();
+                    });
+                    if self.wait(&mut cmds, &mut password, true).await {
+                        return;
+                    }
+                }
+                End::Dropped(why) => {
+                    was_connected |= lock(&self.shared).rects > 0;
+                    tracing::debug!("console {addr}: {why}");
+                    self.set(|s| {
+                        s.connected = false;
+                        s.status = if was_connected {
+                            "Disconnected — reconnecting…".into()
+                        } else {
+                            format!("VNC {addr}: {why} — retrying")
+                        };
+                    });
+                    if self.wait(&mut cmds, &mut password, false).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits a retry interval (or, with `for_password`, until a password comes); input
+    /// meanwhile is dropped. True when the console closed.
+    async fn wait(
+        &self,
+        cmds: &mut UnboundedReceiver<Cmd>,
+        password: &mut Option<String>,
+        for_password: bool,
+    ) -> bool {
+        let until = tokio::time::Instant::now() + RECONNECT_EVERY;
+        loop {
+            tokio::select! {
+                c = cmds.recv() => match c {
+                    None | Some(Cmd::Close) => return true,
+                    Some(Cmd::Password(p)) => {
+                        *password = Some(p);
+                        if for_password {
+                            return false;
+                        }
+                    }
+                    Some(_) => {}
+                },
+                _ = tokio::time::sleep_until(until), if !for_password => return false,
+            }
+        }
+    }
+
+    async fn session(
+        &self,
+        addr: SocketAddr,
+        password: &mut Option<String>,
+        cmds: &mut UnboundedReceiver<Cmd>,
+    ) -> End {
+        let tcp = match tokio::net::TcpStream::connect(addr).await {
+            Ok(t) => t,
+            Err(e) => return End::Dropped(e.to_string()),
+        };
+        // Key presses are a few bytes each: send them at once.
+        let _ = tcp.set_nodelay(true);
+        let (stream, inj) = InjectStream::new(tcp);
+        let asked = Arc::new(AtomicBool::new(false));
+        let auth = {
+            let asked = asked.clone();
+            let pw = password.clone();
+            async move {
+                asked.store(true, Ordering::SeqCst);
+                pw.ok_or(vnc::VncError::NoPassword)
+            }
+        };
+        let started = async {
+            vnc::VncConnector::new(stream)
+                .set_auth_method(auth)
+                .add_encoding(vnc::VncEncoding::CopyRect)
+                .add_encoding(vnc::VncEncoding::Raw)
+                .add_encoding(vnc::VncEncoding::DesktopSizePseudo)
+                .allow_shared(true)
+                .set_pixel_format(vnc::PixelFormat::rgba())
+                .build()?
+                .try_start()
+                .await?
+                .finish()
+        }
+        .await;
+        let vnc = match started {
+            Ok(v) => v,
+            Err(vnc::VncError::NoPassword) => return End::NeedPassword(String::new()),
+            Err(e) if asked.load(Ordering::SeqCst) => {
+                // The server checked the password we gave and said no.
+                *password = None;
+                return End::NeedPassword(format!("Wrong password ({e}); try again"));
+            }
+            Err(e) => return End::Dropped(e.to_string()),
+        };
+        self.set(|s| {
+            s.connected = true;
+            s.status = "connected".into();
+        });
+        let end = self.serve(&vnc, &inj, cmds).await;
+        let _ = vnc.close().await;
+        end
+    }
+
+    /// The connected loop: frames in, input out, typing paced.
+    async fn serve(
+        &self,
+        vnc: &vnc::VncClient,
+        inj: &Injector,
+        cmds: &mut UnboundedReceiver<Cmd>,
+    ) -> End {
+        let mut typing: VecDeque<Stroke> = VecDeque::new();
+        let mut next_stroke = tokio::time::Instant::now();
+        let mut last_request = Instant::now();
+        let mut last_frame: Option<Instant> = None;
+        // A safety net: one request a second in case one went missing.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut pump = tokio::time::interval(PUMP_EVERY);
+        pump.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let active = last_frame.is_some_and(|t| t.elapsed() < ACTIVE_FOR);
+            tokio::select! {
+                ev = vnc.recv_event() => {
+                    let ev = match ev {
+                        Ok(ev) => ev,
+                        Err(e) => return End::Dropped(e.to_string()),
+                    };
+                    let frame = match self.apply(ev) {
+                        Ok(frame) => frame,
+                        Err(e) => return End::Dropped(e),
+                    };
+                    if frame {
+                        last_frame = Some(Instant::now());
+                    }
+                    if frame && last_request.elapsed() >= REQUEST_SPACING {
+                        last_request = Instant::now();
+                        if let Err(e) = vnc.input(vnc::X11Event::Refresh).await {
+                            return End::Dropped(e.to_string());
+                        }
+                    }
+                }
+                c = cmds.recv() => {
+                    let sent = match c {
+                        None | Some(Cmd::Close) => return End::Closed,
+                        Some(Cmd::Key { keysym, down, code }) => inj.key(keysym, down, code),
+                        Some(Cmd::Pointer(x, y, b)) => inj.pointer(x, y, b),
+                        Some(Cmd::CutText(t)) => inj.cut_text(&t),
+                        Some(Cmd::Type(s)) => {
+                            typing.extend(s);
+                            Ok(())
+                        }
+                        Some(Cmd::Password(_)) => Ok(()),
+                    };
+                    if let Err(e) = sent {
+                        return End::Dropped(e.to_string());
+                    }
+                }
+                _ = tokio::time::sleep_until(next_stroke), if !typing.is_empty() => {
+                    if let Some(s) = typing.pop_front()
+                        && let Err(e) = inj.key(s.keysym, s.down, Some(s.code))
+                    {
+                        return End::Dropped(e.to_string());
+                    }
+                    next_stroke = tokio::time::Instant::now() + TYPE_INTERVAL;
+                }
+                _ = pump.tick(), if active => {
+                    if last_request.elapsed() >= REQUEST_SPACING {
+                        last_request = Instant::now();
+                        if let Err(e) = vnc.input(vnc::X11Event::Refresh).await {
+                            return End::Dropped(e.to_string());
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    if lock(&self.shared).closed {
+                        return End::Closed;
+                    }
+                    last_request = Instant::now();
+                    if let Err(e) = vnc.input(vnc::X11Event::Refresh).await {
+                        return End::Dropped(e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one vnc-rs event; true if it changed the framebuffer.
+    fn apply(&self, ev: vnc::VncEvent) -> Result<bool, String> {
+        let mut sh = lock(&self.shared);
+        let frame = match ev {
+            vnc::VncEvent::SetResolution(s) => {
+                sh.resize(usize::from(s.width), usize::from(s.height));
+                true
+            }
+            vnc::VncEvent::RawImage(r, data) => {
+                sh.rects += 1;
+                sh.put(
+                    (
+                        usize::from(r.x),
+                        usize::from(r.y),
+                        usize::from(r.width),
+                        usize::from(r.height),
+                    ),
+                    &data,
+                );
+                true
+            }
+            vnc::VncEvent::Copy(dst, src) => {
+                sh.rects += 1;
+                sh.copy(
+                    (usize::from(dst.x), usize::from(dst.y)),
+                    (
+                        usize::from(src.x),
+                        usize::from(src.y),
+                        usize::from(dst.width),
+                        usize::from(dst.height),
+                    ),
+                );
+                true
+            }
+            vnc::VncEvent::Text(t) => {
+                sh.server_cut = Some(t);
+                false
+            }
+            vnc::VncEvent::Error(e) => return Err(e.to_string()),
+            _ => false,
+        };
+        drop(sh);
+        self.ctx.request_repaint();
+        Ok(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use display::encoding::Rect;
+
+    #[test]
+    fn rectangles_are_clipped_and_marked() {
+        let mut s = Shared::default();
+        s.resize(4, 3);
+        s.resized = false;
+        // A 2x2 red square at (3,2): only (3,2) is on the screen.
+        s.put((3, 2, 2, 2), &[255, 0, 0, 0].repeat(4));
+        assert_eq!(s.pixels[2 * 4 + 3], Color32::from_rgb(255, 0, 0));
+        assert_eq!(
+            s.dirty,
+            [Dirty {
+                x: 3,
+                y: 2,
+                w: 1,
+                h: 1
+            }]
+        );
+        s.put((0, 0, 1, 1), &[0, 0, 255, 0]);
+        s.copy((1, 1), (0, 0, 1, 1));
+        assert_eq!(s.pixels[4 + 1], Color32::from_rgb(0, 0, 255));
+        // A copy from outside the screen is ignored.
+        s.copy((0, 0), (3, 2, 5, 5));
+        assert_eq!(s.pixels[0], Color32::from_rgb(0, 0, 255));
+        // A rectangle entirely off-screen marks nothing.
+        s.dirty.clear();
+        s.put((10, 10, 1, 1), &[1, 2, 3, 0]);
+        assert!(s.dirty.is_empty());
+        // A short buffer writes what it has and does not panic.
+        s.put((0, 0, 4, 3), &[9, 9, 9, 0]);
+        assert_eq!(s.pixels[0], Color32::from_rgb(9, 9, 9));
+        // Same size again keeps the picture (a reconnect shows the last frame).
+        s.resize(4, 3);
+        assert_eq!(s.pixels[0], Color32::from_rgb(9, 9, 9));
+    }
+
+    #[test]
+    fn many_changed_regions_upload_as_one() {
+        let mut s = Shared::default();
+        s.resize(100, 100);
+        for i in 0..40 {
+            s.mark(i * 2, i, 2, 1);
+        }
+        assert_eq!(
+            s.take_dirty(),
+            [Dirty {
+                x: 0,
+                y: 0,
+                w: 80,
+                h: 40
+            }]
+        );
+        s.mark(1, 2, 3, 4);
+        assert_eq!(s.take_dirty().len(), 1);
+        assert!(s.take_dirty().is_empty());
+    }
+
+    #[test]
+    fn pointer_is_exact_scaled_and_one_to_one() {
+        let rect = |x, y, w, h| egui::Rect::from_min_size(egui::pos2(x, y), egui::vec2(w, h));
+        // Fit: 640x480 shown at 2x from (10, 20).
+        let r = rect(10.0, 20.0, 1280.0, 960.0);
+        assert_eq!(guest_pixel(egui::pos2(10.0, 20.0), r, (640, 480)), (0, 0));
+        assert_eq!(guest_pixel(egui::pos2(13.9, 23.9), r, (640, 480)), (1, 1));
+        assert_eq!(
+            guest_pixel(egui::pos2(5000.0, -3.0), r, (640, 480)),
+            (639, 0)
+        );
+        // 1:1 at pixels_per_point 1.5: 640 guest pixels are 426.67 points wide, and the
+        // point 100 physical pixels right of the image's corner is guest pixel 100.
+        let ppp = 1.5;
+        let r = rect(10.0, 20.0, 640.0 / ppp, 480.0 / ppp);
+        let at = |px: f32, py: f32| egui::pos2(10.0 + (px + 0.5) / ppp, 20.0 + (py + 0.5) / ppp);
+        assert_eq!(guest_pixel(at(100.0, 7.0), r, (640, 480)), (100, 7));
+        assert_eq!(guest_pixel(at(639.0, 479.0), r, (640, 480)), (639, 479));
+        assert_eq!(guest_pixel(at(333.0, 250.0), r, (640, 480)), (333, 250));
+    }
+
+    type Keys = Mutex<Vec<(u32, bool, Option<u16>)>>;
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(u16, u16, u8)>>, Keys, Mutex<Vec<String>>);
+    impl display::rfb::InputSink for Recorder {
+        fn key(&self, keysym: u32, down: bool, scancode: Option<u16>) {
+            self.1.lock().unwrap().push((keysym, down, scancode));
+        }
+        fn pointer(&self, x: u16, y: u16, buttons: u8) {
+            self.0.lock().unwrap().push((x, y, buttons));
+        }
+        fn clipboard(&self, text: String) {
+            self.2.lock().unwrap().push(text);
+        }
+    }
+
+    fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn server(
+        w: u16,
+        h: u16,
+        cfg: impl FnOnce(&mut display::rfb::VncConfig),
+    ) -> (
+        display::rfb::VncServer,
+        Arc<display::surface::Surface>,
+        Arc<Recorder>,
+    ) {
+        let surface = display::surface::Surface::new(w, h);
+        surface.fill_rect(Rect::new(0, 0, w, h), 0x00cc_0000);
+        let sink = Arc::new(Recorder::default());
+        let mut config = display::rfb::VncConfig::new("127.0.0.1:0".parse().unwrap());
+        cfg(&mut config);
+        let server = display::rfb::VncServer::start(config, surface.clone(), sink.clone()).unwrap();
+        (server, surface, sink)
+    }
+
+    fn px(console: &Console, x: usize, y: usize) -> Option<Color32> {
+        let sh = lock(&console.shared);
+        (sh.width > x && sh.height > y).then(|| sh.pixels[y * sh.width + x])
+    }
+
+    /// The console against our own VNC server: it shows the surface, follows a change, and
+    /// its pointer and keys reach the server's input sink.
+    #[test]
+    fn shows_the_screen_and_sends_input() {
+        let (server, surface, sink) = server(64, 48, |_| {});
+        surface.fill_rect(Rect::new(10, 5, 8, 4), 0x0000_33ff);
+        let console = Console::open("t", server.local_addr(), None, egui::Context::default());
+        wait_for("the first frame", || {
+            px(&console, 0, 0) == Some(Color32::from_rgb(0xcc, 0, 0))
+                && px(&console, 11, 6) == Some(Color32::from_rgb(0, 0x33, 0xff))
+        });
+        surface.fill_rect(Rect::new(40, 30, 4, 4), 0x0000_ff00);
+        wait_for("an incremental update", || {
+            px(&console, 41, 31) == Some(Color32::from_rgb(0, 0xff, 0))
+        });
+        assert!(!lock(&console.shared).dirty.is_empty());
+        console.send(Cmd::Pointer(12, 34, 1));
+        console.send(Cmd::Key {
+            keysym: 0x71,
+            down: true,
+            code: None,
+        });
+        wait_for("the pointer", || {
+            sink.0.lock().unwrap().contains(&(12, 34, 1))
+        });
+        wait_for("the key", || {
+            sink.1.lock().unwrap().contains(&(0x71, true, None))
+        });
+        // The guest changes mode: the console follows.
+        surface.resize(80, 60);
+        surface.fill_rect(Rect::new(0, 0, 80, 60), 0x0000_00ff);
+        wait_for("the new size", || {
+            px(&console, 79, 59) == Some(Color32::from_rgb(0, 0, 0xff))
+        });
+    }
+
+    /// Drives the console's window as egui would: one frame with these events.
+    fn frame(ctx: &egui::Context, console: &mut Console, events: Vec<egui::Event>) {
+        let raw = egui::RawInput {
+            events,
+            screen_rect: Some(egui::Rect::from_min_size(
+                egui::Pos2::ZERO,
+                egui::vec2(800.0, 600.0),
+            )),
+            ..Default::default()
+        };
+        // No renderer here: drop the texture uploads on purpose.
+        ctx.run_ui(raw, |ui| console.ui(ui)).textures_delta.clear();
+    }
+
+    fn key(key: egui::Key, physical: Option<egui::Key>, pressed: bool) -> egui::Event {
+        egui::Event::Key {
+            key,
+            physical_key: physical,
+            pressed,
+            repeat: false,
+            modifiers: egui::Modifiers::default(),
+        }
+    }
+
+    /// Opens a console on `server`, waits for its picture and grabs the keyboard by
+    /// clicking into the screen.
+    fn grabbed_console(server: &display::rfb::VncServer, ctx: &egui::Context) -> Console {
+        let mut console = Console::open("t", server.local_addr(), None, ctx.clone());
+        wait_for("the first frame", || {
+            px(&console, 0, 0) == Some(Color32::from_rgb(0xcc, 0, 0))
+        });
+        frame(ctx, &mut console, vec![]);
+        let p = egui::pos2(400.0, 330.0);
+        let button = |pressed| egui::Event::PointerButton {
+            pos: p,
+            button: egui::PointerButton::Primary,
+            pressed,
+            modifiers: egui::Modifiers::default(),
+        };
+        frame(
+            ctx,
+            &mut console,
+            vec![egui::Event::PointerMoved(p), button(true)],
+        );
+        frame(ctx, &mut console, vec![button(false)]);
+        frame(ctx, &mut console, vec![]);
+        assert!(
+            console.grabbed(),
+            "a click into the screen grabs the keyboard"
+        );
+        console
+    }
+
+    /// A key egui reports with its physical position reaches the server as that position's
+    /// scan code, whatever the logical key (a French AZERTY `A` is the US `Q` key), and
+    /// its character is not sent again as a keysym; Ctrl+Alt alone releases the grab,
+    /// after which keys stay on the host.
+    #[test]
+    fn physical_keys_arrive_as_scan_codes_and_ctrl_alt_releases() {
+        use egui::Key;
+        let (server, _surface, sink) = server(64, 48, |_| {});
+        let ctx = egui::Context::default();
+        let mut console = grabbed_console(&server, &ctx);
+        frame(
+            &ctx,
+            &mut console,
+            vec![
+                key(Key::A, Some(Key::Q), true),
+                egui::Event::Text("a".into()),
+                key(Key::A, Some(Key::Q), false),
+                key(Key::ArrowUp, Some(Key::ArrowUp), true),
+                key(Key::ArrowUp, Some(Key::ArrowUp), false),
+                key(Key::Tab, Some(Key::Tab), true),
+                key(Key::Tab, Some(Key::Tab), false),
+            ],
+        );
+        let expect = vec![
+            (0x61, true, Some(0x10)),
+            (0x61, false, Some(0x10)),
+            (0xff52, true, Some(0xe048)),
+            (0xff52, false, Some(0xe048)),
+            (0xff09, true, Some(0x0f)),
+            (0xff09, false, Some(0x0f)),
+        ];
+        wait_for("the keys", || sink.1.lock().unwrap().len() >= expect.len());
+        assert_eq!(*sink.1.lock().unwrap(), expect);
+        assert!(console.grabbed(), "Tab does not move the focus away");
+        sink.1.lock().unwrap().clear();
+
+        frame(
+            &ctx,
+            &mut console,
+            vec![
+                key(Key::ControlLeft, Some(Key::ControlLeft), true),
+                key(Key::AltLeft, Some(Key::AltLeft), true),
+                key(Key::AltLeft, Some(Key::AltLeft), false),
+                key(Key::ControlLeft, Some(Key::ControlLeft), false),
+            ],
+        );
+        frame(&ctx, &mut console, vec![]);
+        assert!(!console.grabbed(), "Ctrl+Alt releases the grab");
+        frame(
+            &ctx,
+            &mut console,
+            vec![
+                key(Key::B, Some(Key::B), true),
+                key(Key::B, Some(Key::B), false),
+            ],
+        );
+        wait_for("the chord", || sink.1.lock().unwrap().len() >= 4);
+        std::thread::sleep(Duration::from_millis(200));
+        let got = sink.1.lock().unwrap().clone();
+        assert_eq!(
+            got.len(),
+            4,
+            "keys after the release stay on the host: {got:?}"
+        );
+        assert_eq!(got[3], (0xffe3, false, Some(0x1d)));
+    }
+
+    /// A grab released while a key is down lets the guest see it go up; the send-key
+    /// menu's Ctrl+Alt+Del arrives as scan codes in order.
+    #[test]
+    fn held_keys_are_released_and_send_keys_arrive() {
+        use egui::Key;
+        let (server, _surface, sink) = server(64, 48, |_| {});
+        let ctx = egui::Context::default();
+        let mut console = grabbed_console(&server, &ctx);
+        frame(
+            &ctx,
+            &mut console,
+            vec![key(Key::ShiftLeft, Some(Key::ShiftLeft), true)],
+        );
+        // The window loses focus with Shift still down.
+        let raw = egui::RawInput {
+            focused: false,
+            ..Default::default()
+        };
+        ctx.run_ui(raw, |ui| console.ui(ui)).textures_delta.clear();
+        assert!(!console.grabbed());
+        console.send_combo(&keys::SEND_KEYS[0]);
+        let expect = vec![
+            (0xffe1, true, Some(0x2a)),
+            (0xffe1, false, Some(0x2a)),
+            (0xffe3, true, Some(0x1d)),
+            (0xffe9, true, Some(0x38)),
+            (0xffff, true, Some(0xe053)),
+            (0xffff, false, Some(0xe053)),
+            (0xffe9, false, Some(0x38)),
+            (0xffe3, false, Some(0x1d)),
+        ];
+        wait_for("the keys", || sink.1.lock().unwrap().len() >= expect.len());
+        assert_eq!(*sink.1.lock().unwrap(), expect);
+    }
+
+    /// "Type clipboard": the text arrives in order, Shift around shifted characters, paced;
+    /// characters with no US key are skipped and counted. Cut text goes as Latin-1.
+    #[test]
+    fn typed_text_arrives_in_order_with_shift() {
+        let (server, _surface, sink) = server(64, 48, |_| {});
+        let mut console = Console::open("t", server.local_addr(), None, egui::Context::default());
+        wait_for("connected", || lock(&console.shared).connected);
+        let start = Instant::now();
+        assert_eq!(console.type_text("Hi!\né"), 1);
+        let (expect, _) = typing::strokes("Hi!\n");
+        let expect: Vec<_> = expect
+            .iter()
+            .map(|s| (s.keysym, s.down, Some(s.code)))
+            .collect();
+        assert_eq!(expect.len(), 12);
+        wait_for("the typed keys", || {
+            sink.1.lock().unwrap().len() >= expect.len()
+        });
+        assert_eq!(*sink.1.lock().unwrap(), expect);
+        assert_eq!(expect[0], (0xffe1, true, Some(0x2a)));
+        assert!(
+            start.elapsed() >= TYPE_INTERVAL * (expect.len() as u32 - 1),
+            "typing is paced"
+        );
+        console.send_clipboard("héllo €");
+        wait_for("the cut text", || {
+            sink.2.lock().unwrap().contains(&"héllo ?".to_string())
+        });
+        // And the other way: the guest's clipboard reaches the window's.
+        server.set_clipboard("from the guest");
+        wait_for("the server's cut text", || {
+            lock(&console.shared).server_cut.as_deref() == Some("from the guest")
+        });
+    }
+
+    /// A VM with a password: the console asks, a wrong answer asks again with the reason,
+    /// the right one connects.
+    #[test]
+    fn asks_for_the_password_until_it_is_right() {
+        let (server, _surface, _sink) = server(64, 48, |c| {
+            c.password = Some(display::rfb::Password::new("s3cret"));
+        });
+        let console = Console::open("t", server.local_addr(), None, egui::Context::default());
+        wait_for("the prompt", || {
+            lock(&console.shared).need_password.is_some()
+        });
+        assert_eq!(lock(&console.shared).need_password.as_deref(), Some(""));
+        lock(&console.shared).need_password = None;
+        console.send(Cmd::Password("wrong".into()));
+        wait_for("the second prompt", || {
+            lock(&console.shared).need_password.is_some()
+        });
+        let why = lock(&console.shared).need_password.take().unwrap();
+        assert!(why.starts_with("Wrong password"), "{why}");
+        console.send(Cmd::Password("s3cret".into()));
+        wait_for("the picture", || {
+            px(&console, 0, 0) == Some(Color32::from_rgb(0xcc, 0, 0))
+        });
+        assert!(lock(&console.shared).connected);
+    }
+
+    /// The server goes away (a VMM restart) and comes back on the same port: the console
+    /// says so, keeps the last frame, and reconnects by itself.
+    #[test]
+    fn reconnects_after_the_server_restarts() {
+        let (mut server, _surface, _sink) = server(64, 48, |_| {});
+        let addr = server.local_addr();
+        let console = Console::open("t", addr, None, egui::Context::default());
+        wait_for("the first frame", || {
+            px(&console, 0, 0) == Some(Color32::from_rgb(0xcc, 0, 0))
+        });
+        server.shutdown();
+        drop(server);
+        wait_for("the disconnect", || !lock(&console.shared).connected);
+        assert!(lock(&console.shared).status.starts_with("Disconnected"));
+        assert_eq!(px(&console, 0, 0), Some(Color32::from_rgb(0xcc, 0, 0)));
+        let surface = display::surface::Surface::new(64, 48);
+        surface.fill_rect(Rect::new(0, 0, 64, 48), 0x0000_ff00);
+        let _server = display::rfb::VncServer::start(
+            display::rfb::VncConfig::new(addr),
+            surface,
+            Arc::new(display::rfb::NullInput),
+        )
+        .unwrap();
+        wait_for("the new picture", || {
+            px(&console, 0, 0) == Some(Color32::from_rgb(0, 0xff, 0))
+        });
+        assert!(lock(&console.shared).connected);
+    }
+
+    /// While the owner says the VM is not running, the console waits instead of dialling.
+    #[test]
+    fn waits_while_the_vm_is_stopped() {
+        let (server, _surface, _sink) = server(64, 48, |_| {});
+        let addr = server.local_addr();
+        let running = Arc::new(AtomicBool::new(false));
+        let r = running.clone();
+        let console = Console::open_with(
+            "t",
+            addr,
+            ConsoleOptions {
+                target: Some(Arc::new(move || r.load(Ordering::SeqCst).then_some(addr))),
+                ..Default::default()
+            },
+            egui::Context::default(),
+        );
+        wait_for("the stopped status", || {
+            lock(&console.shared).status == "the VM is not running"
+        });
+        assert_eq!(server.client_count(), 0);
+        running.store(true, Ordering::SeqCst);
+        wait_for("the picture", || {
+            px(&console, 0, 0) == Some(Color32::from_rgb(0xcc, 0, 0))
+        });
+    }
+}
