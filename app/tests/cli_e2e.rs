@@ -2,114 +2,11 @@
 //! XDG dirs: the library commands without KVM, and a VM's whole life with KVM (skipped
 //! with one loud line, and tallied in $VMDESK_KVM_TALLY, where /dev/kvm is not usable).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{Env, ensure_vmm, files_in, kvm_or_skip, text};
+use std::path::Path;
 use std::process::{Command, Output};
-
-fn tally(line: &str) {
-    if let Ok(path) = std::env::var("VMDESK_KVM_TALLY")
-        && let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-    {
-        // One write per line: parallel tests append to the same file.
-        let _ = f.write_all(format!("{line}\n").as_bytes());
-    }
-}
-
-fn kvm_or_skip(test: &str) -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => {
-            tally(&format!("ran {test}"));
-            true
-        }
-        Err(e) => {
-            let why = format!("/dev/kvm is not usable here ({e})");
-            eprintln!("SKIP {test}: {why}");
-            tally(&format!("skipped {test}: {why}"));
-            false
-        }
-    }
-}
-
-/// Temp XDG config, data and runtime dirs for one test; removed on drop.
-struct Env {
-    root: PathBuf,
-}
-
-impl Env {
-    fn new(tag: &str) -> Env {
-        // Short: the control socket's path must fit in sun_path (108 bytes).
-        let root = std::env::temp_dir().join(format!("vd-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        for d in ["cfg", "data", "run"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(root.join("run"), std::fs::Permissions::from_mode(0o700)).unwrap();
-        Env { root }
-    }
-
-    fn vmdesk(&self, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_vmdesk"))
-            .args(args)
-            .env("XDG_CONFIG_HOME", self.root.join("cfg"))
-            .env("XDG_DATA_HOME", self.root.join("data"))
-            .env("XDG_RUNTIME_DIR", self.root.join("run"))
-            .output()
-            .unwrap();
-        eprintln!(
-            "$ vmdesk {} -> {:?}\n{}{}",
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn vms_dir(&self) -> PathBuf {
-        self.root.join("cfg/vmdesk/vms")
-    }
-    fn images_dir(&self) -> PathBuf {
-        self.root.join("data/vmdesk/images")
-    }
-    fn run_dir(&self) -> PathBuf {
-        self.root.join("run/vmdesk")
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        // A test that failed half-way must not leave a VMM behind: kill the ones it started.
-        if let Ok(rd) = std::fs::read_dir(self.run_dir()) {
-            for e in rd.flatten() {
-                if e.path().extension().is_some_and(|x| x == "pid")
-                    && let Ok(t) = std::fs::read_to_string(e.path())
-                    && let Ok(pid) = t.trim().parse::<i32>()
-                    && std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("vmdesk-vmm"))
-                {
-                    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -124,38 +21,6 @@ fn list_state(env: &Env, name: &str) -> String {
         .and_then(|l| l.split_whitespace().nth(1))
         .unwrap_or("absent")
         .to_string()
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// `vmdesk-vmm` must sit next to `vmdesk`, where a packaged install puts it. A workspace
-/// test run builds it there; a `cargo test -p vmdesk` alone may not have, so build it.
-fn ensure_vmm() {
-    let exe = Path::new(env!("CARGO_BIN_EXE_vmdesk"));
-    let vmm = exe.with_file_name("vmdesk-vmm");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-q", "-p", "vmm", "--bin", "vmdesk-vmm"]);
-    if exe.parent().is_some_and(|d| d.ends_with("release")) {
-        cmd.arg("--release");
-    }
-    if let Some(target) = exe.parent().and_then(Path::parent) {
-        cmd.env("CARGO_TARGET_DIR", target);
-    }
-    let status = cmd.status();
-    assert!(
-        vmm.is_file(),
-        "{} is missing and building it failed ({status:?}): cargo build -p vmm",
-        vmm.display()
-    );
 }
 
 #[test]

@@ -13,9 +13,12 @@
 //! Without KVM, or without a tool, each test is skipped with one loud line and tallied in
 //! $VMDESK_KVM_TALLY; with VMDESK_REQUIRE_TOOLS=1 (the test command) a missing tool fails.
 
+mod common;
+
+use common::{Env, files_in, text};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Real-mode code is emulated here (kvm_pvm): SeaBIOS's POST and the demo's first screen
@@ -23,87 +26,6 @@ use std::time::{Duration, Instant};
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 const READY: &str = "vmdesk demo: ready, mouse on";
-
-fn tally(line: &str) {
-    if let Ok(path) = std::env::var("VMDESK_KVM_TALLY")
-        && let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-    {
-        // One write per line: parallel tests append to the same file.
-        let _ = f.write_all(format!("{line}\n").as_bytes());
-    }
-}
-
-fn skip(test: &str, why: &str) {
-    eprintln!("SKIP {test}: {why}");
-    tally(&format!("skipped {test}: {why}"));
-}
-
-fn kvm_usable(test: &str) -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            skip(test, &format!("/dev/kvm is not usable here ({e})"));
-            false
-        }
-    }
-}
-
-/// An outside tool on PATH (or in the test command's venv). Missing: one SKIP line, or a
-/// failure under VMDESK_REQUIRE_TOOLS=1.
-fn tool(test: &str, name: &str) -> Option<PathBuf> {
-    let venv = std::env::var_os("VMDESK_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv"))
-        .join("bin");
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .chain(std::iter::once(venv))
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        if std::env::var("VMDESK_REQUIRE_TOOLS").as_deref() == Ok("1") {
-            panic!("{test}: {name} is not installed (run resources/scripts/install-deps.sh test)");
-        }
-        skip(
-            test,
-            &format!(
-                "{name} is not installed (resources/scripts/install-deps.sh test installs it)"
-            ),
-        );
-    }
-    found
-}
-
-/// `vmdesk-vmm` next to `vmdesk`, where a packaged install puts it; built if this test
-/// run did not build it.
-fn ensure_vmm() -> PathBuf {
-    let exe = Path::new(env!("CARGO_BIN_EXE_vmdesk"));
-    let vmm = exe.with_file_name("vmdesk-vmm");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-q", "-p", "vmm", "--bin", "vmdesk-vmm"]);
-    if exe.parent().is_some_and(|d| d.ends_with("release")) {
-        cmd.arg("--release");
-    }
-    if let Some(target) = exe.parent().and_then(Path::parent) {
-        cmd.env("CARGO_TARGET_DIR", target);
-    }
-    let status = cmd.status();
-    assert!(
-        vmm.is_file(),
-        "{} is missing and building it failed ({status:?}): cargo build -p vmm",
-        vmm.display()
-    );
-    vmm
-}
 
 /// Processes this test started: killed (by pid) and reaped when it ends, pass or fail.
 #[derive(Default)]
@@ -134,92 +56,6 @@ impl Drop for Children {
             let _ = c.wait();
         }
     }
-}
-
-/// Temp XDG config, data and runtime dirs; removed on drop, with any VMM left running.
-struct Env {
-    root: PathBuf,
-}
-
-impl Env {
-    fn new(tag: &str) -> Env {
-        // Short: the control socket's path must fit in sun_path (108 bytes).
-        let root = std::env::temp_dir().join(format!("vd-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        for d in ["cfg", "data", "run"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(root.join("run"), std::fs::Permissions::from_mode(0o700)).unwrap();
-        Env { root }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_vmdesk"));
-        c.args(args)
-            .env("XDG_CONFIG_HOME", self.root.join("cfg"))
-            .env("XDG_DATA_HOME", self.root.join("data"))
-            .env("XDG_RUNTIME_DIR", self.root.join("run"));
-        c
-    }
-
-    fn vmdesk(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().unwrap();
-        eprintln!(
-            "$ vmdesk {} -> {:?}\n{}{}",
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn vms_dir(&self) -> PathBuf {
-        self.root.join("cfg/vmdesk/vms")
-    }
-    fn images_dir(&self) -> PathBuf {
-        self.root.join("data/vmdesk/images")
-    }
-    fn run_dir(&self) -> PathBuf {
-        self.root.join("run/vmdesk")
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Ok(rd) = std::fs::read_dir(self.run_dir()) {
-            for e in rd.flatten() {
-                if e.path().extension().is_some_and(|x| x == "pid")
-                    && let Ok(t) = std::fs::read_to_string(e.path())
-                    && let Ok(pid) = t.trim().parse::<i32>()
-                    && std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("vmdesk-vmm"))
-                {
-                    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Polls `f` every 200 ms until it gives `Some` or `timeout` passes.
@@ -332,14 +168,13 @@ fn band_colours(screen: &Picture) -> Vec<u32> {
 #[test]
 fn demo_echoes_keys_follows_the_pointer_and_powers_off() {
     let test = "demo_echoes_keys_follows_the_pointer_and_powers_off";
-    if !kvm_usable(test) {
+    if !common::kvm_or_skip(test) {
         return;
     }
-    let Some(vncdo) = tool(test, "vncdo") else {
+    let Some(vncdo) = common::tool_or_skip(test, "vncdo") else {
         return;
     };
-    tally(&format!("ran {test}"));
-    let vmm = ensure_vmm();
+    let vmm = common::ensure_vmm();
     let env = Env::new("demo-vnc");
     let disk = env.root.join("demo.raw");
     let mut img = vmdesk::demo::IMAGE.to_vec();
@@ -488,18 +323,17 @@ fn demo_echoes_keys_follows_the_pointer_and_powers_off() {
 #[test]
 fn the_demo_in_the_app_window_under_xvfb() {
     let test = "the_demo_in_the_app_window_under_xvfb";
-    if !kvm_usable(test) {
+    if !common::kvm_or_skip(test) {
         return;
     }
     let (Some(xvfb), Some(import), Some(xdotool)) = (
-        tool(test, "Xvfb"),
-        tool(test, "import"),
-        tool(test, "xdotool"),
+        common::tool_or_skip(test, "Xvfb"),
+        common::tool_or_skip(test, "import"),
+        common::tool_or_skip(test, "xdotool"),
     ) else {
         return;
     };
-    tally(&format!("ran {test}"));
-    ensure_vmm();
+    common::ensure_vmm();
     let env = Env::new("demo-win");
     let mut children = Children::default();
 
