@@ -726,6 +726,26 @@ pub fn find_vmm() -> Result<PathBuf, RuntimeError> {
         .ok_or(RuntimeError::NoVmm { exe })
 }
 
+/// Test support: a process that passes for `name`'s running VMM (its command line names
+/// the VM's control socket, which is how [`Runtime::live_pid`] tells a VMM from a reused
+/// pid), with its pid file written; kill it to "stop" the VM.
+#[cfg(test)]
+pub(crate) fn fake_vmm(rt: &Runtime, name: &str) -> std::process::Child {
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg("sleep 30")
+        .arg(rt.socket_path(name))
+        .spawn()
+        .unwrap();
+    std::fs::write(rt.pid_path(name), format!("{}\n", child.id())).unwrap();
+    // Until it has exec'd, its command line is still the test's.
+    let t0 = std::time::Instant::now();
+    while rt.live_pid(name).is_none() && t0.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -873,18 +893,7 @@ mod tests {
         assert_eq!(plan.wipe[1].size, 8192, "the image's own virtual size");
 
         // A running VM (a process whose command line names its socket) is refused.
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg("sleep 30")
-            .arg(rt.socket_path("vm"))
-            .spawn()
-            .unwrap();
-        std::fs::write(rt.pid_path("vm"), format!("{}\n", child.id())).unwrap();
-        // Until it has exec'd, its command line is still this test's.
-        let t0 = std::time::Instant::now();
-        while rt.live_pid("vm").is_none() && t0.elapsed() < std::time::Duration::from_secs(5) {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        let mut child = fake_vmm(&rt, "vm");
         let e = rt.reinstall(&def, ExistingImages::Keep, vmm).unwrap_err();
         assert!(matches!(e, RuntimeError::Running(_)), "{e}");
         let _ = child.kill();

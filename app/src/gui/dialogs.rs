@@ -309,18 +309,7 @@ mod tests {
         // Running (a process whose command line names the socket, and a fake control
         // socket): the VMM is told first; a refusal leaves the definition alone.
         let listener = std::os::unix::net::UnixListener::bind(rt.socket_path("vm")).unwrap();
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg("sleep 30")
-            .arg(rt.socket_path("vm"))
-            .spawn()
-            .unwrap();
-        std::fs::write(rt.pid_path("vm"), format!("{}\n", child.id())).unwrap();
-        // Until it has exec'd, its command line is still this test's.
-        let t0 = std::time::Instant::now();
-        while rt.live_pid("vm").is_none() && t0.elapsed() < std::time::Duration::from_secs(5) {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        let mut child = crate::runtime::fake_vmm(&rt, "vm");
         let server = std::thread::spawn(move || {
             let mut seen = Vec::new();
             for reply in [

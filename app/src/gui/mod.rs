@@ -623,18 +623,7 @@ mod tests {
         assert!(e.to_string().contains("changed elsewhere"), "{e}");
         assert_eq!(lib.get("vm").unwrap(), other);
         // Running: a process whose command line names its socket.
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg("sleep 30")
-            .arg(rt.socket_path("vm"))
-            .spawn()
-            .unwrap();
-        std::fs::write(rt.pid_path("vm"), format!("{}\n", child.id())).unwrap();
-        // Until it has exec'd, its command line is still this test's.
-        let t0 = std::time::Instant::now();
-        while rt.live_pid("vm").is_none() && t0.elapsed() < std::time::Duration::from_secs(5) {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        let mut child = crate::runtime::fake_vmm(&rt, "vm");
         let e = form::save_edit(&lib, &rt, &other, &new, &host()).unwrap_err();
         assert!(e.to_string().contains("'vm' is running"), "{e}");
         let _ = child.kill();
