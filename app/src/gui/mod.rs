@@ -880,17 +880,7 @@ mod tests {
                 dumps
             })
         };
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg("sleep 30")
-            .arg(rt.socket_path("vm"))
-            .spawn()
-            .unwrap();
-        std::fs::write(rt.pid_path("vm"), format!("{}\n", child.id())).unwrap();
-        let t0 = std::time::Instant::now();
-        while rt.live_pid("vm").is_none() && t0.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let mut child = crate::runtime::fake_vmm(&rt, "vm");
         let mut h = harness(VmdeskApp::new(lib, rt, host()));
         let t0 = std::time::Instant::now();
         while h.state().thumbs.get("vm").is_none() && t0.elapsed() < Duration::from_secs(10) {
