@@ -202,7 +202,7 @@ say "modules loaded for $(cat /lib/modules/kernel-release)"
 event_of() {
   awk -v want="N: Name=\"$1\"" '
     $0 == want { hit = 1 }
-    hit && /^H: Handlers=/ { for (i = 2; i <= NF; i++) if ($i ~ /^event/) { print $i; exit } }
+    hit && sub(/^H: Handlers=/, "") { for (i = 1; i <= NF; i++) if ($i ~ /^event/) { print $i; exit } }
     /^$/ { hit = 0 }' /proc/bus/input/devices
 }
 kbd=; tab=
@@ -219,7 +219,7 @@ say "keyboard ${kbd:-none} tablet ${tab:-none}"
 for d in /sys/bus/serio/devices/*; do
   [ -e "$d" ] && say "serio $(basename "$d") $(cat "$d/description") driver $(basename "$(readlink "$d/driver")")"
 done
-for d in /sys/class/graphics/fb* /sys/class/drm/card*; do
+for d in /sys/class/graphics/fb[0-9]* /sys/class/drm/card[0-9]*; do
   [ -e "$d" ] && say "framebuffer $(basename "$d") $(cat "$d/virtual_size" "$d/modes" 2>/dev/null | tr '\n' ' ')"
 done
 for d in /sys/bus/platform/devices/*framebuffer*; do
