@@ -272,3 +272,13 @@ pub fn asset_or_skip(test: &str, name: &str) -> Option<PathBuf> {
     eprintln!("SKIP {test}: {why}");
     None
 }
+
+/// Unpacks the gzip'd cpio `initrd` into `dir`, as the kernel does (needs `cpio`).
+pub fn unpack_initrd(initrd: &Path, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = format!(
+        "gzip -dc '{}' | cpio -id --quiet --no-absolute-filenames",
+        initrd.display()
+    );
+    run(Command::new("sh").arg("-c").arg(script).current_dir(dir));
+}
