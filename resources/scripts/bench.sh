@@ -10,6 +10,7 @@ cargo bench -p vmm --bench boot
 cargo bench -p vmm --bench key_echo
 cargo bench -p vmm --bench static_screen
 cargo bench -p vmm --bench virtio_blk
+cargo bench -p vmm --bench virtio_blk_guest
 # The console beside TigerVNC's vncviewer (frame rate, idle CPU, cold start), under Xvfb.
 cargo bench -p vmdesk --bench console
 BENCH_VNC_SKIP_DEPS=1 resources/scripts/bench-vnc.sh

@@ -145,6 +145,43 @@ while read -r m; do
   insmod "/lib/modules/$m" || say "insmod $m failed"
 done < /lib/modules/order
 say "modules loaded for $(cat /lib/modules/kernel-release)"
+# Bench mode (vmdesk.bench=1 on the kernel command line; vmm/benches/virtio_blk_guest.rs):
+# time reads and writes of the whole /dev/vda, print one "vmdesk-bench: " line per
+# measurement, power off. O_DIRECT (busybox dd iflag=direct / oflag=direct) keeps the
+# guest's page cache out of it. Clock: adjtimex's tv_sec/tv_usec (microseconds; busybox
+# date has no %N and dd prints no timing). Writes are zeroes (busybox has no faster
+# non-zero source); neither VMM looks for zeroes by default.
+if grep -qw vmdesk.bench=1 /proc/cmdline; then
+  bench() { echo "vmdesk-bench: $*"; }
+  now_us() { adjtimex | awk '/tv_sec/ { s = $2 } /tv_usec/ { u = $2 } END { printf "%.0f\n", s * 1000000 + u }'; }
+  for i in $(seq 100); do [ -b /dev/vda ] && break; sleep 0.1; done
+  bytes=$(blockdev --getsize64 /dev/vda)
+  mib=$((bytes >> 20))
+  bench "method o_direct size=$bytes"
+  t0=$(now_us); dd if=/dev/vda of=/dev/null bs=1M count=$mib iflag=direct 2>/dev/null; t1=$(now_us)
+  bench "seq-read-1m bytes=$((mib << 20)) us=$((t1 - t0))"
+  t0=$(now_us); dd if=/dev/zero of=/dev/vda bs=1M count=$mib oflag=direct conv=fsync 2>/dev/null; t1=$(now_us)
+  bench "seq-write-1m bytes=$((mib << 20)) us=$((t1 - t0))"
+  # Scattered 4 KiB reads: busybox has no tool that reads many offsets in one process,
+  # so each read is one dd process. The same loop with count=0 (opens /dev/vda, reads
+  # nothing) is timed too: the host subtracts it ("spawn_us"), and what remains is the
+  # reads' own time; the method's limit is the noise of that subtraction.
+  ops=1000; blocks=$((bytes / 4096)); stride=7919
+  t0=$(now_us)
+  i=0; while [ $i -lt $ops ]; do
+    dd if=/dev/vda of=/dev/null bs=4k count=1 skip=$(((i * stride) % blocks)) iflag=direct 2>/dev/null
+    i=$((i + 1))
+  done
+  t1=$(now_us)
+  i=0; while [ $i -lt $ops ]; do
+    dd if=/dev/vda of=/dev/null bs=4k count=0 skip=$(((i * stride) % blocks)) iflag=direct 2>/dev/null
+    i=$((i + 1))
+  done
+  t2=$(now_us)
+  bench "rand-read-4k ops=$ops us=$((t1 - t0)) spawn_us=$((t2 - t1))"
+  bench "done"
+  poweroff -f
+fi
 for i in $(seq 100); do
   [ -b /dev/sr0 ] && [ -b /dev/vda ] && break
   sleep 0.1
