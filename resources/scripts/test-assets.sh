@@ -46,6 +46,15 @@ fetch_busybox() {
   rm -f ./busybox-static_*.deb
 }
 
+# An initrd made by an older version of this script (their /init scripts are written here)
+# is stale: make it again.
+for f in initrd.img storage-initrd.img input-initrd.img; do
+  if [[ -e $out/$f && $out/$f -ot $root/resources/scripts/test-assets.sh ]]; then
+    echo "test-assets: $f is older than this script; rebuilding it" >&2
+    rm -f "$out/$f"
+  fi
+done
+
 # A module initrd is only good for the vmlinuz beside it: when any of them is missing the
 # kernel is written again from the current package and every module initrd is rebuilt.
 if [[ ! -s $out/vmlinuz || ! -s $out/storage-initrd.img || ! -s $out/input-initrd.img ]]; then
