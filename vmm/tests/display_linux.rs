@@ -102,34 +102,6 @@ fn said(serial: &Path) -> Vec<String> {
         .collect()
 }
 
-/// A PNG's pixels as 0x00RRGGBB, with its size.
-fn png_pixels(path: &Path) -> (usize, usize, Vec<u32>) {
-    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut reader = dec.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let bpp = info.color_type.samples();
-    let px = buf[..info.buffer_size()]
-        .chunks(bpp)
-        .map(|c| u32::from(c[0]) << 16 | u32::from(c[1]) << 8 | u32::from(c[2]))
-        .collect();
-    (info.width as usize, info.height as usize, px)
-}
-
-fn vncdo(vncdo: &Path, port: u16, args: &[&str]) {
-    let out = Command::new(vncdo)
-        .arg("-s")
-        .arg(format!("127.0.0.1::{port}"))
-        .args(args)
-        .output()
-        .expect("run vncdo");
-    assert!(
-        out.status.success(),
-        "vncdo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn input_initrd_holds_the_modules_in_load_order() {
     let test = "input_initrd_holds_the_modules_in_load_order";
@@ -141,41 +113,17 @@ fn input_initrd_holds_the_modules_in_load_order() {
     }
     let dir = common::temp_dir("input-initrd");
     common::unpack_initrd(&initrd, &dir);
-    let modules = dir.join("lib/modules");
-    let order = std::fs::read_to_string(modules.join("order")).unwrap();
-    let order: Vec<&str> = order.lines().map(|l| l.trim_end_matches(".ko")).collect();
-    let at = |m: &str| {
-        order
-            .iter()
-            .position(|x| *x == m)
-            .unwrap_or_else(|| panic!("{m} is not in the load order {order:?}"))
-    };
-    for (first, then) in LOAD_BEFORE {
-        assert!(at(first) < at(then), "{first} must load before {then}");
-    }
+    let order = common::checked_module_order(&kernel, &dir, LOAD_BEFORE);
     for m in ALSO {
-        at(m);
+        assert!(
+            order.iter().any(|x| x == m),
+            "{m} is not in the load order {order:?}"
+        );
     }
     for m in BUILT_IN {
-        assert!(!order.contains(m), "{m} is built in, not loaded: {order:?}");
-    }
-    // Built for the kernel in vmlinuz: its release string is in the image's header, and
-    // every module's vermagic starts with it (insmod refuses anything else).
-    let release = std::fs::read_to_string(modules.join("kernel-release")).unwrap();
-    let release = release.trim();
-    let image = std::fs::read(&kernel).unwrap();
-    assert!(
-        image
-            .windows(release.len())
-            .any(|w| w == release.as_bytes()),
-        "vmlinuz is not {release}"
-    );
-    for m in &order {
-        let bytes = std::fs::read(modules.join(format!("{m}.ko"))).unwrap();
-        let magic = format!("vermagic={release} ");
         assert!(
-            bytes.windows(magic.len()).any(|w| w == magic.as_bytes()),
-            "{m}.ko is not built for {release}"
+            !order.iter().any(|x| x == m),
+            "{m} is built in, not loaded: {order:?}"
         );
     }
     // The /init busybox runs is valid shell, and it looks for what the guest test sends.
@@ -308,8 +256,8 @@ fn linux_reads_our_keyboard_and_tablet_and_draws_on_our_screen() {
     let png = dir.join("screen.png");
     let start = Instant::now();
     let (w, px) = loop {
-        vncdo(&vncdo_bin, port, &["capture", png.to_str().unwrap()]);
-        let (w, h, px) = png_pixels(&png);
+        common::vncdo(&vncdo_bin, port, &["capture", png.to_str().unwrap()]);
+        let (w, h, px) = common::png_pixels(&png);
         assert_eq!((w, h), SCREEN);
         if px[..BAND_ROWS * w].iter().all(|&p| p == 0xff_ffff) {
             break (w, px);
@@ -344,7 +292,7 @@ fn linux_reads_our_keyboard_and_tablet_and_draws_on_our_screen() {
             common::stop(&mut child);
             panic!("the guest did not read {want_key:?}, {want_x:?}, {want_y:?}:\n{lines:#?}");
         }
-        vncdo(
+        common::vncdo(
             &vncdo_bin,
             port,
             &[

@@ -83,16 +83,6 @@ fn sha256(path: &Path) -> String {
     out.split_whitespace().next().unwrap().to_string()
 }
 
-/// Unpacks the initrd into `dir` (gzip + cpio, as the kernel does).
-fn unpack(initrd: &Path, dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let script = format!(
-        "gzip -dc '{}' | cpio -id --quiet --no-absolute-filenames",
-        initrd.display()
-    );
-    common::run(Command::new("sh").arg("-c").arg(script).current_dir(dir));
-}
-
 #[test]
 fn storage_initrd_holds_the_modules_in_load_order() {
     let test = "storage_initrd_holds_the_modules_in_load_order";
@@ -103,38 +93,8 @@ fn storage_initrd_holds_the_modules_in_load_order() {
         return;
     }
     let dir = common::temp_dir("storage-initrd");
-    unpack(&initrd, &dir);
-    let modules = dir.join("lib/modules");
-    let order = std::fs::read_to_string(modules.join("order")).unwrap();
-    let order: Vec<&str> = order.lines().map(|l| l.trim_end_matches(".ko")).collect();
-    let at = |m: &str| {
-        order
-            .iter()
-            .position(|x| *x == m)
-            .unwrap_or_else(|| panic!("{m} is not in the load order {order:?}"))
-    };
-    for (first, then) in LOAD_BEFORE {
-        assert!(at(first) < at(then), "{first} must load before {then}");
-    }
-    // Built for the kernel in vmlinuz: its release string is in the image's header, and
-    // every module's vermagic starts with it (insmod refuses anything else).
-    let release = std::fs::read_to_string(modules.join("kernel-release")).unwrap();
-    let release = release.trim();
-    let image = std::fs::read(&kernel).unwrap();
-    assert!(
-        image
-            .windows(release.len())
-            .any(|w| w == release.as_bytes()),
-        "vmlinuz is not {release}"
-    );
-    for m in &order {
-        let bytes = std::fs::read(modules.join(format!("{m}.ko"))).unwrap();
-        let magic = format!("vermagic={release} ");
-        assert!(
-            bytes.windows(magic.len()).any(|w| w == magic.as_bytes()),
-            "{m}.ko is not built for {release}"
-        );
-    }
+    common::unpack_initrd(&initrd, &dir);
+    common::checked_module_order(&kernel, &dir, LOAD_BEFORE);
     // The /init busybox runs is valid shell, and it says what the guest test waits for.
     let busybox = dir.join("bin/busybox");
     common::run(

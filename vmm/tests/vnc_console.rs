@@ -10,38 +10,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use vmm::devices::vga::render::read_text;
-
-/// A PNG's pixels as native 0x00RRGGBB, with its size.
-fn png_pixels(path: &Path) -> (usize, usize, Vec<u32>) {
-    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut reader = dec.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let bpp = info.color_type.samples();
-    let px = buf[..info.buffer_size()]
-        .chunks(bpp)
-        .map(|c| u32::from(c[0]) << 16 | u32::from(c[1]) << 8 | u32::from(c[2]))
-        .collect();
-    (info.width as usize, info.height as usize, px)
-}
-
-fn vncdo(vncdo: &Path, port: u16, args: &[&str]) {
-    let out = Command::new(vncdo)
-        .arg("-s")
-        .arg(format!("127.0.0.1::{port}"))
-        .args(args)
-        .output()
-        .expect("run vncdo");
-    assert!(
-        out.status.success(),
-        "vncdo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Starts vmdesk-vmm with `extra` args and VNC on the first free display; returns the
 /// child, its firmware log and the VNC port from its "vnc: listening on" line.
@@ -73,18 +44,20 @@ fn screen_shows(vncdo_bin: &Path, port: u16, dir: &Path, want: &str) {
             .iter()
             .map(|p| {
                 let (b, p) = (vncdo_bin.to_path_buf(), p.clone());
-                std::thread::spawn(move || vncdo(&b, port, &["capture", p.to_str().unwrap()]))
+                std::thread::spawn(move || {
+                    common::vncdo(&b, port, &["capture", p.to_str().unwrap()])
+                })
             })
             .collect();
         handles.into_iter().for_each(|h| h.join().unwrap());
-        let (w, h, px) = png_pixels(&shots[0]);
+        let (w, h, px) = common::png_pixels(&shots[0]);
         let lines = if (w, h) == (720, 400) {
             read_text(&px, w, h, &font, 9, 16)
         } else {
             vec![]
         };
         if lines.iter().any(|l| l.contains(want)) {
-            let other = png_pixels(&shots[1]).2;
+            let other = common::png_pixels(&shots[1]).2;
             // The cursor may blink between the two captures: compare all but its cells.
             let differing = px.iter().zip(&other).filter(|(a, b)| a != b).count();
             assert!(
@@ -155,7 +128,7 @@ fn escape_over_vnc_opens_the_boot_menu() {
             start.elapsed() < Duration::from_secs(30),
             "Esc never reached SeaBIOS"
         );
-        vncdo(&vncdo_bin, port, &["key", "esc"]);
+        common::vncdo(&vncdo_bin, port, &["key", "esc"]);
         std::thread::sleep(Duration::from_millis(200));
     }
 

@@ -282,3 +282,77 @@ pub fn unpack_initrd(initrd: &Path, dir: &Path) {
     );
     run(Command::new("sh").arg("-c").arg(script).current_dir(dir));
 }
+
+/// Checks a module initrd unpacked in `dir` (test-assets.sh's layout: lib/modules/order,
+/// lib/modules/kernel-release, one .ko each): every `(first, then)` pair loads in that order,
+/// and the modules are built for the kernel in `kernel` (its release string is in the
+/// image's header, and every module's vermagic starts with it: insmod refuses anything
+/// else). Returns the load order, module names without ".ko".
+pub fn checked_module_order(
+    kernel: &Path,
+    dir: &Path,
+    load_before: &[(&str, &str)],
+) -> Vec<String> {
+    let modules = dir.join("lib/modules");
+    let order = std::fs::read_to_string(modules.join("order")).unwrap();
+    let order: Vec<String> = order
+        .lines()
+        .map(|l| l.trim_end_matches(".ko").to_string())
+        .collect();
+    let at = |m: &str| {
+        order
+            .iter()
+            .position(|x| x == m)
+            .unwrap_or_else(|| panic!("{m} is not in the load order {order:?}"))
+    };
+    for (first, then) in load_before {
+        assert!(at(first) < at(then), "{first} must load before {then}");
+    }
+    let release = std::fs::read_to_string(modules.join("kernel-release")).unwrap();
+    let release = release.trim();
+    let image = std::fs::read(kernel).unwrap();
+    assert!(
+        image
+            .windows(release.len())
+            .any(|w| w == release.as_bytes()),
+        "vmlinuz is not {release}"
+    );
+    for m in &order {
+        let bytes = std::fs::read(modules.join(format!("{m}.ko"))).unwrap();
+        let magic = format!("vermagic={release} ");
+        assert!(
+            bytes.windows(magic.len()).any(|w| w == magic.as_bytes()),
+            "{m}.ko is not built for {release}"
+        );
+    }
+    order
+}
+
+/// A PNG's pixels as native 0x00RRGGBB, with its size.
+pub fn png_pixels(path: &Path) -> (usize, usize, Vec<u32>) {
+    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = dec.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let bpp = info.color_type.samples();
+    let px = buf[..info.buffer_size()]
+        .chunks(bpp)
+        .map(|c| u32::from(c[0]) << 16 | u32::from(c[1]) << 8 | u32::from(c[2]))
+        .collect();
+    (info.width as usize, info.height as usize, px)
+}
+
+/// Runs vncdotool against 127.0.0.1::`port`; fails the test if it fails.
+pub fn vncdo(vncdo: &Path, port: u16, args: &[&str]) {
+    let out = Command::new(vncdo)
+        .arg("-s")
+        .arg(format!("127.0.0.1::{port}"))
+        .args(args)
+        .output()
+        .expect("run vncdo");
+    assert!(
+        out.status.success(),
+        "vncdo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
