@@ -51,21 +51,6 @@ const ALSO: &[&str] = &["evdev"];
 /// Built into the cloud kernel: no file in the initrd.
 const BUILT_IN: &[&str] = &["i8042", "atkbd"];
 
-/// The kernel and the input initrd, or `None` after a SKIP line (a failure when
-/// VMDESK_REQUIRE_TOOLS=1: the test command builds them first).
-fn assets(test: &str) -> Option<(PathBuf, PathBuf)> {
-    Some((
-        common::asset_or_skip(test, "vmlinuz")?,
-        common::asset_or_skip(test, "input-initrd.img")?,
-    ))
-}
-
-/// The kernel command line: the console on COM1 (the test reads it), and a panic ends
-/// the VM instead of hanging it.
-fn kernel_cmdline() -> String {
-    "console=ttyS0 panic=-1 loglevel=4".to_string()
-}
-
 /// vmdesk-vmm's arguments for the guest: direct kernel boot, VNC on the first free
 /// display, COM1 to `serial`. [`common::spawn_vmm`] adds the debug console.
 fn guest_args(kernel: &Path, initrd: &Path, serial: &Path) -> Vec<String> {
@@ -79,7 +64,7 @@ fn guest_args(kernel: &Path, initrd: &Path, serial: &Path) -> Vec<String> {
         "--initrd",
         &initrd.display().to_string(),
         "--cmdline",
-        &kernel_cmdline(),
+        common::LINUX_CMDLINE,
         "--serial",
         &format!("file:{}", serial.display()),
     ]
@@ -105,7 +90,7 @@ fn said(serial: &Path) -> Vec<String> {
 #[test]
 fn input_initrd_holds_the_modules_in_load_order() {
     let test = "input_initrd_holds_the_modules_in_load_order";
-    let Some((kernel, initrd)) = assets(test) else {
+    let Some((kernel, initrd)) = common::linux_assets(test, "input-initrd.img") else {
         return;
     };
     if common::tool_or_skip(test, "cpio").is_none() {
@@ -155,7 +140,7 @@ fn guest_command_line() {
         Path::new("/a/input-initrd.img"),
         Path::new("/t/com1"),
     );
-    let cmdline = kernel_cmdline();
+    let cmdline = common::LINUX_CMDLINE.to_string();
     assert!(cmdline.split(' ').any(|w| w == "console=ttyS0"));
     assert!(cmdline.split(' ').any(|w| w == "panic=-1"));
     use clap::Parser;
@@ -185,7 +170,7 @@ fn linux_reads_our_keyboard_and_tablet_and_draws_on_our_screen() {
     if !common::hardware_kvm_or_skip(test, "a guest kernel cannot run") {
         return;
     }
-    let Some((kernel, initrd)) = assets(test) else {
+    let Some((kernel, initrd)) = common::linux_assets(test, "input-initrd.img") else {
         return;
     };
     let Some(vncdo_bin) = common::tool_or_skip(test, "vncdo") else {

@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -30,21 +30,6 @@ const LOAD_BEFORE: &[(&str, &str)] = &[
     ("virtio", "virtio_pci"),
     ("virtio", "virtio_blk"),
 ];
-
-/// The kernel and the storage initrd, or `None` after a SKIP line (a failure when
-/// VMDESK_REQUIRE_TOOLS=1: the test command builds them first).
-fn assets(test: &str) -> Option<(PathBuf, PathBuf)> {
-    Some((
-        common::asset_or_skip(test, "vmlinuz")?,
-        common::asset_or_skip(test, "storage-initrd.img")?,
-    ))
-}
-
-/// The kernel command line: the console on COM1 (the test reads it), and a panic ends
-/// the VM instead of hanging it.
-fn kernel_cmdline() -> String {
-    "console=ttyS0 panic=-1 loglevel=4".to_string()
-}
 
 /// vmdesk-vmm's arguments for the guest: direct kernel boot, the ISO on the IDE CD-ROM,
 /// the disk on virtio-blk, COM1 to `serial`.
@@ -66,7 +51,7 @@ fn guest_args(
         "--initrd",
         &initrd.display().to_string(),
         "--cmdline",
-        &kernel_cmdline(),
+        common::LINUX_CMDLINE,
         "--cdrom",
         &iso.display().to_string(),
         "--disk",
@@ -86,7 +71,7 @@ fn sha256(path: &Path) -> String {
 #[test]
 fn storage_initrd_holds_the_modules_in_load_order() {
     let test = "storage_initrd_holds_the_modules_in_load_order";
-    let Some((kernel, initrd)) = assets(test) else {
+    let Some((kernel, initrd)) = common::linux_assets(test, "storage-initrd.img") else {
         return;
     };
     if common::tool_or_skip(test, "cpio").is_none() {
@@ -143,7 +128,7 @@ fn linux_reads_the_cd_and_writes_a_filesystem() {
     if !common::hardware_kvm_or_skip(test, "a guest kernel cannot run") {
         return;
     }
-    let Some((kernel, initrd)) = assets(test) else {
+    let Some((kernel, initrd)) = common::linux_assets(test, "storage-initrd.img") else {
         return;
     };
     let (Some(qemu_img), Some(debugfs), Some(e2fsck)) = (

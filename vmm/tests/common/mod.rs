@@ -356,3 +356,16 @@ pub fn vncdo(vncdo: &Path, port: u16, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The kernel and a module initrd from [`assets_dir`], or `None` after a SKIP line (a
+/// failure when VMDESK_REQUIRE_TOOLS=1: the test command builds them first).
+pub fn linux_assets(test: &str, initrd: &str) -> Option<(PathBuf, PathBuf)> {
+    Some((
+        asset_or_skip(test, "vmlinuz")?,
+        asset_or_skip(test, initrd)?,
+    ))
+}
+
+/// The Linux guests' kernel command line: the console on COM1 (the tests read it), and a
+/// panic ends the VM instead of hanging it.
+pub const LINUX_CMDLINE: &str = "console=ttyS0 panic=-1 loglevel=4";
