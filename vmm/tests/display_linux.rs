@@ -1,59 +1,100 @@
-//! Linux drives our screen and input devices: the Debian cloud kernel boots straight into
-//! `input-initrd.img` (resources/scripts/test-assets.sh builds it from the same kernel
-//! package: busybox, evdev and virtio_pci + virtio_input in load order, an /init), which
-//! reports the input devices it finds, the i8042's serio ports, the framebuffer devices and
-//! the VGA's framebuffer BAR on COM1, draws a white band over the top 8 rows of the screen,
-//! and then prints every event the keyboard and the tablet deliver. The test sends a key and
-//! pointer moves over VNC with vncdotool, checks that the guest read an EV_KEY with KEY_A
-//! from "AT Translated Set 2 keyboard" and EV_ABS positions from "vmdesk tablet" (scaled as
-//! the tablet scales them), and that a VNC capture is 1024x768 with the guest's band on it.
+//! Linux drives our screen and input devices with its own drivers: the generic Debian kernel
+//! (`vmlinuz-generic`) boots straight into `display-initrd.img` (resources/scripts/
+//! test-assets.sh builds both from the same package: busybox; bochs with drm,
+//! drm_kms_helper, ttm, drm_ttm_helper and drm_vram_helper; psmouse; virtio_pci,
+//! virtio_input and evdev, in load order; an /init). The guest reports on COM1 the DRM card
+//! bochs-drm made of our stdvga (1234:1111), its connector and modes, fb0 (DRM's fbdev
+//! emulation, "bochs-drmdrmfb"), every input device and serio port; draws through /dev/fb0
+//! (the top 8 rows white, the rest black); and prints every event the AT keyboard, the
+//! virtio tablet and the PS/2 mouse deliver. The tests send keys and pointer moves over VNC
+//! with vncdotool and check what the guest read, and that a VNC capture has the size of
+//! bochs-drm's mode with the guest's drawing on it.
 //!
-//! What the cloud kernel (6.1, linux-image-cloud-amd64) cannot show, and so what is not
-//! tested here: it has no DRM at all (`# CONFIG_DRM is not set`), so no bochs-drm mode set;
-//! no PS/2 mouse driver (`# CONFIG_INPUT_MOUSE is not set`), so psmouse never probes our
-//! mouse and only the i8042's AUX serio port is checked; and of the firmware framebuffer
-//! drivers only efifb (`CONFIG_SYSFB=y` without SYSFB_SIMPLEFB, no FB_VESA, no FB_SIMPLE).
-//! Direct boot describes the 1024x768x32 screen in `screen_info` as a VESA linear
-//! framebuffer (VIDEO_TYPE_VLFB), so sysfb registers a `vesa-framebuffer.0` device that no
-//! driver binds and there is no /dev/fb0: the guest writes its pixels at the VGA's BAR 0
-//! through /dev/mem instead (busybox devmem, which maps it: /dev/mem's read and write stop
-//! at the end of RAM), and the test sees them over VNC. The same test with a kernel that
-//! has DRM_BOCHS or FB_VESA would see /sys/class/drm/card0 or fb0 reported.
+//! Why the generic kernel: the cloud kernel the storage and direct-boot tests use has no DRM
+//! at all and no PS/2 mouse driver (`# CONFIG_DRM is not set`, `# CONFIG_INPUT_MOUSE is not
+//! set`); the generic one has DRM_BOCHS, DRM_FBDEV_EMULATION, MOUSE_PS2 and VIRTIO_INPUT as
+//! modules, SERIO_I8042 and KEYBOARD_ATKBD built in. It also has FB_VESA built in, so the
+//! VESA framebuffer our direct boot describes in `screen_info` becomes a vesafb fb0 first;
+//! bochs-drm removes it when it binds (its "before bochs" line is reported, not checked).
+//! Our EDID area reads zero, so bochs-drm falls back to its default mode, 1024x768.
 //!
-//! The guest test needs hardware-backed KVM (kvm_pvm cannot run a guest kernel) and skips
-//! here with one tallied line. What can run anywhere does: the initrd's contents (every
-//! module there, dependencies first, built for exactly the kernel in vmlinuz, an /init
-//! busybox accepts) and the command line the guest test uses.
+//! Which pointing device: our VMM sends the VNC pointer to the virtio tablet once its driver
+//! set DRIVER_OK and to the PS/2 mouse until then (vmm::input), as QEMU does. So there are
+//! two guest runs: the default, where virtio_input drives the tablet and the pointer must
+//! arrive as absolute EV_ABS positions (and never as PS/2 motion); and `vmdesk.mouse=ps2`
+//! on the kernel command line, where /init leaves virtio_input out, the tablet never gets a
+//! driver, and the same pointer must arrive through psmouse as EV_REL motion and BTN_LEFT.
+//! psmouse probes our mouse in both runs.
+//!
+//! Drawing: /init writes the whole frame in one write(2) to /dev/fb0. The fbdev emulation
+//! keeps a shadow buffer and copies to the VRAM only what a write covered, and 6.1 takes a
+//! write within one scanline to cover only the columns between its start and end offsets
+//! in that line, so writing line by line (`dd bs=stride`) would put nothing on the screen.
+//!
+//! The guest tests need hardware-backed KVM (kvm_pvm cannot run a guest kernel) and skip
+//! here with one tallied line each. What can run anywhere does: the initrd's contents (every
+//! module there, dependencies first, built for exactly the kernel in vmlinuz-generic, an
+//! /init busybox accepts) and the command lines the guest tests use. The guest side was
+//! checked under QEMU TCG (`-M pc -vga std -device virtio-tablet-pci`, with EDID, so
+//! 1280x800 there) in both modes.
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const INPUT_TIMEOUT: Duration = Duration::from_secs(40);
 const SAY: &str = "vmdesk-input: ";
-/// The screen direct boot leaves (vmm::boot::linux::set_framebuffer).
+/// The kernel and initrd test-assets.sh builds for this test.
+const KERNEL: &str = "vmlinuz-generic";
+const INITRD: &str = "display-initrd.img";
+/// bochs-drm's mode on our stdvga: its default, as our EDID area is empty.
 const SCREEN: (usize, usize) = (1024, 768);
 /// The rows the guest's /init paints white.
 const BAND_ROWS: usize = 8;
 /// The modules the guest needs, each after everything it depends on.
 const LOAD_BEFORE: &[(&str, &str)] = &[
+    ("drm", "drm_kms_helper"),
+    ("drm", "ttm"),
+    ("ttm", "drm_ttm_helper"),
+    ("drm_ttm_helper", "drm_vram_helper"),
+    ("drm_kms_helper", "drm_vram_helper"),
+    ("drm_vram_helper", "bochs"),
+    ("drm_kms_helper", "bochs"),
     ("virtio_ring", "virtio_pci"),
     ("virtio", "virtio_pci"),
     ("virtio_pci_modern_dev", "virtio_pci"),
     ("virtio", "virtio_input"),
     ("virtio_ring", "virtio_input"),
 ];
-/// Loaded although nothing depends on it: the /dev/input/eventN nodes /init reads.
-const ALSO: &[&str] = &["evdev"];
-/// Built into the cloud kernel: no file in the initrd.
+/// Loaded although nothing depends on them: the /dev/input/eventN nodes /init reads, and
+/// the PS/2 mouse driver.
+const ALSO: &[&str] = &["evdev", "psmouse"];
+/// Built into the generic kernel: no file in the initrd.
 const BUILT_IN: &[&str] = &["i8042", "atkbd"];
+
+/// Where the VNC pointer goes in a guest run (see the module doc).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Pointer {
+    /// virtio_input loaded: the tablet.
+    Tablet,
+    /// `vmdesk.mouse=ps2`: no tablet driver, so the PS/2 mouse.
+    Ps2,
+}
+
+/// The kernel command line of a guest run.
+fn cmdline(pointer: Pointer) -> String {
+    match pointer {
+        Pointer::Tablet => common::LINUX_CMDLINE.to_string(),
+        Pointer::Ps2 => format!("{} vmdesk.mouse=ps2", common::LINUX_CMDLINE),
+    }
+}
 
 /// vmdesk-vmm's arguments for the guest: direct kernel boot, VNC on the first free
 /// display, COM1 to `serial`. [`common::spawn_vmm`] adds the debug console.
-fn guest_args(kernel: &Path, initrd: &Path, serial: &Path) -> Vec<String> {
+fn guest_args(kernel: &Path, initrd: &Path, serial: &Path, pointer: Pointer) -> Vec<String> {
     [
         "--memory",
         "256M",
@@ -64,12 +105,20 @@ fn guest_args(kernel: &Path, initrd: &Path, serial: &Path) -> Vec<String> {
         "--initrd",
         &initrd.display().to_string(),
         "--cmdline",
-        common::LINUX_CMDLINE,
+        &cmdline(pointer),
         "--serial",
         &format!("file:{}", serial.display()),
     ]
     .map(str::to_string)
     .to_vec()
+}
+
+/// The generic kernel and the display initrd, or `None` after one SKIP line.
+fn assets(test: &str) -> Option<(PathBuf, PathBuf)> {
+    Some((
+        common::asset_or_skip(test, KERNEL)?,
+        common::asset_or_skip(test, INITRD)?,
+    ))
 }
 
 /// The tablet's ABS value for pixel `v` of `size` (vmm::virtio::input scales so that the
@@ -87,16 +136,31 @@ fn said(serial: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The value of an input event line "`dev` event type `t` code `c` value V" as the signed
+/// 16-bit number the guest's od printed unsigned.
+fn event_value(line: &str, dev: &str, t: u16, c: u16) -> Option<i16> {
+    let v = line.strip_prefix(&format!("{dev} event type {t} code {c} value "))?;
+    v.parse::<u16>().ok().map(|v| v as i16)
+}
+
+/// Width and height from "fb fb0 name N virtual_size W,H bpp B stride S".
+fn fb0_size(lines: &[String]) -> Option<(usize, usize)> {
+    let l = lines.iter().find(|l| l.starts_with("fb fb0 "))?;
+    let size = l.split_once(" virtual_size ")?.1.split(' ').next()?;
+    let (w, h) = size.split_once(',')?;
+    Some((w.parse().ok()?, h.parse().ok()?))
+}
+
 #[test]
-fn input_initrd_holds_the_modules_in_load_order() {
-    let test = "input_initrd_holds_the_modules_in_load_order";
-    let Some((kernel, initrd)) = common::linux_assets(test, "input-initrd.img") else {
+fn display_initrd_holds_the_modules_in_load_order() {
+    let test = "display_initrd_holds_the_modules_in_load_order";
+    let Some((kernel, initrd)) = assets(test) else {
         return;
     };
     if common::tool_or_skip(test, "cpio").is_none() {
         return;
     }
-    let dir = common::temp_dir("input-initrd");
+    let dir = common::temp_dir("display-initrd");
     common::unpack_initrd(&initrd, &dir);
     let order = common::checked_module_order(&kernel, &dir, LOAD_BEFORE);
     for m in ALSO {
@@ -111,7 +175,7 @@ fn input_initrd_holds_the_modules_in_load_order() {
             "{m} is built in, not loaded: {order:?}"
         );
     }
-    // The /init busybox runs is valid shell, and it looks for what the guest test sends.
+    // The /init busybox runs is valid shell, and it looks for what the guest tests send.
     common::run(
         Command::new(dir.join("bin/busybox"))
             .args(["sh", "-n"])
@@ -119,12 +183,17 @@ fn input_initrd_holds_the_modules_in_load_order() {
     );
     let init = std::fs::read_to_string(dir.join("init")).unwrap();
     for want in [
-        "AT Translated Set 2 keyboard",
-        "vmdesk tablet",
+        "vmdesk.mouse=ps2",
+        "virtio_input.ko",
         "/proc/bus/input/devices",
-        "/sys/class/graphics/fb",
+        "/serio0/",
+        "/serio1/",
+        "/virtio",
         "/sys/class/drm/card",
-        "/dev/mem",
+        "card0-Virtual-1/status",
+        "/sys/class/graphics/fb",
+        "/sys/class/vtconsole/",
+        "/dev/fb0",
         "ready for input",
         "poweroff -f",
     ] {
@@ -134,179 +203,336 @@ fn input_initrd_holds_the_modules_in_load_order() {
 }
 
 #[test]
-fn guest_command_line() {
-    let args = guest_args(
-        Path::new("/a/vmlinuz"),
-        Path::new("/a/input-initrd.img"),
-        Path::new("/t/com1"),
-    );
-    let cmdline = common::LINUX_CMDLINE.to_string();
-    assert!(cmdline.split(' ').any(|w| w == "console=ttyS0"));
-    assert!(cmdline.split(' ').any(|w| w == "panic=-1"));
+fn guest_command_lines() {
     use clap::Parser;
-    let cli =
-        vmm::config::Cli::try_parse_from(std::iter::once("vmdesk-vmm".to_string()).chain(args))
-            .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cli.kernel.as_deref(), Some(Path::new("/a/vmlinuz")));
-    assert_eq!(
-        cli.initrd.as_deref(),
-        Some(Path::new("/a/input-initrd.img"))
-    );
-    assert_eq!(cli.cmdline.as_deref(), Some(cmdline.as_str()));
-    assert_eq!(
-        cli.serial,
-        vmm::config::OutputSpec::File(PathBuf::from("/t/com1"))
-    );
-    // VNC on, on loopback: the test drives the guest through it.
-    assert_eq!(
-        cli.vnc,
-        vmm::config::VncSpec::Auto("127.0.0.1".parse().unwrap())
-    );
+    for pointer in [Pointer::Tablet, Pointer::Ps2] {
+        let args = guest_args(
+            Path::new("/a/vmlinuz-generic"),
+            Path::new("/a/display-initrd.img"),
+            Path::new("/t/com1"),
+            pointer,
+        );
+        let cmdline = cmdline(pointer);
+        assert!(cmdline.split(' ').any(|w| w == "console=ttyS0"));
+        assert!(cmdline.split(' ').any(|w| w == "panic=-1"));
+        assert_eq!(
+            cmdline.split(' ').any(|w| w == "vmdesk.mouse=ps2"),
+            pointer == Pointer::Ps2
+        );
+        let cli =
+            vmm::config::Cli::try_parse_from(std::iter::once("vmdesk-vmm".to_string()).chain(args))
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.kernel.as_deref(), Some(Path::new("/a/vmlinuz-generic")));
+        assert_eq!(
+            cli.initrd.as_deref(),
+            Some(Path::new("/a/display-initrd.img"))
+        );
+        assert_eq!(cli.cmdline.as_deref(), Some(cmdline.as_str()));
+        assert_eq!(
+            cli.serial,
+            vmm::config::OutputSpec::File(PathBuf::from("/t/com1"))
+        );
+        // VNC on, on loopback: the test drives the guest through it.
+        assert_eq!(
+            cli.vnc,
+            vmm::config::VncSpec::Auto("127.0.0.1".parse().unwrap())
+        );
+    }
 }
 
 #[test]
-fn linux_reads_our_keyboard_and_tablet_and_draws_on_our_screen() {
-    let test = "linux_reads_our_keyboard_and_tablet_and_draws_on_our_screen";
-    if !common::hardware_kvm_or_skip(test, "a guest kernel cannot run") {
-        return;
-    }
-    let Some((kernel, initrd)) = common::linux_assets(test, "input-initrd.img") else {
-        return;
-    };
-    let Some(vncdo_bin) = common::tool_or_skip(test, "vncdo") else {
-        return;
-    };
-    let dir = common::temp_dir("display-linux");
-    let serial = dir.join("com1.txt");
-    let args = guest_args(&kernel, &initrd, &serial);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (mut child, _log) = common::spawn_vmm(&dir, "display-linux", &args);
-    let port = common::vnc_port(&mut child);
+fn event_lines_parse() {
+    let l = "mouse event type 2 code 0 value 65535";
+    assert_eq!(event_value(l, "mouse", 2, 0), Some(-1));
+    assert_eq!(event_value(l, "mouse", 2, 1), None);
+    assert_eq!(event_value(l, "tablet", 2, 0), None);
+    assert_eq!(
+        event_value("mouse event type 2 code 1 value 127", "mouse", 2, 1),
+        Some(127)
+    );
+    let lines = vec![
+        "drew 8 white rows on fb0 bochs-drmdrmfb".to_string(),
+        "fb fb0 name bochs-drmdrmfb virtual_size 1024,768 bpp 32 stride 4096".to_string(),
+    ];
+    assert_eq!(fb0_size(&lines), Some((1024, 768)));
+    assert_eq!(fb0_size(&lines[..1]), None);
+}
 
-    let console = common::wait_for_log(
-        &mut child,
-        &serial,
-        "vmdesk-input: ready for input",
-        BOOT_TIMEOUT,
-    );
-    if !console.contains("vmdesk-input: ready for input") {
-        common::stop(&mut child);
-        panic!("the guest did not get ready:\n{console}");
-    }
-    let lines = said(&serial);
-    let has = |l: &str| lines.iter().any(|x| x == l);
-    assert!(!lines.iter().any(|l| l.contains("failed")), "{lines:#?}");
-    assert!(
-        has("input device AT Translated Set 2 keyboard"),
-        "{lines:#?}"
-    );
-    assert!(has("input device vmdesk tablet"), "{lines:#?}");
-    assert!(
-        lines.iter().any(|l| l.starts_with("keyboard event")
-            && l.contains(" tablet event")
-            && !l.contains("none")),
-        "an event node for each: {lines:#?}"
-    );
-    // The i8042's second port (our PS/2 mouse); this kernel has no psmouse to bind it.
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("serio ") && l.contains("i8042 AUX")),
-        "{lines:#?}"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("serio ") && l.contains("i8042 KBD port driver atkbd")),
-        "{lines:#?}"
-    );
-    // What screen_info made of our screen: sysfb's device for a VESA framebuffer.
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("sysfb vesa-framebuffer")),
-        "{lines:#?}"
-    );
-    // Our stdvga with its framebuffer BAR, where the guest drew.
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("vga ") && l.contains(" 0x1234:0x1111 bar0 0x")),
-        "{lines:#?}"
-    );
-    assert!(has("drew 8 white rows"), "{lines:#?}");
+/// A running guest: the VMM, its VNC port, vncdo, its COM1 file and the test's temp dir.
+struct Guest {
+    child: Child,
+    port: u16,
+    vncdo: PathBuf,
+    serial: PathBuf,
+    dir: PathBuf,
+}
 
-    // The screen over VNC: the direct-boot mode, with the guest's band on it once the
-    // display has refreshed from the framebuffer (a few frames).
-    let png = dir.join("screen.png");
-    let start = Instant::now();
-    let (w, px) = loop {
-        common::vncdo(&vncdo_bin, port, &["capture", png.to_str().unwrap()]);
-        let (w, h, px) = common::png_pixels(&png);
-        assert_eq!((w, h), SCREEN);
-        if px[..BAND_ROWS * w].iter().all(|&p| p == 0xff_ffff) {
-            break (w, px);
+impl Guest {
+    /// Boots the display guest in `pointer` mode and waits for "ready for input"; `None`
+    /// after one SKIP line when this host cannot run it.
+    fn boot(test: &str, pointer: Pointer) -> Option<Guest> {
+        if !common::hardware_kvm_or_skip(test, "a guest kernel cannot run") {
+            return None;
         }
-        if start.elapsed() > Duration::from_secs(5) {
+        let (kernel, initrd) = assets(test)?;
+        let vncdo = common::tool_or_skip(test, "vncdo")?;
+        let dir = common::temp_dir(test);
+        let serial = dir.join("com1.txt");
+        let args = guest_args(&kernel, &initrd, &serial, pointer);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (mut child, _log) = common::spawn_vmm(&dir, "display-linux", &args);
+        let port = common::vnc_port(&mut child);
+        let console = common::wait_for_log(
+            &mut child,
+            &serial,
+            "vmdesk-input: ready for input",
+            BOOT_TIMEOUT,
+        );
+        if !console.contains("vmdesk-input: ready for input") {
             common::stop(&mut child);
-            panic!("the guest's white band never showed over VNC");
+            panic!("the guest did not get ready:\n{console}");
         }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert!(
-        px[BAND_ROWS * w..].iter().any(|&p| p != 0xff_ffff),
-        "the rest of the screen is white too: not the guest's band"
-    );
+        Some(Guest {
+            child,
+            port,
+            vncdo,
+            serial,
+            dir,
+        })
+    }
 
-    // A key and pointer moves until the guest has read both (it may lose events while it
-    // opens its nodes, so they are sent again).
+    fn said(&self) -> Vec<String> {
+        said(&self.serial)
+    }
+
+    fn vncdo(&self, args: &[&str]) {
+        common::vncdo(&self.vncdo, self.port, args);
+    }
+
+    /// Stops the VMM and fails the test with `msg` and what the guest said.
+    fn fail(&mut self, msg: &str) -> ! {
+        common::stop(&mut self.child);
+        panic!("{msg}:\n{:#?}", self.said());
+    }
+
+    /// Checks what the guest reported about its drivers (both modes).
+    fn check_drivers(&mut self, pointer: Pointer) {
+        let lines = self.said();
+        let has = |l: &str| lines.iter().any(|x| x == l);
+        let any = |f: &dyn Fn(&str) -> bool| lines.iter().any(|l| f(l));
+        let mode = match pointer {
+            Pointer::Tablet => "mouse mode tablet",
+            Pointer::Ps2 => "mouse mode ps2",
+        };
+        let checks: &[(&str, bool)] = &[
+            (mode, has(mode)),
+            ("nothing failed", !any(&|l| l.contains("failed"))),
+            (
+                "bochs-drm bound our stdvga",
+                any(&|l| {
+                    l.starts_with("drm card0 driver bochs-drm pci 0000:00:")
+                        && l.ends_with(" 0x1234:0x1111")
+                }),
+            ),
+            (
+                "card0-Virtual-1 connected, enabled, 1024x768 preferred",
+                any(&|l| {
+                    l.starts_with("connector card0-Virtual-1 connected enabled modes 1024x768")
+                }),
+            ),
+            (
+                "fb0 is bochs-drm's fbdev emulation",
+                any(&|l| l.starts_with("fb fb0 name bochs-drmdrmfb ")),
+            ),
+            ("fb0 is 1024x768", fb0_size(&lines) == Some(SCREEN)),
+            (
+                "drawn on fb0",
+                has("drew 8 white rows on fb0 bochs-drmdrmfb"),
+            ),
+            (
+                "the AT keyboard",
+                has("input device AT Translated Set 2 keyboard"),
+            ),
+            (
+                "psmouse probed our mouse",
+                any(&|l| {
+                    l.strip_prefix("input device ")
+                        .is_some_and(|n| n.contains("PS/2 Generic") && n.ends_with(" Mouse"))
+                }),
+            ),
+            (
+                "psmouse bound the AUX port",
+                has("serio serio1 i8042 AUX port driver psmouse"),
+            ),
+            (
+                "atkbd bound the KBD port",
+                has("serio serio0 i8042 KBD port driver atkbd"),
+            ),
+            (
+                "the tablet only with virtio_input",
+                has("input device vmdesk tablet") == (pointer == Pointer::Tablet),
+            ),
+            (
+                "an event node for each device",
+                any(&|l| {
+                    l.starts_with("keyboard event")
+                        && l.contains(" mouse event")
+                        && (l.contains(" tablet event") == (pointer == Pointer::Tablet))
+                }),
+            ),
+        ];
+        for (what, ok) in checks {
+            if !ok {
+                self.fail(what);
+            }
+        }
+    }
+
+    /// The screen over VNC: bochs-drm's mode, with the guest's band on top and black below
+    /// once the display has refreshed from the framebuffer (a few frames).
+    fn check_screen(&mut self) {
+        let png = self.dir.join("screen.png");
+        let start = Instant::now();
+        loop {
+            self.vncdo(&["capture", png.to_str().unwrap()]);
+            let (w, h, px) = common::png_pixels(&png);
+            if (w, h) == SCREEN
+                && px[..BAND_ROWS * w].iter().all(|&p| p == 0xff_ffff)
+                && px[BAND_ROWS * w..].iter().all(|&p| p == 0)
+            {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(5) {
+                let white = px.iter().filter(|&&p| p == 0xff_ffff).count();
+                self.fail(&format!(
+                    "the guest's drawing never showed over VNC (screen {w}x{h}, {white} white pixels)"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Sends `input` over VNC until `done` holds for what the guest said (it may lose
+    /// events while it opens its nodes, so they are sent again).
+    fn send_until(&mut self, input: &[&str], done: impl Fn(&[String]) -> bool, what: &str) {
+        let start = Instant::now();
+        loop {
+            // Whether it has exited first, then what it said: it powers off soon after.
+            let exited = self.child.try_wait().unwrap().is_some();
+            if done(&self.said()) {
+                return;
+            }
+            if exited || start.elapsed() > INPUT_TIMEOUT {
+                self.fail(&format!("the guest did not read {what}"));
+            }
+            self.vncdo(input);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The guest powers off by itself once it has what it waits for.
+    fn wait_poweroff(mut self) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                self.fail("the guest did not power off");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(status.code(), Some(0));
+        assert!(self.said().iter().any(|l| l == "done"));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn linux_drives_our_stdvga_keyboard_and_tablet() {
+    let test = "linux_drives_our_stdvga_keyboard_and_tablet";
+    let Some(mut guest) = Guest::boot(test, Pointer::Tablet) else {
+        return;
+    };
+    guest.check_drivers(Pointer::Tablet);
+    guest.check_screen();
     let (x, y) = (700u32, 500u32);
     let want_key = "keyboard event type 1 code 30 value 1"; // EV_KEY KEY_A pressed
     let want_x = format!("tablet event type 3 code 0 value {}", abs_of(x, 1024));
     let want_y = format!("tablet event type 3 code 1 value {}", abs_of(y, 768));
-    let start = Instant::now();
-    loop {
-        // Whether it has exited first, then what it said: it powers off soon after.
-        let exited = child.try_wait().unwrap().is_some();
-        let lines = said(&serial);
-        let has = |l: &str| lines.iter().any(|x| x == l);
-        if has(want_key) && has(&want_x) && has(&want_y) {
-            break;
-        }
-        if exited || start.elapsed() > INPUT_TIMEOUT {
-            common::stop(&mut child);
-            panic!("the guest did not read {want_key:?}, {want_x:?}, {want_y:?}:\n{lines:#?}");
-        }
-        common::vncdo(
-            &vncdo_bin,
-            port,
-            &[
-                "key",
-                "a",
-                "move",
-                "100",
-                "100",
-                "move",
-                &x.to_string(),
-                &y.to_string(),
-            ],
-        );
-        std::thread::sleep(Duration::from_millis(500));
+    let want_btn = "tablet event type 1 code 272 value 1"; // BTN_LEFT pressed
+    let (xs, ys) = (x.to_string(), y.to_string());
+    guest.send_until(
+        &[
+            "key",
+            "a",
+            "move",
+            "100",
+            "100",
+            "move",
+            &xs,
+            &ys,
+            "mousedown",
+            "1",
+            "pause",
+            "0.2",
+            "mouseup",
+            "1",
+        ],
+        |lines| {
+            let has = |l: &str| lines.iter().any(|x| x == l);
+            has(want_key) && has(&want_x) && has(&want_y) && has(want_btn)
+        },
+        &format!("{want_key:?}, {want_x:?}, {want_y:?}, {want_btn:?}"),
+    );
+    // With the tablet's driver up, the PS/2 mouse gets no motion.
+    if guest
+        .said()
+        .iter()
+        .any(|l| l.starts_with("mouse event type 2 "))
+    {
+        guest.fail("PS/2 motion although the tablet has a driver");
     }
+    guest.wait_poweroff();
+}
 
-    // Then the guest powers off by itself.
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > Duration::from_secs(20) {
-            common::stop(&mut child);
-            panic!("the guest did not power off:\n{:#?}", said(&serial));
-        }
-        std::thread::sleep(Duration::from_millis(100));
+#[test]
+fn linux_reads_our_ps2_mouse_without_the_tablet_driver() {
+    let test = "linux_reads_our_ps2_mouse_without_the_tablet_driver";
+    let Some(mut guest) = Guest::boot(test, Pointer::Ps2) else {
+        return;
     };
-    assert_eq!(status.code(), Some(0));
-    assert!(said(&serial).iter().any(|l| l == "done"));
-    let _ = std::fs::remove_dir_all(dir);
+    guest.check_drivers(Pointer::Ps2);
+    guest.check_screen();
+    // Right and down (our VMM sends the difference to the last position; psmouse turns
+    // the PS/2 Y axis so that down is positive), then a left click held long enough to
+    // arrive in its own packet.
+    let want_key = "keyboard event type 1 code 30 value 1";
+    guest.send_until(
+        &[
+            "key",
+            "a",
+            "move",
+            "100",
+            "100",
+            "move",
+            "700",
+            "500",
+            "mousedown",
+            "1",
+            "pause",
+            "0.2",
+            "mouseup",
+            "1",
+        ],
+        |lines| {
+            let any = |f: &dyn Fn(&str) -> bool| lines.iter().any(|l| f(l));
+            any(&|l| l == want_key)
+                && any(&|l| event_value(l, "mouse", 2, 0).is_some_and(|v| v > 0))
+                && any(&|l| event_value(l, "mouse", 2, 1).is_some_and(|v| v > 0))
+                && any(&|l| event_value(l, "mouse", 1, 272) == Some(1))
+        },
+        "a key, REL_X and REL_Y motion right and down, and BTN_LEFT from the PS/2 mouse",
+    );
+    guest.wait_poweroff();
 }
