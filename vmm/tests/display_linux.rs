@@ -472,10 +472,12 @@ fn linux_drives_our_stdvga_keyboard_and_tablet() {
             "move",
             &xs,
             &ys,
+            "pause",
+            "0.3",
             "mousedown",
             "1",
             "pause",
-            "0.2",
+            "0.3",
             "mouseup",
             "1",
         ],
@@ -505,8 +507,10 @@ fn linux_reads_our_ps2_mouse_without_the_tablet_driver() {
     guest.check_drivers(Pointer::Ps2);
     guest.check_screen();
     // Right and down (our VMM sends the difference to the last position; psmouse turns
-    // the PS/2 Y axis so that down is positive), then a left click held long enough to
-    // arrive in its own packet.
+    // the PS/2 Y axis so that down is positive), then a left click. The pauses let the
+    // guest drain the motion packets first: while the mouse's queue is full the device
+    // only keeps the latest button state (as QEMU's does), so a press and release that
+    // both wait behind a long motion become no click at all (seen under QEMU TCG).
     let want_key = "keyboard event type 1 code 30 value 1";
     guest.send_until(
         &[
@@ -518,10 +522,12 @@ fn linux_reads_our_ps2_mouse_without_the_tablet_driver() {
             "move",
             "700",
             "500",
+            "pause",
+            "0.3",
             "mousedown",
             "1",
             "pause",
-            "0.2",
+            "0.3",
             "mouseup",
             "1",
         ],
