@@ -14,9 +14,10 @@
 //! at all and no PS/2 mouse driver (`# CONFIG_DRM is not set`, `# CONFIG_INPUT_MOUSE is not
 //! set`); the generic one has DRM_BOCHS, DRM_FBDEV_EMULATION, MOUSE_PS2 and VIRTIO_INPUT as
 //! modules, SERIO_I8042 and KEYBOARD_ATKBD built in. It also has FB_VESA built in, so the
-//! VESA framebuffer our direct boot describes in `screen_info` becomes a vesafb fb0 first;
-//! bochs-drm removes it when it binds (its "before bochs" line is reported, not checked).
-//! Our EDID area reads zero, so bochs-drm falls back to its default mode, 1024x768.
+//! VESA framebuffer our direct boot describes in `screen_info` becomes a vesafb fb0 ("VESA
+//! VGA") first, and bochs-drm must take the hardware over from it (it unregisters vesafb,
+//! and its own fbdev becomes fb0): both are checked. Our EDID area reads zero, so bochs-drm
+//! falls back to its default mode, 1024x768.
 //!
 //! Which pointing device: our VMM sends the VNC pointer to the virtio tablet once its driver
 //! set DRIVER_OK and to the PS/2 mouse until then (vmm::input), as QEMU does. So there are
@@ -35,8 +36,8 @@
 //! here with one tallied line each. What can run anywhere does: the initrd's contents (every
 //! module there, dependencies first, built for exactly the kernel in vmlinuz-generic, an
 //! /init busybox accepts) and the command lines the guest tests use. The guest side was
-//! checked under QEMU TCG (`-M pc -vga std -device virtio-tablet-pci`, with EDID, so
-//! 1280x800 there) in both modes.
+//! checked under QEMU TCG (`-M pc -vga std -device virtio-tablet-pci`, whose EDID makes
+//! it 1280x800 there) in both modes, and with `vga=0x318` for the vesafb handover.
 
 mod common;
 
@@ -326,6 +327,10 @@ impl Guest {
         };
         let checks: &[(&str, bool)] = &[
             (mode, has(mode)),
+            (
+                "vesafb drove our screen_info framebuffer before bochs-drm",
+                has("before bochs fb0 VESA VGA"),
+            ),
             ("nothing failed", !any(&|l| l.contains("failed"))),
             (
                 "bochs-drm bound our stdvga",
