@@ -453,6 +453,15 @@ impl Guest {
     }
 }
 
+/// A test that fails anywhere (a vncdo call, an assertion) leaves no VMM running.
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            common::stop(&mut self.child);
+        }
+    }
+}
+
 #[test]
 fn linux_drives_our_stdvga_keyboard_and_tablet() {
     let test = "linux_drives_our_stdvga_keyboard_and_tablet";
