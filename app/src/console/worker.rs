@@ -141,7 +141,7 @@ impl Worker {
                 .add_encoding(vnc::VncEncoding::Raw)
                 .add_encoding(vnc::VncEncoding::DesktopSizePseudo)
                 .allow_shared(true)
-                .set_pixel_format(vnc::PixelFormat::rgba())
+                .set_pixel_format(wire_format())
                 .build()?
                 .try_start()
                 .await?
