@@ -296,7 +296,14 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             let addr = rt
                 .vnc_addr(&name)
                 .with_context(|| format!("'{name}' has no VNC server"))?;
-            crate::gui::run_console(&name, addr, def.vnc_password_file)
+            let opts = crate::console::ConsoleOptions {
+                password_file: def.vnc_password_file,
+                // Asked again before every reconnection: the window follows a VM that is
+                // restarted on another display.
+                target: Some(crate::console::runtime_target(rt.clone(), &name)),
+                standalone: true,
+            };
+            crate::gui::run_console_with(&name, addr, opts)
         }
         Command::Screenshot { name, out } => {
             live(&lib, &rt, &name)?;
