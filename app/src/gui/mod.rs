@@ -718,6 +718,7 @@ mod tests {
             path: disk.clone(),
             format: crate::library::DiskFormat::Raw,
             size: Some(4096),
+            preallocated: false,
         });
         lib.create(&def).unwrap();
         lib.create(&VmDef::new("bare", 64, 1)).unwrap();
