@@ -14,10 +14,8 @@ _start:
 	call	print_all
 .ifdef HALTED
 	# `--defsym HALTED=1`: nothing more after the prompt. Every interrupt is masked
-	# at the PIC as well as turned off, so the guest has no timer tick to serve (the
-	# static-screen benchmark's idle guest): with the tick only held off by IF=0, a
-	# pending IRQ 0 keeps waking the halted vCPU inside KVM.
-	cli
+	# at the PIC, so nothing wakes the halted vCPU, not even the BIOS timer (the
+	# static-screen benchmark's idle guest: what is left is the VMM's own cost).
 	mov	$0xff, %al
 	out	%al, $0x21
 	out	%al, $0xa1

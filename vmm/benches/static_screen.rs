@@ -6,7 +6,7 @@
 //!   18.2 Hz interrupt, which is the vCPU thread's share and the guest's own work (on
 //!   kvm_pvm it runs through KVM's instruction emulator and costs about 1% of a core in
 //!   either VMM);
-//! - halted with interrupts off after its prompt: nothing left for the guest to do, so
+//! - halted after its prompt with every interrupt masked: nothing left for the guest to do, so
 //!   what remains is the VMM's own cost of a static screen.
 //!
 //! `cargo bench -p vmm --bench static_screen` (resources/scripts/bench.sh installs QEMU);
@@ -192,9 +192,9 @@ fn main() {
     );
     let guests: [(&str, &[(&str, i64)]); 2] = [
         ("guest idle in int 16h (its BIOS timer ticking)", &[]),
-        ("guest halted, interrupts off", &[("HALTED", 1)]),
+        ("guest halted, every interrupt masked", &[("HALTED", 1)]),
     ];
-    for (what, defsyms) in guests {
+    for (g, (what, defsyms)) in guests.into_iter().enumerate() {
         let Some(rom) = common::guests::option_rom("static_screen", "keyecho", defsyms) else {
             println!("static_screen: skipped (binutils missing)");
             return;
@@ -206,7 +206,9 @@ fn main() {
         let mut splits: Vec<Vec<(String, f64)>> = Vec::new();
         for round in 0..rounds {
             for (i, (name, launch)) in vmms.iter().enumerate() {
-                let log = dir.join(format!("{i}-{round}.log"));
+                // A log of its own: an old one would show the prompt before this VM has
+                // booted.
+                let log = dir.join(format!("{g}-{i}-{round}.log"));
                 let (cmd, addr) = launch(&rom, &log);
                 if let Some((cpu, split)) = run(name, cmd, &log, addr) {
                     totals[i].push(cpu);
