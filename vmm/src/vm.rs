@@ -291,22 +291,25 @@ pub fn spawn_display_refresh(
                     }
                 };
                 let woke = wake.wait(period);
-                if woke != 0 {
+                if woke == Wake::INPUT {
+                    // The guest is answering right now (its interrupt came with the
+                    // event): let it finish. Its answer reaches the device by an exit
+                    // or by the fast polls that start here.
                     drew = Instant::now();
-                }
-                if woke & Wake::DREW != 0 {
-                    settle(&vga, &sync, drew, last);
-                }
-                let drained = sync();
-                if drained > 0 {
-                    drew = Instant::now();
-                }
-                if woke == Wake::INPUT && drained == 0 {
-                    // Nothing drawn yet: the fast polls from now on will see it.
                     continue;
                 }
+                // Writes found in the ring are a draw too: let it finish before drawing.
+                let guest_drew = woke & Wake::DREW != 0 || sync() > 0;
+                if guest_drew {
+                    drew = Instant::now();
+                    settle(&vga, &sync, drew, last);
+                }
                 vga.refresh();
-                last = Instant::now();
+                // Only the guest's draws are paced by MIN_REFRESH_GAP: a poll or blink
+                // tick that found nothing new must not hold back the next echo.
+                if guest_drew {
+                    last = Instant::now();
+                }
             }
         })?;
     Ok((handle, on_input))
