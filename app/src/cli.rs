@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use serde_json::json;
+use vmm::disk::Preallocation;
 
-use crate::disk;
+use crate::disk::{self, terminal_progress};
 use crate::library::{self, DiskDef, DiskFormat, HostFacts, Library, LibraryError, VmDef};
 use crate::runtime::{self, Runtime, VmState};
 
@@ -111,9 +112,13 @@ pub struct CreateArgs {
     pub memory: u64,
     #[arg(long, default_value_t = 1)]
     pub cpus: u32,
-    /// A new disk `size=10G[,format=qcow2|raw]` or an existing image `path=P[,format=…]`;
-    /// repeatable.
-    #[arg(long = "disk", value_name = "size=S[,format=F] | path=P[,format=F]")]
+    /// A new disk `size=10G[,format=qcow2|raw][,preallocation=off|full]` or an existing
+    /// image `path=P[,format=…]`; repeatable. A new raw disk is sparse unless
+    /// `preallocation=full` reserves all its space now.
+    #[arg(
+        long = "disk",
+        value_name = "size=S[,format=F][,preallocation=P] | path=P[,format=F]"
+    )]
     pub disks: Vec<String>,
     /// An installer ISO for the CD-ROM drive.
     #[arg(long)]
@@ -134,8 +139,16 @@ pub struct CreateArgs {
 /// A `--disk` option, parsed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum DiskOpt {
-    New { size: u64, format: DiskFormat },
-    Existing { path: PathBuf, format: DiskFormat },
+    New {
+        size: u64,
+        format: DiskFormat,
+        /// `preallocation=full`: reserve all its space at creation.
+        preallocate: bool,
+    },
+    Existing {
+        path: PathBuf,
+        format: DiskFormat,
+    },
 }
 
 fn parse_format(s: &str) -> Result<DiskFormat, String> {
@@ -147,24 +160,43 @@ fn parse_format(s: &str) -> Result<DiskFormat, String> {
 }
 
 pub fn parse_disk_opt(s: &str) -> Result<DiskOpt, String> {
-    let (mut size, mut path, mut format) = (None, None, None);
+    let (mut size, mut path, mut format, mut preallocate) = (None, None, None, None);
     for part in s.split(',') {
         match part.split_once('=') {
             Some(("size", v)) => size = Some(disk::parse_size(v)?),
             Some(("path", v)) if !v.is_empty() => path = Some(PathBuf::from(v)),
             Some(("format", v)) => format = Some(parse_format(v)?),
+            Some(("preallocation", "off")) => preallocate = Some(false),
+            Some(("preallocation", "full")) => preallocate = Some(true),
+            Some(("preallocation", v)) => {
+                return Err(format!("preallocation={v}: use off or full"));
+            }
             _ => {
                 return Err(format!(
-                    "--disk {s}: '{part}' is not size=, path= or format="
+                    "--disk {s}: '{part}' is not size=, path=, format= or preallocation="
                 ));
             }
         }
     }
     match (size, path) {
-        (Some(size), None) => Ok(DiskOpt::New {
-            size,
-            format: format.unwrap_or(DiskFormat::Qcow2),
-        }),
+        (Some(size), None) => {
+            let format = format.unwrap_or(DiskFormat::Qcow2);
+            let preallocate = preallocate.unwrap_or(false);
+            if preallocate && format == DiskFormat::Qcow2 {
+                return Err(format!(
+                    "--disk {s}: preallocation=full is for raw disks (add format=raw; a \
+                     qcow2 image grows as the guest writes)"
+                ));
+            }
+            Ok(DiskOpt::New {
+                size,
+                format,
+                preallocate,
+            })
+        }
+        (None, Some(_)) if preallocate.is_some() => Err(format!(
+            "--disk {s}: preallocation= is for a new disk (size=), not an existing image"
+        )),
         (None, Some(path)) => {
             let format = match format {
                 Some(f) => f,
@@ -296,7 +328,14 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             let addr = rt
                 .vnc_addr(&name)
                 .with_context(|| format!("'{name}' has no VNC server"))?;
-            crate::gui::run_console(&name, addr, def.vnc_password_file)
+            let opts = crate::console::ConsoleOptions {
+                password_file: def.vnc_password_file,
+                // Asked again before every reconnection: the window follows a VM that is
+                // restarted on another display.
+                target: Some(crate::console::runtime_target(rt.clone(), &name)),
+                standalone: true,
+            };
+            crate::gui::run_console_with(&name, addr, opts)
         }
         Command::Screenshot { name, out } => {
             live(&lib, &rt, &name)?;
@@ -374,7 +413,7 @@ fn simple(lib: &Library, rt: &Runtime, name: &str, execute: &str) -> anyhow::Res
 }
 
 fn create(lib: &Library, a: CreateArgs) -> anyhow::Result<()> {
-    let (def, warnings) = create_vm(lib, a)?;
+    let (def, warnings) = create_vm(lib, a, &mut terminal_progress("reserving disk space"))?;
     let name = &def.name;
     for w in warnings {
         eprintln!("vmdesk: warning: '{name}': {w}");
@@ -390,8 +429,14 @@ fn create(lib: &Library, a: CreateArgs) -> anyhow::Result<()> {
 }
 
 /// Validates, creates the new disks and adds the VM to the library; on any failure nothing
-/// is left behind. Shared by `vmdesk create` and the GUI's create dialog.
-pub fn create_vm(lib: &Library, a: CreateArgs) -> anyhow::Result<(VmDef, Vec<library::Warning>)> {
+/// is left behind. Shared by `vmdesk create` and the GUI's create dialog. `progress` hears
+/// (bytes reserved, bytes to reserve) while preallocated disks are made, and returns
+/// `false` to cancel (then nothing is left either).
+pub fn create_vm(
+    lib: &Library,
+    a: CreateArgs,
+    progress: &mut dyn FnMut(u64, u64) -> bool,
+) -> anyhow::Result<(VmDef, Vec<library::Warning>)> {
     let name = a.name.clone();
     let mut def = VmDef::new(&name, a.memory.div_ceil(MIB), a.cpus);
     def.vnc = match a.vnc.as_str() {
@@ -423,6 +468,18 @@ pub fn create_vm(lib: &Library, a: CreateArgs) -> anyhow::Result<(VmDef, Vec<lib
 
     // New disks go to the images dir, named after the VM; never over an existing file.
     let mut created: Vec<PathBuf> = Vec::new();
+    let to_reserve: u64 = disks
+        .iter()
+        .map(|d| match d {
+            DiskOpt::New {
+                size,
+                preallocate: true,
+                ..
+            } => *size,
+            _ => 0,
+        })
+        .sum();
+    let mut reserved = 0;
     let result = (|| -> anyhow::Result<()> {
         let mut new_index = 0;
         for d in disks {
@@ -438,9 +495,14 @@ pub fn create_vm(lib: &Library, a: CreateArgs) -> anyhow::Result<(VmDef, Vec<lib
                         path: absolute(&path)?,
                         format,
                         size: None,
+                        preallocated: false,
                     });
                 }
-                DiskOpt::New { size, format } => {
+                DiskOpt::New {
+                    size,
+                    format,
+                    preallocate,
+                } => {
                     let dir = images_dir()?;
                     std::fs::create_dir_all(&dir)
                         .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -457,17 +519,38 @@ pub fn create_vm(lib: &Library, a: CreateArgs) -> anyhow::Result<(VmDef, Vec<lib
                             path.display()
                         );
                     }
-                    let f = match format {
-                        DiskFormat::Raw => vmm::disk::ImageFormat::Raw,
-                        DiskFormat::Qcow2 => vmm::disk::ImageFormat::Qcow2,
+                    let prealloc = if preallocate {
+                        Preallocation::Full
+                    } else {
+                        Preallocation::Off
                     };
-                    vmm::disk::create_image(&path, f, size, false)
-                        .with_context(|| format!("'{name}': cannot create {}", path.display()))?;
+                    let before = reserved;
+                    let mut report = |done: u64| {
+                        reserved = before + done;
+                        progress(reserved, to_reserve)
+                    };
+                    let made = vmm::disk::create_image_with(
+                        &path,
+                        format.into(),
+                        size,
+                        false,
+                        prealloc,
+                        &mut report,
+                    );
+                    match made {
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                            bail!("'{name}': cancelled while creating {}", path.display())
+                        }
+                        r => r.with_context(|| {
+                            format!("'{name}': cannot create {}", path.display())
+                        })?,
+                    }
                     created.push(path.clone());
                     def.disks.push(DiskDef {
                         path,
                         format,
                         size: Some(size),
+                        preallocated: preallocate,
                     });
                 }
             }
@@ -583,16 +666,34 @@ mod tests {
             parse_disk_opt("size=10G"),
             Ok(DiskOpt::New {
                 size: 10 << 30,
-                format: DiskFormat::Qcow2
+                format: DiskFormat::Qcow2,
+                preallocate: false,
             })
         );
         assert_eq!(
             parse_disk_opt("size=64M,format=raw"),
             Ok(DiskOpt::New {
                 size: 64 << 20,
-                format: DiskFormat::Raw
+                format: DiskFormat::Raw,
+                preallocate: false,
             })
         );
+        assert_eq!(
+            parse_disk_opt("size=64M,format=raw,preallocation=full"),
+            Ok(DiskOpt::New {
+                size: 64 << 20,
+                format: DiskFormat::Raw,
+                preallocate: true,
+            })
+        );
+        for (bad, says) in [
+            ("size=1G,preallocation=full", "is for raw disks"),
+            ("size=1G,format=raw,preallocation=some", "use off or full"),
+            ("path=/x/a.raw,preallocation=full", "is for a new disk"),
+        ] {
+            let e = parse_disk_opt(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
         assert_eq!(
             parse_disk_opt("path=/x/a.qcow2"),
             Ok(DiskOpt::Existing {

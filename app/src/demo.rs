@@ -38,6 +38,7 @@ pub fn definition(disk: PathBuf) -> VmDef {
         path: disk,
         format: DiskFormat::Raw,
         size: Some(DISK_SIZE),
+        preallocated: false,
     });
     def
 }
@@ -226,6 +227,7 @@ mod tests {
             path: d.root.join("mine.qcow2"),
             format: DiskFormat::Qcow2,
             size: None,
+            preallocated: false,
         });
         d.lib.create(&other).unwrap();
         let e = define(&d.lib, &d.images, false).unwrap_err().to_string();

@@ -5,11 +5,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
-use vmm::disk::{ImageFormat, create_image};
+use std::io::{IsTerminal, Write};
+
+use vmm::disk::{ImageFormat, Preallocation, create_image_with};
 
 #[derive(Subcommand, Debug)]
 pub enum DiskCommand {
-    /// Create an empty disk image (raw files are sparse; qcow2 is v3 with 64 KiB clusters).
+    /// Create an empty disk image (raw files are sparse unless --preallocation full; qcow2 is
+    /// v3 with 64 KiB clusters).
     Create {
         /// Where the image goes.
         path: PathBuf,
@@ -21,6 +24,10 @@ pub enum DiskCommand {
         /// Replace an existing file.
         #[arg(long)]
         force: bool,
+        /// `full` reserves all the space now (raw only): a full host disk shows up here,
+        /// not as I/O errors in the guest later.
+        #[arg(long, value_enum, default_value_t = Prealloc::Off)]
+        preallocation: Prealloc,
     },
 }
 
@@ -28,6 +35,39 @@ pub enum DiskCommand {
 pub enum Format {
     Raw,
     Qcow2,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Prealloc {
+    Off,
+    Full,
+}
+
+impl From<Prealloc> for Preallocation {
+    fn from(p: Prealloc) -> Preallocation {
+        match p {
+            Prealloc::Off => Preallocation::Off,
+            Prealloc::Full => Preallocation::Full,
+        }
+    }
+}
+
+/// A progress callback for a terminal: "what: 42%" redrawn on stderr when it is a
+/// terminal (nothing otherwise, so logs and pipes stay clean), a line end when done.
+pub fn terminal_progress(what: &str) -> impl FnMut(u64, u64) -> bool {
+    let tty = std::io::stderr().is_terminal();
+    let what = what.to_string();
+    let mut shown = None;
+    move |done, total| {
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
+        if tty && shown != Some(pct) {
+            shown = Some(pct);
+            let end = if done >= total { "\n" } else { "" };
+            eprint!("\r{what}: {pct:3}%{end}");
+            let _ = std::io::stderr().flush();
+        }
+        true
+    }
 }
 
 impl From<Format> for ImageFormat {
@@ -46,6 +86,7 @@ pub fn run(cmd: DiskCommand) -> anyhow::Result<()> {
             size,
             format,
             force,
+            preallocation,
         } => {
             if !force && std::fs::symlink_metadata(&path).is_ok() {
                 anyhow::bail!(
@@ -53,8 +94,16 @@ pub fn run(cmd: DiskCommand) -> anyhow::Result<()> {
                     path.display()
                 );
             }
-            create_image(&path, format.into(), size, force)
-                .with_context(|| format!("cannot create {}", path.display()))?;
+            let mut progress = terminal_progress("reserving disk space");
+            create_image_with(
+                &path,
+                format.into(),
+                size,
+                force,
+                preallocation.into(),
+                &mut |done| progress(done, size),
+            )
+            .with_context(|| format!("cannot create {}", path.display()))?;
             println!(
                 "created {} ({}, {} bytes)",
                 path.display(),
@@ -72,6 +121,8 @@ pub struct FreshImage {
     pub path: PathBuf,
     pub format: ImageFormat,
     pub size: u64,
+    /// Reserve all its space again, as when vmdesk first made it.
+    pub prealloc: Preallocation,
 }
 
 /// Replaces every image in `images` with an empty one of its size and format, all or
@@ -95,7 +146,10 @@ pub fn replace_with_fresh(images: &[FreshImage]) -> std::io::Result<()> {
     };
     for img in images {
         let tmp = temp_of(&img.path);
-        if let Err(e) = create_image(&tmp, img.format, img.size, true) {
+        let fresh = create_image_with(&tmp, img.format, img.size, true, img.prealloc, &mut |_| {
+            true
+        });
+        if let Err(e) = fresh {
             let _ = std::fs::remove_file(&tmp);
             return Err(fail(&made, e, &img.path));
         }
@@ -151,6 +205,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vmm::disk::create_image;
 
     #[test]
     fn fresh_images_replace_old_ones_all_or_nothing() {
@@ -172,16 +227,21 @@ mod tests {
                 path: raw.clone(),
                 format: ImageFormat::Raw,
                 size: 8192,
+                prealloc: Preallocation::Full,
             },
             FreshImage {
                 path: qcow.clone(),
                 format: ImageFormat::Qcow2,
                 size: virtual_size(&qcow, ImageFormat::Qcow2).unwrap(),
+                prealloc: Preallocation::Off,
             },
         ];
         replace_with_fresh(&plan).unwrap();
         let bytes = std::fs::read(&raw).unwrap();
         assert_eq!(bytes.len(), 8192);
+        // Preallocated, as it was made: every byte has its block.
+        use std::os::unix::fs::MetadataExt;
+        assert!(std::fs::metadata(&raw).unwrap().blocks() * 512 >= 8192);
         assert!(bytes.iter().all(|&b| b == 0), "the raw image is empty");
         let mut img = vmm::disk::open_image(&qcow, Some(ImageFormat::Qcow2), true).unwrap();
         assert_eq!(img.len(), 1 << 20);
@@ -197,11 +257,13 @@ mod tests {
                 path: raw.clone(),
                 format: ImageFormat::Raw,
                 size: 4096,
+                prealloc: Preallocation::Off,
             },
             FreshImage {
                 path: dir.join("missing/c.raw"),
                 format: ImageFormat::Raw,
                 size: 4096,
+                prealloc: Preallocation::Off,
             },
         ];
         let err = replace_with_fresh(&bad).unwrap_err();

@@ -57,6 +57,9 @@ pub struct DiskDef {
     /// The size vmdesk created it with (for reinstall); `None` for an existing image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// vmdesk reserved all of its space when it made it (raw only); reinstall does the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preallocated: bool,
 }
 
 /// A VM definition: what `vmdesk create` was given, enough to build the VMM command line.
@@ -474,11 +477,13 @@ mod tests {
                 path: "/img/web1.qcow2".into(),
                 format: DiskFormat::Qcow2,
                 size: Some(10 << 30),
+                preallocated: false,
             },
             DiskDef {
                 path: "/img/data.raw".into(),
                 format: DiskFormat::Raw,
                 size: None,
+                preallocated: false,
             },
         ];
         d

@@ -425,6 +425,11 @@ impl Runtime {
                 path: d.path.clone(),
                 format,
                 size,
+                prealloc: if d.preallocated {
+                    vmm::disk::Preallocation::Full
+                } else {
+                    vmm::disk::Preallocation::Off
+                },
             };
             match (d.size, existing) {
                 (Some(size), _) => plan.wipe.push(fresh(size)),
@@ -818,6 +823,7 @@ mod tests {
             path: "/img/web1.qcow2".into(),
             format: DiskFormat::Qcow2,
             size: None,
+            preallocated: false,
         });
         let args: Vec<String> = rt
             .vmm_args(&def)
@@ -853,11 +859,13 @@ mod tests {
                 path: ours.clone(),
                 format: DiskFormat::Raw,
                 size: Some(4096),
+                preallocated: false,
             },
             DiskDef {
                 path: theirs.clone(),
                 format: DiskFormat::Raw,
                 size: None,
+                preallocated: false,
             },
         ];
         let vmm = Path::new("/nonexistent/vmdesk-vmm");

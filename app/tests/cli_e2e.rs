@@ -253,11 +253,13 @@ fn reinstall_gives_fresh_disks_and_boots_the_cd_again() {
         "--cdrom",
         iso.to_str().unwrap(),
         "--disk",
-        "size=1M,format=raw",
+        "size=1M,format=raw,preallocation=full",
         "--disk",
         &format!("path={}", extra.display()),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let toml = std::fs::read_to_string(env.vms_dir().join("r.toml")).unwrap();
+    assert!(toml.contains("preallocated = true"), "{toml}");
     std::fs::write(&disk, vec![0xABu8; 1 << 20]).unwrap();
     // An image the user brought is not ours to wipe: refused, nothing touched.
     let o = env.vmdesk(&["reinstall", "r"]);
@@ -277,8 +279,11 @@ fn reinstall_gives_fresh_disks_and_boots_the_cd_again() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(stdout(&o).contains("vncviewer 127.0.0.1:"), "{}", text(&o));
     assert_eq!(list_state(&env, "r"), "running");
-    // A fresh disk of the same size and format; the user's image as it was.
+    // A fresh disk of the same size and format, its space reserved again as when it was
+    // made; the user's image as it was.
     assert_eq!(std::fs::read(&disk).unwrap(), vec![0u8; 1 << 20]);
+    use std::os::unix::fs::MetadataExt;
+    assert!(std::fs::metadata(&disk).unwrap().blocks() * 512 >= 1 << 20);
     assert_eq!(std::fs::read(&extra).unwrap(), vec![0xCD; 65536]);
     // It boots the CD first.
     let pid = std::fs::read_to_string(env.run_dir().join("r.pid")).unwrap();

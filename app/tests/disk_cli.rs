@@ -108,3 +108,63 @@ fn bad_usage_exits_2() {
     assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn preallocated_raw_has_every_block_and_qcow2_is_refused() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tmpdir("prealloc");
+    let r = dir.join("full.raw");
+    let rs = r.to_str().unwrap();
+    let o = vmdesk(&[
+        "disk",
+        "create",
+        rs,
+        "96M",
+        "--format",
+        "raw",
+        "--preallocation",
+        "full",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let m = std::fs::metadata(&r).unwrap();
+    assert_eq!(m.len(), 96 << 20);
+    assert!(
+        m.blocks() * 512 >= 96 << 20,
+        "{} bytes allocated",
+        m.blocks() * 512
+    );
+    // Not a terminal: no progress line in the output.
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The default stays sparse.
+    let s = dir.join("sparse.raw");
+    let o = vmdesk(&[
+        "disk",
+        "create",
+        s.to_str().unwrap(),
+        "96M",
+        "--format",
+        "raw",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(std::fs::metadata(&s).unwrap().blocks() * 512 < 1 << 20);
+    // qcow2: refused with the reason, nothing left behind.
+    let q = dir.join("a.qcow2");
+    let o = vmdesk(&[
+        "disk",
+        "create",
+        q.to_str().unwrap(),
+        "1G",
+        "--preallocation",
+        "full",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("for raw images"), "{err}");
+    assert!(!q.exists());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -527,6 +527,54 @@ fn the_demo_in_the_app_window_under_xvfb() {
         "the window does not show the echoed keys (colour {echo:06x})"
     );
 
+    // The VM restarted on another display (its old port taken meanwhile): the open window
+    // greys its last frame, then finds the new address and takes keys again.
+    let old_display = text(&env.vmdesk(&["vncdisplay", "demo"]))
+        .trim()
+        .to_string();
+    let old_port: u16 = old_display
+        .rsplit_once(':')
+        .and_then(|(_, n)| n.parse::<u16>().ok())
+        .map(|n| 5900 + n)
+        .unwrap_or_else(|| panic!("vncdisplay printed {old_display:?}"));
+    let o = env.vmdesk(&["destroy", "demo"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let _hold = std::net::TcpListener::bind(("127.0.0.1", old_port))
+        .unwrap_or_else(|e| panic!("hold the old VNC port {old_port}: {e}"));
+    assert!(
+        wait_for(STEP_TIMEOUT, || (!shows_bands(&root_shot(
+            "window-off.png"
+        )))
+        .then_some(()))
+        .is_some(),
+        "the window still shows the guest after it was stopped"
+    );
+    let o = env.vmdesk(&["start", "demo"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let new_display = text(&env.vmdesk(&["vncdisplay", "demo"]))
+        .trim()
+        .to_string();
+    assert_ne!(new_display, old_display, "the old port was held");
+    let (ok, t) = wait_lines(&serial, &[READY], BOOT_TIMEOUT);
+    assert!(ok, "the demo did not start again; COM1:\n{t}");
+    assert!(
+        wait_for(STEP_TIMEOUT, || shows_bands(&root_shot("window-again.png"))
+            .then_some(()))
+        .is_some(),
+        "the window did not reconnect to the VM on {new_display}"
+    );
+    // A click first, in case the window let the keyboard go while it was disconnected.
+    xdo(&["mousedown", "1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    xdo(&["mouseup", "1"]);
+    std::thread::sleep(Duration::from_secs(1));
+    xdo(&["type", "--delay", "150", "z"]);
+    let (ok, t) = wait_lines(&serial, &[READY, "vmdesk demo: key z\r\n"], STEP_TIMEOUT);
+    assert!(
+        ok,
+        "no key from the window after the reconnection; COM1:\n{t}"
+    );
+
     // Closing the window leaves the VM running.
     children.kill("console");
     let o = env.vmdesk(&["list"]);

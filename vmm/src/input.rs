@@ -37,6 +37,10 @@ impl AbsolutePointer for Mutex<crate::virtio::input::VirtioTablet> {
     }
 }
 
+/// Told after each key or pointer event reaches a device (the display refresh, which
+/// then watches for the guest's answer closely).
+pub type InputHook = Arc<dyn Fn() + Send + Sync>;
+
 #[derive(Default)]
 struct Devices {
     keyboard: Option<Arc<Mutex<I8042>>>,
@@ -58,6 +62,7 @@ pub struct GuestInput {
     surface: Arc<Surface>,
     devices: Mutex<Devices>,
     state: Mutex<KeyState>,
+    hook: Mutex<Option<InputHook>>,
 }
 
 impl GuestInput {
@@ -66,7 +71,20 @@ impl GuestInput {
             surface,
             devices: Mutex::default(),
             state: Mutex::default(),
+            hook: Mutex::default(),
         })
+    }
+
+    /// Sets (or with `None` clears) the [`InputHook`].
+    pub fn set_hook(&self, hook: Option<InputHook>) {
+        *self.hook.lock().unwrap() = hook;
+    }
+
+    fn tell_hook(&self) {
+        let hook = self.hook.lock().unwrap().clone();
+        if let Some(h) = hook {
+            h();
+        }
     }
 
     /// The running machine's devices (`None` while no machine runs).
@@ -82,7 +100,10 @@ impl GuestInput {
     fn send(&self, code: u16, down: bool) {
         if let Some(k) = &self.devices.lock().unwrap().keyboard {
             k.lock().unwrap().key_event(code, down);
+        } else {
+            return;
         }
+        self.tell_hook();
     }
 }
 
@@ -170,6 +191,8 @@ impl InputSink for GuestInput {
             drop(st);
             let (w, h) = self.surface.size();
             tablet.pointer(x, y, w, h, buttons);
+            drop(devices);
+            self.tell_hook();
             return;
         }
         let Some(k) = &devices.keyboard else { return };
@@ -182,6 +205,9 @@ impl InputSink for GuestInput {
             dz,
             b,
         );
+        drop(st);
+        drop(devices);
+        self.tell_hook();
     }
 }
 
@@ -189,6 +215,34 @@ impl InputSink for GuestInput {
 mod tests {
     use super::*;
     use crate::irq::RecordingIrq;
+
+    #[test]
+    fn the_hook_hears_each_event_that_reached_a_device() {
+        let input = GuestInput::new(Surface::new(640, 480));
+        let heard = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let h = heard.clone();
+        input.set_hook(Some(Arc::new(move || {
+            h.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })));
+        // No machine: nothing reached the guest, nothing to watch for.
+        input.key(0x61, true, None);
+        input.pointer(10, 10, 0);
+        assert_eq!(heard.load(std::sync::atomic::Ordering::Relaxed), 0);
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let kbd = Arc::new(Mutex::new(I8042::new(
+            RecordingIrq::new(),
+            RecordingIrq::new(),
+            tx,
+        )));
+        input.attach(Some(kbd), None);
+        input.key(0x61, true, None);
+        input.key(0x61, false, None);
+        input.pointer(20, 20, 1);
+        assert_eq!(heard.load(std::sync::atomic::Ordering::Relaxed), 3);
+        input.set_hook(None);
+        input.key(0x61, true, None);
+        assert_eq!(heard.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
 
     fn setup() -> (Arc<GuestInput>, Arc<Mutex<I8042>>) {
         let (tx, _rx) = crossbeam_channel::unbounded();

@@ -153,14 +153,16 @@ pub fn run_once(
 
     let refresh_stop = Arc::new(AtomicBool::new(false));
     let refresher = match &machine.vga {
-        Some(vga) => Some(
-            spawn_display_refresh(
+        Some(vga) => {
+            let (handle, on_input) = spawn_display_refresh(
                 vga.clone(),
                 ring.clone().map(|r| (r, machine.mmio.clone())),
                 refresh_stop.clone(),
             )
-            .map_err(VmError::Thread)?,
-        ),
+            .map_err(VmError::Thread)?;
+            inputs.input.set_hook(Some(on_input));
+            Some(handle)
+        }
         None => None,
     };
 
@@ -200,6 +202,7 @@ pub fn run_once(
     }
     *inputs.serial_slot.lock().unwrap() = None;
     inputs.input.attach(None, None);
+    inputs.input.set_hook(None);
     Ok(outcome)
 }
 
@@ -211,16 +214,18 @@ pub const REFRESH_PERIOD: Duration = Duration::from_millis(16);
 /// between them the refresh sleeps until the next cursor or character blink flip (266 and
 /// 533 ms phases) or this long, whichever is sooner, so a static screen costs a few wakes
 /// a second.
-pub const LEGACY_REFRESH_PERIOD: Duration = Duration::from_millis(250);
+pub const LEGACY_REFRESH_PERIOD: Duration = Duration::from_millis(500);
 /// With the coalesced-MMIO ring, writes to the legacy window cause no exit at all: a
 /// program that draws and then waits in `hlt` for a key or the mouse (the demo, a game in
 /// mode 13h) leaves them in the ring. So the refresh also looks into the ring: every
-/// [`RING_POLL_ACTIVE`] while the guest drew within [`RING_ACTIVE_FOR`], every
-/// [`RING_POLL_IDLE`] after (how late the first draw after a quiet spell can show).
-/// Looking is two loads; the cost on a static screen is the wake-ups.
+/// [`RING_POLL_ACTIVE`] while the guest drew or got input within [`RING_ACTIVE_FOR`],
+/// every [`RING_POLL_IDLE`] after (how late a draw after a quiet spell with no input can
+/// show). Looking is two loads; the cost on a static screen is the wake-ups (each 100–200
+/// µs of scheduler time on a busy host), so the idle poll is slow and input, after which
+/// a guest most often draws, switches to the fast one at once.
 pub const RING_POLL_ACTIVE: Duration = Duration::from_millis(16);
 pub const RING_ACTIVE_FOR: Duration = Duration::from_secs(2);
-pub const RING_POLL_IDLE: Duration = Duration::from_millis(100);
+pub const RING_POLL_IDLE: Duration = Duration::from_millis(500);
 /// After the guest touches VGA registers or the legacy window, how long it must stay
 /// quiet before the refresh draws: each further write re-arms this, so an update the
 /// guest makes in several steps (the BIOS teletype writes the character, then moves the
@@ -246,23 +251,29 @@ pub const MIN_REFRESH_GAP: Duration = Duration::from_millis(16);
 /// the legacy window wait in the ring until some vCPU exits; the thread applies them
 /// itself before it looks at the device, so a guest that writes the screen and then only
 /// halts is still drawn (within a tick).
+///
+/// Also returns the hook that tells the thread input went to the guest: it then looks
+/// into the ring at the fast rate, since the guest is about to draw its answer.
 pub fn spawn_display_refresh(
     vga: Vga,
     coalesced: Option<(Arc<CoalescedRing>, Arc<crate::bus::Bus>)>,
     stop: Arc<AtomicBool>,
-) -> std::io::Result<JoinHandle<()>> {
+) -> std::io::Result<(JoinHandle<()>, crate::input::InputHook)> {
     let wake = Arc::new(Wake::default());
     let w = wake.clone();
-    vga.set_notifier(Arc::new(move || w.notify()));
+    vga.set_notifier(Arc::new(move || w.notify(Wake::DREW)));
+    let w = wake.clone();
+    let on_input: crate::input::InputHook = Arc::new(move || w.notify(Wake::INPUT));
     let has_ring = coalesced.is_some();
     let sync = move || match &coalesced {
         Some((ring, bus)) => ring.drain(bus),
         None => 0,
     };
-    std::thread::Builder::new()
+    let handle = std::thread::Builder::new()
         .name("vga-refresh".into())
         .spawn(move || {
             let mut last = Instant::now();
+            // The last sign of life on screen: a draw, or input the guest will answer.
             let mut drew = Instant::now();
             while !stop.load(Ordering::Acquire) {
                 let period = if vga.linear_framebuffer().is_some() {
@@ -279,40 +290,57 @@ pub fn spawn_display_refresh(
                         (true, false) => blink.min(RING_POLL_IDLE),
                     }
                 };
-                if wake.wait(period) {
+                let woke = wake.wait(period);
+                if woke == Wake::INPUT {
+                    // The guest is answering right now (its interrupt came with the
+                    // event): let it finish. Its answer reaches the device by an exit
+                    // or by the fast polls that start here.
+                    drew = Instant::now();
+                    continue;
+                }
+                // Writes found in the ring are a draw too: let it finish before drawing.
+                let guest_drew = woke & Wake::DREW != 0 || sync() > 0;
+                if guest_drew {
                     drew = Instant::now();
                     settle(&vga, &sync, drew, last);
                 }
-                if sync() > 0 {
-                    drew = Instant::now();
-                }
                 vga.refresh();
-                last = Instant::now();
+                // Only the guest's draws are paced by MIN_REFRESH_GAP: a poll or blink
+                // tick that found nothing new must not hold back the next echo.
+                if guest_drew {
+                    last = Instant::now();
+                }
             }
-        })
+        })?;
+    Ok((handle, on_input))
 }
 
-/// The device's notifier → the refresh thread. A plain flag and condition variable rather
-/// than a channel: crossbeam's receive spins and yields before it blocks, which on a
-/// static screen cost more than the few redraws a second themselves.
+/// The device's notifier and the input hook → the refresh thread. Plain flags and a
+/// condition variable rather than a channel: crossbeam's receive spins and yields before
+/// it blocks, which on a static screen cost more than the few redraws a second themselves.
 #[derive(Default)]
 struct Wake {
-    pending: Mutex<bool>,
+    pending: Mutex<u8>,
     cond: Condvar,
 }
 
 impl Wake {
-    fn notify(&self) {
-        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    /// The guest touched VGA state.
+    const DREW: u8 = 1;
+    /// A key or pointer event went to the guest.
+    const INPUT: u8 = 2;
+
+    fn notify(&self, what: u8) {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) |= what;
         self.cond.notify_one();
     }
 
-    /// Waits up to `timeout` for a notification; true when one came (and takes it).
-    fn wait(&self, timeout: Duration) -> bool {
+    /// Waits up to `timeout` for notifications; takes and returns them (0: none came).
+    fn wait(&self, timeout: Duration) -> u8 {
         let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let (mut pending, _) = self
             .cond
-            .wait_timeout_while(pending, timeout, |p| !*p)
+            .wait_timeout_while(pending, timeout, |p| *p == 0)
             .unwrap_or_else(|e| e.into_inner());
         std::mem::take(&mut *pending)
     }
@@ -482,22 +510,27 @@ mod tests {
     fn wake_carries_one_notification_and_times_out_without_one() {
         let w = Arc::new(Wake::default());
         let t = Instant::now();
-        assert!(!w.wait(Duration::from_millis(20)));
+        assert_eq!(w.wait(Duration::from_millis(20)), 0);
         assert!(t.elapsed() >= Duration::from_millis(20));
-        w.notify();
-        w.notify();
-        assert!(
+        w.notify(Wake::DREW);
+        w.notify(Wake::DREW);
+        assert_eq!(
             w.wait(Duration::from_secs(5)),
+            Wake::DREW,
             "a notification before the wait"
         );
-        assert!(!w.wait(Duration::from_millis(1)), "taken once");
+        assert_eq!(w.wait(Duration::from_millis(1)), 0, "taken once");
+        w.notify(Wake::INPUT);
+        w.notify(Wake::DREW);
+        assert_eq!(w.wait(Duration::from_secs(5)), Wake::DREW | Wake::INPUT);
         let w2 = w.clone();
         let n = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
-            w2.notify();
+            w2.notify(Wake::INPUT);
         });
-        assert!(
+        assert_eq!(
             w.wait(Duration::from_secs(5)),
+            Wake::INPUT,
             "a notification during the wait"
         );
         n.join().unwrap();

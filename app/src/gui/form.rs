@@ -11,6 +11,8 @@
 //!   the dialog opened.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 
 use eframe::egui;
@@ -66,6 +68,8 @@ pub struct VmForm {
     /// A new disk's size; empty for none (create only).
     pub disk_size: String,
     pub disk_qcow2: bool,
+    /// Reserve the new (raw) disk's space now.
+    pub disk_preallocate: bool,
     /// An existing image to attach; empty for none (create only).
     pub existing_disk: String,
     pub cdrom: String,
@@ -85,6 +89,7 @@ impl Default for VmForm {
             cpus: "1".into(),
             disk_size: "10G".into(),
             disk_qcow2: true,
+            disk_preallocate: false,
             existing_disk: String::new(),
             cdrom: String::new(),
             kernel: String::new(),
@@ -172,6 +177,7 @@ impl VmForm {
             cpus: def.cpus.to_string(),
             disk_size: String::new(),
             disk_qcow2: true,
+            disk_preallocate: false,
             existing_disk: String::new(),
             cdrom: path(&def.cdrom),
             kernel: path(&def.kernel),
@@ -265,9 +271,14 @@ impl VmForm {
         let mut disks = Vec::new();
         if !self.disk_size.trim().is_empty() {
             let spec = format!(
-                "size={},format={}",
+                "size={},format={}{}",
                 self.disk_size.trim(),
-                if self.disk_qcow2 { "qcow2" } else { "raw" }
+                if self.disk_qcow2 { "qcow2" } else { "raw" },
+                if self.disk_preallocate && !self.disk_qcow2 {
+                    ",preallocation=full"
+                } else {
+                    ""
+                }
             );
             // Parsed here too, so what the CLI gets is known good.
             let _: DiskOpt = cli::parse_disk_opt(&spec)?;
@@ -367,6 +378,24 @@ pub struct FormDialog {
     pub failed: Option<(Option<&'static str>, String)>,
     /// A create running on its worker thread.
     working: Option<Receiver<CreateResult>>,
+    /// How far that create is in reserving disk space, and whether to stop it.
+    progress: Arc<CreateProgress>,
+}
+
+/// Written by the create's worker thread, read by the dialog.
+#[derive(Default)]
+struct CreateProgress {
+    done: AtomicU64,
+    total: AtomicU64,
+    cancel: AtomicBool,
+}
+
+impl CreateProgress {
+    /// The fraction reserved, once there is space to reserve.
+    fn fraction(&self) -> Option<f32> {
+        let total = self.total.load(Ordering::Relaxed);
+        (total > 0).then(|| self.done.load(Ordering::Relaxed) as f32 / total as f32)
+    }
 }
 
 impl FormDialog {
@@ -375,6 +404,7 @@ impl FormDialog {
             form,
             failed: None,
             working: None,
+            progress: Arc::default(),
         }
     }
 
@@ -448,8 +478,25 @@ impl VmdeskApp {
                         .add_enabled(!working, egui::Button::new("Cancel"))
                         .clicked();
                     if working {
-                        ui.spinner();
-                        ui.label("Creating the disk…");
+                        match dialog.progress.fraction() {
+                            // Reserving space can take minutes where the host filesystem
+                            // has no fallocate: show how far, and let it be stopped.
+                            Some(f) => {
+                                ui.add(
+                                    egui::ProgressBar::new(f)
+                                        .desired_width(160.0)
+                                        .show_percentage(),
+                                );
+                                ui.label("Reserving disk space…");
+                                if ui.button("Stop").clicked() {
+                                    dialog.progress.cancel.store(true, Ordering::Relaxed);
+                                }
+                            }
+                            None => {
+                                ui.spinner();
+                                ui.label("Creating the disk…");
+                            }
+                        }
                     }
                 });
             });
@@ -467,8 +514,18 @@ impl VmdeskApp {
                     Ok(args) => {
                         let (tx, rx) = channel();
                         let lib = self.lib.clone();
+                        let progress = Arc::new(CreateProgress::default());
+                        dialog.progress = progress.clone();
+                        let repaint = ctx.clone();
                         std::thread::spawn(move || {
-                            let r = cli::create_vm(&lib, args).map_err(|e| format!("{e:#}"));
+                            let mut report = |done, total| {
+                                progress.done.store(done, Ordering::Relaxed);
+                                progress.total.store(total, Ordering::Relaxed);
+                                repaint.request_repaint();
+                                !progress.cancel.load(Ordering::Relaxed)
+                            };
+                            let r = cli::create_vm(&lib, args, &mut report)
+                                .map_err(|e| format!("{e:#}"));
                             let _ = tx.send(r);
                         });
                         dialog.working = Some(rx);
@@ -536,8 +593,10 @@ fn form_grid(
             };
             let text =
                 |ui: &mut egui::Ui, label: &str, value: &mut String, err: &Option<String>| {
-                    ui.label(label);
-                    ui.add(egui::TextEdit::singleline(value).desired_width(260.0));
+                    // Named by its label, for screen readers (and the UI tests).
+                    let l = ui.label(label);
+                    ui.add(egui::TextEdit::singleline(value).desired_width(260.0))
+                        .labelled_by(l.id);
                     reason(ui, err);
                 };
             let mut path = |ui: &mut egui::Ui,
@@ -545,9 +604,10 @@ fn form_grid(
                             field: PathField,
                             value: &mut String,
                             err: &Option<String>| {
-                ui.label(label);
+                let l = ui.label(label);
                 ui.horizontal(|ui| {
-                    ui.add(egui::TextEdit::singleline(value).desired_width(190.0));
+                    ui.add(egui::TextEdit::singleline(value).desired_width(190.0))
+                        .labelled_by(l.id);
                     if ui.button("Browse…").clicked() {
                         browse = Some(field);
                     }
@@ -575,6 +635,19 @@ fn form_grid(
                     ui.radio_value(&mut form.disk_qcow2, true, "qcow2");
                     ui.radio_value(&mut form.disk_qcow2, false, "raw");
                 });
+                ui.label("");
+                ui.end_row();
+                ui.label("");
+                ui.add_enabled(
+                    !form.disk_qcow2,
+                    egui::Checkbox::new(&mut form.disk_preallocate, "Reserve all its space now"),
+                )
+                .on_hover_text(
+                    "A raw disk is sparse: it takes host space as the guest writes. Reserved \
+                     now, a full host disk shows up here instead of as I/O errors during an \
+                     install. (qcow2 always grows as the guest writes.)",
+                )
+                .on_disabled_hover_text("raw disks only: a qcow2 image grows as the guest writes");
                 ui.label("");
                 ui.end_row();
                 path(
@@ -636,6 +709,61 @@ fn form_grid(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_raw_disk_is_preallocated() {
+        let mut f = VmForm {
+            name: "vm".into(),
+            disk_preallocate: true,
+            ..Default::default()
+        };
+        // qcow2 (the default) never: the box is greyed out there.
+        assert_eq!(f.to_args().unwrap().disks, ["size=10G,format=qcow2"]);
+        f.disk_qcow2 = false;
+        assert_eq!(
+            f.to_args().unwrap().disks,
+            ["size=10G,format=raw,preallocation=full"]
+        );
+        f.disk_preallocate = false;
+        assert_eq!(f.to_args().unwrap().disks, ["size=10G,format=raw"]);
+    }
+
+    #[test]
+    fn ui_reserving_space_shows_a_progress_bar_that_can_stop_it() {
+        use egui_kittest::kittest::{NodeT as _, Queryable as _};
+        let root = std::env::temp_dir().join(format!("vmdesk-form-prog-{}", std::process::id()));
+        let host = HostFacts {
+            ram: Some(4096 * MIB),
+            cpus: 2,
+        };
+        let mut app = VmdeskApp::new(
+            Library::at(root.join("vms")),
+            Runtime::at(root.join("run")),
+            host,
+        );
+        // A create that has reserved a quarter of its disk and is still going.
+        let (_tx, rx) = channel::<CreateResult>();
+        let mut dialog = FormDialog::new(VmForm::default());
+        dialog.working = Some(rx);
+        dialog.progress.total.store(8 << 30, Ordering::Relaxed);
+        dialog.progress.done.store(2 << 30, Ordering::Relaxed);
+        let progress = dialog.progress.clone();
+        app.form = Some(dialog);
+        let mut h = egui_kittest::Harness::new_ui_state(|ui, app: &mut VmdeskApp| app.ui(ui), app);
+        h.run_steps(2);
+        h.get_by_label("Reserving disk space…");
+        let bar = h.get_by_role(egui::accesskit::Role::ProgressIndicator);
+        assert_eq!(bar.accesskit_node().numeric_value(), Some(25.0), "per cent");
+        assert!(!progress.cancel.load(Ordering::Relaxed));
+        h.get_by_label("Stop").click();
+        h.run_steps(2);
+        assert!(
+            progress.cancel.load(Ordering::Relaxed),
+            "Stop asks the worker to stop"
+        );
+        drop(h);
+        let _ = std::fs::remove_dir_all(root);
+    }
 
     #[test]
     fn direct_boot_and_password_fields() {
@@ -703,6 +831,7 @@ mod tests {
             path: "/img/vm.qcow2".into(),
             format: crate::library::DiskFormat::Qcow2,
             size: Some(1 << 30),
+            preallocated: false,
         });
         let mut f = VmForm::edit(&def);
         assert_eq!(f.memory, "1536M");

@@ -390,6 +390,20 @@ pub fn run_console(
     addr: std::net::SocketAddr,
     password_file: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
+    let opts = crate::console::ConsoleOptions {
+        password_file,
+        target: None,
+        standalone: true,
+    };
+    run_console_with(name, addr, opts)
+}
+
+/// [`run_console`] with every option; `addr` is where the first connection goes.
+pub fn run_console_with(
+    name: &str,
+    addr: std::net::SocketAddr,
+    opts: crate::console::ConsoleOptions,
+) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title(format!("{name} - vmdesk"))
@@ -400,12 +414,7 @@ pub fn run_console(
     let mut console: Option<crate::console::Console> = None;
     eframe::run_ui_native("vmdesk-console", options, move |ui, _frame| {
         let c = console.get_or_insert_with(|| {
-            let opts = crate::console::ConsoleOptions {
-                password_file: password_file.clone(),
-                target: None,
-                standalone: true,
-            };
-            crate::console::Console::open_with(&name, addr, opts, ui.ctx().clone())
+            crate::console::Console::open_with(&name, addr, opts.clone(), ui.ctx().clone())
         });
         egui::CentralPanel::default().show(ui, |ui| c.ui(ui));
     })
@@ -709,6 +718,7 @@ mod tests {
             path: disk.clone(),
             format: crate::library::DiskFormat::Raw,
             size: Some(4096),
+            preallocated: false,
         });
         lib.create(&def).unwrap();
         lib.create(&VmDef::new("bare", 64, 1)).unwrap();

@@ -8,15 +8,15 @@
 //! images to imago's vectored I/O. The `&[u8]` calls stay for devices that build their
 //! data in the VMM (the ATAPI CD-ROM's PIO path, sense and TOC replies).
 
+pub mod create;
 pub mod lock;
 pub mod probe;
 pub mod qcow2;
 pub mod raw;
 
-use std::fs::OpenOptions;
 use std::io;
-use std::path::Path;
 
+pub use create::{Preallocation, create_image, create_image_with};
 pub use lock::ImageLock;
 pub use probe::{ImageFormat, open_image, probe};
 pub use qcow2::Qcow2Image;
@@ -124,32 +124,6 @@ pub(crate) fn write_zeroes_out(
         at += n as u64;
     }
     Ok(())
-}
-
-/// Makes a new, empty image of `size` bytes: a sparse file for raw, an unallocated qcow2 v3
-/// image otherwise. An existing file is refused unless `overwrite`.
-pub fn create_image(
-    path: &Path,
-    format: ImageFormat,
-    size: u64,
-    overwrite: bool,
-) -> io::Result<()> {
-    match format {
-        ImageFormat::Raw => {
-            let mut opts = OpenOptions::new();
-            opts.write(true);
-            if overwrite {
-                opts.create(true).truncate(true);
-            } else {
-                opts.create_new(true);
-            }
-            let f = opts.open(path)?;
-            // set_len on a new file leaves a hole: the image takes no space until written.
-            f.set_len(size)?;
-            f.sync_all()
-        }
-        ImageFormat::Qcow2 => Qcow2Image::create(path, size, overwrite),
-    }
 }
 
 /// Host tools the tests compare against (qemu-img, qemu-io, xorriso). A missing tool skips
