@@ -7,6 +7,8 @@
 //!   per second (so both are measured the same way, at the server's side of the wire).
 //!   Both get Raw pixels (TigerVNC with -PreferredEncoding=raw -AutoSelect=0), so the
 //!   comparison is of the viewers, not of encoders. The server's cap is 60 updates/s.
+//!   Our console also says how many of those it put on screen (a paint with new
+//!   pixels; several updates between two paints count once); vncviewer cannot say.
 //! - CPU with a static screen over 30 s (target < 2% of a core): utime+stime from
 //!   /proc/PID/stat.
 //! - Cold start: process spawn → first framebuffer update taken in full at the proxy.
@@ -38,7 +40,24 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--viewer") {
         let addr: SocketAddr = args[i + 1].parse().expect("--viewer ADDR");
-        if let Err(e) = vmdesk::gui::run_console("bench", addr, None) {
+        // With --count-frames, says on stdout ten times a second how many frames the
+        // window has shown so far.
+        let shown = Arc::new(AtomicU64::new(0));
+        if args.iter().any(|a| a == "--count-frames") {
+            let n = shown.clone();
+            std::thread::spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_millis(100));
+                    println!("shown {}", n.load(Ordering::Relaxed));
+                }
+            });
+        }
+        let opts = vmdesk::console::ConsoleOptions {
+            standalone: true,
+            frames_shown: Some(shown),
+            ..Default::default()
+        };
+        if let Err(e) = vmdesk::gui::run_console_with("bench", addr, opts) {
             eprintln!("console: {e:#}");
             std::process::exit(1);
         }
@@ -88,7 +107,7 @@ fn main() {
     let mut fps = Vec::new();
     for v in viewers {
         let proxy = Proxy::start(server.local_addr());
-        let mut child = v.spawn(proxy.addr, &xvfb.display);
+        let (mut child, shown) = v.spawn(proxy.addr, &xvfb.display, true);
         let ok = proxy.wait_updates(1, Duration::from_secs(30));
         if !ok {
             println!("  {}: no frame within 30 s", v.name());
@@ -98,7 +117,9 @@ fn main() {
         }
         std::thread::sleep(Duration::from_secs(3)); // warm up
         let mut per_second = Vec::new();
+        let mut shown_per_second = Vec::new();
         let mut last = proxy.updates();
+        let mut last_shown = shown.load(Ordering::Relaxed);
         let (t0, start) = (cpu_ticks(child.id()), Instant::now());
         let threads0 = thread_ticks(child.id());
         for _ in 0..FPS_SECONDS {
@@ -106,6 +127,9 @@ fn main() {
             let now = proxy.updates();
             per_second.push((now - last) as f64);
             last = now;
+            let now = shown.load(Ordering::Relaxed);
+            shown_per_second.push(now.saturating_sub(last_shown) as f64);
+            last_shown = now;
         }
         let busy = (cpu_ticks(child.id()) - t0) as f64
             / ticks_per_second()
@@ -119,8 +143,13 @@ fn main() {
         }
         kill(&mut child);
         let m = median(&mut per_second);
+        // vncviewer does not say what it painted; ours counts its paints with new pixels.
+        let painted = match v {
+            Viewer::Ours => format!(", {:.1} of them shown/s", median(&mut shown_per_second)),
+            Viewer::Tiger => String::new(),
+        };
         println!(
-            "  frame rate, whole {W}x{H} screen changing: {:<9} {m:6.1} updates/s (viewer CPU {busy:.0}% of a core)",
+            "  frame rate, whole {W}x{H} screen changing: {:<9} {m:6.1} updates/s{painted} (viewer CPU {busy:.0}% of a core)",
             v.name()
         );
         fps.push(m);
@@ -140,7 +169,7 @@ fn main() {
     surface.fill_rect(Rect::new(100, 100, 600, 300), 0x00ff_ff00);
     for v in viewers {
         let proxy = Proxy::start(server.local_addr());
-        let mut child = v.spawn(proxy.addr, &xvfb.display);
+        let (mut child, _) = v.spawn(proxy.addr, &xvfb.display, false);
         if !proxy.wait_updates(1, Duration::from_secs(30)) {
             println!("  {}: no frame within 30 s", v.name());
             kill(&mut child);
@@ -169,7 +198,7 @@ fn main() {
         for _ in 0..STARTS {
             let proxy = Proxy::start(server.local_addr());
             let t = Instant::now();
-            let mut child = v.spawn(proxy.addr, &xvfb.display);
+            let (mut child, _) = v.spawn(proxy.addr, &xvfb.display, false);
             if proxy.wait_updates(1, Duration::from_secs(30)) {
                 ms.push(t.elapsed().as_secs_f64() * 1000.0);
             } else {
@@ -204,7 +233,9 @@ impl Viewer {
         }
     }
 
-    fn spawn(self, addr: SocketAddr, display: &str) -> Child {
+    /// The viewer, and (with `count`, ours only) the count of frames it has shown, see
+    /// [`frames_shown`]; without, nothing extra runs in the viewer.
+    fn spawn(self, addr: SocketAddr, display: &str, count: bool) -> (Child, Arc<AtomicU64>) {
         let runtime = std::env::temp_dir().join(format!("vmdesk-bench-xdg-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&runtime);
         #[cfg(unix)]
@@ -216,6 +247,9 @@ impl Viewer {
             Viewer::Ours => {
                 let mut c = Command::new(std::env::current_exe().expect("own path"));
                 c.arg("--viewer").arg(addr.to_string());
+                if count {
+                    c.arg("--count-frames");
+                }
                 c
             }
             Viewer::Tiger => {
@@ -233,14 +267,40 @@ impl Viewer {
                 c
             }
         };
+        // Ours says on stdout how many frames it has shown.
+        let stdout = match self {
+            Viewer::Ours => Stdio::piped(),
+            Viewer::Tiger => Stdio::null(),
+        };
         cmd.env("DISPLAY", display)
             .env("XDG_RUNTIME_DIR", &runtime)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::null());
-        cmd.spawn()
-            .unwrap_or_else(|e| panic!("{}: {e}", self.name()))
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", self.name()));
+        let shown = frames_shown(&mut child);
+        (child, shown)
     }
+}
+
+/// The frame count our console prints on stdout (the `--viewer` mode), kept current by a
+/// thread; stays 0 for a viewer that prints none.
+fn frames_shown(child: &mut Child) -> Arc<AtomicU64> {
+    let n = Arc::new(AtomicU64::new(0));
+    if let Some(out) = child.stdout.take() {
+        let n = n.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(v) = line.strip_prefix("shown ").and_then(|v| v.parse().ok()) {
+                    n.store(v, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    n
 }
 
 fn kill(c: &mut Child) {

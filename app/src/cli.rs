@@ -334,6 +334,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
                 // restarted on another display.
                 target: Some(crate::console::runtime_target(rt.clone(), &name)),
                 standalone: true,
+                frames_shown: None,
             };
             crate::gui::run_console_with(&name, addr, opts)
         }

@@ -42,7 +42,7 @@ use worker::Worker;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -268,6 +268,9 @@ pub struct ConsoleOptions {
     pub target: Option<Target>,
     /// A window of its own (`vmdesk console N`): offers fullscreen.
     pub standalone: bool,
+    /// Counts the window's paints that put new pixels on screen (for benchmarks, which
+    /// compare it with the frames the server sent).
+    pub frames_shown: Option<Arc<AtomicU64>>,
 }
 
 /// What a `RequestPaste` we sent is for.
@@ -291,6 +294,7 @@ pub struct Console {
     /// Scale to fit (true) or one guest pixel per physical pixel.
     pub fit: bool,
     standalone: bool,
+    frames_shown: Option<Arc<AtomicU64>>,
     grabbed: bool,
     chord: keys::ReleaseChord,
     /// Keys the guest has seen go down and not up: (scan code → keysym).
@@ -368,6 +372,7 @@ impl Console {
             last_pointer: None,
             fit: true,
             standalone: opts.standalone,
+            frames_shown: opts.frames_shown.clone(),
             grabbed: false,
             chord: keys::ReleaseChord::default(),
             down: BTreeMap::new(),
@@ -491,6 +496,9 @@ impl Console {
         }
         let out = (sh.width, sh.height, sh.status.clone(), sh.connected);
         drop(sh);
+        if let Some(n) = self.frames_shown.as_ref().filter(|_| !uploads.is_empty()) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(tex) = &mut self.texture {
             for (at, img) in uploads {
                 // Kept so its buffer can be reused once the renderer has uploaded it: a

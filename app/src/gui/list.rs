@@ -216,6 +216,7 @@ impl VmdeskApp {
                     password_file: password,
                     target: Some(crate::console::runtime_target(self.rt.clone(), &name)),
                     standalone: false,
+                    frames_shown: None,
                 },
                 ui.ctx().clone(),
             ));

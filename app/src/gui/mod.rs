@@ -394,6 +394,7 @@ pub fn run_console(
         password_file,
         target: None,
         standalone: true,
+        frames_shown: None,
     };
     run_console_with(name, addr, opts)
 }
