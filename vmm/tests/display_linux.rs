@@ -122,6 +122,32 @@ fn assets(test: &str) -> Option<(PathBuf, PathBuf)> {
     ))
 }
 
+/// What both guest tests send with vncdo: KEY_A, the pointer to (100,100) and then to
+/// [`POINTER_TO`], a left click. The pauses let the guest drain the motion packets first:
+/// while the PS/2 mouse's queue is full the device keeps only the latest button state (as
+/// QEMU's does), so a press and release that both wait behind a long motion become no
+/// click at all (seen under QEMU TCG).
+const INPUT: &[&str] = &[
+    "key",
+    "a",
+    "move",
+    "100",
+    "100",
+    "move",
+    "700",
+    "500",
+    "pause",
+    "0.3",
+    "mousedown",
+    "1",
+    "pause",
+    "0.3",
+    "mouseup",
+    "1",
+];
+/// Where [`INPUT`] leaves the pointer.
+const POINTER_TO: (u32, u32) = (700, 500);
+
 /// The tablet's ABS value for pixel `v` of `size` (vmm::virtio::input scales so that the
 /// last pixel is 32767).
 fn abs_of(v: u32, size: u32) -> u32 {
@@ -470,31 +496,13 @@ fn linux_drives_our_stdvga_keyboard_and_tablet() {
     };
     guest.check_drivers(Pointer::Tablet);
     guest.check_screen();
-    let (x, y) = (700u32, 500u32);
+    let (x, y) = POINTER_TO;
     let want_key = "keyboard event type 1 code 30 value 1"; // EV_KEY KEY_A pressed
     let want_x = format!("tablet event type 3 code 0 value {}", abs_of(x, 1024));
     let want_y = format!("tablet event type 3 code 1 value {}", abs_of(y, 768));
     let want_btn = "tablet event type 1 code 272 value 1"; // BTN_LEFT pressed
-    let (xs, ys) = (x.to_string(), y.to_string());
     guest.send_until(
-        &[
-            "key",
-            "a",
-            "move",
-            "100",
-            "100",
-            "move",
-            &xs,
-            &ys,
-            "pause",
-            "0.3",
-            "mousedown",
-            "1",
-            "pause",
-            "0.3",
-            "mouseup",
-            "1",
-        ],
+        INPUT,
         |lines| {
             let has = |l: &str| lines.iter().any(|x| x == l);
             has(want_key) && has(&want_x) && has(&want_y) && has(want_btn)
@@ -521,30 +529,10 @@ fn linux_reads_our_ps2_mouse_without_the_tablet_driver() {
     guest.check_drivers(Pointer::Ps2);
     guest.check_screen();
     // Right and down (our VMM sends the difference to the last position; psmouse turns
-    // the PS/2 Y axis so that down is positive), then a left click. The pauses let the
-    // guest drain the motion packets first: while the mouse's queue is full the device
-    // only keeps the latest button state (as QEMU's does), so a press and release that
-    // both wait behind a long motion become no click at all (seen under QEMU TCG).
+    // the PS/2 Y axis so that down is positive), then a left click.
     let want_key = "keyboard event type 1 code 30 value 1";
     guest.send_until(
-        &[
-            "key",
-            "a",
-            "move",
-            "100",
-            "100",
-            "move",
-            "700",
-            "500",
-            "pause",
-            "0.3",
-            "mousedown",
-            "1",
-            "pause",
-            "0.3",
-            "mouseup",
-            "1",
-        ],
+        INPUT,
         |lines| {
             let any = |f: &dyn Fn(&str) -> bool| lines.iter().any(|l| f(l));
             any(&|l| l == want_key)
