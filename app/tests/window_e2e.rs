@@ -104,29 +104,10 @@ struct Picture {
 
 impl Picture {
     fn load(path: &Path) -> Picture {
-        let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
-        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-        let mut reader = decoder.read_info().expect("a PNG");
-        let mut buf = vec![0; reader.output_buffer_size().expect("a sane PNG")];
-        let info = reader.next_frame(&mut buf).expect("a PNG frame");
-        let channels = match info.color_type {
-            png::ColorType::Rgb => 3,
-            png::ColorType::Rgba => 4,
-            png::ColorType::Grayscale => 1,
-            png::ColorType::GrayscaleAlpha => 2,
-            png::ColorType::Indexed => panic!("EXPAND leaves no palette"),
-        };
-        let pixels = buf[..info.buffer_size()]
-            .chunks_exact(channels)
-            .map(|p| match channels {
-                1 | 2 => u32::from(p[0]) * 0x010101,
-                _ => u32::from(p[0]) << 16 | u32::from(p[1]) << 8 | u32::from(p[2]),
-            })
-            .collect();
+        let (width, height, pixels) = common::png_pixels(path);
         Picture {
-            width: info.width as usize,
-            height: info.height as usize,
+            width,
+            height,
             pixels,
         }
     }
@@ -225,22 +206,11 @@ fn demo_echoes_keys_follows_the_pointer_and_powers_off() {
         .expect("a 'vnc: listening on' line")
         .parse()
         .unwrap();
-    let server = format!("{}::{}", addr.ip(), addr.port());
+    assert!(addr.ip().is_loopback(), "the VMM listens on {addr}");
 
     let (ok, t) = wait_lines(&log, &[READY], BOOT_TIMEOUT);
     assert!(ok, "the demo did not start; debug console:\n{t}");
-    let vnc = |args: &[&str]| {
-        let out = Command::new(&vncdo)
-            .args(["-s", &server])
-            .args(args)
-            .output()
-            .expect("run vncdo");
-        assert!(
-            out.status.success(),
-            "vncdo {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let vnc = |args: &[&str]| common::vncdo(&vncdo, addr.port(), args);
 
     // Keys, each on a line of its own; Enter too.
     vnc(&["type", "Hi!", "key", "enter"]);

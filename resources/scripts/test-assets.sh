@@ -199,21 +199,32 @@ modules_rootfs() {
   echo "$kver" > "$rootdir"/lib/modules/kernel-release
 }
 
-if [[ ! -s $out/storage-initrd.img ]]; then
-  echo "test-assets: building storage-initrd.img (busybox + the cloud kernel's storage modules)" >&2
-  modules_rootfs srootfs cloud ata_piix sr_mod cdrom isofs virtio_pci virtio_blk
-  cat > srootfs/init <<'INIT'
+# Writes $1/init: busybox's applets, /proc, /sys and /dev mounted, and say() printing its
+# arguments after "$2: " on the console (the lines the tests read), then the rest of the
+# script from stdin.
+write_init() {
+  {
+    cat <<'PROLOGUE'
 #!/bin/sh
-# vmdesk's storage guest: load the storage modules, checksum every file on the CD
-# (/dev/sr0, ata_piix + sr_mod), make an ext2 filesystem on the virtio disk (/dev/vda)
-# with one file on it, sync, power off. The test reads the lines starting "vmdesk-storage:"
-# on COM1 and then the disk image on the host.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-say() { echo "vmdesk-storage: $*"; }
+PROLOGUE
+    echo "say() { echo \"$2: \$*\"; }"
+    cat
+  } > "$1/init"
+}
+
+if [[ ! -s $out/storage-initrd.img ]]; then
+  echo "test-assets: building storage-initrd.img (busybox + the cloud kernel's storage modules)" >&2
+  modules_rootfs srootfs cloud ata_piix sr_mod cdrom isofs virtio_pci virtio_blk
+  write_init srootfs vmdesk-storage <<'INIT'
+# vmdesk's storage guest: load the storage modules, checksum every file on the CD
+# (/dev/sr0, ata_piix + sr_mod), make an ext2 filesystem on the virtio disk (/dev/vda)
+# with one file on it, sync, power off. The test reads the lines starting "vmdesk-storage:"
+# on COM1 and then the disk image on the host.
 while read -r m; do
   insmod "/lib/modules/$m" || say "insmod $m failed"
 done < /lib/modules/order
@@ -289,8 +300,7 @@ if [[ ! -s $out/display-initrd.img ]]; then
   # i8042 and atkbd are built into the generic kernel (named to check that they still are).
   # bochs names its DRM helpers as dependencies, so they come first in the order.
   modules_rootfs drootfs generic i8042 atkbd evdev psmouse bochs virtio_pci virtio_input
-  cat > drootfs/init <<'INIT'
-#!/bin/sh
+  write_init drootfs vmdesk-input <<'INIT'
 # vmdesk's display/input guest (vmm/tests/display_linux.rs). Loads the modules (all but
 # virtio_input with vmdesk.mouse=ps2 on the command line: then the virtio tablet never gets
 # a driver, the VMM keeps sending the pointer to the PS/2 mouse, and psmouse's events are
@@ -299,12 +309,6 @@ if [[ ! -s $out/display-initrd.img ]]; then
 # band over the top 8 rows of fb0 (the rest black); then prints every event the keyboard,
 # the tablet and the PS/2 mouse deliver until it has what the test sends (or 90 s), and
 # powers off. The test reads the lines starting "vmdesk-input: ".
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-say() { echo "vmdesk-input: $*"; }
 mode=tablet
 grep -qw vmdesk.mouse=ps2 /proc/cmdline && mode=ps2
 say "mouse mode $mode"

@@ -1043,6 +1043,12 @@ mod tests {
         }
     }
 
+    /// Waits until the server has had as many key events as `expect`, then checks them.
+    fn assert_keys(sink: &Recorder, expect: &[(u32, bool, Option<u16>)]) {
+        wait_for("the keys", || sink.1.lock().unwrap().len() >= expect.len());
+        assert_eq!(*sink.1.lock().unwrap(), expect);
+    }
+
     fn server(
         w: u16,
         h: u16,
@@ -1186,8 +1192,7 @@ mod tests {
             (0xff09, true, Some(0x0f)),
             (0xff09, false, Some(0x0f)),
         ];
-        wait_for("the keys", || sink.1.lock().unwrap().len() >= expect.len());
-        assert_eq!(*sink.1.lock().unwrap(), expect);
+        assert_keys(&sink, &expect);
         assert!(console.grabbed(), "Tab does not move the focus away");
         sink.1.lock().unwrap().clear();
 
@@ -1253,8 +1258,7 @@ mod tests {
             (0xffe9, false, Some(0x38)),
             (0xffe3, false, Some(0x1d)),
         ];
-        wait_for("the keys", || sink.1.lock().unwrap().len() >= expect.len());
-        assert_eq!(*sink.1.lock().unwrap(), expect);
+        assert_keys(&sink, &expect);
     }
 
     /// "Type clipboard": the text arrives in order, Shift around shifted characters, paced;
@@ -1272,10 +1276,7 @@ mod tests {
             .map(|s| (s.keysym, s.down, Some(s.code)))
             .collect();
         assert_eq!(expect.len(), 12);
-        wait_for("the typed keys", || {
-            sink.1.lock().unwrap().len() >= expect.len()
-        });
-        assert_eq!(*sink.1.lock().unwrap(), expect);
+        assert_keys(&sink, &expect);
         assert_eq!(expect[0], (0xffe1, true, Some(0x2a)));
         assert!(
             start.elapsed() >= TYPE_INTERVAL * (expect.len() as u32 - 1),

@@ -1,11 +1,16 @@
-//! Shared by the app's end-to-end tests: the skip-and-tally helpers the vmm tests use
-//! (one file, included by path), temp XDG dirs for a `vmdesk` run, and `vmdesk-vmm`
+//! Shared by the app's end-to-end tests: the skip-and-tally and screen helpers the vmm
+//! tests use (their files, included by path), temp XDG dirs for a `vmdesk` run, and `vmdesk-vmm`
 //! beside `vmdesk`.
 #![allow(dead_code)]
 
+#[path = "../../../vmm/tests/common/screen.rs"]
+mod screen;
 #[path = "../../../vmm/tests/common/skip.rs"]
 mod skip;
 
+// Not every test looks at the screen.
+#[allow(unused_imports)]
+pub use screen::*;
 pub use skip::*;
 
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@
 //! reports progress, chunk by chunk, and can be cancelled between chunks.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -140,7 +140,8 @@ fn reserve(
             ));
         }
     }
-    (&*f).flush()
+    // The caller's sync_all makes it durable (a File has no buffer to flush).
+    Ok(())
 }
 
 #[cfg(test)]

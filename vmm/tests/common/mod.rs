@@ -4,8 +4,12 @@
 #![allow(dead_code)]
 
 pub mod guests;
+mod screen;
 mod skip;
 
+// Not every test looks at the screen.
+#[allow(unused_imports)]
+pub use screen::*;
 pub use skip::*;
 
 use std::io::{BufRead, BufReader, Write};
@@ -326,35 +330,6 @@ pub fn checked_module_order(
         );
     }
     order
-}
-
-/// A PNG's pixels as native 0x00RRGGBB, with its size.
-pub fn png_pixels(path: &Path) -> (usize, usize, Vec<u32>) {
-    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut reader = dec.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let bpp = info.color_type.samples();
-    let px = buf[..info.buffer_size()]
-        .chunks(bpp)
-        .map(|c| u32::from(c[0]) << 16 | u32::from(c[1]) << 8 | u32::from(c[2]))
-        .collect();
-    (info.width as usize, info.height as usize, px)
-}
-
-/// Runs vncdotool against 127.0.0.1::`port`; fails the test if it fails.
-pub fn vncdo(vncdo: &Path, port: u16, args: &[&str]) {
-    let out = Command::new(vncdo)
-        .arg("-s")
-        .arg(format!("127.0.0.1::{port}"))
-        .args(args)
-        .output()
-        .expect("run vncdo");
-    assert!(
-        out.status.success(),
-        "vncdo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The kernel and a module initrd from [`assets_dir`], or `None` after a SKIP line (a
