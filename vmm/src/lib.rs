@@ -18,5 +18,6 @@ pub mod memory;
 pub mod memory_slots;
 pub mod option_rom;
 pub mod pci;
+pub mod vdagent;
 pub mod virtio;
 pub mod vm;
