@@ -1009,8 +1009,10 @@ mod tests {
         d.dev.lock().unwrap().send(2, b"!").unwrap();
         assert_eq!(d.dev.lock().unwrap().pending(2), 6);
         assert_eq!(d.received(2).1, b"");
+        d.g.read(d.isr, 1);
         d.post(Driver::rx(2), PAGE);
         d.kick(Driver::rx(2));
+        assert!(d.g.irq.level(), "the late delivery interrupts");
         assert_eq!(d.received(2), (vec![6], b"later!".to_vec()));
 
         // The cap: what would pass it is refused whole.
