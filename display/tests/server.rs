@@ -402,6 +402,43 @@ fn extended_clipboard_both_ways() {
     }
 }
 
+/// Reads extended clipboard messages until one that is not the caps.
+fn next_ext_clipboard(c: &mut Client) -> clipboard::ExtClipboard {
+    loop {
+        if let ServerEvent::ExtendedCutText { flags, payload } = c.read_event().unwrap() {
+            let m = clipboard::parse(flags, &payload, 1 << 20);
+            if !matches!(m, clipboard::ExtClipboard::Caps { .. }) {
+                return m;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_client_that_comes_later_hears_of_the_clipboard_at_once() {
+    let h = Harness::new(32, 32);
+    h.server.set_clipboard("copied before you came");
+    let mut c = h.connect();
+    c.set_encodings(&[number::RAW, number::EXTENDED_CLIPBOARD])
+        .unwrap();
+    c.request(false).unwrap();
+    assert_eq!(
+        next_ext_clipboard(&mut c),
+        clipboard::ExtClipboard::Notify {
+            formats: clipboard::TEXT
+        }
+    );
+    let (flags, payload) = clipboard::request();
+    c.send(&ClientMessage::ExtendedCutText { flags, payload })
+        .unwrap();
+    assert_eq!(
+        next_ext_clipboard(&mut c),
+        clipboard::ExtClipboard::Provide {
+            text: Some("copied before you came".into())
+        }
+    );
+}
+
 #[test]
 fn plain_server_cut_text_for_old_clients() {
     let h = Harness::new(32, 32);

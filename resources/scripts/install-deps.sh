@@ -12,9 +12,10 @@ root=$(cd "$here/../.." && pwd)
 apt_pkgs=(seabios binutils)
 if [[ $mode == test || $mode == bench ]]; then
   # qemu-system-x86: the reference for parity tests and benchmarks; binutils (above): real-mode
-  # test programs are assembled at test time too; xorriso: ISO images; the X/VNC tools: real clients.
+  # test programs are assembled at test time too; xorriso: ISO images; the X/VNC tools: real clients;
+  # xclip: the X clipboard of the guest agent's test.
   apt_pkgs+=(qemu-system-x86 qemu-utils e2fsprogs cpio xorriso acpica-tools xvfb x11-apps imagemagick xdotool
-             tigervnc-viewer tigervnc-standalone-server python3-venv)
+             tigervnc-viewer tigervnc-standalone-server python3-venv xclip)
 fi
 
 missing=()

@@ -16,6 +16,10 @@
 #                        modes, fb0 (DRM fbdev emulation), the input devices and serio ports,
 #                        draws on the screen through /dev/fb0, and prints the key, tablet and
 #                        PS/2 mouse events it reads (vmm/tests/display_linux.rs)
+#   spice-vdagent/       the SPICE guest agent (Debian's spice-vdagent, unpacked, not
+#                        installed: its daemon spice-vdagentd and X11 session agent
+#                        spice-vdagent), which vmm/tests/guest_agent.rs runs on this host
+#                        against our end of the agent protocol
 # Why two kernels: the generic package is 2.6 times the download of the cloud one (70 MB
 # against 27 MB for 6.1.0-56) and its image boots a busybox initrd in 10.4 s against 6.6 s
 # under QEMU TCG (more built-in drivers probe); its ext4 is a module too. Only the display
@@ -420,5 +424,11 @@ INIT
   chmod +x drootfs/init
   (cd drootfs && find . | cpio -o -H newc --quiet | gzip -9) > "$out/display-initrd.img.tmp"
   mv "$out/display-initrd.img.tmp" "$out/display-initrd.img"
+fi
+if [[ ! -x $out/spice-vdagent/usr/sbin/spice-vdagentd ]]; then
+  echo "test-assets: unpacking spice-vdagent" >&2
+  apt-get download -q spice-vdagent >/dev/null
+  rm -rf "$out/spice-vdagent"
+  dpkg -x ./spice-vdagent_*.deb "$out/spice-vdagent"
 fi
 ls -l "$out"

@@ -15,6 +15,7 @@ use display::keymap::{self, Shift};
 use display::rfb::input::InputSink;
 use display::surface::Surface;
 
+use crate::clipboard::GuestClipboard;
 use crate::devices::i8042::I8042;
 
 /// A pointing device that takes absolute positions (the virtio tablet).
@@ -63,6 +64,7 @@ pub struct GuestInput {
     devices: Mutex<Devices>,
     state: Mutex<KeyState>,
     hook: Mutex<Option<InputHook>>,
+    clipboard: Arc<GuestClipboard>,
 }
 
 impl GuestInput {
@@ -72,7 +74,13 @@ impl GuestInput {
             devices: Mutex::default(),
             state: Mutex::default(),
             hook: Mutex::default(),
+            clipboard: GuestClipboard::new(),
         })
+    }
+
+    /// Where the clients' clipboard text goes (to the guest agent, when there is one).
+    pub fn guest_clipboard(&self) -> &Arc<GuestClipboard> {
+        &self.clipboard
     }
 
     /// Sets (or with `None` clears) the [`InputHook`].
@@ -208,6 +216,10 @@ impl InputSink for GuestInput {
         drop(st);
         drop(devices);
         self.tell_hook();
+    }
+
+    fn clipboard(&self, text: String) {
+        self.clipboard.from_client(text);
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod acpi;
 pub mod boot;
 pub mod bus;
+pub mod clipboard;
 pub mod config;
 pub mod control;
 pub mod devices;

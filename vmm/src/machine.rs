@@ -15,6 +15,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use crate::acpi::{self, AcpiConfig};
 use crate::bus::{Bus, BusError, shared};
+use crate::clipboard::{AGENT_PORT_NAME, GuestClipboard};
 use crate::config::{BootDevice, DiskSpec};
 use crate::devices::cmos::{CMOS_BASE, CMOS_PORTS, Cmos, CmosConfig, RTC_IRQ};
 use crate::devices::debugcon::{DEBUGCON_PORT, DebugCon};
@@ -33,7 +34,7 @@ use crate::memory::{GuestMem, MemoryLayout};
 use crate::option_rom::OptionRom;
 use crate::pci::chipset::PcChipset;
 use crate::pci::devfn;
-use crate::virtio::{self, block::VirtioBlock, input::VirtioTablet};
+use crate::virtio::{self, block::VirtioBlock, input::VirtioTablet, serial::VirtioSerial};
 
 /// Makes the line for one GSI of the platform's interrupt controllers.
 pub type IrqFactory = Arc<dyn Fn(u32) -> Arc<dyn IrqLine> + Send + Sync>;
@@ -77,8 +78,10 @@ pub struct MachineConfig {
 }
 
 /// PCI slots: 02 is the VGA's (as on QEMU), 03 the network card's, disks from 04, then
-/// the tablet.
+/// the tablet, then the guest agent's virtio-serial device.
 pub const FIRST_DISK_SLOT: u8 = 4;
+/// Disks that fit on bus 0's 32 slots beside the tablet and the agent's device.
+pub const MAX_DISKS: usize = 32 - FIRST_DISK_SLOT as usize - 2;
 
 impl MachineConfig {
     /// A machine with no CD-ROM and the firmware's defaults for everything optional.
@@ -142,6 +145,9 @@ impl Write for SharedFile {
 pub struct Outputs {
     pub serial: Sink,
     pub debugcon: Sink,
+    /// Where the guest agent's clipboard goes; with one, the machine has a virtio-serial
+    /// device with the agent's port.
+    pub clipboard: Option<Arc<GuestClipboard>>,
 }
 
 #[derive(Debug, Error)]
@@ -174,6 +180,9 @@ pub struct Machine {
     pub ide: Ide,
     /// The absolute pointer VNC's pointer events go to.
     pub tablet: Arc<Mutex<VirtioTablet>>,
+    /// The virtio-serial device with the guest agent's port, when [`Outputs::clipboard`]
+    /// asked for one.
+    pub agent: Option<Arc<Mutex<VirtioSerial>>>,
     /// The graphics device, when the machine has a display.
     pub vga: Option<Vga>,
     /// Resets and poweroffs that devices ask for.
@@ -226,6 +235,12 @@ impl Machine {
         let tablet = Arc::new(Mutex::new(VirtioTablet::new()));
         let tablet_slot = FIRST_DISK_SLOT + cfg.disks.len() as u8;
         virtio::pci::attach(&chipset, tablet_slot, tablet.clone(), &mem);
+        let agent = out.clipboard.as_ref().map(|clipboard| {
+            let ports = vec![(AGENT_PORT_NAME.to_owned(), clipboard.port())];
+            let serial = Arc::new(Mutex::new(VirtioSerial::new(ports)));
+            virtio::pci::attach(&chipset, tablet_slot + 1, serial.clone(), &mem);
+            serial
+        });
         let vga = match &cfg.display {
             Some(surface) => {
                 // The VGA BIOS only matters when firmware runs to load it.
@@ -252,6 +267,7 @@ impl Machine {
             i8042,
             ide,
             tablet,
+            agent,
             vga,
             requests,
             rom,

@@ -135,6 +135,13 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
     };
     // Held for the process's life: no second VM or qemu-img writes these images under us.
     let mut _image_locks = Vec::new();
+    if cli.disks.len() > vmm::machine::MAX_DISKS {
+        return Err(Usage(format!(
+            "--disk: {} disks given; a machine takes at most {}",
+            cli.disks.len(),
+            vmm::machine::MAX_DISKS
+        )));
+    }
     for d in &cli.disks {
         _image_locks.push(
             vmm::disk::ImageLock::acquire(&d.path, !d.read_only)
@@ -147,12 +154,16 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
     if let Some(iso) = &cli.cdrom {
         readable(iso, "cdrom")?;
     }
+    // The guest's screen: the VGA draws it, the VNC server serves it, for the VM's life;
+    // and the VNC clients' input, which reaches each machine's devices in turn.
+    let screen = Surface::new(720, 400);
+    let guest_input = GuestInput::new(screen.clone());
     let outputs = Outputs {
         serial: open_sink(&cli.serial, "serial")?,
         debugcon: open_sink(&cli.debugcon, "debugcon")?,
+        // The guest agent's clipboard only has somewhere to go with a VNC server.
+        clipboard: (cli.vnc != VncSpec::None).then(|| guest_input.guest_clipboard().clone()),
     };
-    // The guest's screen: the VGA draws it, the VNC server serves it, for the VM's life.
-    let screen = Surface::new(720, 400);
     let mut cfg = MachineConfig {
         memory: cli.memory,
         cpus: cli.cpus,
@@ -188,8 +199,16 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         None => None,
     };
 
-    let guest_input = GuestInput::new(screen.clone());
-    let _vnc = start_vnc(&cli, &screen, &guest_input)?;
+    let vnc = start_vnc(&cli, &screen, &guest_input)?.map(Arc::new);
+    if let Some(server) = &vnc {
+        // Weak: the server holds the input, which holds the clipboard.
+        let server = Arc::downgrade(server);
+        guest_input.guest_clipboard().set_clients(move |text| {
+            if let Some(s) = server.upgrade() {
+                s.set_clipboard(text);
+            }
+        });
+    }
 
     // All input checked: from here on, only the guest can fail.
     if let Some(w) = KvmFlavor::detect().warning() {

@@ -32,7 +32,7 @@ const PROTOCOL: u32 = 1;
 const CLIENT_PORT: u32 = 1;
 
 /// Message types.
-mod msg {
+pub(crate) mod msg {
     pub const CLIPBOARD: u32 = 4;
     pub const ANNOUNCE_CAPABILITIES: u32 = 6;
     pub const CLIPBOARD_GRAB: u32 = 7;
@@ -41,7 +41,7 @@ mod msg {
 }
 
 /// Capability bits (first word).
-mod cap {
+pub(crate) mod cap {
     pub const CLIPBOARD_BY_DEMAND: u32 = 1 << 5;
     pub const CLIPBOARD_SELECTION: u32 = 1 << 6;
     pub const GUEST_LINEEND_CRLF: u32 = 1 << 9;
@@ -359,7 +359,7 @@ fn le32(b: &[u8], at: usize) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const LF_GUEST: u32 = cap::CLIPBOARD_BY_DEMAND | cap::CLIPBOARD_SELECTION | 1 << 8;
@@ -373,7 +373,7 @@ mod tests {
     }
 
     /// A message the guest got: type and body (selection word removed).
-    type Got = (u32, Vec<u8>);
+    pub(crate) type Got = (u32, Vec<u8>);
 
     impl Guest {
         /// Connected, capabilities exchanged as spice-vdagentd does on start.
@@ -391,35 +391,19 @@ mod tests {
             g
         }
 
-        fn message(kind: u32, body: &[u8]) -> Vec<u8> {
-            let mut m = PROTOCOL.to_le_bytes().to_vec();
-            m.extend_from_slice(&kind.to_le_bytes());
-            m.extend_from_slice(&7u64.to_le_bytes());
-            m.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            m.extend_from_slice(body);
-            m
-        }
-
-        fn chunk(port: u32, data: &[u8]) -> Vec<u8> {
-            let mut c = port.to_le_bytes().to_vec();
-            c.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            c.extend_from_slice(data);
-            c
-        }
-
         fn write_bytes(&mut self, bytes: &[u8]) -> Option<String> {
             self.agent.guest_wrote(bytes, &mut self.inbox)
         }
 
         fn write(&mut self, kind: u32, words: &[u32]) -> Option<String> {
             let body: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-            self.write_bytes(&Self::chunk(CLIENT_PORT, &Self::message(kind, &body)))
+            self.write_bytes(&chunk(CLIENT_PORT, &message(kind, &body)))
         }
 
         /// A clipboard message on `selection` (the word is only there when in use).
         fn clip(&mut self, kind: u32, selection: u8, data: &[u8]) -> Option<String> {
             let body = self.clip_body(selection, data);
-            self.write_bytes(&Self::chunk(CLIENT_PORT, &Self::message(kind, &body)))
+            self.write_bytes(&chunk(CLIENT_PORT, &message(kind, &body)))
         }
 
         fn clip_body(&self, selection: u8, data: &[u8]) -> Vec<u8> {
@@ -434,23 +418,9 @@ mod tests {
         /// Reassembles the host's chunks the way the agent's reader does: every message
         /// starts a chunk, no chunk is over 2048 bytes, all on the client port.
         fn read(&mut self) -> Vec<Got> {
-            let bytes = std::mem::take(&mut self.inbox);
-            let mut stream = Vec::new();
-            let mut at = 0;
-            while at < bytes.len() {
-                assert_eq!(le32(&bytes, at), CLIENT_PORT);
-                let n = le32(&bytes, at + 4) as usize;
-                assert!(n <= 2048, "a chunk of {n} bytes");
-                stream.extend_from_slice(&bytes[at + 8..at + 8 + n]);
-                at += 8 + n;
-            }
-            let mut out = Vec::new();
-            let mut at = 0;
-            while at < stream.len() {
-                assert_eq!(le32(&stream, at), PROTOCOL);
-                let kind = le32(&stream, at + 4);
-                let n = le32(&stream, at + 16) as usize;
-                let mut body = stream[at + 20..at + 20 + n].to_vec();
+            let mut out = unframe(&std::mem::take(&mut self.inbox));
+            for (kind, body) in &mut out {
+                let kind = *kind;
                 if self.selection
                     && (msg::CLIPBOARD..=msg::CLIPBOARD_RELEASE).contains(&kind)
                     && kind != msg::ANNOUNCE_CAPABILITIES
@@ -458,11 +428,51 @@ mod tests {
                     assert_eq!(body[..4], [SELECTION_CLIPBOARD, 0, 0, 0]);
                     body.drain(..4);
                 }
-                out.push((kind, body));
-                at += 20 + n;
             }
             out
         }
+    }
+
+    /// One agent message as the guest writes it (header with an opaque the host ignores).
+    pub(crate) fn message(kind: u32, body: &[u8]) -> Vec<u8> {
+        let mut m = PROTOCOL.to_le_bytes().to_vec();
+        m.extend_from_slice(&kind.to_le_bytes());
+        m.extend_from_slice(&7u64.to_le_bytes());
+        m.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    pub(crate) fn chunk(port: u32, data: &[u8]) -> Vec<u8> {
+        let mut c = port.to_le_bytes().to_vec();
+        c.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        c.extend_from_slice(data);
+        c
+    }
+
+    /// The host's bytes as the agent's reader takes them apart: every message starts a
+    /// chunk, no chunk is over 2048 bytes, all on the client port. Bodies are whole
+    /// (a clipboard message's selection word included).
+    pub(crate) fn unframe(bytes: &[u8]) -> Vec<Got> {
+        let mut stream = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            assert_eq!(le32(bytes, at), CLIENT_PORT);
+            let n = le32(bytes, at + 4) as usize;
+            assert!(n <= 2048, "a chunk of {n} bytes");
+            stream.extend_from_slice(&bytes[at + 8..at + 8 + n]);
+            at += 8 + n;
+        }
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < stream.len() {
+            assert_eq!(le32(&stream, at), PROTOCOL);
+            let kind = le32(&stream, at + 4);
+            let n = le32(&stream, at + 16) as usize;
+            out.push((kind, stream[at + 20..at + 20 + n].to_vec()));
+            at += 20 + n;
+        }
+        out
     }
 
     fn caps_body(request: u32) -> Vec<u8> {
@@ -606,13 +616,13 @@ mod tests {
     #[test]
     fn messages_split_anyhow_are_reassembled_and_other_ports_skipped() {
         let mut g = Guest::new(LF_GUEST);
-        let grab = Guest::message(msg::CLIPBOARD_GRAB, &g.clip_body(0, &utf8()));
-        let data = Guest::message(msg::CLIPBOARD, &g.clip_body(0, &text_data("split up")));
+        let grab = message(msg::CLIPBOARD_GRAB, &g.clip_body(0, &utf8()));
+        let data = message(msg::CLIPBOARD, &g.clip_body(0, &text_data("split up")));
         // A chunk for the server port, then the grab over two chunks, the data in one.
-        let mut bytes = Guest::chunk(2, &Guest::message(msg::CLIPBOARD_RELEASE, &[0; 4]));
-        bytes.extend(Guest::chunk(CLIENT_PORT, &grab[..5]));
-        bytes.extend(Guest::chunk(CLIENT_PORT, &grab[5..]));
-        bytes.extend(Guest::chunk(CLIENT_PORT, &data));
+        let mut bytes = chunk(2, &message(msg::CLIPBOARD_RELEASE, &[0; 4]));
+        bytes.extend(chunk(CLIENT_PORT, &grab[..5]));
+        bytes.extend(chunk(CLIENT_PORT, &grab[5..]));
+        bytes.extend(chunk(CLIENT_PORT, &data));
         // And every byte in a write of its own.
         let mut text = None;
         for b in &bytes {
@@ -675,9 +685,9 @@ mod tests {
         assert_eq!(g.clip(msg::CLIPBOARD_GRAB, 0, &utf8()), None);
         assert!(g.read().is_empty());
         // Garbage: a wrong protocol number and truncated bodies.
-        let mut bad = Guest::message(msg::CLIPBOARD_GRAB, &[]);
+        let mut bad = message(msg::CLIPBOARD_GRAB, &[]);
         bad[0] = 9;
-        g.write_bytes(&Guest::chunk(CLIENT_PORT, &bad));
+        g.write_bytes(&chunk(CLIENT_PORT, &bad));
         g.write(msg::ANNOUNCE_CAPABILITIES, &[1]);
         assert!(g.read().is_empty());
         g.write(msg::ANNOUNCE_CAPABILITIES, &[0, LF_GUEST]);

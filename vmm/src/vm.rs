@@ -119,6 +119,9 @@ pub fn run_once(
         Some(machine.i8042.clone()),
         Some(machine.tablet.clone() as Arc<dyn crate::input::AbsolutePointer>),
     );
+    if let Some(clipboard) = &outputs.clipboard {
+        clipboard.attach(machine.agent.clone());
+    }
     // The legacy VGA window is written a byte or a word at a time by firmware and boot
     // loaders; coalescing lets those writes skip the exit (reads still exit).
     // VMDESK_NO_COALESCED_MMIO=1 turns it off, to measure what it saves.
@@ -203,6 +206,9 @@ pub fn run_once(
     *inputs.serial_slot.lock().unwrap() = None;
     inputs.input.attach(None, None);
     inputs.input.set_hook(None);
+    if let Some(clipboard) = &outputs.clipboard {
+        clipboard.attach(None);
+    }
     Ok(outcome)
 }
 

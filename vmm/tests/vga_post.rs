@@ -53,6 +53,7 @@ fn seabios_vgabios_shows_its_banner_on_the_surface() {
     let outputs = Outputs {
         serial: Sink::None,
         debugcon: Sink::File(log),
+        ..Outputs::default()
     };
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
     let runner = std::thread::spawn(move || {

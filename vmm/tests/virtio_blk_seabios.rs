@@ -52,6 +52,7 @@ fn boot(fw: Firmware, dir: &Path, disks: &[(PathBuf, bool)], until: &[&str]) -> 
     let outputs = Outputs {
         serial: Sink::None,
         debugcon: Sink::File(log),
+        ..Outputs::default()
     };
     let irq_vm = vm.fd.clone();
     let machine = Machine::new(

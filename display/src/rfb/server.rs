@@ -144,6 +144,8 @@ struct Shared {
     threads: Mutex<Vec<JoinHandle<()>>>,
     stop: AtomicBool,
     next_id: AtomicU64,
+    /// The text last offered with [`VncServer::set_clipboard`], for clients that come later.
+    clipboard: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -209,6 +211,7 @@ impl VncServer {
             threads: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            clipboard: Mutex::new(None),
         });
         let acceptor = {
             let shared = Arc::clone(&shared);
@@ -260,10 +263,17 @@ impl VncServer {
         self.shared.clients().len()
     }
 
-    /// Offers `text` to every client's clipboard.
+    /// Offers `text` to every client's clipboard, and to Extended Clipboard clients that
+    /// connect later (a plain client only hears of changes).
     pub fn set_clipboard(&self, text: &str) {
         let max = self.shared.env.limits.max_cut_text;
-        for c in self.shared.clients().iter() {
+        let clients = self.shared.clients();
+        *self
+            .shared
+            .clipboard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(text.to_owned());
+        for c in clients.iter() {
             c.handle.set_clipboard(text, max);
         }
     }
@@ -377,6 +387,14 @@ fn client_thread(mut stream: TcpStream, shared: Arc<Shared>, id: u64, peer: Sock
                 info!(%peer, "vnc: exclusive client: disconnecting client {}", c.id);
                 c.handle.close();
             }
+        }
+        if let Some(text) = shared
+            .clipboard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            handle.preset_clipboard(text);
         }
         clients.push(Client {
             id,

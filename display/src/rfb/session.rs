@@ -151,6 +151,12 @@ impl SessionHandle {
         self.waker.wake();
     }
 
+    /// The server's clipboard when the session starts: announced to an Extended
+    /// Clipboard client right after our capabilities (a plain client hears of changes only).
+    pub fn preset_clipboard(&self, text: String) {
+        lock(&self.ctl).server_clipboard = Some(text);
+    }
+
     pub fn bell(&self) {
         let mut m = Vec::new();
         protocol::write_bell(&mut m);
@@ -563,6 +569,12 @@ fn set_encodings(c: &mut Ctl, list: &[i32], max_cut: usize) {
         let mut m = Vec::new();
         protocol::write_server_extended_cut_text(f, &p, &mut m);
         c.outbox.push(m);
+        if c.server_clipboard.is_some() {
+            let (f, p) = clipboard::notify();
+            let mut m = Vec::new();
+            protocol::write_server_extended_cut_text(f, &p, &mut m);
+            c.outbox.push(m);
+        }
     }
     c.supports = s;
     c.encodings = encodings;

@@ -138,6 +138,7 @@ fn class_for(device_type: u16) -> u32 {
     match device_type {
         1 => 0x02_00_00,  // network controller
         2 => 0x01_00_00,  // mass storage (QEMU: SCSI)
+        3 => 0x07_80_00,  // communication controller, other (QEMU's virtio-serial)
         18 => 0x09_80_00, // input, other
         _ => 0xff_00_00,  // unassigned
     }

@@ -613,7 +613,7 @@ impl VirtioDevice for VirtioSerial {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::virtio::pci::common;
     use crate::virtio::pci::tests::Guest;
@@ -626,10 +626,10 @@ mod tests {
     const SPICE: &str = "com.redhat.spice.0";
     const AGENT: &str = "org.qemu.guest_agent.0";
     /// Linux's control and rx buffers are a page each (fill_queue / alloc_buf).
-    const PAGE: u32 = 4096;
+    pub(crate) const PAGE: u32 = 4096;
 
     #[derive(Debug, PartialEq, Eq)]
-    enum Ev {
+    pub(crate) enum Ev {
         Open(bool),
         Wrote(Vec<u8>),
     }
@@ -658,9 +658,9 @@ mod tests {
     }
 
     /// Linux's virtio_console driver, played against the device through virtio-pci.
-    struct Driver {
+    pub(crate) struct Driver {
         g: Guest,
-        dev: Arc<Mutex<VirtioSerial>>,
+        pub(crate) dev: Arc<Mutex<VirtioSerial>>,
         common: u64,
         isr: u64,
         cfg: u64,
@@ -691,6 +691,14 @@ mod tests {
                     }),
                 ));
             }
+            Driver::with_ports(ports, logs)
+        }
+
+        /// The same for ports with backends of the caller's (`logs` stay empty then).
+        pub(crate) fn with_ports(
+            ports: Vec<(String, Box<dyn PortBackend>)>,
+            logs: Vec<Arc<Mutex<Vec<Ev>>>>,
+        ) -> Driver {
             let dev = Arc::new(Mutex::new(VirtioSerial::new(ports)));
             let mut g = Guest::new(dev.clone());
             assert_eq!(g.cfg_read(2, 2), 0x1043, "modern virtio console");
@@ -739,7 +747,7 @@ mod tests {
         }
 
         /// add_inbuf: one device-writable buffer on queue `q` (no kick).
-        fn post(&mut self, q: usize, len: u32) -> u16 {
+        pub(crate) fn post(&mut self, q: usize, len: u32) -> u16 {
             let addr = self.alloc(len);
             let head = self.rings[q].add_chain(&self.g.mem, &[(addr, len, true)]);
             self.bufs.insert((q, head), addr);
@@ -757,7 +765,7 @@ mod tests {
                 .unwrap();
         }
 
-        fn kick(&self, q: usize) {
+        pub(crate) fn kick(&self, q: usize) {
             self.g.write(self.kicks[q], 2, q as u64);
         }
 
@@ -781,7 +789,7 @@ mod tests {
         }
 
         /// __send_control_msg.
-        fn control(&mut self, id: u32, ev: u16, value: u16) {
+        pub(crate) fn control(&mut self, id: u32, ev: u16, value: u16) {
             self.send_chain(CONTROL_TX, &[&control_message(id, ev, value, &[])]);
         }
 
@@ -809,12 +817,12 @@ mod tests {
             out
         }
 
-        fn rx(id: u32) -> usize {
+        pub(crate) fn rx(id: u32) -> usize {
             2 * (id as usize + 1)
         }
 
         /// get_inbuf for port `id`: the lengths of the used buffers and their bytes joined.
-        fn received(&mut self, id: u32) -> (Vec<u32>, Vec<u8>) {
+        pub(crate) fn received(&mut self, id: u32) -> (Vec<u32>, Vec<u8>) {
             let q = Self::rx(id);
             let mut lens = Vec::new();
             let mut data = Vec::new();
@@ -830,7 +838,7 @@ mod tests {
         }
 
         /// A guest process writes to /dev/vportNpM: one tx chain.
-        fn write(&mut self, id: u32, parts: &[&[u8]]) {
+        pub(crate) fn write(&mut self, id: u32, parts: &[&[u8]]) {
             self.send_chain(Self::rx(id) + 1, parts);
         }
 
@@ -843,17 +851,18 @@ mod tests {
         }
 
         /// Both ports added, ready and named, the way add_port does it.
-        fn bring_up(&mut self) {
+        pub(crate) fn bring_up(&mut self) {
+            let ports = self.dev.lock().unwrap().ports();
             self.start();
-            assert_eq!(self.messages().len(), self.logs.len());
-            for id in 1..=self.logs.len() as u32 {
+            assert_eq!(self.messages().len(), ports);
+            for id in 1..=ports as u32 {
                 for _ in 0..4 {
                     self.post(Self::rx(id), PAGE);
                 }
                 self.kick(Self::rx(id));
                 self.control(id, event::PORT_READY, 1);
             }
-            assert_eq!(self.messages().len(), 2 * self.logs.len());
+            assert_eq!(self.messages().len(), 2 * ports);
         }
     }
 

@@ -130,6 +130,8 @@ pub fn qemu_reference(memory_mib: u64, cpus: u32, log: &Path) -> Command {
         "-display", "none", "-vga", "std", "-net", "none", "-serial", "null",
     ])
     .args(["-device", "virtio-tablet-pci,addr=04.0"])
+    // The guest agent's port, as vmdesk-vmm has it after the tablet (modern only, as ours).
+    .args(["-device", "virtio-serial-pci,addr=05.0,disable-legacy=on"])
     .arg("-debugcon")
     .arg(format!("file:{}", log.display()))
     .args(["-global", "isa-debugcon.iobase=0x402"]);

@@ -1,0 +1,248 @@
+//! The guest agent's clipboard against the real SPICE agent, with no VM: Debian's
+//! spice-vdagentd (the daemon that owns the virtio port in a guest) and spice-vdagent (its
+//! X11 session agent) run on this host against our end of the protocol (`vmm::vdagent`).
+//! The virtio port is a pseudo-terminal in raw mode here, a byte stream both ways as the
+//! port is; the guest's desktop is an Xvfb whose CLIPBOARD selection xclip sets and reads.
+//! The device under the port (virtio-serial) has its own tests; with a Linux guest on
+//! hardware-backed KVM the same agent opens /dev/virtio-ports/com.redhat.spice.0.
+
+mod common;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, unbounded};
+use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+use vmm::vdagent::VdAgent;
+
+/// Processes the test started, stopped when it ends however it ends.
+#[derive(Default)]
+struct Children(Vec<Child>);
+
+impl Children {
+    fn add(&mut self, what: &str, cmd: &mut Command) -> &mut Child {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        self.0.push(child);
+        self.0.last_mut().unwrap()
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in self.0.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Our end of the port: the agent behind the pty's master, its replies written back, the
+/// guest's clipboard texts sent to the returned channel.
+fn serve(master: File, agent: Arc<Mutex<VdAgent>>) -> Receiver<String> {
+    let (tx, rx) = unbounded();
+    let mut writer = master.try_clone().unwrap();
+    let mut reader = master;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let mut reply = Vec::new();
+            let text = agent.lock().unwrap().guest_wrote(&buf[..n], &mut reply);
+            if !reply.is_empty() && writer.write_all(&reply).is_err() {
+                return;
+            }
+            if let Some(t) = text {
+                let _ = tx.send(t);
+            }
+        }
+    });
+    rx
+}
+
+/// Xvfb on a display it picks itself; returns ":N".
+fn start_xvfb(children: &mut Children) -> String {
+    let x = children.add(
+        "Xvfb",
+        Command::new("Xvfb")
+            .args([
+                "-displayfd",
+                "1",
+                "-nolisten",
+                "tcp",
+                "-screen",
+                "0",
+                "320x200x24",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let mut line = String::new();
+    BufReader::new(x.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(!line.trim().is_empty(), "Xvfb did not say its display");
+    format!(":{}", line.trim())
+}
+
+/// The X clipboard's text, or `None` when nobody owns it or xclip fails.
+fn x_clipboard(display: &str) -> Option<String> {
+    let out = Command::new("xclip")
+        .args(["-selection", "clipboard", "-o"])
+        .env("DISPLAY", display)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_spice_agent_shares_the_clipboard_both_ways() {
+    let test = "the_spice_agent_shares_the_clipboard_both_ways";
+    let (Some(_), Some(_)) = (
+        common::tool_or_skip(test, "Xvfb"),
+        common::tool_or_skip(test, "xclip"),
+    ) else {
+        return;
+    };
+    let Some(daemon) = common::asset_or_skip(test, "spice-vdagent/usr/sbin/spice-vdagentd") else {
+        return;
+    };
+    let session = common::assets_dir().join("spice-vdagent/usr/bin/spice-vdagent");
+    let dir = common::temp_dir("guest-agent");
+
+    // The port: a raw pty (no echo, no line discipline), as the virtio port is.
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut t = tcgetattr(&pty.slave).unwrap();
+    cfmakeraw(&mut t);
+    tcsetattr(&pty.slave, SetArg::TCSANOW, &t).unwrap();
+    let port = std::fs::read_link(format!("/proc/self/fd/{}", pty.slave.as_raw_fd())).unwrap();
+
+    let agent = Arc::new(Mutex::new(VdAgent::new(1 << 20)));
+    let mut to_guest = Vec::new();
+    agent.lock().unwrap().guest_open(true, &mut to_guest);
+    let mut master = File::from(pty.master);
+    master.write_all(&to_guest).unwrap();
+    let from_guest = serve(master.try_clone().unwrap(), agent.clone());
+
+    let mut children = Children::default();
+    let display = start_xvfb(&mut children);
+    let socket = dir.join("vdagent.sock");
+    let uinput = dir.join("uinput");
+    File::create(&uinput).unwrap();
+    let log = |name: &str| File::create(dir.join(name)).unwrap();
+    // -X: no logind/ConsoleKit (any session agent is the active one); -f/-u: a file, not
+    // /dev/uinput (its mouse is not used here).
+    children.add(
+        "spice-vdagentd",
+        Command::new(&daemon)
+            .args(["-x", "-X", "-d", "-f", "-u"])
+            .arg(&uinput)
+            .arg("-s")
+            .arg(&port)
+            .arg("-S")
+            .arg(&socket)
+            .stderr(log("vdagentd.log")),
+    );
+    wait_until("spice-vdagentd's socket", Duration::from_secs(10), || {
+        socket.exists().then_some(())
+    });
+    children.add(
+        "spice-vdagent",
+        Command::new(&session)
+            .args(["-x", "-d", "--display", &display])
+            .arg("-s")
+            .arg(&port)
+            .arg("-S")
+            .arg(&socket)
+            .env("DISPLAY", &display)
+            .stderr(log("vdagent.log")),
+    );
+    let logs = || {
+        let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_default();
+        format!(
+            "--- spice-vdagentd ---\n{}\n--- spice-vdagent ---\n{}",
+            read("vdagentd.log"),
+            read("vdagent.log")
+        )
+    };
+    let sharing = Instant::now() + Duration::from_secs(10);
+    while !agent.lock().unwrap().sharing() {
+        assert!(
+            Instant::now() < sharing,
+            "the agent never announced itself\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Guest -> host: an application in the guest copies; the text reaches us.
+    let copied = "copied in the guest: héllo € ünïcode\nsecond line";
+    let mut owner = Command::new("xclip")
+        .args(["-quiet", "-selection", "clipboard", "-i"])
+        .env("DISPLAY", &display)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    owner
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(copied.as_bytes())
+        .unwrap();
+    children.0.push(owner);
+    let got = from_guest
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("the guest's copy never reached the host\n{}", logs()));
+    assert_eq!(got, copied);
+
+    // Host -> guest: a VNC client's text becomes the guest's clipboard.
+    let pasted = "from the VNC client: ✓ 日本語";
+    let mut to_guest = Vec::new();
+    agent
+        .lock()
+        .unwrap()
+        .host_clipboard(pasted.to_owned(), &mut to_guest);
+    assert!(!to_guest.is_empty(), "no grab sent to the guest");
+    master.write_all(&to_guest).unwrap();
+    let seen = Duration::from_secs(10);
+    let end = Instant::now() + seen;
+    loop {
+        if x_clipboard(&display).as_deref() == Some(pasted) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the guest's X clipboard never got the host's text (has {:?})\n{}",
+            x_clipboard(&display),
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(pty.slave);
+    let _ = std::fs::remove_dir_all(Path::new(&dir));
+}
