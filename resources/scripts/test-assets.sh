@@ -16,6 +16,10 @@
 #                        modes, fb0 (DRM fbdev emulation), the input devices and serio ports,
 #                        draws on the screen through /dev/fb0, and prints the key, tablet and
 #                        PS/2 mouse events it reads (vmm/tests/display_linux.rs)
+#   agent-initrd.img     busybox plus the cloud kernel's virtio_pci and virtio_console, and an
+#                        /init that finds the virtio-serial port com.redhat.spice.0 and plays
+#                        the SPICE agent's clipboard part on it with prepared messages
+#                        (vmm/tests/agent_linux.rs)
 #   spice-vdagent/       the SPICE guest agent (Debian's spice-vdagent, unpacked, not
 #                        installed: its daemon spice-vdagentd and X11 session agent
 #                        spice-vdagent), which vmm/tests/guest_agent.rs runs on this host
@@ -424,6 +428,93 @@ INIT
   chmod +x drootfs/init
   (cd drootfs && find . | cpio -o -H newc --quiet | gzip -9) > "$out/display-initrd.img.tmp"
   mv "$out/display-initrd.img.tmp" "$out/display-initrd.img"
+fi
+if [[ ! -s $out/agent-initrd.img ]]; then
+  echo "test-assets: building agent-initrd.img (busybox + the cloud kernel's virtio_console)" >&2
+  modules_rootfs arootfs cloud virtio_pci virtio_console
+  # The agent's messages, prepared here (busybox's printf has no \x): each is one chunk
+  # (port 1 = the client's, size) holding one message (protocol 1, type, opaque 0, size,
+  # body). Clipboard bodies start with the selection word (CLIPBOARD = 0), as the guest
+  # announces VD_AGENT_CAP_CLIPBOARD_SELECTION; UTF8_TEXT is type 1.
+  le32() { printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(($1 & 255)) $(($1 >> 8 & 255)) $(($1 >> 16 & 255)) $(($1 >> 24 & 255)); }
+  agent_message() {  # type, body (printf format) -> stdout
+    local body n
+    body=$(mktemp)
+    printf "$2" > "$body"
+    n=$(stat -c %s "$body")
+    printf "$(le32 1)$(le32 $((n + 20)))$(le32 1)$(le32 "$1")$(le32 0)$(le32 0)$(le32 "$n")"
+    cat "$body"
+    rm -f "$body"
+  }
+  mkdir -p arootfs/agent
+  # ANNOUNCE_CAPABILITIES (6), asking for the host's as spice-vdagentd does;
+  # CLIPBOARD_BY_DEMAND (5) and CLIPBOARD_SELECTION (6).
+  agent_message 6 "$(le32 1)$(le32 $((1 << 5 | 1 << 6)))" > arootfs/agent/caps.bin
+  # CLIPBOARD_REQUEST (8) and CLIPBOARD_GRAB (7) of UTF-8 text; CLIPBOARD (4) with the text.
+  agent_message 8 "$(le32 0)$(le32 1)" > arootfs/agent/request.bin
+  agent_message 7 "$(le32 0)$(le32 1)" > arootfs/agent/grab.bin
+  agent_message 4 "$(le32 0)$(le32 1)copied in the linux guest: h\\xc3\\xa9llo \\xe2\\x9c\\x93" > arootfs/agent/data.bin
+  write_init arootfs vmdesk-agent <<'INIT'
+# vmdesk's guest agent guest (vmm/tests/agent_linux.rs): loads virtio_console, finds the
+# virtio-serial port named com.redhat.spice.0 (sysfs; there is no udev for the
+# /dev/virtio-ports link) and plays spice-vdagentd's part on it: announces itself, takes
+# the host's clipboard when the host grabs it (asks for the text, prints it), then grabs
+# the clipboard itself and gives its text when the host asks, and powers off.
+while read -r m; do
+  insmod "/lib/modules/$m" || say "insmod $m failed"
+done < /lib/modules/order
+port=
+for i in $(seq 100); do
+  for n in /sys/class/virtio-ports/*/name; do
+    [ "$(cat "$n" 2>/dev/null)" = com.redhat.spice.0 ] && port=/dev/$(basename "$(dirname "$n")")
+  done
+  [ -n "$port" ] && [ -c "$port" ] && break
+  sleep 0.1
+done
+if [ ! -c "$port" ]; then
+  say "no agent port"
+  poweroff -f
+fi
+say "agent port $port"
+mkdir -p /tmp
+exec 3<>"$port"
+cat /agent/caps.bin >&3
+say "agent announced"
+# The host's next message: its type in $type, its body in /tmp/body. The host sends
+# every message in a chunk of its own. Reads are EOF while the host end is not connected
+# (QEMU's qemu-vdagent connects it only when its chardev opens); then wait and read again.
+next() {
+  while :; do
+    dd bs=1 count=8 of=/tmp/chunk <&3 2>/dev/null
+    [ "$(wc -c < /tmp/chunk)" -eq 8 ] && break
+    sleep 0.1
+  done
+  size=$(od -An -tu4 -j4 -N4 /tmp/chunk | tr -d ' ')
+  dd bs=1 count="$size" of=/tmp/message <&3 2>/dev/null
+  type=$(od -An -tu4 -j4 -N4 /tmp/message | tr -d ' ')
+  dd if=/tmp/message of=/tmp/body bs=1 skip=20 2>/dev/null
+}
+while :; do
+  next
+  case $type in
+    7) cat /agent/request.bin >&3 ;;
+    4) dd if=/tmp/body of=/tmp/text bs=1 skip=8 2>/dev/null
+       say "got $(cat /tmp/text)"
+       cat /agent/grab.bin >&3 ;;
+    8) cat /agent/data.bin >&3
+       say "gave its text"
+       break ;;
+    6) say "host capabilities" ;;
+    *) say "message $type" ;;
+  esac
+done
+sleep 1
+say "done"
+poweroff -f
+INIT
+  chmod +x arootfs/init
+  (cd arootfs && find . | cpio -o -H newc --quiet | gzip -9) > "$out/agent-initrd.img.tmp"
+  mv "$out/agent-initrd.img.tmp" "$out/agent-initrd.img"
 fi
 if [[ ! -x $out/spice-vdagent/usr/sbin/spice-vdagentd ]]; then
   echo "test-assets: unpacking spice-vdagent" >&2
