@@ -1,5 +1,6 @@
 //! Real VNC clients against our server: vncdotool (Python), TigerVNC's vncviewer under
-//! Xvfb, and the vnc-rs crate. The external tools come from
+//! Xvfb (its screen, and its Extended Clipboard with xclip on its desktop), and the vnc-rs
+//! crate. The external tools come from
 //! `resources/scripts/install-deps.sh test`; when one is missing the test prints
 //! `SKIP name: reason` and passes, unless VMDESK_REQUIRE_TOOLS=1.
 
@@ -437,4 +438,112 @@ fn vnc_rs_connects_and_receives_updates() {
         }
         let _ = vnc.close().await;
     });
+}
+
+/// The X CLIPBOARD selection's text on `display`, or `None` (no owner, or no answer).
+fn x_clipboard(display: &str) -> Option<String> {
+    let xclip = which("xclip")?;
+    let out = Command::new("timeout")
+        .args([
+            "5",
+            &xclip.display().to_string(),
+            "-selection",
+            "clipboard",
+            "-o",
+        ])
+        .env("DISPLAY", display)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// TigerVNC's viewer speaks the Extended Clipboard: the server's text becomes the viewer
+/// desktop's CLIPBOARD (xclip reads it through the viewer), and text an X application puts
+/// there reaches the server's input sink, UTF-8 both ways.
+#[test]
+fn tigervnc_viewer_shares_the_clipboard_both_ways() {
+    let name = "tigervnc_viewer_shares_the_clipboard_both_ways";
+    let _x = X_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let (Some(viewer), Some(xclip), Some(xdotool)) =
+        (which("vncviewer"), which("xclip"), which("xdotool"))
+    else {
+        skip(name, "vncviewer, xclip or xdotool not found");
+        return;
+    };
+    let Some(x) = Xvfb::start() else {
+        skip(name, "Xvfb not found or did not start");
+        return;
+    };
+    let h = Harness::new(160, 100);
+    let dir = temp_dir(name);
+    let mut child = Command::new(viewer)
+        .env("DISPLAY", &x.display)
+        .env("HOME", &dir)
+        .arg(format!("127.0.0.1::{}", h.addr().port()))
+        .args(["-geometry", "+0+0", "-Shared", "-SecurityTypes", "None"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while h.server.client_count() == 0 {
+        assert!(Instant::now() < deadline, "vncviewer never connected");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The viewer takes clipboard changes either way only while its window has the focus
+    // (it keeps them pending otherwise); with no window manager, focus it.
+    let focused = Command::new("timeout")
+        .arg("10")
+        .arg(&xdotool)
+        .env("DISPLAY", &x.display)
+        .args(["search", "--sync", "--name", "TigerVNC", "windowfocus"])
+        .status();
+    assert!(
+        focused.is_ok_and(|s| s.success()),
+        "cannot focus the viewer"
+    );
+
+    // Server -> viewer: announced, fetched when an X application asks for it.
+    let from_server = "from the guest: héllo ✓";
+    let mut seen = None;
+    while Instant::now() < deadline {
+        h.server.set_clipboard(from_server);
+        std::thread::sleep(Duration::from_millis(300));
+        seen = x_clipboard(&x.display);
+        if seen.as_deref() == Some(from_server) {
+            break;
+        }
+    }
+    assert_eq!(seen.as_deref(), Some(from_server));
+
+    // Viewer -> server: an X application copies.
+    let from_viewer = "from the host: ünïcode ✓";
+    let mut owner = Command::new(&xclip)
+        .args(["-quiet", "-selection", "clipboard", "-i"])
+        .env("DISPLAY", &x.display)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut owner.stdin.take().unwrap(), from_viewer.as_bytes()).unwrap();
+    let want = Input::Clipboard(from_viewer.into());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        let got = h.input.0.lock().unwrap().clone();
+        if got.contains(&want) || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = owner.kill();
+    let _ = owner.wait();
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(got.contains(&want), "the server got {got:?}");
 }
