@@ -5,15 +5,18 @@
 //! `SKIP name: reason` and passes, unless VMDESK_REQUIRE_TOOLS=1.
 
 mod rfb_support;
+#[path = "../../vmm/tests/common/x11.rs"]
+mod x11;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use display::encoding::Rect;
 use display::rfb::Password;
 use rfb_support::{Harness, Input, skip};
+use x11::{Xvfb, x_clipboard};
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -194,54 +197,6 @@ fn vncdotool_vnc_auth() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// An X server on a free display, stopped on drop.
-struct Xvfb {
-    child: Child,
-    display: String,
-}
-
-impl Xvfb {
-    fn start() -> Option<Xvfb> {
-        let xvfb = which("Xvfb")?;
-        let n = (50..200).find(|n| {
-            !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-                && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
-        })?;
-        let child = Command::new(xvfb)
-            .args([
-                &format!(":{n}"),
-                "-screen",
-                "0",
-                "800x600x24",
-                "-nolisten",
-                "tcp",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let sock = format!("/tmp/.X11-unix/X{n}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !Path::new(&sock).exists() {
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(Xvfb {
-            child,
-            display: format!(":{n}"),
-        })
-    }
-}
-
-impl Drop for Xvfb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Finds the surface inside a screenshot (the viewer window sits somewhere on the screen)
 /// and says whether every pixel matches.
 fn find_in_screenshot(shot: &(usize, usize, Vec<u32>), surf: &(u16, u16, Vec<u32>)) -> bool {
@@ -266,7 +221,8 @@ fn find_in_screenshot(shot: &(usize, usize, Vec<u32>), surf: &(u16, u16, Vec<u32
     false
 }
 
-/// Tests that start an X server run one at a time (they pick the display number).
+/// Tests that start an X server run one at a time, so their viewers and screenshots do not
+/// compete for the CPU.
 static X_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn tigervnc_shows_surface(h: &Harness, password: Option<&str>, name: &str) -> Option<bool> {
@@ -438,26 +394,6 @@ fn vnc_rs_connects_and_receives_updates() {
         }
         let _ = vnc.close().await;
     });
-}
-
-/// The X CLIPBOARD selection's text on `display`, or `None` (no owner, or no answer).
-fn x_clipboard(display: &str) -> Option<String> {
-    let xclip = which("xclip")?;
-    let out = Command::new("timeout")
-        .args([
-            "5",
-            &xclip.display().to_string(),
-            "-selection",
-            "clipboard",
-            "-o",
-        ])
-        .env("DISPLAY", display)
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// TigerVNC's viewer speaks the Extended Clipboard: the server's text becomes the viewer

@@ -9,7 +9,7 @@
 mod common;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -69,44 +69,6 @@ fn serve(master: File, agent: Arc<Mutex<VdAgent>>) -> Receiver<String> {
     rx
 }
 
-/// Xvfb on a display it picks itself; returns ":N".
-fn start_xvfb(children: &mut Children) -> String {
-    let x = children.add(
-        "Xvfb",
-        Command::new("Xvfb")
-            .args([
-                "-displayfd",
-                "1",
-                "-nolisten",
-                "tcp",
-                "-screen",
-                "0",
-                "320x200x24",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    );
-    let mut line = String::new();
-    BufReader::new(x.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(!line.trim().is_empty(), "Xvfb did not say its display");
-    format!(":{}", line.trim())
-}
-
-/// The X clipboard's text, or `None` when nobody owns it or xclip fails.
-fn x_clipboard(display: &str) -> Option<String> {
-    let out = Command::new("xclip")
-        .args(["-selection", "clipboard", "-o"])
-        .env("DISPLAY", display)
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + timeout;
     loop {
@@ -148,7 +110,8 @@ fn the_spice_agent_shares_the_clipboard_both_ways() {
     let from_guest = serve(master.try_clone().unwrap(), agent.clone());
 
     let mut children = Children::default();
-    let display = start_xvfb(&mut children);
+    let x = common::x11::Xvfb::start().expect("Xvfb did not start");
+    let display = x.display.clone();
     let socket = dir.join("vdagent.sock");
     let uinput = dir.join("uinput");
     File::create(&uinput).unwrap();
@@ -232,13 +195,13 @@ fn the_spice_agent_shares_the_clipboard_both_ways() {
     let seen = Duration::from_secs(10);
     let end = Instant::now() + seen;
     loop {
-        if x_clipboard(&display).as_deref() == Some(pasted) {
+        if common::x11::x_clipboard(&display).as_deref() == Some(pasted) {
             break;
         }
         assert!(
             Instant::now() < end,
             "the guest's X clipboard never got the host's text (has {:?})\n{}",
-            x_clipboard(&display),
+            common::x11::x_clipboard(&display),
             logs()
         );
         std::thread::sleep(Duration::from_millis(100));

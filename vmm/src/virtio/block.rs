@@ -401,14 +401,7 @@ impl VirtioDevice for VirtioBlock {
         self.acked = features;
     }
     fn read_config(&mut self, offset: u64, data: &mut [u8]) {
-        let c = self.config_bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| c.get(o + i))
-                .copied()
-                .unwrap_or(0);
-        }
+        super::read_config_bytes(&self.config_bytes(), offset, data);
     }
     fn activate(&mut self, a: Activation) {
         let Some(queue) = a.queues.into_iter().next() else {

@@ -345,14 +345,7 @@ impl VirtioDevice for VirtioTablet {
         0
     }
     fn read_config(&mut self, offset: u64, data: &mut [u8]) {
-        let c = self.config();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| c.get(o + i))
-                .copied()
-                .unwrap_or(0);
-        }
+        super::read_config_bytes(&self.config(), offset, data);
     }
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         // Only select (0) and subsel (1) are the driver's to write.

@@ -75,6 +75,18 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
 }
 
+/// Copies `data.len()` bytes of a device's configuration `config` from `offset`, for
+/// [`VirtioDevice::read_config`]; bytes past its end read as zero.
+pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset)
+            .ok()
+            .and_then(|o| config.get(o.checked_add(i)?))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
 /// What a device gets at DRIVER_OK.
 pub struct Activation {
     pub mem: GuestMem,

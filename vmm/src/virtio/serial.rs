@@ -577,14 +577,7 @@ impl VirtioDevice for VirtioSerial {
         1 << F_MULTIPORT
     }
     fn read_config(&mut self, offset: u64, data: &mut [u8]) {
-        let c = self.config();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| c.get(o + i))
-                .copied()
-                .unwrap_or(0);
-        }
+        super::read_config_bytes(&self.config(), offset, data);
     }
     // write_config: the default ignores it (emerg_wr is not offered).
     fn activate(&mut self, a: Activation) {

@@ -6,6 +6,7 @@
 pub mod guests;
 mod screen;
 mod skip;
+pub mod x11;
 
 // Not every test looks at the screen.
 #[allow(unused_imports)]
