@@ -216,3 +216,23 @@ fn a_disk_in_use_is_refused() {
         &[disk, "in use by another process"],
     );
 }
+
+#[test]
+fn more_disks_than_bus_slots_are_refused() {
+    // The count is checked after KVM is opened, with the disks.
+    if !common::kvm_or_skip("more_disks_than_bus_slots_are_refused") {
+        return;
+    }
+    let dir = common::temp_dir("cli-many-disks");
+    let mut args = Vec::new();
+    for i in 0..=vmm::machine::MAX_DISKS {
+        let disk = dir.join(format!("d{i}.raw"));
+        std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+        args.push("--disk".to_string());
+        args.push(disk.display().to_string());
+    }
+    args.extend(["--vnc", "none"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_usage_error(&args, &[], &["27 disks given", "at most 26"]);
+    let _ = std::fs::remove_dir_all(dir);
+}
