@@ -151,41 +151,43 @@ fn qemu_reference_shares_the_clipboard_with_the_agent_guest() {
         eprintln!("SKIP {test}: no free port above 5900 came up");
         return;
     };
-    let mut vm = Command::new(qemu)
-        .args([
-            "-M",
-            "pc",
-            "-accel",
-            "tcg",
-            "-m",
-            "256",
-            "-nodefaults",
-            "-display",
-            "none",
-        ])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&initrd)
-        .args(["-append", common::LINUX_CMDLINE])
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()))
-        .args(["-chardev", "qemu-vdagent,id=agent,clipboard=on"])
-        .args(["-device", "virtio-serial-pci"])
-        .args([
-            "-device",
-            "virtserialport,chardev=agent,name=com.redhat.spice.0",
-        ])
-        .args(["-vnc", &format!("127.0.0.1:{display}")])
-        .args(["-trace", "vdagent*", "-trace", "vnc_*", "-D"])
-        .arg(dir.join("qemu-trace.log"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start qemu");
-    exchange(SocketAddr::from(([127, 0, 0, 1], port)), &serial, &mut vm);
-    common::stop(&mut vm);
+    let mut children = common::Children::default();
+    let vm = children.add(
+        "qemu",
+        Command::new(qemu)
+            .args([
+                "-M",
+                "pc",
+                "-accel",
+                "tcg",
+                "-m",
+                "256",
+                "-nodefaults",
+                "-display",
+                "none",
+            ])
+            .arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .args(["-append", common::LINUX_CMDLINE])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .args(["-chardev", "qemu-vdagent,id=agent,clipboard=on"])
+            .args(["-device", "virtio-serial-pci"])
+            .args([
+                "-device",
+                "virtserialport,chardev=agent,name=com.redhat.spice.0",
+            ])
+            .args(["-vnc", &format!("127.0.0.1:{display}")])
+            .args(["-trace", "vdagent*", "-trace", "vnc_*", "-D"])
+            .arg(dir.join("qemu-trace.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    exchange(SocketAddr::from(([127, 0, 0, 1], port)), &serial, vm);
+    common::stop(vm);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -200,28 +202,30 @@ fn linux_shares_the_clipboard_through_our_agent_port() {
     };
     let dir = common::temp_dir("agent-linux");
     let serial = dir.join("com1.txt");
-    let mut vm = Command::new(common::vmm_bin())
-        .args(["--memory", "256M", "--vnc", "127.0.0.1:auto"])
-        .arg("--kernel")
-        .arg(&kernel)
-        .arg("--initrd")
-        .arg(&initrd)
-        .args(["--cmdline", common::LINUX_CMDLINE])
-        .arg("--serial")
-        .arg(format!("file:{}", serial.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start vmdesk-vmm");
-    let port = common::vnc_port(&mut vm);
-    exchange(SocketAddr::from(([127, 0, 0, 1], port)), &serial, &mut vm);
+    let mut children = common::Children::default();
+    let vm = children.add(
+        "vmdesk-vmm",
+        Command::new(common::vmm_bin())
+            .args(["--memory", "256M", "--vnc", "127.0.0.1:auto"])
+            .arg("--kernel")
+            .arg(&kernel)
+            .arg("--initrd")
+            .arg(&initrd)
+            .args(["--cmdline", common::LINUX_CMDLINE])
+            .arg("--serial")
+            .arg(format!("file:{}", serial.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let port = common::vnc_port(vm);
+    exchange(SocketAddr::from(([127, 0, 0, 1], port)), &serial, vm);
     let start = Instant::now();
     while vm.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let status = vm.try_wait().unwrap();
-    common::stop(&mut vm);
+    common::stop(vm);
     assert_eq!(
         status.and_then(|s| s.code()),
         Some(0),

@@ -12,36 +12,13 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, unbounded};
 use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
 use vmm::vdagent::VdAgent;
-
-/// Processes the test started, stopped when it ends however it ends.
-#[derive(Default)]
-struct Children(Vec<Child>);
-
-impl Children {
-    fn add(&mut self, what: &str, cmd: &mut Command) -> &mut Child {
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        self.0.push(child);
-        self.0.last_mut().unwrap()
-    }
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in self.0.iter_mut().rev() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// Our end of the port: the agent behind the pty's master, its replies written back, the
 /// guest's clipboard texts sent to the returned channel.
@@ -109,7 +86,7 @@ fn the_spice_agent_shares_the_clipboard_both_ways() {
     master.write_all(&to_guest).unwrap();
     let from_guest = serve(master.try_clone().unwrap(), agent.clone());
 
-    let mut children = Children::default();
+    let mut children = common::Children::default();
     let x = common::x11::Xvfb::start().expect("Xvfb did not start");
     let display = x.display.clone();
     let socket = dir.join("vdagent.sock");

@@ -347,3 +347,26 @@ pub fn linux_assets(test: &str, initrd: &str) -> Option<(PathBuf, PathBuf)> {
 /// The Linux guests' kernel command line: the console on COM1 (the tests read it), and a
 /// panic ends the VM instead of hanging it.
 pub const LINUX_CMDLINE: &str = "console=ttyS0 panic=-1 loglevel=4";
+
+/// Processes a test started, killed when it ends however it ends (a failed assert too).
+#[derive(Default)]
+pub struct Children(pub Vec<Child>);
+
+impl Children {
+    pub fn add(&mut self, what: &str, cmd: &mut Command) -> &mut Child {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        self.0.push(child);
+        self.0.last_mut().unwrap()
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in self.0.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
