@@ -262,7 +262,6 @@ impl ServerFramer {
             if self.phase == Phase::Pass {
                 data.copy_within(r..len, w);
                 w += len - r;
-                r = len;
                 break;
             }
             if self.skip > 0 {
