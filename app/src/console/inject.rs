@@ -1,15 +1,26 @@
 //! A stream wrapper between vnc-rs and the TCP connection that lets the console send RFB
-//! messages of its own.
+//! messages of its own and take the server's cut text out of the stream.
 //!
 //! Why it exists: vnc-rs 0.6 has no QEMU extended key event (message 255/0, scan codes),
-//! and it writes ClientCutText as UTF-8 where RFB says Latin-1. vnc-rs writes every client
-//! message as ONE `write_all` of a complete buffer, so this wrapper takes each write whole
-//! into a queue, and the console puts its own complete messages into the same queue: they
-//! can only land between vnc-rs's messages, never inside one. A writer task drains the
-//! queue to the socket at once, so nothing waits for vnc-rs's next write.
+//! writes ClientCutText as UTF-8 where RFB says Latin-1, and knows nothing of the VNC
+//! Extended Clipboard (it reads ServerCutText's length as a u32, so an extended message,
+//! whose length is negative, would wreck its stream).
+//!
+//! Write side: vnc-rs writes every client message as ONE `write_all` of a complete buffer,
+//! so this wrapper takes each write whole into a queue, and the console puts its own
+//! complete messages into the same queue: they can only land between vnc-rs's messages,
+//! never inside one. A writer task drains the queue to the socket at once, so nothing waits
+//! for vnc-rs's next write. vnc-rs's SetEncodings gets the Extended Clipboard
+//! pseudo-encoding added on its way through.
+//!
+//! Read side: a [`ServerFramer`] follows the server's messages by their headers, in place
+//! in the buffer vnc-rs reads into (pixel data is counted past, never copied), and takes
+//! every ServerCutText out — plain (decoded as Latin-1) and extended — handing it to the
+//! console as a [`ServerCut`]; everything else reaches vnc-rs byte for byte. Only a header
+//! cut in two by a read is held back (a few bytes) until the rest arrives.
 //!
 //! The console sends all its input (keys, pointer, cut text) this way, so input keeps its
-//! order; vnc-rs is left with the handshake, update requests and decoding.
+//! order; vnc-rs is left with the handshake, update requests and decoding the framebuffer.
 
 use std::io;
 use std::pin::Pin;
@@ -19,10 +30,21 @@ use display::rfb::protocol::{ClientMessage, write_client_message};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-/// The stream vnc-rs is given: reads come from the socket, writes go to the queue.
+use super::server_stream::{ServerCut, ServerFramer};
+
+/// The stream vnc-rs is given: reads come from the socket through the framer, writes go to
+/// the queue.
 pub struct InjectStream<S> {
     read: ReadHalf<S>,
     queue: Option<UnboundedSender<Vec<u8>>>,
+    framer: ServerFramer,
+    /// The start of a server header that a read cut short (offered to the framer again
+    /// with what comes next).
+    held: Vec<u8>,
+    /// Framed bytes for vnc-rs that did not fit its last read (from `held`).
+    out: Vec<u8>,
+    out_at: usize,
+    cuts: UnboundedSender<ServerCut>,
 }
 
 /// Sends complete client messages between vnc-rs's.
@@ -35,18 +57,56 @@ impl<S> InjectStream<S>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    /// Splits `stream` and starts the writer task (needs a tokio runtime).
-    pub fn new(stream: S) -> (InjectStream<S>, Injector) {
+    /// Splits `stream` and starts the writer task (needs a tokio runtime). The receiver
+    /// gets the server's cut texts, which vnc-rs no longer sees.
+    pub fn new(stream: S) -> (InjectStream<S>, Injector, UnboundedReceiver<ServerCut>) {
         let (read, write) = tokio::io::split(stream);
         let (tx, rx) = unbounded_channel();
+        let (cuts, cuts_rx) = unbounded_channel();
         tokio::spawn(drain(write, rx));
         (
             InjectStream {
                 read,
                 queue: Some(tx.clone()),
+                framer: ServerFramer::new(),
+                held: Vec::new(),
+                out: Vec::new(),
+                out_at: 0,
+                cuts,
             },
             Injector { queue: tx },
+            cuts_rx,
         )
+    }
+}
+
+impl<S> InjectStream<S> {
+    /// Hands over what the framer took out or wants sent.
+    fn after_filter(&mut self) {
+        for c in self.framer.take_cuts() {
+            // The console may have stopped listening (closing): nothing to do then.
+            let _ = self.cuts.send(c);
+        }
+        if let Some(m) = self.framer.take_resend()
+            && let Some(q) = &self.queue
+        {
+            // A closed queue means the connection is going: nothing to tell the server.
+            let _ = q.send(m);
+        }
+    }
+
+    /// Frames the held bytes again (after more arrived, or after a client write let the
+    /// framer move on); what is decided goes to `out`. True if anything changed.
+    fn filter_held(&mut self) -> bool {
+        let mut held = std::mem::take(&mut self.held);
+        let before = held.len();
+        let f = self.framer.filter(&mut held);
+        self.out.extend_from_slice(&held[..f.pass]);
+        held.drain(..f.hold);
+        let changed = f.pass > 0 || held.len() != before;
+        self.held = held;
+        self.after_filter();
+        changed
     }
 }
 
@@ -77,19 +137,80 @@ impl<S: AsyncRead> AsyncRead for InjectStream<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.read).poll_read(cx, buf)
+        let this = &mut *self;
+        loop {
+            if this.out_at < this.out.len() {
+                let n = (this.out.len() - this.out_at).min(buf.remaining());
+                buf.put_slice(&this.out[this.out_at..this.out_at + n]);
+                this.out_at += n;
+                if this.out_at == this.out.len() {
+                    this.out.clear();
+                    this.out_at = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            if !this.held.is_empty() {
+                // Rare (a header cut by a read): the held bytes and a little more go
+                // through `out`, a copy of a few hundred bytes at most.
+                if this.filter_held() {
+                    continue;
+                }
+                let mut more = [0u8; 512];
+                let mut rb = ReadBuf::new(&mut more);
+                match Pin::new(&mut this.read).poll_read(cx, &mut rb) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {}
+                }
+                if rb.filled().is_empty() {
+                    // The server closed in the middle of a message.
+                    this.held.clear();
+                    return Poll::Ready(Ok(()));
+                }
+                this.held.extend_from_slice(rb.filled());
+                this.filter_held();
+                continue;
+            }
+            // The common case: straight into vnc-rs's buffer, framed in place.
+            let start = buf.filled().len();
+            match Pin::new(&mut this.read).poll_read(cx, buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let end = buf.filled().len();
+            if end == start {
+                return Poll::Ready(Ok(()));
+            }
+            let f = this.framer.filter(&mut buf.filled_mut()[start..end]);
+            this.held
+                .extend_from_slice(&buf.filled()[start + f.hold..end]);
+            buf.set_filled(start + f.pass);
+            this.after_filter();
+            if f.pass > 0 {
+                return Poll::Ready(Ok(()));
+            }
+            // All of it was cut text or a partial header: read on (an empty read would be
+            // end of stream to vnc-rs).
+        }
     }
 }
 
 impl<S> AsyncWrite for InjectStream<S> {
-    /// Takes the whole buffer: one vnc-rs message stays one queue entry.
+    /// Takes the whole buffer: one vnc-rs message stays one queue entry. The framer sees it
+    /// first (the handshake's choices, the pixel format, the encodings to extend).
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let sent = match &self.queue {
-            Some(q) => q.send(buf.to_vec()).is_ok(),
+        let this = &mut *self;
+        let m = this.framer.client_wrote(buf).into_owned();
+        let sent = match &this.queue {
+            Some(q) => q.send(m).is_ok(),
             None => false,
         };
         Poll::Ready(if sent { Ok(buf.len()) } else { Err(broken()) })
@@ -136,6 +257,11 @@ impl Injector {
     pub fn cut_text(&self, text: &str) -> io::Result<()> {
         self.send(&ClientMessage::CutText(text.to_owned()))
     }
+
+    /// An Extended Clipboard message, as `display::rfb::clipboard`'s builders make them.
+    pub fn ext_clipboard(&self, (flags, payload): (u32, Vec<u8>)) -> io::Result<()> {
+        self.send(&ClientMessage::ExtendedCutText { flags, payload })
+    }
 }
 
 /// QEMU's wire numbering of a scan code: the 0xE0 prefix becomes bit 7 (Up, 0xE048, is
@@ -172,7 +298,7 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let (near, mut far) = tokio::io::duplex(7);
-            let (mut stream, inj) = InjectStream::new(near);
+            let (mut stream, inj, _cuts) = InjectStream::new(near);
             const N: u16 = 300;
             let vnc_rs = tokio::spawn(async move {
                 for i in 0..N {
@@ -248,7 +374,7 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let (near, mut far) = tokio::io::duplex(64);
-            let (stream, inj) = InjectStream::new(near);
+            let (stream, inj, _cuts) = InjectStream::new(near);
             inj.cut_text("héllo €").unwrap();
             let mut b = [0u8; 15];
             far.read_exact(&mut b).await.unwrap();

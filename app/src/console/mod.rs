@@ -14,18 +14,22 @@
 //!
 //! Input goes the other way, through [`inject`] (vnc-rs has no QEMU extended key event):
 //! keys as PC scan codes with their keysym ([`keys`]), so any host/guest layout pair works;
-//! the pointer as absolute guest pixels whatever the scale; the host clipboard as Latin-1
-//! cut text, or typed as key presses ([`typing`]).
+//! the pointer as absolute guest pixels whatever the scale; the host clipboard as cut text
+//! (below), or typed as key presses ([`typing`]).
 //!
 //! The keyboard is grabbed by clicking into the screen: then every key egui sees goes to
 //! the guest (Tab, Esc, Ctrl+C …), and Ctrl+Alt pressed and released alone lets go. Keys
 //! the window manager takes before the window sees them (Alt+Tab, Alt+F4 on most desktops)
 //! cannot be grabbed: winit has no keyboard grab. The send-key menu covers the usual ones.
 //!
-//! Clipboard: vnc-rs knows only plain cut text, so text goes both ways in Latin-1 (RFC
-//! 6143); the VNC Extended Clipboard (UTF-8) would need vnc-rs to read its messages. The
-//! guest's text arrives through vnc-rs, which decodes it as UTF-8 (lossy), so non-ASCII
-//! Latin-1 characters from the guest come out as U+FFFD.
+//! Clipboard: text goes both ways through the VNC Extended Clipboard (UTF-8 in zlib) when
+//! the server offers it, as ours does. vnc-rs cannot read its messages, so [`inject`]
+//! frames the server's stream ([`server_stream`]) and takes every cut text out before
+//! vnc-rs sees it, and adds the pseudo-encoding to vnc-rs's SetEncodings. The guest's text
+//! comes as the server's Notify, our Request, its Provide; the host's goes as a Provide
+//! when it fits the size the server announced, else as a Notify for the server to Request.
+//! A server without the extension (QEMU) gets RFC 6143's Latin-1 cut text both ways:
+//! characters outside Latin-1 go as '?', and the guest's text is decoded as Latin-1.
 //!
 //! When the connection drops (a reset rebuilding the VNC server, a VMM restart), the last
 //! frame stays on screen greyed and the worker reconnects every second while the VM runs.
@@ -34,6 +38,7 @@
 
 pub mod inject;
 pub mod keys;
+pub mod server_stream;
 pub mod typing;
 mod worker;
 
@@ -94,6 +99,8 @@ struct Shared {
     need_password: Option<String>,
     /// The guest's clipboard, for the host's.
     server_cut: Option<String>,
+    /// The server speaks the Extended Clipboard (UTF-8) on this connection.
+    ext_clipboard: bool,
     /// Framebuffer rectangles received since the console opened.
     rects: u64,
 }
@@ -442,7 +449,8 @@ impl Console {
         skipped
     }
 
-    /// Offers `text` to the guest as its clipboard (Latin-1 cut text).
+    /// Offers `text` to the guest as its clipboard (UTF-8 through the Extended Clipboard
+    /// when the server has it, else Latin-1 cut text).
     pub fn send_clipboard(&mut self, text: &str) {
         self.last_cut = Some(text.to_owned());
         self.send(Cmd::CutText(text.to_owned()));
@@ -592,7 +600,10 @@ impl Console {
             }
             if ui
                 .button("Send clipboard")
-                .on_hover_text("Offers the host clipboard to the guest (Latin-1 text)")
+                .on_hover_text(
+                    "Offers the host clipboard to the guest (as Latin-1 text if its VNC \
+                     server lacks the Extended Clipboard)",
+                )
                 .clicked()
             {
                 self.request_paste(&ctx, PasteFor::CutText);
@@ -1262,7 +1273,7 @@ mod tests {
     }
 
     /// "Type clipboard": the text arrives in order, Shift around shifted characters, paced;
-    /// characters with no US key are skipped and counted. Cut text goes as Latin-1.
+    /// characters with no US key are skipped and counted.
     #[test]
     fn typed_text_arrives_in_order_with_shift() {
         let (server, _surface, sink) = server(64, 48, |_| {});
@@ -1282,15 +1293,104 @@ mod tests {
             start.elapsed() >= TYPE_INTERVAL * (expect.len() as u32 - 1),
             "typing is paced"
         );
+    }
+
+    /// Our server speaks the Extended Clipboard: UTF-8 text arrives intact both ways (the
+    /// guest's through Notify, Request, Provide; the host's as a Provide).
+    #[test]
+    fn clipboard_goes_both_ways_in_utf8() {
+        let (server, _surface, sink) = server(64, 48, |_| {});
+        let mut console = Console::open("t", server.local_addr(), None, egui::Context::default());
+        wait_for("the extended clipboard", || {
+            lock(&console.shared).ext_clipboard
+        });
+        server.set_clipboard("héllo € ünïcode");
+        wait_for("the guest's text", || {
+            lock(&console.shared).server_cut.as_deref() == Some("héllo € ünïcode")
+        });
+        console.send_clipboard("€ ünï\nline two");
+        wait_for("the host's text", || !sink.2.lock().unwrap().is_empty());
+        assert_eq!(*sink.2.lock().unwrap(), vec!["€ ünï\nline two".to_string()]);
+        // The picture still comes through the framed stream.
+        wait_for("the picture", || {
+            px(&console, 0, 0) == Some(Color32::from_rgb(0xcc, 0, 0))
+        });
+    }
+
+    /// A scripted RFB 3.8 server without the Extended Clipboard (as QEMU): the console
+    /// still offers it in SetEncodings, but sends Latin-1 cut text, and the server's
+    /// Latin-1 cut text is read as Latin-1.
+    #[test]
+    fn a_server_without_the_extended_clipboard_gets_latin1() {
+        use display::rfb::protocol::{
+            ClientMessage, Limits, read_client_message, write_server_cut_text,
+        };
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (got_tx, got) = std::sync::mpsc::channel();
+        let (send, send_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut b = [0u8; 12];
+            s.write_all(b"RFB 003.008\n").unwrap();
+            s.read_exact(&mut b).unwrap();
+            s.write_all(&[1, 1]).unwrap();
+            s.read_exact(&mut b[..1]).unwrap();
+            s.write_all(&0u32.to_be_bytes()).unwrap();
+            s.read_exact(&mut b[..1]).unwrap();
+            let mut init = vec![0, 32, 0, 16];
+            init.extend_from_slice(&display::pixel::PixelFormat::NATIVE.to_bytes());
+            init.extend_from_slice(&4u32.to_be_bytes());
+            init.extend_from_slice(b"qemu");
+            s.write_all(&init).unwrap();
+            let mut w = s.try_clone().unwrap();
+            std::thread::spawn(move || {
+                for m in send_rx {
+                    if w.write_all(&m).is_err() {
+                        return;
+                    }
+                }
+            });
+            while let Ok(m) = read_client_message(&mut s, &Limits::default()) {
+                if got_tx.send(m).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut console = Console::open("t", addr, None, egui::Context::default());
+        wait_for("connected", || lock(&console.shared).connected);
         console.send_clipboard("héllo €");
-        wait_for("the cut text", || {
-            sink.2.lock().unwrap().contains(&"héllo ?".to_string())
-        });
-        // And the other way: the guest's clipboard reaches the window's.
-        server.set_clipboard("from the guest");
+        let mut seen = Vec::new();
+        while !seen.iter().any(|m| matches!(m, ClientMessage::CutText(_))) {
+            seen.push(
+                got.recv_timeout(Duration::from_secs(10))
+                    .expect("the cut text"),
+            );
+        }
+        assert!(
+            seen.contains(&ClientMessage::CutText("héllo ?".into())),
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter()
+                .any(|m| matches!(m, ClientMessage::SetEncodings(e)
+                if e.contains(&display::encoding::number::EXTENDED_CLIPBOARD))),
+            "the console offers the Extended Clipboard: {seen:?}"
+        );
+        let mut m = Vec::new();
+        write_server_cut_text("héllo wörld", &mut m);
+        send.send(m).unwrap();
         wait_for("the server's cut text", || {
-            lock(&console.shared).server_cut.as_deref() == Some("from the guest")
+            lock(&console.shared).server_cut.as_deref() == Some("héllo wörld")
         });
+        assert!(!lock(&console.shared).ext_clipboard);
+        assert!(
+            !seen
+                .iter()
+                .any(|m| matches!(m, ClientMessage::ExtendedCutText { .. })),
+            "{seen:?}"
+        );
     }
 
     /// A VM with a password: the console asks, a wrong answer asks again with the reason,

@@ -1,9 +1,22 @@
 //! The console's connection thread: runs vnc-rs against the VM's VNC port, applies the
 //! server's rectangles to the shared framebuffer, keeps an update request outstanding,
-//! forwards the window's input, and reconnects (or asks for a password) when a connection
-//! ends.
+//! forwards the window's input, speaks the Extended Clipboard when the server offers it,
+//! and reconnects (or asks for a password) when a connection ends.
 
 use super::*;
+
+use display::rfb::clipboard::{self, ExtClipboard};
+use server_stream::{MAX_CUT, ServerCut};
+
+/// One connection's clipboard state.
+#[derive(Default)]
+struct Clip {
+    /// The server's Extended Clipboard capabilities, once it announced them: its flags
+    /// (formats and actions) and the largest text it takes.
+    server: Option<(u32, Option<u32>)>,
+    /// The host text last offered to the guest.
+    ours: Option<String>,
+}
 
 /// The connection thread's state.
 pub(super) struct Worker {
@@ -124,7 +137,7 @@ impl Worker {
         };
         // Key presses are a few bytes each: send them at once.
         let _ = tcp.set_nodelay(true);
-        let (stream, inj) = InjectStream::new(tcp);
+        let (stream, inj, mut cuts) = InjectStream::new(tcp);
         let asked = Arc::new(AtomicBool::new(false));
         let auth = {
             let asked = asked.clone();
@@ -162,8 +175,9 @@ impl Worker {
             s.connected = true;
             s.status = "connected".into();
         });
-        let end = self.serve(&vnc, &inj, cmds).await;
+        let end = self.serve(&vnc, &inj, &mut cuts, cmds).await;
         let _ = vnc.close().await;
+        lock(&self.shared).ext_clipboard = false;
         end
     }
 
@@ -172,8 +186,10 @@ impl Worker {
         &self,
         vnc: &vnc::VncClient,
         inj: &Injector,
+        cuts: &mut UnboundedReceiver<ServerCut>,
         cmds: &mut UnboundedReceiver<Cmd>,
     ) -> End {
+        let mut clip = Clip::default();
         let mut typing: VecDeque<Stroke> = VecDeque::new();
         let mut next_stroke = tokio::time::Instant::now();
         let mut last_request = Instant::now();
@@ -204,12 +220,17 @@ impl Worker {
                         }
                     }
                 }
+                Some(cut) = cuts.recv() => {
+                    if let Err(e) = self.server_cut(inj, &mut clip, cut) {
+                        return End::Dropped(e.to_string());
+                    }
+                }
                 c = cmds.recv() => {
                     let sent = match c {
                         None | Some(Cmd::Close) => return End::Closed,
                         Some(Cmd::Key { keysym, down, code }) => inj.key(keysym, down, code),
                         Some(Cmd::Pointer(x, y, b)) => inj.pointer(x, y, b),
-                        Some(Cmd::CutText(t)) => inj.cut_text(&t),
+                        Some(Cmd::CutText(t)) => self.send_cut(inj, &mut clip, t),
                         Some(Cmd::Type(s)) => {
                             typing.extend(s);
                             Ok(())
@@ -249,6 +270,77 @@ impl Worker {
         }
     }
 
+    /// The host's clipboard for the guest: through the Extended Clipboard when the server
+    /// has it (the text itself when it fits the server's cap, else a notification that it
+    /// asks for), else as Latin-1 cut text.
+    fn send_cut(&self, inj: &Injector, clip: &mut Clip, text: String) -> std::io::Result<()> {
+        let sent = match clip.server {
+            Some((flags, Some(max))) if flags & clipboard::TEXT != 0 => {
+                if flags & clipboard::PROVIDE != 0 && text.len() < max as usize {
+                    inj.ext_clipboard(clipboard::provide(&text, max as usize))
+                } else {
+                    inj.ext_clipboard(clipboard::notify())
+                }
+            }
+            _ => inj.cut_text(&text),
+        };
+        clip.ours = Some(text);
+        sent
+    }
+
+    /// A cut text the framer took out of the server's stream.
+    fn server_cut(&self, inj: &Injector, clip: &mut Clip, cut: ServerCut) -> std::io::Result<()> {
+        let (flags, payload) = match cut {
+            ServerCut::Text(t) => {
+                self.set(|s| s.server_cut = Some(t));
+                return Ok(());
+            }
+            ServerCut::Extended { flags, payload } => (flags, payload),
+        };
+        let m = clipboard::parse(flags, &payload, MAX_CUT);
+        if clip.server.is_none() && !matches!(m, ExtClipboard::Caps { .. }) {
+            // rfbproto: Caps come first; anything before them is not for us.
+            tracing::debug!("console: extended clipboard message before caps: {m:?}");
+            return Ok(());
+        }
+        match m {
+            ExtClipboard::Caps { text_max, .. } => {
+                clip.server = Some((flags, text_max));
+                self.set(|s| s.ext_clipboard = true);
+                inj.ext_clipboard(clipboard::caps(MAX_CUT as u32))?;
+                // Text offered before the caps came went as Latin-1: offer it whole now.
+                if clip
+                    .ours
+                    .as_deref()
+                    .is_some_and(|t| t.chars().any(|c| u32::from(c) > 0xff))
+                {
+                    inj.ext_clipboard(clipboard::notify())?;
+                }
+            }
+            ExtClipboard::Notify { formats } if formats & clipboard::TEXT != 0 => {
+                inj.ext_clipboard(clipboard::request())?;
+            }
+            ExtClipboard::Provide { text: Some(t) } => self.set(|s| s.server_cut = Some(t)),
+            ExtClipboard::Request { formats } if formats & clipboard::TEXT != 0 => {
+                let max = clip
+                    .server
+                    .and_then(|(_, m)| m)
+                    .map_or(MAX_CUT, |m| (m as usize).min(MAX_CUT));
+                match &clip.ours {
+                    Some(t) => inj.ext_clipboard(clipboard::provide(t, max))?,
+                    // Nothing to give: an empty notify says so.
+                    None => inj.ext_clipboard((clipboard::NOTIFY, Vec::new()))?,
+                }
+            }
+            ExtClipboard::Peek => match &clip.ours {
+                Some(_) => inj.ext_clipboard(clipboard::notify())?,
+                None => inj.ext_clipboard((clipboard::NOTIFY, Vec::new()))?,
+            },
+            other => tracing::debug!("console: extended clipboard message ignored: {other:?}"),
+        }
+        Ok(())
+    }
+
     /// Applies one vnc-rs event; true if it changed the framebuffer.
     fn apply(&self, ev: vnc::VncEvent) -> Result<bool, String> {
         let mut sh = lock(&self.shared);
@@ -283,6 +375,7 @@ impl Worker {
                 );
                 true
             }
+            // Only when the framer gave up on the stream (it takes cut text out otherwise).
             vnc::VncEvent::Text(t) => {
                 sh.server_cut = Some(t);
                 false
