@@ -25,6 +25,11 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+// The tests' Xvfb (it picks a free display itself); the bench has no use for the rest.
+#[path = "../../vmm/tests/common/x11.rs"]
+#[allow(dead_code)]
+mod x11;
+
 use display::encoding::Rect;
 use display::rfb::protocol::{ClientMessage, Limits, read_client_message};
 use display::rfb::{NullInput, VncConfig, VncServer};
@@ -73,7 +78,7 @@ fn main() {
             return;
         }
     }
-    let xvfb = Xvfb::start();
+    let xvfb = x11::Xvfb::with_screen("1920x1200x24").expect("Xvfb did not start");
     println!(
         "console bench (vmdesk console vs TigerVNC vncviewer, Xvfb {}, medians)",
         xvfb.display
@@ -367,51 +372,6 @@ fn ticks_per_second() -> f64 {
     out.ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100.0)
-}
-
-struct Xvfb {
-    child: Child,
-    display: String,
-}
-
-impl Xvfb {
-    fn start() -> Xvfb {
-        for n in 90..120 {
-            if std::path::Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-                || std::path::Path::new(&format!("/tmp/.X{n}-lock")).exists()
-            {
-                continue;
-            }
-            let display = format!(":{n}");
-            let mut child = Command::new("Xvfb")
-                .args([&display, "-screen", "0", "1920x1200x24", "-nolisten", "tcp"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("Xvfb");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if std::path::Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
-                    return Xvfb { child, display };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            kill(&mut child);
-        }
-        panic!("no Xvfb display could be started");
-    }
-}
-
-impl Drop for Xvfb {
-    fn drop(&mut self) {
-        // SIGTERM, so Xvfb removes its lock file and socket.
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
 }
 
 /// A TCP proxy in front of the server that counts the framebuffer updates a client has

@@ -296,7 +296,7 @@ fn the_demo_in_the_app_window_under_xvfb() {
     if !common::kvm_or_skip(test) {
         return;
     }
-    let (Some(xvfb), Some(import), Some(xdotool)) = (
+    let (Some(_), Some(import), Some(xdotool)) = (
         common::tool_or_skip(test, "Xvfb"),
         common::tool_or_skip(test, "import"),
         common::tool_or_skip(test, "xdotool"),
@@ -345,26 +345,8 @@ fn the_demo_in_the_app_window_under_xvfb() {
     );
 
     // An X display of our own.
-    let display = (0..50)
-        .map(|i| 140 + (std::process::id() as usize + i) % 300)
-        .find(|n| {
-            !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-                && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
-        })
-        .expect("a free X display number");
-    let display = format!(":{display}");
-    let x = Command::new(&xvfb)
-        .args([&display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn Xvfb");
-    children.add("Xvfb", x);
-    let socket = format!("/tmp/.X11-unix/X{}", &display[1..]);
-    assert!(
-        wait_for(STEP_TIMEOUT, || Path::new(&socket).exists().then_some(())).is_some(),
-        "Xvfb did not start on {display}"
-    );
+    let x = common::x11::Xvfb::with_screen("1280x800x24").expect("Xvfb did not start");
+    let display = x.display.clone();
 
     let console = env
         .command(&["console", "demo"])

@@ -7,6 +7,8 @@
 mod screen;
 #[path = "../../../vmm/tests/common/skip.rs"]
 mod skip;
+#[path = "../../../vmm/tests/common/x11.rs"]
+pub mod x11;
 
 // Not every test looks at the screen.
 #[allow(unused_imports)]

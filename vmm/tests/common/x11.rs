@@ -1,6 +1,6 @@
-//! An X server of the test's own and its clipboard, for the tests that run X clients
-//! (the guest agent's, and TigerVNC's viewer in the display crate's tests, which include
-//! this file by path).
+//! An X server of the test's own and its clipboard, for the tests that run X clients (the
+//! guest agent's; the display crate's TigerVNC tests and the app's window test and console
+//! benchmark include this file by path).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -13,11 +13,16 @@ pub struct Xvfb {
 }
 
 impl Xvfb {
-    /// `None` when Xvfb is missing or does not say its display.
+    /// An 800x600 screen; `None` when Xvfb is missing or does not say its display.
     pub fn start() -> Option<Xvfb> {
+        Xvfb::with_screen("800x600x24")
+    }
+
+    /// A screen of `geometry` ("WxHxDEPTH").
+    pub fn with_screen(geometry: &str) -> Option<Xvfb> {
         let mut child = Command::new("Xvfb")
             .args(["-displayfd", "1", "-nolisten", "tcp"])
-            .args(["-screen", "0", "800x600x24"])
+            .args(["-screen", "0", geometry])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -34,6 +39,16 @@ impl Xvfb {
 
 impl Drop for Xvfb {
     fn drop(&mut self) {
+        // SIGTERM first, so Xvfb removes its lock file and socket (after a SIGKILL they
+        // stay in /tmp, and tools that pick a display by looking there run out of them).
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..40 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
