@@ -33,13 +33,8 @@ const HOST_TEXT: &str = "from the VNC client: ünïcode ✓";
 /// What test-assets.sh put in the guest's data.bin.
 const GUEST_TEXT: &str = "copied in the linux guest: héllo ✓";
 
-/// What the guest printed so far, its lines that start with [`SAY`].
 fn said(serial: &Path) -> Vec<String> {
-    std::fs::read_to_string(serial)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim_end().strip_prefix(SAY).map(str::to_owned))
-        .collect()
+    common::guest_said(serial, SAY)
 }
 
 fn wait_said(serial: &Path, line: &str, child: &mut Child, end: Instant) {

@@ -156,11 +156,7 @@ fn abs_of(v: u32, size: u32) -> u32 {
 
 /// The "vmdesk-input: " lines of the console so far.
 fn said(serial: &Path) -> Vec<String> {
-    std::fs::read_to_string(serial)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim_end().strip_prefix(SAY).map(str::to_string))
-        .collect()
+    common::guest_said(serial, SAY)
 }
 
 /// The value of an input event line "`dev` event type `t` code `c` value V" as the signed

@@ -344,6 +344,16 @@ pub fn linux_assets(test: &str, initrd: &str) -> Option<(PathBuf, PathBuf)> {
     ))
 }
 
+/// What a Linux test guest said so far: the lines of its console log `serial` that start
+/// with `prefix` (its /init's say()), without the prefix.
+pub fn guest_said(serial: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_to_string(serial)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix(prefix).map(str::to_owned))
+        .collect()
+}
+
 /// The Linux guests' kernel command line: the console on COM1 (the tests read it), and a
 /// panic ends the VM instead of hanging it.
 pub const LINUX_CMDLINE: &str = "console=ttyS0 panic=-1 loglevel=4";
