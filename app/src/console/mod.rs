@@ -28,8 +28,9 @@
 //! vnc-rs sees it, and adds the pseudo-encoding to vnc-rs's SetEncodings. The guest's text
 //! comes as the server's Notify, our Request, its Provide; the host's goes as a Provide
 //! when it fits the size the server announced, else as a Notify for the server to Request.
-//! A server without the extension (QEMU) gets RFC 6143's Latin-1 cut text both ways:
-//! characters outside Latin-1 go as '?', and the guest's text is decoded as Latin-1.
+//! A server without the extension (QEMU before 6.1, and many others) gets RFC 6143's
+//! Latin-1 cut text both ways: characters outside Latin-1 go as '?', and the guest's text
+//! is decoded as Latin-1.
 //!
 //! When the connection drops (a reset rebuilding the VNC server, a VMM restart), the last
 //! frame stays on screen greyed and the worker reconnects every second while the VM runs.
@@ -1317,9 +1318,9 @@ mod tests {
         });
     }
 
-    /// A scripted RFB 3.8 server without the Extended Clipboard (as QEMU): the console
-    /// still offers it in SetEncodings, but sends Latin-1 cut text, and the server's
-    /// Latin-1 cut text is read as Latin-1.
+    /// A scripted RFB 3.8 server without the Extended Clipboard (as QEMU before 6.1): the
+    /// console still offers it in SetEncodings, but sends Latin-1 cut text, and the
+    /// server's Latin-1 cut text is read as Latin-1.
     #[test]
     fn a_server_without_the_extended_clipboard_gets_latin1() {
         use display::rfb::protocol::{
