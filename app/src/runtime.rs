@@ -534,21 +534,22 @@ impl Runtime {
             let _ = kill(pid, Signal::SIGKILL);
             self.wait_gone(name, Duration::from_secs(5));
         }
-        // The supervisor writes its record just after reaping; wait for it so it does not
-        // reappear after the clean-up below.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !self.exit_path(name).exists() && Instant::now() < deadline {
-            std::thread::sleep(POLL);
-        }
         self.clean(name);
         Ok(())
     }
 
-    /// Waits until the VM's VMM is gone; true if it went within `timeout`.
+    /// Waits until the VM's VMM is gone; true if it went within `timeout`. Then also (up
+    /// to 2 s) for its supervisor's record of how it ended: the VMM counts as gone from the
+    /// moment it is a zombie, the supervisor writes the record after reaping it, and a
+    /// clean-up (delete, destroy) done in between would see the record reappear after it.
     pub fn wait_gone(&self, name: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             if self.live_pid(name).is_none() {
+                let recorded = Instant::now() + Duration::from_secs(2);
+                while !self.exit_path(name).exists() && Instant::now() < recorded {
+                    std::thread::sleep(POLL);
+                }
                 return true;
             }
             if Instant::now() > deadline {
@@ -776,6 +777,26 @@ mod tests {
         );
         assert_eq!(parse_vnc_line("vnc: listening on garbage\n"), None);
         assert_eq!(parse_vnc_line(""), None);
+    }
+
+    /// The VMM is gone (here: its pid is dead) but its supervisor has not recorded the end
+    /// yet: waiting for it to be gone also waits for the record, so a clean-up right after
+    /// (delete, destroy) is not undone by the record appearing later.
+    #[test]
+    fn gone_waits_for_the_supervisor_record() {
+        let rt = temp_rt("gone");
+        std::fs::write(rt.pid_path("vm"), "999999999\n").unwrap();
+        let exit = rt.exit_path("vm");
+        let supervisor = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            std::fs::write(exit, "exit 0\n").unwrap();
+        });
+        assert!(rt.wait_gone("vm", Duration::from_secs(1)));
+        assert!(rt.exit_path("vm").exists(), "returned before the record");
+        supervisor.join().unwrap();
+        rt.remove_all("vm");
+        assert!(!rt.exit_path("vm").exists());
+        let _ = std::fs::remove_dir_all(rt.dir());
     }
 
     #[test]
