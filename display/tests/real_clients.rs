@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use display::encoding::Rect;
 use display::rfb::Password;
 use rfb_support::{Harness, Input, skip};
-use x11::{Xvfb, x_clipboard};
+use x11::{Xvfb, x_clipboard, x_copy};
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -403,7 +403,7 @@ fn vnc_rs_connects_and_receives_updates() {
 fn tigervnc_viewer_shares_the_clipboard_both_ways() {
     let name = "tigervnc_viewer_shares_the_clipboard_both_ways";
     let _x = X_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let (Some(viewer), Some(xclip), Some(xdotool)) =
+    let (Some(viewer), Some(_), Some(xdotool)) =
         (which("vncviewer"), which("xclip"), which("xdotool"))
     else {
         skip(name, "vncviewer, xclip or xdotool not found");
@@ -458,15 +458,7 @@ fn tigervnc_viewer_shares_the_clipboard_both_ways() {
 
     // Viewer -> server: an X application copies.
     let from_viewer = "from the host: ünïcode ✓";
-    let mut owner = Command::new(&xclip)
-        .args(["-quiet", "-selection", "clipboard", "-i"])
-        .env("DISPLAY", &x.display)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut owner.stdin.take().unwrap(), from_viewer.as_bytes()).unwrap();
+    let mut owner = x_copy(&x.display, from_viewer);
     let want = Input::Clipboard(from_viewer.into());
     let deadline = Instant::now() + Duration::from_secs(10);
     let got = loop {

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,15 +46,16 @@ fn serve(master: File, agent: Arc<Mutex<VdAgent>>) -> Receiver<String> {
     rx
 }
 
-fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
+/// Whether `ready` became true within 10 s (asked every 50 ms).
+fn within_10s(mut ready: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !ready() {
+        if Instant::now() > end {
+            return false;
         }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    true
 }
 
 #[test]
@@ -106,9 +107,7 @@ fn the_spice_agent_shares_the_clipboard_both_ways() {
             .arg(&socket)
             .stderr(log("vdagentd.log")),
     );
-    wait_until("spice-vdagentd's socket", Duration::from_secs(10), || {
-        socket.exists().then_some(())
-    });
+    assert!(within_10s(|| socket.exists()), "no spice-vdagentd socket");
     children.add(
         "spice-vdagent",
         Command::new(&session)
@@ -128,33 +127,15 @@ fn the_spice_agent_shares_the_clipboard_both_ways() {
             read("vdagent.log")
         )
     };
-    let sharing = Instant::now() + Duration::from_secs(10);
-    while !agent.lock().unwrap().sharing() {
-        assert!(
-            Instant::now() < sharing,
-            "the agent never announced itself\n{}",
-            logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        within_10s(|| agent.lock().unwrap().sharing()),
+        "the agent never announced itself\n{}",
+        logs()
+    );
 
     // Guest -> host: an application in the guest copies; the text reaches us.
     let copied = "copied in the guest: héllo € ünïcode\nsecond line";
-    let mut owner = Command::new("xclip")
-        .args(["-quiet", "-selection", "clipboard", "-i"])
-        .env("DISPLAY", &display)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    owner
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(copied.as_bytes())
-        .unwrap();
-    children.0.push(owner);
+    children.0.push(common::x11::x_copy(&display, copied));
     let got = from_guest
         .recv_timeout(Duration::from_secs(10))
         .unwrap_or_else(|_| panic!("the guest's copy never reached the host\n{}", logs()));
@@ -169,20 +150,12 @@ fn the_spice_agent_shares_the_clipboard_both_ways() {
         .host_clipboard(pasted.to_owned(), &mut to_guest);
     assert!(!to_guest.is_empty(), "no grab sent to the guest");
     master.write_all(&to_guest).unwrap();
-    let seen = Duration::from_secs(10);
-    let end = Instant::now() + seen;
-    loop {
-        if common::x11::x_clipboard(&display).as_deref() == Some(pasted) {
-            break;
-        }
-        assert!(
-            Instant::now() < end,
-            "the guest's X clipboard never got the host's text (has {:?})\n{}",
-            common::x11::x_clipboard(&display),
-            logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        within_10s(|| common::x11::x_clipboard(&display).as_deref() == Some(pasted)),
+        "the guest's X clipboard never got the host's text (has {:?})\n{}",
+        common::x11::x_clipboard(&display),
+        logs()
+    );
     drop(pty.slave);
     let _ = std::fs::remove_dir_all(Path::new(&dir));
 }

@@ -274,16 +274,7 @@ fn keys_typed_over_vnc_reach_a_bios_program() {
         common::stop(&mut child);
         panic!("the program did not start; log:\n{text}");
     }
-    let server = format!("{}::{}", addr.ip(), addr.port());
-    let out = Command::new(&vncdo)
-        .args(["-s", &server, "type", "hello"])
-        .output()
-        .expect("run vncdo");
-    assert!(
-        out.status.success(),
-        "vncdo failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::vncdo(&vncdo, addr.port(), &["type", "hello"]);
     let want = format!("{prompt}hello");
     let text = common::wait_for_log(&mut child, &log, &want, Duration::from_secs(30));
     let status = common::stop(&mut child);

@@ -138,6 +138,15 @@ impl Default for ServerFramer {
     }
 }
 
+/// Returns [`Step::More`] from the caller when `b` holds fewer than `n` bytes.
+macro_rules! need {
+    ($b:expr, $n:expr) => {
+        if $b.len() < $n {
+            return Step::More;
+        }
+    };
+}
+
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
@@ -344,23 +353,16 @@ impl ServerFramer {
     /// Decides what the header at the start of `b` is.
     fn step(&mut self, b: &[u8]) -> Step {
         let pass = |len: usize, skip: u64, next: Phase| Step::Pass { len, skip, next };
-        macro_rules! need {
-            ($n:expr) => {
-                if b.len() < $n {
-                    return Step::More;
-                }
-            };
-        }
         match self.phase {
             Phase::Version => {
-                need!(12);
+                need!(b, 12);
                 pass(12, 0, Phase::ClientVersion)
             }
             // The server has nothing to say until the client speaks: hold anything that
             // comes anyway until then.
             Phase::ClientVersion | Phase::ClientChoice => Step::More,
             Phase::SecurityType33 => {
-                need!(4);
+                need!(b, 4);
                 match u32_at(b, 0) {
                     0 => pass(4, 0, Phase::Reason),
                     1 => pass(4, 0, Phase::ServerInit),
@@ -369,18 +371,18 @@ impl ServerFramer {
                 }
             }
             Phase::SecurityTypes => {
-                need!(1);
+                need!(b, 1);
                 match b[0] {
                     0 => pass(1, 0, Phase::Reason),
                     n => pass(1, u64::from(n), Phase::ClientChoice),
                 }
             }
             Phase::Challenge => {
-                need!(16);
+                need!(b, 16);
                 pass(16, 0, Phase::SecurityResult)
             }
             Phase::SecurityResult => {
-                need!(4);
+                need!(b, 4);
                 match u32_at(b, 0) {
                     0 => pass(4, 0, Phase::ServerInit),
                     _ if self.minor == 8 => pass(4, 0, Phase::Reason),
@@ -388,11 +390,11 @@ impl ServerFramer {
                 }
             }
             Phase::Reason => {
-                need!(4);
+                need!(b, 4);
                 pass(4, u64::from(u32_at(b, 0)), Phase::Pass)
             }
             Phase::ServerInit => {
-                need!(24);
+                need!(b, 24);
                 self.bytes_pp = u64::from(b[4]).div_ceil(8).max(1);
                 pass(24, u64::from(u32_at(b, 20)), Phase::Message)
             }
@@ -408,17 +410,10 @@ impl ServerFramer {
             skip,
             next: Phase::Message,
         };
-        macro_rules! need {
-            ($n:expr) => {
-                if b.len() < $n {
-                    return Step::More;
-                }
-            };
-        }
-        need!(1);
+        need!(b, 1);
         match b[0] {
             msg::FRAMEBUFFER_UPDATE => {
-                need!(4);
+                need!(b, 4);
                 match u16_at(b, 2) {
                     0 => pass(4, 0),
                     n => Step::Pass {
@@ -430,12 +425,12 @@ impl ServerFramer {
             }
             // SetColourMapEntries: 6 bytes of RGB per colour.
             1 => {
-                need!(6);
+                need!(b, 6);
                 pass(6, 6 * u64::from(u16_at(b, 4)))
             }
             msg::BELL | msg::END_OF_CONTINUOUS_UPDATES => pass(1, 0),
             msg::SERVER_CUT_TEXT => {
-                need!(8);
+                need!(b, 8);
                 let len = u32_at(b, 4) as i32;
                 Step::Cut {
                     len: 8,
@@ -444,16 +439,16 @@ impl ServerFramer {
                 }
             }
             msg::FENCE => {
-                need!(9);
+                need!(b, 9);
                 pass(9, u64::from(b[8]))
             }
             // QEMU server message; subtype 1 is audio (end, begin, data with a length).
             msg::QEMU => {
-                need!(4);
+                need!(b, 4);
                 match (b[1], u16_at(b, 2)) {
                     (1, 0 | 1) => pass(4, 0),
                     (1, 2) => {
-                        need!(8);
+                        need!(b, 8);
                         pass(8, u64::from(u32_at(b, 4)))
                     }
                     (sub, op) => Step::GiveUp(format!("QEMU server message {sub}/{op}")),
@@ -464,9 +459,7 @@ impl ServerFramer {
     }
 
     fn rect(&self, b: &[u8], left: u16) -> Step {
-        if b.len() < 12 {
-            return Step::More;
-        }
+        need!(b, 12);
         let next = if left > 1 {
             Phase::Rect { left: left - 1 }
         } else {

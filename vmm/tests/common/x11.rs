@@ -54,6 +54,22 @@ impl Drop for Xvfb {
     }
 }
 
+/// An X application that copied `text` to the CLIPBOARD selection on `display`: xclip,
+/// which owns the selection (and answers for it) until it is killed.
+pub fn x_copy(display: &str, text: &str) -> Child {
+    let mut owner = Command::new("xclip")
+        .args(["-quiet", "-selection", "clipboard", "-i"])
+        .env("DISPLAY", display)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run xclip");
+    let mut input = owner.stdin.take().expect("xclip's stdin");
+    std::io::Write::write_all(&mut input, text.as_bytes()).expect("write to xclip");
+    owner
+}
+
 /// The CLIPBOARD selection's text on `display` (xclip, at most 5 s), or `None`: no
 /// owner, no answer, or no xclip.
 pub fn x_clipboard(display: &str) -> Option<String> {
