@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole vmdesk test suite on a fresh Debian/Ubuntu machine: installs what the tests
 # need (apt packages, a Python venv with vncdotool), checks format and lints, runs every
-# test, and says how many KVM tests ran and how many were skipped.
+# test, and says how many KVM tests ran on this host, how many in the nested test host
+# (resources/scripts/nested-host.sh: tests that need hardware-backed KVM run there when
+# this host's KVM is kvm_pvm), and how many were skipped.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -27,7 +29,10 @@ status=${PIPESTATUS[0]}
 set -e
 
 ran=$(grep -c '^ran ' "$tally" || true)
+nested=$(grep -c '^nested ' "$tally" || true)
 skipped=$(grep -c '^skipped ' "$tally" || true)
-echo "== KVM tests: $ran ran, $skipped skipped"
+# Each nested line ends with the seconds that test's nested host took.
+nested_secs=$(awk '/^nested / { s += $NF } END { printf "%.0f", s }' "$tally")
+echo "== KVM tests: $ran ran on this host, $nested in the nested host (${nested_secs} s there), $skipped skipped"
 grep '^skipped ' "$tally" | sed 's/^skipped /   skipped: /' || true
 exit "$status"

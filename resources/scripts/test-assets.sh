@@ -87,7 +87,7 @@ kernel_extract() {
 # is stale: make it again. input-initrd.img was the display test's initrd from the cloud
 # kernel (display-initrd.img replaces it).
 rm -f "$out/input-initrd.img"
-for f in initrd.img storage-initrd.img display-initrd.img; do
+for f in initrd.img storage-initrd.img display-initrd.img nested-initrd.img; do
   if [[ -e $out/$f && $out/$f -ot $root/resources/scripts/test-assets.sh ]]; then
     echo "test-assets: $f is older than this script; rebuilding it" >&2
     rm -f "$out/$f"
@@ -96,17 +96,21 @@ done
 
 # A module initrd is only good for the kernel image beside it: when either is missing the
 # image is written again from the current package and its module initrd is rebuilt.
-# $1 flavour, $2 image name, $3 module initrd name.
+# $1 flavour, $2 image name, $3... its module initrds' names.
 refresh_kernel() {
-  if [[ ! -s $out/$2 || ! -s $out/$3 ]]; then
-    fetch_kernel "$1"
-    cp "kernel-$1"/boot/vmlinuz-* "$out/$2.tmp"
-    mv "$out/$2.tmp" "$out/$2"
-    rm -f "$out/$3"
+  local flavour=$1 image=$2 initrd stale=
+  shift 2
+  [[ -s $out/$image ]] || stale=1
+  for initrd in "$@"; do [[ -s $out/$initrd ]] || stale=1; done
+  if [[ -n $stale ]]; then
+    fetch_kernel "$flavour"
+    cp "kernel-$flavour"/boot/vmlinuz-* "$out/$image.tmp"
+    mv "$out/$image.tmp" "$out/$image"
+    for initrd in "$@"; do rm -f "$out/$initrd"; done
   fi
 }
-refresh_kernel cloud vmlinuz storage-initrd.img
-refresh_kernel generic vmlinuz-generic display-initrd.img
+refresh_kernel cloud vmlinuz storage-initrd.img agent-initrd.img
+refresh_kernel generic vmlinuz-generic display-initrd.img nested-initrd.img
 
 # busybox-static, unpacked into ./bb, once per run.
 fetch_busybox() {
@@ -515,6 +519,57 @@ INIT
   chmod +x arootfs/init
   (cd arootfs && find . | cpio -o -H newc --quiet | gzip -9) > "$out/agent-initrd.img.tmp"
   mv "$out/agent-initrd.img.tmp" "$out/agent-initrd.img"
+fi
+if [[ ! -s $out/nested-initrd.img ]]; then
+  echo "test-assets: building nested-initrd.img (busybox + the generic kernel's kvm_amd, 9p and overlay)" >&2
+  # The nested test host's initramfs (resources/scripts/nested-host.sh boots it with
+  # vmlinuz-generic under QEMU's TCG -cpu max, which emulates AMD SVM): kvm_amd gives a
+  # hardware-backed /dev/kvm; the host's root arrives read-only over virtio-9p and becomes
+  # the root of the command, writable through an overlay on tmpfs; tun and veth are there
+  # for commands that make their own network devices.
+  modules_rootfs nrootfs generic kvm_amd virtio_pci 9pnet_virtio 9p overlay tun veth
+  write_init nrootfs vmdesk-nested <<'INIT'
+# vmdesk's nested test host (resources/scripts/nested-host.sh). The kernel command line
+# names the share (vmdesk.share=PATH, the host path of a writable 9p share holding cmd.sh):
+# /init runs cmd.sh with the host's root as its root, its output on ttyS1, writes its exit
+# status into the share, and powers off. Everything it says itself goes to the console
+# (ttyS0) with "vmdesk-nested: " in front.
+while read -r m; do
+  insmod "/lib/modules/$m" || say "insmod $m failed"
+done < /lib/modules/order
+share=$(sed -n 's/.*vmdesk\.share=\([^ ]*\).*/\1/p' /proc/cmdline)
+fail() { say "$*"; poweroff -f; }
+[ -c /dev/kvm ] || fail "no /dev/kvm: kvm_amd did not load (is the outer CPU -cpu max?)"
+mkdir -p /lower /rw /newroot
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288,cache=loose hostroot /lower \
+  || fail "cannot mount the host's root (9p tag hostroot)"
+mount -t tmpfs -o mode=0755 tmpfs /rw
+mkdir -p /rw/upper /rw/work
+mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot \
+  || fail "cannot lay the overlay over the host's root"
+mount -t proc proc /newroot/proc
+mount -t sysfs sysfs /newroot/sys
+mount -t devtmpfs devtmpfs /newroot/dev
+mkdir -p /newroot/dev/pts /newroot/dev/shm
+mount -t devpts devpts /newroot/dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm
+mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
+mount -t tmpfs -o mode=0755 tmpfs /newroot/run
+mkdir -p "/newroot$share"
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 share "/newroot$share" \
+  || fail "cannot mount the share (9p tag share)"
+ifconfig lo 127.0.0.1 up
+stty -F /dev/ttyS1 raw -echo
+say "running $share/cmd.sh"
+chroot /newroot /bin/bash "$share/cmd.sh" < /dev/null > /dev/ttyS1 2>&1
+echo $? > "/newroot$share/status"
+sync
+umount "/newroot$share"
+poweroff -f
+INIT
+  chmod +x nrootfs/init
+  (cd nrootfs && find . | cpio -o -H newc --quiet | gzip -9) > "$out/nested-initrd.img.tmp"
+  mv "$out/nested-initrd.img.tmp" "$out/nested-initrd.img"
 fi
 if [[ ! -x $out/spice-vdagent/usr/sbin/spice-vdagentd ]]; then
   echo "test-assets: unpacking spice-vdagent" >&2

@@ -197,7 +197,7 @@ fn qemu_reference_shares_the_clipboard_with_the_agent_guest() {
 #[test]
 fn linux_shares_the_clipboard_through_our_agent_port() {
     let test = "linux_shares_the_clipboard_through_our_agent_port";
-    if !common::hardware_kvm_or_skip(test, "a guest kernel cannot run") {
+    if !common::hardware_kvm_or_nested(test, "a guest kernel cannot run") {
         return;
     }
     let Some((kernel, initrd)) = assets(test) else {

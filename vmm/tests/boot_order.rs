@@ -129,7 +129,7 @@ fn qcow2_disk_boots_and_stays_clean() {
 #[test]
 fn boot_menu_lists_the_cd_and_every_disk() {
     let test = "boot_menu_lists_the_cd_and_every_disk";
-    if !common::hardware_kvm_or_skip(test, "SeaBIOS's POST never takes a keyboard interrupt")
+    if !common::hardware_kvm_or_nested(test, "SeaBIOS's POST never takes a keyboard interrupt")
         || !Path::new(vmm::firmware::DEFAULT_FIRMWARE).exists()
     {
         return;

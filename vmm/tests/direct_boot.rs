@@ -2,10 +2,9 @@
 //! straight into its initramfs, and the kernel's own messages come out of COM1 on stdout.
 //!
 //! Needs hardware-backed KVM (kvm_intel / kvm_amd): under `kvm_pvm` guest kernels cannot
-//! run, so the test skips with one loud line. It also skips when the kernel asset is
-//! missing (`resources/scripts` fetches it into `target/assets/`; `VMDESK_ASSETS` points
-//! elsewhere). With `VMDESK_KVM_TALLY` set, it appends `ran direct_boot` or
-//! `skipped direct_boot: <reason>` to that file, so a test run can say what it covered.
+//! run, so there the test runs in the nested test host (`common::hardware_kvm_or_nested`).
+//! It skips when the kernel asset is missing (`resources/scripts/test-assets.sh` fetches it
+//! into `target/assets/`; `VMDESK_ASSETS` points elsewhere).
 
 mod common;
 
@@ -15,14 +14,19 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const NAME: &str = "direct_boot";
-/// Both must appear: the first proves our entry state and zero page worked, the second
-/// that the kernel found its memory map and unpacked our initrd.
-const WANT: [&str; 2] = ["Linux version", "Run /init as init process"];
+/// All must appear: the first proves our entry state and zero page worked, the second
+/// that the kernel found its memory map and unpacked our initrd, the third that /init
+/// (busybox) ran; it then powers off, which must end the VMM with exit 0.
+const WANT: [&str; 3] = [
+    "Linux version",
+    "Run /init as init process",
+    "vmdesk-initrd: up",
+];
 const TIMEOUT: Duration = Duration::from_secs(180);
 
 #[test]
 fn direct_boot_reaches_the_initramfs() {
-    if !common::hardware_kvm_or_skip(NAME, "guest kernels cannot run") {
+    if !common::hardware_kvm_or_nested(NAME, "guest kernels cannot run") {
         return;
     }
     let (Some(kernel), Some(initrd)) = (
@@ -38,7 +42,7 @@ fn direct_boot_reaches_the_initramfs() {
         .arg("--initrd")
         .arg(&initrd)
         .arg("--cmdline")
-        .arg("console=ttyS0 panic=-1 loglevel=7 rdinit=/bin/sh")
+        .arg("console=ttyS0 panic=-1 loglevel=7")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -89,8 +93,18 @@ fn direct_boot_reaches_the_initramfs() {
         }
     }
 
-    // Stop the VMM we started (by its own handle), then collect what it said.
-    let status = child.try_wait().ok().flatten();
+    // /init powers off right after its line: the VMM should end by itself, with 0.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut status = None;
+    while seen.iter().all(|&s| s) && Instant::now() < deadline {
+        status = child.try_wait().ok().flatten();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Stop the VMM we started (by its own handle) if it is still there, then collect
+    // what it said.
     if status.is_none() {
         let _ = child.kill();
     }
@@ -109,6 +123,11 @@ fn direct_boot_reaches_the_initramfs() {
             .collect::<Vec<_>>(),
         TIMEOUT,
         transcript.join("\n"),
+        log.join("\n")
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the guest powered off but the VMM did not end with exit 0 within 30 s ({status:?})\n--- vmm log ---\n{}",
         log.join("\n")
     );
 }

@@ -294,7 +294,7 @@ impl Guest {
     /// Boots the display guest in `pointer` mode and waits for "ready for input"; `None`
     /// after one SKIP line when this host cannot run it.
     fn boot(test: &str, pointer: Pointer) -> Option<Guest> {
-        if !common::hardware_kvm_or_skip(test, "a guest kernel cannot run") {
+        if !common::hardware_kvm_or_nested(test, "a guest kernel cannot run") {
             return None;
         }
         let (kernel, initrd) = assets(test)?;

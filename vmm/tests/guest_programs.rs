@@ -125,7 +125,7 @@ fn acpi_poweroff_from_a_guest_ends_the_vm() {
 /// firmware again and rebooted the program.
 fn reset_reboots(test: &str, method: i64, banner: &str, needs_hardware_kvm: bool) {
     let usable = if needs_hardware_kvm {
-        common::hardware_kvm_or_skip(
+        common::hardware_kvm_or_nested(
             test,
             "its instruction emulator does not check the IDT limit, so no triple fault",
         )

@@ -125,7 +125,7 @@ fn guest_command_line() {
 #[test]
 fn linux_reads_the_cd_and_writes_a_filesystem() {
     let test = "linux_reads_the_cd_and_writes_a_filesystem";
-    if !common::hardware_kvm_or_skip(test, "a guest kernel cannot run") {
+    if !common::hardware_kvm_or_nested(test, "a guest kernel cannot run") {
         return;
     }
     let Some((kernel, initrd)) = common::linux_assets(test, "storage-initrd.img") else {

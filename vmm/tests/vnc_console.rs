@@ -101,7 +101,7 @@ fn seabios_screen_over_vnc_to_two_clients() {
 #[test]
 fn escape_over_vnc_opens_the_boot_menu() {
     let test = "escape_over_vnc_opens_the_boot_menu";
-    if !common::hardware_kvm_or_skip(test, "SeaBIOS's POST never takes a keyboard interrupt")
+    if !common::hardware_kvm_or_nested(test, "SeaBIOS's POST never takes a keyboard interrupt")
         || !Path::new(vmm::firmware::DEFAULT_FIRMWARE).exists()
     {
         return;

@@ -1,5 +1,6 @@
-//! Skipping with one loud line: a test that needs KVM, hardware-backed KVM, an outside
-//! tool or a built asset says why it cannot run here, and tallies what ran and what was
+//! Skipping with one loud line: a test that needs KVM, an outside tool or a built asset
+//! says why it cannot run here (a test that needs hardware-backed KVM runs in the nested
+//! test host instead), and tallies what ran and what was
 //! skipped in $VMDESK_KVM_TALLY for the test command's summary. Shared by the vmm tests
 //! and, through `#[path]`, the app's (so it must not name a crate's binaries).
 
@@ -39,18 +40,99 @@ pub fn kvm_or_skip(test: &str) -> bool {
     }
 }
 
-/// Whether a test that needs hardware-backed KVM can run here; `what` says what kvm_pvm
-/// cannot do for it.
-pub fn hardware_kvm_or_skip(test: &str, what: &str) -> bool {
-    if Path::new("/sys/module/kvm_pvm").exists() {
-        let why = format!(
-            "KVM here is kvm_pvm (software-assisted): {what}; this test runs on hardware-backed KVM"
-        );
-        eprintln!("SKIP {test}: {why}");
-        tally(&format!("skipped {test}: {why}"));
-        return false;
+/// Whether a test that needs hardware-backed KVM runs here, in this process; `what` says
+/// what kvm_pvm cannot do for it. On a host whose KVM is kvm_pvm the test runs in the nested
+/// test host instead (resources/scripts/nested-host.sh: QEMU's TCG emulating AMD SVM, with
+/// kvm_amd inside), as this same test binary with this one test selected, and this returns
+/// false once it has passed there; it panics with the nested run's output when it failed.
+/// Only where the nested host cannot be had (no QEMU, no assets) does the test skip, with
+/// one line, and not even then under the test command (VMDESK_REQUIRE_TOOLS=1).
+pub fn hardware_kvm_or_nested(test: &str, what: &str) -> bool {
+    if !Path::new("/sys/module/kvm_pvm").exists() {
+        return kvm_or_skip(test);
     }
-    kvm_or_skip(test)
+    let Some(nested) = nested_host_or_skip(test, what) else {
+        return false;
+    };
+    run_nested(test, &nested);
+    false
+}
+
+/// The nested host's script when it can run here; otherwise one skip line (or a panic
+/// under the test command, which installed everything it needs).
+fn nested_host_or_skip(test: &str, what: &str) -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let assets = std::env::var_os("VMDESK_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/assets"));
+    let missing: Vec<String> = ["vmlinuz-generic", "nested-initrd.img"]
+        .iter()
+        .map(|f| assets.join(f))
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    let why = if tool_or_skip(test, "qemu-system-x86_64").is_none() {
+        "qemu-system-x86_64 is missing".to_string()
+    } else if !missing.is_empty() {
+        format!(
+            "{} missing (resources/scripts/test-assets.sh builds them)",
+            missing.join(", ")
+        )
+    } else {
+        return Some(root.join("resources/scripts/nested-host.sh"));
+    };
+    let why = format!("KVM here is kvm_pvm ({what}) and the nested test host cannot start: {why}");
+    if std::env::var("VMDESK_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        panic!("{test}: {why}");
+    }
+    eprintln!("SKIP {test}: {why}");
+    tally(&format!("skipped {test}: {why}"));
+    None
+}
+
+/// Runs the current test (by the name libtest gave its thread) in the nested host and
+/// checks that it ran there and passed. Tallies `nested TEST SECONDS`.
+fn run_nested(test: &str, script: &Path) {
+    let name = std::thread::current()
+        .name()
+        .expect("libtest names each test's thread after the test")
+        .to_string();
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let timeout = std::env::var("VMDESK_NESTED_TIMEOUT").unwrap_or_else(|_| "900".into());
+    eprintln!("{test}: KVM here is kvm_pvm; running {name} in the nested test host");
+    let start = std::time::Instant::now();
+    let out = std::process::Command::new(script)
+        .args(["--timeout", &timeout, "--"])
+        .arg(&exe)
+        .args(["--exact", &name, "--nocapture", "--test-threads=1"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{test}: cannot run {}: {e}", script.display()));
+    let secs = start.elapsed().as_secs_f64();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Shown by libtest when this test fails, or with --nocapture.
+    println!(
+        "---- {name} in the nested host ({secs:.1} s) ----\n{text}---- end of the nested run ----"
+    );
+    let passed = text.contains("test result: ok. 1 passed");
+    assert!(
+        out.status.success() && passed,
+        "{test} failed in the nested test host ({}; {secs:.1} s); its output is above",
+        out.status
+    );
+    // A test that skipped inside did not run: say so rather than count it.
+    if let Some(skip) = text.lines().find(|l| l.starts_with("SKIP ")) {
+        if std::env::var("VMDESK_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("{test} skipped in the nested host: {skip}");
+        }
+        tally(&format!("skipped {test}: in the nested host: {skip}"));
+        return;
+    }
+    tally(&format!("nested {test} {secs:.1}"));
 }
 
 /// Whether an outside tool is present. Missing tools skip the test with one line,
