@@ -380,3 +380,49 @@ impl Drop for Children {
         }
     }
 }
+
+/// The median of `v` (the upper one of an even count), or `None` when it is empty.
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+/// Opens SeaBIOS's boot menu over VNC: a client connects now (before the prompt), waits
+/// for "Press ESC for boot menu" in the firmware log `log`, then presses Esc every 100 ms
+/// until the log shows "Select boot device" (30 s at most). Returns the log by then.
+/// The client is connected first so Esc goes out the moment the prompt shows: SeaBIOS
+/// waits 2.5 s for it, less than starting a vncdo takes in the nested test host.
+pub fn open_boot_menu(child: &mut Child, log: &Path, port: u16, timeout: Duration) -> String {
+    use display::client::{Client, ClientOptions};
+    use display::rfb::protocol::ClientMessage;
+    const XK_ESCAPE: u32 = 0xff1b;
+    let mut client = Client::connect(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        &ClientOptions::default(),
+    )
+    .expect("connect to the VMM's VNC server");
+    let text = wait_for_log(child, log, "Press ESC for boot menu", timeout);
+    assert!(text.contains("Press ESC for boot menu"), "{text}");
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains("Select boot device") {
+            // The menu's lines follow at once; give them a moment to reach the log.
+            std::thread::sleep(Duration::from_millis(500));
+            return std::fs::read_to_string(log).unwrap_or(text);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "Esc never reached SeaBIOS; its log:\n{text}"
+        );
+        for down in [true, false] {
+            client
+                .send(&ClientMessage::KeyEvent {
+                    down,
+                    keysym: XK_ESCAPE,
+                })
+                .expect("send Esc");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
