@@ -20,6 +20,16 @@
 #                        /init that finds the virtio-serial port com.redhat.spice.0 and plays
 #                        the SPICE agent's clipboard part on it with prepared messages
 #                        (vmm/tests/agent_linux.rs)
+#   machine-initrd.img   busybox plus the cloud kernel's virtio_pci and virtio_blk, and an
+#                        /init that does one of three things, by the kernel command line's
+#                        vmdesk.test=: report the CPUs, the MADT, the SMP lines and the
+#                        interrupt counts (cpus); count its boots on the virtio disk and
+#                        reboot through the keyboard controller, then the ACPI reset register,
+#                        then power off (reboot); spin on every CPU between two keys (spin)
+#                        (vmm/tests/linux_machine.rs)
+#   isolinux/            isolinux.bin and ldlinux.c32 from Debian's isolinux and
+#                        syslinux-common (unpacked, not installed): the CD boot loader of
+#                        linux_machine.rs's reboot test, whose ISO is made at test time
 #   spice-vdagent/       the SPICE guest agent (Debian's spice-vdagent, unpacked, not
 #                        installed: its daemon spice-vdagentd and X11 session agent
 #                        spice-vdagent), which vmm/tests/guest_agent.rs runs on this host
@@ -87,7 +97,7 @@ kernel_extract() {
 # is stale: make it again. input-initrd.img was the display test's initrd from the cloud
 # kernel (display-initrd.img replaces it).
 rm -f "$out/input-initrd.img"
-for f in initrd.img storage-initrd.img display-initrd.img nested-initrd.img; do
+for f in initrd.img storage-initrd.img display-initrd.img nested-initrd.img machine-initrd.img; do
   if [[ -e $out/$f && $out/$f -ot $root/resources/scripts/test-assets.sh ]]; then
     echo "test-assets: $f is older than this script; rebuilding it" >&2
     rm -f "$out/$f"
@@ -109,7 +119,7 @@ refresh_kernel() {
     for initrd in "$@"; do rm -f "$out/$initrd"; done
   fi
 }
-refresh_kernel cloud vmlinuz storage-initrd.img agent-initrd.img
+refresh_kernel cloud vmlinuz storage-initrd.img agent-initrd.img machine-initrd.img
 refresh_kernel generic vmlinuz-generic display-initrd.img nested-initrd.img
 
 # busybox-static, unpacked into ./bb, once per run.
@@ -570,6 +580,119 @@ INIT
   chmod +x nrootfs/init
   (cd nrootfs && find . | cpio -o -H newc --quiet | gzip -9) > "$out/nested-initrd.img.tmp"
   mv "$out/nested-initrd.img.tmp" "$out/nested-initrd.img"
+fi
+if [[ ! -s $out/machine-initrd.img ]]; then
+  echo "test-assets: building machine-initrd.img (busybox + the cloud kernel's virtio_pci and virtio_blk)" >&2
+  modules_rootfs mrootfs cloud virtio_pci virtio_blk
+  write_init mrootfs vmdesk-machine <<'INIT'
+# vmdesk's machine guest (vmm/tests/linux_machine.rs). The kernel command line's
+# vmdesk.test= says what to do; everything the test reads starts "vmdesk-machine: " on COM1.
+#   cpus    the CPUs Linux found (nproc, the online mask, the MADT as hex, the kernel's SMP
+#           lines) and the LOC and IO-APIC lines of /proc/interrupts, read twice with one
+#           spinner pinned to each CPU in between (an idle CPU stops its tick, NO_HZ), then
+#           power off
+#   reboot  the boot number, from a marker on /dev/vda: boot 1 writes "vmdesk boot 2" and
+#           reboots through the keyboard controller, boot 2 writes "vmdesk boot 3" and
+#           reboots through the FADT's reset register, boot 3 powers off
+#   spin    wait for a line on tty1 (a key from the VNC client), spin on every CPU, wait for
+#           another, report how busy each CPU was meanwhile, power off
+while read -r m; do
+  insmod "/lib/modules/$m" || say "insmod $m failed"
+done < /lib/modules/order
+test=$(sed -n 's/.*vmdesk\.test=\([a-z]*\).*/\1/p' /proc/cmdline)
+ncpu=$(nproc)
+pids=
+# One busy loop pinned to each CPU; their pids in $pids.
+spin() {
+  i=0
+  while [ $i -lt $ncpu ]; do
+    taskset -c $i sh -c 'while :; do :; done' &
+    pids="$pids $!"
+    i=$((i + 1))
+  done
+}
+unspin() { kill $pids; pids=; }
+case $test in
+cpus)
+  say "nproc $ncpu"
+  say "online $(cat /sys/devices/system/cpu/online)"
+  say "madt $(od -An -v -tx1 /sys/firmware/acpi/tables/APIC | tr -d ' \n')"
+  dmesg | grep -e 'smp: Brought up' -e 'smpboot: Allowing' | while read -r l; do say "kernel $l"; done
+  grep -e 'LOC:' -e 'IO-APIC' /proc/interrupts | while read -r l; do say "interrupts 1 $l"; done
+  spin
+  sleep 2
+  unspin
+  grep -e 'LOC:' -e 'IO-APIC' /proc/interrupts | while read -r l; do say "interrupts 2 $l"; done
+  say "done"
+  ;;
+reboot)
+  for i in $(seq 100); do [ -b /dev/vda ] && break; sleep 0.1; done
+  mark=$(dd if=/dev/vda bs=16 count=1 2>/dev/null | tr -d '\000')
+  case $mark in
+    "") n=1 ;;
+    "vmdesk boot 2") n=2 ;;
+    "vmdesk boot 3") n=3 ;;
+    *) n=0 ;;
+  esac
+  say "boot $n (marker '$mark')"
+  if [ $n = 1 ] || [ $n = 2 ]; then
+    printf 'vmdesk boot %d' $((n + 1)) | dd of=/dev/vda conv=fsync 2>/dev/null
+    if [ $n = 1 ]; then kind=kbd; else kind=acpi; fi
+    echo $kind > /sys/kernel/reboot/type
+    # Linux says it writes the FADT's reset register only in a pr_debug of acpi_reboot()
+    # ("ACPI MEMORY or I/O RESET_REG."): turn that on, and KERN_DEBUG on the console.
+    echo 'func acpi_reboot +p' > /proc/dynamic_debug/control
+    echo 8 > /proc/sys/kernel/printk
+    say "boot $n: reboot type $(cat /sys/kernel/reboot/type)"
+    reboot -f
+    sleep 10
+    say "boot $n: still here after reboot -f"
+  fi
+  ;;
+spin)
+  # Keys reach tty1 (the VT; the console is ttyS0): opened before saying so, or the
+  # first key could come before anyone reads it.
+  [ -c /dev/tty1 ] || { say "no tty1"; poweroff -f; }
+  exec 3< /dev/tty1
+  say "ready for a key"
+  read -r line <&3
+  cat /proc/stat > /stat1
+  spin
+  say "spinning on $ncpu CPUs"
+  read -r line <&3
+  cat /proc/stat > /stat2
+  unspin
+  say "a key while spinning"
+  # Each CPU's busy share between the two keys, in percent: 100 - idle - iowait, of the
+  # time in user, nice, system, idle, iowait, irq, softirq and steal (guest time is counted
+  # in user already).
+  awk '/^cpu[0-9]/ { t = 0; for (i = 2; i <= 9; i++) t += $i
+                     if (FILENAME == "/stat1") { t1[$1] = t; i1[$1] = $5 + $6 }
+                     else printf "%s %d%% ", $1, 100 - 100 * ($5 + $6 - i1[$1]) / (t - t1[$1]) }' \
+    /stat1 /stat2 > /busy
+  say "busy $(cat /busy)"
+  ;;
+*)
+  say "unknown test '$test'"
+  ;;
+esac
+poweroff -f
+INIT
+  chmod +x mrootfs/init
+  (cd mrootfs && find . | cpio -o -H newc --quiet | gzip -9) > "$out/machine-initrd.img.tmp"
+  mv "$out/machine-initrd.img.tmp" "$out/machine-initrd.img"
+fi
+if [[ ! -s $out/isolinux/isolinux.bin || ! -s $out/isolinux/ldlinux.c32 ]]; then
+  echo "test-assets: unpacking isolinux.bin and ldlinux.c32 (isolinux, syslinux-common)" >&2
+  apt-get download -q isolinux syslinux-common >/dev/null
+  dpkg -x ./isolinux_*.deb syslinux
+  dpkg -x ./syslinux-common_*.deb syslinux
+  rm -rf "$out/isolinux.tmp"
+  mkdir -p "$out/isolinux.tmp"
+  cp syslinux/usr/lib/ISOLINUX/isolinux.bin syslinux/usr/lib/syslinux/modules/bios/ldlinux.c32 \
+    "$out/isolinux.tmp/"
+  rm -rf "$out/isolinux"
+  mv "$out/isolinux.tmp" "$out/isolinux"
 fi
 if [[ ! -x $out/spice-vdagent/usr/sbin/spice-vdagentd ]]; then
   echo "test-assets: unpacking spice-vdagent" >&2
