@@ -11,7 +11,7 @@
 //!   DEVACTB (0x58) reports APMC_EN, which tells SeaBIOS "SMM is already set up" so it does
 //!   not try to use SMM, which this VMM does not have (QEMU does the same without SMM).
 //! - The 64-byte PM I/O block: PM1a event (status at +0, write-1-to-clear: TMR_STS,
-//!   PWRBTN_STS; enable at +2), PM1a control at +4 (SCI_EN; SLP_EN with SLP_TYP 0, our
+//!   PWRBTN_STS; enable at +2: TMR_EN, GBL_EN, PWRBTN_EN, RTC_EN), PM1a control at +4 (SCI_EN; SLP_EN with SLP_TYP 0, our
 //!   DSDT's \_S5, sends [`MachineRequest::PowerOff`]; other sleep types are logged and
 //!   ignored), the ACPI PM timer at +8 (3.579545 MHz from the host's monotonic clock, 24
 //!   bits: TMR_VAL_EXT = 0 in the FADT), and a GPE0 block at +0x0C (status, enable: two
@@ -23,7 +23,8 @@
 //!
 //! TMR_STS is set whenever bit 23 of the timer has flipped since the last look (an access
 //! to the block or [`Piix4Pm::poll`]); a VMM that lets the guest enable the timer-overflow
-//! SCI calls `poll` at least every 2.3 s. Not emulated: global lock / BIOS_STS, bus-master
+//! SCI calls `poll` at least every 2.3 s. Not emulated: global lock events (GBL_STS,
+//! BIOS_STS: GBL_EN is only stored) and the RTC's status (RTC_EN is only stored), bus-master
 //! status, the device monitors and traps, throttling (P_CNT), suspend to RAM or disk.
 
 use std::sync::{Arc, Mutex};
@@ -74,10 +75,20 @@ pub const PM1_STS_TMR: u16 = 1 << 0;
 pub const PM1_STS_PWRBTN: u16 = 1 << 8;
 pub const PM1_STS_WAK: u16 = 1 << 15;
 pub const PM1_EN_TMR: u16 = 1 << 0;
+pub const PM1_EN_GBL: u16 = 1 << 5;
 pub const PM1_EN_PWRBTN: u16 = 1 << 8;
+pub const PM1_EN_RTC: u16 = 1 << 10;
 /// Status bits this model can set; the others read as zero.
 const PM1_STS_IMPLEMENTED: u16 = PM1_STS_TMR | PM1_STS_PWRBTN | PM1_STS_WAK;
-const PM1_EN_IMPLEMENTED: u16 = PM1_EN_TMR | PM1_EN_PWRBTN;
+/// Enable bits that hold what is written: the events the FADT does not rule out. GBL_EN
+/// and RTC_EN are kept although their status bits are never set here (no firmware ever
+/// releases the global lock, and the RTC alarm reaches the guest as IRQ 8 while it runs;
+/// with no sleep states there is nothing for it to wake), as on QEMU's PIIX4: ACPICA
+/// writes each enable it installs a handler for and reads it back, and a bit that does
+/// not stick is "Could not enable … event" in the guest's log (and, for the global lock,
+/// "No response from Global Lock hardware, disabling lock"). SLPBTN_EN is not kept: the
+/// FADT says there is no fixed sleep button.
+const PM1_EN_STORED: u16 = PM1_EN_TMR | PM1_EN_GBL | PM1_EN_PWRBTN | PM1_EN_RTC;
 pub const PM1_CNT_SCI_EN: u16 = 1 << 0;
 pub const PM1_CNT_SLP_TYP_SHIFT: u16 = 10;
 pub const PM1_CNT_SLP_TYP_MASK: u16 = 0x7 << PM1_CNT_SLP_TYP_SHIFT;
@@ -195,7 +206,7 @@ impl BusDevice for PmRegs {
             let byte_mask = 0xffu16 << shift;
             match off {
                 0..=1 => self.sts &= !(v16 & PM1_STS_IMPLEMENTED),
-                2..=3 => self.en = (self.en & !byte_mask) | (v16 & PM1_EN_IMPLEMENTED & byte_mask),
+                2..=3 => self.en = (self.en & !byte_mask) | (v16 & PM1_EN_STORED & byte_mask),
                 4..=5 => {
                     // SLP_EN is kept only until the access is done.
                     let stored = PM1_CNT_STORED | PM1_CNT_SLP_EN;
@@ -541,6 +552,24 @@ mod tests {
             .unwrap()
             .write(PM1_CNT + 1, &[(PM1_CNT_SLP_EN >> 8) as u8]);
         assert_eq!(r.requests.try_recv(), Ok(MachineRequest::PowerOff));
+    }
+
+    #[test]
+    fn enables_that_acpica_installs_read_back() {
+        let r = rig();
+        // What Linux's ACPICA writes for the events it installs handlers for, one at a
+        // time with a read back; SLPBTN_EN (bit 9, no fixed sleep button) does not stick.
+        for bit in [PM1_EN_TMR, PM1_EN_GBL, PM1_EN_PWRBTN, PM1_EN_RTC] {
+            let before = io_read16(&r.pm, PM1_EN);
+            io_write16(&r.pm, PM1_EN, before | bit);
+            assert_eq!(io_read16(&r.pm, PM1_EN), before | bit, "bit {bit:#x}");
+        }
+        io_write16(&r.pm, PM1_EN, 0xffff);
+        assert_eq!(io_read16(&r.pm, PM1_EN), PM1_EN_STORED);
+        // None of the stored-only enables raises an SCI by itself.
+        r.pm.apm_control().lock().unwrap().write(0, &[ACPI_ENABLE]);
+        io_write16(&r.pm, PM1_EN, PM1_EN_GBL | PM1_EN_RTC);
+        assert!(!r.sci.level());
     }
 
     #[test]
