@@ -15,8 +15,9 @@
 #
 # CMD's standard output and error come out on this script's standard output as they are
 # written; the exit status is CMD's. When CMD cannot finish (the outer guest died, the
-# kernel panicked, --timeout passed: default 900 s), the last lines of the outer guest's
-# console go to standard error and the status is 125 (or 124 for the timeout). Only one
+# kernel panicked or one of its CPUs was stuck for a minute, --timeout passed: default
+# 900 s), the last lines of the outer guest's console go to standard error and the status
+# is 125 (or 124 for the timeout). Only one
 # nested host runs at a time on a machine (TCG wants both cores): a second waits for the
 # first (up to --timeout as well).
 set -euo pipefail
@@ -79,7 +80,7 @@ start=$(date +%s)
 qemu-system-x86_64 -accel tcg,thread=multi -cpu max -M pc -m "$memory" -smp "$cpus" \
   -display none -monitor none -no-reboot -nodefaults -nic none \
   -kernel "$assets/vmlinuz-generic" -initrd "$assets/nested-initrd.img" \
-  -append "console=ttyS0 quiet panic=-1 vmdesk.share=$share" \
+  -append "console=ttyS0 loglevel=5 panic=-1 vmdesk.share=$share" \
   -serial "file:$state/console.log" \
   -chardev "file,id=cmdout,path=$state/out,append=on" -serial chardev:cmdout \
   -fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap \
@@ -92,10 +93,17 @@ qemu_pid=$!
 # CMD's output as it comes; the wait is bounded by --timeout.
 tail -c +1 -f --pid="$qemu_pid" "$state/out" 2>/dev/null &
 tail_pid=$!
-timed_out=
+timed_out= stuck=
 while kill -0 "$qemu_pid" 2>/dev/null; do
   if (($(date +%s) - start >= timeout)); then
     timed_out=1
+    kill "$qemu_pid" 2>/dev/null || true
+    break
+  fi
+  # A CPU of the outer guest's kernel stuck for a minute does not come back: stop now
+  # rather than at --timeout (its watchdog reports every ~20 s while it lasts).
+  if grep -Eq 'soft lockup - CPU#[0-9]+ stuck for ([6-9][0-9]|[0-9]{3,})s' "$state/console.log"; then
+    stuck=1
     kill "$qemu_pid" 2>/dev/null || true
     break
   fi
@@ -106,6 +114,11 @@ qemu_pid=
 wait "$tail_pid" 2>/dev/null || true
 echo "nested-host: $(($(date +%s) - start)) s in the nested host" >&2
 
+if [[ -n $stuck ]]; then
+  echo "nested-host: a CPU of the outer guest's kernel has been stuck for over a minute; its console:" >&2
+  grep -v '^ *$' "$state/console.log" | tail -n 80 | sed 's/^/  | /' >&2
+  exit 125
+fi
 if [[ -n $timed_out ]]; then
   echo "nested-host: the command had not ended after ${timeout}s; the outer guest's console ends:" >&2
   tail -n 30 "$state/console.log" | sed 's/^/  | /' >&2

@@ -97,7 +97,8 @@ kernel_extract() {
 # is stale: make it again. input-initrd.img was the display test's initrd from the cloud
 # kernel (display-initrd.img replaces it).
 rm -f "$out/input-initrd.img"
-for f in initrd.img storage-initrd.img display-initrd.img nested-initrd.img machine-initrd.img; do
+for f in initrd.img storage-initrd.img display-initrd.img agent-initrd.img nested-initrd.img \
+         machine-initrd.img; do
   if [[ -e $out/$f && $out/$f -ot $root/resources/scripts/test-assets.sh ]]; then
     echo "test-assets: $f is older than this script; rebuilding it" >&2
     rm -f "$out/$f"
@@ -617,7 +618,8 @@ cpus)
   say "nproc $ncpu"
   say "online $(cat /sys/devices/system/cpu/online)"
   say "madt $(od -An -v -tx1 /sys/firmware/acpi/tables/APIC | tr -d ' \n')"
-  dmesg | grep -e 'smp: Brought up' -e 'smpboot: Allowing' | while read -r l; do say "kernel $l"; done
+  dmesg | grep -e 'smp: Brought up' -e 'smpboot: Allowing' -e 'ACPI Error' -e 'ACPI Warning' \
+    | while read -r l; do say "kernel $l"; done
   grep -e 'LOC:' -e 'IO-APIC' /proc/interrupts | while read -r l; do say "interrupts 1 $l"; done
   spin
   sleep 2
