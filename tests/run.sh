@@ -35,4 +35,5 @@ skipped=$(grep -c '^skipped ' "$tally" || true)
 nested_secs=$(awk '/^nested / { s += $NF } END { printf "%.0f", s }' "$tally")
 echo "== KVM tests: $ran ran on this host, $nested in the nested host (${nested_secs} s there), $skipped skipped"
 grep '^skipped ' "$tally" | sed 's/^skipped /   skipped: /' || true
+grep '^retried ' "$tally" | sed 's/^retried /   retried: /' || true
 exit "$status"
