@@ -15,7 +15,8 @@
 #
 # CMD's standard output and error come out on this script's standard output as they are
 # written; the exit status is CMD's. When CMD cannot finish (the outer guest died, the
-# kernel panicked or one of its CPUs was stuck for a minute, --timeout passed: default
+# kernel panicked or one of its CPUs was stuck for a minute, or its heartbeat stopped for
+# a minute, --timeout passed: default
 # 900 s), the last lines of the outer guest's console go to standard error and the status
 # is 125 (or 124 for the timeout). Only one
 # nested host runs at a time on a machine (TCG wants both cores): a second waits for the
@@ -23,7 +24,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 assets=${VMDESK_ASSETS:-$root/target/assets}
-memory=4096 cpus=2 timeout=900 keep=
+memory=4096 cpus=4 timeout=900 keep=
 while (($#)); do
   case $1 in
     --memory) memory=$2; shift 2 ;;
@@ -83,6 +84,7 @@ qemu-system-x86_64 -accel tcg,thread=multi -cpu max -M pc -m "$memory" -smp "$cp
   -append "console=ttyS0 loglevel=5 panic=-1 vmdesk.share=$share" \
   -serial "file:$state/console.log" \
   -chardev "file,id=cmdout,path=$state/out,append=on" -serial chardev:cmdout \
+  -serial "file:$state/heartbeat" \
   -fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap \
   -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \
   -fsdev local,id=share,path="$share",security_model=none,multidevs=remap \
@@ -93,16 +95,23 @@ qemu_pid=$!
 # CMD's output as it comes; the wait is bounded by --timeout.
 tail -c +1 -f --pid="$qemu_pid" "$state/out" 2>/dev/null &
 tail_pid=$!
-timed_out= stuck=
+timed_out= stuck= last_beat=0 last_beat_at=$start
 while kill -0 "$qemu_pid" 2>/dev/null; do
   if (($(date +%s) - start >= timeout)); then
     timed_out=1
     kill "$qemu_pid" 2>/dev/null || true
     break
   fi
-  # A CPU of the outer guest's kernel stuck for a minute does not come back: stop now
-  # rather than at --timeout (its watchdog reports every ~20 s while it lasts).
-  if grep -Eq 'soft lockup - CPU#[0-9]+ stuck for ([6-9][0-9]|[0-9]{3,})s' "$state/console.log"; then
+  # A CPU of the outer guest's kernel stuck for a minute does not come back (its watchdog
+  # reports every ~20 s while it lasts), nor does a kernel whose heartbeat (a line every
+  # 5 s on ttyS2 once the command runs) stopped for a minute: stop now rather than at
+  # --timeout.
+  beat=$(stat -c %s "$state/heartbeat" 2>/dev/null || echo 0)
+  if ((beat != last_beat)); then
+    last_beat=$beat last_beat_at=$(date +%s)
+  fi
+  if grep -Eqs 'soft lockup - CPU#[0-9]+ stuck for ([6-9][0-9]|[0-9]{3,})s' "$state/console.log" \
+     || ((beat > 0 && $(date +%s) - last_beat_at >= 60)); then
     stuck=1
     kill "$qemu_pid" 2>/dev/null || true
     break
@@ -115,7 +124,7 @@ wait "$tail_pid" 2>/dev/null || true
 echo "nested-host: $(($(date +%s) - start)) s in the nested host" >&2
 
 if [[ -n $stuck ]]; then
-  echo "nested-host: a CPU of the outer guest's kernel has been stuck for over a minute; its console:" >&2
+  echo "nested-host: a CPU of the outer guest's kernel has been stuck for over a minute (a soft lockup, or no heartbeat); its console:" >&2
   grep -v '^ *$' "$state/console.log" | tail -n 80 | sed 's/^/  | /' >&2
   exit 125
 fi

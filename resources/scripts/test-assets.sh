@@ -570,6 +570,10 @@ mkdir -p "/newroot$share"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 share "/newroot$share" \
   || fail "cannot mount the share (9p tag share)"
 ifconfig lo 127.0.0.1 up
+# A heartbeat on ttyS2 while the command runs: its stopping tells the script this kernel
+# no longer schedules anything (even with every CPU stuck with interrupts off, which its
+# own watchdogs cannot report).
+while :; do echo .; sleep 5; done > /dev/ttyS2 2>/dev/null &
 stty -F /dev/ttyS1 raw -echo
 say "running $share/cmd.sh"
 chroot /newroot /bin/bash "$share/cmd.sh" < /dev/null > /dev/ttyS1 2>&1
