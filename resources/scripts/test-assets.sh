@@ -131,6 +131,14 @@ fetch_busybox() {
   rm -f ./busybox-static_*.deb
 }
 
+# Packs the root tree $1 (its /init made executable) as the gzip'd cpio initrd $out/$2,
+# written whole or not at all.
+pack_initrd() {
+  chmod +x "$1/init"
+  (cd "$1" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/$2.tmp"
+  mv "$out/$2.tmp" "$out/$2"
+}
+
 if [[ ! -s $out/initrd.img ]]; then
   echo "test-assets: building initrd.img from busybox-static" >&2
   fetch_busybox
@@ -143,9 +151,7 @@ if [[ ! -s $out/initrd.img ]]; then
 echo "vmdesk-initrd: up"
 /bin/busybox poweroff -f
 INIT
-  chmod +x rootfs/init
-  (cd rootfs && find . | cpio -o -H newc --quiet | gzip -9) > "$out/initrd.img.tmp"
-  mv "$out/initrd.img.tmp" "$out/initrd.img"
+  pack_initrd rootfs initrd.img
 fi
 # Writes busybox and kernel flavour $2's modules $3... into the root tree $1: each module
 # after everything it depends on, decompressed, in $1/lib/modules/order (one file name a
@@ -314,9 +320,7 @@ fi
 say "done"
 poweroff -f
 INIT
-  chmod +x srootfs/init
-  (cd srootfs && find . | cpio -o -H newc --quiet | gzip -9) > "$out/storage-initrd.img.tmp"
-  mv "$out/storage-initrd.img.tmp" "$out/storage-initrd.img"
+  pack_initrd srootfs storage-initrd.img
 fi
 if [[ ! -s $out/display-initrd.img ]]; then
   echo "test-assets: building display-initrd.img (busybox + the generic kernel's display and input modules)" >&2
@@ -440,9 +444,7 @@ sleep 2  # what the same client sent right after (the test's second pointer posi
 say "done"
 poweroff -f
 INIT
-  chmod +x drootfs/init
-  (cd drootfs && find . | cpio -o -H newc --quiet | gzip -9) > "$out/display-initrd.img.tmp"
-  mv "$out/display-initrd.img.tmp" "$out/display-initrd.img"
+  pack_initrd drootfs display-initrd.img
 fi
 if [[ ! -s $out/agent-initrd.img ]]; then
   echo "test-assets: building agent-initrd.img (busybox + the cloud kernel's virtio_console)" >&2
@@ -527,9 +529,7 @@ sleep 1
 say "done"
 poweroff -f
 INIT
-  chmod +x arootfs/init
-  (cd arootfs && find . | cpio -o -H newc --quiet | gzip -9) > "$out/agent-initrd.img.tmp"
-  mv "$out/agent-initrd.img.tmp" "$out/agent-initrd.img"
+  pack_initrd arootfs agent-initrd.img
 fi
 if [[ ! -s $out/nested-initrd.img ]]; then
   echo "test-assets: building nested-initrd.img (busybox + the generic kernel's kvm_amd, 9p and overlay)" >&2
@@ -582,9 +582,7 @@ sync
 umount "/newroot$share"
 poweroff -f
 INIT
-  chmod +x nrootfs/init
-  (cd nrootfs && find . | cpio -o -H newc --quiet | gzip -9) > "$out/nested-initrd.img.tmp"
-  mv "$out/nested-initrd.img.tmp" "$out/nested-initrd.img"
+  pack_initrd nrootfs nested-initrd.img
 fi
 if [[ ! -s $out/machine-initrd.img ]]; then
   echo "test-assets: building machine-initrd.img (busybox + the cloud kernel's virtio_pci and virtio_blk)" >&2
@@ -684,9 +682,7 @@ spin)
 esac
 poweroff -f
 INIT
-  chmod +x mrootfs/init
-  (cd mrootfs && find . | cpio -o -H newc --quiet | gzip -9) > "$out/machine-initrd.img.tmp"
-  mv "$out/machine-initrd.img.tmp" "$out/machine-initrd.img"
+  pack_initrd mrootfs machine-initrd.img
 fi
 if [[ ! -s $out/isolinux/isolinux.bin || ! -s $out/isolinux/ldlinux.c32 ]]; then
   echo "test-assets: unpacking isolinux.bin and ldlinux.c32 (isolinux, syslinux-common)" >&2

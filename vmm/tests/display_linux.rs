@@ -42,7 +42,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -199,12 +199,7 @@ fn display_initrd_holds_the_modules_in_load_order() {
         );
     }
     // The /init busybox runs is valid shell, and it looks for what the guest tests send.
-    common::run(
-        Command::new(dir.join("bin/busybox"))
-            .args(["sh", "-n"])
-            .arg(dir.join("init")),
-    );
-    let init = std::fs::read_to_string(dir.join("init")).unwrap();
+    let init = common::checked_init(&dir);
     for want in [
         "vmdesk.mouse=ps2",
         "virtio_input.ko",

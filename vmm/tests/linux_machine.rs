@@ -124,13 +124,8 @@ fn machine_initrd_holds_the_modules_and_an_init_for_each_test() {
     let dir = common::temp_dir("machine-initrd");
     common::unpack_initrd(&initrd, &dir);
     common::checked_module_order(&kernel, &dir, LOAD_BEFORE);
-    // An /init busybox cannot parse would panic the kernel: check it here.
-    common::run(
-        Command::new(dir.join("bin/busybox"))
-            .args(["sh", "-n"])
-            .arg(dir.join("init")),
-    );
-    let init = std::fs::read_to_string(dir.join("init")).unwrap();
+    // An /init busybox cannot parse would panic the kernel: checked_init checks it.
+    let init = common::checked_init(&dir);
     for want in [
         "cpus)",
         "reboot)",

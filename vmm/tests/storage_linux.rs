@@ -81,13 +81,7 @@ fn storage_initrd_holds_the_modules_in_load_order() {
     common::unpack_initrd(&initrd, &dir);
     common::checked_module_order(&kernel, &dir, LOAD_BEFORE);
     // The /init busybox runs is valid shell, and it says what the guest test waits for.
-    let busybox = dir.join("bin/busybox");
-    common::run(
-        Command::new(&busybox)
-            .args(["sh", "-n"])
-            .arg(dir.join("init")),
-    );
-    let init = std::fs::read_to_string(dir.join("init")).unwrap();
+    let init = common::checked_init(&dir);
     for want in ["/dev/sr0", "/dev/vda", "mke2fs", "hello.txt", "poweroff -f"] {
         assert!(init.contains(want), "init lacks {want}");
     }

@@ -290,6 +290,15 @@ pub fn unpack_initrd(initrd: &Path, dir: &Path) {
     run(Command::new("sh").arg("-c").arg(script).current_dir(dir));
 }
 
+/// The /init of an initrd unpacked in `dir`, after checking that its busybox parses it
+/// (an /init that fails to parse panics the guest's kernel).
+pub fn checked_init(dir: &Path) -> String {
+    run(Command::new(dir.join("bin/busybox"))
+        .args(["sh", "-n"])
+        .arg(dir.join("init")));
+    std::fs::read_to_string(dir.join("init")).unwrap()
+}
+
 /// Checks a module initrd unpacked in `dir` (test-assets.sh's layout: lib/modules/order,
 /// lib/modules/kernel-release, one .ko each): every `(first, then)` pair loads in that order,
 /// and the modules are built for the kernel in `kernel` (its release string is in the
