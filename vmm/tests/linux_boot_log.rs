@@ -18,7 +18,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MEMORY_MIB: u64 = 256;
 const TIMEOUT: Duration = Duration::from_secs(240);
@@ -40,22 +40,13 @@ fn boot(what: &str, mut cmd: Command, dir: &Path) -> (String, Vec<String>) {
     let serial = dir.join(format!("{what}.txt"));
     let before = host_kernel_log();
     let mut children = common::Children::default();
-    let start = Instant::now();
     let vm = children.add(
         what,
         cmd.stdin(Stdio::null())
             .stdout(std::fs::File::create(&serial).unwrap())
             .stderr(Stdio::null()),
     );
-    let status = loop {
-        if let Some(s) = vm.try_wait().unwrap() {
-            break Some(s);
-        }
-        if start.elapsed() > TIMEOUT {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = common::wait_exit(vm, TIMEOUT);
     let console = std::fs::read_to_string(&serial).unwrap_or_default();
     assert!(
         status.is_some_and(|s| s.success()) && console.contains("vmdesk-initrd: up"),

@@ -28,7 +28,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use display::client::{Client, ClientOptions};
@@ -59,20 +59,6 @@ fn cmdline(test: &str) -> String {
 
 fn console(serial: &Path) -> String {
     std::fs::read_to_string(serial).unwrap_or_default()
-}
-
-/// Waits (up to `timeout`) for `child` to exit by itself.
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if start.elapsed() > timeout {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Waits until the guest said a line starting with `prefix` and returns it (without the
@@ -223,7 +209,7 @@ fn linux_brings_up_1_2_and_4_vcpus_with_ticking_timers_and_powers_off() {
                 .args(["--cmdline", &cmdline("cpus")]),
         );
         // /init reports and powers off by itself.
-        let status = wait_exit(vm, BOOT_TIMEOUT + EXIT_TIMEOUT);
+        let status = common::wait_exit(vm, BOOT_TIMEOUT + EXIT_TIMEOUT);
         let secs = start.elapsed().as_secs_f64();
         let said = common::guest_said(&serial, SAY);
         let context = format!(
@@ -388,7 +374,7 @@ fn linux_reboots_through_seabios_by_keyboard_controller_then_acpi_then_powers_of
             .arg("--debugcon")
             .arg(format!("file:{}", seabios.display())),
     );
-    let status = wait_exit(vm, REBOOT_TIMEOUT);
+    let status = common::wait_exit(vm, REBOOT_TIMEOUT);
     let secs = start.elapsed().as_secs_f64();
     let vmm_log = std::fs::read_to_string(&log).unwrap_or_default();
     let bios = std::fs::read_to_string(&seabios).unwrap_or_default();
@@ -580,7 +566,7 @@ fn a_guest_spinning_on_every_vcpu_does_not_starve_the_vnc_server() {
         Instant::now() + BOOT_TIMEOUT,
     );
     let busy = wait_said(&serial, "busy ", vm, Instant::now() + BOOT_TIMEOUT);
-    let status = wait_exit(vm, EXIT_TIMEOUT);
+    let status = common::wait_exit(vm, EXIT_TIMEOUT);
     eprintln!("{test}: guest CPUs between the keys: {busy}");
 
     for (i, t) in spinning.iter().enumerate() {

@@ -46,6 +46,20 @@ pub fn wait_for_log(child: &mut Child, log: &Path, needle: &str, timeout: Durati
     }
 }
 
+/// Waits up to `timeout` for `child` to exit: its status, or `None` while it still runs.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Sends SIGTERM and waits for the exit status.
 pub fn stop(child: &mut Child) -> std::process::ExitStatus {
     // SAFETY: plain kill(2) on a pid we spawned and have not reaped.
