@@ -18,7 +18,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -193,9 +193,7 @@ fn qemu(kernel: &Path, initrd: &Path) -> Command {
 
 /// Both VMMs in turn, `RUNS` boots each; prints medians and the ratios.
 fn inside() {
-    let assets = std::env::var_os("VMDESK_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/assets"));
+    let assets = common::assets_dir();
     let (kernel, initrd) = (assets.join("vmlinuz"), assets.join("initrd.img"));
     if !kernel.is_file() || !initrd.is_file() {
         println!(

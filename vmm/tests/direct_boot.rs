@@ -29,10 +29,7 @@ fn direct_boot_reaches_the_initramfs() {
     if !common::hardware_kvm_or_nested(NAME, "guest kernels cannot run") {
         return;
     }
-    let (Some(kernel), Some(initrd)) = (
-        common::asset_or_skip(NAME, "vmlinuz"),
-        common::asset_or_skip(NAME, "initrd.img"),
-    ) else {
+    let Some((kernel, initrd)) = common::linux_assets(NAME, "initrd.img") else {
         return;
     };
 

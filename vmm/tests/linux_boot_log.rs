@@ -137,10 +137,7 @@ fn linux_logs_nothing_under_us_that_it_does_not_log_under_qemu() {
     if !common::hardware_kvm_or_nested(test, "a guest kernel cannot run") {
         return;
     }
-    let (Some(kernel), Some(initrd)) = (
-        common::asset_or_skip(test, "vmlinuz"),
-        common::asset_or_skip(test, "initrd.img"),
-    ) else {
+    let Some((kernel, initrd)) = common::linux_assets(test, "initrd.img") else {
         return;
     };
     if common::tool_or_skip(test, "qemu-system-x86_64").is_none() {
