@@ -27,13 +27,19 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub enum Command {
     Status,
     Eject,
-    ChangeMedia { path: PathBuf },
+    ChangeMedia {
+        path: PathBuf,
+    },
     Powerdown,
     Quit,
     Reset,
     Pause,
     Resume,
-    Screendump { path: PathBuf },
+    Screendump {
+        path: PathBuf,
+    },
+    /// Each vCPU's registers and run state, taken while they are briefly held still.
+    QueryVcpus,
 }
 
 /// One request waiting for the run loop's answer.
@@ -241,7 +247,15 @@ mod tests {
                 path: "o.png".into()
             })
         );
-        for c in ["eject", "powerdown", "quit", "reset", "pause", "resume"] {
+        for c in [
+            "eject",
+            "powerdown",
+            "quit",
+            "reset",
+            "pause",
+            "resume",
+            "query-vcpus",
+        ] {
             assert!(parse(&format!(r#"{{"execute":"{c}"}}"#)).is_ok(), "{c}");
         }
     }

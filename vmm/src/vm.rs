@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
 use kvm_ioctls::Kvm;
-use serde_json::json;
+use serde_json::{Value, json};
 use thiserror::Error;
 
 use crate::control::{self, Command};
@@ -20,7 +20,7 @@ use crate::input::GuestInput;
 use crate::irq::MachineRequest;
 use crate::kvm::coalesced::CoalescedRing;
 use crate::kvm::slots::KvmRamMapper;
-use crate::kvm::vcpu::{self, RunControl, VcpuEvent, VcpuThread};
+use crate::kvm::vcpu::{self, RunControl, VcpuEvent, VcpuState, VcpuThread};
 use crate::kvm::{KvmError, KvmVm};
 use crate::machine::{Boot, Machine, MachineConfig, MachineError, Outputs};
 
@@ -112,6 +112,9 @@ pub fn run_once(
         }
         crate::boot::regs::setup_long_mode(&fds[0], &machine.mem, &boot)
             .map_err(|e| VmError::Boot(e.to_string()))?;
+        for fd in &fds[1..] {
+            crate::boot::regs::setup_secondary(fd).map_err(|e| VmError::Boot(e.to_string()))?;
+        }
     }
 
     *inputs.serial_slot.lock().unwrap() = Some(machine.serial.clone());
@@ -480,23 +483,10 @@ fn serve(
             machine.chipset.press_power_button();
             req.answer(control::ok(json!({})));
         }
-        Command::Pause => {
-            run.set_paused(true);
-            // Kick until every vCPU is out of KVM_RUN and holding still.
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while run.parked() < threads.len() && Instant::now() < deadline {
-                threads.iter().for_each(VcpuThread::kick);
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            if run.parked() < threads.len() {
-                req.answer(control::error(
-                    "GenericError",
-                    "the vCPUs did not stop within 2 s",
-                ));
-            } else {
-                req.answer(control::ok(json!({})));
-            }
-        }
+        Command::Pause => req.answer(match hold_still(run, threads) {
+            Ok(()) => control::ok(json!({})),
+            Err(e) => e,
+        }),
         Command::Resume => {
             run.set_paused(false);
             req.answer(control::ok(json!({})));
@@ -504,8 +494,60 @@ fn serve(
         Command::Eject => req.answer(eject(cfg, machine)),
         Command::ChangeMedia { path } => req.answer(change_media(cfg, machine, path)),
         Command::Screendump { path } => req.answer(screendump(cfg, path)),
+        Command::QueryVcpus => {
+            let was_paused = run.is_paused();
+            let held = hold_still(run, threads);
+            let states = run.parked_states();
+            if !was_paused {
+                run.set_paused(false);
+            }
+            req.answer(match held {
+                Ok(()) => control::ok(states.iter().map(vcpu_json).collect()),
+                Err(e) => e,
+            });
+        }
     }
     None
+}
+
+/// Pauses the vCPUs: kicks until every one is out of KVM_RUN and holding still.
+fn hold_still(run: &RunControl, threads: &[VcpuThread]) -> Result<(), Value> {
+    run.set_paused(true);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while run.parked() < threads.len() && Instant::now() < deadline {
+        threads.iter().for_each(VcpuThread::kick);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if run.parked() < threads.len() {
+        let parked: Vec<u32> = run.parked_states().iter().map(|s| s.id).collect();
+        Err(control::error(
+            "GenericError",
+            format!(
+                "only vCPUs {parked:?} of {} stopped within 2 s; the others are busy in the VMM, outside the guest",
+                threads.len()
+            ),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// One vCPU's state for `query-vcpus`, numbers in hex as a debugger shows them.
+fn vcpu_json(s: &VcpuState) -> Value {
+    let (r, sr) = (&s.regs, &s.sregs);
+    let hex = |v: u64| format!("{v:#x}");
+    json!({
+        "cpu": s.id,
+        "exits": s.exits,
+        "state": s.mp_state_name(),
+        "rip": hex(r.rip), "rsp": hex(r.rsp), "rbp": hex(r.rbp), "rflags": hex(r.rflags),
+        "rax": hex(r.rax), "rbx": hex(r.rbx), "rcx": hex(r.rcx), "rdx": hex(r.rdx),
+        "rsi": hex(r.rsi), "rdi": hex(r.rdi),
+        "cs": hex(sr.cs.selector.into()), "cs_base": hex(sr.cs.base),
+        "ss": hex(sr.ss.selector.into()),
+        "cr0": hex(sr.cr0), "cr2": hex(sr.cr2), "cr3": hex(sr.cr3), "cr4": hex(sr.cr4),
+        "efer": hex(sr.efer),
+    })
 }
 
 #[cfg(test)]

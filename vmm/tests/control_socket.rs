@@ -22,6 +22,8 @@ fn control_socket_drives_the_vm() {
         &[
             "--memory",
             "128M",
+            "--cpus",
+            "2",
             "--serial",
             "none",
             "--control",
@@ -78,6 +80,30 @@ fn control_socket_drives_the_vm() {
         Duration::from_secs(90),
     );
     assert!(text.contains("No bootable device."), "{text}");
+    // Where each vCPU is, for finding hangs: SeaBIOS's boot CPU waits in its idle loop
+    // after "No bootable device." (between HLTs or in one), the other has been in HLT
+    // since POST counted it.
+    let q = c.call(r#"{"execute":"query-vcpus"}"#);
+    let cpus = q["return"].as_array().unwrap_or_else(|| panic!("{q}"));
+    assert_eq!(cpus.len(), 2, "{q}");
+    for (i, cpu) in cpus.iter().enumerate() {
+        assert_eq!(cpu["cpu"], i, "{q}");
+        assert!(
+            cpu["rip"].as_str().is_some_and(|r| r.starts_with("0x")),
+            "{q}"
+        );
+    }
+    assert!(
+        ["halted", "runnable"].contains(&cpus[0]["state"].as_str().unwrap_or("")),
+        "{q}"
+    );
+    assert_eq!(cpus[1]["state"], "halted", "{q}");
+    assert!(cpus[0]["exits"].as_u64() > Some(1000), "POST exits: {q}");
+    assert_eq!(
+        c.call(r#"{"execute":"status"}"#)["return"]["status"],
+        "running",
+        "query-vcpus leaves a running VM running"
+    );
     let png_path = dir.join("screen.png");
     let req = format!(
         r#"{{"execute":"screendump","path":"{}"}}"#,

@@ -38,6 +38,8 @@ pub fn create(kvm: &Kvm, vm: &KvmVm, id: u32, count: u32) -> Result<VcpuFd, KvmE
     let mut cpuid = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(ioctl("report supported CPUID"))?;
+    let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
+    cpuid::complete(&mut cpuid, tsc_deadline, cpuid::host_brand());
     cpuid::set_topology(&mut cpuid, id, count);
     fd.set_cpuid2(&cpuid).map_err(ioctl("set CPUID"))?;
     Ok(fd)
@@ -68,6 +70,44 @@ pub struct RunControl {
 struct PauseState {
     paused: bool,
     parked: usize,
+    /// What each vCPU that parked since the last pause began was doing, by vCPU id.
+    states: std::collections::BTreeMap<u32, VcpuState>,
+}
+
+/// A parked vCPU's registers and run state: for finding out where a guest hangs.
+#[derive(Clone, Debug)]
+pub struct VcpuState {
+    pub id: u32,
+    /// KVM_RUN exits this vCPU has handled since it started.
+    pub exits: u64,
+    pub mp_state: u32,
+    pub regs: kvm_bindings::kvm_regs,
+    pub sregs: kvm_bindings::kvm_sregs,
+}
+
+impl VcpuState {
+    fn read(id: u32, exits: u64, fd: &VcpuFd) -> VcpuState {
+        VcpuState {
+            id,
+            exits,
+            mp_state: fd.get_mp_state().map(|m| m.mp_state).unwrap_or(u32::MAX),
+            regs: fd.get_regs().unwrap_or_default(),
+            sregs: fd.get_sregs().unwrap_or_default(),
+        }
+    }
+
+    /// KVM's name for the run state (halted in HLT, waiting for SIPI …).
+    pub fn mp_state_name(&self) -> &'static str {
+        match self.mp_state {
+            kvm_bindings::KVM_MP_STATE_RUNNABLE => "runnable",
+            kvm_bindings::KVM_MP_STATE_UNINITIALIZED => "uninitialized (waiting for INIT)",
+            kvm_bindings::KVM_MP_STATE_INIT_RECEIVED => "init received (waiting for SIPI)",
+            kvm_bindings::KVM_MP_STATE_HALTED => "halted",
+            kvm_bindings::KVM_MP_STATE_SIPI_RECEIVED => "sipi received",
+            u32::MAX => "unknown (KVM did not say)",
+            _ => "other",
+        }
+    }
 }
 
 impl RunControl {
@@ -86,7 +126,12 @@ impl RunControl {
     }
 
     pub fn set_paused(&self, paused: bool) {
-        self.state.lock().unwrap().paused = paused;
+        let mut st = self.state.lock().unwrap();
+        if paused && !st.paused {
+            st.states.clear();
+        }
+        st.paused = paused;
+        drop(st);
         self.changed.notify_all();
     }
 
@@ -99,10 +144,24 @@ impl RunControl {
         self.state.lock().unwrap().parked
     }
 
-    /// Between two KVM_RUNs: waits while paused. False when the thread must stop.
-    fn checkpoint(&self) -> bool {
+    /// The states the vCPUs left as they parked since this pause began, by vCPU id.
+    pub fn parked_states(&self) -> Vec<VcpuState> {
+        self.state
+            .lock()
+            .unwrap()
+            .states
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Between two KVM_RUNs: waits while paused, leaving `state()` (called only then) for
+    /// [`parked_states`](Self::parked_states). False when the thread must stop.
+    fn checkpoint(&self, state: impl FnOnce() -> VcpuState) -> bool {
         let mut st = self.state.lock().unwrap();
         if st.paused && !self.is_stopping() {
+            let state = state();
+            st.states.insert(state.id, state);
             st.parked += 1;
             while st.paused && !self.is_stopping() {
                 st = self.changed.wait(st).unwrap();
@@ -145,9 +204,10 @@ pub fn spawn_with_ring(
     let handle = std::thread::Builder::new()
         .name(format!("vcpu{id}"))
         .spawn(move || {
-            while control.checkpoint() {
+            let mut exits = 0u64;
+            while control.checkpoint(|| VcpuState::read(id, exits, &fd)) {
                 match run_once_with_ring(&mut fd, &pio, &mmio, ring.as_deref()) {
-                    Ok(None) => {}
+                    Ok(None) => exits += 1,
                     Ok(Some(event)) => {
                         let _ = events.send(event);
                         return;
