@@ -13,9 +13,9 @@
 //! timer blocks in port I/O, SCI on IRQ 9, SMI command port 0xB2 (ACPI enable 0xF1) as on QEMU,
 //! reset register 0xCF9 ← 6, power button as a fixed feature, no sleep button),
 //! FACS (the FADT must point at one), MADT (one local APIC per CPU, one IOAPIC, overrides
-//! for IRQ 0 → GSI 2 and the level-triggered SCI), and a DSDT whose AML describes the PCI
-//! root bridge (its windows and interrupt routing), COM1, the PS/2 keyboard and mouse, and
-//! the `\_S5` sleep state for power-off.
+//! for IRQ 0 → GSI 2 and the level-triggered SCI, LINT1 as every CPU's NMI), and a DSDT
+//! whose AML describes the PCI root bridge (its windows and interrupt routing), COM1, the
+//! PS/2 keyboard and mouse, the CMOS clock, and the `\_S5` sleep state for power-off.
 //!
 //! Not provided, on purpose: HPET (we emulate none), SRAT/SLIT (one NUMA node), MCFG (no
 //! PCIe ECAM on an i440FX-shaped bus), SSDTs for CPU hotplug, `_PIC`/PCI link devices
@@ -89,8 +89,8 @@ pub enum AcpiError {
 /// What the machine looks like, as far as ACPI needs to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AcpiConfig {
-    /// vCPUs; APIC ids are 0..cpus and the IOAPIC takes id `cpus` (so at most 254, as
-    /// 255 is the broadcast id).
+    /// vCPUs; APIC ids are 0..cpus (so at most 255, as 255 is the broadcast id); the
+    /// IOAPIC's id is 0, in its own name space.
     pub cpus: u8,
     /// Base of the PM register block: PM1a event (4 bytes), PM1a control at +4 (2 bytes),
     /// PM timer at +8 (4 bytes). SeaBIOS moves PIIX4's PM base to 0x600 when it is given a
@@ -329,9 +329,18 @@ impl AcpiConfig {
         let mou = self
             .ps2
             .then(|| RawAml(isa_device("MOU_", "PNP0F13", 0, &[], &[12])));
+        // The CMOS clock is always there; described, Linux's rtc_cmos binds it through PnP
+        // (alarm and wake included) instead of guessing a platform device.
+        let rtc = Some(RawAml(isa_device(
+            "RTC_",
+            "PNP0B00",
+            0,
+            &[(crate::devices::cmos::CMOS_BASE as u16, 2)],
+            &[crate::devices::cmos::RTC_IRQ],
+        )));
 
         let mut children: Vec<&dyn Aml> = vec![&hid, &adr, &uid, &crs, &prt];
-        for d in [&com1, &kbd, &mou].into_iter().flatten() {
+        for d in [&com1, &kbd, &mou, &rtc].into_iter().flatten() {
             children.push(d);
         }
         bytes_of(&Device::new(Path::new("PCI0"), children))
@@ -408,7 +417,12 @@ impl AcpiConfig {
         for id in 0..self.cpus {
             ProcessorLocalApic::new(id, id, EnabledStatus::Enabled).to_aml_bytes(&mut entries);
         }
-        IoApic::new(self.cpus, IOAPIC_ADDR, 0).to_aml_bytes(&mut entries);
+        // ID 0: what KVM's in-kernel IOAPIC holds in its ID register from reset (an MP-table
+        // style "first ID after the CPUs" would disagree with the chip).
+        IoApic::new(0, IOAPIC_ADDR, 0).to_aml_bytes(&mut entries);
+        // Every CPU's LINT1 is the NMI line, as on a PC (type 4: all processors, flags
+        // conforming to the bus, LINT#1).
+        entries.extend_from_slice(&[4, 6, 0xff, 0, 0, 1]);
         // The PIT's IRQ 0 is IOAPIC input 2 on a PC; flags 0 = conforms to the bus (ISA:
         // edge, active high).
         entries.extend_from_slice(&interrupt_override(0, 2, 0));
@@ -789,11 +803,12 @@ mod tests {
         assert_eq!(fadt[128], 6);
         assert_eq!((fadt[8], fadt[131]), (6, 5), "FADT 6.5");
 
-        // MADT: one local APIC per CPU, the IOAPIC, two overrides.
+        // MADT: one local APIC per CPU, the IOAPIC, two overrides, the NMI line.
         let m = &f.madt;
         assert_eq!(le32(m, 36), LAPIC_ADDR);
         let mut off = 44;
-        let (mut lapics, mut ioapics, mut isos) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut lapics, mut ioapics, mut isos, mut nmis) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         while off < m.len() {
             let (ty, len) = (m[off], m[off + 1] as usize);
             assert!(len >= 2 && off + len <= m.len());
@@ -808,17 +823,19 @@ mod tests {
                     le32(m, off + 4),
                     u16::from_le_bytes([m[off + 8], m[off + 9]]),
                 )),
+                4 => nmis.push(m[off + 2..off + len].to_vec()),
                 t => panic!("unexpected MADT entry type {t}"),
             }
             off += len;
         }
         assert_eq!(lapics, (0..cfg.cpus).collect::<Vec<_>>());
-        assert_eq!(ioapics, vec![(cfg.cpus, IOAPIC_ADDR, 0)]);
-        assert_eq!(isos, vec![(0, 2, 0), (9, 9, 0xD)]);
         assert_eq!(
-            lapics.len() + ioapics.len() + isos.len(),
-            cfg.cpus as usize + 3
+            ioapics,
+            vec![(0, IOAPIC_ADDR, 0)],
+            "the in-kernel IOAPIC's id"
         );
+        assert_eq!(isos, vec![(0, 2, 0), (9, 9, 0xD)]);
+        assert_eq!(nmis, vec![vec![0xff, 0, 0, 1]], "all CPUs: LINT1 is NMI");
 
         // DSDT: the names an OS looks for are there.
         let d = &f.dsdt;

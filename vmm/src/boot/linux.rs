@@ -54,6 +54,8 @@ const ELF_KERNEL_ALIGNMENT: u32 = 0x100_0000;
 const E820_MAX_ZEROPAGE: usize = 128;
 /// The end of conventional memory as a PC BIOS reports it (the EBDA starts here).
 pub const EBDA_START: u64 = 0x9_FC00;
+/// Where the VGA window begins, past the 1 KiB EBDA.
+const EBDA_END: u64 = 0xA_0000;
 pub const IOAPIC_PAGE: u64 = 0xFEC0_0000;
 pub const LAPIC_PAGE: u64 = 0xFEE0_0000;
 const PAGE: u64 = 0x1000;
@@ -110,9 +112,11 @@ pub struct LinuxBoot {
 }
 
 /// The e820 map for a direct boot: what a PC BIOS would report, since no BIOS runs.
-/// Conventional memory up to the EBDA, the EBDA/VGA/BIOS area reserved (our ACPI tables
-/// live there), RAM from 1 MiB to the end of low RAM, the KVM identity-map/TSS pages, the
-/// IOAPIC and LAPIC pages, and RAM above 4 GiB. Sorted by address.
+/// Conventional memory up to the EBDA, the EBDA and the system BIOS area (0xE0000 up,
+/// where our ACPI tables live) reserved, RAM from 1 MiB to the end of low RAM, the KVM
+/// identity-map/TSS pages, the IOAPIC and LAPIC pages, and RAM above 4 GiB. Sorted by
+/// address. The VGA window and the option-ROM area between are in no entry, as SeaBIOS
+/// leaves them: a reserved entry over them clips the VGA ROM's resource to nothing.
 pub fn direct_boot_e820(layout: &MemoryLayout) -> Vec<E820Entry> {
     let mut e = vec![
         E820Entry {
@@ -122,7 +126,12 @@ pub fn direct_boot_e820(layout: &MemoryLayout) -> Vec<E820Entry> {
         },
         E820Entry {
             addr: EBDA_START,
-            len: HIGH_MEMORY - EBDA_START,
+            len: EBDA_END - EBDA_START,
+            kind: E820Kind::Reserved,
+        },
+        E820Entry {
+            addr: ACPI_RSDP_ADDR,
+            len: HIGH_MEMORY - ACPI_RSDP_ADDR,
             kind: E820Kind::Reserved,
         },
     ];
@@ -447,7 +456,8 @@ mod tests {
             table,
             vec![
                 (0, 0x9fc00, 1),
-                (0x9fc00, 0x100000 - 0x9fc00, 2),
+                (0x9fc00, 0x400, 2),
+                (0xe0000, 0x20000, 2),
                 (0x100000, 64 * MIB - 0x100000, 1),
                 (0xFEC0_0000, 0x1000, 2),
                 (0xFEE0_0000, 0x1000, 2),
@@ -715,5 +725,16 @@ mod tests {
             })
         );
         assert!(e.windows(2).all(|w| w[0].addr + w[0].len <= w[1].addr));
+        assert!(
+            e.iter()
+                .all(|x| x.addr + x.len <= 0xC_0000 || x.addr >= 0xE_0000),
+            "nothing over the VGA ROM at 0xC0000: {e:?}"
+        );
+        assert!(
+            e.iter().any(|x| x.kind == E820Kind::Reserved
+                && x.addr <= ACPI_RSDP_ADDR
+                && x.addr + x.len >= ACPI_TABLES_ADDR + 0x1000),
+            "the ACPI tables are reserved: {e:?}"
+        );
     }
 }

@@ -210,21 +210,46 @@ pub fn setup_long_mode(vcpu: &VcpuFd, mem: &GuestMem, boot: &LinuxBoot) -> Resul
     };
     vcpu.set_fpu(&fpu).map_err(kvm("set the FPU state"))?;
 
-    let entries = [
-        msr(MSR_IA32_SYSENTER_CS, 0),
-        msr(MSR_IA32_SYSENTER_ESP, 0),
-        msr(MSR_IA32_SYSENTER_EIP, 0),
-        msr(MSR_STAR, 0),
-        msr(MSR_CSTAR, 0),
-        msr(MSR_KERNEL_GS_BASE, 0),
-        msr(MSR_SYSCALL_MASK, 0),
-        msr(MSR_LSTAR, 0),
-        msr(MSR_IA32_TSC, 0),
-        msr(MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING),
-        msr(MSR_MTRR_DEF_TYPE, MTRR_ENABLE_WB),
-    ];
-    // from_entries only fails beyond the FAM capacity, far above 11 entries.
-    if let Ok(msrs) = Msrs::from_entries(&entries) {
+    set_msrs(
+        vcpu,
+        &[
+            msr(MSR_IA32_SYSENTER_CS, 0),
+            msr(MSR_IA32_SYSENTER_ESP, 0),
+            msr(MSR_IA32_SYSENTER_EIP, 0),
+            msr(MSR_STAR, 0),
+            msr(MSR_CSTAR, 0),
+            msr(MSR_KERNEL_GS_BASE, 0),
+            msr(MSR_SYSCALL_MASK, 0),
+            msr(MSR_LSTAR, 0),
+            msr(MSR_IA32_TSC, 0),
+        ],
+    )?;
+    setup_secondary(vcpu)?;
+
+    // LINT0 takes the 8259's ExtINT, LINT1 is NMI, as a PC BIOS programs them.
+    let mut lapic = vcpu.get_lapic().map_err(kvm("read the LAPIC"))?;
+    set_lvt(&mut lapic, APIC_LVT0, APIC_MODE_EXTINT);
+    set_lvt(&mut lapic, APIC_LVT1, APIC_MODE_NMI);
+    vcpu.set_lapic(&lapic).map_err(kvm("set the LAPIC"))?;
+    Ok(())
+}
+
+/// What firmware sets up on every CPU, the boot CPU included, before a kernel runs: fast
+/// strings on, and the MTRRs' default type write-back. Linux checks the CPUs it starts
+/// against the boot CPU and complains of a BIOS that set up only one.
+pub fn setup_secondary(vcpu: &VcpuFd) -> Result<(), RegsError> {
+    set_msrs(
+        vcpu,
+        &[
+            msr(MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING),
+            msr(MSR_MTRR_DEF_TYPE, MTRR_ENABLE_WB),
+        ],
+    )
+}
+
+fn set_msrs(vcpu: &VcpuFd, entries: &[kvm_msr_entry]) -> Result<(), RegsError> {
+    // from_entries only fails beyond the FAM capacity, far above these few entries.
+    if let Ok(msrs) = Msrs::from_entries(entries) {
         let n = vcpu.set_msrs(&msrs).map_err(kvm("set MSRs"))?;
         if n != entries.len() {
             // KVM stops at the first MSR it refuses; the rest are conveniences.
@@ -235,12 +260,6 @@ pub fn setup_long_mode(vcpu: &VcpuFd, mem: &GuestMem, boot: &LinuxBoot) -> Resul
             );
         }
     }
-
-    // LINT0 takes the 8259's ExtINT, LINT1 is NMI, as a PC BIOS programs them.
-    let mut lapic = vcpu.get_lapic().map_err(kvm("read the LAPIC"))?;
-    set_lvt(&mut lapic, APIC_LVT0, APIC_MODE_EXTINT);
-    set_lvt(&mut lapic, APIC_LVT1, APIC_MODE_NMI);
-    vcpu.set_lapic(&lapic).map_err(kvm("set the LAPIC"))?;
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! CPUID for each vCPU: what KVM supports, with a topology that matches the vCPU count
-//! (one socket, N cores, one thread per core) so firmware and guests count CPUs right.
+//! (one socket, N cores, one thread per core) so firmware and guests count CPUs right, and
+//! the two things KVM leaves to the VMM, as QEMU's `-cpu host` fills them: the TSC-deadline
+//! bit (the in-kernel LAPIC emulates that timer) and the host CPU's brand string.
 
 use kvm_bindings::{CpuId, kvm_cpuid_entry2};
 
@@ -9,6 +11,9 @@ const LEAF_TOPOLOGY: u32 = 0xb;
 const LEAF_TOPOLOGY_V2: u32 = 0x1f;
 const LEAF_EXT_ADDR_SIZES: u32 = 0x8000_0008;
 
+const LEAF_BRAND: [u32; 3] = [0x8000_0002, 0x8000_0003, 0x8000_0004];
+
+const ECX_TSC_DEADLINE: u32 = 1 << 24;
 const ECX_HYPERVISOR: u32 = 1 << 31;
 const EDX_HTT: u32 = 1 << 28;
 
@@ -19,6 +24,44 @@ fn id_bits(n: u32) -> u32 {
     } else {
         32 - (n - 1).leading_zeros()
     }
+}
+
+/// What KVM_GET_SUPPORTED_CPUID leaves out but the machine has: the TSC-deadline timer
+/// when KVM's LAPIC offers it (`tsc_deadline`), and the brand string `brand` (leaves
+/// 0x8000_0002-4, four registers each), which KVM does not report.
+pub fn complete(cpuid: &mut CpuId, tsc_deadline: bool, brand: [[u32; 4]; 3]) {
+    for e in cpuid.as_mut_slice() {
+        if e.function == LEAF_FEATURES && tsc_deadline {
+            e.ecx |= ECX_TSC_DEADLINE;
+        }
+    }
+    for (leaf, regs) in LEAF_BRAND.into_iter().zip(brand) {
+        let [eax, ebx, ecx, edx] = regs;
+        let entry = kvm_cpuid_entry2 {
+            function: leaf,
+            eax,
+            ebx,
+            ecx,
+            edx,
+            ..Default::default()
+        };
+        match cpuid.as_mut_slice().iter_mut().find(|e| e.function == leaf) {
+            Some(e) => *e = entry,
+            // Only a full table (KVM_MAX_CPUID_ENTRIES) refuses; the guest then sees
+            // KVM's answer for the leaf, which is no worse than before.
+            None => {
+                let _ = cpuid.push(entry);
+            }
+        }
+    }
+}
+
+/// The host CPU's brand string, leaves 0x8000_0002-4, as CPUID gives it here.
+pub fn host_brand() -> [[u32; 4]; 3] {
+    LEAF_BRAND.map(|leaf| {
+        let r = std::arch::x86_64::__cpuid(leaf);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    })
 }
 
 /// Rewrites the topology leaves of `cpuid` for vCPU `id` of `count`.
@@ -123,6 +166,31 @@ mod tests {
         assert_eq!((e[4].eax, e[4].ebx, e[4].ecx >> 8), (1, 2, 2));
         assert_eq!(e[5].ecx >> 8, 0, "no third level");
         assert_eq!(e[6].ecx & 0xff, 1);
+    }
+
+    #[test]
+    fn completion_sets_tsc_deadline_and_the_brand_string() {
+        let mut c = sample();
+        let brand = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]];
+        complete(&mut c, true, brand);
+        assert_ne!(c.as_slice()[0].ecx & ECX_TSC_DEADLINE, 0);
+        for (leaf, regs) in LEAF_BRAND.iter().zip(brand) {
+            let e = c.as_slice().iter().find(|e| e.function == *leaf).unwrap();
+            assert_eq!([e.eax, e.ebx, e.ecx, e.edx], regs);
+        }
+        let mut c = sample();
+        complete(&mut c, false, brand);
+        assert_eq!(
+            c.as_slice()[0].ecx & ECX_TSC_DEADLINE,
+            0,
+            "not without KVM's"
+        );
+        let b = host_brand();
+        let text: Vec<u8> = b.iter().flatten().flat_map(|r| r.to_le_bytes()).collect();
+        assert!(
+            text.iter().any(|&c| c.is_ascii_alphanumeric()),
+            "this CPU names itself: {text:?}"
+        );
     }
 
     #[test]
