@@ -1,7 +1,8 @@
 //! CPUID for each vCPU: what KVM supports, with a topology that matches the vCPU count
 //! (one socket, N cores, one thread per core) so firmware and guests count CPUs right, and
-//! the two things KVM leaves to the VMM, as QEMU's `-cpu host` fills them: the TSC-deadline
-//! bit (the in-kernel LAPIC emulates that timer) and the host CPU's brand string.
+//! what KVM leaves to the VMM, filled as QEMU's `-cpu host` fills it: the TSC-deadline bit
+//! (the in-kernel LAPIC emulates that timer), the host CPU's brand string, and (from KVMs
+//! before Linux 6.2, which report it empty) AMD's L1 cache and TLB leaf.
 
 use kvm_bindings::{CpuId, kvm_cpuid_entry2};
 
@@ -12,6 +13,7 @@ const LEAF_TOPOLOGY_V2: u32 = 0x1f;
 const LEAF_EXT_ADDR_SIZES: u32 = 0x8000_0008;
 
 const LEAF_BRAND: [u32; 3] = [0x8000_0002, 0x8000_0003, 0x8000_0004];
+const LEAF_AMD_L1: u32 = 0x8000_0005;
 
 const ECX_TSC_DEADLINE: u32 = 1 << 24;
 const ECX_HYPERVISOR: u32 = 1 << 31;
@@ -27,16 +29,27 @@ fn id_bits(n: u32) -> u32 {
 }
 
 /// What KVM_GET_SUPPORTED_CPUID leaves out but the machine has: the TSC-deadline timer
-/// when KVM's LAPIC offers it (`tsc_deadline`), and the brand string `brand` (leaves
-/// 0x8000_0002-4, four registers each), which KVM does not report.
-pub fn complete(cpuid: &mut CpuId, tsc_deadline: bool, brand: [[u32; 4]; 3]) {
+/// when KVM's LAPIC offers it (`tsc_deadline`), the brand string (leaves 0x8000_0002-4,
+/// which KVM does not report) and, where KVM reports it empty, the L1 cache and TLB leaf
+/// 0x8000_0005 (Linux reads its TLB sizes there on AMD); `host` answers CPUID `leaf` on
+/// this machine.
+pub fn complete(cpuid: &mut CpuId, tsc_deadline: bool, host: impl Fn(u32) -> [u32; 4]) {
     for e in cpuid.as_mut_slice() {
         if e.function == LEAF_FEATURES && tsc_deadline {
             e.ecx |= ECX_TSC_DEADLINE;
         }
     }
-    for (leaf, regs) in LEAF_BRAND.into_iter().zip(brand) {
-        let [eax, ebx, ecx, edx] = regs;
+    let kvm_l1_empty = cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == LEAF_AMD_L1)
+        .is_none_or(|e| [e.eax, e.ebx, e.ecx, e.edx] == [0; 4]);
+    let from_host = LEAF_BRAND
+        .iter()
+        .copied()
+        .chain(kvm_l1_empty.then_some(LEAF_AMD_L1));
+    for leaf in from_host {
+        let [eax, ebx, ecx, edx] = host(leaf);
         let entry = kvm_cpuid_entry2 {
             function: leaf,
             eax,
@@ -56,12 +69,10 @@ pub fn complete(cpuid: &mut CpuId, tsc_deadline: bool, brand: [[u32; 4]; 3]) {
     }
 }
 
-/// The host CPU's brand string, leaves 0x8000_0002-4, as CPUID gives it here.
-pub fn host_brand() -> [[u32; 4]; 3] {
-    LEAF_BRAND.map(|leaf| {
-        let r = std::arch::x86_64::__cpuid(leaf);
-        [r.eax, r.ebx, r.ecx, r.edx]
-    })
+/// CPUID `leaf` (subleaf 0) on this machine.
+pub fn host_leaf(leaf: u32) -> [u32; 4] {
+    let r = std::arch::x86_64::__cpuid(leaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
 }
 
 /// Rewrites the topology leaves of `cpuid` for vCPU `id` of `count`.
@@ -169,27 +180,35 @@ mod tests {
     }
 
     #[test]
-    fn completion_sets_tsc_deadline_and_the_brand_string() {
+    fn completion_sets_tsc_deadline_the_brand_string_and_an_empty_l1_leaf() {
+        let host = |leaf: u32| [leaf, leaf + 1, leaf + 2, leaf + 3];
         let mut c = sample();
-        let brand = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]];
-        complete(&mut c, true, brand);
+        complete(&mut c, true, host);
         assert_ne!(c.as_slice()[0].ecx & ECX_TSC_DEADLINE, 0);
-        for (leaf, regs) in LEAF_BRAND.iter().zip(brand) {
-            let e = c.as_slice().iter().find(|e| e.function == *leaf).unwrap();
-            assert_eq!([e.eax, e.ebx, e.ecx, e.edx], regs);
+        for leaf in LEAF_BRAND.into_iter().chain([LEAF_AMD_L1]) {
+            let e = c.as_slice().iter().find(|e| e.function == leaf).unwrap();
+            assert_eq!([e.eax, e.ebx, e.ecx, e.edx], host(leaf), "{leaf:#x}");
         }
+        // KVM's own L1 leaf (Linux 6.2 on) stays; no TSC-deadline bit without KVM's.
         let mut c = sample();
-        complete(&mut c, false, brand);
-        assert_eq!(
-            c.as_slice()[0].ecx & ECX_TSC_DEADLINE,
-            0,
-            "not without KVM's"
-        );
-        let b = host_brand();
-        let text: Vec<u8> = b.iter().flatten().flat_map(|r| r.to_le_bytes()).collect();
+        let l1 = kvm_cpuid_entry2 {
+            function: LEAF_AMD_L1,
+            eax: 0xff40_ff18,
+            ..Default::default()
+        };
+        c.push(l1).unwrap();
+        complete(&mut c, false, host);
+        assert_eq!(c.as_slice()[0].ecx & ECX_TSC_DEADLINE, 0);
+        let e = c.as_slice().iter().find(|e| e.function == LEAF_AMD_L1);
+        assert_eq!(e.map(|e| e.eax), Some(0xff40_ff18));
+        let brand: Vec<u8> = LEAF_BRAND
+            .iter()
+            .flat_map(|&l| host_leaf(l))
+            .flat_map(u32::to_le_bytes)
+            .collect();
         assert!(
-            text.iter().any(|&c| c.is_ascii_alphanumeric()),
-            "this CPU names itself: {text:?}"
+            brand.iter().any(|c| c.is_ascii_alphanumeric()),
+            "this CPU names itself: {brand:?}"
         );
     }
 

@@ -39,7 +39,7 @@ pub fn create(kvm: &Kvm, vm: &KvmVm, id: u32, count: u32) -> Result<VcpuFd, KvmE
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(ioctl("report supported CPUID"))?;
     let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
-    cpuid::complete(&mut cpuid, tsc_deadline, cpuid::host_brand());
+    cpuid::complete(&mut cpuid, tsc_deadline, cpuid::host_leaf);
     cpuid::set_topology(&mut cpuid, id, count);
     fd.set_cpuid2(&cpuid).map_err(ioctl("set CPUID"))?;
     Ok(fd)
