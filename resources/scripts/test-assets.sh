@@ -2,7 +2,8 @@
 # Builds the guest assets the tests boot, from Debian packages, into target/assets/
 # (cached: nothing is fetched again once there). Nothing here is committed.
 #   vmlinuz              a stock Debian cloud kernel (linux-image-cloud-amd64)
-#   initrd.img           a tiny initramfs: busybox-static as /bin/sh and /init
+#   initrd.img           a tiny initramfs: busybox-static as /bin/sh and /init, which says
+#                        it is up and the boot CPU's /proc/cpuinfo flags, and powers off
 #   storage-initrd.img   busybox plus the cloud kernel's storage modules (ata_piix, sr_mod,
 #                        cdrom, isofs, virtio_pci, virtio_blk and what they need; ext4, which
 #                        also mounts ext2, is built in) and an /init that reads the CD and
@@ -149,6 +150,9 @@ if [[ ! -s $out/initrd.img ]]; then
 #!/bin/sh
 /bin/busybox mount -t proc proc /proc
 echo "vmdesk-initrd: up"
+# The kernel's messages off the console first, so none lands inside the flags line.
+/bin/busybox dmesg -n 1
+echo "vmdesk-initrd: $(/bin/busybox grep -m1 '^flags' /proc/cpuinfo)"
 /bin/busybox poweroff -f
 INIT
   pack_initrd rootfs initrd.img

@@ -245,6 +245,26 @@ impl ControlClient {
     }
 }
 
+/// Each vCPU's registers and run state from a VMM's control socket (`query-vcpus`), one
+/// line a vCPU, for the report of a guest that hung; never fails, says what it could not do.
+pub fn vcpu_states(socket: &Path) -> String {
+    let Ok(stream) = std::os::unix::net::UnixStream::connect(socket) else {
+        return format!("(no control socket at {})", socket.display());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut out = &stream;
+    let _ = writeln!(out, r#"{{"execute":"query-vcpus"}}"#);
+    let mut reply = String::new();
+    let _ = BufReader::new(&stream).read_line(&mut reply);
+    match serde_json::from_str::<serde_json::Value>(&reply) {
+        Ok(v) => match v["return"].as_array() {
+            Some(cpus) => cpus.iter().map(|c| format!("\n    {c}")).collect(),
+            None => format!("{v}"),
+        },
+        Err(_) => format!("(no answer: {reply:?})"),
+    }
+}
+
 /// The VNC port from the "vnc: listening on 127.0.0.1:59NN" line a vmdesk-vmm started by
 /// [`spawn_vmm`] with `--vnc 127.0.0.1:auto` prints on stderr; the rest of its stderr is
 /// drained on a thread so the VMM never blocks on it.
