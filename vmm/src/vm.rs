@@ -186,7 +186,8 @@ pub fn run_once(
             recv(inputs.stop) -> _ => break Outcome::Stopped,
             recv(inputs.control) -> r => {
                 if let Ok(req) = r
-                    && let Some(outcome) = serve(&req, cfg, &machine, &control, &threads)
+                    && let Some(outcome) =
+                        serve(req, cfg, &machine, &control, &threads, inputs.input)
                 {
                     break outcome;
                 }
@@ -452,11 +453,12 @@ fn change_media(
 
 /// Answers one control request; `Some` when it ends the run.
 fn serve(
-    req: &control::Request,
+    req: control::Request,
     cfg: &mut MachineConfig,
     machine: &Machine,
     run: &RunControl,
     threads: &[VcpuThread],
+    input: &Arc<GuestInput>,
 ) -> Option<Outcome> {
     match &req.command {
         Command::Status => {
@@ -504,8 +506,31 @@ fn serve(
         Command::Eject => req.answer(eject(cfg, machine)),
         Command::ChangeMedia { path } => req.answer(change_media(cfg, machine, path)),
         Command::Screendump { path } => req.answer(screendump(cfg, path)),
+        Command::SendKey(_) => send_keys(req, input),
     }
     None
+}
+
+/// Types a `send-key` request's chords through the VNC clients' input path, on a thread
+/// of its own: the keys take `hold` each and the run loop must go on meanwhile. The
+/// answer comes once the last key is up, so a script's next command sees their effect.
+fn send_keys(req: control::Request, input: &Arc<GuestInput>) {
+    let req = Arc::new(req);
+    let (r, input) = (req.clone(), input.clone());
+    let spawned = std::thread::Builder::new()
+        .name("send-key".into())
+        .spawn(move || {
+            if let Command::SendKey(keys) = &r.command {
+                input.send_chords(&keys.chords, keys.hold);
+                r.answer(control::ok(json!({})));
+            }
+        });
+    if let Err(e) = spawned {
+        req.answer(control::error(
+            "GenericError",
+            format!("cannot start the thread that types: {e}"),
+        ));
+    }
 }
 
 #[cfg(test)]
