@@ -1,5 +1,6 @@
 //! The command line: `vmdesk create|list|start|shutdown|reinstall|destroy|reset|pause|resume|
-//! delete|vncdisplay|screenshot|console|doctor|disk|demo …`, virsh's names where virsh has one. Each command
+//! delete|vncdisplay|screenshot|send-key|console|doctor|disk|demo …`, virsh's names where virsh
+//! has one. Each command
 //! returns an error naming the VM and the cause; [`Usage`] errors (bad input) exit 2, the
 //! rest 1.
 
@@ -84,6 +85,24 @@ pub enum Command {
     Console { name: String },
     /// Save the VM's screen as a PNG.
     Screenshot { name: String, out: PathBuf },
+    /// Type keys on the VM's keyboard, e.g. `send-key NAME ctrl-alt-Delete` or
+    /// `send-key NAME H i exclam Return`.
+    ///
+    /// Each KEY is a chord: X keysym names joined by '-', pressed in order, held, released
+    /// in reverse; the chords go one after another. Names: letters, digits and characters
+    /// as themselves (a, A, 1, !), X names (Return, Escape, Tab, BackSpace, space, Delete,
+    /// Up, Page_Down, F1, exclam, minus ...; case does not matter beyond one character),
+    /// and ctrl, alt, shift, super, meta for the modifiers. A character on the shifted
+    /// level (A, !) brings its own Shift. Unlike virsh, the keys of one chord share one
+    /// argument (virsh presses all its arguments together).
+    SendKey {
+        name: String,
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+        /// How long each chord is held down, and the pause before the next.
+        #[arg(long, value_name = "MS", default_value_t = vmm::control::DEFAULT_HOLD_TIME_MS)]
+        hold_time: u64,
+    },
     /// Check that this host can run VMs, and say how to fix what is missing.
     Doctor,
     /// Disk images.
@@ -347,6 +366,11 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             println!("saved the screen of '{name}' to {}", out.display());
             Ok(())
         }
+        Command::SendKey {
+            name,
+            keys,
+            hold_time,
+        } => send_key(&lib, &rt, &name, &keys, hold_time),
         Command::Supervise {
             dir,
             name,
@@ -410,6 +434,35 @@ fn simple(lib: &Library, rt: &Runtime, name: &str, execute: &str) -> anyhow::Res
     live(lib, rt, name)?;
     rt.command(name, execute, json!({}))?;
     println!("{execute}: done for '{name}'");
+    Ok(())
+}
+
+/// `vmdesk send-key`: the names are checked here first (bad input, whether or not the VM
+/// runs), and again by the VMM, which sends nothing unless all are good.
+fn send_key(
+    lib: &Library,
+    rt: &Runtime,
+    name: &str,
+    keys: &[String],
+    hold_ms: u64,
+) -> anyhow::Result<()> {
+    let chords = display::keymap::parse_chords(keys).map_err(|e| Usage(e.to_string()))?;
+    if hold_ms > vmm::control::MAX_HOLD_TIME_MS {
+        return usage(format!(
+            "--hold-time {hold_ms}: at most {} ms",
+            vmm::control::MAX_HOLD_TIME_MS
+        ));
+    }
+    live(lib, rt, name)?;
+    // The VMM answers once the last key is up: each chord takes twice the hold time.
+    let typing = Duration::from_millis(hold_ms.saturating_mul(2 * chords.len() as u64));
+    rt.command_within(
+        name,
+        "send-key",
+        json!({ "keys": keys, "hold-time": hold_ms }),
+        typing + Duration::from_secs(10),
+    )?;
+    println!("sent {} to '{name}'", keys.join(" "));
     Ok(())
 }
 

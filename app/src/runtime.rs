@@ -267,6 +267,20 @@ impl Runtime {
 
     /// Sends one control command and returns its `return` value.
     pub fn command(&self, name: &str, execute: &str, args: Value) -> Result<Value, RuntimeError> {
+        // A screendump of a large screen takes a moment; a VMM that does not answer in
+        // this long is stuck, and the caller should not be.
+        self.command_within(name, execute, args, Duration::from_secs(10))
+    }
+
+    /// [`Runtime::command`] for a command that takes its time (`send-key` answers once the
+    /// last key is up): gives up after `timeout`.
+    pub fn command_within(
+        &self,
+        name: &str,
+        execute: &str,
+        args: Value,
+        timeout: Duration,
+    ) -> Result<Value, RuntimeError> {
         let path = self.socket_path(name);
         let fail = |why: String| RuntimeError::Control {
             name: name.into(),
@@ -279,9 +293,7 @@ impl Runtime {
         };
         req.insert("execute".into(), Value::String(execute.into()));
         let stream = UnixStream::connect(&path).map_err(|e| fail(e.to_string()))?;
-        // A screendump of a large screen takes a moment; a VMM that does not answer in
-        // this long is stuck, and the caller should not be.
-        let timeout = Some(Duration::from_secs(10));
+        let timeout = Some(timeout);
         stream
             .set_read_timeout(timeout)
             .and_then(|()| stream.set_write_timeout(timeout))

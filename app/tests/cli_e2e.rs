@@ -305,3 +305,79 @@ fn reinstall_gives_fresh_disks_and_boots_the_cd_again() {
     assert_eq!(std::fs::read(&extra).unwrap(), vec![0u8; 65536]);
     assert_eq!(env.vmdesk(&["destroy", "r"]).status.code(), Some(0));
 }
+
+#[test]
+fn send_key_types_into_a_running_vm_and_refuses_bad_input() {
+    // Bad input is refused before any VM is looked at; no KVM needed for that.
+    let env = Env::new("sendkey");
+    let o = env.vmdesk(&["send-key", "nosuchvm", "a"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("nosuchvm"), "{}", text(&o));
+    let o = env.vmdesk(&["create", "--name", "off", "--memory", "64M"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = env.vmdesk(&["send-key", "off", "Return"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("'off' is not running"), "{}", text(&o));
+    for (args, says) in [
+        (
+            &["send-key", "off", "a", "ctrl-Retrun"][..],
+            "unknown key 'Retrun' in 'ctrl-Retrun'",
+        ),
+        (&["send-key", "off", "ctrl-"], "an empty key name"),
+        (
+            &["send-key", "off", "--hold-time", "20000", "a"],
+            "at most 10000 ms",
+        ),
+    ] {
+        let o = env.vmdesk(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let t = text(&o);
+        assert!(t.contains(says), "{args:?}: {t}");
+        assert_eq!(t.lines().count(), 1, "{args:?}: one line: {t}");
+    }
+    let o = env.vmdesk(&["send-key", "off"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("<KEY>"), "{}", text(&o));
+
+    if !kvm_or_skip("send_key_types_into_a_running_vm_and_refuses_bad_input") {
+        return;
+    }
+    ensure_vmm();
+    // The demo VM echoes each key it reads through the BIOS to COM1, one line a key.
+    let o = env.vmdesk(&["demo"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let serial = env.run_dir().join("demo.serial");
+    let wait_for = |want: &str, secs: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let t = std::fs::read_to_string(&serial).unwrap_or_default();
+            if t.contains(want) || std::time::Instant::now() > deadline {
+                return t;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let ready = "vmdesk demo: ready, mouse on";
+    let t = wait_for(ready, 240);
+    assert!(t.contains(ready), "the demo did not start; COM1:\n{t}");
+
+    // An unknown key while it runs: bad input, and nothing typed.
+    let o = env.vmdesk(&["send-key", "demo", "H", "Retrun"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("unknown key 'Retrun'"), "{}", text(&o));
+
+    let o = env.vmdesk(&["send-key", "demo", "shift-h", "i", "exclam", "Return"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        stdout(&o).contains("sent shift-h i exclam Return to 'demo'"),
+        "{}",
+        text(&o)
+    );
+    let want = "vmdesk demo: key H\r\nvmdesk demo: key i\r\nvmdesk demo: key !\r\nvmdesk demo: key enter\r\n";
+    let t = wait_for(want, 60);
+    let after = t.split(ready).nth(1).unwrap_or_default();
+    assert!(after.contains(want), "COM1 after the ready line: {after:?}");
+    assert_eq!(after.matches("vmdesk demo: key").count(), 4, "{after:?}");
+
+    assert_eq!(env.vmdesk(&["destroy", "demo"]).status.code(), Some(0));
+}

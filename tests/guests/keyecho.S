@@ -2,7 +2,7 @@
 # on screen through the teletype (int 10h AH=0Eh) and to COM1 and port 0x402 as each
 # arrives. Enter also gets a line feed. Keys with no ASCII code (arrows, F-keys) are
 # skipped. It never ends; the test stops the VMM. With HALTED defined it only prints
-# the prompt and halts.
+# the prompt and halts. With SCANCODES defined it reports the keyboard's bytes instead.
 	.code16
 	.text
 	.globl	_start
@@ -21,6 +21,56 @@ _start:
 	out	%al, $0xa1
 halted:	hlt
 	jmp	halted
+.endif
+.ifdef SCANCODES
+	# `--defsym SCANCODES=1`: every byte the keyboard controller gives (port 0x60) as two
+	# hex digits and a space, to the ports, from an IRQ 1 handler of our own: the test
+	# sees each press and release in order, and the BIOS sees no key at all (so
+	# Ctrl+Alt+Del reaches the program instead of rebooting the machine).
+	cli
+	push	%ds
+	xor	%ax, %ax
+	mov	%ax, %ds
+	movw	$irq1, 9 * 4		# the keyboard's vector (IRQ 1 is int 9 in real mode)
+	mov	%cs, 9 * 4 + 2
+	pop	%ds
+	sti
+1:	hlt
+	jmp	1b
+
+irq1:
+	push	%ax
+	push	%ds
+	push	%cs
+	pop	%ds
+	in	$0x60, %al
+	call	put_hex
+	mov	$0x20, %al		# end of interrupt, to the master PIC
+	out	%al, $0x20
+	pop	%ds
+	pop	%ax
+	iret
+
+# Writes AL as two lower-case hex digits and a space to the ports. Keeps AX.
+put_hex:
+	push	%ax
+	push	%ax
+	shr	$4, %al
+	call	hex_digit
+	pop	%ax
+	and	$0x0f, %al
+	call	hex_digit
+	mov	$' ', %al
+	call	putc_ports
+	pop	%ax
+	ret
+
+hex_digit:
+	add	$'0', %al
+	cmp	$'9', %al
+	jbe	1f
+	add	$('a' - '0' - 10), %al
+1:	jmp	putc_ports
 .endif
 next:
 	xor	%ah, %ah

@@ -13,8 +13,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
+use display::keymap::{self, ChordKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use thiserror::Error;
@@ -40,6 +42,50 @@ pub enum Command {
     },
     /// Each vCPU's registers and run state, taken while they are briefly held still.
     QueryVcpus,
+    SendKey(SendKeys),
+}
+
+/// `send-key`'s default time a chord is held down, as QMP's `send-key`.
+pub const DEFAULT_HOLD_TIME_MS: u64 = 100;
+/// The longest `hold-time` taken.
+pub const MAX_HOLD_TIME_MS: u64 = 10_000;
+
+/// `{"execute":"send-key","keys":["ctrl-alt-Delete","Return"],"hold-time":100}`: each
+/// element of `keys` is one chord of X keysym names joined by '-' (see
+/// [`display::keymap::parse_chord`]), pressed in order, held for `hold-time` ms (optional,
+/// [`DEFAULT_HOLD_TIME_MS`]), released in reverse; the next chord follows as long after.
+/// Checked whole when the request is read: one unknown key and nothing is sent.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "SendKeyArgs")]
+pub struct SendKeys {
+    pub chords: Vec<Vec<ChordKey>>,
+    pub hold: Duration,
+}
+
+/// `send-key`'s arguments as they come on the wire.
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct SendKeyArgs {
+    keys: Vec<String>,
+    hold_time: Option<u64>,
+}
+
+impl TryFrom<SendKeyArgs> for SendKeys {
+    type Error = String;
+
+    fn try_from(a: SendKeyArgs) -> Result<SendKeys, String> {
+        let hold = a.hold_time.unwrap_or(DEFAULT_HOLD_TIME_MS);
+        if hold > MAX_HOLD_TIME_MS {
+            return Err(format!(
+                "hold-time {hold} ms: at most {MAX_HOLD_TIME_MS} ms"
+            ));
+        }
+        let chords = keymap::parse_chords(&a.keys).map_err(|e| e.to_string())?;
+        Ok(SendKeys {
+            chords,
+            hold: Duration::from_millis(hold),
+        })
+    }
 }
 
 /// One request waiting for the run loop's answer.
@@ -58,7 +104,7 @@ impl Request {
     /// which the process ends (`quit`).
     pub fn answer_and_wait(&self, value: Value) {
         self.answer(value);
-        let _ = self.written.recv_timeout(std::time::Duration::from_secs(1));
+        let _ = self.written.recv_timeout(Duration::from_secs(1));
     }
 }
 
@@ -89,6 +135,7 @@ pub fn parse(line: &str) -> Result<Command, Value> {
                 "pause",
                 "resume",
                 "screendump",
+                "send-key",
             ];
             if KNOWN.contains(&name.as_str()) {
                 Err(error("GenericError", format!("{name}: {e}")))
@@ -258,6 +305,47 @@ mod tests {
         ] {
             assert!(parse(&format!(r#"{{"execute":"{c}"}}"#)).is_ok(), "{c}");
         }
+    }
+
+    #[test]
+    fn send_key_takes_chords_of_key_names() {
+        let c = parse(r#"{"execute":"send-key","keys":["ctrl-alt-Delete","Return","A"]}"#);
+        let codes = |c: &Command| match c {
+            Command::SendKey(k) => k
+                .chords
+                .iter()
+                .map(|ch| ch.iter().map(|k| k.code).collect::<Vec<_>>())
+                .collect::<Vec<_>>(),
+            _ => panic!("{c:?}"),
+        };
+        let c = c.unwrap();
+        assert_eq!(
+            codes(&c),
+            [vec![0x1d, 0x38, 0xe053], vec![0x1c], vec![0x2a, 0x1e]]
+        );
+        assert!(matches!(&c, Command::SendKey(k) if k.hold == Duration::from_millis(100)));
+        let c = parse(r#"{"execute":"send-key","keys":["a"],"hold-time":0}"#).unwrap();
+        assert!(matches!(&c, Command::SendKey(k) if k.hold.is_zero()));
+
+        let desc = |line: &str| {
+            let e = parse(line).unwrap_err();
+            assert_eq!(e["error"]["class"], "GenericError", "{e}");
+            e["error"]["desc"].as_str().unwrap().to_string()
+        };
+        let d = desc(r#"{"execute":"send-key","keys":["Return","ctrl-Retrun"]}"#);
+        assert!(
+            d.starts_with(
+                "send-key: unknown key 'Retrun' in 'ctrl-Retrun': key names are X keysyms"
+            ),
+            "{d}"
+        );
+        assert!(desc(r#"{"execute":"send-key","keys":[]}"#).contains("no keys"));
+        assert!(desc(r#"{"execute":"send-key"}"#).contains("keys"));
+        assert!(desc(r#"{"execute":"send-key","keys":"a"}"#).contains("sequence"));
+        assert!(
+            desc(r#"{"execute":"send-key","keys":["a"],"hold-time":10001}"#).contains("at most")
+        );
+        assert!(desc(r#"{"execute":"send-key","keys":["a"],"hold":1}"#).contains("hold"));
     }
 
     #[test]

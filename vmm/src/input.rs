@@ -10,8 +10,9 @@
 //! machine, so they are attached and detached here rather than held forever.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use display::keymap::{self, Shift};
+use display::keymap::{self, ChordKey, Shift};
 use display::rfb::input::InputSink;
 use display::surface::Surface;
 
@@ -65,6 +66,8 @@ pub struct GuestInput {
     state: Mutex<KeyState>,
     hook: Mutex<Option<InputHook>>,
     clipboard: Arc<GuestClipboard>,
+    /// Held while [`GuestInput::send_chords`] types, so two requests do not interleave.
+    typing: Mutex<()>,
 }
 
 impl GuestInput {
@@ -75,6 +78,7 @@ impl GuestInput {
             state: Mutex::default(),
             hook: Mutex::default(),
             clipboard: GuestClipboard::new(),
+            typing: Mutex::default(),
         })
     }
 
@@ -103,6 +107,25 @@ impl GuestInput {
     ) {
         *self.devices.lock().unwrap() = Devices { keyboard, tablet };
         *self.state.lock().unwrap() = KeyState::default();
+    }
+
+    /// Types `chords` (the control socket's `send-key`) as a VNC client that sends scan
+    /// codes would: each chord's keys pressed in order, held for `hold`, released in
+    /// reverse, and the next chord `hold` later. Blocks until the last key is up.
+    pub fn send_chords(&self, chords: &[Vec<ChordKey>], hold: Duration) {
+        let _typing = self.typing.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, chord) in chords.iter().enumerate() {
+            if i > 0 {
+                std::thread::sleep(hold);
+            }
+            for k in chord {
+                self.key(k.keysym, true, Some(k.code));
+            }
+            std::thread::sleep(hold);
+            for k in chord.iter().rev() {
+                self.key(k.keysym, false, Some(k.code));
+            }
+        }
     }
 
     fn send(&self, code: u16, down: bool) {
@@ -299,6 +322,37 @@ mod tests {
         // Up arrow: an extended key.
         input.key(0xff52, true, None);
         assert_eq!(drain(&kbd), [0xe0, 0x48]);
+    }
+
+    #[test]
+    fn chords_press_in_order_and_release_in_reverse() {
+        let (input, kbd) = setup();
+        let chords =
+            keymap::parse_chords(&["ctrl-alt-Delete", "Return", "a", "shift-a", "A"]).unwrap();
+        #[rustfmt::skip]
+        let want = [
+            0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d, // ctrl-alt-Delete
+            0x1c, 0x9c, // Return
+            0x1e, 0x9e, // a
+            0x2a, 0x1e, 0x9e, 0xaa, // shift-a
+            0x2a, 0x1e, 0x9e, 0xaa, // A: the same keys
+        ];
+        // The keyboard holds 16 bytes: read as the guest would, chord by chord.
+        let mut got = vec![];
+        for chord in &chords {
+            input.send_chords(std::slice::from_ref(chord), Duration::ZERO);
+            got.extend(drain(&kbd));
+        }
+        assert_eq!(got, want);
+        // A chord's keys are held together: the releases wait for `hold`.
+        let t = std::time::Instant::now();
+        input.send_chords(&chords[1..3], Duration::from_millis(30));
+        assert!(
+            t.elapsed() >= Duration::from_millis(90),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(drain(&kbd), [0x1c, 0x9c, 0x1e, 0x9e]);
     }
 
     #[test]

@@ -189,7 +189,8 @@ pub fn run_once(
             recv(inputs.stop) -> _ => break Outcome::Stopped,
             recv(inputs.control) -> r => {
                 if let Ok(req) = r
-                    && let Some(outcome) = serve(&req, cfg, &machine, &control, &threads)
+                    && let Some(outcome) =
+                        serve(req, cfg, &machine, &control, &threads, inputs.input)
                 {
                     break outcome;
                 }
@@ -455,11 +456,12 @@ fn change_media(
 
 /// Answers one control request; `Some` when it ends the run.
 fn serve(
-    req: &control::Request,
+    req: control::Request,
     cfg: &mut MachineConfig,
     machine: &Machine,
     run: &RunControl,
     threads: &[VcpuThread],
+    input: &Arc<GuestInput>,
 ) -> Option<Outcome> {
     match &req.command {
         Command::Status => {
@@ -506,6 +508,7 @@ fn serve(
                 Err(e) => e,
             });
         }
+        Command::SendKey(_) => send_keys(req, input),
     }
     None
 }
@@ -548,6 +551,28 @@ fn vcpu_json(s: &VcpuState) -> Value {
         "cr0": hex(sr.cr0), "cr2": hex(sr.cr2), "cr3": hex(sr.cr3), "cr4": hex(sr.cr4),
         "efer": hex(sr.efer),
     })
+}
+
+/// Types a `send-key` request's chords through the VNC clients' input path, on a thread
+/// of its own: the keys take `hold` each and the run loop must go on meanwhile. The
+/// answer comes once the last key is up, so a script's next command sees their effect.
+fn send_keys(req: control::Request, input: &Arc<GuestInput>) {
+    let req = Arc::new(req);
+    let (r, input) = (req.clone(), input.clone());
+    let spawned = std::thread::Builder::new()
+        .name("send-key".into())
+        .spawn(move || {
+            if let Command::SendKey(keys) = &r.command {
+                input.send_chords(&keys.chords, keys.hold);
+                r.answer(control::ok(json!({})));
+            }
+        });
+    if let Err(e) = spawned {
+        req.answer(control::error(
+            "GenericError",
+            format!("cannot start the thread that types: {e}"),
+        ));
+    }
 }
 
 #[cfg(test)]
