@@ -5,10 +5,13 @@
 //! to a shell.
 //!
 //! `cargo bench -p vmm --bench nested_boot -- --soak N` is the soak instead: vmdesk-vmm
-//! alone boots N times with each of 1, 2 and 4 vCPUs, half of the rounds with a CPU-bound
-//! process beside the nested host; every boot must end. A boot that does not reach /init
-//! and power off within two minutes prints the last lines of its console and each vCPU's
-//! registers (the control socket's `query-vcpus`), so a hang is found, not guessed.
+//! boots N times with each of 1, 2 and 4 vCPUs, and QEMU N times with 4 for comparison,
+//! half of the rounds with a CPU-bound process beside the nested host; every boot must
+//! end. A boot that does not reach /init and power off within two minutes prints the last
+//! lines of its console and each vCPU's registers (the control socket's `query-vcpus`),
+//! so a hang is found, not guessed. When the nested host's own kernel fails, its console
+//! is printed, the failure is counted against the VMM whose boot it ended, and the rest
+//! runs in a new nested host.
 //!
 //! `cargo bench -p vmm --bench nested_boot`. On a host whose KVM is kvm_pvm (no guest
 //! kernels) the measuring half runs inside the nested test host
@@ -40,14 +43,22 @@ const CMDLINE: &str = "console=ttyS0 panic=-1";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|n| n.parse::<usize>().ok())
+    };
     let soak = args
         .iter()
-        .position(|a| a == "--soak")
-        .map(|i| args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(20));
+        .any(|a| a == "--soak")
+        .then(|| value("--soak").unwrap_or(20));
+    let cpus = value("--cpus").unwrap_or(1) as u32;
+    let qemu = args.iter().any(|a| a == "--qemu");
     let kvm_pvm = Path::new("/sys/module/kvm_pvm").exists();
     match (args.iter().any(|a| a == "--inside") || !kvm_pvm, soak) {
-        (true, Some(n)) => soak_inside(n, args.iter().any(|a| a == "--hog")),
-        (true, None) => inside(),
+        (true, Some(n)) => soak_inside(n, cpus, qemu),
+        (true, None) => inside(cpus),
         (false, Some(n)) => soak_outside(n),
         (false, None) => outside(),
     }
@@ -57,39 +68,94 @@ fn nested_host_script() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../resources/scripts/nested-host.sh")
 }
 
-/// Here: the soak in two nested hosts, the first alone on this machine, the second with
-/// a busy loop beside it (`--hog` marks its boots).
-fn soak_outside(n: usize) {
+/// Runs this program with `args` in a nested host, its output passed on line by line;
+/// returns the lines and whether the nested host itself failed (status 125: its kernel
+/// panicked or got stuck, which ends everything inside).
+fn in_nested_host(args: &[String]) -> (Vec<String>, bool) {
     let exe = std::env::current_exe().expect("this benchmark's path");
-    let quiet = n / 2;
-    for (rounds, hog) in [(quiet, false), (n - quiet, true)] {
-        let busy = hog.then(|| {
-            Command::new("sh")
-                .args(["-c", "while :; do :; done"])
-                .spawn()
-                .expect("start the busy loop")
-        });
-        let mut cmd = Command::new(nested_host_script());
-        cmd.args(["--timeout", "3600", "--"]).arg(&exe).args([
-            "--inside",
-            "--soak",
-            &rounds.to_string(),
-        ]);
-        if hog {
-            cmd.arg("--hog");
-        }
-        let status = cmd.status().expect("run the soak in the nested host");
-        if let Some(mut b) = busy {
-            let _ = b.kill();
-            let _ = b.wait();
-        }
-        if !status.success() {
-            println!("  the soak in the nested host failed ({status})");
-        }
+    let mut child = Command::new(nested_host_script())
+        .args(["--timeout", "3600", "--"])
+        .arg(exe)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run the benchmark in the nested host");
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        println!("{line}");
+        lines.push(line);
     }
+    let status = child.wait().expect("wait for the nested host");
+    if !status.success() {
+        println!("  the nested host ended with {status}");
+    }
+    (lines, status.code() == Some(125))
 }
 
-/// Here: the nested host's start to a shell, then this program again inside it.
+/// Here: the soak, vmdesk-vmm with 1, 2 and 4 vCPUs and QEMU with 4, `n` boots each, the
+/// first half alone on this machine, the second beside a busy loop. When the nested
+/// host's own kernel fails, the boots left run in a new one, and the failure is counted
+/// against the VMM whose boot it ended.
+fn soak_outside(n: usize) {
+    let mut summary = Vec::new();
+    for (vmm, cpus) in [
+        ("vmdesk-vmm", 1),
+        ("vmdesk-vmm", 2),
+        ("vmdesk-vmm", 4),
+        ("qemu", 4),
+    ] {
+        for (rounds, hog) in [(n / 2, false), (n - n / 2, true)] {
+            let busy = hog.then(|| {
+                Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .expect("start the busy loop")
+            });
+            let (mut ended, mut hung, mut host_failed, mut times) = (0, 0, 0, Vec::new());
+            while ended + hung + host_failed < rounds {
+                let left = rounds - ended - hung - host_failed;
+                let mut args = vec!["--inside".to_string(), "--soak".into(), left.to_string()];
+                args.extend(["--cpus".into(), cpus.to_string()]);
+                if vmm == "qemu" {
+                    args.push("--qemu".into());
+                }
+                let (lines, failed) = in_nested_host(&args);
+                for l in &lines {
+                    if let Some(secs) = l.strip_prefix("soak-boot ended ") {
+                        ended += 1;
+                        times.extend(secs.trim().parse::<f64>().ok());
+                    } else if l.starts_with("soak-boot hung") {
+                        hung += 1;
+                    }
+                }
+                if failed {
+                    host_failed += 1;
+                } else if lines.iter().all(|l| !l.starts_with("soak-boot")) {
+                    println!("  no boot ran in the nested host; stopping this part");
+                    break;
+                }
+            }
+            if let Some(mut b) = busy {
+                let _ = b.kill();
+                let _ = b.wait();
+            }
+            let beside = if hog { "beside a busy loop" } else { "alone" };
+            summary.push(format!(
+                "  {vmm:10} {cpus} vCPU(s), {beside:18}: {ended:2} of {rounds} boots ended, {hung} hung, {host_failed} ended by the nested host's kernel failing; whole run median {:.2} s, slowest {:.2} s",
+                common::median(times.clone()).unwrap_or(f64::NAN),
+                times.iter().copied().fold(0.0, f64::max),
+            ));
+        }
+    }
+    println!("soak summary:");
+    summary.iter().for_each(|l| println!("{l}"));
+}
+
+/// Here: the nested host's start to a shell, then the measurement in a nested host per
+/// vCPU count (once more if the nested host's own kernel fails).
 fn outside() {
     let script = nested_host_script();
     println!("nested test host (QEMU TCG -cpu max, kvm_amd inside), median of 3:");
@@ -122,15 +188,12 @@ fn outside() {
             return;
         }
     }
-    let exe = std::env::current_exe().expect("this benchmark's path");
-    let status = Command::new(&script)
-        .args(["--timeout", "1800", "--"])
-        .arg(exe)
-        .arg("--inside")
-        .status()
-        .expect("run the benchmark in the nested host");
-    if !status.success() {
-        println!("  the measurement in the nested host failed ({status})");
+    for cpus in ["1", "4"] {
+        let args = ["--inside", "--cpus", cpus].map(String::from);
+        if in_nested_host(&args).1 {
+            println!("  the nested host's kernel failed; measuring {cpus} vCPU(s) once more");
+            in_nested_host(&args);
+        }
     }
 }
 
@@ -230,7 +293,7 @@ fn ours(kernel: &Path, initrd: &Path, cpus: u32, control: &Path) -> Command {
     c
 }
 
-fn qemu(kernel: &Path, initrd: &Path, cpus: u32) -> Command {
+fn qemu_cmd(kernel: &Path, initrd: &Path, cpus: u32) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
     c.args(["-M", "pc", "-accel", "kvm", "-cpu", "host", "-nodefaults"])
         .args(["-m", &MEMORY_MIB.to_string(), "-smp", &cpus.to_string()])
@@ -267,14 +330,13 @@ fn kernel_and_initrd() -> Option<(PathBuf, PathBuf)> {
     None
 }
 
-/// Both VMMs in turn, `RUNS` boots each with 1 and with 4 vCPUs; prints medians and the
-/// ratios.
-fn inside() {
+/// Both VMMs in turn, `RUNS` boots each with `cpus` vCPUs; prints medians and the ratios.
+fn inside(cpus: u32) {
     let Some((kernel, initrd)) = kernel_and_initrd() else {
         return;
     };
     let control = common::temp_dir("nested-boot").join("vm.sock");
-    for cpus in [1, 4] {
+    {
         println!(
             "cloud kernel + busybox initrd, direct boot to /init, {MEMORY_MIB} MiB, {cpus} vCPU(s), median of {RUNS} (alternating):"
         );
@@ -286,7 +348,12 @@ fn inside() {
                 TIMEOUT,
                 Some(&control),
             ));
-            b.extend(boot("qemu", qemu(&kernel, &initrd, cpus), TIMEOUT, None));
+            b.extend(boot(
+                "qemu",
+                qemu_cmd(&kernel, &initrd, cpus),
+                TIMEOUT,
+                None,
+            ));
         }
         let summary = |name: &str, v: &[Boot]| {
             let m = |f: fn(&Boot) -> f64| common::median(v.iter().map(f).collect());
@@ -315,39 +382,28 @@ fn inside() {
     }
 }
 
-/// `rounds` boots of vmdesk-vmm with each of 1, 2 and 4 vCPUs (interleaved); prints how
-/// many ended and how long they took, and every hang's console and registers.
-fn soak_inside(rounds: usize, hog: bool) {
+/// `rounds` boots of vmdesk-vmm (or QEMU) with `cpus` vCPUs, each reported as it ends:
+/// "soak-boot ended SECONDS", or "soak-boot hung" after its console's tail and (ours)
+/// its vCPUs' registers.
+fn soak_inside(rounds: usize, cpus: u32, qemu: bool) {
     let Some((kernel, initrd)) = kernel_and_initrd() else {
         return;
     };
     let control = common::temp_dir("nested-soak").join("vm.sock");
-    let beside = if hog {
-        "with a busy loop beside the nested host"
-    } else {
-        "alone"
-    };
-    println!("soak: {rounds} boots each with 1, 2 and 4 vCPUs, {beside}:");
-    for cpus in [1, 2, 4] {
-        let mut times = Vec::new();
-        let mut hung = 0;
-        for round in 0..rounds {
-            let name = format!("{cpus} vCPU(s), boot {}", round + 1);
-            match boot(
-                &name,
+    let name = if qemu { "qemu" } else { "vmdesk-vmm" };
+    for round in 0..rounds {
+        let what = format!("{name}, {cpus} vCPU(s), boot {}", round + 1);
+        let (cmd, socket) = if qemu {
+            (qemu_cmd(&kernel, &initrd, cpus), None)
+        } else {
+            (
                 ours(&kernel, &initrd, cpus, &control),
-                SOAK_TIMEOUT,
-                Some(&control),
-            ) {
-                Some(b) => times.push(b.whole),
-                None => hung += 1,
-            }
+                Some(control.as_path()),
+            )
+        };
+        match boot(&what, cmd, SOAK_TIMEOUT, socket) {
+            Some(b) => println!("soak-boot ended {:.2}", b.whole),
+            None => println!("soak-boot hung ({what})"),
         }
-        let max = times.iter().copied().fold(0.0, f64::max);
-        println!(
-            "  {cpus} vCPU(s): {} of {rounds} boots ended, {hung} did not; whole run median {:.2} s, slowest {max:.2} s",
-            times.len(),
-            common::median(times).unwrap_or(f64::NAN),
-        );
     }
 }

@@ -90,17 +90,24 @@ fn nested_host_or_skip(test: &str, what: &str) -> Option<PathBuf> {
     None
 }
 
-/// What the nested host script says when the outer guest's own kernel got stuck
-/// (nested-host.sh, status 125): a fault of the emulated host, not of the test.
-const OUTER_KERNEL_STUCK: &str = "a CPU of the outer guest's kernel has been stuck";
+/// What the nested host script's output holds (status 125) when the outer guest's own
+/// kernel failed, and what that is called: a fault of the emulated host, not of the test.
+const OUTER_KERNEL_FAULTS: [(&str, &str); 2] = [
+    (
+        "a CPU of the outer guest's kernel has been stuck",
+        "got stuck",
+    ),
+    ("Kernel panic - not syncing", "panicked"),
+];
 
 /// Runs the current test (by the name libtest gave its thread) in the nested host and
 /// checks that it ran there and passed. Tallies `nested TEST SECONDS`.
 ///
 /// Once in about twenty runs here, a CPU of the nested host's own kernel locked up
-/// inside KVM_RUN (its soft-lockup watchdog names the VMM's thread) and never came back;
-/// the script stops such a run after a minute. That run says nothing about the test, so
-/// it is run once more, loudly; a second lock-up fails the test.
+/// inside KVM_RUN (its soft-lockup watchdog names the VMM's thread) and never came back,
+/// or that kernel panicked (a kernel stack overflow in its exception entry, on a vCPU
+/// thread); the script stops such a run. That run says nothing about the test, so it is
+/// run once more, loudly; a second failure of the nested host fails the test.
 fn run_nested(test: &str, script: &Path) {
     let name = std::thread::current()
         .name()
@@ -128,13 +135,15 @@ fn run_nested(test: &str, script: &Path) {
     };
     let mut out = run();
     let mut text = text_of(&out);
-    if out.status.code() == Some(125) && text.contains(OUTER_KERNEL_STUCK) {
+    let fault = OUTER_KERNEL_FAULTS
+        .iter()
+        .find(|(said, _)| text.contains(said))
+        .map(|(_, what)| *what);
+    if let (Some(125), Some(what)) = (out.status.code(), fault) {
         eprintln!(
-            "{test}: the nested host's own kernel got stuck (not the test); running it once more. That run:\n{text}"
+            "{test}: the nested host's own kernel {what} (not the test); running it once more. That run:\n{text}"
         );
-        tally(&format!(
-            "retried {test}: the nested host's kernel got stuck"
-        ));
+        tally(&format!("retried {test}: the nested host's kernel {what}"));
         out = run();
         text = text_of(&out);
     }
