@@ -166,6 +166,10 @@ const TOPICS: &[Topic] = &[
             "mtrr:",
             "x86/PAT:",
             "kvm-guest:",
+            "Hypervisor detected",
+            "Booting paravirtualized kernel",
+            "smpboot: Max logical packages",
+            "x86: Booting SMP configuration",
         ],
     },
     Topic {
