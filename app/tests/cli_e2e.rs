@@ -285,15 +285,19 @@ fn reinstall_gives_fresh_disks_and_boots_the_cd_again() {
     use std::os::unix::fs::MetadataExt;
     assert!(std::fs::metadata(&disk).unwrap().blocks() * 512 >= 1 << 20);
     assert_eq!(std::fs::read(&extra).unwrap(), vec![0xCD; 65536]);
-    // It boots the CD first.
+    // It boots the CD first, once; after the installer's reboot, the disk first.
     let pid = std::fs::read_to_string(env.run_dir().join("r.pid")).unwrap();
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.trim())).unwrap();
     let args: Vec<String> = cmdline
         .split(|&b| b == 0)
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    let boot = args.iter().position(|a| a == "--boot").expect("--boot");
-    assert_eq!(args[boot + 1], "cdrom,disk", "{args:?}");
+    let value = |opt: &str| {
+        let at = args.iter().position(|a| a == opt);
+        at.map(|i| args[i + 1].as_str())
+    };
+    assert_eq!(value("--boot-once"), Some("cdrom"), "{args:?}");
+    assert_eq!(value("--boot"), Some("disk,cdrom"), "{args:?}");
     // Not while it runs.
     let o = env.vmdesk(&["reinstall", "r", "--keep-existing"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
