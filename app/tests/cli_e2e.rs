@@ -309,3 +309,31 @@ fn reinstall_gives_fresh_disks_and_boots_the_cd_again() {
     assert_eq!(std::fs::read(&extra).unwrap(), vec![0u8; 65536]);
     assert_eq!(env.vmdesk(&["destroy", "r"]).status.code(), Some(0));
 }
+
+#[test]
+fn eject_and_insert_change_a_stopped_vms_cd_with_one_line_errors() {
+    let env = Env::new("media");
+    let iso = env.root.join("inst.iso");
+    std::fs::write(&iso, vec![0u8; 16 * 2048]).unwrap();
+    let o = env.vmdesk(&["create", "--name", "m", "--memory", "64M"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let toml = || std::fs::read_to_string(env.vms_dir().join("m.toml")).unwrap();
+    for (args, code, says) in [
+        (vec!["eject", "nosuch"], 2, "no VM named 'nosuch'"),
+        (vec!["eject", "m"], 2, "'m' has no CD in its drive"),
+        (vec!["insert", "m", "/nonexistent/x.iso"], 2, "no such file"),
+    ] {
+        let o = env.vmdesk(&args);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(says), "{args:?}: {}", text(&o));
+        assert_eq!(text(&o).trim().lines().count(), 1, "{}", text(&o));
+    }
+    assert!(!toml().contains("cdrom"), "{}", toml());
+    let o = env.vmdesk(&["insert", "m", iso.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(toml().contains("inst.iso"), "{}", toml());
+    let o = env.vmdesk(&["eject", "m"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(stdout(&o).contains("ejected the CD of 'm'"), "{}", text(&o));
+    assert!(!toml().contains("cdrom"), "{}", toml());
+}
