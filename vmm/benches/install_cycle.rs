@@ -159,7 +159,7 @@ fn written(line: &str) -> Option<(u64, u64, f64)> {
     let mut w = rest.split_whitespace();
     let bytes = w.next()?.parse().ok()?;
     let requests = w.nth(2)?.parse().ok()?;
-    let ms = w.next()?.trim_start_matches('(').parse().ok()?;
+    let ms = w.nth(1)?.trim_start_matches('(').parse().ok()?;
     Some((bytes, requests, ms))
 }
 
