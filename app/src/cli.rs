@@ -1,6 +1,6 @@
 //! The command line: `vmdesk create|list|start|shutdown|reinstall|destroy|reset|pause|resume|
-//! delete|vncdisplay|screenshot|send-key|console|doctor|disk|demo …`, virsh's names where virsh
-//! has one. Each command
+//! delete|eject|insert|vncdisplay|screenshot|send-key|console|doctor|disk|demo …`, virsh's
+//! names where virsh has one. Each command
 //! returns an error naming the VM and the cause; [`Usage`] errors (bad input) exit 2, the
 //! rest 1.
 
@@ -14,8 +14,8 @@ use serde_json::json;
 use vmm::disk::Preallocation;
 
 use crate::disk::{self, terminal_progress};
-use crate::library::{self, DiskDef, DiskFormat, HostFacts, Library, LibraryError, VmDef};
-use crate::runtime::{self, Runtime, VmState};
+use crate::library::{self, DiskBus, DiskDef, DiskFormat, HostFacts, Library, LibraryError, VmDef};
+use crate::runtime::{self, Runtime, RuntimeError, VmState};
 
 const MIB: u64 = 1 << 20;
 
@@ -79,6 +79,12 @@ pub enum Command {
         #[arg(long)]
         delete_disks: bool,
     },
+    /// Take the ISO out of the VM's CD drive: at once when it runs, and from its
+    /// definition, so it starts without it (e.g. after an install).
+    Eject { name: String },
+    /// Put an ISO in the VM's CD drive, in place of any: at once when it runs, and in its
+    /// definition.
+    Insert { name: String, iso: PathBuf },
     /// Print the VM's VNC display, e.g. 127.0.0.1:1 (connect with `vncviewer 127.0.0.1:1`).
     Vncdisplay { name: String },
     /// Open a window with the VM's screen (the console alone).
@@ -133,10 +139,11 @@ pub struct CreateArgs {
     pub cpus: u32,
     /// A new disk `size=10G[,format=qcow2|raw][,preallocation=off|full]` or an existing
     /// image `path=P[,format=…]`; repeatable. A new raw disk is sparse unless
-    /// `preallocation=full` reserves all its space now.
+    /// `preallocation=full` reserves all its space now. `bus=ide` puts it on the IDE
+    /// controller (for guests without virtio drivers; at most 3) instead of virtio.
     #[arg(
         long = "disk",
-        value_name = "size=S[,format=F][,preallocation=P] | path=P[,format=F]"
+        value_name = "size=S[,format=F][,preallocation=P][,bus=B] | path=P[,format=F][,bus=B]"
     )]
     pub disks: Vec<String>,
     /// An installer ISO for the CD-ROM drive.
@@ -163,10 +170,12 @@ pub enum DiskOpt {
         format: DiskFormat,
         /// `preallocation=full`: reserve all its space at creation.
         preallocate: bool,
+        bus: DiskBus,
     },
     Existing {
         path: PathBuf,
         format: DiskFormat,
+        bus: DiskBus,
     },
 }
 
@@ -180,6 +189,7 @@ fn parse_format(s: &str) -> Result<DiskFormat, String> {
 
 pub fn parse_disk_opt(s: &str) -> Result<DiskOpt, String> {
     let (mut size, mut path, mut format, mut preallocate) = (None, None, None, None);
+    let mut bus = DiskBus::Virtio;
     for part in s.split(',') {
         match part.split_once('=') {
             Some(("size", v)) => size = Some(disk::parse_size(v)?),
@@ -190,9 +200,12 @@ pub fn parse_disk_opt(s: &str) -> Result<DiskOpt, String> {
             Some(("preallocation", v)) => {
                 return Err(format!("preallocation={v}: use off or full"));
             }
+            Some(("bus", "virtio")) => bus = DiskBus::Virtio,
+            Some(("bus", "ide")) => bus = DiskBus::Ide,
+            Some(("bus", v)) => return Err(format!("bus={v}: use virtio or ide")),
             _ => {
                 return Err(format!(
-                    "--disk {s}: '{part}' is not size=, path=, format= or preallocation="
+                    "--disk {s}: '{part}' is not size=, path=, format=, preallocation= or bus="
                 ));
             }
         }
@@ -211,6 +224,7 @@ pub fn parse_disk_opt(s: &str) -> Result<DiskOpt, String> {
                 size,
                 format,
                 preallocate,
+                bus,
             })
         }
         (None, Some(_)) if preallocate.is_some() => Err(format!(
@@ -222,7 +236,7 @@ pub fn parse_disk_opt(s: &str) -> Result<DiskOpt, String> {
                 None if path.extension().is_some_and(|e| e == "qcow2") => DiskFormat::Qcow2,
                 None => DiskFormat::Raw,
             };
-            Ok(DiskOpt::Existing { path, format })
+            Ok(DiskOpt::Existing { path, format, bus })
         }
         _ => Err(format!(
             "--disk {s}: give either size= (a new disk) or path= (an existing image)"
@@ -333,6 +347,14 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Pause { name } => simple(&lib, &rt, &name, "pause"),
         Command::Resume { name } => simple(&lib, &rt, &name, "resume"),
         Command::Delete { name, delete_disks } => delete(&lib, &rt, &name, delete_disks),
+        Command::Eject { name } => {
+            println!("{}", set_media(&lib, &rt, &name, None)?);
+            Ok(())
+        }
+        Command::Insert { name, iso } => {
+            println!("{}", set_media(&lib, &rt, &name, Some(iso))?);
+            Ok(())
+        }
         Command::Vncdisplay { name } => {
             live(&lib, &rt, &name)?;
             let addr = rt
@@ -538,7 +560,7 @@ pub fn create_vm(
         let mut new_index = 0;
         for d in disks {
             match d {
-                DiskOpt::Existing { path, format } => {
+                DiskOpt::Existing { path, format, bus } => {
                     if !path.is_file() {
                         return usage(format!(
                             "'{name}': --disk path={}: no such file",
@@ -550,12 +572,14 @@ pub fn create_vm(
                         format,
                         size: None,
                         preallocated: false,
+                        bus,
                     });
                 }
                 DiskOpt::New {
                     size,
                     format,
                     preallocate,
+                    bus,
                 } => {
                     let dir = images_dir()?;
                     std::fs::create_dir_all(&dir)
@@ -605,6 +629,7 @@ pub fn create_vm(
                         format,
                         size: Some(size),
                         preallocated: preallocate,
+                        bus,
                     });
                 }
             }
@@ -701,6 +726,48 @@ pub fn delete(lib: &Library, rt: &Runtime, name: &str, delete_disks: bool) -> an
     Ok(())
 }
 
+/// Ejects (`iso` None) or changes the VM's CD: on a running VM through its control socket,
+/// and in its definition either way, so the next start sees the same. Returns what was done.
+/// Shared by `vmdesk eject` / `vmdesk insert` and the GUI's CD dialog.
+pub fn set_media(
+    lib: &Library,
+    rt: &Runtime,
+    name: &str,
+    iso: Option<PathBuf>,
+) -> anyhow::Result<String> {
+    let mut def = get(lib, name)?;
+    if iso.is_none() && def.cdrom.is_none() {
+        return usage(format!("'{name}' has no CD in its drive: nothing to eject"));
+    }
+    let iso = iso.map(|p| std::path::absolute(&p).unwrap_or(p));
+    if let Some(p) = &iso
+        && !p.is_file()
+    {
+        return usage(format!("'{name}': {}: no such file", p.display()));
+    }
+    let mut note = "";
+    if rt.state(name).is_live() {
+        let r = match &iso {
+            None => rt.command(name, "eject", json!({})),
+            Some(p) => rt.command(name, "change-media", json!({ "path": p })),
+        };
+        match r {
+            Ok(_) => {}
+            // Started without an ISO, it has no drive this run: the definition still changes.
+            Err(RuntimeError::Refused { class, .. }) if class == "DeviceNotFound" => {
+                note = " (it has no CD drive until its next start)";
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    def.cdrom = iso.clone();
+    lib.update(&def)?;
+    Ok(match iso {
+        None => format!("ejected the CD of '{name}'{note}"),
+        Some(p) => format!("'{name}' now has {} in its CD drive{note}", p.display()),
+    })
+}
+
 fn doctor() -> anyhow::Result<()> {
     let check = crate::host_check::HostCheck::detect();
     print!("{}", check.to_text());
@@ -713,6 +780,68 @@ fn doctor() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Write};
+
+    #[test]
+    fn media_changes_live_and_in_the_definition() {
+        let root = std::env::temp_dir().join(format!("vmdesk-media-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        let (lib, rt) = (Library::at(root.join("vms")), Runtime::at(root.join("run")));
+        let iso = root.join("a.iso");
+        std::fs::write(&iso, [0u8; 2048]).unwrap();
+        let mut def = VmDef::new("vm", 64, 1);
+        def.cdrom = Some(root.join("old.iso"));
+        lib.create(&def).unwrap();
+
+        // Stopped: only the definition changes.
+        let m = set_media(&lib, &rt, "vm", Some(iso.clone())).unwrap();
+        assert!(m.contains("a.iso"), "{m}");
+        assert_eq!(lib.get("vm").unwrap().cdrom, Some(iso.clone()));
+        let e = set_media(&lib, &rt, "vm", Some(root.join("nope.iso"))).unwrap_err();
+        assert!(e.to_string().contains("'vm'") && e.to_string().contains("no such file"));
+        assert!(e.is::<Usage>());
+        assert_eq!(lib.get("vm").unwrap().cdrom, Some(iso.clone()));
+        let e = set_media(&lib, &rt, "nosuch", None).unwrap_err();
+        assert!(e.to_string().contains("no VM named 'nosuch'"), "{e}");
+        // Nothing to eject from a VM without a CD.
+        lib.create(&VmDef::new("bare", 64, 1)).unwrap();
+        let e = set_media(&lib, &rt, "bare", None).unwrap_err();
+        assert!(e.to_string().contains("'bare' has no CD"), "{e}");
+
+        // Running (a process whose command line names the socket, and a fake control
+        // socket): the VMM is told first; a refusal leaves the definition alone.
+        let listener = std::os::unix::net::UnixListener::bind(rt.socket_path("vm")).unwrap();
+        let mut child = crate::runtime::fake_vmm(&rt, "vm");
+        let server = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for reply in [
+                r#"{"return":{"status":"running"}}"#,
+                r#"{"error":{"class":"GenericError","desc":"cannot eject: the medium is locked"}}"#,
+                r#"{"return":{"status":"running"}}"#,
+                r#"{"return":{}}"#,
+            ] {
+                let (s, _) = listener.accept().unwrap();
+                let mut line = String::new();
+                BufReader::new(&s).read_line(&mut line).unwrap();
+                seen.push(line);
+                (&s).write_all(format!("{reply}\n").as_bytes()).unwrap();
+            }
+            seen
+        });
+        let e = set_media(&lib, &rt, "vm", None).unwrap_err();
+        assert!(e.to_string().contains("locked"), "{e}");
+        assert_eq!(lib.get("vm").unwrap().cdrom, Some(iso.clone()));
+        let m = set_media(&lib, &rt, "vm", None).unwrap();
+        assert!(m.contains("ejected"), "{m}");
+        assert_eq!(lib.get("vm").unwrap().cdrom, None);
+        let seen = server.join().unwrap();
+        assert!(seen[1].contains("\"eject\""), "{seen:?}");
+        assert!(seen[3].contains("\"eject\""), "{seen:?}");
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn disk_options() {
@@ -722,6 +851,7 @@ mod tests {
                 size: 10 << 30,
                 format: DiskFormat::Qcow2,
                 preallocate: false,
+                bus: DiskBus::Virtio,
             })
         );
         assert_eq!(
@@ -730,6 +860,7 @@ mod tests {
                 size: 64 << 20,
                 format: DiskFormat::Raw,
                 preallocate: false,
+                bus: DiskBus::Virtio,
             })
         );
         assert_eq!(
@@ -738,6 +869,7 @@ mod tests {
                 size: 64 << 20,
                 format: DiskFormat::Raw,
                 preallocate: true,
+                bus: DiskBus::Virtio,
             })
         );
         for (bad, says) in [
@@ -752,15 +884,30 @@ mod tests {
             parse_disk_opt("path=/x/a.qcow2"),
             Ok(DiskOpt::Existing {
                 path: "/x/a.qcow2".into(),
-                format: DiskFormat::Qcow2
+                format: DiskFormat::Qcow2,
+                bus: DiskBus::Virtio,
             })
         );
         assert_eq!(
             parse_disk_opt("path=/x/a.img"),
             Ok(DiskOpt::Existing {
                 path: "/x/a.img".into(),
-                format: DiskFormat::Raw
+                format: DiskFormat::Raw,
+                bus: DiskBus::Virtio,
             })
+        );
+        assert_eq!(
+            parse_disk_opt("path=/x/a.raw,bus=ide"),
+            Ok(DiskOpt::Existing {
+                path: "/x/a.raw".into(),
+                format: DiskFormat::Raw,
+                bus: DiskBus::Ide,
+            })
+        );
+        assert!(
+            parse_disk_opt("size=1G,bus=scsi")
+                .unwrap_err()
+                .contains("use virtio or ide")
         );
         for bad in [
             "",

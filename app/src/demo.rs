@@ -39,6 +39,7 @@ pub fn definition(disk: PathBuf) -> VmDef {
         format: DiskFormat::Raw,
         size: Some(DISK_SIZE),
         preallocated: false,
+        bus: crate::library::DiskBus::Virtio,
     });
     def
 }
@@ -228,6 +229,7 @@ mod tests {
             format: DiskFormat::Qcow2,
             size: None,
             preallocated: false,
+            bus: crate::library::DiskBus::Virtio,
         });
         d.lib.create(&other).unwrap();
         let e = define(&d.lib, &d.images, false).unwrap_err().to_string();

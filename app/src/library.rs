@@ -48,7 +48,31 @@ impl From<DiskFormat> for vmm::disk::ImageFormat {
     }
 }
 
-/// One virtio disk of a VM.
+/// Where a disk is attached, as `vmdesk-vmm --disk …,if=` takes it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskBus {
+    /// virtio-blk: what every current guest has drivers for, and the fastest.
+    #[default]
+    Virtio,
+    /// An ATA disk on the IDE controller, for guests without virtio drivers.
+    Ide,
+}
+
+impl DiskBus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskBus::Virtio => "virtio",
+            DiskBus::Ide => "ide",
+        }
+    }
+
+    fn is_virtio(&self) -> bool {
+        *self == DiskBus::Virtio
+    }
+}
+
+/// One disk of a VM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskDef {
@@ -60,6 +84,9 @@ pub struct DiskDef {
     /// vmdesk reserved all of its space when it made it (raw only); reinstall does the same.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub preallocated: bool,
+    /// Where the guest finds it (virtio unless the file says otherwise).
+    #[serde(default, skip_serializing_if = "DiskBus::is_virtio")]
+    pub bus: DiskBus,
 }
 
 /// A VM definition: what `vmdesk create` was given, enough to build the VMM command line.
@@ -478,12 +505,14 @@ mod tests {
                 format: DiskFormat::Qcow2,
                 size: Some(10 << 30),
                 preallocated: false,
+                bus: DiskBus::Virtio,
             },
             DiskDef {
                 path: "/img/data.raw".into(),
                 format: DiskFormat::Raw,
                 size: None,
                 preallocated: false,
+                bus: DiskBus::Virtio,
             },
         ];
         d

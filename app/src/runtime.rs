@@ -484,12 +484,12 @@ impl Runtime {
             name: def.name.clone(),
             source,
         })?;
-        // The VMM boots the CD first anyway when it has one; say so for this run, so the
-        // install starts even if a later default changes.
-        let boot: &[&str] = match (&def.cdrom, def.disks.is_empty()) {
-            (None, _) => &[],
-            (Some(_), true) => &["--boot", "cdrom"],
-            (Some(_), false) => &["--boot", "cdrom,disk"],
+        // The CD first, for this boot only: a disk that was kept may boot, and the
+        // installer must start anyway; when it reboots at its end, the machine boots by
+        // the VM's usual order, the disk first (see `vmm_args`).
+        let boot: &[&str] = match &def.cdrom {
+            None => &[],
+            Some(_) => &["--boot-once", "cdrom"],
         };
         let addr = self.start_with(def, vmm, boot)?;
         Ok((plan, addr))
@@ -514,13 +514,25 @@ impl Runtime {
         }
         for d in &def.disks {
             let mut spec = d.path.clone().into_os_string();
-            spec.push(format!(",format={}", d.format.as_str()));
+            spec.push(format!(
+                ",format={},if={}",
+                d.format.as_str(),
+                d.bus.as_str()
+            ));
             push("--disk", spec);
         }
         if let Some(iso) = &def.cdrom {
-            // The VMM boots the CD first when there is one, then the disks: what an
-            // install wants, so no --boot.
             push("--cdrom", iso.into());
+            // The boot order after an install: the disk first, then the CD. SeaBIOS goes
+            // on to the CD when a disk has no boot signature, so a new VM's empty disk
+            // boots the installer; once the installer has put a boot loader on the disk,
+            // its reboot at the end and every start after that boot the installed system,
+            // with the CD still in the drive (virt-install's answer is to boot the disk
+            // after the install phase; ours needs no state that could disagree with the
+            // disk). `reinstall` boots the CD first once instead.
+            if !def.disks.is_empty() {
+                push("--boot", "disk,cdrom".into());
+            }
         }
         if let Some(k) = &def.kernel {
             push("--kernel", k.into());
@@ -857,6 +869,14 @@ mod tests {
             format: DiskFormat::Qcow2,
             size: None,
             preallocated: false,
+            bus: crate::library::DiskBus::Virtio,
+        });
+        def.disks.push(DiskDef {
+            path: "/img/old.raw".into(),
+            format: DiskFormat::Raw,
+            size: None,
+            preallocated: false,
+            bus: crate::library::DiskBus::Ide,
         });
         let args: Vec<String> = rt
             .vmm_args(&def)
@@ -867,14 +887,26 @@ mod tests {
             args.join(" "),
             "--memory 1024M --cpus 2 --control /run/user/1000/vmdesk/web1.sock \
              --serial file:/run/user/1000/vmdesk/web1.serial --vnc 127.0.0.1:auto \
-             --disk /img/web1.qcow2,format=qcow2 --cdrom /isos/d.iso"
+             --disk /img/web1.qcow2,format=qcow2,if=virtio --disk /img/old.raw,format=raw,if=ide \
+             --cdrom /isos/d.iso --boot disk,cdrom"
         );
         // What we pass is what the VMM parses.
         let mut argv = vec!["vmdesk-vmm".to_string()];
         argv.extend(args);
         let cli = <vmm::config::Cli as clap::Parser>::try_parse_from(argv).unwrap();
         assert_eq!(cli.memory, 1024 << 20);
-        assert_eq!(cli.disks.len(), 1);
+        assert_eq!(cli.disks.len(), 2);
+        assert_eq!(cli.disks[1].bus, vmm::config::DiskBus::Ide);
+        use vmm::config::BootDevice::{Cdrom, Disk};
+        assert_eq!(cli.boot.map(|b| b.0), Some(vec![Disk, Cdrom]));
+        // No disk: nothing to order.
+        def.disks.clear();
+        let args: Vec<String> = rt
+            .vmm_args(&def)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert!(!args.contains(&"--boot".to_string()), "{args:?}");
     }
 
     #[test]
@@ -893,12 +925,14 @@ mod tests {
                 format: DiskFormat::Raw,
                 size: Some(4096),
                 preallocated: false,
+                bus: crate::library::DiskBus::Virtio,
             },
             DiskDef {
                 path: theirs.clone(),
                 format: DiskFormat::Raw,
                 size: None,
                 preallocated: false,
+                bus: crate::library::DiskBus::Virtio,
             },
         ];
         let vmm = Path::new("/nonexistent/vmdesk-vmm");

@@ -285,15 +285,19 @@ fn reinstall_gives_fresh_disks_and_boots_the_cd_again() {
     use std::os::unix::fs::MetadataExt;
     assert!(std::fs::metadata(&disk).unwrap().blocks() * 512 >= 1 << 20);
     assert_eq!(std::fs::read(&extra).unwrap(), vec![0xCD; 65536]);
-    // It boots the CD first.
+    // It boots the CD first, once; after the installer's reboot, the disk first.
     let pid = std::fs::read_to_string(env.run_dir().join("r.pid")).unwrap();
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.trim())).unwrap();
     let args: Vec<String> = cmdline
         .split(|&b| b == 0)
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    let boot = args.iter().position(|a| a == "--boot").expect("--boot");
-    assert_eq!(args[boot + 1], "cdrom,disk", "{args:?}");
+    let value = |opt: &str| {
+        let at = args.iter().position(|a| a == opt);
+        at.map(|i| args[i + 1].as_str())
+    };
+    assert_eq!(value("--boot-once"), Some("cdrom"), "{args:?}");
+    assert_eq!(value("--boot"), Some("disk,cdrom"), "{args:?}");
     // Not while it runs.
     let o = env.vmdesk(&["reinstall", "r", "--keep-existing"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -380,4 +384,32 @@ fn send_key_types_into_a_running_vm_and_refuses_bad_input() {
     assert_eq!(after.matches("vmdesk demo: key").count(), 4, "{after:?}");
 
     assert_eq!(env.vmdesk(&["destroy", "demo"]).status.code(), Some(0));
+}
+
+#[test]
+fn eject_and_insert_change_a_stopped_vms_cd_with_one_line_errors() {
+    let env = Env::new("media");
+    let iso = env.root.join("inst.iso");
+    std::fs::write(&iso, vec![0u8; 16 * 2048]).unwrap();
+    let o = env.vmdesk(&["create", "--name", "m", "--memory", "64M"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let toml = || std::fs::read_to_string(env.vms_dir().join("m.toml")).unwrap();
+    for (args, code, says) in [
+        (vec!["eject", "nosuch"], 2, "no VM named 'nosuch'"),
+        (vec!["eject", "m"], 2, "'m' has no CD in its drive"),
+        (vec!["insert", "m", "/nonexistent/x.iso"], 2, "no such file"),
+    ] {
+        let o = env.vmdesk(&args);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(says), "{args:?}: {}", text(&o));
+        assert_eq!(text(&o).trim().lines().count(), 1, "{}", text(&o));
+    }
+    assert!(!toml().contains("cdrom"), "{}", toml());
+    let o = env.vmdesk(&["insert", "m", iso.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(toml().contains("inst.iso"), "{}", toml());
+    let o = env.vmdesk(&["eject", "m"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(stdout(&o).contains("ejected the CD of 'm'"), "{}", text(&o));
+    assert!(!toml().contains("cdrom"), "{}", toml());
 }

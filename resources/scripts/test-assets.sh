@@ -28,6 +28,15 @@
 #                        reboot through the keyboard controller, then the ACPI reset register,
 #                        then power off (reboot); spin on every CPU between two keys (spin)
 #                        (vmm/tests/linux_machine.rs)
+#   install-initrd.img   busybox plus the cloud kernel's virtio_pci, virtio_blk, ata_piix,
+#                        sd_mod, sr_mod and isofs, Debian's extlinux (with its mbr.bin, and
+#                        the ld.so and libc.so.6 it is linked against, from libc6), and an
+#                        /init that is either an installer (vmdesk.mode=install: partition
+#                        the first disk, make an ext2 filesystem, copy the CD's kernel and
+#                        this initrd to it, install extlinux and its MBR, power off) or the
+#                        installed system (vmdesk.mode=installed: mount that filesystem,
+#                        say what the installer left there, power off)
+#                        (app/tests/install_disk.rs, vmm/benches/install_cycle.rs)
 #   isolinux/            isolinux.bin and ldlinux.c32 from Debian's isolinux and
 #                        syslinux-common (unpacked, not installed): the CD boot loader of
 #                        linux_machine.rs's reboot test, whose ISO is made at test time
@@ -99,7 +108,7 @@ kernel_extract() {
 # kernel (display-initrd.img replaces it).
 rm -f "$out/input-initrd.img"
 for f in initrd.img storage-initrd.img display-initrd.img agent-initrd.img nested-initrd.img \
-         machine-initrd.img; do
+         machine-initrd.img install-initrd.img; do
   if [[ -e $out/$f && $out/$f -ot $root/resources/scripts/test-assets.sh ]]; then
     echo "test-assets: $f is older than this script; rebuilding it" >&2
     rm -f "$out/$f"
@@ -121,7 +130,8 @@ refresh_kernel() {
     for initrd in "$@"; do rm -f "$out/$initrd"; done
   fi
 }
-refresh_kernel cloud vmlinuz storage-initrd.img agent-initrd.img machine-initrd.img
+refresh_kernel cloud vmlinuz storage-initrd.img agent-initrd.img machine-initrd.img \
+  install-initrd.img
 refresh_kernel generic vmlinuz-generic display-initrd.img nested-initrd.img
 
 # busybox-static, unpacked into ./bb, once per run.
@@ -687,6 +697,100 @@ esac
 poweroff -f
 INIT
   pack_initrd mrootfs machine-initrd.img
+fi
+if [[ ! -s $out/install-initrd.img ]]; then
+  echo "test-assets: building install-initrd.img (busybox, extlinux and the cloud kernel's disk modules)" >&2
+  modules_rootfs irootfs cloud virtio_pci virtio_blk ata_piix sd_mod sr_mod cdrom isofs
+  # The boot loader, unpacked from Debian's packages: extlinux (dynamically linked against
+  # libc.so.6 alone) with its MBR code, and the loader and libc from libc6 at the paths
+  # extlinux's ELF header names.
+  apt-get download -q extlinux libc6 >/dev/null
+  dpkg -x ./extlinux_*.deb ext
+  dpkg -x ./libc6_*.deb libc
+  rm -f ./extlinux_*.deb ./libc6_*.deb
+  mkdir -p irootfs/usr/bin irootfs/usr/lib/EXTLINUX irootfs/lib/x86_64-linux-gnu irootfs/lib64
+  cp ext/usr/bin/extlinux irootfs/usr/bin/
+  cp ext/usr/lib/EXTLINUX/mbr.bin irootfs/usr/lib/EXTLINUX/
+  cp libc/lib/x86_64-linux-gnu/libc.so.6 libc/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 \
+    irootfs/lib/x86_64-linux-gnu/
+  ln -s /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 irootfs/lib64/ld-linux-x86-64.so.2
+  write_init irootfs vmdesk-install <<'INIT'
+# vmdesk's installer guest (app/tests/install_disk.rs, vmm/benches/install_cycle.rs). The
+# kernel command line's vmdesk.mode= says which part it plays; everything the host reads
+# starts "vmdesk-install: " on COM1.
+#   install    the CD's installer: take the first disk (virtio vda, else IDE sda), refuse
+#              one too small for the system, partition it (one bootable primary partition
+#              from 1 MiB), make an ext2 filesystem, copy the CD's vmlinuz and initrd.img
+#              to /boot with an extlinux.conf, install extlinux there and its MBR code in
+#              the disk's first sector, write a stamp, unmount, power off
+#   installed  the system booted from that disk: mount its filesystem read-only, say the
+#              stamp, power off
+fail() { say "failed: $*"; poweroff -f; sleep 10; }
+while read -r m; do
+  insmod "/lib/modules/$m" || say "insmod $m failed"
+done < /lib/modules/order
+mode=$(sed -n 's/.*vmdesk\.mode=\([a-z]*\).*/\1/p' /proc/cmdline)
+mkdir -p /cd /target /tmp
+case $mode in
+install)
+  disk=
+  for i in $(seq 100); do
+    for d in sda vda; do [ -b /dev/$d ] && disk=$d; done
+    [ -n "$disk" ] && [ -b /dev/sr0 ] && break
+    sleep 0.1
+  done
+  [ -n "$disk" ] || fail "no disk to install to"
+  mount -t iso9660 -o ro /dev/sr0 /cd || fail "cannot mount the CD"
+  # The system's files, 8 MiB for the filesystem's own, and the first MiB.
+  need=$(( ($(stat -c %s /cd/vmlinuz) + $(stat -c %s /cd/initrd.img)) / 1048576 + 9 ))
+  have=$(( $(blockdev --getsize64 /dev/$disk) / 1048576 ))
+  [ $have -ge $need ] || fail "disk /dev/$disk is $have MiB; the system needs $need MiB"
+  say "installing to /dev/$disk ($have MiB)"
+  # o: a new DOS label; n p 1 2048 <end>: one primary partition from 1 MiB to the end;
+  # a 1: bootable (mbr.bin boots the active partition); w: write and re-read.
+  printf 'o\nn\np\n1\n2048\n\na\n1\nw\n' | fdisk /dev/$disk >/dev/null 2>&1
+  part=/dev/${disk}1
+  for i in $(seq 50); do [ -b $part ] && break; sleep 0.1; done
+  [ -b $part ] || fail "no $part after partitioning"
+  mke2fs -q -L vmdesk-root $part || fail "mke2fs $part"
+  mount -t ext2 $part /target || fail "cannot mount $part"
+  mkdir -p /target/boot
+  cp /cd/vmlinuz /cd/initrd.img /target/boot/ || fail "cannot copy the system"
+  cat > /target/boot/extlinux.conf <<CONF
+SERIAL 0 115200
+DEFAULT system
+PROMPT 0
+TIMEOUT 0
+LABEL system
+  KERNEL /boot/vmlinuz
+  INITRD /boot/initrd.img
+  APPEND console=ttyS0 panic=-1 loglevel=4 vmdesk.mode=installed vmdesk.disk=$disk
+CONF
+  /usr/bin/extlinux --install /target/boot > /tmp/extlinux.out 2>&1 \
+    || fail "extlinux: $(tr '\n' ' ' < /tmp/extlinux.out)"
+  dd if=/usr/lib/EXTLINUX/mbr.bin of=/dev/$disk bs=440 count=1 conv=notrunc 2>/dev/null \
+    || fail "cannot write the MBR"
+  echo "installed on $disk by vmdesk's installer" > /target/vmdesk-installed
+  umount /target || fail "cannot unmount $part"
+  umount /cd
+  sync
+  say "installed"
+  ;;
+installed)
+  disk=$(sed -n 's/.*vmdesk\.disk=\([a-z]*\).*/\1/p' /proc/cmdline)
+  part=/dev/${disk}1
+  for i in $(seq 100); do [ -b $part ] && break; sleep 0.1; done
+  mount -t ext2 -o ro $part /target || fail "cannot mount $part"
+  say "booted from disk: $(cat /target/vmdesk-installed)"
+  umount /target
+  ;;
+*)
+  say "unknown mode '$mode'"
+  ;;
+esac
+poweroff -f
+INIT
+  pack_initrd irootfs install-initrd.img
 fi
 if [[ ! -s $out/isolinux/isolinux.bin || ! -s $out/isolinux/ldlinux.c32 ]]; then
   echo "test-assets: unpacking isolinux.bin and ldlinux.c32 (isolinux, syslinux-common)" >&2

@@ -77,15 +77,23 @@ pub struct Cli {
     /// fw_cfg file genroms/NAME, and SeaBIOS boots it when it has a boot entry vector.
     #[arg(long = "option-rom", value_name = "FILE")]
     pub option_roms: Vec<PathBuf>,
-    /// A virtio-blk disk: PATH[,format=raw|qcow2][,readonly=on]; repeatable. The format is
-    /// probed when not given.
-    #[arg(long = "disk", value_parser = parse_disk, value_name = "PATH[,format=F][,readonly=on]")]
+    /// A disk: PATH[,format=raw|qcow2][,readonly=on][,if=virtio|ide]; repeatable. The
+    /// format is probed when not given. if=virtio (the default) is a virtio-blk PCI device;
+    /// if=ide an ATA disk on the IDE controller (primary master, primary slave, secondary
+    /// slave: at most 3), for guests without virtio drivers.
+    #[arg(long = "disk", value_parser = parse_disk, value_name = "PATH[,format=F][,readonly=on][,if=I]")]
     pub disks: Vec<DiskSpec>,
 
     /// Boot order: a comma-separated list of cdrom and disk [default: the CD first when
     /// there is one, then the disks].
     #[arg(long, value_parser = parse_boot_order, value_name = "cdrom,disk")]
     pub boot: Option<BootOrder>,
+
+    /// Boot order for the first boot only, as QEMU's `-boot once=`: after a guest reset
+    /// the machine boots by --boot's order (an installer on the CD reboots into the disk
+    /// it installed).
+    #[arg(long, value_parser = parse_boot_order, value_name = "cdrom,disk")]
+    pub boot_once: Option<BootOrder>,
 
     /// Let SeaBIOS offer its boot menu (Esc during POST) and wait for it (QEMU's
     /// `-boot menu=on`).
@@ -107,6 +115,17 @@ pub struct DiskSpec {
     pub path: PathBuf,
     pub format: Option<crate::disk::probe::ImageFormat>,
     pub read_only: bool,
+    pub bus: DiskBus,
+}
+
+/// Where a disk is attached (`--disk …,if=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DiskBus {
+    /// A virtio-blk PCI device.
+    #[default]
+    Virtio,
+    /// An ATA disk on the PIIX3 IDE controller.
+    Ide,
 }
 
 pub fn parse_disk(s: &str) -> Result<DiskSpec, String> {
@@ -119,6 +138,7 @@ pub fn parse_disk(s: &str) -> Result<DiskSpec, String> {
         path: PathBuf::from(path),
         format: None,
         read_only: false,
+        bus: DiskBus::Virtio,
     };
     for opt in parts {
         match opt.split_once('=') {
@@ -127,7 +147,14 @@ pub fn parse_disk(s: &str) -> Result<DiskSpec, String> {
             Some(("format", f)) => return Err(format!("format '{f}': use raw or qcow2")),
             Some(("readonly", "on")) => spec.read_only = true,
             Some(("readonly", "off")) => spec.read_only = false,
-            _ => return Err(format!("'{opt}': use format=raw|qcow2 or readonly=on|off")),
+            Some(("if", "virtio")) => spec.bus = DiskBus::Virtio,
+            Some(("if", "ide")) => spec.bus = DiskBus::Ide,
+            Some(("if", i)) => return Err(format!("if={i}: use virtio or ide")),
+            _ => {
+                return Err(format!(
+                    "'{opt}': use format=raw|qcow2, readonly=on|off or if=virtio|ide"
+                ));
+            }
         }
     }
     Ok(spec)
@@ -300,6 +327,17 @@ mod tests {
         assert!(parse_disk("b.img,format=vmdk").is_err());
         assert!(parse_disk("b.img,cache=none").is_err());
         assert!(parse_disk(",format=raw").is_err());
+        assert_eq!(parse_disk("b.img").unwrap().bus, DiskBus::Virtio);
+        assert_eq!(parse_disk("b.img,if=ide").unwrap().bus, DiskBus::Ide);
+        assert!(
+            parse_disk("b.img,if=scsi")
+                .unwrap_err()
+                .contains("virtio or ide")
+        );
+        assert_eq!(
+            cli(&["--boot-once", "cdrom", "--boot", "disk,cdrom"]).boot_once,
+            Some(BootOrder(vec![BootDevice::Cdrom]))
+        );
         assert_eq!(
             parse_boot_order("cdrom,disk"),
             Ok(BootOrder(vec![BootDevice::Cdrom, BootDevice::Disk]))

@@ -16,18 +16,18 @@ use vm_memory::{Bytes, GuestAddress};
 use crate::acpi::{self, AcpiConfig};
 use crate::bus::{Bus, BusError, shared};
 use crate::clipboard::{AGENT_PORT_NAME, GuestClipboard};
-use crate::config::{BootDevice, DiskSpec};
+use crate::config::{BootDevice, DiskBus, DiskSpec};
 use crate::devices::cmos::{CMOS_BASE, CMOS_PORTS, Cmos, CmosConfig, RTC_IRQ};
 use crate::devices::debugcon::{DEBUGCON_PORT, DebugCon};
 use crate::devices::fw_cfg::{FW_CFG_BASE, FW_CFG_LEN, FwCfg, bootorder_bytes, e820_bytes};
 use crate::devices::i8042::{self, I8042, KBD_IRQ, MOUSE_IRQ};
 use crate::devices::ide::pci::{IDETIM, IDETIM_DECODE_ENABLE};
-use crate::devices::ide::{AtapiCdrom, IDE_DEVFN, Ide, IdeDevice};
+use crate::devices::ide::{AtaDisk, AtapiCdrom, IDE_DEVFN, Ide, IdeDevice};
 use crate::devices::reset::{PORT_A, SystemControlA};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, Serial16550, UART_PORTS};
 use crate::devices::vga::{Vga, VgaError, load_vgabios};
-use crate::disk::RawImage;
 use crate::disk::probe::open_image;
+use crate::disk::{BlockBackend, Counted, IoCounters, RawImage};
 use crate::firmware::{Firmware, LOW_BIOS_START};
 use crate::irq::{IrqLine, MachineRequest};
 use crate::memory::{GuestMem, MemoryLayout};
@@ -66,10 +66,14 @@ pub struct MachineConfig {
     /// The drive stays (empty) after the control socket ejected the ISO, so media changed
     /// at run time survive a guest reset.
     pub cdrom_drive: bool,
-    /// virtio-blk disks, on PCI slots from [`FIRST_DISK_SLOT`].
+    /// The disks: virtio-blk ones on PCI slots from [`FIRST_DISK_SLOT`], IDE ones at
+    /// [`IDE_DISK_PLACES`], each in the order given.
     pub disks: Vec<DiskSpec>,
     /// What fw_cfg's `bootorder` lists first; empty: the CD, then the disks.
     pub boot_order: Vec<BootDevice>,
+    /// The boot order of this build only, when not empty (`--boot-once`); the VMM clears
+    /// it when the guest resets, and [`MachineConfig::boot_order`] applies from then on.
+    pub boot_once: Vec<BootDevice>,
     /// The screen: with one, the machine has a standard VGA (PCI 00:02.0, as on QEMU)
     /// drawing into it; `None` is a headless machine with no graphics device.
     pub display: Option<Arc<Surface>>,
@@ -80,8 +84,11 @@ pub struct MachineConfig {
 /// PCI slots: 02 is the VGA's (as on QEMU), 03 the network card's, disks from 04, then
 /// the tablet, then the guest agent's virtio-serial device.
 pub const FIRST_DISK_SLOT: u8 = 4;
-/// Disks that fit on bus 0's 32 slots beside the tablet and the agent's device.
+/// virtio disks that fit on bus 0's 32 slots beside the tablet and the agent's device.
 pub const MAX_DISKS: usize = 32 - FIRST_DISK_SLOT as usize - 2;
+/// Where IDE disks go, `(channel, drive)` in order: primary master, primary slave,
+/// secondary slave (the secondary master is the CD-ROM's place, as on QEMU).
+pub const IDE_DISK_PLACES: [(usize, usize); 3] = [(0, 0), (0, 1), (1, 1)];
 
 impl MachineConfig {
     /// A machine with no CD-ROM and the firmware's defaults for everything optional.
@@ -96,6 +103,7 @@ impl MachineConfig {
             cdrom_drive: false,
             disks: Vec::new(),
             boot_order: Vec::new(),
+            boot_once: Vec::new(),
             display: None,
             boot_menu: false,
         }
@@ -148,6 +156,9 @@ pub struct Outputs {
     /// Where the guest agent's clipboard goes; with one, the machine has a virtio-serial
     /// device with the agent's port.
     pub clipboard: Option<Arc<GuestClipboard>>,
+    /// The I/O counters of each of [`MachineConfig::disks`], by index, added to by every
+    /// build of the machine; a disk without one here gets its own.
+    pub disk_io: Vec<Arc<IoCounters>>,
 }
 
 #[derive(Debug, Error)]
@@ -162,6 +173,8 @@ pub enum MachineError {
     Disk(PathBuf, std::io::Error),
     #[error("cdrom {0}: {1}")]
     Cdrom(PathBuf, std::io::Error),
+    #[error("{0} IDE disks given; the IDE controller takes at most {max}", max = IDE_DISK_PLACES.len())]
+    TooManyIdeDisks(usize),
     #[error(transparent)]
     Vga(#[from] VgaError),
 }
@@ -178,6 +191,8 @@ pub struct Machine {
     pub i8042: Arc<Mutex<I8042>>,
     /// The PIIX3 IDE controller (01.1) and its CD-ROM, for eject/change-media.
     pub ide: Ide,
+    /// The I/O counters of each disk, by index in [`MachineConfig::disks`].
+    pub disk_io: Vec<Arc<IoCounters>>,
     /// The absolute pointer VNC's pointer events go to.
     pub tablet: Arc<Mutex<VirtioTablet>>,
     /// The virtio-serial device with the guest agent's port, when [`Outputs::clipboard`]
@@ -220,20 +235,35 @@ impl Machine {
         )?;
         pio.insert(PORT_A, 1, shared(SystemControlA::new(tx.clone())))?;
         let (chipset, cmos, i8042) = add_chipset(cfg, &layout, &mem, &pio, &mmio, &irq, &tx)?;
-        let ide = add_ide(cfg, &mem, &pio, &irq, &chipset)?;
+        // Every disk's backend, counted; then the IDE ones to the controller and the
+        // virtio ones to their slots.
+        let disk_io: Vec<Arc<IoCounters>> = (0..cfg.disks.len())
+            .map(|i| out.disk_io.get(i).cloned().unwrap_or_default())
+            .collect();
+        let mut ide_disks = Vec::new();
+        let mut virtio_disks = 0u8;
         for (i, disk) in cfg.disks.iter().enumerate() {
             let backend = open_image(&disk.path, disk.format, disk.read_only)
                 .map_err(|e| MachineError::Disk(disk.path.clone(), e))?;
-            let blk = VirtioBlock::new(backend, &format!("vmdesk-disk{i}"));
-            virtio::pci::attach(
-                &chipset,
-                FIRST_DISK_SLOT + i as u8,
-                Arc::new(Mutex::new(blk)),
-                &mem,
-            );
+            let backend: Box<dyn BlockBackend> =
+                Box::new(Counted::new(backend, disk_io[i].clone()));
+            match disk.bus {
+                DiskBus::Ide => ide_disks.push(backend),
+                DiskBus::Virtio => {
+                    let blk = VirtioBlock::new(backend, &format!("vmdesk-disk{i}"));
+                    virtio::pci::attach(
+                        &chipset,
+                        FIRST_DISK_SLOT + virtio_disks,
+                        Arc::new(Mutex::new(blk)),
+                        &mem,
+                    );
+                    virtio_disks += 1;
+                }
+            }
         }
+        let ide = add_ide(cfg, ide_disks, &mem, &pio, &irq, &chipset)?;
         let tablet = Arc::new(Mutex::new(VirtioTablet::new()));
-        let tablet_slot = FIRST_DISK_SLOT + cfg.disks.len() as u8;
+        let tablet_slot = FIRST_DISK_SLOT + virtio_disks;
         virtio::pci::attach(&chipset, tablet_slot, tablet.clone(), &mem);
         let agent = out.clipboard.as_ref().map(|clipboard| {
             let ports = vec![(AGENT_PORT_NAME.to_owned(), clipboard.port())];
@@ -266,6 +296,7 @@ impl Machine {
             cmos,
             i8042,
             ide,
+            disk_io,
             tablet,
             agent,
             vga,
@@ -390,9 +421,11 @@ fn add_chipset(
 }
 
 /// The IDE controller QEMU's `pc` always has, with a CD-ROM on secondary master when an
-/// ISO is given (QEMU's -cdrom place). Without one, no drive is attached.
+/// ISO is given (QEMU's -cdrom place) and the IDE disks at [`IDE_DISK_PLACES`]. Without
+/// them, no drive is attached.
 fn add_ide(
     cfg: &MachineConfig,
+    disks: Vec<Box<dyn BlockBackend>>,
     mem: &GuestMem,
     pio: &Bus,
     irq: &IrqFactory,
@@ -407,7 +440,14 @@ fn add_ide(
         None if cfg.cdrom_drive => Some(IdeDevice::Cdrom(AtapiCdrom::new(None))),
         None => None,
     };
-    let ide = Ide::new(pio, mem, irq, [[None, None], [cdrom, None]])?;
+    if disks.len() > IDE_DISK_PLACES.len() {
+        return Err(MachineError::TooManyIdeDisks(disks.len()));
+    }
+    let mut drives: crate::devices::ide::IdeDrives = [[None, None], [cdrom, None]];
+    for (backend, (channel, drive)) in disks.into_iter().zip(IDE_DISK_PLACES) {
+        drives[channel][drive] = Some(IdeDevice::Disk(AtaDisk::new(backend)));
+    }
+    let ide = Ide::new(pio, mem, irq, drives)?;
     chipset.add(IDE_DEVFN, ide.function.clone());
     if let Boot::Linux { .. } = cfg.boot {
         // What SeaBIOS's piix_ide_setup does: the IDE decode-enable bits of both channels'
@@ -490,15 +530,26 @@ fn firmware_config(
 }
 
 /// OpenFirmware device paths for fw_cfg `bootorder`, as QEMU writes them and SeaBIOS
-/// matches them: the CD on the IDE secondary master, virtio disks by PCI slot.
+/// matches them: the CD on the IDE secondary master, IDE disks by channel and drive,
+/// virtio disks by PCI slot; disks in the order given. [`MachineConfig::boot_once`] when
+/// set, else [`MachineConfig::boot_order`], else the CD first.
 pub fn bootorder(cfg: &MachineConfig) -> Vec<String> {
-    let cd = cfg
-        .cdrom_drive
-        .then(|| "/pci@i0cf8/ide@1,1/drive@1/disk@0".to_string());
-    let disks: Vec<String> = (0..cfg.disks.len())
-        .map(|i| format!("/pci@i0cf8/*@{:x}", FIRST_DISK_SLOT as usize + i))
+    let ide_path = |(channel, drive): (usize, usize)| {
+        format!("/pci@i0cf8/ide@1,1/drive@{channel}/disk@{drive}")
+    };
+    let cd = cfg.cdrom_drive.then(|| ide_path((1, 0)));
+    let (mut ide, mut virtio) = (IDE_DISK_PLACES.into_iter(), FIRST_DISK_SLOT as usize..);
+    let disks: Vec<String> = cfg
+        .disks
+        .iter()
+        .filter_map(|d| match d.bus {
+            DiskBus::Ide => ide.next().map(ide_path),
+            DiskBus::Virtio => virtio.next().map(|slot| format!("/pci@i0cf8/*@{slot:x}")),
+        })
         .collect();
-    let order = if cfg.boot_order.is_empty() {
+    let order = if !cfg.boot_once.is_empty() {
+        cfg.boot_once.clone()
+    } else if cfg.boot_order.is_empty() {
         vec![BootDevice::Cdrom, BootDevice::Disk]
     } else {
         cfg.boot_order.clone()
@@ -651,6 +702,65 @@ mod tests {
         // The legacy VGA decodes too.
         let mut b = [0];
         assert!(m.pio.read(0x3cc, &mut b));
+    }
+
+    #[test]
+    fn ide_disks_take_the_ide_places_and_virtio_disks_the_slots_in_order() {
+        use crate::config::parse_disk;
+        let dir = std::env::temp_dir().join(format!("vmdesk-machine-ide-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut disks = Vec::new();
+        for (i, bus) in ["virtio", "ide", "virtio", "ide"].iter().enumerate() {
+            let path = dir.join(format!("d{i}.raw"));
+            std::fs::write(&path, vec![0u8; (i + 1) << 20]).unwrap();
+            disks.push(parse_disk(&format!("{},format=raw,if={bus}", path.display())).unwrap());
+        }
+        let iso = dir.join("cd.iso");
+        std::fs::write(&iso, vec![0u8; 2048 * 20]).unwrap();
+        let cfg = MachineConfig {
+            disks,
+            ..cfg(Some(iso))
+        };
+        let m = Machine::new(&cfg, irqs(), &Outputs::default()).unwrap();
+        // IDE disks 1 and 3 on primary master and slave; the CD stays on secondary master.
+        assert_eq!(m.ide.with_disk(0, 0, |d| d.sectors()), Some(2 << 11));
+        assert_eq!(m.ide.with_disk(0, 1, |d| d.sectors()), Some(4 << 11));
+        assert_eq!(m.ide.with_cdrom(1, 0, |cd| cd.sectors()), Some(20));
+        // virtio disks 0 and 2 on slots 4 and 5, the tablet after them on 6.
+        assert_eq!(cfg_read(&m, devfn(4, 0), 0), 0x1042_1af4);
+        assert_eq!(cfg_read(&m, devfn(5, 0), 0), 0x1042_1af4);
+        assert_eq!(cfg_read(&m, devfn(6, 0), 0), 0x1052_1af4);
+        assert_eq!(m.disk_io.len(), 4);
+        // bootorder: the CD, then the disks in the order given.
+        assert_eq!(
+            bootorder(&cfg),
+            [
+                "/pci@i0cf8/ide@1,1/drive@1/disk@0",
+                "/pci@i0cf8/*@4",
+                "/pci@i0cf8/ide@1,1/drive@0/disk@0",
+                "/pci@i0cf8/*@5",
+                "/pci@i0cf8/ide@1,1/drive@0/disk@1",
+            ]
+        );
+        // --boot disk,cdrom; --boot-once cdrom wins while set.
+        let mut cfg = MachineConfig {
+            boot_order: vec![BootDevice::Disk, BootDevice::Cdrom],
+            boot_once: vec![BootDevice::Cdrom],
+            ..cfg
+        };
+        assert_eq!(bootorder(&cfg), ["/pci@i0cf8/ide@1,1/drive@1/disk@0"]);
+        cfg.boot_once.clear();
+        assert_eq!(bootorder(&cfg)[0], "/pci@i0cf8/*@4");
+        assert_eq!(bootorder(&cfg)[4], "/pci@i0cf8/ide@1,1/drive@1/disk@0");
+        // A fourth IDE disk has no place.
+        let mut four = cfg.clone();
+        four.disks.extend(cfg.disks[1..2].iter().cloned());
+        four.disks.extend(cfg.disks[3..4].iter().cloned());
+        let e = Machine::new(&four, irqs(), &Outputs::default())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("at most 3"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

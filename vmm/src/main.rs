@@ -12,7 +12,7 @@ use display::rfb::input::InputSink;
 use display::rfb::server::{VncConfig, VncError, VncServer};
 use display::surface::Surface;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use vmm::config::{Cli, OutputSpec, VncSpec};
+use vmm::config::{Cli, DiskBus, OutputSpec, VncSpec};
 use vmm::firmware::Firmware;
 use vmm::host::KvmFlavor;
 use vmm::input::GuestInput;
@@ -135,11 +135,19 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
     };
     // Held for the process's life: no second VM or qemu-img writes these images under us.
     let mut _image_locks = Vec::new();
-    if cli.disks.len() > vmm::machine::MAX_DISKS {
+    let on = |bus| cli.disks.iter().filter(|d| d.bus == bus).count();
+    let (virtio, ide) = (on(DiskBus::Virtio), on(DiskBus::Ide));
+    if virtio > vmm::machine::MAX_DISKS {
         return Err(Usage(format!(
-            "--disk: {} disks given; a machine takes at most {}",
-            cli.disks.len(),
+            "--disk: {virtio} virtio disks given; a machine takes at most {}",
             vmm::machine::MAX_DISKS
+        )));
+    }
+    if ide > vmm::machine::IDE_DISK_PLACES.len() {
+        return Err(Usage(format!(
+            "--disk: {ide} disks with if=ide given; the IDE controller takes at most {} \
+             (the CD-ROM has the fourth place)",
+            vmm::machine::IDE_DISK_PLACES.len()
         )));
     }
     for d in &cli.disks {
@@ -163,6 +171,7 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         debugcon: open_sink(&cli.debugcon, "debugcon")?,
         // The guest agent's clipboard only has somewhere to go with a VNC server.
         clipboard: (cli.vnc != VncSpec::None).then(|| guest_input.guest_clipboard().clone()),
+        disk_io: cli.disks.iter().map(|_| Arc::default()).collect(),
     };
     let mut cfg = MachineConfig {
         memory: cli.memory,
@@ -174,6 +183,7 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         cdrom_drive: cli.cdrom.is_some(),
         disks: cli.disks.clone(),
         boot_order: cli.boot.clone().map(|b| b.0).unwrap_or_default(),
+        boot_once: cli.boot_once.clone().map(|b| b.0).unwrap_or_default(),
         display: Some(screen.clone()),
         boot_menu: cli.boot_menu,
     };
@@ -227,9 +237,15 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             serial_slot: &serial_slot,
             input: &guest_input,
         };
-        match vm::run_once(&kvm, &mut cfg, &outputs, &inputs) {
+        let outcome = vm::run_once(&kvm, &mut cfg, &outputs, &inputs);
+        if !matches!(outcome, Ok(Outcome::Reset)) {
+            report_disk_io(&cfg, &outputs);
+        }
+        match outcome {
             Ok(Outcome::Reset) => {
                 tracing::info!("guest reset: restarting the machine");
+                // --boot-once was for the first boot.
+                cfg.boot_once.clear();
                 continue;
             }
             Ok(Outcome::PowerOff) | Ok(Outcome::Stopped) => return Ok(ExitCode::SUCCESS),
@@ -249,6 +265,19 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+    }
+}
+
+/// What each disk did over the whole run, one line each on stderr (the app keeps it in the
+/// VM's log): the numbers behind an install's figures, and a first clue when a guest
+/// says its disk failed.
+fn report_disk_io(cfg: &MachineConfig, outputs: &Outputs) {
+    for (i, (disk, io)) in cfg.disks.iter().zip(&outputs.disk_io).enumerate() {
+        eprintln!(
+            "vmdesk-vmm: disk {i} {}: {}",
+            disk.path.display(),
+            io.counts()
+        );
     }
 }
 

@@ -471,6 +471,9 @@ fn serve(
                 "memory": cfg.memory,
                 "cpus": cfg.cpus,
                 "cdrom": cfg.cdrom,
+                "disks": cfg.disks.iter().zip(&machine.disk_io).map(|(d, io)| {
+                    json!({ "path": d.path, "io": io.counts() })
+                }).collect::<Vec<_>>(),
             })));
         }
         Command::Quit => {

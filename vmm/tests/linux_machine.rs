@@ -314,44 +314,15 @@ fn linux_reboots_through_seabios_by_keyboard_controller_then_acpi_then_powers_of
     if !common::hardware_kvm_or_nested(test, "a guest kernel cannot run") {
         return;
     }
-    let (Some((kernel, initrd)), Some(isolinux), Some(ldlinux)) = (
-        common::linux_assets(test, INITRD),
-        common::asset_or_skip(test, "isolinux/isolinux.bin"),
-        common::asset_or_skip(test, "isolinux/ldlinux.c32"),
-    ) else {
+    let Some((kernel, initrd)) = common::linux_assets(test, INITRD) else {
         return;
     };
     let dir = common::temp_dir("linux-reboot");
-    // The CD: isolinux and its config, the kernel and the initrd. (isolinux finds itself
-    // through the El Torito spec packet; make_iso's image needs no boot info table.)
-    let root = dir.join("cdroot");
-    std::fs::create_dir_all(root.join("isolinux")).unwrap();
-    std::fs::create_dir_all(root.join("boot")).unwrap();
-    std::fs::copy(&isolinux, root.join("isolinux/isolinux.bin")).unwrap();
-    std::fs::copy(&ldlinux, root.join("isolinux/ldlinux.c32")).unwrap();
-    std::fs::copy(&kernel, root.join("vmlinuz")).unwrap();
-    std::fs::copy(&initrd, root.join("initrd.img")).unwrap();
-    std::fs::write(
-        root.join("isolinux/isolinux.cfg"),
-        format!(
-            "DEFAULT linux\nPROMPT 0\nTIMEOUT 0\nLABEL linux\n  KERNEL /vmlinuz\n  \
-             INITRD /initrd.img\n  APPEND {}\n",
-            cmdline("reboot")
-        ),
-    )
-    .unwrap();
-    let iso = dir.join("reboot.iso");
-    if common::make_iso(
-        test,
-        &root,
-        &iso,
-        "VMDESKREBOOT",
-        Some("isolinux/isolinux.bin"),
-    )
-    .is_none()
-    {
+    // The CD: isolinux and its config, the kernel and the initrd.
+    let Some(iso) = common::isolinux_cd(test, &dir, "reboot", &kernel, &initrd, &cmdline("reboot"))
+    else {
         return;
-    }
+    };
     // The boot counter: zeroes, so boot 1 finds no marker.
     let disk = dir.join("counter.raw");
     vmm::disk::create_image(&disk, "raw".parse().unwrap(), 1 << 20, true).unwrap();

@@ -1,16 +1,16 @@
 //! The per-VM dialogs: delete, reinstall (a confirmation: it destroys disk contents), and
-//! the CD drive (eject / change the ISO, live on a running VM and in its definition).
+//! the CD drive (eject / change the ISO, live on a running VM and in its definition, through
+//! `cli::set_media`).
 
 use std::path::PathBuf;
 
 use eframe::egui;
 use egui::{Color32, RichText};
-use serde_json::json;
 
 use super::files::Target;
 use super::{Job, VmdeskApp};
 use crate::library::Library;
-use crate::runtime::{ExistingImages, ReinstallPlan, Runtime, RuntimeError};
+use crate::runtime::{ExistingImages, ReinstallPlan, Runtime};
 
 /// The reinstall confirmation.
 pub struct ReinstallDialog {
@@ -65,44 +65,6 @@ pub struct MediaDialog {
     pub live: bool,
     pub current: Option<PathBuf>,
     pub path: String,
-}
-
-/// Ejects (`iso` None) or changes the VM's CD: on a running VM through its control socket,
-/// and in its definition either way, so the next start sees the same. Returns what was done.
-pub fn set_media(
-    lib: &Library,
-    rt: &Runtime,
-    name: &str,
-    iso: Option<PathBuf>,
-) -> anyhow::Result<String> {
-    let mut def = lib.get(name)?;
-    let iso = iso.map(|p| std::path::absolute(&p).unwrap_or(p));
-    if let Some(p) = &iso
-        && !p.is_file()
-    {
-        anyhow::bail!("'{name}': {}: no such file", p.display());
-    }
-    let mut note = "";
-    if rt.state(name).is_live() {
-        let r = match &iso {
-            None => rt.command(name, "eject", json!({})),
-            Some(p) => rt.command(name, "change-media", json!({ "path": p })),
-        };
-        match r {
-            Ok(_) => {}
-            // Started without an ISO, it has no drive this run: the definition still changes.
-            Err(RuntimeError::Refused { class, .. }) if class == "DeviceNotFound" => {
-                note = " (it has no CD drive until its next start)";
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    def.cdrom = iso.clone();
-    lib.update(&def)?;
-    Ok(match iso {
-        None => format!("ejected the CD of '{name}'{note}"),
-        Some(p) => format!("'{name}' now has {} in its CD drive{note}", p.display()),
-    })
 }
 
 impl VmdeskApp {
@@ -277,66 +239,5 @@ impl VmdeskApp {
         } else if !open {
             self.media = None;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::library::VmDef;
-    use std::io::{BufRead, BufReader, Write};
-
-    #[test]
-    fn media_changes_live_and_in_the_definition() {
-        let root = std::env::temp_dir().join(format!("vmdesk-media-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("run")).unwrap();
-        let (lib, rt) = (Library::at(root.join("vms")), Runtime::at(root.join("run")));
-        let iso = root.join("a.iso");
-        std::fs::write(&iso, [0u8; 2048]).unwrap();
-        let mut def = VmDef::new("vm", 64, 1);
-        def.cdrom = Some(root.join("old.iso"));
-        lib.create(&def).unwrap();
-
-        // Stopped: only the definition changes.
-        let m = set_media(&lib, &rt, "vm", Some(iso.clone())).unwrap();
-        assert!(m.contains("a.iso"), "{m}");
-        assert_eq!(lib.get("vm").unwrap().cdrom, Some(iso.clone()));
-        let e = set_media(&lib, &rt, "vm", Some(root.join("nope.iso"))).unwrap_err();
-        assert!(e.to_string().contains("'vm'") && e.to_string().contains("no such file"));
-        assert_eq!(lib.get("vm").unwrap().cdrom, Some(iso.clone()));
-
-        // Running (a process whose command line names the socket, and a fake control
-        // socket): the VMM is told first; a refusal leaves the definition alone.
-        let listener = std::os::unix::net::UnixListener::bind(rt.socket_path("vm")).unwrap();
-        let mut child = crate::runtime::fake_vmm(&rt, "vm");
-        let server = std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            for reply in [
-                r#"{"return":{"status":"running"}}"#,
-                r#"{"error":{"class":"GenericError","desc":"cannot eject: the medium is locked"}}"#,
-                r#"{"return":{"status":"running"}}"#,
-                r#"{"return":{}}"#,
-            ] {
-                let (s, _) = listener.accept().unwrap();
-                let mut line = String::new();
-                BufReader::new(&s).read_line(&mut line).unwrap();
-                seen.push(line);
-                (&s).write_all(format!("{reply}\n").as_bytes()).unwrap();
-            }
-            seen
-        });
-        let e = set_media(&lib, &rt, "vm", None).unwrap_err();
-        assert!(e.to_string().contains("locked"), "{e}");
-        assert_eq!(lib.get("vm").unwrap().cdrom, Some(iso.clone()));
-        let m = set_media(&lib, &rt, "vm", None).unwrap();
-        assert!(m.contains("ejected"), "{m}");
-        assert_eq!(lib.get("vm").unwrap().cdrom, None);
-        let seen = server.join().unwrap();
-        assert!(seen[1].contains("\"eject\""), "{seen:?}");
-        assert!(seen[3].contains("\"eject\""), "{seen:?}");
-        let _ = child.kill();
-        let _ = child.wait();
-        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -832,6 +832,7 @@ mod tests {
             format: crate::library::DiskFormat::Qcow2,
             size: Some(1 << 30),
             preallocated: false,
+            bus: crate::library::DiskBus::Virtio,
         });
         let mut f = VmForm::edit(&def);
         assert_eq!(f.memory, "1536M");

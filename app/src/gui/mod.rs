@@ -199,7 +199,7 @@ impl VmdeskApp {
                         }
                         m
                     }
-                    Job::Media { iso } => dialogs::set_media(&lib, &rt, &name, iso)?,
+                    Job::Media { iso } => crate::cli::set_media(&lib, &rt, &name, iso)?,
                     Job::Screenshot { path } => {
                         let def = lib.get(&name)?;
                         let path = files::with_png_extension(path);
@@ -720,6 +720,7 @@ mod tests {
             format: crate::library::DiskFormat::Raw,
             size: Some(4096),
             preallocated: false,
+            bus: crate::library::DiskBus::Virtio,
         });
         lib.create(&def).unwrap();
         lib.create(&VmDef::new("bare", 64, 1)).unwrap();

@@ -1,8 +1,10 @@
-//! Shared by the app's end-to-end tests: the skip-and-tally and screen helpers the vmm
-//! tests use (their files, included by path), temp XDG dirs for a `vmdesk` run, and `vmdesk-vmm`
+//! Shared by the app's end-to-end tests: the skip-and-tally, media and screen helpers the
+//! vmm tests use (their files, included by path), temp XDG dirs for a `vmdesk` run, and `vmdesk-vmm`
 //! beside `vmdesk`.
 #![allow(dead_code)]
 
+#[path = "../../../vmm/tests/common/media.rs"]
+mod media;
 #[path = "../../../vmm/tests/common/screen.rs"]
 mod screen;
 #[path = "../../../vmm/tests/common/skip.rs"]
@@ -10,7 +12,9 @@ mod skip;
 #[path = "../../../vmm/tests/common/x11.rs"]
 pub mod x11;
 
-// Not every test looks at the screen.
+// Not every test boots media or looks at the screen.
+#[allow(unused_imports)]
+pub use media::*;
 #[allow(unused_imports)]
 pub use screen::*;
 pub use skip::*;
@@ -109,6 +113,11 @@ pub fn files_in(dir: &Path) -> Vec<String> {
 pub fn ensure_vmm() -> PathBuf {
     let exe = Path::new(env!("CARGO_BIN_EXE_vmdesk"));
     let vmm = exe.with_file_name("vmdesk-vmm");
+    // Inside the nested test host the test ran here first and built it; cargo's freshness
+    // check alone takes minutes under TCG.
+    if std::env::var_os("VMDESK_NESTED_SHARE").is_some() && vmm.is_file() {
+        return vmm;
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "-q", "-p", "vmm", "--bin", "vmdesk-vmm"]);

@@ -8,6 +8,7 @@
 //! images to imago's vectored I/O. The `&[u8]` calls stay for devices that build their
 //! data in the VMM (the ATAPI CD-ROM's PIO path, sense and TOC replies).
 
+pub mod counters;
 pub mod create;
 pub mod lock;
 pub mod probe;
@@ -16,6 +17,7 @@ pub mod raw;
 
 use std::io;
 
+pub use counters::{Counted, IoCounters, IoCounts};
 pub use create::{Preallocation, create_image, create_image_with};
 pub use lock::ImageLock;
 pub use probe::{ImageFormat, open_image, probe};

@@ -4,11 +4,13 @@
 #![allow(dead_code)]
 
 pub mod guests;
+mod media;
 mod screen;
 mod skip;
 pub mod x11;
 
 // Not every test looks at the screen.
+pub use media::*;
 #[allow(unused_imports)]
 pub use screen::*;
 pub use skip::*;
@@ -43,20 +45,6 @@ pub fn wait_for_log(child: &mut Child, log: &Path, needle: &str, timeout: Durati
             return std::fs::read_to_string(log).unwrap_or_default();
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Waits up to `timeout` for `child` to exit: its status, or `None` while it still runs.
-pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if start.elapsed() > timeout {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -153,19 +141,6 @@ pub fn qemu_reference(memory_mib: u64, cpus: u32, log: &Path) -> Command {
     c
 }
 
-/// Runs a host tool; panics with its output when it fails (the inputs are ours). Returns
-/// its standard output.
-pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Assembles the 16-bit program `source` with GNU as and links it as a flat binary that
 /// runs at `org` (0x7c00 for a boot sector); returns its bytes, or `None` (after one SKIP
 /// line) when binutils is missing.
@@ -187,28 +162,6 @@ pub fn assemble(test: &str, source: &Path, org: u32, work: &Path) -> Option<Vec<
         .arg(&bin)
         .arg(&obj));
     Some(std::fs::read(&bin).unwrap())
-}
-
-/// Makes an ISO 9660 image of the directory `root` with xorriso, labelled `volume`; with
-/// `boot`, that file (relative to `root`, 2048 bytes) is an El Torito no-emulation boot
-/// image loaded at 0x7c00. `None` (after one SKIP line) without xorriso.
-pub fn make_iso(
-    test: &str,
-    root: &Path,
-    iso: &Path,
-    volume: &str,
-    boot: Option<&str>,
-) -> Option<()> {
-    let xorriso = tool_or_skip(test, "xorriso")?;
-    let mut cmd = Command::new(xorriso);
-    cmd.args(["-as", "mkisofs", "-quiet", "-V", volume, "-o"])
-        .arg(iso);
-    if let Some(image) = boot {
-        cmd.args(["-b", image, "-c", "boot/boot.cat", "-no-emul-boot"])
-            .args(["-boot-load-size", "4"]);
-    }
-    run(cmd.arg(root));
-    Some(())
 }
 
 /// A client of the control socket (JSON lines), connecting as soon as the VMM made it.
@@ -286,34 +239,6 @@ pub fn vnc_port(child: &mut Child) -> u16 {
     }
 }
 
-/// Where resources/scripts/test-assets.sh puts the guest kernel and initrds
-/// (`target/assets/`; VMDESK_ASSETS overrides).
-pub fn assets_dir() -> PathBuf {
-    std::env::var_os("VMDESK_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/assets"))
-}
-
-/// `name` from [`assets_dir`], or `None` after one SKIP line; a failure instead under
-/// VMDESK_REQUIRE_TOOLS=1 (the test command builds the assets first).
-pub fn asset_or_skip(test: &str, name: &str) -> Option<PathBuf> {
-    let path = assets_dir().join(name);
-    if path.is_file() {
-        return Some(path);
-    }
-    let why = format!(
-        "{} is missing (resources/scripts/test-assets.sh builds it)",
-        path.display()
-    );
-    assert_ne!(
-        std::env::var("VMDESK_REQUIRE_TOOLS").as_deref(),
-        Ok("1"),
-        "{test}: {why}"
-    );
-    eprintln!("SKIP {test}: {why}");
-    None
-}
-
 /// Unpacks the gzip'd cpio `initrd` into `dir`, as the kernel does (needs `cpio`).
 pub fn unpack_initrd(initrd: &Path, dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
@@ -376,58 +301,6 @@ pub fn checked_module_order(
         );
     }
     order
-}
-
-/// The kernel and a module initrd from [`assets_dir`], or `None` after a SKIP line (a
-/// failure when VMDESK_REQUIRE_TOOLS=1: the test command builds them first).
-pub fn linux_assets(test: &str, initrd: &str) -> Option<(PathBuf, PathBuf)> {
-    Some((
-        asset_or_skip(test, "vmlinuz")?,
-        asset_or_skip(test, initrd)?,
-    ))
-}
-
-/// What a Linux test guest said so far: the lines of its console log `serial` that start
-/// with `prefix` (its /init's say()), without the prefix.
-pub fn guest_said(serial: &Path, prefix: &str) -> Vec<String> {
-    std::fs::read_to_string(serial)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim_end().strip_prefix(prefix).map(str::to_owned))
-        .collect()
-}
-
-/// The Linux guests' kernel command line: the console on COM1 (the tests read it), and a
-/// panic ends the VM instead of hanging it.
-pub const LINUX_CMDLINE: &str = "console=ttyS0 panic=-1 loglevel=4";
-
-/// Processes a test started, killed when it ends however it ends (a failed assert too).
-#[derive(Default)]
-pub struct Children(pub Vec<Child>);
-
-impl Children {
-    pub fn add(&mut self, what: &str, cmd: &mut Command) -> &mut Child {
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        self.0.push(child);
-        self.0.last_mut().unwrap()
-    }
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in self.0.iter_mut().rev() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// The median of `v` (the upper one of an even count), or `None` when it is empty.
-pub fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied()
 }
 
 /// Opens SeaBIOS's boot menu over VNC: a client connects now (before the prompt), waits
