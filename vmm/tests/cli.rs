@@ -233,6 +233,6 @@ fn more_disks_than_bus_slots_are_refused() {
     }
     args.extend(["--vnc", "none"].map(String::from));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert_usage_error(&args, &[], &["27 disks given", "at most 26"]);
+    assert_usage_error(&args, &[], &["27 virtio disks given", "at most 26"]);
     let _ = std::fs::remove_dir_all(dir);
 }
