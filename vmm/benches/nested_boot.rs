@@ -336,49 +336,47 @@ fn inside(cpus: u32) {
         return;
     };
     let control = common::temp_dir("nested-boot").join("vm.sock");
-    {
-        println!(
-            "cloud kernel + busybox initrd, direct boot to /init, {MEMORY_MIB} MiB, {cpus} vCPU(s), median of {RUNS} (alternating):"
-        );
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for _ in 0..RUNS {
-            a.extend(boot(
-                "vmdesk-vmm",
-                ours(&kernel, &initrd, cpus, &control),
-                TIMEOUT,
-                Some(&control),
-            ));
-            b.extend(boot(
-                "qemu",
-                qemu_cmd(&kernel, &initrd, cpus),
-                TIMEOUT,
-                None,
-            ));
-        }
-        let summary = |name: &str, v: &[Boot]| {
-            let m = |f: fn(&Boot) -> f64| common::median(v.iter().map(f).collect());
-            let (Some(to_init), Some(kernel_init), Some(whole)) =
-                (m(|b| b.to_init), m(|b| b.kernel_init), m(|b| b.whole))
-            else {
-                println!("  {name:10}  no complete boots");
-                return None;
-            };
-            println!(
-                "  {name:10}  start -> /init {to_init:7.3} s   kernel's 'Run /init' at {kernel_init:7.3} s   whole run {whole:7.3} s   ({} boots)",
-                v.len()
-            );
-            Some((to_init, kernel_init, whole))
+    println!(
+        "cloud kernel + busybox initrd, direct boot to /init, {MEMORY_MIB} MiB, {cpus} vCPU(s), median of {RUNS} (alternating):"
+    );
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        a.extend(boot(
+            "vmdesk-vmm",
+            ours(&kernel, &initrd, cpus, &control),
+            TIMEOUT,
+            Some(&control),
+        ));
+        b.extend(boot(
+            "qemu",
+            qemu_cmd(&kernel, &initrd, cpus),
+            TIMEOUT,
+            None,
+        ));
+    }
+    let summary = |name: &str, v: &[Boot]| {
+        let m = |f: fn(&Boot) -> f64| common::median(v.iter().map(f).collect());
+        let (Some(to_init), Some(kernel_init), Some(whole)) =
+            (m(|b| b.to_init), m(|b| b.kernel_init), m(|b| b.whole))
+        else {
+            println!("  {name:10}  no complete boots");
+            return None;
         };
-        let ours = summary("vmdesk-vmm", &a);
-        let theirs = summary("qemu", &b);
-        if let (Some(o), Some(q)) = (ours, theirs) {
-            println!(
-                "  ratio vmdesk/qemu, {cpus} vCPU(s): start -> /init {:.3}x   kernel alone {:.3}x   whole run {:.3}x",
-                o.0 / q.0,
-                o.1 / q.1,
-                o.2 / q.2
-            );
-        }
+        println!(
+            "  {name:10}  start -> /init {to_init:7.3} s   kernel's 'Run /init' at {kernel_init:7.3} s   whole run {whole:7.3} s   ({} boots)",
+            v.len()
+        );
+        Some((to_init, kernel_init, whole))
+    };
+    let ours = summary("vmdesk-vmm", &a);
+    let theirs = summary("qemu", &b);
+    if let (Some(o), Some(q)) = (ours, theirs) {
+        println!(
+            "  ratio vmdesk/qemu, {cpus} vCPU(s): start -> /init {:.3}x   kernel alone {:.3}x   whole run {:.3}x",
+            o.0 / q.0,
+            o.1 / q.1,
+            o.2 / q.2
+        );
     }
 }
 
