@@ -17,6 +17,7 @@ use crate::acpi::{self, AcpiConfig};
 use crate::bus::{Bus, BusError, shared};
 use crate::clipboard::{AGENT_PORT_NAME, GuestClipboard};
 use crate::config::{BootDevice, DiskBus, DiskSpec};
+use crate::devices::boot_watch::{BootEvent, BootMedia};
 use crate::devices::cmos::{CMOS_BASE, CMOS_PORTS, Cmos, CmosConfig, RTC_IRQ};
 use crate::devices::debugcon::{DEBUGCON_PORT, DebugCon};
 use crate::devices::fw_cfg::{FW_CFG_BASE, FW_CFG_LEN, FwCfg, bootorder_bytes, e820_bytes};
@@ -202,6 +203,8 @@ pub struct Machine {
     pub vga: Option<Vga>,
     /// Resets and poweroffs that devices ask for.
     pub requests: Receiver<MachineRequest>,
+    /// What the firmware's log says about the boot (see [`crate::devices::boot_watch`]).
+    pub boot_events: Receiver<BootEvent>,
     rom: Option<(u64, u64)>,
 }
 
@@ -228,10 +231,11 @@ impl Machine {
 
         let serial = shared(Serial16550::new(irq(COM1_IRQ), out.serial.writer()));
         pio.insert(COM1_BASE, UART_PORTS, serial.clone())?;
+        let (boot_tx, boot_events) = crossbeam_channel::unbounded();
         pio.insert(
             DEBUGCON_PORT,
             1,
-            shared(DebugCon::new(out.debugcon.writer())),
+            shared(DebugCon::with_boot_watch(out.debugcon.writer(), boot_tx)),
         )?;
         pio.insert(PORT_A, 1, shared(SystemControlA::new(tx.clone())))?;
         let (chipset, cmos, i8042) = add_chipset(cfg, &layout, &mem, &pio, &mmio, &irq, &tx)?;
@@ -301,6 +305,7 @@ impl Machine {
             agent,
             vga,
             requests,
+            boot_events,
             rom,
         })
     }
@@ -460,6 +465,17 @@ fn add_ide(
         );
     }
     Ok(ide)
+}
+
+/// The boot devices as the firmware sees them now, for the boot status's words: the CD
+/// drive and its ISO, and the disk SeaBIOS boots as its hard disk (the first in the boot
+/// order, which lists the disks in the order given).
+pub fn boot_media(cfg: &MachineConfig) -> BootMedia<'_> {
+    BootMedia {
+        cdrom_drive: cfg.cdrom_drive,
+        cdrom: cfg.cdrom.as_deref(),
+        disk: cfg.disks.first().map(|d| d.path.as_path()),
+    }
 }
 
 /// What the machine's ACPI tables describe.

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use thiserror::Error;
 
 use crate::control::{self, Command};
+use crate::devices::boot_watch::{BootState, BootStatus};
 use crate::devices::serial::Serial16550;
 use crate::devices::vga::Vga;
 use crate::input::GuestInput;
@@ -172,6 +173,15 @@ pub fn run_once(
         None => None,
     };
 
+    // What the firmware's boot did: a fresh start at every build, so a reset clears it.
+    // A direct kernel boot has no firmware to fail.
+    let mut boot = BootStatus::default();
+    if let Boot::Linux { .. } = cfg.boot {
+        boot.state = BootState::Booted;
+    }
+    // A failure as it was reported, with the media it was about: an ISO inserted since
+    // is not the one that failed.
+    let mut boot_failure: Option<Value> = None;
     let outcome = loop {
         let tick = machine.poll_interval();
         select! {
@@ -187,10 +197,33 @@ pub fn run_once(
                 Err(_) => Outcome::Failed("the device request channel closed".into()),
             },
             recv(inputs.stop) -> _ => break Outcome::Stopped,
+            recv(machine.boot_events) -> e => {
+                if let Ok(e) = e {
+                    if boot.apply(e) {
+                        let report = boot.to_json(&crate::machine::boot_media(cfg));
+                        // One line in the VM's log (which the app shows when a VM fails).
+                        if let Some(msg) = report["message"].as_str() {
+                            tracing::warn!("{msg}");
+                        }
+                        boot_failure = Some(report);
+                    } else if boot.state != BootState::Failed {
+                        boot_failure = None;
+                    }
+                }
+            },
             recv(inputs.control) -> r => {
                 if let Ok(req) = r
-                    && let Some(outcome) =
-                        serve(req, cfg, &machine, &control, &threads, inputs.input)
+                    && let Some(outcome) = serve(
+                        req,
+                        cfg,
+                        &machine,
+                        boot_failure
+                            .clone()
+                            .unwrap_or_else(|| boot.to_json(&crate::machine::boot_media(cfg))),
+                        &control,
+                        &threads,
+                        inputs.input,
+                    )
                 {
                     break outcome;
                 }
@@ -459,6 +492,7 @@ fn serve(
     req: control::Request,
     cfg: &mut MachineConfig,
     machine: &Machine,
+    boot: Value,
     run: &RunControl,
     threads: &[VcpuThread],
     input: &Arc<GuestInput>,
@@ -474,6 +508,7 @@ fn serve(
                 "disks": cfg.disks.iter().zip(&machine.disk_io).map(|(d, io)| {
                     json!({ "path": d.path, "io": io.counts() })
                 }).collect::<Vec<_>>(),
+                "boot": boot,
             })));
         }
         Command::Quit => {

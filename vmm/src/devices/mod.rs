@@ -1,6 +1,7 @@
 //! Devices of the PC we model. Each sits on a [`crate::bus::Bus`] and is driven in tests
 //! without a vCPU.
 
+pub mod boot_watch;
 pub mod cmos;
 pub mod debugcon;
 pub mod fw_cfg;
