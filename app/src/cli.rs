@@ -376,6 +376,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
                 target: Some(crate::console::runtime_target(rt.clone(), &name)),
                 standalone: true,
                 frames_shown: None,
+                boot_note: Some(crate::console::runtime_boot_note(rt.clone(), &name)),
             };
             crate::gui::run_console_with(&name, addr, opts)
         }
@@ -649,9 +650,17 @@ pub fn create_vm(
 }
 
 fn list(lib: &Library, rt: &Runtime) -> anyhow::Result<()> {
-    println!(
-        "{:<20} {:<9} {:>8} {:>5}  VNC",
-        "NAME", "STATE", "MEMORY", "CPUS"
+    let row = |cells: std::fmt::Arguments, vnc: &str, note: &str| {
+        let line = format!("{cells}  {vnc:<15}  {note}");
+        println!("{}", line.trim_end());
+    };
+    row(
+        format_args!(
+            "{:<20} {:<9} {:>8} {:>5}",
+            "NAME", "STATE", "MEMORY", "CPUS"
+        ),
+        "VNC",
+        "NOTE",
     );
     let mut problems = Vec::new();
     for e in lib.list()? {
@@ -663,18 +672,41 @@ fn list(lib: &Library, rt: &Runtime) -> anyhow::Result<()> {
         } else {
             "-".into()
         };
+        // A running VM that sits in the firmware's "No bootable device" says why.
+        let boot = state.is_live().then(|| rt.boot_failure(&e.name)).flatten();
+        let note = if boot.is_some() {
+            runtime::NO_BOOT_NOTE
+        } else {
+            ""
+        };
         match &e.def {
-            Ok(d) => println!(
-                "{:<20} {:<9} {:>7}M {:>5}  {vnc}",
-                e.name,
-                state.label(),
-                d.memory_mib,
-                d.cpus
+            Ok(d) => row(
+                format_args!(
+                    "{:<20} {:<9} {:>7}M {:>5}",
+                    e.name,
+                    state.label(),
+                    d.memory_mib,
+                    d.cpus
+                ),
+                &vnc,
+                note,
             ),
             Err(err) => {
-                println!("{:<20} {:<9} {:>8} {:>5}  {vnc}", e.name, "error", "-", "-");
+                row(
+                    format_args!("{:<20} {:<9} {:>8} {:>5}", e.name, "error", "-", "-"),
+                    &vnc,
+                    note,
+                );
                 problems.push(err.to_string());
             }
+        }
+        if let Some(f) = &boot {
+            problems.push(format!(
+                "'{}' found nothing to boot: {}\n  {}",
+                e.name,
+                f.message,
+                f.cli_fix(&e.name)
+            ));
         }
         if let VmState::Crashed { why, .. } = &state {
             problems.push(format!(

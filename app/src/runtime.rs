@@ -133,6 +133,62 @@ impl VmState {
     }
 }
 
+/// A running VM whose firmware found nothing to boot: what the VMM's `status` says about
+/// it (its `boot` object), and how to get out of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootFailure {
+    /// The VMM's words: each device tried and why it did not boot.
+    pub message: String,
+    /// The VM has a CD drive (the firmware tried it), so an ISO can go in while it runs.
+    pub cd_drive: bool,
+}
+
+/// The short note the VM list shows beside the state.
+pub const NO_BOOT_NOTE: &str = "no bootable device";
+
+impl BootFailure {
+    /// From a `status` reply's `return` value: `Some` when its boot failed.
+    pub fn from_status(status: &Value) -> Option<BootFailure> {
+        let boot = &status["boot"];
+        if boot["state"] != "failed" {
+            return None;
+        }
+        Some(BootFailure {
+            message: boot["message"]
+                .as_str()
+                .unwrap_or("No bootable device")
+                .to_string(),
+            cd_drive: boot["tried"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|d| d["device"] == "cdrom")),
+        })
+    }
+
+    /// How to fix it with the CLI.
+    pub fn cli_fix(&self, name: &str) -> String {
+        if self.cd_drive {
+            format!(
+                "to fix it, put an installer ISO in its CD drive and restart the boot: \
+                 vmdesk insert {name} ISO; vmdesk reset {name}"
+            )
+        } else {
+            format!(
+                "to fix it, give it an installer ISO: vmdesk destroy {name}; vmdesk insert \
+                 {name} ISO; vmdesk start {name}"
+            )
+        }
+    }
+
+    /// How to fix it in the window.
+    pub fn gui_fix(&self) -> &'static str {
+        if self.cd_drive {
+            "To fix it, choose an installer ISO with \"CD…\", then press \"Reset\"."
+        } else {
+            "To fix it, press \"Force off\", choose an installer ISO with \"CD…\", then \"Start\"."
+        }
+    }
+}
+
 /// What reinstall does with disk images vmdesk did not create (`--disk path=`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ExistingImages {
@@ -249,6 +305,14 @@ impl Runtime {
             },
             None => VmState::Stopped,
         }
+    }
+
+    /// When the VM runs and its firmware found nothing to boot, what its VMM says about it
+    /// (`None` also when the VMM does not answer).
+    pub fn boot_failure(&self, name: &str) -> Option<BootFailure> {
+        self.live_pid(name)?;
+        let status = self.command(name, "status", json!({})).ok()?;
+        BootFailure::from_status(&status)
     }
 
     /// The last `lines` lines of the VMM's log.
@@ -786,6 +850,47 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         Runtime::at(d)
+    }
+
+    #[test]
+    fn a_failed_boot_in_status_and_its_fix() {
+        let status = json!({
+            "status": "running",
+            "boot": {
+                "state": "failed",
+                "tried": [{"device": "disk"}, {"device": "cdrom"}],
+                "message": "No bootable device: the CD x.iso is not bootable",
+            },
+        });
+        let f = BootFailure::from_status(&status).unwrap();
+        assert_eq!(
+            f.message,
+            "No bootable device: the CD x.iso is not bootable"
+        );
+        assert!(f.cd_drive);
+        assert_eq!(
+            f.cli_fix("vm"),
+            "to fix it, put an installer ISO in its CD drive and restart the boot: vmdesk \
+             insert vm ISO; vmdesk reset vm"
+        );
+        assert!(f.gui_fix().contains("Reset"));
+        let no_cd = json!({"boot": {"state": "failed", "tried": [{"device": "disk"}]}});
+        let f = BootFailure::from_status(&no_cd).unwrap();
+        assert!(!f.cd_drive);
+        assert_eq!(
+            f.cli_fix("vm"),
+            "to fix it, give it an installer ISO: vmdesk destroy vm; vmdesk insert vm ISO; \
+             vmdesk start vm"
+        );
+        for state in ["booted", "trying", "firmware"] {
+            let v = json!({"boot": {"state": state, "tried": []}});
+            assert_eq!(BootFailure::from_status(&v), None, "{state}");
+        }
+        // A VMM from before the boot report.
+        assert_eq!(
+            BootFailure::from_status(&json!({"status": "running"})),
+            None
+        );
     }
 
     #[test]

@@ -413,3 +413,87 @@ fn eject_and_insert_change_a_stopped_vms_cd_with_one_line_errors() {
     assert!(stdout(&o).contains("ejected the CD of 'm'"), "{}", text(&o));
     assert!(!toml().contains("cdrom"), "{}", toml());
 }
+
+#[test]
+fn list_says_when_a_running_vm_found_nothing_to_boot() {
+    let test = "list_says_when_a_running_vm_found_nothing_to_boot";
+    if !kvm_or_skip(test) {
+        return;
+    }
+    ensure_vmm();
+    let env = Env::new("noboot");
+    // A data CD (xorriso without a boot image) and a new, empty disk: SeaBIOS tries the
+    // disk, then the CD, and stops at "No bootable device.".
+    let root = env.root.join("cd");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("readme.txt"), "only data\n").unwrap();
+    let iso = env.root.join("data.iso");
+    let Some(()) = common::make_iso(test, &root, &iso, "DATA", None) else {
+        return;
+    };
+    let o = env.vmdesk(&[
+        "create",
+        "--name",
+        "nb",
+        "--memory",
+        "64M",
+        "--cdrom",
+        iso.to_str().unwrap(),
+        "--disk",
+        "size=1M,format=raw",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = env.vmdesk(&["start", "nb"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let o = loop {
+        let o = env.vmdesk(&["list"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        if stdout(&o).contains("no bootable device") {
+            break o;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no note in 120 s:\n{}",
+            text(&o)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let row = stdout(&o)
+        .lines()
+        .find(|l| l.starts_with("nb "))
+        .unwrap()
+        .to_string();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1], "running", "{row}");
+    assert!(row.ends_with("  no bootable device"), "{row}");
+    // The why and the way out, on stderr.
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let disk = env.images_dir().join("nb.raw");
+    for part in [
+        "vmdesk: 'nb' found nothing to boot: No bootable device: ".to_string(),
+        format!("the disk {} is empty", disk.display()),
+        format!(
+            "the CD {} is not bootable (no El Torito boot record",
+            iso.display()
+        ),
+        "\n  to fix it, put an installer ISO in its CD drive and restart the boot: vmdesk insert \
+         nb ISO; vmdesk reset nb\n"
+            .to_string(),
+    ] {
+        assert!(err.contains(&part), "{part:?} in:\n{err}");
+    }
+    // The VM's log has the VMM's one warning line.
+    let log = std::fs::read_to_string(env.run_dir().join("nb.log")).unwrap();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains("No bootable device"))
+            .count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(env.vmdesk(&["destroy", "nb"]).status.code(), Some(0));
+    let o = env.vmdesk(&["list"]);
+    assert!(!stdout(&o).contains("no bootable device"), "{}", text(&o));
+}

@@ -104,6 +104,8 @@ struct Shared {
     ext_clipboard: bool,
     /// Framebuffer rectangles received since the console opened.
     rects: u64,
+    /// What is wrong with the VM's boot, from [`ConsoleOptions::boot_note`].
+    boot_note: Option<String>,
 }
 
 impl Shared {
@@ -267,6 +269,23 @@ pub fn runtime_target(rt: crate::runtime::Runtime, name: &str) -> Target {
     })
 }
 
+/// Asked about once a second, off the window's thread: what is wrong with the VM's boot,
+/// for the status line (`None`: nothing).
+pub type BootNote = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// The boot note of a VM the app manages: the firmware found nothing to boot, what its
+/// VMM says about why, and how to fix it in the window.
+pub fn runtime_boot_note(rt: crate::runtime::Runtime, name: &str) -> BootNote {
+    let name = name.to_owned();
+    Arc::new(move || {
+        rt.boot_failure(&name)
+            .map(|f| format!("{}. {}", f.message, f.gui_fix()))
+    })
+}
+
+/// How often [`ConsoleOptions::boot_note`] is asked.
+const BOOT_NOTE_POLL: Duration = Duration::from_secs(1);
+
 /// How a console connects; [`Console::open`] takes the common case.
 #[derive(Clone, Default)]
 pub struct ConsoleOptions {
@@ -279,6 +298,8 @@ pub struct ConsoleOptions {
     /// Counts the window's paints that put new pixels on screen (for benchmarks, which
     /// compare it with the frames the server sent).
     pub frames_shown: Option<Arc<AtomicU64>>,
+    /// What is wrong with the VM's boot, shown under the status line.
+    pub boot_note: Option<BootNote>,
 }
 
 /// What a `RequestPaste` we sent is for.
@@ -346,6 +367,9 @@ impl Console {
             status: format!("connecting to {addr}…"),
             ..Default::default()
         }));
+        if let Some(note) = opts.boot_note.clone() {
+            spawn_boot_note_poll(note, Arc::downgrade(&shared), ctx.clone());
+        }
         let (tx, rx) = unbounded_channel();
         let worker = Worker {
             shared: shared.clone(),
@@ -537,6 +561,10 @@ impl Console {
                 ui.label(n);
             }
         });
+        let boot_note = lock(&self.shared).boot_note.clone();
+        if let Some(note) = boot_note {
+            ui.colored_label(Color32::from_rgb(255, 170, 60), note);
+        }
         let Some(tex) = self.texture.clone() else {
             return;
         };
@@ -844,6 +872,34 @@ impl Console {
             ctx.options_mut(|o| o.zoom_with_keyboard = prev);
         }
     }
+}
+
+/// Asks `note` every [`BOOT_NOTE_POLL`] until the console closes, keeping the answer in
+/// its shared state and repainting when it changes.
+fn spawn_boot_note_poll(
+    note: BootNote,
+    shared: std::sync::Weak<Mutex<Shared>>,
+    ctx: egui::Context,
+) {
+    std::thread::spawn(move || {
+        loop {
+            let now = note();
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let mut sh = lock(&shared);
+            if sh.closed {
+                return;
+            }
+            if sh.boot_note != now {
+                sh.boot_note = now;
+                ctx.request_repaint();
+            }
+            drop(sh);
+            drop(shared);
+            std::thread::sleep(BOOT_NOTE_POLL);
+        }
+    });
 }
 
 impl Drop for Console {
@@ -1450,6 +1506,29 @@ mod tests {
     }
 
     /// While the owner says the VM is not running, the console waits instead of dialling.
+    #[test]
+    fn the_boot_note_follows_the_vm() {
+        let (server, _surface, _sink) = server(64, 48, |_| {});
+        let note = Arc::new(Mutex::new(Some("No bootable device: x".to_string())));
+        let n = note.clone();
+        let console = Console::open_with(
+            "t",
+            server.local_addr(),
+            ConsoleOptions {
+                boot_note: Some(Arc::new(move || n.lock().unwrap().clone())),
+                ..Default::default()
+            },
+            egui::Context::default(),
+        );
+        wait_for("the note", || {
+            lock(&console.shared).boot_note.as_deref() == Some("No bootable device: x")
+        });
+        *note.lock().unwrap() = None;
+        wait_for("the note gone", || {
+            lock(&console.shared).boot_note.is_none()
+        });
+    }
+
     #[test]
     fn waits_while_the_vm_is_stopped() {
         let (server, _surface, _sink) = server(64, 48, |_| {});

@@ -68,10 +68,24 @@ impl VmdeskApp {
                             VmState::Crashed { .. } => ("crashed", Color32::LIGHT_RED),
                             VmState::Stopped => ("stopped", ui.visuals().text_color()),
                         };
-                        let state = ui.label(RichText::new(label).color(colour));
-                        if let VmState::Crashed { why, log_tail } = &row.state {
-                            state.on_hover_text(format!("{why}\n\n{log_tail}"));
-                        }
+                        ui.vertical(|ui| {
+                            let state = ui.label(RichText::new(label).color(colour));
+                            if let VmState::Crashed { why, log_tail } = &row.state {
+                                state.on_hover_text(format!("{why}\n\n{log_tail}"));
+                            }
+                            // A VM in the firmware's "No bootable device": why, and the way out.
+                            if let Some(f) = &row.boot {
+                                ui.label(
+                                    RichText::new(crate::runtime::NO_BOOT_NOTE)
+                                        .color(Color32::from_rgb(255, 170, 60)),
+                                )
+                                .on_hover_text(format!(
+                                    "{}.\n\n{}",
+                                    f.message,
+                                    f.gui_fix()
+                                ));
+                            }
+                        });
                         match &row.def {
                             Ok(d) => {
                                 ui.label(format!("{} MiB", d.memory_mib));
@@ -217,6 +231,7 @@ impl VmdeskApp {
                     target: Some(crate::console::runtime_target(self.rt.clone(), &name)),
                     standalone: false,
                     frames_shown: None,
+                    boot_note: Some(crate::console::runtime_boot_note(self.rt.clone(), &name)),
                 },
                 ui.ctx().clone(),
             ));

@@ -41,6 +41,8 @@ struct Row {
     def: Result<VmDef, String>,
     state: VmState,
     vnc: Option<String>,
+    /// A running VM's firmware found nothing to boot.
+    boot: Option<runtime::BootFailure>,
 }
 
 /// Actions that run on a worker thread.
@@ -129,11 +131,16 @@ impl VmdeskApp {
                             .is_live()
                             .then(|| self.rt.vnc_addr(&e.name).map(runtime::vnc_display))
                             .flatten();
+                        let boot = state
+                            .is_live()
+                            .then(|| self.rt.boot_failure(&e.name))
+                            .flatten();
                         Row {
                             def: e.def.map_err(|err| err.to_string()),
                             name: e.name,
                             state,
                             vnc,
+                            boot,
                         }
                     })
                     .collect();
@@ -395,6 +402,7 @@ pub fn run_console(
         target: None,
         standalone: true,
         frames_shown: None,
+        boot_note: None,
     };
     run_console_with(name, addr, opts)
 }
@@ -558,6 +566,56 @@ mod tests {
         assert_eq!(h.query_all_by_label("stopped").count(), 2);
         assert_eq!(h.query_all_by_label("Start").count(), 3);
         drop(h);
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn ui_list_notes_a_vm_with_nothing_to_boot() {
+        use egui_kittest::Harness;
+        use egui_kittest::kittest::Queryable as _;
+        use std::io::{BufRead, BufReader, Write};
+        let (lib, rt, root) = temp("noboot");
+        lib.create(&VmDef::new("nb", 64, 1)).unwrap();
+        lib.create(&VmDef::new("ok", 64, 1)).unwrap();
+        // Two running VMs as the app sees them: a live VMM process (a stand-in) and a
+        // control socket answering `status`; one sits at "No bootable device".
+        let mut vmms = Vec::new();
+        for (name, boot) in [
+            (
+                "nb",
+                serde_json::json!({"state": "failed", "tried": [{"device": "cdrom"}],
+                    "message": "No bootable device: the CD d.iso is not bootable"}),
+            ),
+            ("ok", serde_json::json!({"state": "booted", "tried": []})),
+        ] {
+            vmms.push(runtime::fake_vmm(&rt, name));
+            let listener = std::os::unix::net::UnixListener::bind(rt.socket_path(name)).unwrap();
+            let reply = serde_json::json!({"return": {"status": "running", "boot": boot}});
+            std::thread::spawn(move || {
+                for conn in listener.incoming().map_while(Result::ok) {
+                    let mut line = String::new();
+                    let _ = BufReader::new(&conn).read_line(&mut line);
+                    let _ = writeln!(&conn, "{reply}");
+                }
+            });
+        }
+        let app = VmdeskApp::new(lib, rt, host());
+        let mut h = Harness::new_ui_state(|ui, app: &mut VmdeskApp| app.ui(ui), app);
+        h.run_steps(2);
+        assert_eq!(h.query_all_by_label("running").count(), 2);
+        assert_eq!(h.query_all_by_label(runtime::NO_BOOT_NOTE).count(), 1);
+        let row = h.state().rows.iter().find(|r| r.name == "nb").unwrap();
+        let f = row.boot.as_ref().expect("nb's boot failure");
+        assert_eq!(
+            f.message,
+            "No bootable device: the CD d.iso is not bootable"
+        );
+        assert!(f.gui_fix().contains("Reset"));
+        drop(h);
+        for mut v in vmms {
+            let _ = v.kill();
+            let _ = v.wait();
+        }
         let _ = std::fs::remove_dir_all(root);
     }
 
