@@ -57,6 +57,10 @@ if [[ $mode == test || $mode == bench ]]; then
     "tigervnc-viewer vncviewer"
     "tigervnc-standalone-server Xtigervnc"
     "xclip xclip"
+    # OCR: which screen of Debian's graphical installer is showing (graphical_install.rs,
+    # the installer_screen benchmark), in English.
+    "tesseract-ocr tesseract"
+    "tesseract-ocr-eng /usr/share/tesseract-ocr/5/tessdata/eng.traineddata"
     # The venv below (vncdotool's vncdo).
     "python3-venv python3"
     # test-assets.sh packs initrds and decompresses kernel modules; nested-host.sh runs one

@@ -40,6 +40,9 @@
 #   isolinux/            isolinux.bin and ldlinux.c32 from Debian's isolinux and
 #                        syslinux-common (unpacked, not installed): the CD boot loader of
 #                        linux_machine.rs's reboot test, whose ISO is made at test time
+#   debian-installer-gtk.iso  Debian 12's graphical installer (debian-installer-12-netboot-
+#                        amd64's gtk kernel, initrd and boot menu) as a CD booted by isolinux,
+#                        laid out as the official images are (app/tests/graphical_install.rs)
 #   spice-vdagent/       the SPICE guest agent (Debian's spice-vdagent, unpacked, not
 #                        installed: its daemon spice-vdagentd and X11 session agent
 #                        spice-vdagent), which vmm/tests/guest_agent.rs runs on this host
@@ -803,6 +806,36 @@ if [[ ! -s $out/isolinux/isolinux.bin || ! -s $out/isolinux/ldlinux.c32 ]]; then
     "$out/isolinux.tmp/"
   rm -rf "$out/isolinux"
   mv "$out/isolinux.tmp" "$out/isolinux"
+fi
+# Debian 12's graphical installer on a CD laid out as the official images are: isolinux
+# and the installer's own boot menu (vesamenu, splash, help screens) in /isolinux/, the
+# kernel in /install.amd/, the gtk initrd in /install.amd/gtk/. The netboot package carries
+# the same kernel, initrd and menu for PXE, with paths from the TFTP root; they are
+# rewritten to the CD's. Its ldlinux.c32 is byte for byte the one syslinux-common ships
+# with isolinux.bin, so the menu modules fit the isolinux.bin above.
+di_iso=$out/debian-installer-gtk.iso
+if [[ ! -s $di_iso ]]; then
+  echo "test-assets: making $(basename "$di_iso") (debian-installer-12-netboot-amd64, gtk)" >&2
+  apt-get download -q debian-installer-12-netboot-amd64 >/dev/null
+  di=./usr/lib/debian-installer/images/12/amd64/gtk/debian-installer/amd64
+  dpkg-deb --fsys-tarfile ./debian-installer-12-netboot-amd64_*.deb \
+    | tar -x --wildcards "$di/boot-screens/*" "$di/linux" "$di/initrd.gz"
+  rm -f ./debian-installer-12-netboot-amd64_*.deb
+  cd_root=di-cd
+  mkdir -p $cd_root/isolinux $cd_root/install.amd/gtk
+  cp "$out/isolinux/isolinux.bin" $cd_root/isolinux/
+  cp "$di"/boot-screens/* $cd_root/isolinux/
+  mv $cd_root/isolinux/syslinux.cfg $cd_root/isolinux/isolinux.cfg
+  sed -i -e 's#debian-installer/amd64/boot-screens/##g' \
+    -e 's#debian-installer/amd64/linux#/install.amd/vmlinuz#g' \
+    -e 's#debian-installer/amd64/initrd.gz#/install.amd/gtk/initrd.gz#g' \
+    $cd_root/isolinux/*.cfg
+  mv "$di/linux" $cd_root/install.amd/vmlinuz
+  mv "$di/initrd.gz" $cd_root/install.amd/gtk/initrd.gz
+  xorriso -as mkisofs -quiet -V "Debian 12 gtk" -o "$di_iso.tmp" \
+    -b isolinux/isolinux.bin -c isolinux/boot.cat -no-emul-boot -boot-load-size 4 \
+    -boot-info-table $cd_root
+  mv "$di_iso.tmp" "$di_iso"
 fi
 if [[ ! -x $out/spice-vdagent/usr/sbin/spice-vdagentd ]]; then
   echo "test-assets: unpacking spice-vdagent" >&2

@@ -3,6 +3,8 @@
 //! beside `vmdesk`.
 #![allow(dead_code)]
 
+#[path = "../../../vmm/tests/common/installer.rs"]
+pub mod installer;
 #[path = "../../../vmm/tests/common/media.rs"]
 mod media;
 #[path = "../../../vmm/tests/common/screen.rs"]

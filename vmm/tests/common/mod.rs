@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod guests;
+pub mod installer;
 mod media;
 mod screen;
 mod skip;

@@ -1,0 +1,425 @@
+//! Debian's graphical installer, driven as a person drives it (issue 14, item 1).
+//!
+//! The CD is `debian-installer-gtk.iso` (resources/scripts/test-assets.sh: Debian 12's gtk
+//! installer kernel, initrd and boot menu from debian-installer-12-netboot-amd64, booted
+//! by isolinux as the official images are). A VM made with `vmdesk create --cdrom` (the CD
+//! on IDE, a virtio disk beside it) starts with `vmdesk start`; the installer's own menu
+//! waits for a key, then its kernel boots, its X server draws on our std VGA and the
+//! installer asks for a language, a location and a keyboard. Two ways in, one test each:
+//! - **over VNC** (vncdotool, as any outside client): Return on the boot menu and on the
+//!   language screen are VNC key events; Continue on the location screen is a VNC pointer
+//!   click, which reaches the guest through the tablet;
+//! - **through the console window** (`vmdesk console` on an Xvfb display, xdotool as the
+//!   person): Return on the boot menu goes through `vmdesk send-key` (the scripts' way);
+//!   the window is made as big as the display, clicked on the installer's banner (which
+//!   gives it the keyboard) where a screenshot of the display shows the scaled screen, and
+//!   Return on the language and location screens is typed into it.
+//!
+//! Also over VNC: Ctrl+Alt+Del on the boot menu reboots the VM; a VNC client connecting
+//! after the installer's mode changes gets its 1024x768 screen; with the vCPUs stopped (a
+//! hung installer) the last screen still shows and `vmdesk destroy` forces the VM off.
+//!
+//! Which screen is showing is read off the guest's screen by OCR (see
+//! `common::installer`): a screen is reached when its title is on it and the previous
+//! screen's title is not. The window's own pixels are read the same way, so the test also
+//! sees that the window shows each screen.
+//!
+//! A guest kernel needs hardware-backed KVM: on a kvm_pvm host each test runs in the
+//! nested test host (`common::hardware_kvm_or_nested`). There an installer takes about
+//! two minutes from `vmdesk start` to its language screen.
+
+mod common;
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::installer::{self, BOOT_MENU, KEYBOARD, LANGUAGE, LOCATION, Screen};
+use common::{Env, ensure_vmm, text};
+
+const MEMORY: &str = "1024M";
+/// From `vmdesk start` to the boot menu, and from the key there to the language screen.
+/// Measured in the nested host: 10 s and 110 s. Generous: a slow run is no failure here.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+/// From a key or click to the next screen: a few seconds in the nested host.
+const STEP_TIMEOUT: Duration = Duration::from_secs(180);
+
+struct Installer<'a> {
+    env: &'a Env,
+    name: &'static str,
+    tesseract: PathBuf,
+    start: Instant,
+    n: usize,
+    /// The last screen read: its pixels' hash and its text.
+    last: Option<(u64, String)>,
+}
+
+impl Installer<'_> {
+    /// Creates and starts the VM with `vmdesk`.
+    fn start<'a>(
+        env: &'a Env,
+        name: &'static str,
+        tesseract: PathBuf,
+        iso: &Path,
+    ) -> Installer<'a> {
+        ok(
+            env,
+            &[
+                "create",
+                "--name",
+                name,
+                "--memory",
+                MEMORY,
+                "--cdrom",
+                iso.to_str().unwrap(),
+                "--disk",
+                "size=4G",
+            ],
+        );
+        let start = Instant::now();
+        // At info, the VMM's log says when the guest resets.
+        let o = env
+            .command(&["start", name])
+            .env("VMDESK_LOG", "info")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "vmdesk start {name}: {}", text(&o));
+        Installer {
+            env,
+            name,
+            tesseract,
+            start,
+            n: 0,
+            last: None,
+        }
+    }
+
+    /// The VM's VNC port, from `vmdesk vncdisplay`.
+    fn vnc_port(&self) -> u16 {
+        let d = ok(self.env, &["vncdisplay", self.name]);
+        d.trim()
+            .rsplit_once(':')
+            .and_then(|(_, n)| n.parse::<u16>().ok())
+            .map(|n| 5900 + n)
+            .unwrap_or_else(|| panic!("vncdisplay printed {d:?}"))
+    }
+
+    /// A screenshot of the guest's screen (`vmdesk screenshot`) and the text on its top
+    /// part (read again only when the screen changed: OCR is the slow part).
+    fn look(&mut self) -> (PathBuf, String) {
+        self.n += 1;
+        let png = self.env.root.join(format!("{}-{}.png", self.name, self.n));
+        let o = self
+            .env
+            .command(&["screenshot", self.name, png.to_str().unwrap()])
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            let log =
+                std::fs::read_to_string(self.env.run_dir().join(format!("{}.log", self.name)))
+                    .unwrap_or_default();
+            panic!(
+                "vmdesk screenshot {}: {}\nits log:\n{log}",
+                self.name,
+                text(&o)
+            );
+        }
+        let (w, h, px) = common::png_pixels(&png);
+        let mut hasher = DefaultHasher::new();
+        (w, h, &px).hash(&mut hasher);
+        let hash = hasher.finish();
+        if self.last.as_ref().is_none_or(|(h, _)| *h != hash) {
+            let rows = (h as f64 * installer::READ_FRACTION) as usize;
+            let t = installer::read_text(
+                &self.tesseract,
+                &px,
+                w,
+                (0, 0, w, rows),
+                &self.env.root.join("ocr.png"),
+            );
+            eprintln!(
+                "{}: {:.1} s: {w}x{h} reads {:?}",
+                self.name,
+                self.start.elapsed().as_secs_f64(),
+                t.chars().take(80).collect::<String>()
+            );
+            self.last = Some((hash, t));
+        }
+        let _ = std::fs::remove_file(self.env.root.join(format!(
+            "{}-{}.png",
+            self.name,
+            self.n - 1
+        )));
+        (png, self.last.as_ref().unwrap().1.clone())
+    }
+
+    /// Waits until the guest shows `screen` (and no longer `before`); returns its screenshot.
+    fn wait(&mut self, screen: Screen, before: Option<Screen>, timeout: Duration) -> PathBuf {
+        let since = Instant::now();
+        loop {
+            let (png, t) = self.look();
+            if installer::shows(&t, screen, before) {
+                eprintln!(
+                    "{}: the {} screen at {:.1} s",
+                    self.name,
+                    screen.name,
+                    self.start.elapsed().as_secs_f64()
+                );
+                return png;
+            }
+            if since.elapsed() > timeout {
+                panic!(
+                    "{}: no {} screen ({:?}) after {timeout:?}; the screen reads: {t:?}",
+                    self.name, screen.name, screen.title
+                );
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+}
+
+fn ok(env: &Env, args: &[&str]) -> String {
+    let o = env.vmdesk(args);
+    assert_eq!(o.status.code(), Some(0), "vmdesk {args:?}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The tools and the CD, or `None` after a SKIP line.
+fn prerequisites(test: &str, tools: &[&str]) -> Option<(PathBuf, Vec<PathBuf>)> {
+    let iso = common::asset_or_skip(test, installer::ISO)?;
+    let found: Option<Vec<PathBuf>> = tools
+        .iter()
+        .map(|t| common::tool_or_skip(test, t))
+        .collect();
+    Some((iso, found?))
+}
+
+#[test]
+fn the_graphical_installer_is_driven_over_vnc() {
+    let test = "the_graphical_installer_is_driven_over_vnc";
+    ensure_vmm();
+    if !common::hardware_kvm_or_nested(test, "a guest kernel cannot run") {
+        return;
+    }
+    let Some((iso, tools)) = prerequisites(test, &["tesseract", "vncdo"]) else {
+        return;
+    };
+    let (tesseract, vncdo) = (tools[0].clone(), &tools[1]);
+    let env = Env::new("gi-vnc");
+    let mut vm = Installer::start(&env, "di-vnc", tesseract, &iso);
+    let port = vm.vnc_port();
+
+    vm.wait(BOOT_MENU, None, BOOT_TIMEOUT);
+    // Ctrl+Alt+Del on the boot menu reboots the machine (SeaBIOS's keyboard handler resets
+    // it, as a PC's BIOS does), and the menu comes back. (Under the installer's X server
+    // the keys go to X, as on any PC: the kernel's Ctrl+Alt+Del is off there.)
+    let log = env.run_dir().join("di-vnc.log");
+    common::vncdo(vncdo, port, &["key", "ctrl-alt-del"]);
+    let since = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("guest reset")
+    {
+        assert!(
+            since.elapsed() < STEP_TIMEOUT,
+            "Ctrl+Alt+Del did not reset the VM; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("{test}: Ctrl+Alt+Del reset the VM");
+    vm.last = None;
+    vm.wait(BOOT_MENU, None, BOOT_TIMEOUT);
+    common::vncdo(vncdo, port, &["key", "enter"]);
+    vm.wait(LANGUAGE, Some(BOOT_MENU), BOOT_TIMEOUT);
+    // English is preselected: Return takes it.
+    common::vncdo(vncdo, port, &["key", "enter"]);
+    let png = vm.wait(LOCATION, Some(LANGUAGE), STEP_TIMEOUT);
+    let (w, h, _) = common::png_pixels(&png);
+    let (x, y) = installer::continue_button(w, h);
+    common::vncdo(
+        vncdo,
+        port,
+        &["move", &x.to_string(), &y.to_string(), "click", "1"],
+    );
+    vm.wait(KEYBOARD, Some(LOCATION), STEP_TIMEOUT);
+
+    // The resolution changes (VGA text, the boot menu's 640x480, the kernel's 800x600,
+    // the installer's 1024x768) reached VNC clients: a client connecting now gets the
+    // installer's screen at its size.
+    let capture = env.root.join("vnc-capture.png");
+    common::vncdo(vncdo, port, &["capture", capture.to_str().unwrap()]);
+    let (w, h, _) = common::png_pixels(&capture);
+    assert_eq!((w, h), (1024, 768), "the VNC client's screen");
+    let t = installer::read_screen(&vm.tesseract, &capture);
+    assert!(
+        installer::shows(&t, KEYBOARD, Some(LOCATION)),
+        "a VNC client sees: {t:?}"
+    );
+
+    // An installer that hangs: with its vCPUs stopped (`vmdesk pause`, as a guest that no
+    // longer runs), the screen still shows its last picture to VNC clients, and `vmdesk
+    // destroy` forces the VM off at once.
+    ok(&env, &["pause", "di-vnc"]);
+    common::vncdo(vncdo, port, &["capture", capture.to_str().unwrap()]);
+    let t = installer::read_screen(&vm.tesseract, &capture);
+    assert!(
+        installer::shows(&t, KEYBOARD, Some(LOCATION)),
+        "a paused VM's screen reads {t:?}"
+    );
+    let off = Instant::now();
+    ok(&env, &["destroy", "di-vnc"]);
+    let list = ok(&env, &["list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("di-vnc ") && l.contains(" stopped ")),
+        "{list}"
+    );
+    eprintln!(
+        "{test}: a paused installer forced off in {:.1} s",
+        off.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn the_graphical_installer_is_driven_through_the_console_window() {
+    let test = "the_graphical_installer_is_driven_through_the_console_window";
+    ensure_vmm();
+    if !common::hardware_kvm_or_nested(test, "a guest kernel cannot run") {
+        return;
+    }
+    let Some((iso, tools)) = prerequisites(test, &["tesseract", "Xvfb", "import", "xdotool"])
+    else {
+        return;
+    };
+    let (tesseract, import, xdotool) = (tools[0].clone(), tools[2].clone(), tools[3].clone());
+    let env = Env::new("gi-win");
+    let name = "di-win";
+    let mut vm = Installer::start(&env, name, tesseract.clone(), &iso);
+
+    // The scripts' way first: `vmdesk send-key` through the control socket.
+    vm.wait(BOOT_MENU, None, BOOT_TIMEOUT);
+    ok(&env, &["send-key", name, "Return"]);
+    let guest = vm.wait(LANGUAGE, Some(BOOT_MENU), BOOT_TIMEOUT);
+    let (gw, gh, _) = common::png_pixels(&guest);
+
+    // The person's way: the console window on an X display of the test's own.
+    let x = common::x11::Xvfb::with_screen("1280x1024x24").expect("Xvfb did not start");
+    let display = x.display.clone();
+    let mut children = common::Children::default();
+    children.add(
+        "vmdesk console",
+        env.command(&["console", name])
+            .env("DISPLAY", &display)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let xdo = |args: &[&str]| -> String {
+        let out = Command::new(&xdotool)
+            .args(args)
+            .env("DISPLAY", &display)
+            .output()
+            .expect("run xdotool");
+        assert!(
+            out.status.success(),
+            "xdotool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut shots = 0;
+    let mut window_shot = || -> PathBuf {
+        shots += 1;
+        let p = env.root.join(format!("window-{shots}.png"));
+        common::run(
+            Command::new(&import)
+                .args(["-display", &display, "-window", "root"])
+                .arg(&p),
+        );
+        p
+    };
+    // The window shows the installer's screen: where, and its title there.
+    let window_shows = |png: &Path, screen: Screen, before: Option<Screen>| {
+        let (w, h, px) = common::png_pixels(png);
+        let place = installer::find_installer_screen(&px, w, gw, gh);
+        let Some((left, top, scale)) = place else {
+            return (None, false, String::new());
+        };
+        // The title line alone: in the window the screen is drawn bigger, and OCR of more
+        // took minutes in the nested host.
+        let rows = installer::TITLE_ROWS;
+        let x = left.max(0.0) as usize;
+        let y = (top + rows.start as f64 * scale).max(0.0) as usize;
+        let rw = ((gw as f64 * scale) as usize).min(w - x);
+        let rh = ((rows.len() as f64 * scale) as usize).min(h - y);
+        let t = installer::read_text(
+            &tesseract,
+            &px,
+            w,
+            (x, y, rw, rh),
+            &env.root.join("ocr-window.png"),
+        );
+        (place, installer::shows(&t, screen, before), t)
+    };
+    let wait_window =
+        |shot: &mut dyn FnMut() -> PathBuf, screen: Screen, before: Option<Screen>| {
+            let since = Instant::now();
+            loop {
+                let png = shot();
+                let (place, shown, t) = window_shows(&png, screen, before);
+                if let (Some(place), true) = (place, shown) {
+                    return place;
+                }
+                assert!(
+                    since.elapsed() < STEP_TIMEOUT,
+                    "the console window does not show the {} screen; it reads: {t:?} \
+                     (installer's screen found at {place:?})",
+                    screen.name
+                );
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        };
+    let wid = xdo(&["search", "--sync", "--name", &format!("{name} - vmdesk")]);
+    let wid = wid
+        .lines()
+        .next()
+        .expect("the console window")
+        .trim()
+        .to_string();
+    // As big as the screen, as a person makes it for an installer (it opens smaller: at
+    // its first size the guest's screen is drawn at under half scale, too small to read).
+    xdo(&["windowsize", &wid, "1280", "1024"]);
+    let (left, top, scale) = wait_window(&mut window_shot, LANGUAGE, Some(BOOT_MENU));
+    eprintln!("{test}: the window shows the guest's screen at ({left}, {top}), scale {scale:.3}");
+    // Where a guest point is on the X screen.
+    let at = |gx: usize, gy: usize| {
+        (
+            (left + (gx as f64 + 0.5) * scale).round().to_string(),
+            (top + (gy as f64 + 0.5) * scale).round().to_string(),
+        )
+    };
+    // The input focus, as a window manager gives it on a click (Xvfb has none); then a click
+    // on the installer's banner (nothing there takes clicks) gives the console the keys.
+    xdo(&["windowfocus", &wid]);
+    let (bx, by) = at(gw / 2, 20);
+    xdo(&["mousemove", &bx, &by]);
+    std::thread::sleep(Duration::from_millis(500));
+    xdo(&["mousedown", "1"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    xdo(&["mouseup", "1"]);
+    std::thread::sleep(Duration::from_secs(1));
+    xdo(&["key", "--delay", "150", "Return"]);
+    vm.wait(LOCATION, Some(LANGUAGE), STEP_TIMEOUT);
+    wait_window(&mut window_shot, LOCATION, Some(LANGUAGE));
+    // Return again, typed into the window. (A click on Continue where the window draws it,
+    // held 1.5 s, moved the guest's pointer there but did not press the button in two
+    // runs in the nested host, while the same click over VNC does: not understood yet,
+    // see issue 14's notes. So the window's clicks are not claimed here.)
+    xdo(&["key", "--delay", "150", "Return"]);
+    vm.wait(KEYBOARD, Some(LOCATION), STEP_TIMEOUT);
+    wait_window(&mut window_shot, KEYBOARD, Some(LOCATION));
+    drop(children);
+    ok(&env, &["destroy", name]);
+}
