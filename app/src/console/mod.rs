@@ -733,7 +733,7 @@ impl Console {
             return;
         };
         let (x, y) = guest_pixel(pos, resp.rect, (w, h));
-        let (buttons, scroll) = ui.input(|i| {
+        let (presses, buttons, scroll) = ui.input(|i| {
             let wheel: f32 = i
                 .events
                 .iter()
@@ -742,13 +742,51 @@ impl Console {
                     _ => 0.0,
                 })
                 .sum();
+            // Each press and release of this frame, in order, on the screen.
+            let presses: Vec<(u8, bool)> = i
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    egui::Event::PointerButton {
+                        pos,
+                        button,
+                        pressed,
+                        ..
+                    } if resp.rect.contains(*pos) => {
+                        let bit = match button {
+                            egui::PointerButton::Primary => 1,
+                            egui::PointerButton::Middle => 2,
+                            egui::PointerButton::Secondary => 4,
+                            _ => return None,
+                        };
+                        Some((bit, *pressed))
+                    }
+                    _ => None,
+                })
+                .collect();
             (
+                presses,
                 u8::from(i.pointer.primary_down())
                     | u8::from(i.pointer.middle_down()) << 1
                     | u8::from(i.pointer.secondary_down()) << 2,
                 wheel,
             )
         });
+        // A click shorter than a frame (a slow machine, a scripted click) is a press and a
+        // release in one frame, with the button up again by the frame's end: each goes to
+        // the guest, or it would see no click at all.
+        for (bit, pressed) in presses {
+            let b = if pressed {
+                self.buttons | bit
+            } else {
+                self.buttons & !bit
+            };
+            if b != self.buttons {
+                self.last_pointer = Some((x, y));
+                self.buttons = b;
+                self.send(Cmd::Pointer(x, y, b));
+            }
+        }
         if self.last_pointer != Some((x, y)) || buttons != self.buttons {
             self.last_pointer = Some((x, y));
             self.buttons = buttons;
@@ -1227,6 +1265,41 @@ mod tests {
             "a click into the screen grabs the keyboard"
         );
         console
+    }
+
+    /// A press and a release in one frame (a click quicker than a frame) still reach the
+    /// server as a press, then a release, at the pointer's place.
+    #[test]
+    fn a_click_within_one_frame_is_a_click() {
+        let (server, _surface, sink) = server(64, 48, |_| {});
+        let ctx = egui::Context::default();
+        let mut console = Console::open("t", server.local_addr(), None, ctx.clone());
+        wait_for("the first frame", || {
+            px(&console, 0, 0) == Some(Color32::from_rgb(0xcc, 0, 0))
+        });
+        frame(&ctx, &mut console, vec![]);
+        let p = egui::pos2(400.0, 330.0);
+        let button = |pressed| egui::Event::PointerButton {
+            pos: p,
+            button: egui::PointerButton::Primary,
+            pressed,
+            modifiers: egui::Modifiers::default(),
+        };
+        frame(
+            &ctx,
+            &mut console,
+            vec![egui::Event::PointerMoved(p), button(true), button(false)],
+        );
+        frame(&ctx, &mut console, vec![]);
+        wait_for("a press and a release", || {
+            let got = sink.0.lock().unwrap();
+            let buttons: Vec<u8> = got.iter().map(|e| e.2).collect();
+            buttons.windows(2).any(|w| w == [1, 0])
+        });
+        let got = sink.0.lock().unwrap();
+        let pressed = got.iter().find(|e| e.2 == 1).unwrap();
+        let released = got.iter().rev().find(|e| e.2 == 0).unwrap();
+        assert_eq!((pressed.0, pressed.1), (released.0, released.1), "{got:?}");
     }
 
     /// A key egui reports with its physical position reaches the server as that position's
