@@ -316,19 +316,7 @@ fn the_graphical_installer_shows_in_the_console_window() {
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
-    let xdo = |args: &[&str]| -> String {
-        let out = Command::new(&xdotool)
-            .args(args)
-            .env("DISPLAY", &display)
-            .output()
-            .expect("run xdotool");
-        assert!(
-            out.status.success(),
-            "xdotool {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let xdo = |args: &[&str]| common::x11::xdotool(&xdotool, &display, args);
     let mut shots = 0;
     let mut window_shot = || -> PathBuf {
         shots += 1;

@@ -394,19 +394,7 @@ fn the_demo_in_the_app_window_under_xvfb() {
 
     // Keys typed into the window: the console sends them, the demo echoes them on its
     // screen (light green in the bottom panel) and on COM1.
-    let xdo = |args: &[&str]| {
-        let out = Command::new(&xdotool)
-            .args(args)
-            .env("DISPLAY", &display)
-            .output()
-            .expect("run xdotool");
-        assert!(
-            out.status.success(),
-            "xdotool {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let xdo = |args: &[&str]| common::x11::xdotool(&xdotool, &display, args);
     let wid = xdo(&["search", "--sync", "--name", "demo - vmdesk"]);
     let wid = wid
         .lines()

@@ -1238,6 +1238,15 @@ mod tests {
         }
     }
 
+    fn primary_button(pos: egui::Pos2, pressed: bool) -> egui::Event {
+        egui::Event::PointerButton {
+            pos,
+            button: egui::PointerButton::Primary,
+            pressed,
+            modifiers: egui::Modifiers::default(),
+        }
+    }
+
     /// Opens a console on `server`, waits for its picture and grabs the keyboard by
     /// clicking into the screen.
     fn grabbed_console(server: &display::rfb::VncServer, ctx: &egui::Context) -> Console {
@@ -1247,12 +1256,7 @@ mod tests {
         });
         frame(ctx, &mut console, vec![]);
         let p = egui::pos2(400.0, 330.0);
-        let button = |pressed| egui::Event::PointerButton {
-            pos: p,
-            button: egui::PointerButton::Primary,
-            pressed,
-            modifiers: egui::Modifiers::default(),
-        };
+        let button = |pressed| primary_button(p, pressed);
         frame(
             ctx,
             &mut console,
@@ -1279,12 +1283,7 @@ mod tests {
         });
         frame(&ctx, &mut console, vec![]);
         let p = egui::pos2(400.0, 330.0);
-        let button = |pressed| egui::Event::PointerButton {
-            pos: p,
-            button: egui::PointerButton::Primary,
-            pressed,
-            modifiers: egui::Modifiers::default(),
-        };
+        let button = |pressed| primary_button(p, pressed);
         frame(
             &ctx,
             &mut console,

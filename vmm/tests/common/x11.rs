@@ -83,3 +83,19 @@ pub fn x_clipboard(display: &str) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Runs `xdotool` (at `xdotool`) with `args` on `display`; fails the test if it fails.
+/// Returns its standard output.
+pub fn xdotool(xdotool: &std::path::Path, display: &str, args: &[&str]) -> String {
+    let out = Command::new(xdotool)
+        .args(args)
+        .env("DISPLAY", display)
+        .output()
+        .expect("run xdotool");
+    assert!(
+        out.status.success(),
+        "xdotool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
