@@ -11,7 +11,8 @@
 //! lines of its console and each vCPU's registers (the control socket's `query-vcpus`),
 //! so a hang is found, not guessed. When the nested host's own kernel fails, its console
 //! is printed, the failure is counted against the VMM whose boot it ended, and the rest
-//! runs in a new nested host.
+//! runs in a new nested host. `--only VMM:CPUS` (repeatable, e.g. `--only qemu:4`) soaks
+//! just those of the four.
 //!
 //! `cargo bench -p vmm --bench nested_boot`. On a host whose KVM is kvm_pvm (no guest
 //! kernels) the measuring half runs inside the nested test host
@@ -59,7 +60,14 @@ fn main() {
     match (args.iter().any(|a| a == "--inside") || !kvm_pvm, soak) {
         (true, Some(n)) => soak_inside(n, cpus, qemu),
         (true, None) => inside(cpus),
-        (false, Some(n)) => soak_outside(n),
+        (false, Some(n)) => {
+            let only: Vec<&str> = args
+                .windows(2)
+                .filter(|w| w[0] == "--only")
+                .map(|w| w[1].as_str())
+                .collect();
+            soak_outside(n, &only)
+        }
         (false, None) => outside(),
     }
 }
@@ -99,7 +107,7 @@ fn in_nested_host(args: &[String]) -> (Vec<String>, bool) {
 /// first half alone on this machine, the second beside a busy loop. When the nested
 /// host's own kernel fails, the boots left run in a new one, and the failure is counted
 /// against the VMM whose boot it ended.
-fn soak_outside(n: usize) {
+fn soak_outside(n: usize, only: &[&str]) {
     let mut summary = Vec::new();
     for (vmm, cpus) in [
         ("vmdesk-vmm", 1),
@@ -107,6 +115,9 @@ fn soak_outside(n: usize) {
         ("vmdesk-vmm", 4),
         ("qemu", 4),
     ] {
+        if !only.is_empty() && !only.contains(&format!("{vmm}:{cpus}").as_str()) {
+            continue;
+        }
         for (rounds, hog) in [(n / 2, false), (n - n / 2, true)] {
             let busy = hog.then(|| {
                 Command::new("sh")

@@ -17,6 +17,7 @@ pub mod kvm;
 pub mod machine;
 pub mod memory;
 pub mod memory_slots;
+pub mod net;
 pub mod option_rom;
 pub mod pci;
 pub mod vdagent;
