@@ -6,7 +6,11 @@
 //! Backends: passt ([`passt`], user-mode NAT, one process per VM over a socketpair) and a
 //! TAP device the user may open ([`tap`]).
 
+pub mod spec;
+
 use std::io;
+
+pub use spec::{Forward, MacAddr, NetMode, Protocol, SpecError};
 
 /// Where the guest's frames go. Called on the notifying vCPU's thread with the device's
 /// lock held, so it must not block for long (a stream socket or a TAP fd in blocking mode
