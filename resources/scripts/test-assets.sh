@@ -37,6 +37,17 @@
 #                        installed system (vmdesk.mode=installed: mount that filesystem,
 #                        say what the installer left there, power off)
 #                        (app/tests/install_disk.rs, vmm/benches/install_cycle.rs)
+#   net-initrd.img       busybox plus the cloud kernel's virtio_pci and virtio_net (with
+#                        net_failover and failover), a udhcpc script, and an /init that
+#                        reports eth0 and does one network test by the kernel command line's
+#                        vmdesk.test=: a DHCP lease, an HTTP fetch from the host's loopback
+#                        through the router's address, a TCP upload received through a port
+#                        forward, a fetch over a TAP device with a static address, or idling
+#                        (vmm/tests/net_linux.rs)
+#   net-bench-initrd.img the same with Debian's iperf3 and the libraries it is linked against
+#                        (from iperf3, libiperf0, libssl3, libsctp1 and libc6, unpacked):
+#                        vmdesk.test=bench runs an iperf3 client and server and a TCP echo
+#                        server (vmm/benches/net_throughput.rs)
 #   isolinux/            isolinux.bin and ldlinux.c32 from Debian's isolinux and
 #                        syslinux-common (unpacked, not installed): the CD boot loader of
 #                        linux_machine.rs's reboot test, whose ISO is made at test time
@@ -111,7 +122,7 @@ kernel_extract() {
 # kernel (display-initrd.img replaces it).
 rm -f "$out/input-initrd.img"
 for f in initrd.img storage-initrd.img display-initrd.img agent-initrd.img nested-initrd.img \
-         machine-initrd.img install-initrd.img; do
+         machine-initrd.img install-initrd.img net-initrd.img net-bench-initrd.img; do
   if [[ -e $out/$f && $out/$f -ot $root/resources/scripts/test-assets.sh ]]; then
     echo "test-assets: $f is older than this script; rebuilding it" >&2
     rm -f "$out/$f"
@@ -134,7 +145,7 @@ refresh_kernel() {
   fi
 }
 refresh_kernel cloud vmlinuz storage-initrd.img agent-initrd.img machine-initrd.img \
-  install-initrd.img
+  install-initrd.img net-initrd.img net-bench-initrd.img
 refresh_kernel generic vmlinuz-generic display-initrd.img nested-initrd.img
 
 # busybox-static, unpacked into ./bb, once per run.
@@ -794,6 +805,175 @@ esac
 poweroff -f
 INIT
   pack_initrd irootfs install-initrd.img
+fi
+if [[ ! -s $out/net-initrd.img || ! -s $out/net-bench-initrd.img ]]; then
+  echo "test-assets: building net-initrd.img and net-bench-initrd.img (busybox + the cloud kernel's virtio_net; iperf3)" >&2
+  modules_rootfs nrootfs-net cloud virtio_pci virtio_net
+  mkdir -p nrootfs-net/etc nrootfs-net/tmp
+  # udhcpc (busybox) leaves applying a lease to a script: this one sets the MTU, the address,
+  # the default route and the DNS servers, and keeps what it applied in /tmp/lease (the
+  # line /init says) and the router in /tmp/router.
+  cat > nrootfs-net/etc/udhcpc.script <<'SCRIPT'
+#!/bin/sh
+case $1 in
+deconfig)
+  ip addr flush dev "$interface"
+  ip link set "$interface" up
+  ;;
+bound | renew)
+  [ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
+  ip addr flush dev "$interface"
+  ip addr add "$ip/${mask:-24}" dev "$interface"
+  ip route del default 2>/dev/null
+  for r in $router; do
+    ip route add default via "$r" dev "$interface"
+    echo "$r" > /tmp/router
+    break
+  done
+  : > /etc/resolv.conf
+  for d in $dns; do echo "nameserver $d" >> /etc/resolv.conf; done
+  echo "address $ip/${mask:-?} router ${router:-none} dns ${dns:-none} mtu ${mtu:-none}" > /tmp/lease
+  ;;
+esac
+exit 0
+SCRIPT
+  chmod +x nrootfs-net/etc/udhcpc.script
+  write_init nrootfs-net vmdesk-net <<'INIT'
+# vmdesk's network guest (vmm/tests/net_linux.rs; with iperf3, vmm/benches/net_throughput.rs).
+# It loads virtio_net, says what eth0 is (MAC, driver, PCI slot, the virtio features the
+# driver took, carrier), and does what the kernel command line's vmdesk.test= says;
+# everything the host reads starts "vmdesk-net: " on COM1. "failed: WHY" ends any test.
+#   dhcp            get an address by DHCP and say the lease (address, router, DNS, MTU);
+#                   power off
+#   idle            the same, then say "idle" and wait: the host ends the VM
+#   fetch:PORT      DHCP, then fetch http://ROUTER:PORT/blob (passt maps the router's
+#                   address to the host's loopback) and say its size, time and sha256;
+#                   power off
+#   serve:PORT      DHCP, then take one TCP connection on PORT (a forward from the host),
+#                   keep what comes until the host closes it and say its size and sha256;
+#                   power off
+#   tap:PORT        no DHCP: 10.9.0.2/24 on eth0, then fetch http://10.9.0.1:PORT/blob
+#                   (a server on the host's side of a TAP device) as fetch does; power off
+#   bench:PORT:SECS (net-bench-initrd.img, which has iperf3) DHCP, an iperf3 server on
+#                   port 5201 and a TCP echo server on port 7 for the host, then iperf3 as
+#                   a client of ROUTER:PORT for SECS seconds (guest to host) and its
+#                   receiver's figure; then "bench ready" and wait: the host measures its
+#                   way through the forwards and ends the VM
+fail() { say "failed: $*"; poweroff -f; sleep 10; }
+# Microseconds from adjtimex (busybox date has no %N).
+now_us() { adjtimex | awk '/tv_sec/ { s = $2 } /tv_usec/ { u = $2 } END { printf "%.0f\n", s * 1000000 + u }'; }
+while read -r m; do
+  insmod "/lib/modules/$m" || say "insmod $m failed"
+done < /lib/modules/order
+test=$(sed -n 's/.*vmdesk\.test=\([a-z0-9:]*\).*/\1/p' /proc/cmdline)
+mode=${test%%:*}
+args=${test#"$mode"}
+args=${args#:}
+port=${args%%:*}
+mkdir -p /tmp
+ip link set lo up
+for i in $(seq 100); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
+[ -e /sys/class/net/eth0 ] || fail "no eth0 (virtio_net found no card)"
+dev=$(readlink -f /sys/class/net/eth0/device)
+say "eth0 mac $(cat /sys/class/net/eth0/address) driver $(basename "$(readlink "$dev/driver")") pci $(basename "$(dirname "$dev")")"
+say "eth0 virtio features $(cat "$dev/features")"
+ip link set eth0 up
+for i in $(seq 50); do [ "$(cat /sys/class/net/eth0/carrier)" = 1 ] && break; sleep 0.1; done
+say "eth0 carrier $(cat /sys/class/net/eth0/carrier)"
+
+dhcp() {
+  udhcpc -i eth0 -f -q -n -t 20 -T 1 -s /etc/udhcpc.script > /tmp/udhcpc.out 2>&1 \
+    || fail "no DHCP lease: $(tr '\n' ' ' < /tmp/udhcpc.out)"
+  [ -s /tmp/lease ] || fail "udhcpc got a lease but its script did not run"
+  say "dhcp $(cat /tmp/lease)"
+  router=$(cat /tmp/router 2>/dev/null)
+}
+# Fetches URL $1 into /tmp/blob and says its size, the time it took and its sha256.
+fetch() {
+  t0=$(now_us)
+  wget -q -O /tmp/blob "$1" 2> /tmp/wget.out || fail "wget $1: $(tr '\n' ' ' < /tmp/wget.out)"
+  t1=$(now_us)
+  say "fetched $(wc -c < /tmp/blob) bytes in $(((t1 - t0) / 1000)) ms sha256 $(sha256sum < /tmp/blob | cut -d' ' -f1)"
+  rm -f /tmp/blob
+}
+# Waits until something listens on TCP port $1.
+listening() {
+  for i in $(seq 100); do
+    netstat -ltn | grep -q ":$1 " && return 0
+    sleep 0.1
+  done
+  fail "nothing listens on port $1"
+}
+
+case $mode in
+dhcp)
+  dhcp
+  ;;
+idle)
+  dhcp
+  say "idle"
+  while :; do sleep 3600; done
+  ;;
+fetch)
+  dhcp
+  [ -n "$router" ] || fail "the lease named no router"
+  fetch "http://$router:$port/blob"
+  ;;
+serve)
+  dhcp
+  nc -l -p "$port" > /tmp/upload < /dev/null &
+  nc=$!
+  listening "$port"
+  say "listening on $port"
+  wait $nc || fail "nc -l -p $port"
+  say "received $(wc -c < /tmp/upload) bytes sha256 $(sha256sum < /tmp/upload | cut -d' ' -f1)"
+  ;;
+tap)
+  ip addr add 10.9.0.2/24 dev eth0
+  say "static address 10.9.0.2/24"
+  fetch "http://10.9.0.1:$port/blob"
+  ;;
+bench)
+  [ -x /usr/bin/iperf3 ] || fail "no iperf3 here: boot net-bench-initrd.img"
+  secs=${args#*:}
+  dhcp
+  /usr/bin/iperf3 -s -D -p 5201 || fail "iperf3 -s"
+  nc -ll -p 7 -e cat &
+  listening 5201
+  listening 7
+  /usr/bin/iperf3 -c "$router" -p "$port" -t "$secs" -f k > /tmp/iperf.out 2>&1 \
+    || fail "iperf3 -c $router -p $port: $(tr '\n' ' ' < /tmp/iperf.out)"
+  kbits=$(awk '/receiver/ { for (i = 2; i <= NF; i++) if ($i == "Kbits/sec") print $(i - 1) }' /tmp/iperf.out)
+  [ -n "$kbits" ] || fail "no receiver line from iperf3: $(tr '\n' ' ' < /tmp/iperf.out)"
+  say "iperf guest-to-host kbits $kbits"
+  say "bench ready"
+  while :; do sleep 3600; done
+  ;;
+*)
+  fail "unknown test '$test'"
+  ;;
+esac
+poweroff -f
+INIT
+  pack_initrd nrootfs-net net-initrd.img
+  # The same guest with Debian's iperf3: the program, its library and the libraries they
+  # are linked against (ldd: libiperf.so.0, libcrypto.so.3, libsctp.so.1, libm.so.6,
+  # libc.so.6 and the loader), from their packages, unpacked (not installed), all in
+  # /lib/x86_64-linux-gnu where the loader looks without a cache.
+  mkdir -p iperf-debs
+  chmod 755 iperf-debs
+  (cd iperf-debs && apt-get download -q iperf3 libiperf0 libssl3 libsctp1 libc6 >/dev/null)
+  for deb in iperf-debs/*.deb; do dpkg -x "$deb" iperf; done
+  rm -rf iperf-debs
+  mkdir -p nrootfs-net/usr/bin nrootfs-net/lib/x86_64-linux-gnu nrootfs-net/lib64
+  cp iperf/usr/bin/iperf3 nrootfs-net/usr/bin/
+  for so in libiperf.so.0 libcrypto.so.3 libsctp.so.1 libm.so.6 libc.so.6 ld-linux-x86-64.so.2; do
+    f=$(find iperf -name "$so" | head -n 1)
+    [[ -n $f ]] || { echo "test-assets: $so is in none of iperf3's packages" >&2; exit 1; }
+    cp -L "$f" nrootfs-net/lib/x86_64-linux-gnu/
+  done
+  ln -s /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 nrootfs-net/lib64/ld-linux-x86-64.so.2
+  pack_initrd nrootfs-net net-bench-initrd.img
 fi
 if [[ ! -s $out/isolinux/isolinux.bin || ! -s $out/isolinux/ldlinux.c32 ]]; then
   echo "test-assets: unpacking isolinux.bin and ldlinux.c32 (isolinux, syslinux-common)" >&2
