@@ -604,10 +604,17 @@ ifconfig lo 127.0.0.1 up
 while :; do echo .; sleep 5; done > /dev/ttyS2 2>/dev/null &
 stty -F /dev/ttyS1 raw -echo
 say "running $share/cmd.sh"
-chroot /newroot /bin/bash "$share/cmd.sh" < /dev/null > /dev/ttyS1 2>&1
-echo $? > "/newroot$share/status"
+# The new root is moved over the initramfs's / (as switch_root does) rather than entered
+# with a plain chroot: the kernel refuses a new user namespace to a process whose root is
+# not its mount namespace's (unshare(CLONE_NEWUSER) fails with EPERM in a chroot), and
+# passt sandboxes itself in one. /init itself keeps the initramfs as its root (its busybox
+# for sync, umount and poweroff) and reaches the new root through its working directory.
+cd /newroot
+mount --move /newroot / || fail "cannot move the new root over /"
+chroot . /bin/bash "$share/cmd.sh" < /dev/null > /dev/ttyS1 2>&1
+echo $? > ".$share/status"
 sync
-umount "/newroot$share"
+umount ".$share"
 poweroff -f
 INIT
   pack_initrd nrootfs nested-initrd.img
