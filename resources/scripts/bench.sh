@@ -13,6 +13,8 @@ cargo bench -p vmm --bench virtio_blk
 cargo bench -p vmm --bench virtio_blk_guest
 # Guest kernels on hardware-backed KVM (in the nested test host on kvm_pvm machines).
 cargo bench -p vmm --bench nested_boot
+# The network card beside QEMU's, both behind passt (in the nested test host on kvm_pvm).
+cargo bench -p vmm --bench net_throughput
 # The console beside TigerVNC's vncviewer (frame rate, idle CPU, cold start), under Xvfb.
 cargo bench -p vmdesk --bench console
 BENCH_VNC_SKIP_DEPS=1 resources/scripts/bench-vnc.sh

@@ -6,6 +6,7 @@
 pub mod guests;
 pub mod installer;
 mod media;
+pub mod net;
 mod screen;
 mod skip;
 pub mod x11;
