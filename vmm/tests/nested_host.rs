@@ -1,8 +1,8 @@
 //! The nested test host itself (resources/scripts/nested-host.sh), the place where every
 //! test that needs hardware-backed KVM runs on kvm_pvm machines: what it promises those
 //! tests. A command inside sees a hardware-backed /dev/kvm (kvm_amd, not kvm_pvm), this
-//! machine's files at their paths, a root whose writes stay inside, and a share whose writes
-//! come back; its output and exit status come out here. A command that does not end is
+//! machine's files at their paths, a root whose writes stay inside (and which is no chroot:
+//! the command may make a user namespace, as passt does), and a share whose writes come back; its output and exit status come out here. A command that does not end is
 //! stopped at --timeout with the outer guest's console shown, never a hang.
 
 mod common;
@@ -54,6 +54,7 @@ fn a_command_gets_hardware_kvm_the_host_files_and_its_status_back() {
         r#"set -e
 echo "modules: $(cut -d' ' -f1 /proc/modules | grep -E '^kvm(_amd|_pvm)?$' | sort | tr '\n' ' ')"
 test -c /dev/kvm && echo "kvm device: yes"
+unshare --user true && echo "user namespace: yes"
 echo "probe: $(cat {probe})"
 echo "cwd: $PWD"
 echo "nested: $VMDESK_NESTED"
@@ -75,6 +76,9 @@ exit 7"#,
     // kvm_amd is hardware-backed as far as the guest can tell; kvm_pvm is not there.
     assert!(stdout.contains("modules: kvm kvm_amd \n"), "{all}");
     assert!(stdout.contains("kvm device: yes"), "{all}");
+    // passt sandboxes itself in one: the command's root is no chroot (which the kernel
+    // refuses a new user namespace).
+    assert!(stdout.contains("user namespace: yes"), "{all}");
     assert!(stdout.contains("probe: seen from the nested host"), "{all}");
     assert!(
         stdout.contains(&format!(
