@@ -1273,7 +1273,13 @@ mod tests {
         assert_eq!(got[0].num_buffers(), 1, "1 when MRG_RXBUF is off");
         assert_eq!(got[0].lens, vec![1000 + HDR_LEN as u32]);
         assert_eq!(got[0].payload, f);
-        let _ = a;
+        let (hdr_buf, data_buf) = (n.rx_bufs[&a][0].0, n.rx_bufs[&a][1].0);
+        let mut h = [0u8; HDR_LEN];
+        n.g.mem.read_slice(&mut h, GuestAddress(hdr_buf)).unwrap();
+        assert_eq!(h, got[0].header, "the header alone in the first buffer");
+        let mut d = [0u8; 14];
+        n.g.mem.read_slice(&mut d, GuestAddress(data_buf)).unwrap();
+        assert_eq!(d, f[..14], "the frame from the second buffer on");
         // A frame larger than the next chain is dropped; the chain waits for one that fits.
         let b = n.post(&[100])[0];
         n.kick(RX);
@@ -1282,10 +1288,15 @@ mod tests {
         assert_eq!(n.counters().rx_dropped_no_fit, 1);
         let g = frame(88, 8);
         assert!(n.receive(&g));
+        assert_eq!(n.rings[RX].used_idx(&n.g.mem), 2);
+        let used_b: u32 =
+            n.g.mem
+                .read_obj(GuestAddress(n.rings[RX].used + 4 + 8))
+                .unwrap();
+        assert_eq!(used_b, u32::from(b), "the small chain took the small frame");
         let (got, _) = n.received();
         assert_eq!(got[0].lens, vec![100]);
         assert_eq!(got[0].payload, g);
-        assert_eq!(n.rx_bufs[&b].len(), 1);
         // Two small frames and two page-sized chains: one chain each.
         n.post(&[4096, 4096]);
         n.kick(RX);
