@@ -56,6 +56,7 @@ use std::collections::VecDeque;
 use std::mem::{offset_of, size_of};
 use std::sync::Arc;
 
+use nix::sys::eventfd::EventFd;
 use serde::Serialize;
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
@@ -64,7 +65,6 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_S_LINK_UP, virtio_net_config, virtio_net_hdr, virtio_net_hdr_mrg_rxbuf,
 };
 use virtio_queue::{Queue, QueueT};
-use vmm_sys_util::eventfd::EventFd;
 
 use super::{
     Activation, Interrupt, RingError, SplitChain, TYPE_NET, VirtioDevice, pending_chains,
@@ -287,7 +287,7 @@ pub struct VirtioNet {
     backend: Box<dyn NetBackend>,
     /// Frames to and from the backend carry the virtio header.
     vnet_hdr: bool,
-    rx_space: EventFd,
+    rx_space: Arc<EventFd>,
     offered: u64,
     link_up: bool,
     active: Option<Active>,
@@ -309,7 +309,7 @@ impl VirtioNet {
     /// (`EventFd::write(1)`) whenever a frame refused by [`VirtioNet::receive`] could now be
     /// taken (the driver posted receive buffers), so the backend's reader thread can poll
     /// on it.
-    pub fn new(mac: [u8; 6], backend: Box<dyn NetBackend>, rx_space: EventFd) -> VirtioNet {
+    pub fn new(mac: [u8; 6], backend: Box<dyn NetBackend>, rx_space: Arc<EventFd>) -> VirtioNet {
         let vnet_hdr = backend.vnet_hdr();
         let mut offered =
             1 << VIRTIO_NET_F_MAC | 1 << VIRTIO_NET_F_STATUS | 1 << VIRTIO_NET_F_MRG_RXBUF;
@@ -671,6 +671,15 @@ fn offer(
     Ok(d)
 }
 
+impl crate::net::FrameReceiver for VirtioNet {
+    fn receive(&mut self, frame: &[u8]) -> bool {
+        VirtioNet::receive(self, frame)
+    }
+    fn set_link(&mut self, up: bool) {
+        VirtioNet::set_link(self, up)
+    }
+}
+
 impl VirtioDevice for VirtioNet {
     fn device_type(&self) -> u16 {
         TYPE_NET
@@ -820,7 +829,7 @@ mod tests {
         wire: Arc<Mutex<Wire>>,
         fail: Arc<AtomicBool>,
         /// The reader thread's end of `rx_space`.
-        rx_space: EventFd,
+        rx_space: Arc<EventFd>,
         common: u64,
         isr: u64,
         cfg: u64,
@@ -840,7 +849,8 @@ mod tests {
         fn new(vnet_hdr: bool, want: u64) -> Nic {
             let wire = Arc::new(Mutex::new(Wire::default()));
             let fail = Arc::new(AtomicBool::new(false));
-            let rx_space = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+            let rx_space =
+                Arc::new(EventFd::from_flags(nix::sys::eventfd::EfdFlags::EFD_NONBLOCK).unwrap());
             let dev = Arc::new(Mutex::new(VirtioNet::new(
                 MAC,
                 Box::new(Recorder {
@@ -848,7 +858,7 @@ mod tests {
                     wire: wire.clone(),
                     fail: fail.clone(),
                 }),
-                rx_space.try_clone().unwrap(),
+                rx_space.clone(),
             )));
             let mut g = Guest::new(dev.clone());
             assert_eq!(g.cfg_read(2, 2), 0x1041, "modern virtio-net");
