@@ -14,6 +14,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -136,7 +137,10 @@ impl Passt {
         .args(forward_args(forwards))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        // Its own process group: a terminal's Ctrl+C (or `timeout`) signals the VMM's
+        // group, and passt should go when the VMM does, not before it.
+        .process_group(0);
         clear_cloexec(theirs.as_fd());
         let spawned = cmd.spawn();
         drop(theirs);
