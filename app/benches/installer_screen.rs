@@ -161,6 +161,9 @@ fn run(vmm: Vmm, tools: &Tools, iso: &Path, n: usize) -> Option<Run> {
                 "size=4G",
                 "--vnc",
                 "127.0.0.1:90",
+                // As QEMU's `-net none` below: the same machine on both sides.
+                "--network",
+                "none",
             ]);
             assert!(o.status.success(), "vmdesk create: {}", common::text(&o));
             t0 = Instant::now();

@@ -1,5 +1,5 @@
 //! The command line: `vmdesk create|list|start|shutdown|reinstall|destroy|reset|pause|resume|
-//! delete|eject|insert|vncdisplay|screenshot|send-key|console|doctor|disk|demo …`, virsh's
+//! set|delete|eject|insert|vncdisplay|screenshot|send-key|console|doctor|disk|demo …`, virsh's
 //! names where virsh has one. Each command
 //! returns an error naming the VM and the cause; [`Usage`] errors (bad input) exit 2, the
 //! rest 1.
@@ -14,7 +14,10 @@ use serde_json::json;
 use vmm::disk::Preallocation;
 
 use crate::disk::{self, terminal_progress};
-use crate::library::{self, DiskBus, DiskDef, DiskFormat, HostFacts, Library, LibraryError, VmDef};
+use crate::library::{
+    self, DiskBus, DiskDef, DiskFormat, Forward, HostFacts, Library, LibraryError, MacAddr,
+    NetMode, VmDef,
+};
 use crate::runtime::{self, Runtime, RuntimeError, VmState};
 
 const MIB: u64 = 1 << 20;
@@ -72,6 +75,9 @@ pub enum Command {
     Pause { name: String },
     /// Resume a paused VM.
     Resume { name: String },
+    /// Change a stopped VM's network: its mode, port forwards and MAC address, as
+    /// `create` takes them (the VM gets them at its next start).
+    Set(SetArgs),
     /// Delete a stopped VM's definition.
     Delete {
         name: String,
@@ -160,6 +166,50 @@ pub struct CreateArgs {
     pub vnc: String,
     #[arg(long, value_name = "FILE")]
     pub vnc_password_file: Option<PathBuf>,
+    /// The network: user (NAT through passt: no root, the default; `nat` says the same),
+    /// tap:NAME (an existing TAP device, e.g. on a bridge to the LAN) or none.
+    #[arg(long, value_name = "MODE", default_value = "user", value_parser = parse_network)]
+    pub network: NetMode,
+    /// Forward a host port to the guest (user network only), QEMU's hostfwd form:
+    /// PROTO:[HOSTADDR]:HOSTPORT-:GUESTPORT, e.g. tcp::2222-:22 (the host address defaults to
+    /// 127.0.0.1: only this machine may connect); repeatable.
+    #[arg(long = "forward", value_name = "SPEC", value_parser = parse_forward)]
+    pub forwards: Vec<Forward>,
+    /// The network card's MAC address (default: a new one in 52:54:00:xx:xx:xx).
+    #[arg(long, value_parser = parse_mac)]
+    pub mac: Option<MacAddr>,
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct SetArgs {
+    pub name: String,
+    /// user (NAT, also `nat`), tap:NAME or none.
+    #[arg(long, value_name = "MODE", value_parser = parse_network)]
+    pub network: Option<NetMode>,
+    /// Add a port forward, PROTO:[HOSTADDR]:HOSTPORT-:GUESTPORT; repeatable.
+    #[arg(long = "forward", value_name = "SPEC", value_parser = parse_forward)]
+    pub forwards: Vec<Forward>,
+    /// Remove every port forward first (with --forward: replace them).
+    #[arg(long)]
+    pub no_forwards: bool,
+    /// The network card's MAC address.
+    #[arg(long, value_parser = parse_mac)]
+    pub mac: Option<MacAddr>,
+}
+
+/// `--network`: the spec's own words on error, so clap's one line says what is wrong.
+pub fn parse_network(s: &str) -> Result<NetMode, String> {
+    s.parse().map_err(|e: vmm::net::SpecError| e.to_string())
+}
+
+/// `--forward`.
+pub fn parse_forward(s: &str) -> Result<Forward, String> {
+    s.parse().map_err(|e: vmm::net::SpecError| e.to_string())
+}
+
+/// `--mac`.
+pub fn parse_mac(s: &str) -> Result<MacAddr, String> {
+    s.parse().map_err(|e: vmm::net::SpecError| e.to_string())
 }
 
 /// A `--disk` option, parsed.
@@ -337,6 +387,14 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Set(args) => {
+            let (def, warnings) = set_network(&lib, &rt, args)?;
+            for w in warnings {
+                eprintln!("vmdesk: warning: '{}': {w}", def.name);
+            }
+            println!("'{}': {}", def.name, network_summary(&def));
+            Ok(())
+        }
         Command::Destroy { name, timeout } => {
             live(&lib, &rt, &name)?;
             rt.destroy(&name, Duration::from_secs(timeout))?;
@@ -502,7 +560,55 @@ fn create(lib: &Library, a: CreateArgs) -> anyhow::Result<()> {
     for d in &def.disks {
         println!("  disk {} ({})", d.path.display(), d.format.as_str());
     }
+    println!("  {}", network_summary(&def));
     Ok(())
+}
+
+/// The network in a line: `network nat, MAC 52:54:00:…, forwards 127.0.0.1:2222→22`.
+fn network_summary(def: &VmDef) -> String {
+    let mut s = match &def.network {
+        NetMode::None => return "network none".into(),
+        mode => format!("network {}, MAC {}", library::network_label(mode), def.mac),
+    };
+    if !def.forwards.is_empty() {
+        let f: Vec<String> = def.forwards.iter().map(library::forward_label).collect();
+        s += &format!(", forwards {}", f.join(", "));
+    }
+    s
+}
+
+/// `vmdesk set`: changes a stopped VM's network settings in its definition. `--forward`
+/// adds to the forwards it has, after `--no-forwards` removed them.
+pub fn set_network(
+    lib: &Library,
+    rt: &Runtime,
+    a: SetArgs,
+) -> anyhow::Result<(VmDef, Vec<library::Warning>)> {
+    let name = &a.name;
+    let mut def = get(lib, name)?;
+    if a.network.is_none() && a.forwards.is_empty() && !a.no_forwards && a.mac.is_none() {
+        return usage(format!(
+            "'{name}': nothing to change: give --network, --forward, --no-forwards or --mac"
+        ));
+    }
+    if rt.state(name).is_live() {
+        bail!("'{name}' is running: shut it down first (its network is set up when it starts)");
+    }
+    if a.no_forwards {
+        def.forwards.clear();
+    }
+    if let Some(mode) = a.network {
+        def.network = mode;
+    }
+    def.forwards.extend(a.forwards);
+    if let Some(mac) = a.mac {
+        def.mac = mac;
+    }
+    let mut warnings = library::validate(&def, &HostFacts::detect())
+        .map_err(|e| Usage(format!("'{name}': {e}")))?;
+    warnings.extend(lib.network_clashes(&def, name));
+    lib.update(&def)?;
+    Ok((def, warnings))
 }
 
 /// Validates, creates the new disks and adds the VM to the library; on any failure nothing
@@ -532,13 +638,19 @@ pub fn create_vm(
     def.kernel = file(a.kernel, "kernel")?;
     def.initrd = file(a.initrd, "initrd")?;
     def.vnc_password_file = file(a.vnc_password_file, "vnc-password-file")?;
+    def.network = a.network;
+    def.forwards = a.forwards;
+    if let Some(mac) = a.mac {
+        def.mac = mac;
+    }
     let disks: Vec<DiskOpt> = a
         .disks
         .iter()
         .map(|s| parse_disk_opt(s).map_err(Usage))
         .collect::<Result<_, _>>()?;
-    let warnings = library::validate(&def, &HostFacts::detect())
+    let mut warnings = library::validate(&def, &HostFacts::detect())
         .map_err(|e| Usage(format!("'{name}': {e}")))?;
+    warnings.extend(lib.network_clashes(&def, &name));
     if lib.path_of(&name).exists() {
         return usage(format!("a VM named '{name}' already exists"));
     }
@@ -649,19 +761,60 @@ pub fn create_vm(
     Ok((def, warnings))
 }
 
-fn list(lib: &Library, rt: &Runtime) -> anyhow::Result<()> {
-    let row = |cells: std::fmt::Arguments, vnc: &str, note: &str| {
-        let line = format!("{cells}  {vnc:<15}  {note}");
-        println!("{}", line.trim_end());
+/// One VM's line in `vmdesk list`, its cells as shown.
+#[derive(Debug, Default)]
+struct ListRow {
+    name: String,
+    state: String,
+    memory: String,
+    cpus: String,
+    vnc: String,
+    /// `nat`, `tap:NAME` or `-`.
+    net: String,
+    /// How to reach the guest's services: `127.0.0.1:2222→22, …`, or `-`.
+    forwards: String,
+    note: String,
+}
+
+impl ListRow {
+    fn header() -> ListRow {
+        ListRow {
+            name: "NAME".into(),
+            state: "STATE".into(),
+            memory: "MEMORY".into(),
+            cpus: "CPUS".into(),
+            vnc: "VNC".into(),
+            net: "NET".into(),
+            forwards: "FORWARDS".into(),
+            note: "NOTE".into(),
+        }
+    }
+}
+
+/// The table: fixed columns up to VNC, then NET and FORWARDS as wide as their widest cell
+/// (a TAP name, several forwards), then the free-text NOTE; no trailing blanks.
+fn list_lines(rows: &[ListRow]) -> Vec<String> {
+    let width = |cell: fn(&ListRow) -> &str| {
+        rows.iter()
+            .map(|r| cell(r).chars().count())
+            .max()
+            .unwrap_or(0)
     };
-    row(
-        format_args!(
-            "{:<20} {:<9} {:>8} {:>5}",
-            "NAME", "STATE", "MEMORY", "CPUS"
-        ),
-        "VNC",
-        "NOTE",
-    );
+    let net_w = width(|r| &r.net);
+    let fwd_w = width(|r| &r.forwards);
+    rows.iter()
+        .map(|r| {
+            let line = format!(
+                "{:<20} {:<9} {:>8} {:>5}  {:<15}  {:<net_w$}  {:<fwd_w$}  {}",
+                r.name, r.state, r.memory, r.cpus, r.vnc, r.net, r.forwards, r.note
+            );
+            line.trim_end().to_string()
+        })
+        .collect()
+}
+
+fn list(lib: &Library, rt: &Runtime) -> anyhow::Result<()> {
+    let mut rows = vec![ListRow::header()];
     let mut problems = Vec::new();
     for e in lib.list()? {
         let state = rt.state(&e.name);
@@ -672,34 +825,56 @@ fn list(lib: &Library, rt: &Runtime) -> anyhow::Result<()> {
         } else {
             "-".into()
         };
-        // A running VM that sits in the firmware's "No bootable device" says why.
-        let boot = state.is_live().then(|| rt.boot_failure(&e.name)).flatten();
-        let note = if boot.is_some() {
-            runtime::NO_BOOT_NOTE
-        } else {
-            ""
+        // A running VM that sits in the firmware's "No bootable device", or whose network
+        // went down, says so.
+        let status = state.is_live().then(|| rt.live_status(&e.name)).flatten();
+        let boot = status.as_ref().and_then(runtime::BootFailure::from_status);
+        let net_down = status.as_ref().is_some_and(runtime::link_down);
+        let mut notes = Vec::new();
+        if boot.is_some() {
+            notes.push(runtime::NO_BOOT_NOTE);
+        }
+        if net_down {
+            notes.push(runtime::NET_DOWN_NOTE);
+            problems.push(format!(
+                "'{}' has lost its network (the card's link is down; its log says why: {})",
+                e.name,
+                rt.log_path(&e.name).display()
+            ));
+        }
+        let mut row = ListRow {
+            name: e.name.clone(),
+            vnc,
+            note: notes.join(", "),
+            ..ListRow::default()
         };
         match &e.def {
-            Ok(d) => row(
-                format_args!(
-                    "{:<20} {:<9} {:>7}M {:>5}",
-                    e.name,
-                    state.label(),
-                    d.memory_mib,
-                    d.cpus
-                ),
-                &vnc,
-                note,
-            ),
+            Ok(d) => {
+                row.state = state.label().into();
+                row.memory = format!("{}M", d.memory_mib);
+                row.cpus = d.cpus.to_string();
+                row.net = library::network_label(&d.network);
+                row.forwards = if d.forwards.is_empty() {
+                    "-".into()
+                } else {
+                    let f: Vec<String> = d.forwards.iter().map(library::forward_label).collect();
+                    f.join(", ")
+                };
+            }
             Err(err) => {
-                row(
-                    format_args!("{:<20} {:<9} {:>8} {:>5}", e.name, "error", "-", "-"),
-                    &vnc,
-                    note,
-                );
+                row.state = "error".into();
+                for cell in [
+                    &mut row.memory,
+                    &mut row.cpus,
+                    &mut row.net,
+                    &mut row.forwards,
+                ] {
+                    *cell = "-".into();
+                }
                 problems.push(err.to_string());
             }
         }
+        rows.push(row);
         if let Some(f) = &boot {
             problems.push(format!(
                 "'{}' found nothing to boot: {}\n  {}",
@@ -715,6 +890,9 @@ fn list(lib: &Library, rt: &Runtime) -> anyhow::Result<()> {
                 rt.log_path(&e.name).display()
             ));
         }
+    }
+    for line in list_lines(&rows) {
+        println!("{line}");
     }
     for p in problems {
         eprintln!("vmdesk: {p}");
@@ -872,6 +1050,91 @@ mod tests {
         assert!(seen[3].contains("\"eject\""), "{seen:?}");
         let _ = child.kill();
         let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn list_columns_fit_their_widest_cell_and_end_without_blanks() {
+        let row = |name: &str, net: &str, forwards: &str, note: &str| ListRow {
+            name: name.into(),
+            state: "stopped".into(),
+            memory: "64M".into(),
+            cpus: "1".into(),
+            vnc: "-".into(),
+            net: net.into(),
+            forwards: forwards.into(),
+            note: note.into(),
+        };
+        let lines = list_lines(&[
+            ListRow::header(),
+            row("web", "nat", "127.0.0.1:2222→22, 0.0.0.0:5353→53/udp", ""),
+            row("lan", "tap:vmtap-long0", "-", "no bootable device"),
+            row("off", "-", "-", ""),
+        ]);
+        assert_eq!(
+            lines,
+            [
+                "NAME                 STATE       MEMORY  CPUS  VNC              NET              FORWARDS                                NOTE",
+                "web                  stopped        64M     1  -                nat              127.0.0.1:2222→22, 0.0.0.0:5353→53/udp",
+                "lan                  stopped        64M     1  -                tap:vmtap-long0  -                                       no bootable device",
+                "off                  stopped        64M     1  -                -                -",
+            ]
+        );
+        // Narrow cells: the columns are no wider than their headers.
+        let lines = list_lines(&[ListRow::header(), row("a", "-", "-", "")]);
+        assert_eq!(
+            lines[0],
+            "NAME                 STATE       MEMORY  CPUS  VNC              NET  FORWARDS  NOTE"
+        );
+        assert_eq!(
+            lines[1],
+            "a                    stopped        64M     1  -                -    -"
+        );
+    }
+
+    #[test]
+    fn set_refuses_a_running_vm_and_keeps_its_definition() {
+        let root = std::env::temp_dir().join(format!("vmdesk-set-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        let (lib, rt) = (Library::at(root.join("vms")), Runtime::at(root.join("run")));
+        lib.create(&VmDef::new("vm", 64, 1)).unwrap();
+        let before = lib.get("vm").unwrap();
+        let mut child = crate::runtime::fake_vmm(&rt, "vm");
+        let e = set_network(
+            &lib,
+            &rt,
+            SetArgs {
+                name: "vm".into(),
+                network: Some(NetMode::None),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("'vm' is running: shut it down first"),
+            "{e}"
+        );
+        assert!(!e.is::<Usage>(), "a failure, not bad usage");
+        assert_eq!(lib.get("vm").unwrap(), before);
+        let _ = child.kill();
+        let _ = child.wait();
+        // Stopped: done.
+        let (def, warnings) = set_network(
+            &lib,
+            &rt,
+            SetArgs {
+                name: "vm".into(),
+                network: Some(NetMode::None),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(def.network, NetMode::None);
+        assert_eq!(lib.get("vm").unwrap(), def);
+        assert_eq!(network_summary(&def), "network none");
         let _ = std::fs::remove_dir_all(&root);
     }
 

@@ -5,7 +5,7 @@
 //! (`app/demo/demo.S`, assembled by `app/build.rs`): it draws a colourful screen through
 //! the VGA BIOS, echoes typed keys, follows the PS/2 mouse and powers off when the ACPI
 //! power button is pressed. The definition is an ordinary library entry named
-//! [`NAME`] (64 MiB, 1 vCPU, one raw disk in the images directory), so every other
+//! [`NAME`] (64 MiB, 1 vCPU, one raw disk in the images directory, no network), so every other
 //! command (`console`, `shutdown`, `delete --delete-disks` ...) works on it as on any VM.
 
 use std::io::Write;
@@ -34,6 +34,8 @@ const MARK: &[u8] = b"vmdesk demo";
 /// The demo's definition with its disk at `disk`.
 pub fn definition(disk: PathBuf) -> VmDef {
     let mut def = VmDef::new(NAME, MEMORY_MIB, CPUS);
+    // The boot program has no network driver: no card, and no passt to start for it.
+    def.network = crate::library::NetMode::None;
     def.disks.push(DiskDef {
         path: disk,
         format: DiskFormat::Raw,
@@ -193,7 +195,16 @@ mod tests {
         let d = Dirs::new("reuse");
         let def = define(&d.lib, &d.images, false).unwrap();
         let disk = d.images.join(DISK_FILE);
-        assert_eq!(def, definition(disk.clone()));
+        // The same but for the MAC address each new definition draws (and the demo,
+        // without a network card, never uses).
+        assert_eq!(
+            def,
+            VmDef {
+                mac: def.mac,
+                ..definition(disk.clone())
+            }
+        );
+        assert_eq!(def.network, crate::library::NetMode::None);
         assert_eq!(d.lib.get(NAME).unwrap(), def);
         let bytes = std::fs::read(&disk).unwrap();
         assert_eq!(bytes.len() as u64, DISK_SIZE);

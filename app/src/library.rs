@@ -10,6 +10,11 @@
 //!
 //! Validation against the host (RAM, CPU count) lives here too, so the CLI and the GUI
 //! refuse the same things with the same words.
+//!
+//! Network: every definition has a network mode, a MAC address and port forwards. A
+//! definition written before vmdesk had networking has none of them; it loads as a user-mode
+//! (NAT) VM without forwards, with a MAC address made for it then and saved into its file,
+//! so the guest sees the same card from then on ([`Library::get`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+pub use vmm::net::{Forward, MacAddr, NetMode, Protocol};
 
 const MIB: u64 = 1 << 20;
 /// The least RAM a PC firmware boots in (the VMM refuses less).
@@ -112,10 +118,90 @@ pub struct VmDef {
     pub vnc_password_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<DiskDef>,
+    /// How the VM reaches the network; user-mode NAT (passt) for definitions from before
+    /// vmdesk had networking.
+    #[serde(default = "default_network")]
+    pub network: NetMode,
+    /// The network card's address, made when the VM is created and kept for its life, so
+    /// the guest (and a DHCP server on a bridge) sees the same card at every start. A file
+    /// without one gets one from [`Library::get`]; this default is never kept.
+    #[serde(default = "placeholder_mac")]
+    pub mac: MacAddr,
+    /// Host ports forwarded to the guest (user-mode networking only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forwards: Vec<Forward>,
 }
 
 fn default_vnc() -> String {
     "127.0.0.1:auto".into()
+}
+
+fn default_network() -> NetMode {
+    NetMode::User
+}
+
+fn placeholder_mac() -> MacAddr {
+    MacAddr::DEFAULT
+}
+
+/// A MAC address for a new VM: QEMU/KVM's 52:54:00 block with three random bytes, as
+/// libvirt makes them. Not secret, it only has to differ from the neighbours' cards: the
+/// standard library's randomly keyed hasher is random enough and cannot fail.
+pub fn random_mac() -> MacAddr {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    h.write_u128(now.as_nanos());
+    h.write_u32(std::process::id());
+    let b = h.finish().to_le_bytes();
+    MacAddr::from_seed([b[0], b[1], b[2]])
+}
+
+/// The MAC address given to a definition from before networking, made from the file itself
+/// (its text, inode and modification time): every reader of that file makes the same one,
+/// so two processes loading it at once (the GUI's list and `vmdesk start`) agree whichever
+/// of them saves it, and even where it cannot be saved.
+fn mac_for_old_file(text: &str, meta: Option<&std::fs::Metadata>) -> MacAddr {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    // SipHash with fixed keys: the same input gives the same address in every process.
+    let mut h = std::hash::DefaultHasher::new();
+    text.hash(&mut h);
+    if let Some(m) = meta {
+        (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()).hash(&mut h);
+    }
+    let b = h.finish().to_le_bytes();
+    MacAddr::from_seed([b[0], b[1], b[2]])
+}
+
+/// What `vmdesk list` and the GUI's list show as the network: `nat`, `tap:NAME` or `-`.
+pub fn network_label(mode: &NetMode) -> String {
+    match mode {
+        NetMode::User => "nat".into(),
+        NetMode::Tap(name) => format!("tap:{name}"),
+        NetMode::None => "-".into(),
+    }
+}
+
+/// A forward as a person connects to it: `127.0.0.1:2222→22` (TCP), `0.0.0.0:5353→53/udp`.
+pub fn forward_label(f: &Forward) -> String {
+    let proto = match f.protocol {
+        Protocol::Tcp => "",
+        Protocol::Udp => "/udp",
+    };
+    format!("{}:{}→{}{proto}", f.host_addr, f.host_port, f.guest_port)
+}
+
+/// Whether two forwards want the same host socket: one protocol and port on one address,
+/// or on any address when either listens on all of them (0.0.0.0 takes the port everywhere).
+pub fn forwards_clash(a: &Forward, b: &Forward) -> bool {
+    a.protocol == b.protocol
+        && a.host_port == b.host_port
+        && (a.host_addr == b.host_addr
+            || a.host_addr.is_unspecified()
+            || b.host_addr.is_unspecified())
 }
 
 impl VmDef {
@@ -131,6 +217,9 @@ impl VmDef {
             vnc: default_vnc(),
             vnc_password_file: None,
             disks: Vec::new(),
+            network: NetMode::User,
+            mac: random_mac(),
+            forwards: Vec::new(),
         }
     }
 }
@@ -185,12 +274,31 @@ pub enum ValidationError {
     InitrdWithoutKernel,
     #[error("vnc '{0}': use ADDR:N, ADDR:auto or none")]
     BadVnc(String),
+    #[error(
+        "port forwards need the user-mode network (NAT), not '{0}': use --network user, or drop the forwards"
+    )]
+    ForwardsNeedUserNetwork(NetMode),
+    #[error("port forwards {0} and {1} both want host port {port}/{proto}", port = .1.host_port, proto = .1.protocol)]
+    DuplicateForward(Forward, Forward),
 }
 
 /// A warning that does not stop the VM from being created or started.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Warning {
-    MoreCpusThanHost { asked: u32, host: usize },
+    MoreCpusThanHost {
+        asked: u32,
+        host: usize,
+    },
+    /// Another VM forwards the same host port: only one of them can run at a time.
+    SameForwardAs {
+        vm: String,
+        forward: Forward,
+    },
+    /// Another VM on a TAP device (perhaps on the same bridge) has the same MAC address.
+    SameMacAs {
+        vm: String,
+        mac: MacAddr,
+    },
 }
 
 impl std::fmt::Display for Warning {
@@ -199,6 +307,15 @@ impl std::fmt::Display for Warning {
             Warning::MoreCpusThanHost { asked, host } => write!(
                 f,
                 "{asked} vCPUs is more than this host's {host} CPUs: the guest will run slower, not faster"
+            ),
+            Warning::SameForwardAs { vm, forward } => write!(
+                f,
+                "'{vm}' forwards host port {}/{} too: the two cannot run at the same time",
+                forward.host_port, forward.protocol
+            ),
+            Warning::SameMacAs { vm, mac } => write!(
+                f,
+                "'{vm}' has the same MAC address {mac}: the two cannot share a network"
             ),
         }
     }
@@ -257,6 +374,7 @@ pub fn validate(def: &VmDef, host: &HostFacts) -> Result<Vec<Warning>, Validatio
     if vmm::config::parse_vnc(&def.vnc).is_err() {
         return Err(ValidationError::BadVnc(def.vnc.clone()));
     }
+    validate_network(&def.network, &def.forwards)?;
     let mut warnings = Vec::new();
     if def.cpus as usize > host.cpus {
         warnings.push(Warning::MoreCpusThanHost {
@@ -265,6 +383,20 @@ pub fn validate(def: &VmDef, host: &HostFacts) -> Result<Vec<Warning>, Validatio
         });
     }
     Ok(warnings)
+}
+
+/// The network settings on their own (the form checks them as they are typed): forwards
+/// only with user-mode networking, and no two on one host socket.
+pub fn validate_network(mode: &NetMode, forwards: &[Forward]) -> Result<(), ValidationError> {
+    if !forwards.is_empty() && *mode != NetMode::User {
+        return Err(ValidationError::ForwardsNeedUserNetwork(mode.clone()));
+    }
+    for (i, a) in forwards.iter().enumerate() {
+        if let Some(b) = forwards[..i].iter().find(|b| forwards_clash(a, b)) {
+            return Err(ValidationError::DuplicateForward(*b, *a));
+        }
+    }
+    Ok(())
 }
 
 /// One file in the library: its name and the definition, or why it cannot be read.
@@ -353,7 +485,7 @@ impl Library {
             }
             Err(e) => return Err(io(&path)(e)),
         };
-        let def: VmDef = toml::from_str(&text).map_err(|e| LibraryError::Corrupt {
+        let mut def: VmDef = toml::from_str(&text).map_err(|e| LibraryError::Corrupt {
             path: path.clone(),
             why: e.message().to_string(),
         })?;
@@ -363,7 +495,64 @@ impl Library {
                 why: format!("the file says its name is '{}'", def.name),
             });
         }
+        let has_mac = text
+            .parse::<toml::Table>()
+            .is_ok_and(|t| t.contains_key("mac"));
+        if !has_mac {
+            // Written before vmdesk had networking: its card gets an address now, kept.
+            def.mac = mac_for_old_file(&text, std::fs::metadata(&path).ok().as_ref());
+            if let Err(e) = self.save_upgraded(&def, &text) {
+                tracing::warn!("{}: cannot save its new MAC address: {e}", path.display());
+            }
+        }
         Ok(def)
+    }
+
+    /// Saves `def`, read from a file whose text was `was`, unless the file has changed since
+    /// (then whoever changed it wrote a whole definition, and this one is stale).
+    fn save_upgraded(&self, def: &VmDef, was: &str) -> Result<(), LibraryError> {
+        let tmp = self.write_temp(def)?;
+        let path = self.path_of(&def.name);
+        let result = match std::fs::read_to_string(&path) {
+            Ok(now) if now == was => std::fs::rename(&tmp, &path).map_err(io(&path)),
+            Ok(_) => Ok(()),
+            Err(e) => Err(io(&path)(e)),
+        };
+        let _ = std::fs::remove_file(&tmp);
+        sync_dir(&self.dir);
+        result
+    }
+
+    /// What `def` (the VM `own`, before any rename) would share with the other VMs here:
+    /// a forwarded host port, or a network card's MAC address. Unreadable files are skipped.
+    pub fn network_clashes(&self, def: &VmDef, own: &str) -> Vec<Warning> {
+        let mut out = Vec::new();
+        let Ok(entries) = self.list() else {
+            return out;
+        };
+        for other in entries
+            .iter()
+            .filter(|e| e.name != own && e.name != def.name)
+        {
+            let Ok(o) = &other.def else { continue };
+            for f in &def.forwards {
+                if o.forwards.iter().any(|g| forwards_clash(f, g)) {
+                    out.push(Warning::SameForwardAs {
+                        vm: other.name.clone(),
+                        forward: *f,
+                    });
+                }
+            }
+            // Each NAT VM has a network of its own; TAP devices may share a bridge.
+            let tap = |d: &VmDef| matches!(d.network, NetMode::Tap(_));
+            if tap(def) && tap(o) && o.mac == def.mac {
+                out.push(Warning::SameMacAs {
+                    vm: other.name.clone(),
+                    mac: def.mac,
+                });
+            }
+        }
+        out
     }
 
     /// Adds a new VM; fails with [`LibraryError::Exists`] if the name is taken, even by a
@@ -712,6 +901,165 @@ mod tests {
         for good in ["a", "web-1", "Win_10.x", &"x".repeat(64)] {
             assert!(validate_name(good).is_ok(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn the_network_settings_are_stored_in_their_written_forms() {
+        let lib = temp_lib("net");
+        let mut d = VmDef::new("web", 256, 1);
+        assert_eq!(d.network, NetMode::User, "new VMs get NAT");
+        assert_eq!(&d.mac.0[..3], &[0x52, 0x54, 0x00]);
+        d.mac = "52:54:00:ab:cd:ef".parse().unwrap();
+        d.forwards = vec![
+            "tcp::2222-:22".parse().unwrap(),
+            "udp:0.0.0.0:5353-:53".parse().unwrap(),
+        ];
+        lib.create(&d).unwrap();
+        let text = std::fs::read_to_string(lib.path_of("web")).unwrap();
+        for line in [
+            "network = \"user\"",
+            "mac = \"52:54:00:ab:cd:ef\"",
+            "\"tcp:127.0.0.1:2222-:22\"",
+            "\"udp:0.0.0.0:5353-:53\"",
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
+        assert_eq!(lib.get("web").unwrap(), d);
+        d.network = NetMode::Tap("vmtap0".into());
+        d.forwards.clear();
+        lib.update(&d).unwrap();
+        let text = std::fs::read_to_string(lib.path_of("web")).unwrap();
+        assert!(text.contains("network = \"tap:vmtap0\""), "{text}");
+        assert!(!text.contains("forwards"), "none: not written\n{text}");
+        assert_eq!(lib.get("web").unwrap(), d);
+        // A bad value in a hand-edited file is that VM's error, in the spec's words.
+        std::fs::write(
+            lib.path_of("typo"),
+            "name = \"typo\"\nmemory_mib = 64\ncpus = 1\nnetwork = \"bridge\"\n",
+        )
+        .unwrap();
+        let e = lib.get("typo").unwrap_err().to_string();
+        assert!(e.contains("unknown network mode 'bridge'"), "{e}");
+        let _ = std::fs::remove_dir_all(lib.dir());
+    }
+
+    #[test]
+    fn a_definition_from_before_networking_gets_nat_and_a_mac_that_is_saved() {
+        let lib = temp_lib("old");
+        std::fs::create_dir_all(lib.dir()).unwrap();
+        // What vmdesk wrote before it had networking.
+        let old = "name = \"old\"\nmemory_mib = 512\ncpus = 2\nvnc = \"127.0.0.1:auto\"\n\n\
+                   [[disks]]\npath = \"/img/old.qcow2\"\nformat = \"qcow2\"\nsize = 1073741824\n";
+        std::fs::write(lib.path_of("old"), old).unwrap();
+        let d = lib.get("old").unwrap();
+        assert_eq!(d.network, NetMode::User);
+        assert!(d.forwards.is_empty());
+        assert_eq!(&d.mac.0[..3], &[0x52, 0x54, 0x00]);
+        assert_ne!(d.mac, MacAddr::DEFAULT, "its own, not QEMU's default");
+        assert_eq!(
+            (d.memory_mib, d.cpus, d.disks.len()),
+            (512, 2, 1),
+            "nothing lost"
+        );
+        // Saved: the file now says so, and every later read gives the same card.
+        let text = std::fs::read_to_string(lib.path_of("old")).unwrap();
+        assert!(text.contains(&format!("mac = \"{}\"", d.mac)), "{text}");
+        assert!(text.contains("network = \"user\""), "{text}");
+        assert!(text.contains("/img/old.qcow2"), "{text}");
+        assert_eq!(lib.get("old").unwrap(), d);
+        assert_eq!(
+            std::fs::read_dir(lib.dir()).unwrap().count(),
+            1,
+            "no temp files"
+        );
+
+        // A reader that loaded the old file just before another saved it made the same
+        // card (and so does one that cannot save it).
+        let racing = temp_lib("old-race");
+        std::fs::create_dir_all(racing.dir()).unwrap();
+        std::fs::write(racing.path_of("old"), old).unwrap();
+        let meta = std::fs::metadata(racing.path_of("old")).unwrap();
+        let early = mac_for_old_file(old, Some(&meta));
+        let a = racing.get("old").unwrap();
+        assert_eq!(a.mac, early);
+        assert_eq!(racing.get("old").unwrap().mac, early, "as saved");
+        // Two libraries' files of the same text still get different cards (their inodes).
+        let other = temp_lib("old-other");
+        std::fs::create_dir_all(other.dir()).unwrap();
+        std::fs::write(other.path_of("old"), old).unwrap();
+        assert_ne!(other.get("old").unwrap().mac, a.mac);
+        for l in [lib, racing, other] {
+            let _ = std::fs::remove_dir_all(l.dir());
+        }
+    }
+
+    #[test]
+    fn forwards_need_nat_and_one_host_socket_each() {
+        let h = host();
+        let fwd = |s: &str| s.parse::<Forward>().unwrap();
+        let mut d = VmDef::new("f", 64, 1);
+        d.forwards = vec![
+            fwd("tcp::2222-:22"),
+            fwd("tcp::8080-:80"),
+            fwd("udp::2222-:22"),
+        ];
+        assert_eq!(
+            validate(&d, &h),
+            Ok(vec![]),
+            "same port, other protocol: fine"
+        );
+        d.forwards.push(fwd("tcp:10.0.0.1:2222-:22"));
+        assert_eq!(
+            validate(&d, &h),
+            Ok(vec![]),
+            "same port, other address: fine"
+        );
+        d.forwards.push(fwd("tcp:127.0.0.1:8080-:8000"));
+        let e = validate(&d, &h).unwrap_err();
+        assert_eq!(
+            e,
+            ValidationError::DuplicateForward(fwd("tcp::8080-:80"), fwd("tcp::8080-:8000"))
+        );
+        assert_eq!(
+            e.to_string(),
+            "port forwards tcp:127.0.0.1:8080-:80 and tcp:127.0.0.1:8080-:8000 both want host port 8080/tcp"
+        );
+        // All addresses (0.0.0.0) take the port on every one of them.
+        d.forwards = vec![fwd("tcp:10.0.0.1:2222-:22"), fwd("tcp:0.0.0.0:2222-:23")];
+        assert!(matches!(
+            validate(&d, &h),
+            Err(ValidationError::DuplicateForward(..))
+        ));
+        d.forwards = vec![fwd("tcp::2222-:22")];
+        for mode in [NetMode::None, NetMode::Tap("vmtap0".into())] {
+            d.network = mode.clone();
+            let e = validate(&d, &h).unwrap_err();
+            assert_eq!(e, ValidationError::ForwardsNeedUserNetwork(mode.clone()));
+            assert!(e.to_string().contains(&format!("not '{mode}'")), "{e}");
+        }
+        d.forwards.clear();
+        assert_eq!(validate(&d, &h), Ok(vec![]), "TAP without forwards");
+    }
+
+    #[test]
+    fn network_and_forward_labels() {
+        assert_eq!(network_label(&NetMode::User), "nat");
+        assert_eq!(
+            network_label(&NetMode::Tap("br0-tap".into())),
+            "tap:br0-tap"
+        );
+        assert_eq!(network_label(&NetMode::None), "-");
+        let fwd = |s: &str| forward_label(&s.parse().unwrap());
+        assert_eq!(fwd("tcp::2222-:22"), "127.0.0.1:2222→22");
+        assert_eq!(fwd("udp:0.0.0.0:5353-:53"), "0.0.0.0:5353→53/udp");
+    }
+
+    #[test]
+    fn new_vms_get_different_macs() {
+        let macs: std::collections::HashSet<[u8; 6]> = (0..64).map(|_| random_mac().0).collect();
+        // 64 draws from 2^24: a repeat is a broken generator, not bad luck (p < 1e-4).
+        assert_eq!(macs.len(), 64);
+        assert!(macs.iter().all(|m| m[..3] == [0x52, 0x54, 0x00]));
     }
 
     #[test]

@@ -15,7 +15,19 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A value an option's parser refused (--network, --forward, --memory …): one line,
+        // as vmdesk's own errors are, with the same exit status 2. Clap's other errors
+        // (unknown options, --help) keep their own form.
+        Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            eprintln!("vmdesk: {}", first.strip_prefix("error: ").unwrap_or(first));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Some(cmd) => cli::run(cmd),
         None => vmdesk::gui::run(),

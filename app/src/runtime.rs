@@ -31,7 +31,7 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 use thiserror::Error;
 
-use crate::library::VmDef;
+use crate::library::{NetMode, VmDef};
 
 /// The line `vmdesk-vmm` prints on stderr once its VNC server listens.
 const VNC_LINE: &str = "vnc: listening on ";
@@ -145,6 +145,15 @@ pub struct BootFailure {
 
 /// The short note the VM list shows beside the state.
 pub const NO_BOOT_NOTE: &str = "no bootable device";
+
+/// The note for a running VM whose network card has lost its link (its passt ended, say):
+/// the guest runs on without a network, and the VM's log says why.
+pub const NET_DOWN_NOTE: &str = "network down";
+
+/// Whether a `status` reply's `net` object says the card's link is down.
+pub fn link_down(status: &Value) -> bool {
+    status["net"]["link"] == "down"
+}
 
 impl BootFailure {
     /// From a `status` reply's `return` value: `Some` when its boot failed.
@@ -310,9 +319,13 @@ impl Runtime {
     /// When the VM runs and its firmware found nothing to boot, what its VMM says about it
     /// (`None` also when the VMM does not answer).
     pub fn boot_failure(&self, name: &str) -> Option<BootFailure> {
+        BootFailure::from_status(&self.live_status(name)?)
+    }
+
+    /// A running VM's `status` reply (`None` when it is not running or does not answer).
+    pub fn live_status(&self, name: &str) -> Option<Value> {
         self.live_pid(name)?;
-        let status = self.command(name, "status", json!({})).ok()?;
-        BootFailure::from_status(&status)
+        self.command(name, "status", json!({})).ok()
     }
 
     /// The last `lines` lines of the VMM's log.
@@ -607,6 +620,14 @@ impl Runtime {
         if let Some(c) = &def.cmdline {
             push("--cmdline", c.into());
         }
+        // A VM without a network gets no network options: vmdesk-vmm's default is none.
+        if def.network != NetMode::None {
+            push("--net", def.network.to_string().into());
+            push("--mac", def.mac.to_string().into());
+            for f in &def.forwards {
+                push("--forward", f.to_string().into());
+            }
+        }
         a
     }
 
@@ -722,7 +743,11 @@ pub fn write_png(out: &Path, width: u32, height: u32, pixels: &[u32]) -> std::io
 fn describe_exit(record: &str) -> String {
     match record.split_once(' ') {
         Some(("exit", "1")) => "the VMM exited with status 1 (the guest failed)".into(),
-        Some(("exit", "2")) => "the VMM exited with status 2 (it refused its options)".into(),
+        // Bad options, or what they name is not there (an image, passt, a TAP device): the
+        // VMM's own line, in the log tail after this, says which.
+        Some(("exit", "2")) => {
+            "the VMM exited with status 2 (it refused its options or could not set them up)".into()
+        }
         Some(("exit", n)) => format!("the VMM exited with status {n}"),
         Some(("signal", n)) => format!("the VMM was killed by signal {n}"),
         _ => format!("the VMM ended: {record}"),
@@ -968,6 +993,7 @@ mod tests {
     fn vmm_command_line() {
         let rt = Runtime::at("/run/user/1000/vmdesk");
         let mut def = VmDef::new("web1", 1024, 2);
+        def.network = NetMode::None;
         def.cdrom = Some("/isos/d.iso".into());
         def.disks.push(DiskDef {
             path: "/img/web1.qcow2".into(),
@@ -1012,6 +1038,50 @@ mod tests {
             .map(|a| a.into_string().unwrap())
             .collect();
         assert!(!args.contains(&"--boot".to_string()), "{args:?}");
+    }
+
+    #[test]
+    fn the_network_goes_on_the_vmm_command_line() {
+        let rt = Runtime::at("/run/user/1000/vmdesk");
+        let args = |def: &VmDef| -> Vec<String> {
+            rt.vmm_args(def)
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect()
+        };
+        let mut def = VmDef::new("web1", 1024, 2);
+        def.mac = "52:54:00:0a:0b:0c".parse().unwrap();
+        def.forwards = vec![
+            "tcp::2222-:22".parse().unwrap(),
+            "udp:0.0.0.0:5353-:53".parse().unwrap(),
+        ];
+        let a = args(&def).join(" ");
+        assert!(
+            a.ends_with(
+                " --net user --mac 52:54:00:0a:0b:0c --forward tcp:127.0.0.1:2222-:22 \
+                 --forward udp:0.0.0.0:5353-:53"
+            ),
+            "{a}"
+        );
+        def.network = NetMode::Tap("vmtap0".into());
+        def.forwards.clear();
+        let a = args(&def).join(" ");
+        assert!(
+            a.ends_with(" --net tap:vmtap0 --mac 52:54:00:0a:0b:0c"),
+            "{a}"
+        );
+        // What we pass is what the VMM parses.
+        def.network = NetMode::User;
+        def.forwards = vec!["tcp::2222-:22".parse().unwrap()];
+        let mut argv = vec!["vmdesk-vmm".to_string()];
+        argv.extend(args(&def));
+        let cli = <vmm::config::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+        assert_eq!(cli.net, NetMode::User);
+        assert_eq!(cli.mac, Some(def.mac));
+        assert_eq!(cli.forwards, def.forwards);
+        // No network: no network options at all (the VMM's default is none).
+        def.network = NetMode::None;
+        assert!(!args(&def).iter().any(|a| a == "--net" || a == "--mac"));
     }
 
     #[test]

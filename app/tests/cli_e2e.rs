@@ -1,6 +1,9 @@
 //! The `vmdesk` CLI end to end, with the real `vmdesk` and `vmdesk-vmm` binaries and temp
 //! XDG dirs: the library commands without KVM, and a VM's whole life with KVM (skipped
 //! with one loud line, and tallied in $VMDESK_KVM_TALLY, where /dev/kvm is not usable).
+//! The VMs these tests start have no network (`--network none`): what they test does not
+//! need one, and passt cannot run in the nested test host. The network settings are tested
+//! here up to the VMM's command line (a stand-in VMM records it).
 
 mod common;
 
@@ -86,7 +89,15 @@ fn a_vm_lives_and_dies_through_the_cli() {
     ensure_vmm();
     let env = Env::new("life");
     let o = env.vmdesk(&[
-        "create", "--name", "e2e", "--memory", "64M", "--disk", "size=64M",
+        "create",
+        "--name",
+        "e2e",
+        "--memory",
+        "64M",
+        "--disk",
+        "size=64M",
+        "--network",
+        "none",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(env.images_dir().join("e2e.qcow2").is_file());
@@ -176,7 +187,15 @@ fn a_vmm_that_dies_shows_as_crashed_with_its_log() {
     ensure_vmm();
     let env = Env::new("crash");
     let o = env.vmdesk(&[
-        "create", "--name", "c", "--memory", "64M", "--disk", "size=1M",
+        "create",
+        "--name",
+        "c",
+        "--memory",
+        "64M",
+        "--disk",
+        "size=1M",
+        "--network",
+        "none",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     // The image vanishes behind the app's back: the VMM refuses to start.
@@ -191,7 +210,15 @@ fn a_vmm_that_dies_shows_as_crashed_with_its_log() {
     assert_eq!(list_state(&env, "c"), "crashed");
 
     // A running VMM killed from outside: crashed too.
-    let o = env.vmdesk(&["create", "--name", "k", "--memory", "64M"]);
+    let o = env.vmdesk(&[
+        "create",
+        "--name",
+        "k",
+        "--memory",
+        "64M",
+        "--network",
+        "none",
+    ]);
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(env.vmdesk(&["start", "k"]).status.code(), Some(0));
     let pid = std::fs::read_to_string(env.run_dir().join("k.pid")).unwrap();
@@ -256,6 +283,8 @@ fn reinstall_gives_fresh_disks_and_boots_the_cd_again() {
         "size=1M,format=raw,preallocation=full",
         "--disk",
         &format!("path={}", extra.display()),
+        "--network",
+        "none",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let toml = std::fs::read_to_string(env.vms_dir().join("r.toml")).unwrap();
@@ -441,6 +470,8 @@ fn list_says_when_a_running_vm_found_nothing_to_boot() {
         iso.to_str().unwrap(),
         "--disk",
         "size=1M,format=raw",
+        "--network",
+        "none",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let o = env.vmdesk(&["start", "nb"]);
@@ -496,4 +527,403 @@ fn list_says_when_a_running_vm_found_nothing_to_boot() {
     assert_eq!(env.vmdesk(&["destroy", "nb"]).status.code(), Some(0));
     let o = env.vmdesk(&["list"]);
     assert!(!stdout(&o).contains("no bootable device"), "{}", text(&o));
+}
+
+/// The row of `vmdesk list` for `name`.
+fn list_row(env: &Env, name: &str) -> String {
+    let o = env.vmdesk(&["list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    stdout(&o)
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no row for {name}:\n{}", text(&o)))
+        .to_string()
+}
+
+fn definition(env: &Env, name: &str) -> String {
+    std::fs::read_to_string(env.vms_dir().join(format!("{name}.toml"))).unwrap()
+}
+
+/// The `mac = "…"` of a definition file.
+fn mac_in(toml: &str) -> String {
+    toml.lines()
+        .find_map(|l| l.strip_prefix("mac = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no mac in:\n{toml}"))
+        .to_string()
+}
+
+#[test]
+fn create_stores_the_network_and_list_shows_how_to_reach_the_vm() {
+    let env = Env::new("net");
+    let o = env.vmdesk(&[
+        "create",
+        "--name",
+        "web",
+        "--memory",
+        "64M",
+        "--forward",
+        "tcp::2222-:22",
+        "--forward",
+        "udp:0.0.0.0:5353-:53",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let toml = definition(&env, "web");
+    let mac = mac_in(&toml);
+    assert!(mac.starts_with("52:54:00:") && mac.len() == 17, "{mac}");
+    for line in [
+        "network = \"user\"",
+        "\"tcp:127.0.0.1:2222-:22\"",
+        "\"udp:0.0.0.0:5353-:53\"",
+    ] {
+        assert!(toml.contains(line), "{line} in:\n{toml}");
+    }
+    assert!(
+        stdout(&o).contains(&format!(
+            "network nat, MAC {mac}, forwards 127.0.0.1:2222→22, 0.0.0.0:5353→53/udp"
+        )),
+        "{}",
+        text(&o)
+    );
+
+    // nat is user; the default is user too; each VM gets its own MAC.
+    for (name, extra) in [("nat", &["--network", "nat"][..]), ("dflt", &[][..])] {
+        let mut args = vec!["create", "--name", name, "--memory", "64M"];
+        args.extend(extra);
+        let o = env.vmdesk(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let toml = definition(&env, name);
+        assert!(toml.contains("network = \"user\""), "{toml}");
+        assert_ne!(mac_in(&toml), mac, "{name}: a MAC of its own");
+    }
+    let o = env.vmdesk(&[
+        "create",
+        "--name",
+        "lan",
+        "--memory",
+        "64M",
+        "--network",
+        "tap:vmtap0",
+        "--mac",
+        "52:54:00:AA:bb:0c",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let toml = definition(&env, "lan");
+    assert!(toml.contains("network = \"tap:vmtap0\""), "{toml}");
+    assert_eq!(mac_in(&toml), "52:54:00:aa:bb:0c");
+    assert!(!toml.contains("forwards"), "{toml}");
+    let o = env.vmdesk(&[
+        "create",
+        "--name",
+        "off",
+        "--memory",
+        "64M",
+        "--network",
+        "none",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(stdout(&o).contains("  network none"), "{}", text(&o));
+    assert!(definition(&env, "off").contains("network = \"none\""));
+
+    // The list: the network and the forwards, in columns as wide as their widest cell.
+    let o = env.vmdesk(&["list"]);
+    let out = stdout(&o);
+    let header = out.lines().next().unwrap();
+    let col = |h: &str| header.find(h).unwrap_or_else(|| panic!("{h} in {header}"));
+    let (net, fwd, note) = (col("NET"), col("FORWARDS"), col("NOTE"));
+    let cells = |name: &str| {
+        let row = list_row(&env, name);
+        let chars: Vec<char> = row.chars().collect();
+        let cell = |from: usize, to: usize| -> String {
+            chars[from.min(chars.len())..to.min(chars.len())]
+                .iter()
+                .collect::<String>()
+                .trim()
+                .to_string()
+        };
+        // Column offsets in characters: a forward's arrow is one character, three bytes.
+        let at = |byte: usize| header[..byte].chars().count();
+        (cell(at(net), at(fwd)), cell(at(fwd), at(note)))
+    };
+    assert_eq!(
+        cells("web"),
+        (
+            "nat".to_string(),
+            "127.0.0.1:2222→22, 0.0.0.0:5353→53/udp".to_string()
+        )
+    );
+    assert_eq!(cells("lan"), ("tap:vmtap0".to_string(), "-".to_string()));
+    assert_eq!(cells("off"), ("-".to_string(), "-".to_string()));
+    assert_eq!(cells("dflt"), ("nat".to_string(), "-".to_string()));
+    assert_eq!(list_state(&env, "web"), "stopped");
+}
+
+#[test]
+fn bad_network_options_are_one_line_and_create_nothing() {
+    let env = Env::new("badnet");
+    for (args, says) in [
+        (
+            &["--network", "bridge"][..],
+            "unknown network mode 'bridge': use user (NAT, the default), tap:NAME or none",
+        ),
+        (&["--network", "tap:"], "is not a network interface name"),
+        (
+            &["--forward", "tcp::99999-:22"],
+            "the host port must be a number from 1 to 65535",
+        ),
+        (&["--forward", "2222:22"], "the protocol must be tcp or udp"),
+        (
+            &["--network", "none", "--forward", "tcp::2222-:22"],
+            "port forwards need the user-mode network (NAT), not 'none'",
+        ),
+        (
+            &["--network", "tap:vmtap0", "--forward", "tcp::2222-:22"],
+            "not 'tap:vmtap0'",
+        ),
+        (
+            &[
+                "--forward",
+                "tcp::2222-:22",
+                "--forward",
+                "tcp:127.0.0.1:2222-:23",
+            ],
+            "port forwards tcp:127.0.0.1:2222-:22 and tcp:127.0.0.1:2222-:23 both want host port 2222/tcp",
+        ),
+        (&["--mac", "01:00:5e:00:00:01"], "multicast MAC address"),
+        (&["--mac", "52:54:00:zz:00:01"], "is not a MAC address"),
+    ] {
+        let mut all = vec![
+            "create",
+            "--name",
+            "bad",
+            "--memory",
+            "64M",
+            "--disk",
+            "size=1M,format=raw",
+        ];
+        all.extend(args);
+        let o = env.vmdesk(&all);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {t}");
+        assert!(t.contains(says), "{args:?}: {says:?} in {t}");
+        assert_eq!(t.trim().lines().count(), 1, "{args:?}: one line: {t}");
+        assert!(t.starts_with("vmdesk: "), "{args:?}: {t}");
+        assert!(files_in(&env.vms_dir()).is_empty(), "{args:?}");
+        assert!(files_in(&env.images_dir()).is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn an_old_definition_loads_as_nat_with_a_mac_that_is_saved() {
+    let env = Env::new("oldnet");
+    std::fs::create_dir_all(env.vms_dir()).unwrap();
+    // As vmdesk wrote it before it had networking.
+    let old = "name = \"old\"\nmemory_mib = 64\ncpus = 1\nvnc = \"127.0.0.1:auto\"\n";
+    std::fs::write(env.vms_dir().join("old.toml"), old).unwrap();
+    let row = list_row(&env, "old");
+    assert_eq!(row.split_whitespace().nth(1), Some("stopped"), "{row}");
+    assert!(row.contains(" nat "), "{row}");
+    let toml = definition(&env, "old");
+    let mac = mac_in(&toml);
+    assert!(mac.starts_with("52:54:00:"), "{mac}");
+    assert!(toml.contains("network = \"user\""), "{toml}");
+    assert!(toml.contains("memory_mib = 64"), "{toml}");
+    // Kept: the next command sees the same card.
+    list_row(&env, "old");
+    assert_eq!(mac_in(&definition(&env, "old")), mac);
+    let o = env.vmdesk(&["set", "old", "--forward", "tcp::2222-:22"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(mac_in(&definition(&env, "old")), mac);
+    assert_eq!(files_in(&env.vms_dir()), ["old.toml"], "no temp files left");
+}
+
+#[test]
+fn set_changes_a_stopped_vms_network() {
+    let env = Env::new("setnet");
+    let o = env.vmdesk(&["create", "--name", "s", "--memory", "64M"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let mac = mac_in(&definition(&env, "s"));
+    let o = env.vmdesk(&["set", "s", "--forward", "tcp::2222-:22"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("'s': network nat, MAC {mac}, forwards 127.0.0.1:2222→22")
+    );
+    let o = env.vmdesk(&["set", "s", "--forward", "tcp::8080-:80"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        stdout(&o).contains("forwards 127.0.0.1:2222→22, 127.0.0.1:8080→80"),
+        "added: {}",
+        text(&o)
+    );
+    // Refused, one line each, and the definition is as it was.
+    let before = definition(&env, "s");
+    for (args, says) in [
+        (
+            &["set", "s", "--forward", "tcp:0.0.0.0:2222-:23"][..],
+            "both want host port 2222/tcp",
+        ),
+        (
+            &["set", "s", "--network", "none"],
+            "port forwards need the user-mode network (NAT), not 'none'",
+        ),
+        (&["set", "s"], "'s': nothing to change"),
+        (
+            &["set", "nosuch", "--network", "none"],
+            "no VM named 'nosuch'",
+        ),
+        (
+            &["set", "s", "--network", "slirp"],
+            "unknown network mode 'slirp'",
+        ),
+    ] {
+        let o = env.vmdesk(args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {t}");
+        assert!(t.contains(says), "{args:?}: {says:?} in {t}");
+        assert_eq!(t.trim().lines().count(), 1, "{args:?}: {t}");
+        assert_eq!(definition(&env, "s"), before, "{args:?}");
+    }
+    // --no-forwards with a new mode; then forwards replaced in one go.
+    let o = env.vmdesk(&["set", "s", "--network", "tap:vmtap0", "--no-forwards"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let toml = definition(&env, "s");
+    assert!(toml.contains("network = \"tap:vmtap0\""), "{toml}");
+    assert!(!toml.contains("forwards"), "{toml}");
+    assert_eq!(mac_in(&toml), mac, "the card is kept");
+    let o = env.vmdesk(&[
+        "set",
+        "s",
+        "--network",
+        "user",
+        "--no-forwards",
+        "--forward",
+        "tcp::2200-:22",
+        "--mac",
+        "52:54:00:00:00:02",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let toml = definition(&env, "s");
+    assert!(toml.contains("\"tcp:127.0.0.1:2200-:22\""), "{toml}");
+    assert_eq!(mac_in(&toml), "52:54:00:00:00:02");
+
+    // Another VM on the same host port, or on a TAP device with the same card: created,
+    // with a warning.
+    let o = env.vmdesk(&[
+        "create",
+        "--name",
+        "t",
+        "--memory",
+        "64M",
+        "--forward",
+        "tcp::2200-:22",
+        "--mac",
+        "52:54:00:00:00:02",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(
+        err.trim(),
+        "vmdesk: warning: 't': 's' forwards host port 2200/tcp too: the two cannot run at the same time",
+        "NAT VMs' MACs do not meet"
+    );
+    let o = env.vmdesk(&["set", "s", "--network", "tap:vmtap0", "--no-forwards"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = env.vmdesk(&["set", "t", "--network", "tap:vmtap1", "--no-forwards"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        err.contains("vmdesk: warning: 't': 's' has the same MAC address 52:54:00:00:00:02"),
+        "{err}"
+    );
+}
+
+/// A copy of `vmdesk` in a directory of its own, beside a stand-in `vmdesk-vmm` (a shell
+/// script) that records its command line and exits 2 with one line, as vmdesk-vmm does
+/// when passt is missing: the app's side of a VMM that cannot set up the network.
+#[test]
+fn start_passes_the_network_and_shows_why_the_vmm_refused() {
+    let env = Env::new("netstart");
+    let bin = env.root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let exe = bin.join("vmdesk");
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_vmdesk"), &exe).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_vmdesk"), &exe).unwrap();
+    }
+    let args_file = env.root.join("vmm-args");
+    let vmm = bin.join("vmdesk-vmm");
+    std::fs::write(
+        &vmm,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\n\
+             echo 'vmdesk-vmm: --net user: passt is not installed (install the passt package)' >&2\n\
+             exit 2\n",
+            args_file.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&vmm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |args: &[&str]| {
+        // The env's XDG dirs, the copy's binary.
+        let c = env.command(args);
+        let o = Command::new(&exe)
+            .args(args)
+            .envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+            .output()
+            .unwrap();
+        eprintln!("$ {} {args:?}\n{}", exe.display(), text(&o));
+        o
+    };
+    let o = run(&[
+        "create",
+        "--name",
+        "n",
+        "--memory",
+        "64M",
+        "--mac",
+        "52:54:00:01:02:03",
+        "--forward",
+        "tcp::2222-:22",
+        "--forward",
+        "udp:0.0.0.0:5353-:53",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = run(&["start", "n"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("'n' failed to start"), "{t}");
+    assert!(t.contains("status 2"), "{t}");
+    assert!(
+        t.contains("vmdesk-vmm: --net user: passt is not installed (install the passt package)"),
+        "the VMM's own line: {t}"
+    );
+    let args = std::fs::read_to_string(&args_file).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    let values = |opt: &str| -> Vec<&str> {
+        args.windows(2)
+            .filter(|w| w[0] == opt)
+            .map(|w| w[1])
+            .collect()
+    };
+    assert_eq!(values("--net"), ["user"], "{args:?}");
+    assert_eq!(values("--mac"), ["52:54:00:01:02:03"], "{args:?}");
+    assert_eq!(
+        values("--forward"),
+        ["tcp:127.0.0.1:2222-:22", "udp:0.0.0.0:5353-:53"],
+        "{args:?}"
+    );
+    assert_eq!(list_state(&env, "n"), "crashed");
+
+    // No network: no network options at all.
+    let o = run(&["set", "n", "--network", "none", "--no-forwards"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let _ = run(&["start", "n"]);
+    let args = std::fs::read_to_string(&args_file).unwrap();
+    assert!(
+        !args
+            .lines()
+            .any(|a| a == "--net" || a == "--mac" || a == "--forward"),
+        "{args}"
+    );
 }

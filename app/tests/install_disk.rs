@@ -172,6 +172,9 @@ fn install_and_boot(env: &Env, iso: &Path, v: &Variant, e2fsck: &Path) -> String
             MEMORY,
             "--vnc",
             "none",
+            // The installer needs no network, and passt cannot run in the nested host.
+            "--network",
+            "none",
             "--cdrom",
             iso.to_str().unwrap(),
             "--disk",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what vmdesk needs on Debian/Ubuntu, idempotently, then checks that it is there.
-#   install-deps.sh run    what the app needs to build and run (SeaBIOS firmware; binutils,
-#                          which assembles the demo VM's boot image at build time)
+#   install-deps.sh run    what the app needs to build and run (SeaBIOS firmware; passt,
+#                          the VMs' user-mode network; binutils, which assembles the demo
+#                          VM's boot image at build time)
 #   install-deps.sh test   + what the test suite, the test assets (test-assets.sh), the nested
 #                          test host (nested-host.sh) and the benchmarks need, and a Python
 #                          venv with vncdotool ($VMDESK_VENV, default target/venv)
@@ -35,6 +36,8 @@ assets=${VMDESK_ASSETS:-$root/target/assets}
 # from it: a command on PATH, a file (/...), or a shared library (lib*.so*, in ld.so's cache).
 promises=(
   "seabios /usr/share/seabios/bios-256k.bin /usr/share/seabios/vgabios-stdvga.bin"
+  # User-mode networking (NAT, the default): vmdesk-vmm starts one passt per VM.
+  "passt passt"
   # The build assembles the demo VM's boot image; real-mode test programs are assembled at
   # test time too.
   "binutils as ld"
@@ -75,6 +78,8 @@ if [[ $mode == test || $mode == bench ]]; then
     "diffutils cmp"
     "procps kill"
     "coreutils timeout sha256sum"
+    # The network benchmark's TCP throughput, on the host beside vmdesk-vmm and QEMU.
+    "iperf3 iperf3"
     # The SPICE guest agent's binaries (test-assets.sh unpacks Debian's spice-vdagent into
     # target/assets/spice-vdagent, without installing it; vmm/tests/guest_agent.rs runs them
     # here): the libraries of the package's Depends (apt-cache depends spice-vdagent), with

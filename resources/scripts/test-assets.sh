@@ -54,6 +54,7 @@
 #   debian-installer-gtk.iso  Debian 12's graphical installer (debian-installer-12-netboot-
 #                        amd64's gtk kernel, initrd and boot menu) as a CD booted by isolinux,
 #                        laid out as the official images are (app/tests/graphical_install.rs)
+#   vmlinuz-installer    that CD's kernel, for vmm/tests/linux_boot_log.rs
 #   spice-vdagent/       the SPICE guest agent (Debian's spice-vdagent, unpacked, not
 #                        installed: its daemon spice-vdagentd and X11 session agent
 #                        spice-vdagent), which vmm/tests/guest_agent.rs runs on this host
@@ -1023,6 +1024,14 @@ if [[ ! -s $di_iso ]]; then
     -b isolinux/isolinux.bin -c isolinux/boot.cat -no-emul-boot -boot-load-size 4 \
     -boot-info-table $cd_root
   mv "$di_iso.tmp" "$di_iso"
+fi
+# The installer's kernel on its own, from that CD, for the boot-log comparison
+# (vmm/tests/linux_boot_log.rs boots it with the busybox initrd on both VMMs).
+if [[ ! -s $out/vmlinuz-installer || $out/vmlinuz-installer -ot $di_iso ]]; then
+  xorriso -osirrox on -indev "$di_iso" -extract /install.amd/vmlinuz "$out/vmlinuz-installer.tmp" \
+    2>/dev/null
+  chmod 0644 "$out/vmlinuz-installer.tmp"
+  mv "$out/vmlinuz-installer.tmp" "$out/vmlinuz-installer"
 fi
 if [[ ! -x $out/spice-vdagent/usr/sbin/spice-vdagentd ]]; then
   echo "test-assets: unpacking spice-vdagent" >&2

@@ -9,6 +9,7 @@ use clap::Parser;
 use thiserror::Error;
 
 use crate::memory::{GIB, KIB, MIB};
+use crate::net::{Forward, MacAddr, NetMode};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -99,6 +100,26 @@ pub struct Cli {
     /// `-boot menu=on`).
     #[arg(long)]
     pub boot_menu: bool,
+
+    /// The network card (virtio-net at PCI 00:03.0): user is NAT through a passt process of
+    /// this VM's own (no root; the guest reaches this machine's loopback at its gateway
+    /// address), tap:NAME an existing TAP device you may open, none no card.
+    #[arg(
+        long = "net",
+        default_value = "none",
+        value_name = "user|tap:NAME|none"
+    )]
+    pub net: NetMode,
+
+    /// The network card's MAC address [default: 52:54:00:12:34:56].
+    #[arg(long, value_name = "MAC")]
+    pub mac: Option<MacAddr>,
+
+    /// Forward a host port to the guest (with --net user), QEMU's hostfwd form:
+    /// PROTO:[HOSTADDR]:HOSTPORT-:GUESTPORT, e.g. tcp::2222-:22 (the host address defaults
+    /// to 127.0.0.1: this machine only). Repeatable.
+    #[arg(long = "forward", value_name = "PROTO:[ADDR]:PORT-:GUESTPORT")]
+    pub forwards: Vec<Forward>,
 
     /// Serve the control socket (JSON lines) at this path.
     #[arg(long, value_name = "PATH")]

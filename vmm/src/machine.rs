@@ -32,9 +32,11 @@ use crate::disk::{BlockBackend, Counted, IoCounters, RawImage};
 use crate::firmware::{Firmware, LOW_BIOS_START};
 use crate::irq::{IrqLine, MachineRequest};
 use crate::memory::{GuestMem, MemoryLayout};
+use crate::net::Network;
 use crate::option_rom::OptionRom;
 use crate::pci::chipset::PcChipset;
 use crate::pci::devfn;
+use crate::virtio::net::VirtioNet;
 use crate::virtio::{self, block::VirtioBlock, input::VirtioTablet, serial::VirtioSerial};
 
 /// Makes the line for one GSI of the platform's interrupt controllers.
@@ -82,6 +84,9 @@ pub struct MachineConfig {
     pub boot_menu: bool,
 }
 
+/// PCI slots: 02 is the VGA's (as on QEMU), 03 the network card's (when the VM has a
+/// network), disks from 04, then the tablet, then the guest agent's virtio-serial device.
+pub const NET_SLOT: u8 = 3;
 /// PCI slots: 02 is the VGA's (as on QEMU), 03 the network card's, disks from 04, then
 /// the tablet, then the guest agent's virtio-serial device.
 pub const FIRST_DISK_SLOT: u8 = 4;
@@ -160,6 +165,9 @@ pub struct Outputs {
     /// The I/O counters of each of [`MachineConfig::disks`], by index, added to by every
     /// build of the machine; a disk without one here gets its own.
     pub disk_io: Vec<Arc<IoCounters>>,
+    /// The VM's network, which outlives each build: with one, the machine has a
+    /// virtio-net card at [`NET_SLOT`] attached to it.
+    pub network: Option<Arc<Network>>,
 }
 
 #[derive(Debug, Error)]
@@ -178,6 +186,28 @@ pub enum MachineError {
     TooManyIdeDisks(usize),
     #[error(transparent)]
     Vga(#[from] VgaError),
+    #[error("network card: {0}")]
+    Net(std::io::Error),
+}
+
+/// The machine's network card and the network it is attached to.
+pub struct NetCard {
+    pub network: Arc<Network>,
+    pub card: Arc<Mutex<VirtioNet>>,
+}
+
+impl NetCard {
+    /// The control socket's `net` status: the network's, and the card's counters.
+    pub fn status(&self) -> serde_json::Value {
+        let mut status = self.network.status();
+        let counters = self
+            .card
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .counters();
+        status["counters"] = serde_json::to_value(counters).unwrap_or_default();
+        status
+    }
 }
 
 /// A built machine, ready for CPUs.
@@ -199,6 +229,8 @@ pub struct Machine {
     /// The virtio-serial device with the guest agent's port, when [`Outputs::clipboard`]
     /// asked for one.
     pub agent: Option<Arc<Mutex<VirtioSerial>>>,
+    /// The network card, when the VM has a network.
+    pub net: Option<NetCard>,
     /// The graphics device, when the machine has a display.
     pub vga: Option<Vga>,
     /// Resets and poweroffs that devices ask for.
@@ -266,6 +298,23 @@ impl Machine {
             }
         }
         let ide = add_ide(cfg, ide_disks, &mem, &pio, &irq, &chipset)?;
+        let net = match &out.network {
+            Some(network) => {
+                let backend = network.backend().map_err(MachineError::Net)?;
+                let card = Arc::new(Mutex::new(VirtioNet::new(
+                    network.mac().0,
+                    backend,
+                    network.rx_space(),
+                )));
+                virtio::pci::attach(&chipset, NET_SLOT, card.clone(), &mem);
+                network.attach(card.clone());
+                Some(NetCard {
+                    network: network.clone(),
+                    card,
+                })
+            }
+            None => None,
+        };
         let tablet = Arc::new(Mutex::new(VirtioTablet::new()));
         let tablet_slot = FIRST_DISK_SLOT + virtio_disks;
         virtio::pci::attach(&chipset, tablet_slot, tablet.clone(), &mem);
@@ -303,6 +352,7 @@ impl Machine {
             disk_io,
             tablet,
             agent,
+            net,
             vga,
             requests,
             boot_events,

@@ -162,6 +162,15 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
     if let Some(iso) = &cli.cdrom {
         readable(iso, "cdrom")?;
     }
+    // The network's backend (a passt of its own, or the TAP device) lives as long as this
+    // process; each build of the machine gets a card attached to it.
+    let network = vmm::net::Network::start(
+        &cli.net,
+        cli.mac.unwrap_or(vmm::net::MacAddr::DEFAULT),
+        &cli.forwards,
+    )
+    .map_err(|e| Usage(e.to_string()))?
+    .map(Arc::new);
     // The guest's screen: the VGA draws it, the VNC server serves it, for the VM's life;
     // and the VNC clients' input, which reaches each machine's devices in turn.
     let screen = Surface::new(720, 400);
@@ -172,6 +181,7 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         // The guest agent's clipboard only has somewhere to go with a VNC server.
         clipboard: (cli.vnc != VncSpec::None).then(|| guest_input.guest_clipboard().clone()),
         disk_io: cli.disks.iter().map(|_| Arc::default()).collect(),
+        network,
     };
     let mut cfg = MachineConfig {
         memory: cli.memory,

@@ -509,6 +509,7 @@ fn serve(
                     json!({ "path": d.path, "io": io.counts() })
                 }).collect::<Vec<_>>(),
                 "boot": boot,
+                "net": machine.net.as_ref().map(|n| n.status()),
             })));
         }
         Command::Quit => {

@@ -1,6 +1,7 @@
 //! Linux's own boot log as the oracle for the machine: Debian's cloud kernel (with 1, 2
-//! and 4 vCPUs) and generic kernel (1 and 4) with the busybox initrd (target/assets/
-//! vmlinuz, vmlinuz-generic, initrd.img) boot directly on vmdesk-vmm and on QEMU (`-M pc
+//! and 4 vCPUs), generic kernel and graphical installer's kernel (1 and 4 each) with the
+//! busybox initrd (target/assets/vmlinuz, vmlinuz-generic, vmlinuz-installer, initrd.img)
+//! boot directly on vmdesk-vmm and on QEMU (`-M pc
 //! -accel kvm -cpu host`, the same memory and vCPUs, the devices ours always has: std VGA
 //! and a virtio tablet at the same slot). Three checks per boot:
 //! - every line at warning level or above in our boot (WARNING, BUG, Error, Firmware Bug,
@@ -725,6 +726,18 @@ fn the_generic_kernel_sees_the_same_pc_under_us_as_under_qemu() {
     compare_with_qemu(
         "the_generic_kernel_sees_the_same_pc_under_us_as_under_qemu",
         "vmlinuz-generic",
+        &[1, 4],
+    );
+}
+
+/// The kernel of the installer CD (debian-installer-12-netboot-amd64's, which the
+/// graphical install test boots from the CD), here booted directly with the busybox initrd:
+/// the machine the installer sees, as its kernel reports it.
+#[test]
+fn the_installer_kernel_sees_the_same_pc_under_us_as_under_qemu() {
+    compare_with_qemu(
+        "the_installer_kernel_sees_the_same_pc_under_us_as_under_qemu",
+        "vmlinuz-installer",
         &[1, 4],
     );
 }

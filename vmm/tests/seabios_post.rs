@@ -25,13 +25,16 @@ fn firmware_or_skip(test: &str) -> bool {
 
 /// Runs vmdesk-vmm until SeaBIOS gives up booting; returns its log.
 fn post(name: &str, memory: &str, cpus: u32) -> String {
+    post_with(name, memory, cpus, &[])
+}
+
+/// [`post`] with more options for vmdesk-vmm.
+fn post_with(name: &str, memory: &str, cpus: u32, extra: &[&str]) -> String {
     let dir = common::temp_dir(name);
     let cpus = cpus.to_string();
-    let (mut child, log) = common::spawn_vmm(
-        &dir,
-        name,
-        &["--memory", memory, "--cpus", &cpus, "--serial", "none"],
-    );
+    let mut args = vec!["--memory", memory, "--cpus", &cpus, "--serial", "none"];
+    args.extend_from_slice(extra);
+    let (mut child, log) = common::spawn_vmm(&dir, name, &args);
     let text = common::wait_for_log(&mut child, &log, BOOT_END, POST_TIMEOUT);
     let status = common::stop(&mut child);
     let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap_or_default();
@@ -197,8 +200,14 @@ const INTENDED: &[(&str, &str)] = &[
 ];
 
 fn qemu_log(dir: &Path, memory_mib: u64, cpus: u32) -> String {
-    let log = dir.join(format!("qemu-{memory_mib}-{cpus}.log"));
+    qemu_log_with(dir, memory_mib, cpus, &[])
+}
+
+/// [`qemu_log`] with more options for QEMU.
+fn qemu_log_with(dir: &Path, memory_mib: u64, cpus: u32, extra: &[&str]) -> String {
+    let log = dir.join(format!("qemu-{memory_mib}-{cpus}-{}.log", extra.len()));
     let mut child = common::qemu_reference(memory_mib, cpus, &log)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -221,27 +230,63 @@ fn seabios_parity_with_qemu() {
     let dir = common::temp_dir("parity");
     for (mem, cpus) in [(512u64, 2u32), (4096, 1)] {
         let qemu = machine_lines(&qemu_log(&dir, mem, cpus));
-        assert!(
-            qemu.contains(BOOT_END),
-            "QEMU did not reach the boot phase: {qemu:?}"
-        );
         let ours = machine_lines(&post(
             &format!("parity-{mem}-{cpus}"),
             &format!("{mem}M"),
             cpus,
         ));
-        let intended: BTreeSet<&str> = INTENDED.iter().map(|(l, _)| *l).collect();
-        let missing: Vec<_> = qemu
-            .difference(&ours)
-            .filter(|l| !intended.contains(l.as_str()))
-            .collect();
-        let extra: Vec<_> = ours.difference(&qemu).collect();
-        assert!(
-            missing.is_empty() && extra.is_empty(),
-            "{mem} MiB, {cpus} CPUs: lines only QEMU printed: {missing:#?}\nlines only we printed: {extra:#?}"
-        );
+        assert_same_machine(&ours, &qemu, &format!("{mem} MiB, {cpus} CPUs"));
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The network card at 03.0 as SeaBIOS finds it: QEMU's modern-only virtio-net (no boot
+/// ROM: ours has none, there is no network boot) in the same slot.
+#[test]
+fn seabios_finds_the_network_card_where_qemu_has_it() {
+    let test = "seabios_finds_the_network_card_where_qemu_has_it";
+    if !common::kvm_or_skip(test)
+        || !firmware_or_skip(test)
+        || common::tool_or_skip(test, "qemu-system-x86_64").is_none()
+        || common::tool_or_skip(test, "passt").is_none()
+    {
+        return;
+    }
+    let dir = common::temp_dir("parity-net");
+    let qemu = machine_lines(&qemu_log_with(
+        &dir,
+        512,
+        1,
+        &[
+            "-device",
+            "virtio-net-pci,addr=03.0,disable-legacy=on,romfile=,mac=52:54:00:12:34:56",
+        ],
+    ));
+    let ours = machine_lines(&post_with("parity-net", "512M", 1, &["--net", "user"]));
+    assert!(
+        ours.iter().any(|l| l.contains("bdf=00:03.0 id=1af4:1041")),
+        "SeaBIOS found no virtio-net at 00:03.0: {ours:#?}"
+    );
+    assert_same_machine(&ours, &qemu, "512 MiB, 1 CPU, a network card");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// SeaBIOS described the same machine under both VMMs, but for [`INTENDED`].
+fn assert_same_machine(ours: &BTreeSet<String>, qemu: &BTreeSet<String>, what: &str) {
+    assert!(
+        qemu.contains(BOOT_END),
+        "QEMU did not reach the boot phase: {qemu:?}"
+    );
+    let intended: BTreeSet<&str> = INTENDED.iter().map(|(l, _)| *l).collect();
+    let missing: Vec<_> = qemu
+        .difference(ours)
+        .filter(|l| !intended.contains(l.as_str()))
+        .collect();
+    let extra: Vec<_> = ours.difference(qemu).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: lines only QEMU printed: {missing:#?}\nlines only we printed: {extra:#?}"
+    );
 }
 
 /// A guest reset restarts the machine through the firmware: SeaBIOS, told to reboot when

@@ -4,8 +4,9 @@
 //! - Create hands the form to [`cli::create_vm`] on a worker thread (a new disk may take a
 //!   moment to make), showing a spinner until it answers; a failure is shown beside the
 //!   field it concerns.
-//! - Edit (a stopped VM only) changes memory, vCPUs, ISO, kernel/initrd/cmdline, VNC and
-//!   the password file, and may rename the VM; disks are not changed here (reinstall
+//! - Edit (a stopped VM only) changes memory, vCPUs, ISO, kernel/initrd/cmdline, VNC, the
+//!   password file and the network (mode, MAC address, port forwards), and may rename the
+//!   VM; disks are not changed here (reinstall
 //!   replaces them, delete removes them). It saves through [`Library::update`] (atomic) or
 //!   [`Library::rename`], refusing if the VM started meanwhile or its file changed since
 //!   the dialog opened.
@@ -21,7 +22,7 @@ use egui::Color32;
 use super::VmdeskApp;
 use super::files::Target;
 use crate::cli::{self, CreateArgs, DiskOpt};
-use crate::library::{self, HostFacts, Library, VmDef};
+use crate::library::{self, Forward, HostFacts, Library, MacAddr, NetMode, Protocol, VmDef};
 use crate::runtime::Runtime;
 
 const MIB: u64 = 1 << 20;
@@ -57,6 +58,64 @@ impl PathField {
     }
 }
 
+/// The network choice, as the form's radio buttons offer it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetChoice {
+    /// User-mode NAT through passt (`user`).
+    Nat,
+    /// An existing TAP device, named in [`VmForm::tap_name`].
+    Tap,
+    None,
+}
+
+/// One row of the port forwards table, as typed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardRow {
+    pub protocol: Protocol,
+    /// Empty: 127.0.0.1 (only this machine may connect).
+    pub host_addr: String,
+    pub host_port: String,
+    pub guest_port: String,
+}
+
+impl Default for ForwardRow {
+    fn default() -> Self {
+        ForwardRow {
+            protocol: Protocol::Tcp,
+            host_addr: String::new(),
+            host_port: String::new(),
+            guest_port: String::new(),
+        }
+    }
+}
+
+impl ForwardRow {
+    fn of(f: &Forward) -> ForwardRow {
+        ForwardRow {
+            protocol: f.protocol,
+            host_addr: f.host_addr.to_string(),
+            host_port: f.host_port.to_string(),
+            guest_port: f.guest_port.to_string(),
+        }
+    }
+
+    /// Parsed by the same rules as `--forward` (it is written out in that form); the error
+    /// is the part that says what is wrong, without the form's syntax.
+    pub fn parse(&self) -> Result<Forward, String> {
+        let spec = format!(
+            "{}:{}:{}-:{}",
+            self.protocol,
+            self.host_addr.trim(),
+            self.host_port.trim(),
+            self.guest_port.trim()
+        );
+        spec.parse().map_err(|e| match e {
+            vmm::net::SpecError::Forward { why, .. } => why.to_string(),
+            e => e.to_string(),
+        })
+    }
+}
+
 /// What the user typed.
 #[derive(Clone, Debug)]
 pub struct VmForm {
@@ -78,6 +137,11 @@ pub struct VmForm {
     pub cmdline: String,
     pub vnc: String,
     pub password_file: String,
+    pub network: NetChoice,
+    pub tap_name: String,
+    /// Empty for a new VM: it gets a new address.
+    pub mac: String,
+    pub forwards: Vec<ForwardRow>,
 }
 
 impl Default for VmForm {
@@ -97,6 +161,10 @@ impl Default for VmForm {
             cmdline: String::new(),
             vnc: "127.0.0.1:auto".into(),
             password_file: String::new(),
+            network: NetChoice::Nat,
+            tap_name: String::new(),
+            mac: String::new(),
+            forwards: Vec::new(),
         }
     }
 }
@@ -116,25 +184,36 @@ pub struct FormCheck {
     pub cmdline: Option<String>,
     pub vnc: Option<String>,
     pub password_file: Option<String>,
+    /// The mode (a missing or bad TAP device name).
+    pub network: Option<String>,
+    pub mac: Option<String>,
+    /// The forwards table as a whole: forwards with a mode other than NAT.
+    pub forwards_mode: Option<String>,
+    /// One per row of the forwards table.
+    pub forwards: Vec<Option<String>>,
 }
 
 impl FormCheck {
     pub fn ok(&self) -> bool {
-        [
-            &self.name,
-            &self.memory,
-            &self.cpus,
-            &self.disk,
-            &self.existing_disk,
-            &self.cdrom,
-            &self.kernel,
-            &self.initrd,
-            &self.cmdline,
-            &self.vnc,
-            &self.password_file,
-        ]
-        .iter()
-        .all(|f| f.is_none())
+        self.forwards.iter().all(|f| f.is_none())
+            && [
+                &self.name,
+                &self.memory,
+                &self.cpus,
+                &self.disk,
+                &self.existing_disk,
+                &self.cdrom,
+                &self.kernel,
+                &self.initrd,
+                &self.cmdline,
+                &self.vnc,
+                &self.password_file,
+                &self.network,
+                &self.mac,
+                &self.forwards_mode,
+            ]
+            .iter()
+            .all(|f| f.is_none())
     }
 }
 
@@ -185,6 +264,81 @@ impl VmForm {
             cmdline: def.cmdline.clone().unwrap_or_default(),
             vnc: def.vnc.clone(),
             password_file: path(&def.vnc_password_file),
+            network: match def.network {
+                NetMode::User => NetChoice::Nat,
+                NetMode::Tap(_) => NetChoice::Tap,
+                NetMode::None => NetChoice::None,
+            },
+            tap_name: match &def.network {
+                NetMode::Tap(name) => name.clone(),
+                _ => String::new(),
+            },
+            mac: def.mac.to_string(),
+            forwards: def.forwards.iter().map(ForwardRow::of).collect(),
+        }
+    }
+
+    /// The network mode chosen, checked as `--network` checks it.
+    fn net_mode(&self) -> Result<NetMode, String> {
+        match self.network {
+            NetChoice::Nat => Ok(NetMode::User),
+            NetChoice::None => Ok(NetMode::None),
+            NetChoice::Tap if self.tap_name.trim().is_empty() => {
+                Err("the name of a TAP device is needed (e.g. vmtap0)".into())
+            }
+            NetChoice::Tap => format!("tap:{}", self.tap_name.trim())
+                .parse()
+                .map_err(|e: vmm::net::SpecError| e.to_string()),
+        }
+    }
+
+    /// The MAC address typed, if any.
+    fn mac_addr(&self) -> Result<Option<MacAddr>, String> {
+        match self.mac.trim() {
+            "" => Ok(None),
+            m => m
+                .parse()
+                .map(Some)
+                .map_err(|e: vmm::net::SpecError| e.to_string()),
+        }
+    }
+
+    /// The forwards table, parsed (only called once [`VmForm::check`] passed).
+    fn parsed_forwards(&self) -> Result<Vec<Forward>, String> {
+        self.forwards.iter().map(ForwardRow::parse).collect()
+    }
+
+    /// The network fields' reasons: the mode, the MAC, each forward (a row whose host
+    /// socket an earlier row has is refused as `vmdesk create` refuses it).
+    fn check_network(&self, c: &mut FormCheck) {
+        c.network = self.net_mode().err();
+        c.mac = self.mac_addr().err();
+        if self.editing.is_some() && self.mac.trim().is_empty() {
+            c.mac = Some("a MAC address is needed (e.g. 52:54:00:12:34:56)".into());
+        }
+        let parsed: Vec<Result<Forward, String>> =
+            self.forwards.iter().map(ForwardRow::parse).collect();
+        c.forwards = parsed
+            .iter()
+            .enumerate()
+            .map(|(i, f)| match f {
+                Err(e) => Some(e.clone()),
+                Ok(f) => parsed[..i]
+                    .iter()
+                    .flatten()
+                    .find(|g| library::forwards_clash(f, g))
+                    .map(|g| {
+                        format!(
+                            "host port {}/{} is forwarded above ({})",
+                            f.host_port,
+                            f.protocol,
+                            library::forward_label(g)
+                        )
+                    }),
+            })
+            .collect();
+        if !self.forwards.is_empty() && self.network != NetChoice::Nat {
+            c.forwards_mode = Some("port forwards need NAT: choose NAT, or remove them".into());
         }
     }
 
@@ -252,6 +406,7 @@ impl VmForm {
         if vmm::config::parse_vnc(self.vnc.trim()).is_err() {
             c.vnc = Some("use ADDR:N, ADDR:auto or none".into());
         }
+        self.check_network(&mut c);
         c.password_file = file_problem(&self.password_file).or_else(|| {
             let p = opt_path(&self.password_file)?;
             display::rfb::Password::from_file(&p)
@@ -302,6 +457,9 @@ impl VmForm {
                 .map(Into::into),
             vnc: self.vnc.trim().into(),
             vnc_password_file: opt_path(&self.password_file),
+            network: self.net_mode()?,
+            forwards: self.parsed_forwards()?,
+            mac: self.mac_addr()?,
         })
     }
 
@@ -322,6 +480,9 @@ impl VmForm {
             v => v.into(),
         };
         def.vnc_password_file = opt_path(&self.password_file).map(absolute);
+        def.network = self.net_mode()?;
+        def.forwards = self.parsed_forwards()?;
+        def.mac = self.mac_addr()?.ok_or("a MAC address is needed")?;
         Ok(def)
     }
 }
@@ -344,7 +505,8 @@ pub fn save_edit(
             "'{old}' was changed elsewhere since this dialog opened: close it and edit again"
         );
     }
-    let warnings = library::validate(new, host).map_err(|e| anyhow::anyhow!("'{old}': {e}"))?;
+    let mut warnings = library::validate(new, host).map_err(|e| anyhow::anyhow!("'{old}': {e}"))?;
+    warnings.extend(lib.network_clashes(new, old));
     if new.name == *old {
         lib.update(new)?;
     } else {
@@ -702,8 +864,124 @@ fn form_grid(
                 &mut form.password_file,
                 &check.password_file,
             );
+            network_rows(ui, form, check);
         });
     browse
+}
+
+/// The network rows of the form's grid: the mode, a TAP device's name, the MAC address and
+/// the port forwards table.
+fn network_rows(ui: &mut egui::Ui, form: &mut VmForm, check: &FormCheck) {
+    let red = |ui: &mut egui::Ui, err: &Option<String>| match err {
+        Some(e) => ui.colored_label(Color32::LIGHT_RED, e),
+        None => ui.label(""),
+    };
+    let tap = form.network == NetChoice::Tap;
+    ui.label("Network");
+    ui.horizontal(|ui| {
+        ui.radio_value(&mut form.network, NetChoice::Nat, "NAT")
+            .on_hover_text(
+                "User-mode networking through passt: no root, no setup. The guest reaches \
+                 the internet and this machine's own services at its gateway address; \
+                 port forwards let this machine reach the guest's.",
+            );
+        ui.radio_value(&mut form.network, NetChoice::Tap, "TAP device")
+            .on_hover_text(
+                "An existing TAP device you may open, e.g. one on a bridge to your LAN: \
+                 sudo ip tuntap add vmtap0 mode tap user $USER",
+            );
+        ui.radio_value(&mut form.network, NetChoice::None, "None");
+    });
+    red(ui, if tap { &None } else { &check.network });
+    ui.end_row();
+    if tap {
+        let l = ui.label("TAP device");
+        ui.add(
+            egui::TextEdit::singleline(&mut form.tap_name)
+                .hint_text("vmtap0")
+                .desired_width(260.0),
+        )
+        .labelled_by(l.id);
+        red(ui, &check.network);
+        ui.end_row();
+    }
+    let l = ui.label("MAC address");
+    let hint = if form.editing.is_none() {
+        "a new one (52:54:00:…)"
+    } else {
+        ""
+    };
+    ui.add(
+        egui::TextEdit::singleline(&mut form.mac)
+            .hint_text(hint)
+            .desired_width(260.0),
+    )
+    .labelled_by(l.id);
+    red(ui, &check.mac);
+    ui.end_row();
+
+    ui.label("Port forwards");
+    let nat = form.network == NetChoice::Nat;
+    ui.vertical(|ui| {
+        let mut remove = None;
+        if !form.forwards.is_empty() {
+            egui::Grid::new("vm-form-forwards")
+                .num_columns(6)
+                .show(ui, |ui| {
+                    let protocol = ui.label("Protocol").id;
+                    let host_addr = ui.label("Host address").id;
+                    let host_port = ui.label("Host port").id;
+                    let guest_port = ui.label("Guest port").id;
+                    ui.label("");
+                    ui.label("");
+                    ui.end_row();
+                    for (i, row) in form.forwards.iter_mut().enumerate() {
+                        egui::ComboBox::from_id_salt(("vm-form-forward-proto", i))
+                            .selected_text(row.protocol.to_string())
+                            .width(56.0)
+                            .show_ui(ui, |ui| {
+                                for p in [Protocol::Tcp, Protocol::Udp] {
+                                    ui.selectable_value(&mut row.protocol, p, p.to_string());
+                                }
+                            })
+                            .response
+                            .labelled_by(protocol);
+                        ui.add(
+                            egui::TextEdit::singleline(&mut row.host_addr)
+                                .hint_text("127.0.0.1")
+                                .desired_width(96.0),
+                        )
+                        .labelled_by(host_addr)
+                        .on_hover_text(
+                            "Empty: 127.0.0.1, only this machine may connect; 0.0.0.0: \
+                             every address of this machine",
+                        );
+                        ui.add(egui::TextEdit::singleline(&mut row.host_port).desired_width(48.0))
+                            .labelled_by(host_port);
+                        ui.add(egui::TextEdit::singleline(&mut row.guest_port).desired_width(48.0))
+                            .labelled_by(guest_port);
+                        if ui.small_button("Remove").clicked() {
+                            remove = Some(i);
+                        }
+                        red(ui, check.forwards.get(i).unwrap_or(&None));
+                        ui.end_row();
+                    }
+                });
+        }
+        if let Some(i) = remove {
+            form.forwards.remove(i);
+        }
+        if ui
+            .add_enabled(nat, egui::Button::new("Add forward"))
+            .on_hover_text("Reach a service in the guest from this machine, e.g. host port 2222 to the guest's SSH on 22")
+            .on_disabled_hover_text("port forwards need NAT")
+            .clicked()
+        {
+            form.forwards.push(ForwardRow::default());
+        }
+    });
+    red(ui, &check.forwards_mode);
+    ui.end_row();
 }
 
 #[cfg(test)]
@@ -822,6 +1100,188 @@ mod tests {
             Some("name")
         );
         assert_eq!(field_of_error("something else"), None);
+    }
+
+    fn host() -> HostFacts {
+        HostFacts {
+            ram: Some(4096 * MIB),
+            cpus: 2,
+        }
+    }
+
+    fn fwd(proto: Protocol, addr: &str, host: &str, guest: &str) -> ForwardRow {
+        ForwardRow {
+            protocol: proto,
+            host_addr: addr.into(),
+            host_port: host.into(),
+            guest_port: guest.into(),
+        }
+    }
+
+    #[test]
+    fn network_fields_are_checked_as_the_cli_checks_them() {
+        let mut f = VmForm {
+            name: "vm".into(),
+            ..Default::default()
+        };
+        assert_eq!(f.network, NetChoice::Nat, "new VMs get NAT");
+        let c = f.check(&|_| false, &host());
+        assert!(c.ok(), "{c:?}");
+        let a = f.to_args().unwrap();
+        assert_eq!(
+            (a.network, a.mac, a.forwards.len()),
+            (NetMode::User, None, 0)
+        );
+
+        f.forwards = vec![
+            fwd(Protocol::Tcp, "", "2222", "22"),
+            fwd(Protocol::Udp, "0.0.0.0", "2222", "22"),
+            fwd(Protocol::Tcp, "", "", "80"),
+            fwd(Protocol::Tcp, "localhost", "8080", "80"),
+            fwd(Protocol::Tcp, "0.0.0.0", "2222", "23"),
+        ];
+        let c = f.check(&|_| false, &host());
+        assert_eq!(
+            c.forwards,
+            [
+                None,
+                None,
+                Some("the host port must be a number from 1 to 65535".into()),
+                Some("the host address is not an IPv4 address".into()),
+                Some("host port 2222/tcp is forwarded above (127.0.0.1:2222→22)".into()),
+            ]
+        );
+        assert!(!c.ok());
+        f.forwards.truncate(2);
+        let c = f.check(&|_| false, &host());
+        assert!(c.ok(), "{c:?}");
+        let a = f.to_args().unwrap();
+        let specs: Vec<String> = a.forwards.iter().map(|f| f.to_string()).collect();
+        assert_eq!(specs, ["tcp:127.0.0.1:2222-:22", "udp:0.0.0.0:2222-:22"]);
+
+        // Forwards are NAT's: with TAP or none the mode says so, and nothing is created.
+        f.network = NetChoice::None;
+        let c = f.check(&|_| false, &host());
+        assert_eq!(
+            c.forwards_mode.as_deref(),
+            Some("port forwards need NAT: choose NAT, or remove them")
+        );
+        assert!(!c.ok());
+        f.forwards.clear();
+        assert!(f.check(&|_| false, &host()).ok());
+        assert_eq!(f.to_args().unwrap().network, NetMode::None);
+
+        f.network = NetChoice::Tap;
+        let c = f.check(&|_| false, &host());
+        assert_eq!(
+            c.network.as_deref(),
+            Some("the name of a TAP device is needed (e.g. vmtap0)")
+        );
+        f.tap_name = "a/b".into();
+        let c = f.check(&|_| false, &host());
+        assert!(
+            c.network
+                .unwrap()
+                .contains("is not a network interface name"),
+            "the spec's words"
+        );
+        f.tap_name = " vmtap0 ".into();
+        f.mac = "01:02:03:04:05:06".into();
+        let c = f.check(&|_| false, &host());
+        assert_eq!(c.network, None);
+        assert!(c.mac.unwrap().contains("multicast"));
+        f.mac = "52:54:00:0A:0B:0C".into();
+        assert!(f.check(&|_| false, &host()).ok());
+        let a = f.to_args().unwrap();
+        assert_eq!(a.network, NetMode::Tap("vmtap0".into()));
+        assert_eq!(a.mac.unwrap().to_string(), "52:54:00:0a:0b:0c");
+    }
+
+    #[test]
+    fn editing_keeps_the_network_and_changes_it() {
+        let mut def = VmDef::new("vm", 512, 1);
+        def.forwards = vec!["tcp::2222-:22".parse().unwrap()];
+        let mut f = VmForm::edit(&def);
+        assert_eq!(f.network, NetChoice::Nat);
+        assert_eq!(f.mac, def.mac.to_string());
+        assert_eq!(f.forwards, [fwd(Protocol::Tcp, "127.0.0.1", "2222", "22")]);
+        assert!(f.check(&|_| false, &host()).ok());
+        assert_eq!(f.to_def().unwrap(), def, "unchanged: the same definition");
+        // An edited VM keeps an address: an empty one is refused, not replaced.
+        f.mac.clear();
+        assert!(f.check(&|_| false, &host()).mac.is_some());
+        f.mac = def.mac.to_string();
+        f.forwards.clear();
+        f.network = NetChoice::Tap;
+        f.tap_name = "vmtap0".into();
+        let d = f.to_def().unwrap();
+        assert_eq!(d.network, NetMode::Tap("vmtap0".into()));
+        assert!(d.forwards.is_empty());
+        assert_eq!(d.mac, def.mac);
+        let back = VmForm::edit(&d);
+        assert_eq!(
+            (back.network, back.tap_name.as_str()),
+            (NetChoice::Tap, "vmtap0")
+        );
+    }
+
+    #[test]
+    fn ui_the_edit_dialog_shows_the_forwards_and_removes_one() {
+        use egui::accesskit::Role;
+        use egui_kittest::Harness;
+        use egui_kittest::kittest::{NodeT as _, Queryable as _};
+        let root = std::env::temp_dir().join(format!("vmdesk-form-net-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        let lib = Library::at(root.join("vms"));
+        let mut def = VmDef::new("vm", 512, 1);
+        def.forwards = vec![
+            "tcp::2222-:22".parse().unwrap(),
+            "tcp::8080-:80".parse().unwrap(),
+        ];
+        lib.create(&def).unwrap();
+        let mut app = VmdeskApp::new(lib.clone(), Runtime::at(root.join("run")), host());
+        app.form = Some(FormDialog::new(VmForm::edit(&def)));
+        // Tall enough for the whole form with its forwards table.
+        let mut h = Harness::builder()
+            .with_size(egui::vec2(1000.0, 900.0))
+            .build_ui_state(|ui, app: &mut VmdeskApp| app.ui(ui), app);
+        h.run_steps(2);
+        h.get_by_label("Port forwards");
+        // The host ports, in their text fields.
+        assert!(h.query_all_by_value("2222").count() > 0);
+        assert!(h.query_all_by_value("8080").count() > 0);
+        // TAP while there are forwards: said beside the network, and Save is off.
+        h.get_by_label("TAP device").click();
+        h.run_steps(2);
+        h.get_by_label("port forwards need NAT: choose NAT, or remove them");
+        h.get_by_label("the name of a TAP device is needed (e.g. vmtap0)");
+        assert!(
+            h.get_by_role_and_label(Role::Button, "Save")
+                .accesskit_node()
+                .is_disabled()
+        );
+        assert!(
+            h.get_by_role_and_label(Role::Button, "Add forward")
+                .accesskit_node()
+                .is_disabled()
+        );
+        h.get_by_label("NAT").click();
+        h.run_steps(2);
+        h.get_all_by_label("Remove").next().unwrap().click();
+        // The window takes a few frames to shrink to the table's new height.
+        h.run_steps(5);
+        assert_eq!(h.query_all_by_value("2222").count(), 0);
+        assert!(h.query_all_by_value("8080").count() > 0);
+        h.get_by_role_and_label(Role::Button, "Save").click();
+        h.run_steps(2);
+        assert!(h.state().form.is_none(), "saved and closed");
+        drop(h);
+        let saved = lib.get("vm").unwrap();
+        let specs: Vec<String> = saved.forwards.iter().map(|f| f.to_string()).collect();
+        assert_eq!(specs, ["tcp:127.0.0.1:8080-:80"]);
+        assert_eq!(saved.mac, def.mac);
+        let _ = std::fs::remove_dir_all(root);
     }
 
     #[test]

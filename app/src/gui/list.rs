@@ -1,5 +1,6 @@
 //! The VM list: a row per VM with a thumbnail of its screen ([`super::thumbs`]), its state,
-//! memory, vCPUs, VNC address and the actions its state allows.
+//! memory, vCPUs, VNC address, network (the mode and the port forwards that reach the
+//! guest) and the actions its state allows.
 
 use eframe::egui;
 use egui::{Color32, RichText};
@@ -29,10 +30,10 @@ impl VmdeskApp {
         egui::ScrollArea::vertical().show(ui, |ui| {
             egui::Grid::new("vms")
                 .striped(true)
-                .num_columns(7)
+                .num_columns(8)
                 .show(ui, |ui| {
                     for h in [
-                        "Screen", "Name", "State", "Memory", "vCPUs", "VNC", "Actions",
+                        "Screen", "Name", "State", "Memory", "vCPUs", "VNC", "Network", "Actions",
                     ] {
                         ui.strong(h);
                     }
@@ -69,6 +70,8 @@ impl VmdeskApp {
                             VmState::Stopped => ("stopped", ui.visuals().text_color()),
                         };
                         ui.vertical(|ui| {
+                            // Unwrapped: "stopped" broke in two in a narrow column.
+                            ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Extend);
                             let state = ui.label(RichText::new(label).color(colour));
                             if let VmState::Crashed { why, log_tail } = &row.state {
                                 state.on_hover_text(format!("{why}\n\n{log_tail}"));
@@ -83,6 +86,17 @@ impl VmdeskApp {
                                     "{}.\n\n{}",
                                     f.message,
                                     f.gui_fix()
+                                ));
+                            }
+                            if row.net_down {
+                                ui.label(
+                                    RichText::new(crate::runtime::NET_DOWN_NOTE)
+                                        .color(Color32::from_rgb(255, 170, 60)),
+                                )
+                                .on_hover_text(format!(
+                                    "The guest runs on without a network: its card's link is \
+                                     down. Why is in {}; a restart of the VM brings it back.",
+                                    self.rt.log_path(&row.name).display()
                                 ));
                             }
                         });
@@ -109,6 +123,12 @@ impl VmdeskApp {
                             }
                             None => {
                                 ui.label("-");
+                            }
+                        }
+                        match &row.def {
+                            Ok(d) => network_cell(ui, d),
+                            Err(_) => {
+                                ui.label("");
                             }
                         }
                         let busy = self.busy.contains(&row.name);
@@ -240,4 +260,33 @@ impl VmdeskApp {
             self.run_job(&name, job);
         }
     }
+}
+
+/// The network column: the mode, then one line per port forward, as a person reaches the
+/// guest's services (`127.0.0.1:2222→22`).
+fn network_cell(ui: &mut egui::Ui, def: &crate::library::VmDef) {
+    use crate::library::{NetMode, forward_label, network_label};
+    ui.vertical(|ui| {
+        // A vertical cell would wrap an address at the column's first-frame width.
+        ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Extend);
+        let mode = ui.label(network_label(&def.network));
+        match &def.network {
+            NetMode::User => mode.on_hover_text(format!(
+                "NAT through passt; MAC {}. The guest reaches this machine's own services at \
+                 its gateway address.",
+                def.mac
+            )),
+            NetMode::Tap(name) => mode.on_hover_text(format!(
+                "On the TAP device {name} (on your LAN when it is on a bridge); MAC {}",
+                def.mac
+            )),
+            NetMode::None => mode.on_hover_text("No network card"),
+        };
+        for f in &def.forwards {
+            ui.monospace(forward_label(f)).on_hover_text(format!(
+                "Connect to {}:{} ({}) to reach the guest's port {}",
+                f.host_addr, f.host_port, f.protocol, f.guest_port
+            ));
+        }
+    });
 }

@@ -43,6 +43,8 @@ struct Row {
     vnc: Option<String>,
     /// A running VM's firmware found nothing to boot.
     boot: Option<runtime::BootFailure>,
+    /// A running VM's network card lost its link.
+    net_down: bool,
 }
 
 /// Actions that run on a worker thread.
@@ -131,12 +133,14 @@ impl VmdeskApp {
                             .is_live()
                             .then(|| self.rt.vnc_addr(&e.name).map(runtime::vnc_display))
                             .flatten();
-                        let boot = state
+                        let status = state
                             .is_live()
-                            .then(|| self.rt.boot_failure(&e.name))
+                            .then(|| self.rt.live_status(&e.name))
                             .flatten();
+                        let boot = status.as_ref().and_then(runtime::BootFailure::from_status);
                         Row {
                             def: e.def.map_err(|err| err.to_string()),
+                            net_down: status.as_ref().is_some_and(runtime::link_down),
                             name: e.name,
                             state,
                             vnc,
@@ -570,6 +574,37 @@ mod tests {
     }
 
     #[test]
+    fn ui_list_shows_the_network_and_the_forwards() {
+        use egui_kittest::Harness;
+        use egui_kittest::kittest::Queryable as _;
+        let (lib, rt, root) = temp("netlist");
+        let mut web = VmDef::new("web", 64, 1);
+        web.forwards = vec![
+            "tcp::2222-:22".parse().unwrap(),
+            "udp:0.0.0.0:5353-:53".parse().unwrap(),
+        ];
+        lib.create(&web).unwrap();
+        let mut lan = VmDef::new("lan", 64, 1);
+        lan.network = crate::library::NetMode::Tap("vmtap0".into());
+        lib.create(&lan).unwrap();
+        let mut off = VmDef::new("off", 64, 1);
+        off.network = crate::library::NetMode::None;
+        lib.create(&off).unwrap();
+        let app = VmdeskApp::new(lib, rt, host());
+        let mut h = Harness::new_ui_state(|ui, app: &mut VmdeskApp| app.ui(ui), app);
+        h.run_steps(2);
+        h.get_by_label("Network");
+        h.get_by_label("nat");
+        h.get_by_label("127.0.0.1:2222→22");
+        h.get_by_label("0.0.0.0:5353→53/udp");
+        h.get_by_label("tap:vmtap0");
+        // "-" is also the VNC column's: one for each stopped VM there, one for "off" here.
+        assert_eq!(h.query_all_by_label("-").count(), 4);
+        drop(h);
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
     fn ui_list_notes_a_vm_with_nothing_to_boot() {
         use egui_kittest::Harness;
         use egui_kittest::kittest::Queryable as _;
@@ -580,17 +615,26 @@ mod tests {
         // Two running VMs as the app sees them: a live VMM process (a stand-in) and a
         // control socket answering `status`; one sits at "No bootable device".
         let mut vmms = Vec::new();
-        for (name, boot) in [
+        // "ok" booted, but its network card's link went down (its passt ended).
+        for (name, boot, link) in [
             (
                 "nb",
                 serde_json::json!({"state": "failed", "tried": [{"device": "cdrom"}],
                     "message": "No bootable device: the CD d.iso is not bootable"}),
+                "up",
             ),
-            ("ok", serde_json::json!({"state": "booted", "tried": []})),
+            (
+                "ok",
+                serde_json::json!({"state": "booted", "tried": []}),
+                "down",
+            ),
         ] {
             vmms.push(runtime::fake_vmm(&rt, name));
             let listener = std::os::unix::net::UnixListener::bind(rt.socket_path(name)).unwrap();
-            let reply = serde_json::json!({"return": {"status": "running", "boot": boot}});
+            let net = serde_json::json!({"mode": "user", "mac": "52:54:00:12:34:56",
+                "link": link, "forwards": []});
+            let reply =
+                serde_json::json!({"return": {"status": "running", "boot": boot, "net": net}});
             std::thread::spawn(move || {
                 for conn in listener.incoming().map_while(Result::ok) {
                     let mut line = String::new();
@@ -604,6 +648,8 @@ mod tests {
         h.run_steps(2);
         assert_eq!(h.query_all_by_label("running").count(), 2);
         assert_eq!(h.query_all_by_label(runtime::NO_BOOT_NOTE).count(), 1);
+        assert_eq!(h.query_all_by_label(runtime::NET_DOWN_NOTE).count(), 1);
+        assert!(h.state().rows.iter().any(|r| r.name == "ok" && r.net_down));
         let row = h.state().rows.iter().find(|r| r.name == "nb").unwrap();
         let f = row.boot.as_ref().expect("nb's boot failure");
         assert_eq!(

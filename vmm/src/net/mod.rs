@@ -6,10 +6,15 @@
 //! Backends: passt ([`passt`], user-mode NAT, one process per VM over a socketpair) and a
 //! TAP device the user may open ([`tap`]).
 
+pub mod network;
+pub mod passt;
 pub mod spec;
+pub mod tap;
 
 use std::io;
+use std::os::fd::BorrowedFd;
 
+pub use network::{Network, NetworkError};
 pub use spec::{Forward, MacAddr, NetMode, Protocol, SpecError};
 
 /// Where the guest's frames go. Called on the notifying vCPU's thread with the device's
@@ -28,4 +33,28 @@ pub trait NetBackend: Send {
     /// One frame from the guest: an Ethernet frame, with the header first when
     /// [`NetBackend::vnet_hdr`] is true.
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+}
+
+/// Where the frames for the guest come from: read by the network's reader thread, which
+/// polls [`FrameSource::fd`] and then reads one frame at a time.
+pub trait FrameSource: Send {
+    /// Readable when a frame (or the end) is there.
+    fn fd(&self) -> BorrowedFd<'_>;
+    /// Bytes already read from the fd and waiting in a buffer (so polling would wait for
+    /// the next frame while one is at hand).
+    fn buffered(&self) -> bool {
+        false
+    }
+    /// The next frame into `frame` (its length set to the frame's); `Ok(false)` at the
+    /// end (the backend went away).
+    fn recv(&mut self, frame: &mut Vec<u8>) -> io::Result<bool>;
+}
+
+/// The network card as the reader thread sees it (the virtio-net device).
+pub trait FrameReceiver: Send {
+    /// A frame for the guest; `false` when the card cannot take it yet (its receive
+    /// buffers are full): the caller keeps it and tries again when told there is room.
+    fn receive(&mut self, frame: &[u8]) -> bool;
+    /// The cable: a card whose backend died shows its link down.
+    fn set_link(&mut self, up: bool);
 }

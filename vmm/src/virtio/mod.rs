@@ -2,8 +2,9 @@
 //! [`VirtioDevice`] trait a device implements, the [`Interrupt`] it raises, and the queues
 //! it is handed when the driver sets DRIVER_OK. The transport is modern virtio-pci
 //! ([`pci::VirtioPci`]); the devices are the tablet ([`input::VirtioTablet`]), the
-//! block device ([`block::VirtioBlock`]) and the multiport console with named ports
-//! ([`serial::VirtioSerial`], virtio-serial, for the guest agent's channel).
+//! block device ([`block::VirtioBlock`]), the network card ([`net::VirtioNet`]) and the
+//! multiport console with named ports ([`serial::VirtioSerial`], virtio-serial, for the
+//! guest agent's channel).
 //!
 //! Ring handling (descriptor chains, the available and used rings, event index) is the
 //! `virtio-queue` crate's; guest memory is `vm-memory`'s. Everything a guest writes into
@@ -16,6 +17,7 @@
 
 pub mod block;
 pub mod input;
+pub mod net;
 pub mod pci;
 pub mod serial;
 
@@ -47,6 +49,7 @@ pub const ISR_QUEUE: u8 = 1;
 pub const ISR_CONFIG: u8 = 2;
 
 /// Virtio device types (virtio 1.0, 5).
+pub const TYPE_NET: u16 = 1;
 pub const TYPE_BLOCK: u16 = 2;
 pub const TYPE_CONSOLE: u16 = 3;
 pub const TYPE_INPUT: u16 = 18;
