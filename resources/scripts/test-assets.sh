@@ -929,7 +929,12 @@ fetch)
   ;;
 serve)
   dhcp
-  nc -l -p "$port" > /tmp/upload < /dev/null &
+  # nc's input never ends (a FIFO this shell holds open both ways): busybox nc half-closes
+  # the connection when its input ends, and passt (Debian's 2023-03 build) then stalls
+  # the host's data to the guest.
+  mkfifo /tmp/hold
+  exec 3<> /tmp/hold
+  nc -l -p "$port" > /tmp/upload <&3 &
   nc=$!
   listening "$port"
   say "listening on $port"

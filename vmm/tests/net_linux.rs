@@ -30,7 +30,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -132,12 +132,14 @@ impl Vm {
         common::guest_said(&self.serial, NET_SAY)
     }
 
-    /// COM1 and the VMM's own messages, for a failure's report.
+    /// COM1, the VMM's own messages and its status (the card's counters among them), for
+    /// a failure's report.
     fn context(&self) -> String {
         format!(
-            "\n--- COM1 ---\n{}\n--- vmdesk-vmm ---\n{}",
+            "\n--- COM1 ---\n{}\n--- vmdesk-vmm ---\n{}\n--- status ---\n{}",
             std::fs::read_to_string(&self.serial).unwrap_or_default(),
-            std::fs::read_to_string(&self.log).unwrap_or_default()
+            std::fs::read_to_string(&self.log).unwrap_or_default(),
+            status_text(&self.control)
         )
     }
 
@@ -193,6 +195,21 @@ impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The control socket's answer to `status`, or why there is none; never blocks for long
+/// (for failure reports, when the VMM may be stuck or gone).
+fn status_text(socket: &Path) -> String {
+    let Ok(stream) = std::os::unix::net::UnixStream::connect(socket) else {
+        return format!("(no control socket at {})", socket.display());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = (&stream).write_all(b"{\"execute\":\"status\"}\n");
+    let mut reply = String::new();
+    match BufReader::new(&stream).read_line(&mut reply) {
+        Ok(_) => reply,
+        Err(e) => format!("(no answer: {e})"),
     }
 }
 
@@ -279,13 +296,43 @@ fn assets(test: &str, initrd: &str) -> Option<(PathBuf, PathBuf)> {
     Some(assets)
 }
 
-/// Sends `payload` to `addr`, closes the sending half and reads until the other end closes.
+/// Sends `payload` to `addr` within `timeout`, closes the sending half and reads until the
+/// other end closes. The receiver must not close its own sending half first: passt
+/// (Debian's 2023-03 build) stalls the host's data to a guest that did, and busybox nc
+/// does when its input ends (the guest's /init keeps nc's input open for that).
 fn upload(addr: SocketAddr, payload: &[u8], timeout: Duration) -> std::io::Result<()> {
+    let end = Instant::now() + timeout;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(30))?;
-    s.set_write_timeout(Some(timeout))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.write_all(payload)?;
+    s.set_read_timeout(Some(Duration::from_millis(300)))?;
+    match s.read(&mut [0u8; 1]) {
+        Ok(0) => {
+            return Err(std::io::Error::other(
+                "the receiver closed its sending half before any data came",
+            ));
+        }
+        Ok(_) => return Err(std::io::Error::other("the receiver sent something")),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        Err(e) => return Err(e),
+    }
+    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let mut sent = 0;
+    for chunk in payload.chunks(1 << 20) {
+        if Instant::now() > end {
+            return Err(std::io::Error::other(format!(
+                "only {sent} of {} bytes went in {timeout:?}",
+                payload.len()
+            )));
+        }
+        s.write_all(chunk).map_err(|e| {
+            std::io::Error::other(format!("after {sent} of {} bytes: {e}", payload.len()))
+        })?;
+        sent += chunk.len();
+    }
     s.shutdown(std::net::Shutdown::Write)?;
+    s.set_read_timeout(Some(
+        end.saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1)),
+    ))?;
     let mut rest = Vec::new();
     s.read_to_end(&mut rest)?;
     Ok(())
@@ -328,6 +375,7 @@ fn net_initrds_hold_virtio_net_an_init_for_each_test_and_a_working_iperf3() {
         "tap)",
         "bench)",
         "udhcpc -i eth0",
+        "exec 3<> /tmp/hold",
         "10.9.0.2/24",
         "/sys/class/net/eth0/carrier",
         "poweroff -f",
@@ -402,24 +450,38 @@ fn the_guests_wget_and_nc_work_with_the_tests_server_and_uploader() {
     assert!(!missing.success(), "wget of a missing path succeeded");
     drop(server);
 
-    // As the guest's serve test: nc -l keeps what comes until the sender closes.
-    let port = net::free_port(LOOPBACK);
+    // As the guest's serve test: nc -l keeps what comes until the sender closes, as long
+    // as its input stays open; with its input at an end it half-closes at once, which
+    // upload() refuses (passt stalls on it).
+    let listen = |input: Stdio, kept: &Path| {
+        let port = net::free_port(LOOPBACK);
+        let nc = Command::new(&busybox)
+            .args(["nc", "-l", "-p", &port.to_string()])
+            .stdin(input)
+            .stdout(std::fs::File::create(kept).unwrap())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !net::listening(port) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "nc never listened"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (nc, SocketAddr::from((LOOPBACK, port)))
+    };
     let kept = dir.join("kept");
-    let mut nc = Command::new(&busybox)
-        .args(["nc", "-l", "-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&kept).unwrap())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !net::listening(port) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "nc never listened"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let addr = SocketAddr::from((LOOPBACK, port));
+    let (mut nc, addr) = listen(Stdio::null(), &kept);
+    let refused = upload(addr, &blob, Duration::from_secs(30)).unwrap_err();
+    assert!(
+        refused.to_string().contains("closed its sending half"),
+        "{refused}"
+    );
+    let _ = nc.kill();
+    let _ = nc.wait();
+    // Its input a pipe nobody writes to, as the guest's FIFO.
+    let (mut nc, addr) = listen(Stdio::piped(), &kept);
     upload(addr, &blob, Duration::from_secs(30)).expect("upload to nc");
     let status = common::wait_exit(&mut nc, Duration::from_secs(10));
     assert!(status.is_some_and(|s| s.success()), "nc: {status:?}");
