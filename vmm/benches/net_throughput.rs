@@ -401,7 +401,9 @@ fn boot(
             let (qemu_end, passt_end) = socketpair();
             let passt = spawn_with_fd(
                 Command::new(passt)
-                    .args(["-f", "-q", "--fd", &passt_end.as_raw_fd().to_string()])
+                    // vmdesk-vmm's own passt options (net/passt.rs), and the same forwards.
+                    .args(["--foreground", "--stderr", "--quiet", "--fd"])
+                    .arg(passt_end.as_raw_fd().to_string())
                     .args(["-t", &format!("127.0.0.1/{iperf_fwd}:{GUEST_IPERF}")])
                     .args(["-t", &format!("127.0.0.1/{echo_fwd}:{GUEST_ECHO}")])
                     .stdin(Stdio::null())
