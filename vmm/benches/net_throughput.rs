@@ -2,7 +2,8 @@
 //! and host to guest (iperf3 from Debian at both ends), a TCP request/response round trip
 //! (one byte there and back, 1000 times, through a port forward to an echo server in the
 //! guest), and what an idle VM costs: the resident memory and CPU time of the VMM and its
-//! passt over 10 s. Medians of 5 boots each, alternating, and the ratios vmdesk/QEMU (goals:
+//! passt over 10 s, beside the same VMM idle without a network card (a boot of its own), so
+//! the network's own share shows. Medians of 5 boots each, alternating, and the ratios vmdesk/QEMU (goals:
 //! throughput >= 1.0, round trip <= 1.0).
 //!
 //! Both run the cloud kernel and `net-bench-initrd.img` (resources/scripts/test-assets.sh)
@@ -116,6 +117,9 @@ struct Figures {
     idle_cpu_passt: Option<f64>,
     rss_vmm: Option<f64>,
     rss_passt: Option<f64>,
+    /// The same VMM idle without a network card (a boot of its own): its CPU share, RSS.
+    bare_cpu: Option<f64>,
+    bare_rss: Option<f64>,
 }
 
 /// Which VMM.
@@ -188,18 +192,11 @@ fn inside(runs: usize, secs: u64, only: Option<&str>) {
             if only.is_some_and(|o| o != vmm.name()) {
                 continue;
             }
-            let f = boot(
-                vmm,
-                round,
-                &dir,
-                (&kernel, &initrd),
-                &iperf3,
-                &passt,
-                host_port,
-                secs,
-            );
+            let assets = (kernel.as_path(), initrd.as_path());
+            let mut f = boot(vmm, round, &dir, assets, (&iperf3, &passt), host_port, secs);
+            (f.bare_cpu, f.bare_rss) = boot_without_network(vmm, round, &dir, assets, &passt);
             println!(
-                "  {:10} boot {}: guest->host {} Mbit/s, host->guest {} Mbit/s, round trip {} us, idle CPU {} % + passt {} %, RSS {} MiB + passt {} MiB",
+                "  {:10} boot {}: guest->host {} Mbit/s, host->guest {} Mbit/s, round trip {} us, idle CPU {} % + passt {} %, RSS {} MiB + passt {} MiB; without a network: idle CPU {} %, RSS {} MiB",
                 vmm.name(),
                 round + 1,
                 show(f.guest_to_host),
@@ -209,6 +206,8 @@ fn inside(runs: usize, secs: u64, only: Option<&str>) {
                 show(f.idle_cpu_passt),
                 show(f.rss_vmm),
                 show(f.rss_passt),
+                show(f.bare_cpu),
+                show(f.bare_rss),
             );
             match vmm {
                 Vmm::Ours => ours.push(f),
@@ -259,48 +258,98 @@ fn summary(ours: &[Figures], theirs: &[Figures]) {
             show(q)
         );
     }
-    let rss = |v: &[Figures]| {
-        (
+    // What an idle VM costs, with its network and without one, and so the network's share.
+    let cost = |v: &[Figures]| {
+        [
             median(v, |f| f.rss_vmm),
             median(v, |f| f.rss_passt),
             median(v, |f| Some(f.rss_vmm? + f.rss_passt?)),
-        )
-    };
-    let (o, q) = (rss(ours), rss(theirs));
-    println!(
-        "  idle RSS, MiB: vmdesk-vmm {} + passt {} = {}; qemu {} + passt {} = {}{}",
-        show(o.0),
-        show(o.1),
-        show(o.2),
-        show(q.0),
-        show(q.1),
-        show(q.2),
-        match (o.2, q.2) {
-            (Some(a), Some(b)) if b > 0.0 => format!(" ({:.3}x)", a / b),
-            _ => String::new(),
-        }
-    );
-    let cpu = |v: &[Figures]| {
-        (
+            median(v, |f| f.bare_rss),
+            median(v, |f| Some(f.rss_vmm? + f.rss_passt? - f.bare_rss?)),
             median(v, |f| f.idle_cpu_vmm),
             median(v, |f| f.idle_cpu_passt),
-        )
+            median(v, |f| f.bare_cpu),
+            median(v, |f| {
+                Some(f.idle_cpu_vmm? + f.idle_cpu_passt? - f.bare_cpu?)
+            }),
+        ]
     };
-    let (o, q) = (cpu(ours), cpu(theirs));
-    println!(
-        "  idle CPU, % of a core: vmdesk-vmm {} + passt {}; qemu {} + passt {}",
-        show(o.0),
-        show(o.1),
-        show(q.0),
-        show(q.1)
-    );
+    for (name, c) in [("vmdesk-vmm", cost(ours)), ("qemu", cost(theirs))] {
+        println!(
+            "  idle {name:10}: RSS {} MiB + passt {} MiB = {} MiB (without a network {} MiB: the network's share {} MiB); CPU {} % + passt {} % of a core (without a network {} %: the network's share {} %)",
+            show(c[0]),
+            show(c[1]),
+            show(c[2]),
+            show(c[3]),
+            show(c[4]),
+            show(c[5]),
+            show(c[6]),
+            show(c[7]),
+            show(c[8]),
+        );
+    }
 }
 
 /// A running VM and its passt, killed when dropped.
 struct Running {
+    name: String,
     vm: Child,
     passt: Option<Child>,
     serial: PathBuf,
+    log: PathBuf,
+}
+
+impl Running {
+    /// The VMM's pid and its passt's (ours: the VMM's passt child).
+    fn pids(&self) -> (u32, Option<u32>) {
+        let vm = self.vm.id();
+        let passt = match &self.passt {
+            Some(p) => Some(p.id()),
+            None => net::children_named(vm, "passt").first().map(|p| p.pid),
+        };
+        (vm, passt)
+    }
+
+    /// The console's last lines and the VMM's log, for a failure.
+    fn context(&self) -> String {
+        let console = std::fs::read_to_string(&self.serial).unwrap_or_default();
+        let lines: Vec<&str> = console.lines().collect();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        format!(
+            "console ends:\n    {}\n  its log:\n    {}",
+            lines[lines.len().saturating_sub(15)..].join("\n    "),
+            log.lines().collect::<Vec<_>>().join("\n    ")
+        )
+    }
+
+    /// Waits for the guest to say `line`; what it said by then, or `None` after saying why.
+    fn wait_for(&mut self, line: &str) -> Option<Vec<String>> {
+        let end = Instant::now() + BOOT_TIMEOUT;
+        while Instant::now() < end {
+            let said = common::guest_said(&self.serial, NET_SAY);
+            if said.iter().any(|l| l == line) {
+                return Some(said);
+            }
+            if let Some(l) = said.iter().find(|l| l.starts_with("failed: ")) {
+                println!("  {}: the guest {l}; {}", self.name, self.context());
+                return None;
+            }
+            if let Ok(Some(status)) = self.vm.try_wait() {
+                println!("  {}: ended ({status}); {}", self.name, self.context());
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!("  {}: no {line:?}; {}", self.name, self.context());
+        None
+    }
+
+    /// The end: SIGTERM, as a person's "stop" does (QEMU quits on it too).
+    fn stop(mut self) {
+        // SAFETY: kill(2) on the VMM we started and have not reaped.
+        unsafe { libc::kill(self.vm.id() as i32, libc::SIGTERM) };
+        let _ = common::wait_exit(&mut self.vm, Duration::from_secs(30));
+    }
 }
 
 impl Drop for Running {
@@ -315,7 +364,7 @@ impl Drop for Running {
 }
 
 /// A connected pair of stream sockets, both close-on-exec: the QEMU side and the passt
-/// side of one link. [`inherited`] lets one end through one exec.
+/// side of one link ([`spawn_with_fd`] lets one end through one exec).
 fn socketpair() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
     // SAFETY: socketpair writes two fds into the array it is given.
@@ -347,29 +396,25 @@ fn spawn_with_fd(cmd: &mut Command, fd: &OwnedFd, what: &str) -> Child {
     child.unwrap_or_else(|e| panic!("start {what}: {e}"))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn boot(
+/// Boots `vmm` with `vmdesk.test=TEST`, with user-mode networking through passt and TCP
+/// forwards `(host port, guest port)` when `forwards` is `Some`, without any network card
+/// when it is `None`.
+fn start(
     vmm: Vmm,
-    round: usize,
+    name: String,
     dir: &Path,
     (kernel, initrd): (&Path, &Path),
-    iperf3: &Path,
     passt: &Path,
-    host_port: u16,
-    secs: u64,
-) -> Figures {
-    let mut f = Figures::default();
-    let serial = dir.join(format!("{}-{round}.com1", vmm.name()));
-    let log = dir.join(format!("{}-{round}.log", vmm.name()));
-    let (iperf_fwd, echo_fwd) = (net::free_port(LOOPBACK), net::free_port(LOOPBACK));
-    let cmdline = format!(
-        "{} vmdesk.test=bench:{host_port}:{secs}",
-        common::LINUX_CMDLINE
-    );
-    let mut running = match vmm {
+    test: &str,
+    forwards: Option<&[(u16, u16)]>,
+) -> Running {
+    let serial = dir.join(format!("{name}.com1").replace(' ', "-"));
+    let log = dir.join(format!("{name}.log").replace(' ', "-"));
+    let cmdline = format!("{} vmdesk.test={test}", common::LINUX_CMDLINE);
+    let (vm, passt) = match vmm {
         Vmm::Ours => {
-            let vm = Command::new(env!("CARGO_BIN_EXE_vmdesk-vmm"))
-                .args(["--memory", &format!("{MEMORY_MIB}M"), "--cpus", "1"])
+            let mut c = Command::new(env!("CARGO_BIN_EXE_vmdesk-vmm"));
+            c.args(["--memory", &format!("{MEMORY_MIB}M"), "--cpus", "1"])
                 .args(["--vnc", "none"])
                 .arg("--serial")
                 .arg(format!("file:{}", serial.display()))
@@ -377,58 +422,30 @@ fn boot(
                 .arg(kernel)
                 .arg("--initrd")
                 .arg(initrd)
-                .args(["--cmdline", &cmdline, "--net", "user"])
-                .args([
-                    "--forward",
-                    &format!("tcp:127.0.0.1:{iperf_fwd}-:{GUEST_IPERF}"),
-                ])
-                .args([
-                    "--forward",
-                    &format!("tcp:127.0.0.1:{echo_fwd}-:{GUEST_ECHO}"),
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("start vmdesk-vmm");
-            Running {
-                vm,
-                passt: None,
-                serial,
+                .args(["--cmdline", &cmdline]);
+            match forwards {
+                Some(forwards) => {
+                    c.args(["--net", "user"]);
+                    for (host, guest) in forwards {
+                        c.args(["--forward", &format!("tcp:127.0.0.1:{host}-:{guest}")]);
+                    }
+                }
+                None => {
+                    c.args(["--net", "none"]);
+                }
             }
+            c.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap());
+            (c.spawn().expect("start vmdesk-vmm"), None)
         }
         Vmm::Qemu => {
-            let (qemu_end, passt_end) = socketpair();
-            let passt = spawn_with_fd(
-                Command::new(passt)
-                    // vmdesk-vmm's own passt options (net/passt.rs), and the same forwards.
-                    .args(["--foreground", "--stderr", "--quiet", "--fd"])
-                    .arg(passt_end.as_raw_fd().to_string())
-                    .args(["-t", &format!("127.0.0.1/{iperf_fwd}:{GUEST_IPERF}")])
-                    .args(["-t", &format!("127.0.0.1/{echo_fwd}:{GUEST_ECHO}")])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(dir.join(format!("passt-{round}.log"))).unwrap()),
-                &passt_end,
-                "passt",
-            );
-            let mut qemu = Command::new("qemu-system-x86_64");
-            qemu.args(["-M", "pc", "-accel", "kvm", "-cpu", "host", "-nodefaults"])
+            let mut c = Command::new("qemu-system-x86_64");
+            c.args(["-M", "pc", "-accel", "kvm", "-cpu", "host", "-nodefaults"])
                 .args(["-m", &MEMORY_MIB.to_string(), "-smp", "1"])
                 .args(["-vga", "std", "-display", "none", "-no-reboot"])
                 .arg("-serial")
                 .arg(format!("file:{}", serial.display()))
-                .args([
-                    "-netdev",
-                    &format!(
-                        "stream,id=n0,server=off,addr.type=fd,addr.str={}",
-                        qemu_end.as_raw_fd()
-                    ),
-                ])
-                .args([
-                    "-device",
-                    "virtio-net-pci,netdev=n0,addr=03.0,mac=52:54:00:12:34:56",
-                ])
                 .arg("-kernel")
                 .arg(kernel)
                 .arg("-initrd")
@@ -437,63 +454,103 @@ fn boot(
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap());
-            let vm = spawn_with_fd(&mut qemu, &qemu_end, "qemu");
-            // Our copies close here: each end now lives only in its process.
-            drop((qemu_end, passt_end));
-            Running {
-                vm,
-                passt: Some(passt),
-                serial,
+            match forwards {
+                Some(forwards) => {
+                    let (qemu_end, passt_end) = socketpair();
+                    let mut p = Command::new(passt);
+                    // vmdesk-vmm's own passt options (net/passt.rs), and the same forwards.
+                    p.args(["--foreground", "--stderr", "--quiet", "--fd"])
+                        .arg(passt_end.as_raw_fd().to_string());
+                    for (host, guest) in forwards {
+                        p.args(["-t", &format!("127.0.0.1/{host}:{guest}")]);
+                    }
+                    p.stdin(Stdio::null()).stdout(Stdio::null()).stderr(
+                        std::fs::File::create(
+                            dir.join(format!("{name}.passt.log").replace(' ', "-")),
+                        )
+                        .unwrap(),
+                    );
+                    let passt = spawn_with_fd(&mut p, &passt_end, "passt");
+                    c.args([
+                        "-netdev",
+                        &format!(
+                            "stream,id=n0,server=off,addr.type=fd,addr.str={}",
+                            qemu_end.as_raw_fd()
+                        ),
+                    ])
+                    .args([
+                        "-device",
+                        "virtio-net-pci,netdev=n0,addr=03.0,mac=52:54:00:12:34:56",
+                    ]);
+                    let vm = spawn_with_fd(&mut c, &qemu_end, "qemu");
+                    // Our copies close here: each end now lives only in its process.
+                    drop((qemu_end, passt_end));
+                    (vm, Some(passt))
+                }
+                None => (c.spawn().expect("start qemu"), None),
             }
         }
     };
-    let context = |r: &Running| {
-        let console = std::fs::read_to_string(&r.serial).unwrap_or_default();
-        let tail: Vec<&str> = console.lines().rev().take(15).collect();
-        format!(
-            "console ends:\n    {}\n  its log:\n    {}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n    "),
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .lines()
-                .collect::<Vec<_>>()
-                .join("\n    ")
-        )
-    };
+    Running {
+        name,
+        vm,
+        passt,
+        serial,
+        log,
+    }
+}
+
+/// CPU time as a share of one core (percent) and resident memory at the end (MiB) of each
+/// of `pids` over [`IDLE`], after 2 s for the guest to settle.
+fn sample_idle(pids: &[Option<u32>]) -> Vec<(Option<f64>, Option<f64>)> {
+    std::thread::sleep(Duration::from_secs(2));
+    let before: Vec<Option<u64>> = pids.iter().map(|p| p.and_then(cpu_ticks)).collect();
+    let t0 = Instant::now();
+    std::thread::sleep(IDLE);
+    let wall = t0.elapsed().as_secs_f64();
+    pids.iter()
+        .zip(before)
+        .map(|(pid, before)| {
+            let after = pid.and_then(cpu_ticks);
+            let cpu = before
+                .zip(after)
+                .map(|(b, a)| 100.0 * a.saturating_sub(b) as f64 / ticks_per_s() / wall);
+            (cpu, pid.and_then(rss_mib))
+        })
+        .collect()
+}
+
+/// One boot with the network: the figures of [`Figures`].
+fn boot(
+    vmm: Vmm,
+    round: usize,
+    dir: &Path,
+    assets: (&Path, &Path),
+    (iperf3, passt): (&Path, &Path),
+    host_port: u16,
+    secs: u64,
+) -> Figures {
+    let mut f = Figures::default();
+    let (iperf_fwd, echo_fwd) = (net::free_port(LOOPBACK), net::free_port(LOOPBACK));
+    let mut running = start(
+        vmm,
+        format!("{} boot {}", vmm.name(), round + 1),
+        dir,
+        assets,
+        passt,
+        &format!("bench:{host_port}:{secs}"),
+        Some(&[(iperf_fwd, GUEST_IPERF), (echo_fwd, GUEST_ECHO)]),
+    );
 
     // Guest to host: the guest's own iperf3 client, at boot.
-    let end = Instant::now() + BOOT_TIMEOUT;
-    let mut ready = false;
-    while Instant::now() < end {
-        let said = common::guest_said(&running.serial, NET_SAY);
-        if let Some(l) = said.iter().find(|l| l.starts_with("failed: ")) {
-            println!("  {} boot {}: the guest {l}", vmm.name(), round + 1);
-            break;
-        }
-        if said.iter().any(|l| l == "bench ready") {
-            f.guest_to_host = said
-                .iter()
-                .find_map(|l| l.strip_prefix("iperf guest-to-host kbits "))
-                .and_then(|k| k.trim().parse::<f64>().ok())
-                .map(|k| k / 1000.0);
-            ready = true;
-            break;
-        }
-        if let Ok(Some(status)) = running.vm.try_wait() {
-            println!("  {} boot {}: ended ({status})", vmm.name(), round + 1);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if !ready {
-        println!(
-            "  {} boot {}: no \"bench ready\"; {}",
-            vmm.name(),
-            round + 1,
-            context(&running)
-        );
+    let Some(said) = running.wait_for("bench ready") else {
         return f;
-    }
+    };
+    f.guest_to_host = said
+        .iter()
+        .find_map(|l| l.strip_prefix("iperf guest-to-host kbits "))
+        .and_then(|k| k.trim().parse::<f64>().ok())
+        .map(|k| k / 1000.0);
 
     // Host to guest: the host's iperf3 client through the forward to the guest's server.
     let out = Command::new(iperf3)
@@ -505,9 +562,8 @@ fn boot(
     f.host_to_guest = receiver_kbits(&text).map(|k| k / 1000.0);
     if f.host_to_guest.is_none() {
         println!(
-            "  {} boot {}: iperf3 host->guest said:\n{text}{}",
-            vmm.name(),
-            round + 1,
+            "  {}: iperf3 host->guest said:\n{text}{}",
+            running.name,
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -515,33 +571,42 @@ fn boot(
     // The round trip, through the other forward.
     match ping_pong(SocketAddr::from((LOOPBACK, echo_fwd))) {
         Ok(us) => f.rtt_us = Some(us),
-        Err(e) => println!("  {} boot {}: round trips: {e}", vmm.name(), round + 1),
+        Err(e) => println!("  {}: round trips: {e}", running.name),
     }
 
-    // Idle: the guest waits in its shell; sample the VMM and its passt.
-    std::thread::sleep(Duration::from_secs(2));
-    let vm_pid = running.vm.id();
-    let passt_pid = match &running.passt {
-        Some(p) => Some(p.id()),
-        None => net::children_named(vm_pid, "passt").first().map(|p| p.pid),
-    };
-    let (vm0, passt0) = (cpu_ticks(vm_pid), passt_pid.and_then(cpu_ticks));
-    let t0 = Instant::now();
-    std::thread::sleep(IDLE);
-    let wall = t0.elapsed().as_secs_f64();
-    let (vm1, passt1) = (cpu_ticks(vm_pid), passt_pid.and_then(cpu_ticks));
-    let share =
-        |a: Option<u64>, b: Option<u64>| Some(100.0 * (b? - a?) as f64 / ticks_per_s() / wall);
-    f.idle_cpu_vmm = share(vm0, vm1);
-    f.idle_cpu_passt = share(passt0, passt1);
-    f.rss_vmm = rss_mib(vm_pid);
-    f.rss_passt = passt_pid.and_then(rss_mib);
-
-    // The end: SIGTERM, as a person's "stop" does.
-    // SAFETY: kill(2) on the VMM we started and have not reaped.
-    unsafe { libc::kill(running.vm.id() as i32, libc::SIGTERM) };
-    let _ = common::wait_exit(&mut running.vm, Duration::from_secs(30));
+    // Idle: the guest waits in its shell.
+    let (vm, passt) = running.pids();
+    let idle = sample_idle(&[Some(vm), passt]);
+    (f.idle_cpu_vmm, f.rss_vmm) = idle[0];
+    (f.idle_cpu_passt, f.rss_passt) = idle[1];
+    running.stop();
     f
+}
+
+/// One boot without a network card (`--net none`; QEMU with no NIC), idle: the VMM's CPU
+/// share and RSS, what the network's figures are held against.
+fn boot_without_network(
+    vmm: Vmm,
+    round: usize,
+    dir: &Path,
+    assets: (&Path, &Path),
+    passt: &Path,
+) -> (Option<f64>, Option<f64>) {
+    let mut running = start(
+        vmm,
+        format!("{} boot {} without a network", vmm.name(), round + 1),
+        dir,
+        assets,
+        passt,
+        "idle",
+        None,
+    );
+    if running.wait_for("no card; idle").is_none() {
+        return (None, None);
+    }
+    let idle = sample_idle(&[Some(running.vm.id())]);
+    running.stop();
+    idle[0]
 }
 
 /// iperf3's receiver line's figure from `-f k` output, Kbit/s.

@@ -8,13 +8,16 @@
 //!   virtio 1.0, MAC, STATUS and mergeable receive buffers and no offload (passt's stream has
 //!   no vnet header to carry one), has carrier; the guest's DHCP lease is what passt hands
 //!   out (the host's own address and its default gateway); the control socket's status
-//!   says `net` user, that MAC, link up; the VMM has exactly one passt child.
+//!   says `net` user, that MAC, link up, no forwards, and the pid of the VMM's one passt
+//!   child.
 //! - **Fetch**: the guest fetches a 64 MiB file of random bytes over HTTP from a server on
 //!   the host's loopback, through the router's address (passt maps it to the host's
 //!   loopback); size and sha256 must match.
 //! - **Upload**: the host sends 64 MiB through `--forward tcp:127.0.0.1:PORT-:5555` to a
 //!   listener in the guest; size and sha256 of what the guest got must match, and the
 //!   status lists the forward.
+//! - **No network**: without `--net` (vmdesk-vmm's default) and with `--net none` the
+//!   guest finds no card, no passt runs, and the status has no `net`.
 //! - **Two VMs**: two at once, each with its own passt (two distinct passt children), both
 //!   get their leases and their own MACs.
 //! - **Nothing left**: after the guest powers off, and separately after SIGKILL of the VMM,
@@ -375,6 +378,7 @@ fn net_initrds_hold_virtio_net_an_init_for_each_test_and_a_working_iperf3() {
         "tap)",
         "bench)",
         "udhcpc -i eth0",
+        "no card; idle",
         "exec 3<> /tmp/hold",
         "10.9.0.2/24",
         "/sys/class/net/eth0/carrier",
@@ -544,6 +548,7 @@ fn guest_gets_its_lease_from_passt_and_the_card_is_virtio_net_at_00_03_0() {
     );
     let passt = net::wait_one_child(vm.pid(), "passt", Duration::from_secs(5))
         .unwrap_or_else(|kids| panic!("passt children of the VMM: {kids:?}{}", vm.context()));
+    assert_eq!(status["passt_pid"], passt.pid, "{status}");
     assert_eq!(
         common::stop(&mut vm.child).code(),
         Some(0),
@@ -554,6 +559,37 @@ fn guest_gets_its_lease_from_passt_and_the_card_is_virtio_net_at_00_03_0() {
         net::wait_gone(passt, PASST_GONE),
         "passt {passt:?} outlived its VMM"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn without_a_network_option_or_with_none_the_guest_has_no_card_and_no_passt_runs() {
+    let test = "without_a_network_option_or_with_none_the_guest_has_no_card_and_no_passt_runs";
+    if !common::hardware_kvm_or_nested(test, "a guest kernel cannot run") {
+        return;
+    }
+    let Some(assets) = common::linux_assets(test, INITRD) else {
+        return;
+    };
+    let dir = common::temp_dir("net-none");
+    for (name, net) in [("default", &[][..]), ("none", &["--net", "none"][..])] {
+        let mut vm = Vm::start(&dir, name, kernel_and(&assets), "idle", net);
+        vm.wait_said("no card; idle", BOOT_TIMEOUT);
+        assert!(
+            net::children_named(vm.pid(), "passt").is_empty(),
+            "{name}: a passt runs{}",
+            vm.context()
+        );
+        // No card, no network object.
+        let reply = common::ControlClient::connect(&vm.control).call(r#"{"execute":"status"}"#);
+        assert!(reply["return"]["net"].is_null(), "{name}: {reply}");
+        assert_eq!(
+            common::stop(&mut vm.child).code(),
+            Some(0),
+            "{}",
+            vm.context()
+        );
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 
