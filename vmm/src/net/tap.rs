@@ -30,8 +30,10 @@ const TUN_F_TSO4: u32 = 0x02;
 const TUN_F_TSO6: u32 = 0x04;
 /// virtio 1.0's `virtio_net_hdr_mrg_rxbuf`.
 pub const VNET_HDR_LEN: i32 = 12;
-/// The largest frame a TAP device hands over (64 KiB of GSO data plus headers).
-pub const MAX_FRAME: usize = 65536 + VNET_HDR_LEN as usize;
+/// The largest frame a TAP device hands over (a 64 KiB GSO frame with its headers); the
+/// read buffer is one byte longer, so a frame that is longer still shows as such and the
+/// card drops it rather than taking a truncated one.
+pub const MAX_FRAME: usize = crate::virtio::net::MAX_FRAME_LEN + VNET_HDR_LEN as usize;
 
 #[derive(Debug, Error)]
 pub enum TapError {
@@ -208,7 +210,7 @@ impl FrameSource for Tap {
     }
 
     fn recv(&mut self, frame: &mut Vec<u8>) -> io::Result<bool> {
-        frame.resize(MAX_FRAME, 0);
+        frame.resize(MAX_FRAME + 1, 0);
         let n = self.file.read(frame)?;
         frame.truncate(n);
         // A TAP device never ends; a zero-length read only happens when it goes away.
