@@ -18,6 +18,8 @@ pub mod machine;
 pub mod memory;
 pub mod memory_slots;
 pub mod net;
+#[cfg(test)]
+mod noise;
 pub mod option_rom;
 pub mod pci;
 pub mod vdagent;

@@ -2,33 +2,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let out = Command::new(common::vmm_bin())
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Exit 2 and exactly one line that starts with our name and contains every `words`.
-fn assert_usage_error(args: &[&str], env: &[(&str, &str)], words: &[&str]) {
-    let (code, err) = run(args, env);
-    assert_eq!(code, 2, "{args:?}: exit code {code}, stderr: {err}");
-    let lines: Vec<_> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "{args:?}: want one line, got: {err}");
-    assert!(lines[0].starts_with("vmdesk-vmm: "), "{err}");
-    for w in words {
-        assert!(lines[0].contains(w), "{args:?}: '{w}' missing from: {err}");
-    }
-    assert!(!err.contains("panicked"), "{err}");
-}
+use common::assert_usage_error;
 
 #[test]
 fn bad_sizes_and_counts() {
@@ -187,7 +163,7 @@ fn no_kvm_says_how_to_fix() {
 
 #[test]
 fn help_and_check_host_exit_cleanly() {
-    let (code, _) = run(&["--help"], &[]);
+    let (code, _) = common::run_vmm_to_refusal(&["--help"], &[]);
     assert_eq!(code, 0);
     let out = Command::new(common::vmm_bin())
         .arg("--check-host")

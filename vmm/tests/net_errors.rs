@@ -9,63 +9,15 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-/// How long a VMM may take to refuse its options (it starts passt before it can tell
-/// whether a forward's port is free).
-const REFUSE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Runs vmdesk-vmm with `args` (and no display) and the environment changes `env`; fails
-/// the test if it still runs after [`REFUSE_TIMEOUT`]. Its exit code and stderr.
-fn refused(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    // Tests run in parallel: a directory each (temp_dir empties the one it names).
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("t")
-        .replace("::", "-");
-    let dir = common::temp_dir(&format!("net-errors-{test}"));
-    let err_path = dir.join("stderr");
-    let mut child = Command::new(common::vmm_bin())
-        .args(["--vnc", "none", "--memory", "64M"])
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .expect("start vmdesk-vmm");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > REFUSE_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{args:?}: vmdesk-vmm still ran after {REFUSE_TIMEOUT:?}; stderr:\n{}",
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
-    let _ = std::fs::remove_dir_all(&dir);
-    (status.code().unwrap_or(-1), err)
-}
-
-/// Exit 2 and exactly one line, from vmdesk-vmm, holding every one of `words`.
+/// `args` after options that keep a VMM that went on small and headless.
 fn assert_refused(args: &[&str], env: &[(&str, &str)], words: &[&str]) {
-    let (code, err) = refused(args, env);
-    assert_eq!(code, 2, "{args:?}: exit code {code}, stderr: {err}");
-    let lines: Vec<_> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "{args:?}: want one line, got: {err}");
-    assert!(lines[0].starts_with("vmdesk-vmm: "), "{err}");
-    for w in words {
-        assert!(lines[0].contains(w), "{args:?}: '{w}' missing from: {err}");
-    }
-    assert!(!err.contains("panicked"), "{err}");
+    let args: Vec<&str> = ["--vnc", "none", "--memory", "64M"]
+        .iter()
+        .chain(args)
+        .copied()
+        .collect();
+    common::assert_usage_error(&args, env, words);
 }
 
 #[test]

@@ -180,6 +180,19 @@ impl Vm {
         status.unwrap().code()
     }
 
+    /// Stops the VMM as `vmdesk stop` does (SIGTERM): it must exit cleanly and, when it
+    /// had one, its `passt` must end with it.
+    fn stop(&mut self, passt: Option<net::Proc>) {
+        let code = common::stop(&mut self.child).code();
+        assert_eq!(code, Some(0), "{}", self.context());
+        if let Some(passt) = passt {
+            assert!(
+                net::wait_gone(passt, PASST_GONE),
+                "passt {passt:?} outlived its VMM"
+            );
+        }
+    }
+
     /// The control socket's `net` object of `status`.
     fn net_status(&self) -> serde_json::Value {
         let mut c = common::ControlClient::connect(&self.control);
@@ -549,16 +562,7 @@ fn guest_gets_its_lease_from_passt_and_the_card_is_virtio_net_at_00_03_0() {
     let passt = net::wait_one_child(vm.pid(), "passt", Duration::from_secs(5))
         .unwrap_or_else(|kids| panic!("passt children of the VMM: {kids:?}{}", vm.context()));
     assert_eq!(status["passt_pid"], passt.pid, "{status}");
-    assert_eq!(
-        common::stop(&mut vm.child).code(),
-        Some(0),
-        "{}",
-        vm.context()
-    );
-    assert!(
-        net::wait_gone(passt, PASST_GONE),
-        "passt {passt:?} outlived its VMM"
-    );
+    vm.stop(Some(passt));
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -583,12 +587,7 @@ fn without_a_network_option_or_with_none_the_guest_has_no_card_and_no_passt_runs
         // No card, no network object.
         let reply = common::ControlClient::connect(&vm.control).call(r#"{"execute":"status"}"#);
         assert!(reply["return"]["net"].is_null(), "{name}: {reply}");
-        assert_eq!(
-            common::stop(&mut vm.child).code(),
-            Some(0),
-            "{}",
-            vm.context()
-        );
+        vm.stop(None);
     }
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -730,16 +729,7 @@ fn two_vms_at_once_each_with_its_own_passt() {
         assert!(!net::gone(*passt), "{passt:?} ended{}", vm.context());
     }
     for (vm, passt) in vms.iter_mut().zip(passts) {
-        assert_eq!(
-            common::stop(&mut vm.child).code(),
-            Some(0),
-            "{}",
-            vm.context()
-        );
-        assert!(
-            net::wait_gone(passt, PASST_GONE),
-            "passt {passt:?} outlived its VMM"
-        );
+        vm.stop(Some(passt));
     }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -625,25 +625,18 @@ mod tests {
         let m = mem();
         let mut fw = FwCfg::new(m.clone());
         fw.add_file("f", vec![1; 300]).unwrap();
-        // xorshift: deterministic, no dependency.
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut noise = crate::noise::Noise::new(0x2545_f491_4f6c_dd1d);
         for _ in 0..20_000 {
-            let r = next();
+            let r = noise.next();
             let offset = r % 16;
             let size = [1usize, 2, 4, 8][(r >> 8) as usize % 4];
-            let bytes = next().to_le_bytes();
+            let bytes = noise.next().to_le_bytes();
             if r & (1 << 20) != 0 {
                 // Plant a random descriptor where the low-half write will point.
-                let at = (next() % 0x10_0000) & !0xf;
+                let at = (noise.next() % 0x10_0000) & !0xf;
                 let mut d = [0u8; 16];
-                d[..8].copy_from_slice(&next().to_be_bytes());
-                d[8..].copy_from_slice(&next().to_be_bytes());
+                d[..8].copy_from_slice(&noise.next().to_be_bytes());
+                d[8..].copy_from_slice(&noise.next().to_be_bytes());
                 m.write_slice(&d, GuestAddress(at)).unwrap();
                 fw.write(8, &(at as u32).to_be_bytes());
             } else if r & (1 << 21) != 0 {

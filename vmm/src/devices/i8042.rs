@@ -948,16 +948,9 @@ mod tests {
     #[test]
     fn random_guest_and_host_input_never_panics_or_grows() {
         let pc = Pc::new();
-        // A fixed xorshift sequence: reproducible, and covers every byte value.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut noise = crate::noise::Noise::new(0x9e37_79b9_7f4a_7c15);
         for _ in 0..200_000 {
-            let r = next();
+            let r = noise.next();
             let b = (r >> 8) as u8;
             match r % 8 {
                 0 | 1 => pc.outb(DATA_PORT, b),

@@ -1740,15 +1740,7 @@ mod tests {
     }
 
     /// xorshift64*: deterministic noise without a dependency.
-    struct Noise(u64);
-    impl Noise {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-    }
+    use crate::noise::Noise;
 
     /// A driver that posts chains of any shape, scribbles over its rings now and then and
     /// resets at random, with frames of any size arriving: the device never panics, and
@@ -1761,7 +1753,7 @@ mod tests {
             (false, !(1u64 << VIRTIO_NET_F_MRG_RXBUF)),
         ];
         for (k, (vnet_hdr, want)) in variants.into_iter().enumerate() {
-            let mut noise = Noise(0x5eed_0000_0000_0001 + k as u64);
+            let mut noise = Noise::new(0x5eed_0000_0000_0001 + k as u64);
             let mut n = Nic::new(vnet_hdr, want);
             n.driver_ok();
             for _ in 0..2400 {

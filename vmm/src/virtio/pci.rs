@@ -1003,15 +1003,7 @@ pub(crate) mod tests {
     }
 
     /// xorshift64*: deterministic noise without a dependency.
-    struct Noise(u64);
-    impl Noise {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-    }
+    use crate::noise::Noise;
 
     /// A guest that scribbles over its rings and the registers at random never panics
     /// the devices or the transport.
@@ -1030,7 +1022,7 @@ pub(crate) mod tests {
         let devices: [Arc<Mutex<dyn VirtioDevice>>; 2] =
             [Arc::new(Mutex::new(blk)), tablet.clone()];
         for (k, dev) in devices.into_iter().enumerate() {
-            let mut n = Noise(0x9e37_79b9_7f4a_7c15 + k as u64);
+            let mut n = Noise::new(0x9e37_79b9_7f4a_7c15 + k as u64);
             let mut g = Guest::new(dev);
             let mut completions = 0;
             for round in 0..200 {

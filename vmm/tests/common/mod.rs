@@ -7,12 +7,15 @@ pub mod guests;
 pub mod installer;
 mod media;
 pub mod net;
+mod refusal;
 mod screen;
 mod skip;
 pub mod x11;
 
-// Not every test looks at the screen.
 pub use media::*;
+// Not every test looks at the screen or makes the VMM refuse its options.
+#[allow(unused_imports)]
+pub use refusal::*;
 #[allow(unused_imports)]
 pub use screen::*;
 pub use skip::*;
