@@ -6,12 +6,14 @@
 //! (01.3).
 //!
 //! Not emulated: PCI-to-PCI bridges (so only bus 0 exists), MMCONFIG (PCIe extended
-//! configuration space), MSI/MSI-X capabilities (a device that wants them builds the
-//! capability in its own [`PciConfig`]), and bus-master arbitration.
+//! configuration space), MSI (non-X) capabilities, and bus-master arbitration. MSI-X tables
+//! live in [`msix`]; a device that wants MSI-X builds the capability in its own
+//! [`PciConfig`] through it.
 
 pub mod chipset;
 pub mod config;
 pub mod i440fx;
+pub mod msix;
 pub mod piix3;
 pub mod piix4_pm;
 pub mod root;
