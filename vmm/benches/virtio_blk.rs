@@ -64,7 +64,12 @@ impl Driver {
         let mmio = Arc::new(Bus::new());
         let mut root = PciRoot::new(Arc::new(Bus::new()), mmio.clone());
         let disk = VirtioBlock::new(backend, "bench");
-        let f = VirtioPci::new(Arc::new(Mutex::new(disk)), mem.clone(), RecordingIrq::new());
+        let f = VirtioPci::new(
+            Arc::new(Mutex::new(disk)),
+            mem.clone(),
+            RecordingIrq::new(),
+            None,
+        );
         root.add(DEVFN, Arc::new(Mutex::new(f)));
         root.config_write(0, DEVFN, 0x10, &(BAR as u32).to_le_bytes());
         root.config_write(0, DEVFN, 4, &6u16.to_le_bytes());

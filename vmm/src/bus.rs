@@ -67,6 +67,13 @@ impl Bus {
         self.ranges.write().unwrap().remove(&base).map(|r| r.dev)
     }
 
+    /// Takes every device off the bus. Devices that reach the bus themselves (the PCI root
+    /// moves BARs on the buses that hold its configuration ports) form reference cycles
+    /// with it; the machine breaks them this way when it is dropped.
+    pub fn clear(&self) {
+        self.ranges.write().unwrap().clear();
+    }
+
     fn find(&self, addr: u64, size: usize) -> Option<(u64, SharedDevice)> {
         let ranges = self.ranges.read().unwrap();
         let (&base, r) = ranges.range(..=addr).next_back()?;

@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod devices;
 pub mod disk;
+pub mod doorbell;
 pub mod firmware;
 pub mod host;
 pub mod input;

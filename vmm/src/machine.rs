@@ -37,10 +37,28 @@ use crate::option_rom::OptionRom;
 use crate::pci::chipset::PcChipset;
 use crate::pci::devfn;
 use crate::virtio::net::VirtioNet;
+use crate::virtio::pci::FastPaths;
 use crate::virtio::{self, block::VirtioBlock, input::VirtioTablet, serial::VirtioSerial};
 
 /// Makes the line for one GSI of the platform's interrupt controllers.
 pub type IrqFactory = Arc<dyn Fn(u32) -> Arc<dyn IrqLine> + Send + Sync>;
+
+/// How devices reach the hypervisor: interrupt lines always, and the fast paths virtio
+/// uses when the hypervisor has them (a bare factory is lines only, as in tests).
+#[derive(Clone)]
+pub struct Wiring {
+    pub lines: IrqFactory,
+    pub fast: FastPaths,
+}
+
+impl From<IrqFactory> for Wiring {
+    fn from(lines: IrqFactory) -> Wiring {
+        Wiring {
+            lines,
+            fast: FastPaths::default(),
+        }
+    }
+}
 
 /// How the machine starts.
 #[derive(Clone)]
@@ -240,12 +258,23 @@ pub struct Machine {
     rom: Option<(u64, u64)>,
 }
 
+impl Drop for Machine {
+    /// The PCI root and the configuration ports it answers on hold each other (through
+    /// the port bus): without this the whole machine, its guest memory, its KVM objects
+    /// and its virtio threads would outlive every reset.
+    fn drop(&mut self) {
+        self.pio.clear();
+        self.mmio.clear();
+    }
+}
+
 impl Machine {
     pub fn new(
         cfg: &MachineConfig,
-        irq: IrqFactory,
+        wiring: impl Into<Wiring>,
         out: &Outputs,
     ) -> Result<Machine, MachineError> {
+        let Wiring { lines: irq, fast } = wiring.into();
         let layout = MemoryLayout::new(cfg.memory);
         let firmware = match &cfg.boot {
             Boot::Firmware(fw) => Some(fw),
@@ -292,6 +321,7 @@ impl Machine {
                         FIRST_DISK_SLOT + virtio_disks,
                         Arc::new(Mutex::new(blk)),
                         &mem,
+                        &fast,
                     );
                     virtio_disks += 1;
                 }
@@ -306,7 +336,7 @@ impl Machine {
                     backend,
                     network.rx_space(),
                 )));
-                virtio::pci::attach(&chipset, NET_SLOT, card.clone(), &mem);
+                virtio::pci::attach(&chipset, NET_SLOT, card.clone(), &mem, &fast);
                 network.attach(card.clone());
                 Some(NetCard {
                     network: network.clone(),
@@ -317,11 +347,11 @@ impl Machine {
         };
         let tablet = Arc::new(Mutex::new(VirtioTablet::new()));
         let tablet_slot = FIRST_DISK_SLOT + virtio_disks;
-        virtio::pci::attach(&chipset, tablet_slot, tablet.clone(), &mem);
+        virtio::pci::attach(&chipset, tablet_slot, tablet.clone(), &mem, &fast);
         let agent = out.clipboard.as_ref().map(|clipboard| {
             let ports = vec![(AGENT_PORT_NAME.to_owned(), clipboard.port())];
             let serial = Arc::new(Mutex::new(VirtioSerial::new(ports)));
-            virtio::pci::attach(&chipset, tablet_slot + 1, serial.clone(), &mem);
+            virtio::pci::attach(&chipset, tablet_slot + 1, serial.clone(), &mem, &fast);
             serial
         });
         let vga = match &cfg.display {

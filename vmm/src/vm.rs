@@ -23,7 +23,7 @@ use crate::kvm::coalesced::CoalescedRing;
 use crate::kvm::slots::KvmRamMapper;
 use crate::kvm::vcpu::{self, RunControl, VcpuEvent, VcpuState, VcpuThread};
 use crate::kvm::{KvmError, KvmVm};
-use crate::machine::{Boot, Machine, MachineConfig, MachineError, Outputs};
+use crate::machine::{Boot, Machine, MachineConfig, MachineError, Outputs, Wiring};
 
 /// Why a run ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,11 +70,11 @@ pub fn run_once(
 ) -> Result<Outcome, VmError> {
     let vm = KvmVm::new(kvm)?;
     let irq_vm = vm.fd.clone();
-    let machine = Machine::new(
-        cfg,
-        Arc::new(move |gsi| crate::kvm::irq_line(&irq_vm, gsi)),
-        outputs,
-    )?;
+    let wiring = Wiring {
+        lines: Arc::new(move |gsi| crate::kvm::irq_line(&irq_vm, gsi)),
+        fast: crate::kvm::fast_paths(kvm, &vm.fd),
+    };
+    let machine = Machine::new(cfg, wiring, outputs)?;
     vm.map_memory(&machine.mem, |addr| machine.is_rom(addr))?;
     if let Some(vga) = &machine.vga {
         // The linear framebuffer becomes a dirty-logged KVM slot once firmware places it.

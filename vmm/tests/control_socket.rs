@@ -264,3 +264,64 @@ fn control_socket_in_use_is_bad_input() {
     assert!(err.contains("in use"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Open file descriptors and threads of process `pid`.
+fn fds_and_threads(pid: u32) -> (usize, usize) {
+    let count = |d: String| std::fs::read_dir(d).map_or(0, |d| d.count());
+    (
+        count(format!("/proc/{pid}/fd")),
+        count(format!("/proc/{pid}/task")),
+    )
+}
+
+/// Every reset builds the machine anew: the old one's virtio doorbell eventfds, their
+/// threads and its KVM VM must go with it. 100 resets later the VMM holds as many file
+/// descriptors and threads as after the first.
+#[test]
+fn a_hundred_resets_leak_no_descriptor_or_thread() {
+    let test = "a_hundred_resets_leak_no_descriptor_or_thread";
+    if !common::kvm_or_skip(test) || !Path::new(vmm::firmware::DEFAULT_FIRMWARE).exists() {
+        return;
+    }
+    let dir = common::temp_dir("resets");
+    let sock = dir.join("vm.sock");
+    let disk = dir.join("disk.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let (mut child, _log) = common::spawn_vmm(
+        &dir,
+        "resets",
+        &[
+            "--memory",
+            "64M",
+            "--serial",
+            "none",
+            "--disk",
+            disk.to_str().unwrap(),
+            "--control",
+            sock.to_str().unwrap(),
+        ],
+    );
+    let mut c = common::ControlClient::connect(&sock);
+    let reset = |c: &mut common::ControlClient| {
+        let r = c.call(r#"{"execute":"reset"}"#);
+        assert_eq!(r["return"], serde_json::json!({}), "{r}");
+    };
+    // Counted once the machine after a reset is running (its threads started).
+    let settled = |pid| {
+        std::thread::sleep(Duration::from_millis(500));
+        fds_and_threads(pid)
+    };
+    reset(&mut c);
+    let first = settled(child.id());
+    for _ in 0..100 {
+        reset(&mut c);
+    }
+    let last = settled(child.id());
+    assert_eq!(
+        last, first,
+        "(file descriptors, threads) after 101 resets vs after 1"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the VMM ended");
+    assert_eq!(common::stop(&mut child).code(), Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}

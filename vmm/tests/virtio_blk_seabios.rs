@@ -55,22 +55,31 @@ fn boot(fw: Firmware, dir: &Path, disks: &[(PathBuf, bool)], until: &[&str]) -> 
         ..Outputs::default()
     };
     let irq_vm = vm.fd.clone();
-    let machine = Machine::new(
-        &cfg,
-        Arc::new(move |gsi| vmm::kvm::irq_line(&irq_vm, gsi)),
-        &outputs,
-    )
-    .unwrap();
+    // The VMM's own wiring: SeaBIOS notifies through KVM's doorbells and, not enabling
+    // MSI-X, is answered on INTx.
+    let fast = vmm::kvm::fast_paths(&kvm, &vm.fd);
+    let wiring = vmm::machine::Wiring {
+        lines: Arc::new(move |gsi| vmm::kvm::irq_line(&irq_vm, gsi)),
+        fast: fast.clone(),
+    };
+    let machine = Machine::new(&cfg, wiring, &outputs).unwrap();
     let mut slot = SLOT;
+    let mut functions = Vec::new();
     for (i, (path, ro)) in disks.iter().enumerate() {
         let backend = vmm::disk::raw::RawImage::open(path, *ro).unwrap();
         let serial = format!("vmdesk-test-{i}");
         let blk = Arc::new(Mutex::new(VirtioBlock::new(Box::new(backend), &serial)));
-        vmm::virtio::pci::attach(&machine.chipset, slot, blk, &machine.mem);
+        functions.push(vmm::virtio::pci::attach(
+            &machine.chipset,
+            slot,
+            blk,
+            &machine.mem,
+            &fast,
+        ));
         slot += 1;
     }
     let tablet = Arc::new(Mutex::new(vmm::virtio::input::VirtioTablet::new()));
-    vmm::virtio::pci::attach(&machine.chipset, slot, tablet, &machine.mem);
+    vmm::virtio::pci::attach(&machine.chipset, slot, tablet, &machine.mem, &fast);
     vm.map_memory(&machine.mem, |a| machine.is_rom(a)).unwrap();
 
     let fd = vcpu::create(&kvm, &vm, 0, 1).unwrap();
@@ -99,6 +108,17 @@ fn boot(fw: Firmware, dir: &Path, disks: &[(PathBuf, bool)], until: &[&str]) -> 
     }
     control.stop();
     t.join();
+    // SeaBIOS placed the disks' BARs and the doorbells followed: its notifications went
+    // through KVM's ioeventfds to the devices' threads.
+    if fast.doorbells.is_some() {
+        for f in &functions {
+            let f = f.lock().unwrap();
+            assert!(f.bar_base().is_some(), "a disk's BAR was never placed");
+            assert_eq!(f.doorbells_at(), f.bar_base(), "doorbells not at the BAR");
+        }
+    } else {
+        eprintln!("KVM here has no ioeventfd: SeaBIOS's notifications were trapped MMIO");
+    }
     text
 }
 

@@ -11,14 +11,19 @@ pub mod vcpu;
 use std::sync::Arc;
 
 use kvm_bindings::{
-    KVM_MEM_READONLY, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region,
+    KVM_MEM_READONLY, KVM_PIT_SPEAKER_DUMMY, kvm_msi, kvm_pit_config, kvm_userspace_memory_region,
 };
-use kvm_ioctls::{Cap, Kvm, VmFd};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, NoDatamatch, VmFd};
 use thiserror::Error;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::doorbell::Doorbells;
 use crate::irq::IrqLine;
 use crate::memory::{GuestMem, KVM_IDENTITY_MAP, KVM_TSS};
+use crate::pci::msix::{MsiMessage, MsiSink};
+use crate::virtio::pci::FastPaths;
 
 pub const KVM_PATH: &str = "/dev/kvm";
 
@@ -144,6 +149,71 @@ impl KvmVm {
     /// A line into the in-kernel PIC and IOAPIC (ISA IRQs 0–15 reach both; 16–23 the IOAPIC).
     pub fn irq_line(&self, gsi: u32) -> Arc<dyn IrqLine> {
         irq_line(&self.fd, gsi)
+    }
+}
+
+/// What this KVM offers virtio beyond trapped MMIO and INTx: KVM_SIGNAL_MSI for MSI-X
+/// messages and KVM_IOEVENTFD for queue doorbells, each when the kernel has it.
+pub fn fast_paths(kvm: &Kvm, vm: &Arc<VmFd>) -> FastPaths {
+    let msi = kvm.check_extension(Cap::SignalMsi);
+    let ioeventfd = kvm.check_extension(Cap::Ioeventfd);
+    if !msi || !ioeventfd {
+        tracing::debug!(
+            "KVM lacks {}: virtio devices use {}",
+            [
+                (!msi, "KVM_CAP_SIGNAL_MSI"),
+                (!ioeventfd, "KVM_CAP_IOEVENTFD")
+            ]
+            .iter()
+            .filter_map(|(missing, name)| missing.then_some(*name))
+            .collect::<Vec<_>>()
+            .join(" and "),
+            if msi { "trapped notifications" } else { "INTx" }
+        );
+    }
+    FastPaths {
+        msi: msi.then(|| Arc::new(KvmMsi { vm: vm.clone() }) as Arc<dyn MsiSink>),
+        doorbells: ioeventfd
+            .then(|| Arc::new(KvmDoorbells { vm: vm.clone() }) as Arc<dyn Doorbells>),
+    }
+}
+
+/// MSI-X messages into the in-kernel LAPICs.
+struct KvmMsi {
+    vm: Arc<VmFd>,
+}
+
+impl MsiSink for KvmMsi {
+    fn send(&self, msg: MsiMessage) {
+        let msi = kvm_msi {
+            address_lo: msg.address as u32,
+            address_hi: (msg.address >> 32) as u32,
+            data: msg.data,
+            ..Default::default()
+        };
+        // 0 means the interrupt was blocked (the LAPIC masked it): the guest's choice.
+        if let Err(e) = self.vm.signal_msi(msi) {
+            tracing::warn!("KVM_SIGNAL_MSI {:#x}/{:#x}: {e}", msg.address, msg.data);
+        }
+    }
+}
+
+/// Queue doorbells as KVM ioeventfds matching writes of any width.
+struct KvmDoorbells {
+    vm: Arc<VmFd>,
+}
+
+impl Doorbells for KvmDoorbells {
+    fn register(&self, fd: &EventFd, addr: u64) -> std::io::Result<()> {
+        self.vm
+            .register_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .map_err(std::io::Error::from)
+    }
+
+    fn unregister(&self, fd: &EventFd, addr: u64) -> std::io::Result<()> {
+        self.vm
+            .unregister_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .map_err(std::io::Error::from)
     }
 }
 

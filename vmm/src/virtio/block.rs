@@ -424,7 +424,7 @@ impl VirtioDevice for VirtioBlock {
             return;
         }
         match self.process_queue() {
-            Ok(true) => interrupt.signal_used_queue(),
+            Ok(true) => interrupt.signal_used_queue(0),
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!("virtio-blk: {e}; the device needs a reset");

@@ -215,12 +215,18 @@ impl VirtioTablet {
             return;
         };
         let r = match self.fill(&mut a) {
-            Ok(ev) => drain_status(&mut a).map(|st| ev | st),
+            Ok(ev) => drain_status(&mut a).map(|st| (ev, st)),
             Err(e) => Err(e),
         };
         match r {
-            Ok(true) => a.interrupt.signal_used_queue(),
-            Ok(false) => {}
+            Ok((events, status)) => {
+                if events {
+                    a.interrupt.signal_used_queue(0);
+                }
+                if status {
+                    a.interrupt.signal_used_queue(1);
+                }
+            }
             Err(e) => {
                 tracing::warn!("virtio-input: {e}; the device needs a reset");
                 self.broken = true;

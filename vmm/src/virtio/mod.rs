@@ -17,20 +17,21 @@
 
 pub mod block;
 pub mod input;
+mod interrupt;
 pub mod net;
+pub mod notify;
 pub mod pci;
 pub mod serial;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use thiserror::Error;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemory};
 
-use crate::irq::IrqLine;
 use crate::memory::GuestMem;
 
+pub use interrupt::{Interrupt, VIRTIO_MSI_NO_VECTOR};
 pub use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 pub use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 
@@ -99,76 +100,6 @@ pub struct Activation {
     /// The features the driver accepted.
     pub features: u64,
     pub interrupt: Arc<Interrupt>,
-}
-
-/// The device's side of interrupt delivery: the ISR status byte and the INTx line, and
-/// the DEVICE_NEEDS_RESET flag. Shared between the transport (which reads and clears the
-/// ISR) and the device (which may signal from any thread, e.g. host input). MSI-X is not
-/// implemented, so every notification goes through the level-triggered INTx line.
-pub struct Interrupt {
-    isr: Mutex<u8>,
-    line: Arc<dyn IrqLine>,
-    needs_reset: AtomicBool,
-}
-
-impl Interrupt {
-    pub fn new(line: Arc<dyn IrqLine>) -> Arc<Interrupt> {
-        Arc::new(Interrupt {
-            isr: Mutex::new(0),
-            line,
-            needs_reset: AtomicBool::new(false),
-        })
-    }
-
-    fn raise(&self, bit: u8) {
-        let mut isr = self.isr.lock().unwrap_or_else(|e| e.into_inner());
-        *isr |= bit;
-        self.line.set_level(true);
-    }
-
-    /// Used buffers were added to a queue.
-    pub fn signal_used_queue(&self) {
-        self.raise(ISR_QUEUE);
-    }
-
-    /// The device configuration changed (or the device needs a reset).
-    pub fn signal_config(&self) {
-        self.raise(ISR_CONFIG);
-    }
-
-    /// The device hit an inconsistency it cannot recover from without a reset
-    /// (virtio 1.0, 2.1.2): the status shows DEVICE_NEEDS_RESET and the driver is told
-    /// through a configuration change interrupt.
-    pub fn set_needs_reset(&self) {
-        if !self.needs_reset.swap(true, Ordering::SeqCst) {
-            self.signal_config();
-        }
-    }
-
-    pub fn needs_reset(&self) -> bool {
-        self.needs_reset.load(Ordering::SeqCst)
-    }
-
-    /// A driver read of the ISR: returns the bits and clears them, which lowers the line.
-    pub fn read_and_clear(&self) -> u8 {
-        let mut isr = self.isr.lock().unwrap_or_else(|e| e.into_inner());
-        let v = std::mem::take(&mut *isr);
-        self.line.set_level(false);
-        v
-    }
-
-    /// The ISR without clearing it (for the PCI interrupt status, and tests).
-    pub fn peek(&self) -> u8 {
-        *self.isr.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Device reset: nothing pending, line low, needs-reset cleared.
-    pub fn reset(&self) {
-        let mut isr = self.isr.lock().unwrap_or_else(|e| e.into_inner());
-        *isr = 0;
-        self.line.set_level(false);
-        self.needs_reset.store(false, Ordering::SeqCst);
-    }
 }
 
 /// Why a ring can no longer be trusted.
@@ -474,26 +405,8 @@ pub mod testing {
 mod tests {
     use super::testing::*;
     use super::*;
-    use crate::irq::RecordingIrq;
     use virtio_queue::QueueOwnedT;
     use vm_memory::Bytes;
-
-    #[test]
-    fn interrupt_isr_is_read_to_clear_and_drives_the_line() {
-        let irq = RecordingIrq::new();
-        let i = Interrupt::new(irq.clone());
-        i.signal_used_queue();
-        assert!(irq.level());
-        assert_eq!(i.read_and_clear(), ISR_QUEUE);
-        assert!(!irq.level());
-        assert_eq!(i.read_and_clear(), 0);
-        i.set_needs_reset();
-        assert!(i.needs_reset());
-        assert_eq!(i.peek(), ISR_CONFIG);
-        i.reset();
-        assert!(!i.needs_reset());
-        assert!(!irq.level());
-    }
 
     fn pop_split(ring: &DriverRing, q: &mut Queue, m: &GuestMem) -> Result<SplitChain, RingError> {
         let _ = ring;

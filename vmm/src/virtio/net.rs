@@ -277,7 +277,7 @@ impl Active {
     /// Raises the queue interrupt if receive chains went back and the driver wants to know.
     fn rx_interrupt(&mut self) -> Result<(), RingError> {
         if std::mem::take(&mut self.rx_used) && self.rx.needs_notification(&self.mem)? {
-            self.interrupt.signal_used_queue();
+            self.interrupt.signal_used_queue(RX_QUEUE);
         }
         Ok(())
     }
@@ -535,7 +535,7 @@ impl VirtioNet {
         };
         if a.tx.ready() {
             match self.transmit_all(&mut a) {
-                Ok(true) => a.interrupt.signal_used_queue(),
+                Ok(true) => a.interrupt.signal_used_queue(TX_QUEUE),
                 Ok(false) => {}
                 Err(e) => self.mark_broken(&a, e),
             }

@@ -11,24 +11,29 @@
 //! | 0x1000     | ISR_CFG (type 3)    | ISR status, read to clear (lowers INTx)      |
 //! | 0x2000     | DEVICE_CFG (type 4) | the device's own configuration               |
 //! | 0x3000     | NOTIFY_CFG (type 2) | queue `n` is notified by a write at `4 * n`  |
+//! | 0x4000     | MSI-X (id 0x11)     | the MSI-X table, one vector per queue + 1    |
+//! | 0x5000     | MSI-X (id 0x11)     | the MSI-X pending-bit array                  |
 //!
 //! and a PCI_CFG capability (type 5) gives the same registers through configuration
 //! space, as the spec requires (SeaBIOS uses it for BARs above 4 GiB).
 //!
 //! A 32-bit BAR rather than QEMU's 64-bit one: SeaBIOS then always reaches it directly
-//! (it switches to the slower configuration-space window for a BAR above 4 GiB), and 16 KiB
-//! per device fits the 32-bit hole comfortably.
+//! (it switches to the slower configuration-space window for a BAR above 4 GiB), and 32 KiB
+//! per device fits the 32-bit hole comfortably. QEMU puts the MSI-X table in a BAR of its
+//! own; one BAR is simpler here and drivers find the table through the capability either
+//! way.
 //!
-//! Interrupts: INTx only (the pin is INTA#, the line the machine passes, normally from
-//! `PcChipset::intx_line`), level-triggered, lowered when the driver reads the ISR. MSI-X
-//! is not implemented: the vector registers read VIRTIO_MSI_NO_VECTOR, so Linux falls back
-//! to INTx. The PCI command register's INTx-disable bit is not honoured.
+//! Interrupts: INTx (the pin is INTA#, the line the machine passes, normally from
+//! `PcChipset::intx_line`), level-triggered, lowered when the driver reads the ISR; and,
+//! when the machine can deliver messages ([`FastPaths::msi`]), an MSI-X capability with
+//! a vector for each queue and one for configuration changes, which Linux enables and
+//! SeaBIOS does not (see [`super::Interrupt`]). The PCI command register's INTx-disable bit
+//! is not honoured.
 //!
 //! Notifications arrive as MMIO writes on the bus and are handed to the device on the
-//! writing vCPU's thread. The notify region is laid out one 4-byte slot per queue so an
-//! ioeventfd per queue can be registered later (KVM_IOEVENTFD at
-//! [`VirtioPci::bar_base`] + [`notify_offset`]`(n)`, re-registered when the BAR moves) and
-//! call [`VirtioPciBar::notify`] from another thread; nothing else would change.
+//! writing vCPU's thread, unless the machine offers doorbells ([`FastPaths::doorbells`]):
+//! then each queue's notify slot is an eventfd served by the device's own thread
+//! ([`super::notify`]), following the BAR wherever it is programmed.
 //!
 //! Feature negotiation: the device offers its own features plus VIRTIO_F_VERSION_1,
 //! INDIRECT_DESC and EVENT_IDX. FEATURES_OK stays clear when the driver accepted features
@@ -41,14 +46,17 @@ use std::sync::{Arc, Mutex};
 
 use virtio_queue::{Queue, QueueT};
 
+use super::notify::QueueDoorbells;
 use super::{
     Activation, Interrupt, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
     VIRTIO_RING_F_INDIRECT_DESC, VirtioDevice, status,
 };
 use crate::bus::{BusDevice, SharedDevice};
+use crate::doorbell::Doorbells;
 use crate::irq::IrqLine;
 use crate::memory::GuestMem;
 use crate::pci::config::PciConfig;
+use crate::pci::msix::{MsiSink, Msix};
 use crate::pci::regs::{self, STATUS, SUBSYSTEM_ID_QEMU, SUBSYSTEM_VENDOR_QEMU};
 use crate::pci::{BarKind, PciFunction, PciRegion, PciSpace};
 
@@ -58,11 +66,13 @@ pub const VIRTIO_PCI_DEVICE_BASE: u16 = 0x1040;
 pub const VIRTIO_PCI_REVISION: u8 = 1;
 
 pub const BAR_INDEX: usize = 0;
-pub const BAR_SIZE: u64 = 0x4000;
+pub const BAR_SIZE: u64 = 0x8000;
 pub const COMMON_OFFSET: u64 = 0x0000;
 pub const ISR_OFFSET: u64 = 0x1000;
 pub const DEVICE_OFFSET: u64 = 0x2000;
 pub const NOTIFY_OFFSET: u64 = 0x3000;
+pub const MSIX_TABLE_OFFSET: u64 = 0x4000;
+pub const MSIX_PBA_OFFSET: u64 = 0x5000;
 pub const REGION_LEN: u64 = 0x1000;
 pub const NOTIFY_OFF_MULTIPLIER: u32 = 4;
 
@@ -87,6 +97,7 @@ pub const CAP_DEVICE: u16 = 0x60;
 pub const CAP_NOTIFY: u16 = 0x70;
 pub const CAP_PCI: u16 = 0x84;
 const CAP_PCI_LEN: u16 = 20;
+pub const CAP_MSIX: u16 = CAP_PCI + CAP_PCI_LEN;
 /// Offsets inside virtio_pci_cap.
 const CAP_BAR: u16 = 4;
 const CAP_OFFSET: u16 = 8;
@@ -114,7 +125,15 @@ pub mod common {
     pub const LEN: u64 = 0x38;
 }
 
-const VIRTIO_MSI_NO_VECTOR: u16 = 0xffff;
+/// What the machine offers beyond trapped MMIO and the INTx line. Without either, the
+/// transport works as plain PCI (the device-level tests run so).
+#[derive(Clone, Default)]
+pub struct FastPaths {
+    /// Message delivery: with it, functions offer MSI-X.
+    pub msi: Option<Arc<dyn MsiSink>>,
+    /// Queue notifications as eventfds served by a thread per device.
+    pub doorbells: Option<Arc<dyn Doorbells>>,
+}
 
 /// Puts `device` on bus 0 in `slot` (function 0), wired to INTA# of that slot, and
 /// returns the function (its [`VirtioPci::bar`] is where notifications land).
@@ -123,12 +142,18 @@ pub fn attach(
     slot: u8,
     device: Arc<Mutex<dyn VirtioDevice>>,
     mem: &GuestMem,
+    fast: &FastPaths,
 ) -> Arc<Mutex<VirtioPci>> {
-    let f = Arc::new(Mutex::new(VirtioPci::new(
+    let mut function = VirtioPci::new(
         device,
         mem.clone(),
         chipset.intx_line(slot, 1),
-    )));
+        fast.msi.clone(),
+    );
+    if let Some(doorbells) = &fast.doorbells {
+        function.add_doorbells(doorbells.clone(), &format!("virtio-{slot:02x}.0"));
+    }
+    let f = Arc::new(Mutex::new(function));
     chipset.add(crate::pci::devfn(slot, 0), f.clone());
     f
 }
@@ -161,24 +186,37 @@ pub struct VirtioPciBar {
 }
 
 impl VirtioPciBar {
-    fn new(device: Arc<Mutex<dyn VirtioDevice>>, mem: GuestMem, irq: Arc<dyn IrqLine>) -> Self {
+    fn new(
+        device: Arc<Mutex<dyn VirtioDevice>>,
+        mem: GuestMem,
+        irq: Arc<dyn IrqLine>,
+        msi: Option<Arc<dyn MsiSink>>,
+    ) -> Self {
         let (offered, queues) = {
             let d = device.lock().unwrap_or_else(|e| e.into_inner());
             let offered = d.features()
                 | 1 << VIRTIO_F_VERSION_1
                 | 1 << VIRTIO_RING_F_INDIRECT_DESC
                 | 1 << VIRTIO_RING_F_EVENT_IDX;
-            let queues = d
+            let queues: Vec<Queue> = d
                 .queue_max_sizes()
                 .iter()
                 .map(|&max| Queue::new(max).unwrap_or_else(|_| Queue::new(256).unwrap_or_default()))
                 .collect();
             (offered, queues)
         };
+        let queue_count: usize = queues.len();
+        let interrupt = match msi {
+            // A vector per queue and one for configuration changes, as Linux asks first.
+            Some(sink) => {
+                Interrupt::with_msix(irq, Msix::new(queue_count as u16 + 1, sink), queue_count)
+            }
+            None => Interrupt::new(irq),
+        };
         VirtioPciBar {
             device,
             mem,
-            interrupt: Interrupt::new(irq),
+            interrupt,
             offered,
             device_feature_select: 0,
             driver_feature_select: 0,
@@ -225,8 +263,8 @@ impl VirtioPciBar {
         self.interrupt.reset();
     }
 
-    /// A driver notification for queue `index` (an MMIO write to its notify slot, or one
-    /// day an ioeventfd).
+    /// A driver notification for queue `index` (an MMIO write to its notify slot, or its
+    /// doorbell).
     pub fn notify(&mut self, index: u16) {
         if !self.active || usize::from(index) >= self.queues.len() {
             tracing::debug!("virtio: notify of queue {index} ignored (inactive or no such queue)");
@@ -264,14 +302,17 @@ impl VirtioPciBar {
             _ => 0,
         };
         put(DRIVER_FEATURE, &drv.to_le_bytes());
-        put(MSIX_CONFIG, &VIRTIO_MSI_NO_VECTOR.to_le_bytes());
+        put(MSIX_CONFIG, &self.interrupt.vector(None).to_le_bytes());
         put(NUM_QUEUES, &(self.queues.len() as u16).to_le_bytes());
         put(DEVICE_STATUS, &[self.status()]);
         put(CONFIG_GENERATION, &[0]);
         put(QUEUE_SELECT, &self.queue_select.to_le_bytes());
         if let Some(q) = self.selected() {
             put(QUEUE_SIZE, &q.size().to_le_bytes());
-            put(QUEUE_MSIX_VECTOR, &VIRTIO_MSI_NO_VECTOR.to_le_bytes());
+            put(
+                QUEUE_MSIX_VECTOR,
+                &self.interrupt.vector(Some(self.queue_select)).to_le_bytes(),
+            );
             put(QUEUE_ENABLE, &u16::from(q.ready()).to_le_bytes());
             put(QUEUE_NOTIFY_OFF, &self.queue_select.to_le_bytes());
             put(QUEUE_DESC, &q.desc_table().to_le_bytes());
@@ -329,6 +370,14 @@ impl VirtioPciBar {
         }
         if touched(QUEUE_SELECT, 2) {
             self.queue_select = u16_at(QUEUE_SELECT);
+        }
+        // Vectors may change at any time (drivers set them to none while tearing down).
+        if touched(MSIX_CONFIG, 2) {
+            self.interrupt.set_vector(None, u16_at(MSIX_CONFIG));
+        }
+        if touched(QUEUE_MSIX_VECTOR, 2) && usize::from(self.queue_select) < self.queues.len() {
+            self.interrupt
+                .set_vector(Some(self.queue_select), u16_at(QUEUE_MSIX_VECTOR));
         }
         // Queue registers may change only while the queue is off and the device not live.
         let idx = usize::from(self.queue_select);
@@ -458,6 +507,16 @@ impl BusDevice for VirtioPciBar {
             o if o < DEVICE_OFFSET + REGION_LEN => {
                 self.device().read_config(o - DEVICE_OFFSET, data);
             }
+            o if (MSIX_TABLE_OFFSET..MSIX_TABLE_OFFSET + REGION_LEN).contains(&o) => {
+                if let Some(t) = self.interrupt.msix() {
+                    t.table_read(o - MSIX_TABLE_OFFSET, data);
+                }
+            }
+            o if (MSIX_PBA_OFFSET..MSIX_PBA_OFFSET + REGION_LEN).contains(&o) => {
+                if let Some(t) = self.interrupt.msix() {
+                    t.pba_read(o - MSIX_PBA_OFFSET, data);
+                }
+            }
             _ => {}
         }
     }
@@ -475,6 +534,11 @@ impl BusDevice for VirtioPciBar {
                     self.notify((rel / u64::from(NOTIFY_OFF_MULTIPLIER)) as u16);
                 }
             }
+            o if (MSIX_TABLE_OFFSET..MSIX_TABLE_OFFSET + REGION_LEN).contains(&o) => {
+                if let Some(mut t) = self.interrupt.msix() {
+                    t.table_write(o - MSIX_TABLE_OFFSET, data);
+                }
+            }
             _ => {}
         }
     }
@@ -484,11 +548,19 @@ impl BusDevice for VirtioPciBar {
 pub struct VirtioPci {
     config: PciConfig,
     bar: Arc<Mutex<VirtioPciBar>>,
+    /// Dropped with the function: its thread stops and its registrations go.
+    doorbells: Option<QueueDoorbells>,
 }
 
 impl VirtioPci {
-    /// Wraps `device`; `irq` is the line INTA# of its slot drives.
-    pub fn new(device: Arc<Mutex<dyn VirtioDevice>>, mem: GuestMem, irq: Arc<dyn IrqLine>) -> Self {
+    /// Wraps `device`; `irq` is the line INTA# of its slot drives; with `msi`, the
+    /// function offers MSI-X too.
+    pub fn new(
+        device: Arc<Mutex<dyn VirtioDevice>>,
+        mem: GuestMem,
+        irq: Arc<dyn IrqLine>,
+        msi: Option<Arc<dyn MsiSink>>,
+    ) -> Self {
         let device_type = device
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -563,8 +635,48 @@ impl VirtioPci {
         config.set_wmask_u32(CAP_PCI + CAP_OFFSET, 0xffff_ffff);
         config.set_wmask_u32(CAP_PCI + CAP_LENGTH, 0xffff_ffff);
         config.set_wmask_u32(CAP_PCI + PCI_CFG_DATA, 0xffff_ffff);
-        let bar = Arc::new(Mutex::new(VirtioPciBar::new(device, mem, irq)));
-        VirtioPci { config, bar }
+        let bar = VirtioPciBar::new(device, mem, irq, msi);
+        if let Some(table) = bar.interrupt.msix() {
+            config.set_u8(CAP_PCI + 1, CAP_MSIX as u8);
+            table.write_capability(
+                &mut config,
+                CAP_MSIX,
+                0,
+                BAR_INDEX as u8,
+                MSIX_TABLE_OFFSET as u32,
+                MSIX_PBA_OFFSET as u32,
+            );
+        }
+        VirtioPci {
+            config,
+            bar: Arc::new(Mutex::new(bar)),
+            doorbells: None,
+        }
+    }
+
+    /// Queue notifications through `doorbells` from now on, served by a thread named
+    /// `name`. Without it (or when it cannot start) they stay MMIO writes.
+    pub fn add_doorbells(&mut self, doorbells: Arc<dyn Doorbells>, name: &str) {
+        let queues = self.bar_lock().queues.len() as u16;
+        match QueueDoorbells::start(doorbells, self.bar.clone(), queues, name) {
+            Ok(d) => self.doorbells = Some(d),
+            Err(e) => tracing::warn!(
+                "virtio: no doorbell thread for {name} ({e}); its notifications are handled on the vCPU thread"
+            ),
+        }
+        self.place_doorbells();
+    }
+
+    /// Where the doorbells are registered now (none, or the BAR's base).
+    pub fn doorbells_at(&self) -> Option<u64> {
+        self.doorbells.as_ref().and_then(QueueDoorbells::placed_at)
+    }
+
+    fn place_doorbells(&mut self) {
+        let base = self.bar_base();
+        if let Some(d) = &mut self.doorbells {
+            d.place(base);
+        }
     }
 
     /// Where the BAR decodes now, if it does.
@@ -613,6 +725,13 @@ impl PciFunction for VirtioPci {
 
     fn config_write(&mut self, offset: u16, data: &[u8]) {
         self.config.write(offset, data);
+        let control = CAP_MSIX + 2;
+        if offset < control + 2 && control < offset + data.len() as u16 {
+            let v = self.config.u16(control);
+            self.bar_lock().interrupt.write_msix_control(v);
+        }
+        // The BAR or the memory decode may have changed.
+        self.place_doorbells();
         if overlaps_data(offset, data.len())
             && let Some((off, len)) = self.window()
         {
@@ -637,7 +756,12 @@ impl PciFunction for VirtioPci {
 
     fn reset(&mut self) {
         self.config.reset();
-        self.bar_lock().reset();
+        {
+            let mut bar = self.bar_lock();
+            bar.reset();
+            bar.interrupt.reset_function();
+        }
+        self.place_doorbells();
     }
 }
 
@@ -691,7 +815,7 @@ pub(crate) mod tests {
             for h in heads {
                 q.add_used(&a.mem, h, 0).unwrap();
             }
-            a.interrupt.signal_used_queue();
+            a.interrupt.signal_used_queue(index);
         }
         fn reset(&mut self) {
             self.active = None;
@@ -714,7 +838,7 @@ pub(crate) mod tests {
             let mmio = Arc::new(Bus::new());
             let irq = RecordingIrq::new();
             let mut root = PciRoot::new(pio, mmio.clone());
-            let f = VirtioPci::new(device, mem.clone(), irq.clone());
+            let f = VirtioPci::new(device, mem.clone(), irq.clone(), None);
             root.add(DEVFN, Arc::new(Mutex::new(f)));
             Guest {
                 root,

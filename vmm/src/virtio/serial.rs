@@ -281,7 +281,7 @@ impl VirtioSerial {
             return;
         };
         match self.service(&mut a, notified) {
-            Ok(true) => a.interrupt.signal_used_queue(),
+            Ok(true) => a.interrupt.signal_used_queues(),
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!("virtio-serial: {e}; the device needs a reset");
