@@ -833,12 +833,21 @@ pub(crate) mod tests {
 
     impl Guest {
         pub fn new(device: Arc<Mutex<dyn VirtioDevice>>) -> Guest {
+            Self::build(device, None)
+        }
+
+        /// With MSI-X, messages going to `sink`.
+        pub fn with_msix(device: Arc<Mutex<dyn VirtioDevice>>, sink: Arc<dyn MsiSink>) -> Guest {
+            Self::build(device, Some(sink))
+        }
+
+        fn build(device: Arc<Mutex<dyn VirtioDevice>>, msi: Option<Arc<dyn MsiSink>>) -> Guest {
             let mem = mem(16 << 20);
             let pio = Arc::new(Bus::new());
             let mmio = Arc::new(Bus::new());
             let irq = RecordingIrq::new();
             let mut root = PciRoot::new(pio, mmio.clone());
-            let f = VirtioPci::new(device, mem.clone(), irq.clone(), None);
+            let f = VirtioPci::new(device, mem.clone(), irq.clone(), msi);
             root.add(DEVFN, Arc::new(Mutex::new(f)));
             Guest {
                 root,
@@ -891,6 +900,10 @@ pub(crate) mod tests {
             while pos != 0 {
                 seen += 1;
                 assert!(seen < 48, "capability loop");
+                if self.cfg_read(pos, 1) == u32::from(crate::pci::msix::PCI_CAP_ID_MSIX) {
+                    pos = self.cfg_read(pos + 1, 1) as u16;
+                    continue;
+                }
                 assert_eq!(self.cfg_read(pos, 1), 9);
                 let ty = self.cfg_read(pos + 3, 1) as u8;
                 let bar = self.cfg_read(pos + 4, 1);
@@ -1057,6 +1070,242 @@ pub(crate) mod tests {
         assert!(g.irq.level(), "configuration interrupt");
         g.write(common + common::DEVICE_STATUS, 1, 0);
         assert_eq!(g.read(common + common::DEVICE_STATUS, 1), 0);
+    }
+
+    #[derive(Default)]
+    struct Sent(Mutex<Vec<crate::pci::msix::MsiMessage>>);
+    impl MsiSink for Sent {
+        fn send(&self, msg: crate::pci::msix::MsiMessage) {
+            self.0.lock().unwrap().push(msg);
+        }
+    }
+    impl Sent {
+        fn data(&self) -> Vec<u32> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+                .iter()
+                .map(|m| m.data)
+                .collect()
+        }
+    }
+
+    /// The MSI-X capability's offset, found as pci_find_capability does.
+    fn find_msix(g: &Guest) -> u16 {
+        let mut pos = g.cfg_read(0x34, 1) as u16;
+        while pos != 0 {
+            if g.cfg_read(pos, 1) == u32::from(crate::pci::msix::PCI_CAP_ID_MSIX) {
+                return pos;
+            }
+            pos = g.cfg_read(pos + 1, 1) as u16;
+        }
+        panic!("no MSI-X capability");
+    }
+
+    /// Linux's vp_find_vqs_msix: one vector for configuration changes and one per queue,
+    /// each written and read back; then every interrupt is a message and INTx stays low.
+    #[test]
+    fn linux_enables_msix_and_each_queue_signals_its_own_vector() {
+        let dev = Arc::new(Mutex::new(Echo::default()));
+        let sent = Arc::new(Sent::default());
+        let mut g = Guest::with_msix(dev.clone(), sent.clone());
+        let (common, isr, _, notify, mult, _) = g.probe(!0);
+        let cap = find_msix(&g);
+        let control = g.cfg_read(cap + 2, 2);
+        assert_eq!(
+            (control & 0x7ff) + 1,
+            3,
+            "a vector per queue and the config"
+        );
+        let table = g.cfg_read(cap + 4, 4);
+        let pba = g.cfg_read(cap + 8, 4);
+        assert_eq!((table & 7, pba & 7), (0, 0), "both in BAR 0");
+        let (table, pba) = (
+            BAR_BASE + u64::from(table & !7),
+            BAR_BASE + u64::from(pba & !7),
+        );
+        assert!(pba + 8 <= BAR_BASE + BAR_SIZE);
+        // pci_msix_enable: enable with the function masked, program, unmask.
+        g.cfg_write(cap + 2, 2, 0xc000);
+        for v in 0..3u64 {
+            g.write(table + v * 16, 4, 0xfee0_0000);
+            g.write(table + v * 16 + 4, 4, 0);
+            g.write(table + v * 16 + 8, 4, 0x40 + v);
+            g.write(table + v * 16 + 12, 4, 0);
+        }
+        g.cfg_write(cap + 2, 2, 0x8000);
+
+        g.write(common + common::MSIX_CONFIG, 2, 0);
+        assert_eq!(g.read(common + common::MSIX_CONFIG, 2), 0);
+        let mut rings = Vec::new();
+        for q in 0..2u16 {
+            let ring = DriverRing::new(&g.mem, 0x10000 + u64::from(q) * 0x4000, 8);
+            g.setup_queue(common, notify, mult, q, &ring);
+            g.write(common + common::QUEUE_MSIX_VECTOR, 2, u64::from(q) + 1);
+            assert_eq!(
+                g.read(common + common::QUEUE_MSIX_VECTOR, 2),
+                u64::from(q) + 1
+            );
+            rings.push(ring);
+        }
+        // A vector the table lacks reads back as none (how Linux learns to fall back).
+        g.write(common + common::QUEUE_SELECT, 2, 1);
+        g.write(common + common::QUEUE_MSIX_VECTOR, 2, 3);
+        assert_eq!(g.read(common + common::QUEUE_MSIX_VECTOR, 2), 0xffff);
+        g.write(common + common::QUEUE_MSIX_VECTOR, 2, 2);
+        g.write(common + common::DEVICE_STATUS, 1, 0xf);
+        // DRIVER_OK runs each queue once (Echo signals even when it found nothing).
+        assert_eq!(sent.data(), [0x41, 0x42]);
+
+        for (q, ring) in rings.iter_mut().enumerate() {
+            ring.add_chain(&g.mem, &[(0x20000, 64, true)]);
+            g.write(BAR_BASE + notify_offset(q as u16), 2, q as u64);
+            assert_eq!(ring.take_used(&g.mem).len(), 1);
+        }
+        assert_eq!(sent.data(), [0x41, 0x42]);
+        assert!(!g.irq.level(), "no INTx under MSI-X");
+        assert_eq!(g.read(isr, 1), 0, "no queue bit in the ISR under MSI-X");
+
+        // A masked vector pends and is sent when unmasked.
+        g.write(table + 2 * 16 + 12, 4, 1);
+        rings[1].add_chain(&g.mem, &[(0x20000, 64, true)]);
+        g.write(BAR_BASE + notify_offset(1), 2, 1);
+        assert!(sent.data().is_empty());
+        assert_eq!(g.read(pba, 8), 1 << 2);
+        g.write(table + 2 * 16 + 12, 4, 0);
+        assert_eq!(sent.data(), [0x42]);
+        assert_eq!(g.read(pba, 8), 0);
+
+        // A device reset forgets the vectors, not the table.
+        g.write(common + common::DEVICE_STATUS, 1, 0);
+        assert_eq!(g.read(common + common::MSIX_CONFIG, 2), 0xffff);
+        assert_eq!(g.read(table + 8, 4), 0x40);
+        assert_eq!(g.cfg_read(cap + 2, 2) & 0x8000, 0x8000);
+    }
+
+    /// SeaBIOS never enables MSI-X: a function that offers it still interrupts on INTx.
+    #[test]
+    fn without_msix_enabled_the_line_still_works() {
+        let dev = Arc::new(Mutex::new(Echo::default()));
+        let sent = Arc::new(Sent::default());
+        let mut g = Guest::with_msix(dev, sent.clone());
+        let (common, isr, _, notify, mult, _) = g.probe(!0);
+        let mut ring = DriverRing::new(&g.mem, 0x10000, 8);
+        let kick = g.setup_queue(common, notify, mult, 0, &ring);
+        g.write(common + common::DEVICE_STATUS, 1, 0xf);
+        ring.add_chain(&g.mem, &[(0x20000, 64, true)]);
+        g.write(kick, 2, 0);
+        assert!(g.irq.level());
+        assert_eq!(g.read(isr, 1), 1);
+        assert!(sent.data().is_empty());
+    }
+
+    /// Doorbells that record where they are and let the test ring them as KVM would.
+    #[derive(Default)]
+    struct FakeDoorbells(Mutex<Vec<(i32, u64)>>);
+    impl Doorbells for FakeDoorbells {
+        fn register(&self, fd: &vmm_sys_util::eventfd::EventFd, addr: u64) -> std::io::Result<()> {
+            use std::os::fd::AsRawFd;
+            self.0.lock().unwrap().push((fd.as_raw_fd(), addr));
+            Ok(())
+        }
+        fn unregister(
+            &self,
+            fd: &vmm_sys_util::eventfd::EventFd,
+            addr: u64,
+        ) -> std::io::Result<()> {
+            use std::os::fd::AsRawFd;
+            let mut v = self.0.lock().unwrap();
+            let before = v.len();
+            v.retain(|&e| e != (fd.as_raw_fd(), addr));
+            assert_eq!(v.len() + 1, before, "unregistered what was not registered");
+            Ok(())
+        }
+    }
+    impl FakeDoorbells {
+        fn addrs(&self) -> Vec<u64> {
+            let mut v: Vec<u64> = self.0.lock().unwrap().iter().map(|e| e.1).collect();
+            v.sort();
+            v
+        }
+        /// The guest writes the doorbell at `addr`: KVM bumps its eventfd.
+        fn ring(&self, addr: u64) {
+            let fd = self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|e| e.1 == addr)
+                .unwrap()
+                .0;
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writing 8 bytes from a live buffer to an eventfd the function owns
+            // for as long as it is registered (the test holds the function).
+            let n = unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
+            assert_eq!(n, 8);
+        }
+    }
+
+    /// The doorbells follow the BAR (placed, moved, decode off) and a ring reaches the
+    /// device on the doorbell thread; dropping the function stops the thread and
+    /// unregisters everything.
+    #[test]
+    fn doorbells_follow_the_bar_and_reach_the_device_off_the_vcpu_thread() {
+        let dev = Arc::new(Mutex::new(Echo::default()));
+        let bells = Arc::new(FakeDoorbells::default());
+        let mem = mem(16 << 20);
+        let mut root = PciRoot::new(Arc::new(Bus::new()), Arc::new(Bus::new()));
+        let mut f = VirtioPci::new(dev.clone(), mem.clone(), RecordingIrq::new(), None);
+        f.add_doorbells(bells.clone(), "virtio-test");
+        assert!(bells.addrs().is_empty(), "no BAR yet");
+        let f = Arc::new(Mutex::new(f));
+        root.add(DEVFN, f.clone());
+        let cfg = |root: &mut PciRoot, off: u16, len: usize, v: u32| {
+            root.config_write(0, DEVFN, off, &v.to_le_bytes()[..len]);
+        };
+        cfg(&mut root, 0x10, 4, BAR_BASE as u32);
+        assert!(bells.addrs().is_empty(), "decode is off");
+        cfg(&mut root, 4, 2, 0x6);
+        let at = |base: u64| vec![base + notify_offset(0), base + notify_offset(1)];
+        assert_eq!(bells.addrs(), at(BAR_BASE));
+        cfg(&mut root, 0x10, 4, 0xfeb0_0000);
+        assert_eq!(bells.addrs(), at(0xfeb0_0000));
+        cfg(&mut root, 4, 2, 0x0);
+        assert!(bells.addrs().is_empty(), "decode off again");
+        cfg(&mut root, 4, 2, 0x6);
+
+        // A driver brings the device up through the (now trapped-free) BAR.
+        let bar = f.lock().unwrap().bar();
+        let w =
+            |off: u64, len: usize, v: u64| bar.lock().unwrap().write(off, &v.to_le_bytes()[..len]);
+        w(common::DEVICE_STATUS, 1, 1);
+        w(common::DEVICE_STATUS, 1, 3);
+        w(common::DRIVER_FEATURE_SELECT, 4, 1);
+        w(common::DRIVER_FEATURE, 4, 1);
+        w(common::DEVICE_STATUS, 1, 0xb);
+        let ring = DriverRing::new(&mem, 0x10000, 8);
+        w(common::QUEUE_SELECT, 2, 0);
+        w(common::QUEUE_SIZE, 2, 8);
+        w(common::QUEUE_DESC, 8, ring.desc);
+        w(common::QUEUE_DRIVER, 8, ring.avail);
+        w(common::QUEUE_DEVICE, 8, ring.used);
+        w(common::QUEUE_ENABLE, 2, 1);
+        w(common::DEVICE_STATUS, 1, 0xf);
+        let kicks = dev.lock().unwrap().kicks;
+        bells.ring(0xfeb0_0000 + notify_offset(0));
+        let start = std::time::Instant::now();
+        while dev.lock().unwrap().kicks == kicks {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "the doorbell never reached the device"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+
+        drop(root);
+        drop(f);
+        assert!(
+            bells.addrs().is_empty(),
+            "dropping the function unregisters"
+        );
     }
 
     #[test]
