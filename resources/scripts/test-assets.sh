@@ -5,9 +5,10 @@
 #   initrd.img           a tiny initramfs: busybox-static as /bin/sh and /init, which says
 #                        it is up and the boot CPU's /proc/cpuinfo flags, and powers off
 #   storage-initrd.img   busybox plus the cloud kernel's storage modules (ata_piix, sr_mod,
-#                        cdrom, isofs, virtio_pci, virtio_blk and what they need; ext4, which
-#                        also mounts ext2, is built in) and an /init that reads the CD and
-#                        writes a filesystem on the virtio disk (vmm/tests/storage_linux.rs)
+#                        cdrom, isofs, virtio_pci, virtio_blk, virtio_net and what they need;
+#                        ext4, which also mounts ext2, is built in) and an /init that reads
+#                        the CD and writes a filesystem on the virtio disk, or lists the
+#                        virtio interrupts and verifies a large file (vmm/tests/storage_linux.rs)
 #   vmlinuz-generic      the stock generic Debian kernel (linux-image-amd64): the cloud one
 #                        has no DRM and no PS/2 mouse driver
 #   display-initrd.img   busybox plus the generic kernel's display and input modules (bochs
@@ -277,7 +278,7 @@ PROLOGUE
 
 if [[ ! -s $out/storage-initrd.img ]]; then
   echo "test-assets: building storage-initrd.img (busybox + the cloud kernel's storage modules)" >&2
-  modules_rootfs srootfs cloud ata_piix sr_mod cdrom isofs virtio_pci virtio_blk
+  modules_rootfs srootfs cloud ata_piix sr_mod cdrom isofs virtio_pci virtio_blk virtio_net
   write_init srootfs vmdesk-storage <<'INIT'
 # vmdesk's storage guest: load the storage modules, checksum every file on the CD
 # (/dev/sr0, ata_piix + sr_mod), make an ext2 filesystem on the virtio disk (/dev/vda)
@@ -322,6 +323,33 @@ if grep -qw vmdesk.bench=1 /proc/cmdline; then
   t2=$(now_us)
   bench "rand-read-4k ops=$ops us=$((t1 - t0)) spawn_us=$((t2 - t1))"
   bench "done"
+  poweroff -f
+fi
+# Verify mode (vmdesk.verify=MIB on the kernel command line; vmm/tests/storage_linux.rs):
+# the interrupts each virtio device bound (one MSI-X vector per queue and one for
+# configuration changes when the transport offers them), then MIB MiB of random data
+# written through an ext2 filesystem on /dev/vda, read back after a remount with the page
+# cache dropped, both checksums said.
+verify=$(sed -n 's/.*vmdesk\.verify=\([0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$verify" ]; then
+  for i in $(seq 100); do [ -b /dev/vda ] && break; sleep 0.1; done
+  say "cpus $(grep -c ^processor /proc/cpuinfo)"
+  grep virtio /proc/interrupts | while read -r l; do say "irq $l"; done
+  mkdir -p /disk
+  if mke2fs -L vmdesk /dev/vda >/dev/null && mount -t ext2 /dev/vda /disk; then
+    w=$(dd if=/dev/urandom bs=1M count="$verify" 2>/dev/null | tee /disk/data | sha256sum | cut -d' ' -f1)
+    umount /disk
+    sync
+    echo 3 > /proc/sys/vm/drop_caches
+    mount -t ext2 /dev/vda /disk
+    r=$(sha256sum < /disk/data | cut -d' ' -f1)
+    say "verify size $(stat -c %s /disk/data) wrote $w read $r"
+    umount /disk
+    sync
+  else
+    say "verify: no filesystem on /dev/vda"
+  fi
+  say "done"
   poweroff -f
 fi
 for i in $(seq 100); do

@@ -6,6 +6,10 @@
 //! powers off. The host then checks the checksums, `e2fsck` and the file in the image (raw,
 //! and qcow2 through `qemu-img convert`, with `qemu-img check`).
 //!
+//! With `vmdesk.verify=256` the same initrd lists the virtio interrupts instead and writes,
+//! rereads and checksums 256 MiB through ext2: Linux's virtio_blk and virtio_net bind
+//! with an MSI-X vector per queue, with 1 and 4 vCPUs.
+//!
 //! The guest tests need hardware-backed KVM (kvm_pvm cannot run a guest kernel) and skip
 //! here with one tallied line. What can run anywhere does: the initrd's contents (every
 //! module there, dependencies before the modules that need them, built for exactly the
@@ -29,6 +33,7 @@ const LOAD_BEFORE: &[(&str, &str)] = &[
     ("virtio_ring", "virtio_pci"),
     ("virtio", "virtio_pci"),
     ("virtio", "virtio_blk"),
+    ("virtio", "virtio_net"),
 ];
 
 /// vmdesk-vmm's arguments for the guest: direct kernel boot, the ISO on the IDE CD-ROM,
@@ -207,6 +212,113 @@ fn linux_reads_the_cd_and_writes_a_filesystem() {
                 .arg(&raw),
         );
         assert_eq!(text, "written by vmdesk's Linux guest\n", "{format}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The virtio lines of the guest's /proc/interrupts: (interrupt name, whether MSI).
+fn virtio_interrupts(said: &[&str]) -> Vec<(String, bool)> {
+    said.iter()
+        .filter_map(|l| l.strip_prefix("vmdesk-storage: irq "))
+        .map(|l| {
+            let name = l.split_whitespace().last().unwrap_or_default().to_owned();
+            (name, l.contains("MSI"))
+        })
+        .collect()
+}
+
+/// Linux's virtio_blk and virtio_net bind with MSI-X, a vector per queue and one for
+/// configuration changes (as under QEMU), and 256 MiB written through ext2 read back
+/// intact after the page cache is dropped, with 1 and 4 vCPUs. The disk I/O then runs on
+/// the device's doorbell thread and completes by message: the whole fast path.
+#[test]
+fn linux_binds_virtio_with_msix_and_256_mib_read_back_match() {
+    let test = "linux_binds_virtio_with_msix_and_256_mib_read_back_match";
+    if !common::hardware_kvm_or_nested(test, "a guest kernel cannot run") {
+        return;
+    }
+    let Some((kernel, initrd)) = common::linux_assets(test, "storage-initrd.img") else {
+        return;
+    };
+    let Some(e2fsck) = common::tool_or_skip(test, "e2fsck") else {
+        return;
+    };
+    if common::net::host_network_or_skip(test).is_none() {
+        return;
+    }
+    let dir = common::temp_dir("storage-msix");
+    for cpus in [1, 4] {
+        let disk = dir.join(format!("disk-{cpus}.raw"));
+        vmm::disk::create_image(&disk, "raw".parse().unwrap(), 512 << 20, true).unwrap();
+        let serial = dir.join(format!("com1-{cpus}.txt"));
+        let mut child = Command::new(common::vmm_bin())
+            .args(["--memory", "512M", "--cpus", &cpus.to_string()])
+            .args(["--vnc", "none", "--net", "user"])
+            .arg("--kernel")
+            .arg(&kernel)
+            .arg("--initrd")
+            .arg(&initrd)
+            .args([
+                "--cmdline",
+                &format!("{} vmdesk.verify=256", common::LINUX_CMDLINE),
+            ])
+            .arg("--disk")
+            .arg(format!("{},format=raw", disk.display()))
+            .arg("--serial")
+            .arg(format!("file:{}", serial.display()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start vmdesk-vmm");
+        let status = common::wait_exit(&mut child, Duration::from_secs(300));
+        let console = std::fs::read_to_string(&serial).unwrap_or_default();
+        let Some(status) = status else {
+            common::stop(&mut child);
+            panic!("{cpus} vCPUs: the guest did not power off in time:\n{console}");
+        };
+        assert_eq!(status.code(), Some(0), "{cpus} vCPUs:\n{console}");
+        let said: Vec<&str> = console
+            .lines()
+            .map(str::trim_end)
+            .filter(|l| l.starts_with(SAY))
+            .collect();
+        assert!(
+            said.contains(&format!("{SAY}cpus {cpus}").as_str()),
+            "{said:#?}"
+        );
+
+        let irqs = virtio_interrupts(&said);
+        let names: Vec<&str> = irqs.iter().map(|(n, _)| n.as_str()).collect();
+        for queue in ["-req.0", "-input.0", "-output.0"] {
+            assert_eq!(
+                names.iter().filter(|n| n.ends_with(queue)).count(),
+                1,
+                "{cpus} vCPUs: one vector for {queue}: {said:#?}"
+            );
+        }
+        assert!(
+            names.iter().filter(|n| n.ends_with("-config")).count() >= 2,
+            "{cpus} vCPUs: a configuration vector per device: {said:#?}"
+        );
+        assert!(
+            irqs.iter().all(|(_, msi)| *msi),
+            "{cpus} vCPUs: a virtio interrupt that is not MSI: {said:#?}"
+        );
+
+        let verify = said
+            .iter()
+            .find_map(|l| l.strip_prefix("vmdesk-storage: verify "))
+            .unwrap_or_else(|| panic!("{cpus} vCPUs: no verify line: {said:#?}"));
+        let words: Vec<&str> = verify.split_whitespace().collect();
+        assert_eq!(words.len(), 6, "{verify}");
+        assert_eq!(words[1], (256u64 << 20).to_string(), "{verify}");
+        assert_eq!(words[3].len(), 64, "{verify}");
+        assert_eq!(
+            words[3], words[5],
+            "{cpus} vCPUs: read back differs: {verify}"
+        );
+        common::run(Command::new(&e2fsck).arg("-fn").arg(&disk));
     }
     let _ = std::fs::remove_dir_all(dir);
 }
