@@ -7,10 +7,10 @@
 //! does something). Capacity is the backend length in 512-byte sectors (a partial last
 //! sector is not addressable, as in QEMU).
 //!
-//! Requests run synchronously on the thread that notifies (the vCPU that wrote the notify
-//! register): simple and ordered, so a FLUSH completes only after
-//! [`BlockBackend::flush`] returned and every earlier write is in the backend. A worker
-//! thread with an ioeventfd can take this over later without changing the request code.
+//! Requests run one after another on the thread that is notified: the device's doorbell
+//! thread ([`super::notify`]), or the vCPU that wrote the notify register when the
+//! hypervisor has no doorbells. Simple and ordered, so a FLUSH completes only after
+//! [`BlockBackend::flush`] returned and every earlier write is in the backend.
 //! Data moves straight between the image and the guest's buffers: the request's data
 //! descriptors become [`GuestSlice`]s handed to one [`BlockBackend::read_vectored`] or
 //! [`BlockBackend::write_vectored`] call (one `preadv`/`pwritev` on a raw image), with no
