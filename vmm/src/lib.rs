@@ -22,6 +22,7 @@ pub mod net;
 #[cfg(test)]
 mod noise;
 pub mod option_rom;
+pub mod pause;
 pub mod pci;
 pub mod vdagent;
 pub mod virtio;

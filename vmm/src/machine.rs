@@ -256,6 +256,8 @@ pub struct Machine {
     /// What the firmware's log says about the boot (see [`crate::devices::boot_watch`]).
     pub boot_events: Receiver<BootEvent>,
     rom: Option<(u64, u64)>,
+    /// What the device threads pass while the VM runs ([`crate::pause`]).
+    pub gate: Arc<crate::pause::DeviceGate>,
 }
 
 impl Drop for Machine {
@@ -263,6 +265,8 @@ impl Drop for Machine {
     /// the port bus): without this the whole machine, its guest memory, its KVM objects
     /// and its virtio threads would outlive every reset.
     fn drop(&mut self) {
+        // A machine dropped while paused: its device threads must get out to end.
+        self.gate.resume();
         self.pio.clear();
         self.mmio.clear();
     }
@@ -337,7 +341,7 @@ impl Machine {
                     network.rx_space(),
                 )));
                 virtio::pci::attach(&chipset, NET_SLOT, card.clone(), &mem, &fast);
-                network.attach(card.clone());
+                network.attach(card.clone(), fast.gate.clone());
                 Some(NetCard {
                     network: network.clone(),
                     card,
@@ -387,6 +391,7 @@ impl Machine {
             requests,
             boot_events,
             rom,
+            gate: fast.gate.clone(),
         })
     }
 

@@ -525,10 +525,16 @@ fn serve(
             req.answer(control::ok(json!({})));
         }
         Command::Pause => req.answer(match hold_still(run, threads) {
-            Ok(()) => control::ok(json!({})),
+            Ok(()) => {
+                // The vCPUs stopped, so no new notification comes; the device threads
+                // finish what they hold and take nothing more.
+                machine.gate.pause();
+                control::ok(json!({}))
+            }
             Err(e) => e,
         }),
         Command::Resume => {
+            machine.gate.resume();
             run.set_paused(false);
             req.answer(control::ok(json!({})));
         }

@@ -175,6 +175,7 @@ pub fn fast_paths(kvm: &Kvm, vm: &Arc<VmFd>) -> FastPaths {
         msi: msi.then(|| Arc::new(KvmMsi { vm: vm.clone() }) as Arc<dyn MsiSink>),
         doorbells: ioeventfd
             .then(|| Arc::new(KvmDoorbells { vm: vm.clone() }) as Arc<dyn Doorbells>),
+        gate: Arc::default(),
     }
 }
 

@@ -28,6 +28,7 @@ use thiserror::Error;
 use super::passt::{self, Passt, PasstError, PasstReceiver, PasstSender};
 use super::tap::{Tap, TapError};
 use super::{Forward, FrameReceiver, FrameSource, MacAddr, NetBackend, NetMode};
+use crate::pause::DeviceGate;
 
 #[derive(Debug, Error)]
 pub enum NetworkError {
@@ -46,6 +47,8 @@ pub enum NetworkError {
 }
 
 type Slot = Arc<Mutex<Option<Arc<Mutex<dyn FrameReceiver>>>>>;
+/// The gate of the machine the card belongs to (see [`crate::pause`]).
+type GateSlot = Arc<Mutex<Arc<DeviceGate>>>;
 
 /// Where each new card's guest frames go.
 enum Sender {
@@ -74,6 +77,7 @@ pub struct Network {
     sender: Sender,
     child: Arc<Mutex<Option<Child>>>,
     card: Slot,
+    gate: GateSlot,
     link_up: Arc<AtomicBool>,
     rx_space: Arc<EventFd>,
     stop: Arc<EventFd>,
@@ -137,6 +141,7 @@ impl Network {
             sender,
             child: Arc::new(Mutex::new(child)),
             card: Arc::default(),
+            gate: Arc::default(),
             link_up: Arc::new(AtomicBool::new(true)),
             rx_space: Arc::new(nonblocking_eventfd()?),
             stop: Arc::new(nonblocking_eventfd()?),
@@ -145,6 +150,7 @@ impl Network {
         let reader = Reader {
             source,
             card: net.card.clone(),
+            gate: net.gate.clone(),
             link_up: net.link_up.clone(),
             child: net.child.clone(),
             rx_space: net.rx_space.clone(),
@@ -176,6 +182,7 @@ impl Network {
             sender: Sender::Unplugged(why),
             child: Arc::default(),
             card: Arc::default(),
+            gate: Arc::default(),
             link_up: Arc::new(AtomicBool::new(false)),
             rx_space: Arc::new(nonblocking_eventfd()?),
             stop: Arc::new(nonblocking_eventfd()?),
@@ -201,9 +208,10 @@ impl Network {
         self.rx_space.clone()
     }
 
-    /// From now on the backend's frames go to `card` (the machine's new network card);
-    /// it gets the link as it is.
-    pub fn attach(&self, card: Arc<Mutex<dyn FrameReceiver>>) {
+    /// From now on the backend's frames go to `card` (the machine's new network card),
+    /// only while `gate` lets them (not while the VM is paused); it gets the link as it is.
+    pub fn attach(&self, card: Arc<Mutex<dyn FrameReceiver>>, gate: Arc<DeviceGate>) {
+        *self.gate.lock().unwrap_or_else(|e| e.into_inner()) = gate;
         let mut slot = self.card.lock().unwrap_or_else(|e| e.into_inner());
         card.lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -275,6 +283,7 @@ impl Drop for Network {
 struct Reader {
     source: Box<dyn FrameSource>,
     card: Slot,
+    gate: GateSlot,
     link_up: Arc<AtomicBool>,
     child: Arc<Mutex<Option<Child>>>,
     rx_space: Arc<EventFd>,
@@ -334,6 +343,14 @@ impl Reader {
     /// is being dropped.
     fn deliver(&self, frame: &[u8]) -> bool {
         loop {
+            let gate = self.gate.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let Some(_pass) = gate.enter_within(Duration::from_millis(100)) else {
+                // Paused: the frame waits, unless the network is being dropped.
+                if self.stop.read().is_ok() {
+                    return false;
+                }
+                continue;
+            };
             let taken = {
                 let card = self.card.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 match card {
@@ -455,7 +472,7 @@ mod tests {
             room: 1,
             link: Vec::new(),
         }));
-        net.attach(card.clone());
+        net.attach(card.clone(), Arc::default());
         assert_eq!(card.lock().unwrap().link, [true]);
         let mut tx = net.backend().unwrap();
         tx.send(b"first").unwrap();
@@ -481,6 +498,33 @@ mod tests {
         wait_for(|| !net.link_up());
         assert_eq!(card.lock().unwrap().link, [true, false]);
         assert_eq!(net.status()["link"], "down");
+    }
+
+    /// While the VM is paused no frame reaches the card (guest memory holds still); they
+    /// come after resume, and a network dropped while paused still ends.
+    #[test]
+    fn no_frame_reaches_the_card_while_the_vm_is_paused() {
+        let net = Network::start_with(&NetMode::User, MacAddr::DEFAULT, &[], || Ok(fake_passt()))
+            .unwrap()
+            .unwrap();
+        let card = Arc::new(Mutex::new(Card {
+            got: Vec::new(),
+            room: 5,
+            link: Vec::new(),
+        }));
+        let gate = Arc::new(DeviceGate::default());
+        net.attach(card.clone(), gate.clone());
+        gate.pause();
+        let mut tx = net.backend().unwrap();
+        tx.send(b"while paused").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(card.lock().unwrap().got.is_empty(), "a frame while paused");
+        gate.resume();
+        wait_for(|| card.lock().unwrap().got.len() == 1);
+        gate.pause();
+        tx.send(b"held").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        drop(net);
     }
 
     #[test]

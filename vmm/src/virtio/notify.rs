@@ -17,6 +17,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::pci::{VirtioPciBar, notify_offset};
 use crate::doorbell::Doorbells;
+use crate::pause::DeviceGate;
 
 /// The epoll token of the stop eventfd (queue tokens are their indices).
 const STOP: u64 = u64::MAX;
@@ -32,10 +33,13 @@ pub struct QueueDoorbells {
 
 impl QueueDoorbells {
     /// One eventfd for each of `queues` and a thread named `name` that hands their
-    /// notifications to `bar`. Nothing is registered until [`QueueDoorbells::place`].
+    /// notifications to `bar`, each inside a pass of `gate`. Nothing is registered until
+    /// [`QueueDoorbells::place`]. Whoever drops this must not leave `gate` paused (the
+    /// thread would never see its stop).
     pub fn start(
         doorbells: Arc<dyn Doorbells>,
         bar: Arc<Mutex<VirtioPciBar>>,
+        gate: Arc<DeviceGate>,
         queues: u16,
         name: &str,
     ) -> std::io::Result<QueueDoorbells> {
@@ -62,7 +66,7 @@ impl QueueDoorbells {
             let (fds, stop) = (fds.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(name.to_owned())
-                .spawn(move || serve(&epoll, &fds, &stop, &bar))?
+                .spawn(move || serve(&epoll, &fds, &stop, &bar, &gate))?
         };
         Ok(QueueDoorbells {
             doorbells,
@@ -127,7 +131,13 @@ impl Drop for QueueDoorbells {
 
 /// The thread: each signalled queue is notified once however many writes it coalesced
 /// (the device drains its whole ring on each notify).
-fn serve(epoll: &Epoll, fds: &[EventFd], stop: &EventFd, bar: &Mutex<VirtioPciBar>) {
+fn serve(
+    epoll: &Epoll,
+    fds: &[EventFd],
+    stop: &EventFd,
+    bar: &Mutex<VirtioPciBar>,
+    gate: &DeviceGate,
+) {
     let mut events = vec![EpollEvent::default(); fds.len() + 1];
     loop {
         let n = match epoll.wait(-1, &mut events) {
@@ -149,6 +159,7 @@ fn serve(epoll: &Epoll, fds: &[EventFd], stop: &EventFd, bar: &Mutex<VirtioPciBa
             };
             // Reading resets the counter; a notify that lands after this is seen again.
             let _ = fd.read();
+            let _pass = gate.enter();
             bar.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .notify(token as u16);

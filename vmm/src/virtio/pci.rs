@@ -55,6 +55,7 @@ use crate::bus::{BusDevice, SharedDevice};
 use crate::doorbell::Doorbells;
 use crate::irq::IrqLine;
 use crate::memory::GuestMem;
+use crate::pause::DeviceGate;
 use crate::pci::config::PciConfig;
 use crate::pci::msix::{MsiSink, Msix};
 use crate::pci::regs::{self, STATUS, SUBSYSTEM_ID_QEMU, SUBSYSTEM_VENDOR_QEMU};
@@ -133,6 +134,8 @@ pub struct FastPaths {
     pub msi: Option<Arc<dyn MsiSink>>,
     /// Queue notifications as eventfds served by a thread per device.
     pub doorbells: Option<Arc<dyn Doorbells>>,
+    /// What those threads pass while the VM runs (not while it is paused).
+    pub gate: Arc<DeviceGate>,
 }
 
 /// Puts `device` on bus 0 in `slot` (function 0), wired to INTA# of that slot, and
@@ -151,7 +154,11 @@ pub fn attach(
         fast.msi.clone(),
     );
     if let Some(doorbells) = &fast.doorbells {
-        function.add_doorbells(doorbells.clone(), &format!("virtio-{slot:02x}.0"));
+        function.add_doorbells(
+            doorbells.clone(),
+            fast.gate.clone(),
+            &format!("virtio-{slot:02x}.0"),
+        );
     }
     let f = Arc::new(Mutex::new(function));
     chipset.add(crate::pci::devfn(slot, 0), f.clone());
@@ -655,10 +662,16 @@ impl VirtioPci {
     }
 
     /// Queue notifications through `doorbells` from now on, served by a thread named
-    /// `name`. Without it (or when it cannot start) they stay MMIO writes.
-    pub fn add_doorbells(&mut self, doorbells: Arc<dyn Doorbells>, name: &str) {
+    /// `name` that passes `gate` for each. Without it (or when it cannot start) they stay
+    /// MMIO writes.
+    pub fn add_doorbells(
+        &mut self,
+        doorbells: Arc<dyn Doorbells>,
+        gate: Arc<DeviceGate>,
+        name: &str,
+    ) {
         let queues = self.bar_lock().queues.len() as u16;
-        match QueueDoorbells::start(doorbells, self.bar.clone(), queues, name) {
+        match QueueDoorbells::start(doorbells, self.bar.clone(), gate, queues, name) {
             Ok(d) => self.doorbells = Some(d),
             Err(e) => tracing::warn!(
                 "virtio: no doorbell thread for {name} ({e}); its notifications are handled on the vCPU thread"
@@ -1254,7 +1267,7 @@ pub(crate) mod tests {
         let mem = mem(16 << 20);
         let mut root = PciRoot::new(Arc::new(Bus::new()), Arc::new(Bus::new()));
         let mut f = VirtioPci::new(dev.clone(), mem.clone(), RecordingIrq::new(), None);
-        f.add_doorbells(bells.clone(), "virtio-test");
+        f.add_doorbells(bells.clone(), Arc::default(), "virtio-test");
         assert!(bells.addrs().is_empty(), "no BAR yet");
         let f = Arc::new(Mutex::new(f));
         root.add(DEVFN, f.clone());

@@ -1,0 +1,126 @@
+//! Holding device threads still while the VM is paused: a paused guest's memory must not
+//! change under it, yet the threads that serve virtio queues (doorbell threads, the
+//! network's reader) run on their own. Each takes a [`Pass`] from the machine's
+//! [`DeviceGate`] around the work that touches guest memory; [`DeviceGate::pause`] waits
+//! for the passes out and lets no new one in until [`DeviceGate::resume`].
+//!
+//! Host input (VNC keys and pointer, the clipboard agent) is not held: it queues in the
+//! devices as a guest that is not reading them would have it queue.
+
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct DeviceGate {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    paused: bool,
+    busy: usize,
+}
+
+/// Permission to touch guest memory, until dropped.
+pub struct Pass<'a>(&'a DeviceGate);
+
+impl DeviceGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits while the VM is paused.
+    pub fn enter(&self) -> Pass<'_> {
+        let mut st = self.lock();
+        while st.paused {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.busy += 1;
+        Pass(self)
+    }
+
+    /// As [`DeviceGate::enter`], but gives up after `timeout` (for threads that must also
+    /// watch for their own end).
+    pub fn enter_within(&self, timeout: Duration) -> Option<Pass<'_>> {
+        let st = self.lock();
+        let (mut st, _) = self
+            .changed
+            .wait_timeout_while(st, timeout, |s| s.paused)
+            .unwrap_or_else(|e| e.into_inner());
+        if st.paused {
+            return None;
+        }
+        st.busy += 1;
+        Some(Pass(self))
+    }
+
+    /// No new pass from now on; returns once every pass given out is back.
+    pub fn pause(&self) {
+        let mut st = self.lock();
+        st.paused = true;
+        while st.busy > 0 {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Passes again, for everyone waiting.
+    pub fn resume(&self) {
+        self.lock().paused = false;
+        self.changed.notify_all();
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.lock().paused
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        self.0.lock().busy -= 1;
+        self.0.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    #[test]
+    fn pause_waits_for_passes_and_holds_new_ones_until_resume() {
+        let gate = Arc::new(DeviceGate::default());
+        let done = Arc::new(AtomicUsize::new(0));
+        // A worker inside its pass while the VM is paused: pause waits for it.
+        let pass = gate.enter();
+        let pauser = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                gate.pause();
+                t.elapsed()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        drop(pass);
+        assert!(pauser.join().unwrap() >= Duration::from_millis(150));
+        assert!(gate.is_paused());
+        // A worker arriving now waits.
+        let worker = {
+            let (gate, done) = (gate.clone(), done.clone());
+            std::thread::spawn(move || {
+                let _pass = gate.enter();
+                done.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        assert!(gate.enter_within(Duration::from_millis(50)).is_none());
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(done.load(Ordering::SeqCst), 0, "a pass while paused");
+        gate.resume();
+        worker.join().unwrap();
+        assert_eq!(done.load(Ordering::SeqCst), 1);
+        assert!(gate.enter_within(Duration::from_millis(50)).is_some());
+    }
+}
