@@ -4,8 +4,9 @@
 //! [`DeviceGate`] around the work that touches guest memory; [`DeviceGate::pause`] waits
 //! for the passes out and lets no new one in until [`DeviceGate::resume`].
 //!
-//! Host input (VNC keys and pointer, the clipboard agent) is not held: it queues in the
-//! devices as a guest that is not reading them would have it queue.
+//! Not held: host input (VNC pointer events into the virtio tablet, the clipboard agent's
+//! messages into virtio-serial) still fills receive buffers the guest posted, while paused
+//! too; those threads belong to the VNC server and must not block.
 
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
