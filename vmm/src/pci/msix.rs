@@ -37,7 +37,7 @@
 //! The sink is called while the caller holds `&mut Msix` (typically under the device's
 //! lock), so it must not call back into the device.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::PciConfig;
 use super::config::CONFIG_SIZE;
@@ -53,6 +53,29 @@ pub struct MsiMessage {
 /// recorder in tests).
 pub trait MsiSink: Send + Sync {
     fn send(&self, msg: MsiMessage);
+}
+
+/// A sink that keeps what it is sent: for tests, as [`crate::irq::RecordingIrq`] is for
+/// lines.
+#[derive(Default)]
+pub struct RecordingMsi(Mutex<Vec<MsiMessage>>);
+
+impl RecordingMsi {
+    /// The messages sent since the last call.
+    pub fn take(&self) -> Vec<MsiMessage> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The data words of [`RecordingMsi::take`].
+    pub fn take_data(&self) -> Vec<u32> {
+        self.take().iter().map(|m| m.data).collect()
+    }
+}
+
+impl MsiSink for RecordingMsi {
+    fn send(&self, msg: MsiMessage) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
+    }
 }
 
 pub const PCI_CAP_ID_MSIX: u8 = 0x11;
@@ -376,30 +399,12 @@ impl Msix {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
 
     use super::*;
     use crate::noise::Noise;
 
-    /// An [`MsiSink`] that keeps what it is sent.
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<MsiMessage>>);
-
-    impl Recorder {
-        /// The messages sent since the last call.
-        fn take(&self) -> Vec<MsiMessage> {
-            std::mem::take(&mut *self.0.lock().unwrap())
-        }
-    }
-
-    impl MsiSink for Recorder {
-        fn send(&self, msg: MsiMessage) {
-            self.0.lock().unwrap().push(msg);
-        }
-    }
-
-    fn msix(vectors: u16) -> (Msix, Arc<Recorder>) {
-        let sink = Arc::new(Recorder::default());
+    fn msix(vectors: u16) -> (Msix, Arc<RecordingMsi>) {
+        let sink = Arc::new(RecordingMsi::default());
         (Msix::new(vectors, sink.clone()), sink)
     }
 

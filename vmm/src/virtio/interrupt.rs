@@ -236,23 +236,8 @@ impl Vectors {
 mod tests {
     use super::*;
     use crate::irq::RecordingIrq;
-    use crate::pci::msix::{MsiMessage, MsiSink};
 
-    #[derive(Default)]
-    struct Sent(Mutex<Vec<MsiMessage>>);
-    impl MsiSink for Sent {
-        fn send(&self, msg: MsiMessage) {
-            self.0.lock().unwrap().push(msg);
-        }
-    }
-    impl Sent {
-        fn take(&self) -> Vec<u32> {
-            std::mem::take(&mut *self.0.lock().unwrap())
-                .into_iter()
-                .map(|m| m.data)
-                .collect()
-        }
-    }
+    use crate::pci::msix::RecordingMsi as Sent;
 
     #[test]
     fn intx_isr_is_read_to_clear_and_drives_the_line() {
@@ -296,7 +281,7 @@ mod tests {
         i.signal_used_queue(1);
         i.signal_used_queue(0);
         i.signal_config();
-        assert_eq!(sent.take(), [1, 0, 2]);
+        assert_eq!(sent.take_data(), [1, 0, 2]);
         assert!(!irq.level());
         assert_eq!(irq.edges(), 0);
         // The configuration bit is still recorded in the ISR; the queue bit is not.
@@ -304,7 +289,7 @@ mod tests {
         // A vector the table does not have reads back as none; no vector, no message.
         assert_eq!(i.set_vector(Some(0), 3), VIRTIO_MSI_NO_VECTOR);
         i.signal_used_queue(0);
-        assert_eq!(sent.take(), Vec::<u32>::new());
+        assert_eq!(sent.take_data(), Vec::<u32>::new());
         assert!(!irq.level());
         // A queue the device does not have: nothing, and no panic.
         i.signal_used_queue(7);
@@ -318,10 +303,10 @@ mod tests {
         i.set_vector(Some(0), 1);
         i.set_vector(Some(1), 1);
         i.signal_used_queues();
-        assert_eq!(sent.take(), [1]);
+        assert_eq!(sent.take_data(), [1]);
         i.set_vector(Some(1), 0);
         i.signal_used_queues();
-        assert_eq!(sent.take(), [1, 0]);
+        assert_eq!(sent.take_data(), [1, 0]);
     }
 
     #[test]
@@ -331,7 +316,7 @@ mod tests {
         i.set_vector(Some(0), 0);
         i.signal_used_queue(0);
         assert!(irq.level(), "MSI-X is not enabled yet");
-        assert!(sent.take().is_empty());
+        assert!(sent.take_data().is_empty());
         // Enabling lowers the line the INTx path left high.
         i.write_msix_control(1 << 15);
         assert!(!irq.level());

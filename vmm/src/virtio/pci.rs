@@ -1085,21 +1085,7 @@ pub(crate) mod tests {
         assert_eq!(g.read(common + common::DEVICE_STATUS, 1), 0);
     }
 
-    #[derive(Default)]
-    struct Sent(Mutex<Vec<crate::pci::msix::MsiMessage>>);
-    impl MsiSink for Sent {
-        fn send(&self, msg: crate::pci::msix::MsiMessage) {
-            self.0.lock().unwrap().push(msg);
-        }
-    }
-    impl Sent {
-        fn data(&self) -> Vec<u32> {
-            std::mem::take(&mut *self.0.lock().unwrap())
-                .iter()
-                .map(|m| m.data)
-                .collect()
-        }
-    }
+    use crate::pci::msix::RecordingMsi as Sent;
 
     /// The MSI-X capability's offset, found as pci_find_capability does.
     fn find_msix(g: &Guest) -> u16 {
@@ -1166,14 +1152,14 @@ pub(crate) mod tests {
         g.write(common + common::QUEUE_MSIX_VECTOR, 2, 2);
         g.write(common + common::DEVICE_STATUS, 1, 0xf);
         // DRIVER_OK runs each queue once (Echo signals even when it found nothing).
-        assert_eq!(sent.data(), [0x41, 0x42]);
+        assert_eq!(sent.take_data(), [0x41, 0x42]);
 
         for (q, ring) in rings.iter_mut().enumerate() {
             ring.add_chain(&g.mem, &[(0x20000, 64, true)]);
             g.write(BAR_BASE + notify_offset(q as u16), 2, q as u64);
             assert_eq!(ring.take_used(&g.mem).len(), 1);
         }
-        assert_eq!(sent.data(), [0x41, 0x42]);
+        assert_eq!(sent.take_data(), [0x41, 0x42]);
         assert!(!g.irq.level(), "no INTx under MSI-X");
         assert_eq!(g.read(isr, 1), 0, "no queue bit in the ISR under MSI-X");
 
@@ -1181,10 +1167,10 @@ pub(crate) mod tests {
         g.write(table + 2 * 16 + 12, 4, 1);
         rings[1].add_chain(&g.mem, &[(0x20000, 64, true)]);
         g.write(BAR_BASE + notify_offset(1), 2, 1);
-        assert!(sent.data().is_empty());
+        assert!(sent.take_data().is_empty());
         assert_eq!(g.read(pba, 8), 1 << 2);
         g.write(table + 2 * 16 + 12, 4, 0);
-        assert_eq!(sent.data(), [0x42]);
+        assert_eq!(sent.take_data(), [0x42]);
         assert_eq!(g.read(pba, 8), 0);
 
         // A device reset forgets the vectors, not the table.
@@ -1208,7 +1194,7 @@ pub(crate) mod tests {
         g.write(kick, 2, 0);
         assert!(g.irq.level());
         assert_eq!(g.read(isr, 1), 1);
-        assert!(sent.data().is_empty());
+        assert!(sent.take_data().is_empty());
     }
 
     /// Doorbells that record where they are and let the test ring them as KVM would.
