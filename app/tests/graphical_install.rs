@@ -14,7 +14,8 @@
 //!   scripts' way); the window, made as big as the display, shows the language screen,
 //!   found in a screenshot of the display at the window's scale and read there; Return
 //!   typed into the window and a click on Continue in it move the installer on, and the
-//!   window shows each screen.
+//!   window shows each screen; made small (the screen drawn at about two thirds), a click
+//!   on Continue still lands on it.
 //!
 //! Also over VNC: Ctrl+Alt+Del on the boot menu reboots the VM; a VNC client connecting
 //! after the installer's mode changes gets its 1024x768 screen; with the vCPUs stopped (a
@@ -391,14 +392,9 @@ fn the_graphical_installer_shows_in_the_console_window() {
     // (on the installer's banner, where a click does nothing) so the console takes the
     // keys; clicks as slow as a person's, each half a second after the pointer got there:
     // in the nested host the window draws a frame in well under that.
-    let on_window = |gx: f64, gy: f64| {
-        (
-            ((left + gx * scale) as i64).to_string(),
-            ((top + gy * scale) as i64).to_string(),
-        )
-    };
-    let click = |gx: f64, gy: f64| {
-        let (x, y) = on_window(gx, gy);
+    let click = |(left, top, scale): (f64, f64, f64), gx: f64, gy: f64| {
+        let x = ((left + gx * scale) as i64).to_string();
+        let y = ((top + gy * scale) as i64).to_string();
         xdo(&["mousemove", &x, &y]);
         std::thread::sleep(Duration::from_millis(500));
         xdo(&["mousedown", "1"]);
@@ -406,16 +402,53 @@ fn the_graphical_installer_shows_in_the_console_window() {
         xdo(&["mouseup", "1"]);
         std::thread::sleep(Duration::from_secs(1));
     };
+    let big = (left, top, scale);
     xdo(&["windowfocus", "--sync", &wid]);
-    click(gw as f64 / 2.0, 30.0);
+    click(big, gw as f64 / 2.0, 30.0);
     // English is preselected: Return takes it.
     xdo(&["key", "--delay", "150", "Return"]);
     wait_window(&mut window_shot, LOCATION, Some(LANGUAGE));
     eprintln!("{test}: Return typed into the window took the installer to the location screen");
     let (cx, cy) = installer::continue_button(gw, gh);
-    click(cx as f64, cy as f64);
+    click(big, cx as f64, cy as f64);
     wait_window(&mut window_shot, KEYBOARD, Some(LOCATION));
-    eprintln!("{test}: a click on Continue in the window took it to the keyboard screen");
+    eprintln!("{test}: a click on Continue at scale {scale:.3} took it to the keyboard screen");
+
+    // At another scale: the window made small, as a person keeps it beside others (the
+    // guest's screen drawn at about two thirds). Too small for OCR of the window, so the
+    // guest's own screen tells that the click on Continue moved the installer on.
+    xdo(&["windowsize", &wid, "800", "640"]);
+    let since = Instant::now();
+    let small = loop {
+        let (w, _, px) = common::png_pixels(&window_shot());
+        match installer::find_installer_screen(&px, w, gw, gh) {
+            Some(place) if place.2 < 0.9 => break place,
+            place => assert!(
+                since.elapsed() < STEP_TIMEOUT,
+                "the small window does not show the installer's screen ({place:?})"
+            ),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    click(small, cx as f64, cy as f64);
+    let since = Instant::now();
+    loop {
+        let (_, t) = vm.look();
+        if !t.contains(KEYBOARD.title) && !t.trim().is_empty() {
+            eprintln!(
+                "{test}: a click on Continue at scale {:.3} left the keyboard screen for {:?}",
+                small.2,
+                t.chars().take(60).collect::<String>()
+            );
+            break;
+        }
+        assert!(
+            since.elapsed() < STEP_TIMEOUT,
+            "a click on Continue at scale {:.3} did not leave the keyboard screen: {t:?}",
+            small.2
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
     drop(children);
     ok(&env, &["destroy", name]);
 }
