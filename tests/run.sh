@@ -23,8 +23,9 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
 echo "== cargo test"
+# Every test binary runs even after one fails, so one failure hides nothing else.
 set +e
-cargo test --workspace --release 2>&1 | grep -v '^test .* \.\.\. ok$'
+cargo test --workspace --release --no-fail-fast 2>&1 | grep -v '^test .* \.\.\. ok$'
 status=${PIPESTATUS[0]}
 set -e
 

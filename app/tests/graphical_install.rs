@@ -357,23 +357,31 @@ fn the_graphical_installer_shows_in_the_console_window() {
         );
         (place, installer::shows(&t, screen, before), t)
     };
-    let wait_window =
-        |shot: &mut dyn FnMut() -> PathBuf, screen: Screen, before: Option<Screen>| {
-            let since = Instant::now();
-            loop {
-                let png = shot();
-                let (place, shown, t) = window_shows(&png, screen, before);
-                if let (Some(place), true) = (place, shown) {
-                    return place;
-                }
-                assert!(
-                    since.elapsed() < STEP_TIMEOUT,
+    // The window's place once it shows `screen` (and not `before`), or None after `timeout`.
+    let try_window = |shot: &mut dyn FnMut() -> PathBuf,
+                      screen: Screen,
+                      before: Option<Screen>,
+                      timeout: Duration| {
+        let since = Instant::now();
+        loop {
+            let png = shot();
+            let (place, shown, t) = window_shows(&png, screen, before);
+            if let (Some(place), true) = (place, shown) {
+                return Ok(place);
+            }
+            if since.elapsed() > timeout {
+                return Err(format!(
                     "the console window does not show the {} screen; it reads: {t:?} \
                      (installer's screen found at {place:?})",
                     screen.name
-                );
-                std::thread::sleep(Duration::from_secs(2));
+                ));
             }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    };
+    let wait_window =
+        |shot: &mut dyn FnMut() -> PathBuf, screen: Screen, before: Option<Screen>| {
+            try_window(shot, screen, before, STEP_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
         };
     let wid = xdo(&["search", "--sync", "--name", &format!("{name} - vmdesk")]);
     let wid = wid
@@ -404,11 +412,31 @@ fn the_graphical_installer_shows_in_the_console_window() {
     };
     let big = (left, top, scale);
     xdo(&["windowfocus", "--sync", &wid]);
-    click(big, gw as f64 / 2.0, 30.0);
-    // English is preselected: Return takes it.
-    xdo(&["key", "--delay", "150", "Return"]);
-    wait_window(&mut window_shot, LOCATION, Some(LANGUAGE));
-    eprintln!("{test}: Return typed into the window took the installer to the location screen");
+    // English is preselected: Return takes it. If the screen has not moved a minute later
+    // (a screen change takes seconds), click and press again as a person would: in one CI
+    // run of three the first Return left the installer where it was (not understood; see
+    // issue 14's notes). How many it took is printed.
+    let mut presses = 0;
+    loop {
+        presses += 1;
+        click(big, gw as f64 / 2.0, 30.0);
+        xdo(&["key", "--delay", "150", "Return"]);
+        let step = try_window(
+            &mut window_shot,
+            LOCATION,
+            Some(LANGUAGE),
+            Duration::from_secs(60),
+        );
+        match step {
+            Ok(_) => break,
+            Err(e) => assert!(presses < 3, "{presses} Returns typed into the window: {e}"),
+        }
+        eprintln!("{test}: Return {presses} typed into the window did not move the installer");
+    }
+    eprintln!(
+        "{test}: Return typed into the window took the installer to the location screen \
+         ({presses} press(es))"
+    );
     let (cx, cy) = installer::continue_button(gw, gh);
     click(big, cx as f64, cy as f64);
     wait_window(&mut window_shot, KEYBOARD, Some(LOCATION));
