@@ -399,18 +399,18 @@ const EXPLAINED: &[(Side, &str, &str)] = &[
     ),
     (
         Side::Ours,
-        "pci 0000:00:04.0: BAR 0 [mem 0x00000000-0x00003fff]",
+        "pci 0000:00:04.0: BAR 0 [mem 0x00000000-0x00007fff]",
         NO_FIRMWARE_BARS,
     ),
     (
         Side::Ours,
-        "pci 0000:00:04.0: BAR 0 [mem 0x80000000-0x80003fff]: assigned",
+        "pci 0000:00:04.0: BAR 0 [mem 0x80000000-0x80007fff]: assigned",
         NO_FIRMWARE_BARS,
     ),
     (
         Side::Qemu,
         "pci 0000:00:04.0: BAR 1 [mem *]",
-        "QEMU's virtio devices also carry an MSI-X table BAR; vmdesk's virtio interrupts are INTx",
+        "QEMU's virtio devices keep their MSI-X table in a BAR of its own; vmdesk's is in BAR 0 with the registers",
     ),
     (
         Side::Qemu,
