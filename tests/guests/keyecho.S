@@ -43,9 +43,17 @@ irq1:
 	push	%ds
 	push	%cs
 	pop	%ds
+	# Only with a byte waiting, as SeaBIOS's and Linux's handlers check: SeaBIOS's
+	# controller self-test answers, which it polls for with the keyboard interrupt
+	# enabled, leave an edge latched in the PIC that arrives here once we take IRQ 1,
+	# with nothing to read (port 0x60 would repeat the last byte, the 0xFA of its last
+	# keyboard command).
+	in	$0x64, %al
+	test	$1, %al
+	jz	2f
 	in	$0x60, %al
 	call	put_hex
-	mov	$0x20, %al		# end of interrupt, to the master PIC
+2:	mov	$0x20, %al		# end of interrupt, to the master PIC
 	out	%al, $0x20
 	pop	%ds
 	pop	%ax
