@@ -306,6 +306,17 @@ fn check_card(vm: &mut Vm, mac: &str, offloads: bool) {
 }
 
 /// The kernel, `initrd` and passt, or `None` after one SKIP line.
+/// What a guest on `--net user` needs: hardware-backed KVM (here, or the test reruns in
+/// the nested host and this returns `None`), the kernel and net initrd, passt, and a host
+/// network passt can use. `None` after one SKIP line when something is missing.
+fn guest_online(test: &str) -> Option<((PathBuf, PathBuf), net::HostRoute)> {
+    if !common::hardware_kvm_or_nested(test, "a guest kernel cannot run") {
+        return None;
+    }
+    let assets = assets(test, INITRD)?;
+    Some((assets, net::host_network_or_skip(test)?))
+}
+
 fn assets(test: &str, initrd: &str) -> Option<(PathBuf, PathBuf)> {
     let assets = common::linux_assets(test, initrd)?;
     common::tool_or_skip(test, "passt")?;
@@ -509,13 +520,7 @@ fn the_guests_wget_and_nc_work_with_the_tests_server_and_uploader() {
 #[test]
 fn guest_gets_its_lease_from_passt_and_the_card_is_virtio_net_at_00_03_0() {
     let test = "guest_gets_its_lease_from_passt_and_the_card_is_virtio_net_at_00_03_0";
-    if !common::hardware_kvm_or_nested(test, "a guest kernel cannot run") {
-        return;
-    }
-    let Some(assets) = assets(test, INITRD) else {
-        return;
-    };
-    let Some(route) = net::host_network_or_skip(test) else {
+    let Some((assets, route)) = guest_online(test) else {
         return;
     };
     let dir = common::temp_dir("net-dhcp");
@@ -595,15 +600,9 @@ fn without_a_network_option_or_with_none_the_guest_has_no_card_and_no_passt_runs
 #[test]
 fn guest_fetches_64_mib_from_a_server_on_the_hosts_loopback() {
     let test = "guest_fetches_64_mib_from_a_server_on_the_hosts_loopback";
-    if !common::hardware_kvm_or_nested(test, "a guest kernel cannot run") {
-        return;
-    }
-    let Some(assets) = assets(test, INITRD) else {
+    let Some((assets, _route)) = guest_online(test) else {
         return;
     };
-    if net::host_network_or_skip(test).is_none() {
-        return;
-    }
     let dir = common::temp_dir("net-fetch");
     let blob = Arc::new(net::random_bytes(PAYLOAD_BYTES));
     let want = net::sha256_hex(&blob);
@@ -633,15 +632,9 @@ fn guest_fetches_64_mib_from_a_server_on_the_hosts_loopback() {
 #[test]
 fn host_uploads_64_mib_to_the_guest_through_a_port_forward() {
     let test = "host_uploads_64_mib_to_the_guest_through_a_port_forward";
-    if !common::hardware_kvm_or_nested(test, "a guest kernel cannot run") {
-        return;
-    }
-    let Some(assets) = assets(test, INITRD) else {
+    let Some((assets, _route)) = guest_online(test) else {
         return;
     };
-    if net::host_network_or_skip(test).is_none() {
-        return;
-    }
     let dir = common::temp_dir("net-upload");
     let host_port = net::free_port(LOOPBACK);
     let forward = format!("tcp:127.0.0.1:{host_port}-:{GUEST_PORT}");
@@ -686,13 +679,7 @@ fn host_uploads_64_mib_to_the_guest_through_a_port_forward() {
 #[test]
 fn two_vms_at_once_each_with_its_own_passt() {
     let test = "two_vms_at_once_each_with_its_own_passt";
-    if !common::hardware_kvm_or_nested(test, "a guest kernel cannot run") {
-        return;
-    }
-    let Some(assets) = assets(test, INITRD) else {
-        return;
-    };
-    let Some(route) = net::host_network_or_skip(test) else {
+    let Some((assets, route)) = guest_online(test) else {
         return;
     };
     let dir = common::temp_dir("net-two");
@@ -737,15 +724,9 @@ fn two_vms_at_once_each_with_its_own_passt() {
 #[test]
 fn no_passt_and_no_socket_file_outlive_a_poweroff_or_a_sigkill() {
     let test = "no_passt_and_no_socket_file_outlive_a_poweroff_or_a_sigkill";
-    if !common::hardware_kvm_or_nested(test, "a guest kernel cannot run") {
-        return;
-    }
-    let Some(assets) = assets(test, INITRD) else {
+    let Some((assets, _route)) = guest_online(test) else {
         return;
     };
-    if net::host_network_or_skip(test).is_none() {
-        return;
-    }
     let dir = common::temp_dir("net-leftovers");
     let tmp = Path::new("/tmp");
     let before = net::sockets_in(tmp);

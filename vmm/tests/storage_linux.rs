@@ -68,6 +68,15 @@ fn guest_args(
     .to_vec()
 }
 
+/// The lines the guest's /init said on COM1.
+fn said(console: &str) -> Vec<&str> {
+    console
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| l.starts_with(SAY))
+        .collect()
+}
+
 fn sha256(path: &Path) -> String {
     let out = common::run(Command::new("sha256sum").arg(path));
     out.split_whitespace().next().unwrap().to_string()
@@ -181,11 +190,7 @@ fn linux_reads_the_cd_and_writes_a_filesystem() {
             panic!("{format}: the guest did not power off in time:\n{console}");
         };
         assert_eq!(status.code(), Some(0), "{format}:\n{console}");
-        let said: Vec<&str> = console
-            .lines()
-            .map(str::trim_end)
-            .filter(|l| l.starts_with(SAY))
-            .collect();
+        let said = said(&console);
         assert!(said.contains(&want_cd.as_str()), "{format}: {said:#?}");
         assert!(said.contains(&"vmdesk-storage: disk written"), "{said:#?}");
         assert!(!said.iter().any(|l| l.contains("failed")), "{said:#?}");
@@ -278,11 +283,7 @@ fn linux_binds_virtio_with_msix_and_256_mib_read_back_match() {
             panic!("{cpus} vCPUs: the guest did not power off in time:\n{console}");
         };
         assert_eq!(status.code(), Some(0), "{cpus} vCPUs:\n{console}");
-        let said: Vec<&str> = console
-            .lines()
-            .map(str::trim_end)
-            .filter(|l| l.starts_with(SAY))
-            .collect();
+        let said = said(&console);
         assert!(
             said.contains(&format!("{SAY}cpus {cpus}").as_str()),
             "{said:#?}"
