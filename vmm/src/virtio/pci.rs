@@ -785,7 +785,9 @@ pub(crate) mod tests {
     use crate::irq::RecordingIrq;
     use crate::pci::PciRoot;
     use crate::virtio::testing::{DriverRing, mem};
+    use std::os::fd::AsRawFd;
     use virtio_queue::QueueOwnedT;
+    use vmm_sys_util::eventfd::EventFd;
 
     pub const BAR_BASE: u64 = 0xfebf_0000;
     pub const DEVFN: u8 = 4 << 3;
@@ -1197,49 +1199,37 @@ pub(crate) mod tests {
         assert!(sent.take_data().is_empty());
     }
 
-    /// Doorbells that record where they are and let the test ring them as KVM would.
     #[derive(Default)]
-    struct FakeDoorbells(Mutex<Vec<(i32, u64)>>);
+    /// Doorbells that record where they are and let the test ring them as KVM would.
+    /// Each registration as (the raw fd, a duplicate of it to ring, the address).
+    struct FakeDoorbells(Mutex<Vec<(i32, EventFd, u64)>>);
     impl Doorbells for FakeDoorbells {
-        fn register(&self, fd: &vmm_sys_util::eventfd::EventFd, addr: u64) -> std::io::Result<()> {
-            use std::os::fd::AsRawFd;
-            self.0.lock().unwrap().push((fd.as_raw_fd(), addr));
+        fn register(&self, fd: &EventFd, addr: u64) -> std::io::Result<()> {
+            self.0
+                .lock()
+                .unwrap()
+                .push((fd.as_raw_fd(), fd.try_clone()?, addr));
             Ok(())
         }
-        fn unregister(
-            &self,
-            fd: &vmm_sys_util::eventfd::EventFd,
-            addr: u64,
-        ) -> std::io::Result<()> {
-            use std::os::fd::AsRawFd;
+        fn unregister(&self, fd: &EventFd, addr: u64) -> std::io::Result<()> {
             let mut v = self.0.lock().unwrap();
             let before = v.len();
-            v.retain(|&e| e != (fd.as_raw_fd(), addr));
+            v.retain(|e| (e.0, e.2) != (fd.as_raw_fd(), addr));
             assert_eq!(v.len() + 1, before, "unregistered what was not registered");
             Ok(())
         }
     }
     impl FakeDoorbells {
         fn addrs(&self) -> Vec<u64> {
-            let mut v: Vec<u64> = self.0.lock().unwrap().iter().map(|e| e.1).collect();
+            let mut v: Vec<u64> = self.0.lock().unwrap().iter().map(|e| e.2).collect();
             v.sort();
             v
         }
         /// The guest writes the doorbell at `addr`: KVM bumps its eventfd.
         fn ring(&self, addr: u64) {
-            let fd = self
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|e| e.1 == addr)
-                .unwrap()
-                .0;
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: writing 8 bytes from a live buffer to an eventfd the function owns
-            // for as long as it is registered (the test holds the function).
-            let n = unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
-            assert_eq!(n, 8);
+            let v = self.0.lock().unwrap();
+            let e = v.iter().find(|e| e.2 == addr).expect("a doorbell there");
+            e.1.write(1).unwrap();
         }
     }
 
