@@ -18,6 +18,7 @@ use crate::library::{
     self, DiskBus, DiskDef, DiskFormat, Forward, HostFacts, Library, LibraryError, MacAddr,
     NetMode, VmDef,
 };
+use crate::osinfo;
 use crate::runtime::{self, Runtime, RuntimeError, VmState};
 
 const MIB: u64 = 1 << 20;
@@ -78,6 +79,12 @@ pub enum Command {
     /// Change a stopped VM's network: its mode, port forwards and MAC address, as
     /// `create` takes them (the VM gets them at its next start).
     Set(SetArgs),
+    /// Copy a stopped VM to a new one (virt-clone): its disks copied whole into the images
+    /// folder (sparse images stay sparse), its settings, a new MAC address.
+    Clone { name: String, new_name: String },
+    /// Give a stopped VM another name; the disk images vmdesk made for it (named after
+    /// it), its log and its serial output follow.
+    Rename { name: String, new_name: String },
     /// Delete a stopped VM's definition.
     Delete {
         name: String,
@@ -120,6 +127,9 @@ pub enum Command {
     /// Disk images.
     #[command(subcommand)]
     Disk(disk::DiskCommand),
+    /// Put vmdesk in the desktop's application menu: a launcher entry (running this
+    /// vmdesk) and its icon, for this user ($XDG_DATA_HOME, else ~/.local/share).
+    InstallDesktop,
     /// Create (or reuse) and start the demo VM: a small interactive boot program, no ISO
     /// needed.
     Demo,
@@ -136,20 +146,27 @@ pub enum Command {
 
 #[derive(clap::Args, Debug)]
 pub struct CreateArgs {
+    /// The VM's name. With --cdrom it may be left out: the name of the OS found on the ISO
+    /// (osinfo-db's short id, e.g. debian11) is used.
     #[arg(long)]
-    pub name: String,
-    /// Guest RAM: a number with K, M or G (plain numbers are MiB).
-    #[arg(long, default_value = "512M", value_parser = vmm::config::parse_memory)]
-    pub memory: u64,
-    #[arg(long, default_value_t = 1)]
-    pub cpus: u32,
-    /// A new disk `size=10G[,format=qcow2|raw][,preallocation=off|full]` or an existing
-    /// image `path=P[,format=…]`; repeatable. A new raw disk is sparse unless
+    pub name: Option<String>,
+    /// Guest RAM: a number with K, M or G (plain numbers are MiB); 512M by default. With
+    /// --cdrom and none of --memory, --cpus and --disk, the memory, vCPUs and disk the OS on
+    /// the ISO recommends (osinfo-db) are used instead of the defaults.
+    #[arg(long, value_parser = vmm::config::parse_memory)]
+    pub memory: Option<u64>,
+    /// vCPUs; 1 by default.
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// A new disk `size=10G[,path=P][,format=qcow2|raw][,preallocation=off|full]` or an
+    /// existing image `path=P[,format=…]`; repeatable. A new disk goes in vmdesk's images
+    /// folder, or at `path=` with the format its name says (.qcow2; .raw or .img). A new
+    /// raw disk is sparse unless
     /// `preallocation=full` reserves all its space now. `bus=ide` puts it on the IDE
     /// controller (for guests without virtio drivers; at most 3) instead of virtio.
     #[arg(
         long = "disk",
-        value_name = "size=S[,format=F][,preallocation=P][,bus=B] | path=P[,format=F][,bus=B]"
+        value_name = "size=S[,path=P][,format=F][,preallocation=P][,bus=B] | path=P[,format=F][,bus=B]"
     )]
     pub disks: Vec<String>,
     /// An installer ISO for the CD-ROM drive.
@@ -217,6 +234,8 @@ pub fn parse_mac(s: &str) -> Result<MacAddr, String> {
 pub enum DiskOpt {
     New {
         size: u64,
+        /// Where to make it (`path=` beside `size=`); by default in vmdesk's images folder.
+        path: Option<PathBuf>,
         format: DiskFormat,
         /// `preallocation=full`: reserve all its space at creation.
         preallocate: bool,
@@ -261,8 +280,14 @@ pub fn parse_disk_opt(s: &str) -> Result<DiskOpt, String> {
         }
     }
     match (size, path) {
-        (Some(size), None) => {
-            let format = format.unwrap_or(DiskFormat::Qcow2);
+        (Some(size), path) => {
+            let format = match &path {
+                // A new image at a path of the person's: its format follows its name.
+                Some(p) => disk::new_image_format(p, format.map(Into::into))
+                    .map_err(|e| format!("--disk {s}: {e}"))?
+                    .into(),
+                None => format.unwrap_or(DiskFormat::Qcow2),
+            };
             let preallocate = preallocate.unwrap_or(false);
             if preallocate && format == DiskFormat::Qcow2 {
                 return Err(format!(
@@ -272,6 +297,7 @@ pub fn parse_disk_opt(s: &str) -> Result<DiskOpt, String> {
             }
             Ok(DiskOpt::New {
                 size,
+                path,
                 format,
                 preallocate,
                 bus,
@@ -281,15 +307,16 @@ pub fn parse_disk_opt(s: &str) -> Result<DiskOpt, String> {
             "--disk {s}: preallocation= is for a new disk (size=), not an existing image"
         )),
         (None, Some(path)) => {
-            let format = match format {
-                Some(f) => f,
-                None if path.extension().is_some_and(|e| e == "qcow2") => DiskFormat::Qcow2,
-                None => DiskFormat::Raw,
-            };
+            // An existing image: as said, else as its name says, else raw (vmdesk-vmm
+            // refuses to let a guest turn a raw image it probed into anything else).
+            let format = format.unwrap_or_else(|| {
+                vmm::disk::ImageFormat::from_name(&path).map_or(DiskFormat::Raw, Into::into)
+            });
             Ok(DiskOpt::Existing { path, format, bus })
         }
-        _ => Err(format!(
-            "--disk {s}: give either size= (a new disk) or path= (an existing image)"
+        (None, None) => Err(format!(
+            "--disk {s}: give size= (a new disk, with path= to say where) or path= (an \
+             existing image)"
         )),
     }
 }
@@ -305,6 +332,18 @@ pub(crate) fn images_dir() -> anyhow::Result<PathBuf> {
     Ok(base.join("vmdesk").join("images"))
 }
 
+fn install_desktop() -> anyhow::Result<()> {
+    let Some(home) = crate::desktop::data_home() else {
+        bail!("neither XDG_DATA_HOME nor HOME is set: no place for the launcher entry");
+    };
+    let exe = std::env::current_exe().context("cannot tell where this vmdesk is")?;
+    let done = crate::desktop::install(&home, &exe)
+        .with_context(|| format!("cannot install the launcher entry under {}", home.display()))?;
+    println!("installed {}", done.entry.display());
+    println!("installed {}", done.icon.display());
+    Ok(())
+}
+
 pub fn run(cmd: Command) -> anyhow::Result<()> {
     if let Command::Disk(c) = cmd {
         return disk::run(c);
@@ -312,10 +351,38 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     if let Command::Doctor = cmd {
         return doctor();
     }
+    if let Command::InstallDesktop = cmd {
+        return install_desktop();
+    }
     let lib = Library::open_default()?;
     let rt = Runtime::open_default();
     match cmd {
         Command::Create(args) => create(&lib, args),
+        Command::Clone { name, new_name } => {
+            let images = images_dir()?;
+            let mut progress = terminal_progress("copying disks");
+            let (def, warnings) =
+                crate::clone::clone_vm(&lib, &rt, &images, &name, &new_name, &mut progress)?;
+            for w in warnings {
+                eprintln!("vmdesk: warning: '{new_name}': {w}");
+            }
+            println!(
+                "cloned '{name}' to '{new_name}' ({})",
+                network_summary(&def)
+            );
+            for d in &def.disks {
+                println!("  disk {} ({})", d.path.display(), d.format.as_str());
+            }
+            Ok(())
+        }
+        Command::Rename { name, new_name } => {
+            let def = crate::clone::rename_vm(&lib, &rt, &images_dir()?, &name, &new_name)?;
+            println!("renamed '{name}' to '{new_name}'");
+            for d in &def.disks {
+                println!("  disk {}", d.path.display());
+            }
+            Ok(())
+        }
         Command::Demo => demo(&lib, &rt),
         Command::List => list(&lib, &rt),
         Command::Start { name } => {
@@ -458,7 +525,9 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             vmm,
             args,
         } => std::process::exit(runtime::supervise(&dir, &name, &vmm, &args)),
-        Command::Disk(_) | Command::Doctor => unreachable!("handled above"),
+        Command::Disk(_) | Command::Doctor | Command::InstallDesktop => {
+            unreachable!("handled above")
+        }
     }
 }
 
@@ -547,7 +616,10 @@ fn send_key(
     Ok(())
 }
 
-fn create(lib: &Library, a: CreateArgs) -> anyhow::Result<()> {
+fn create(lib: &Library, mut a: CreateArgs) -> anyhow::Result<()> {
+    if let Some(found) = fill_from_iso(lib, &mut a)? {
+        println!("{}", found.summary());
+    }
     let (def, warnings) = create_vm(lib, a, &mut terminal_progress("reserving disk space"))?;
     let name = &def.name;
     for w in warnings {
@@ -562,6 +634,53 @@ fn create(lib: &Library, a: CreateArgs) -> anyhow::Result<()> {
     }
     println!("  {}", network_summary(&def));
     Ok(())
+}
+
+/// The default memory and vCPUs of `vmdesk create`.
+const DEFAULT_MEMORY: u64 = 512 * MIB;
+const DEFAULT_CPUS: u32 = 1;
+
+/// `vmdesk create --cdrom ISO` that leaves out the name, or every figure (memory, vCPUs,
+/// disks): the OS on the ISO (osinfo-db) supplies them, as virt-install's and GNOME Boxes'
+/// detection does; what the person gave stays. Returns what detection found, to be shown.
+fn fill_from_iso(lib: &Library, a: &mut CreateArgs) -> anyhow::Result<Option<osinfo::Detection>> {
+    let no_figures = a.memory.is_none() && a.cpus.is_none() && a.disks.is_empty();
+    let Some(iso) = a.cdrom.as_ref().filter(|p| p.is_file()) else {
+        return Ok(None);
+    };
+    if a.name.is_some() && !no_figures {
+        return Ok(None);
+    }
+    let found = osinfo::detect(iso);
+    match (found.proposal(), &a.name) {
+        (Some(p), name) => {
+            if name.is_none() {
+                // debian11, then debian11-2, … past the names taken.
+                let taken = |n: &str| lib.path_of(n).exists();
+                let name = (1..)
+                    .map(|i| match i {
+                        1 => p.vm_name.clone(),
+                        i => format!("{}-{i}", p.vm_name),
+                    })
+                    .find(|n| !taken(n))
+                    .expect("a free name");
+                a.name = Some(name);
+            }
+            if no_figures {
+                a.memory = Some(p.memory_mib * MIB);
+                a.cpus = Some(p.cpus);
+                a.disks = vec![format!("size={}", p.disk_bytes)];
+            }
+        }
+        (None, None) => {
+            return usage(format!(
+                "give the VM a name with --name ({})",
+                found.why_none().unwrap_or_default()
+            ));
+        }
+        (None, Some(_)) => {}
+    }
+    Ok(Some(found))
 }
 
 /// The network in a line: `network nat, MAC 52:54:00:…, forwards 127.0.0.1:2222→22`.
@@ -620,8 +739,11 @@ pub fn create_vm(
     a: CreateArgs,
     progress: &mut dyn FnMut(u64, u64) -> bool,
 ) -> anyhow::Result<(VmDef, Vec<library::Warning>)> {
-    let name = a.name.clone();
-    let mut def = VmDef::new(&name, a.memory.div_ceil(MIB), a.cpus);
+    let Some(name) = a.name.clone() else {
+        return usage("give the VM a name with --name");
+    };
+    let memory = a.memory.unwrap_or(DEFAULT_MEMORY);
+    let mut def = VmDef::new(&name, memory.div_ceil(MIB), a.cpus.unwrap_or(DEFAULT_CPUS));
     def.vnc = match a.vnc.as_str() {
         "auto" => "127.0.0.1:auto".into(),
         v => v.into(),
@@ -690,22 +812,29 @@ pub fn create_vm(
                 }
                 DiskOpt::New {
                     size,
+                    path,
                     format,
                     preallocate,
                     bus,
                 } => {
-                    let dir = images_dir()?;
-                    std::fs::create_dir_all(&dir)
-                        .with_context(|| format!("cannot create {}", dir.display()))?;
-                    let stem = match new_index {
-                        0 => name.clone(),
-                        n => format!("{name}-{n}"),
+                    let path = match path {
+                        Some(p) => absolute(&p)?,
+                        None => {
+                            let dir = images_dir()?;
+                            std::fs::create_dir_all(&dir)
+                                .with_context(|| format!("cannot create {}", dir.display()))?;
+                            let stem = match new_index {
+                                0 => name.clone(),
+                                n => format!("{name}-{n}"),
+                            };
+                            new_index += 1;
+                            dir.join(format!("{stem}.{}", format.as_str()))
+                        }
                     };
-                    new_index += 1;
-                    let path = dir.join(format!("{stem}.{}", format.as_str()));
-                    if path.exists() {
+                    if std::fs::symlink_metadata(&path).is_ok() {
                         bail!(
-                            "'{name}': {} already exists (delete it, or use --disk path={})",
+                            "'{name}': {} already exists (delete it, or use --disk path={} \
+                             without size= to use it as it is)",
                             path.display(),
                             path.display()
                         );
@@ -1144,6 +1273,7 @@ mod tests {
             parse_disk_opt("size=10G"),
             Ok(DiskOpt::New {
                 size: 10 << 30,
+                path: None,
                 format: DiskFormat::Qcow2,
                 preallocate: false,
                 bus: DiskBus::Virtio,
@@ -1153,6 +1283,7 @@ mod tests {
             parse_disk_opt("size=64M,format=raw"),
             Ok(DiskOpt::New {
                 size: 64 << 20,
+                path: None,
                 format: DiskFormat::Raw,
                 preallocate: false,
                 bus: DiskBus::Virtio,
@@ -1162,12 +1293,37 @@ mod tests {
             parse_disk_opt("size=64M,format=raw,preallocation=full"),
             Ok(DiskOpt::New {
                 size: 64 << 20,
+                path: None,
                 format: DiskFormat::Raw,
                 preallocate: true,
                 bus: DiskBus::Virtio,
             })
         );
+        // A new disk at a path of the person's: its format follows its name.
+        for (spec, format) in [
+            ("size=1G,path=/x/t1.raw", DiskFormat::Raw),
+            ("size=1G,path=/x/t1.IMG", DiskFormat::Raw),
+            ("size=1G,path=/x/t1.qcow2", DiskFormat::Qcow2),
+            ("size=1G,path=/x/t1", DiskFormat::Qcow2),
+            ("size=1G,path=/x/t1,format=raw", DiskFormat::Raw),
+            ("size=1G,path=/x/t1.raw,format=raw", DiskFormat::Raw),
+        ] {
+            match parse_disk_opt(spec) {
+                Ok(DiskOpt::New {
+                    path, format: f, ..
+                }) => {
+                    assert_eq!((path.is_some(), f), (true, format), "{spec}")
+                }
+                other => panic!("{spec}: {other:?}"),
+            }
+        }
         for (bad, says) in [
+            ("size=1G,path=/x/t1.raw,format=qcow2", "its name says raw"),
+            ("size=1G,path=/x/t1.qcow2,format=raw", "its name says qcow2"),
+            (
+                "size=1G,path=/x/t1.qcow2,preallocation=full",
+                "is for raw disks",
+            ),
             ("size=1G,preallocation=full", "is for raw disks"),
             ("size=1G,format=raw,preallocation=some", "use off or full"),
             ("path=/x/a.raw,preallocation=full", "is for a new disk"),
@@ -1206,7 +1362,6 @@ mod tests {
         );
         for bad in [
             "",
-            "size=10G,path=/a",
             "size=0",
             "format=qcow2",
             "size=1G,format=vmdk",

@@ -19,8 +19,10 @@ pub enum DiskCommand {
         /// Virtual size: bytes, or with a K/M/G/T suffix (binary: 1K = 1024), e.g. 20G.
         #[arg(value_parser = parse_size)]
         size: u64,
-        #[arg(long, value_enum, default_value_t = Format::Qcow2)]
-        format: Format,
+        /// The image format; by default what the name says (.qcow2; .raw or .img), qcow2
+        /// for other names. A format the name contradicts is refused.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
         /// Replace an existing file.
         #[arg(long)]
         force: bool,
@@ -88,6 +90,8 @@ pub fn run(cmd: DiskCommand) -> anyhow::Result<()> {
             force,
             preallocation,
         } => {
+            let format =
+                new_image_format(&path, format.map(Into::into)).map_err(crate::cli::Usage)?;
             if !force && std::fs::symlink_metadata(&path).is_ok() {
                 anyhow::bail!(
                     "{} already exists (use --force to replace it)",
@@ -97,21 +101,30 @@ pub fn run(cmd: DiskCommand) -> anyhow::Result<()> {
             let mut progress = terminal_progress("reserving disk space");
             create_image_with(
                 &path,
-                format.into(),
+                format,
                 size,
                 force,
                 preallocation.into(),
                 &mut |done| progress(done, size),
             )
             .with_context(|| format!("cannot create {}", path.display()))?;
-            println!(
-                "created {} ({}, {} bytes)",
-                path.display(),
-                ImageFormat::from(format),
-                size
-            );
+            println!("created {} ({format}, {size} bytes)", path.display());
             Ok(())
         }
+    }
+}
+
+/// The format of a new image at `path`: what its name says (`.qcow2`; `.raw` or `.img`),
+/// else `asked`, else qcow2. An `asked` format the name contradicts is refused: a
+/// `t1.raw` holding qcow2 misleads every person and tool that sees the name later.
+pub fn new_image_format(path: &Path, asked: Option<ImageFormat>) -> Result<ImageFormat, String> {
+    match (asked, ImageFormat::from_name(path)) {
+        (Some(a), Some(named)) if a != named => Err(format!(
+            "{}: its name says {named}, but the format asked for is {a} (name it .{a}, or \
+             leave the format out)",
+            path.display()
+        )),
+        (a, named) => Ok(a.or(named).unwrap_or(ImageFormat::Qcow2)),
     }
 }
 
@@ -276,6 +289,22 @@ mod tests {
         left.sort();
         assert_eq!(left, ["a.raw", "b.qcow2"], "no temp files are left");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_new_image_takes_the_format_its_name_says() {
+        let f = |name: &str, asked| new_image_format(Path::new(name), asked);
+        use ImageFormat::{Qcow2, Raw};
+        assert_eq!(f("t1.raw", None), Ok(Raw));
+        assert_eq!(f("t1.img", None), Ok(Raw));
+        assert_eq!(f("T1.RAW", None), Ok(Raw));
+        assert_eq!(f("t1.qcow2", None), Ok(Qcow2));
+        assert_eq!(f("t1", None), Ok(Qcow2));
+        assert_eq!(f("t1.disk", Some(Raw)), Ok(Raw));
+        assert_eq!(f("t1.raw", Some(Raw)), Ok(Raw));
+        let e = f("t1.raw", Some(Qcow2)).unwrap_err();
+        assert!(e.contains("t1.raw: its name says raw"), "{e}");
+        assert!(f("t1.qcow2", Some(Raw)).is_err());
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! the command line, so the binary, the GUI and the tests share one implementation.
 
 pub mod cli;
+pub mod clone;
 pub mod console;
 pub mod demo;
+pub mod desktop;
 pub mod disk;
 pub mod gui;
 pub mod host_check;
 pub mod library;
+pub mod osinfo;
 pub mod runtime;

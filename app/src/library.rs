@@ -54,6 +54,15 @@ impl From<DiskFormat> for vmm::disk::ImageFormat {
     }
 }
 
+impl From<vmm::disk::ImageFormat> for DiskFormat {
+    fn from(f: vmm::disk::ImageFormat) -> Self {
+        match f {
+            vmm::disk::ImageFormat::Raw => DiskFormat::Raw,
+            vmm::disk::ImageFormat::Qcow2 => DiskFormat::Qcow2,
+        }
+    }
+}
+
 /// Where a disk is attached, as `vmdesk-vmm --disk …,if=` takes it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -676,6 +676,14 @@ impl Runtime {
     }
 
     /// Removes every runtime file of a VM, log included (for `delete`).
+    /// Moves a stopped VM's log, serial output and thumbnail to the names of `new`.
+    pub fn rename_files(&self, old: &str, new: &str) {
+        for ext in ["log", "log.old", "serial", "thumb.png"] {
+            let _ = std::fs::rename(self.file(old, ext), self.file(new, ext));
+        }
+        self.clean(old);
+    }
+
     pub fn remove_all(&self, name: &str) {
         self.clean(name);
         for ext in ["log", "log.old", "serial", "thumb.png"] {

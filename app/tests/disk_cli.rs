@@ -70,19 +70,24 @@ fn create_qcow2_and_raw() {
         assert!(info.contains("\"virtual-size\": 2147483648"), "{info}");
     }
 
-    let r = dir.join("b.img");
-    let o = vmdesk(&[
-        "disk",
-        "create",
-        r.to_str().unwrap(),
-        "512M",
-        "--format",
-        "raw",
-    ]);
-    assert!(o.status.success(), "{o:?}");
-    assert_eq!(std::fs::metadata(&r).unwrap().len(), 512 << 20);
-    if have_qemu_img() {
-        qemu_img(&["info"], &r);
+    // The name says the format: .raw and .img make raw images, .qcow2 qcow2, and the
+    // answer says which (qemu-img agrees).
+    for (file, format) in [("b.img", "raw"), ("t1.raw", "raw"), ("c.qcow2", "qcow2")] {
+        let r = dir.join(file);
+        let o = vmdesk(&["disk", "create", r.to_str().unwrap(), "512M"]);
+        assert!(o.status.success(), "{o:?}");
+        let said = String::from_utf8_lossy(&o.stdout);
+        assert!(said.contains(&format!("({format}, ")), "{file}: {said}");
+        if format == "raw" {
+            assert_eq!(std::fs::metadata(&r).unwrap().len(), 512 << 20);
+        }
+        if have_qemu_img() {
+            let info = qemu_img(&["info", "--output=json"], &r);
+            assert!(
+                info.contains(&format!("\"format\": \"{format}\"")),
+                "{file}: {info}"
+            );
+        }
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -102,6 +107,21 @@ fn bad_usage_exits_2() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {o:?}");
     }
     assert!(!p.exists());
+    // A format the name contradicts: refused with one line, nothing made.
+    let r = dir.join("t1.raw");
+    let o = vmdesk(&[
+        "disk",
+        "create",
+        r.to_str().unwrap(),
+        "1G",
+        "--format",
+        "qcow2",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("its name says raw"), "{err}");
+    assert!(!r.exists());
     // A directory that does not exist: a failure (1), one line.
     let o = vmdesk(&["disk", "create", "/nonexistent/dir/x.qcow2", "1G"]);
     assert_eq!(o.status.code(), Some(1));

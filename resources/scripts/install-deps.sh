@@ -41,6 +41,8 @@ promises=(
   # The build assembles the demo VM's boot image; real-mode test programs are assembled at
   # test time too.
   "binutils as ld"
+  # OS detection from an installer ISO (app/src/osinfo): libosinfo's database.
+  "osinfo-db /usr/share/osinfo/os/debian.org/debian-11.xml"
 )
 if [[ $mode == test || $mode == bench ]]; then
   promises+=(
@@ -60,6 +62,8 @@ if [[ $mode == test || $mode == bench ]]; then
     "tigervnc-viewer vncviewer"
     "tigervnc-standalone-server Xtigervnc"
     "xclip xclip"
+    # The launcher entry's check (app/tests/desktop_entry.rs).
+    "desktop-file-utils desktop-file-validate"
     # OCR: which screen of Debian's graphical installer is showing (graphical_install.rs,
     # the installer_screen benchmark), in English.
     "tesseract-ocr tesseract"

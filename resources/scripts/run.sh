@@ -6,4 +6,6 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 resources/scripts/install-deps.sh run
 cargo build --release --workspace --bins
+# vmdesk in the desktop's application menu (the entry runs this build).
+target/release/vmdesk install-desktop >/dev/null
 exec target/release/vmdesk "$@"

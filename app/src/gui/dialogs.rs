@@ -95,6 +95,52 @@ impl VmdeskApp {
         }
     }
 
+    /// Asks for the copy's name; the copy runs as a job (its disks may take a while).
+    pub(super) fn clone_dialog(&mut self, ctx: &egui::Context) {
+        let Some((name, new_name)) = &mut self.clone_as else {
+            return;
+        };
+        let taken = self.lib.path_of(new_name.trim()).exists();
+        let bad = crate::library::validate_name(new_name.trim()).err();
+        let mut decided = None;
+        egui::Window::new(format!("Clone '{name}'"))
+            .collapsible(false)
+            .resizable(false)
+            .show(ctx, |ui| {
+                ui.label("Its disks are copied whole; the copy gets a new MAC address.");
+                ui.horizontal(|ui| {
+                    let l = ui.label("Name of the copy");
+                    ui.text_edit_singleline(new_name).labelled_by(l.id);
+                });
+                let problem = match (&bad, taken) {
+                    (Some(e), _) => Some(e.to_string()),
+                    (None, true) => Some(format!("a VM named '{}' exists", new_name.trim())),
+                    (None, false) => None,
+                };
+                if let Some(p) = &problem {
+                    ui.colored_label(egui::Color32::LIGHT_RED, p);
+                }
+                ui.horizontal(|ui| {
+                    if ui
+                        .add_enabled(problem.is_none(), egui::Button::new("Clone"))
+                        .clicked()
+                    {
+                        decided = Some(true);
+                    }
+                    if ui.button("Cancel").clicked() {
+                        decided = Some(false);
+                    }
+                });
+            });
+        if let Some(yes) = decided {
+            let (name, new_name) = self.clone_as.take().expect("checked above");
+            if yes {
+                let new_name = new_name.trim().to_string();
+                self.run_job(&name, Job::Clone { new_name });
+            }
+        }
+    }
+
     pub(super) fn reinstall_dialog(&mut self, ctx: &egui::Context) {
         let Some(d) = &mut self.confirm_reinstall else {
             return;

@@ -23,6 +23,7 @@ use super::VmdeskApp;
 use super::files::Target;
 use crate::cli::{self, CreateArgs, DiskOpt};
 use crate::library::{self, Forward, HostFacts, Library, MacAddr, NetMode, Protocol, VmDef};
+use crate::osinfo;
 use crate::runtime::Runtime;
 
 const MIB: u64 = 1 << 20;
@@ -142,6 +143,9 @@ pub struct VmForm {
     /// Empty for a new VM: it gets a new address.
     pub mac: String,
     pub forwards: Vec<ForwardRow>,
+    /// What OS detection found on the ISO named in `cdrom` (create only), and for which
+    /// path.
+    pub detected: Option<(String, osinfo::Detection)>,
 }
 
 impl Default for VmForm {
@@ -165,6 +169,7 @@ impl Default for VmForm {
             tap_name: String::new(),
             mac: String::new(),
             forwards: Vec::new(),
+            detected: None,
         }
     }
 }
@@ -238,6 +243,53 @@ fn absolute(p: PathBuf) -> PathBuf {
 }
 
 impl VmForm {
+    /// Follows the ISO field of a new VM: when it names another ISO file, detects the OS on
+    /// it (`detect`) and fills the name, memory, vCPUs and disk size with what that OS
+    /// recommends. A field changes only while it holds what the form or the previous
+    /// detection put there: a figure the person typed stays.
+    pub fn follow_iso(
+        &mut self,
+        taken: &dyn Fn(&str) -> bool,
+        detect: &dyn Fn(&std::path::Path) -> osinfo::Detection,
+    ) {
+        let iso = self.cdrom.trim().to_string();
+        if self.editing.is_some() || self.detected.as_ref().is_some_and(|(p, _)| *p == iso) {
+            return;
+        }
+        if iso.is_empty() || !std::path::Path::new(&iso).is_file() {
+            return;
+        }
+        let found = detect(std::path::Path::new(&iso));
+        if let Some(p) = found.proposal() {
+            let d = VmForm::default();
+            let before = self.detected.as_ref().and_then(|(_, f)| f.proposal());
+            let (old_memory, old_disk) = before
+                .map(|b| (memory_text(b.memory_mib), size_text(b.disk_bytes)))
+                .unwrap_or_default();
+            let untouched = |now: &str, default: &str, old: &str| now == default || now == old;
+            if self.name.trim().is_empty() || before.is_some_and(|b| self.name == b.vm_name) {
+                self.name = (1..)
+                    .map(|i| match i {
+                        1 => p.vm_name.clone(),
+                        i => format!("{}-{i}", p.vm_name),
+                    })
+                    .find(|n| !taken(n))
+                    .expect("a free name");
+            }
+            if untouched(&self.memory, &d.memory, &old_memory) {
+                self.memory = memory_text(p.memory_mib);
+            }
+            let old_cpus = before.map(|b| b.cpus.to_string()).unwrap_or_default();
+            if untouched(&self.cpus, &d.cpus, &old_cpus) {
+                self.cpus = p.cpus.to_string();
+            }
+            if untouched(&self.disk_size, &d.disk_size, &old_disk) {
+                self.disk_size = size_text(p.disk_bytes);
+            }
+        }
+        self.detected = Some((iso, found));
+    }
+
     /// The form for editing `def`.
     pub fn edit(def: &VmDef) -> VmForm {
         let path = |p: &Option<PathBuf>| {
@@ -275,6 +327,7 @@ impl VmForm {
             },
             mac: def.mac.to_string(),
             forwards: def.forwards.iter().map(ForwardRow::of).collect(),
+            detected: None,
         }
     }
 
@@ -445,9 +498,9 @@ impl VmForm {
             disks.push(spec);
         }
         Ok(CreateArgs {
-            name: self.name.trim().into(),
-            memory: vmm::config::parse_memory(&self.memory)?,
-            cpus: self.cpus.trim().parse().map_err(|_| "bad vCPUs")?,
+            name: Some(self.name.trim().into()),
+            memory: Some(vmm::config::parse_memory(&self.memory)?),
+            cpus: Some(self.cpus.trim().parse().map_err(|_| "bad vCPUs")?),
             disks,
             cdrom: opt_path(&self.cdrom),
             kernel: opt_path(&self.kernel),
@@ -487,6 +540,24 @@ impl VmForm {
     }
 }
 
+/// A memory size as the form shows it: whole GiB as "4G", else MiB.
+fn memory_text(mib: u64) -> String {
+    if mib.is_multiple_of(1024) {
+        format!("{}G", mib / 1024)
+    } else {
+        format!("{mib}M")
+    }
+}
+
+/// A disk size as the form shows it: whole GiB as "20G", else MiB (rounded up).
+fn size_text(bytes: u64) -> String {
+    if bytes.is_multiple_of(1 << 30) {
+        format!("{}G", bytes >> 30)
+    } else {
+        format!("{}M", bytes.div_ceil(MIB))
+    }
+}
+
 /// Saves an edited definition: refused while the VM runs, or when its file changed since
 /// the dialog read it (another window or the CLI saved meanwhile).
 pub fn save_edit(
@@ -510,10 +581,15 @@ pub fn save_edit(
     if new.name == *old {
         lib.update(new)?;
     } else {
-        lib.rename(old, new)?;
-        // Its old log and serial file belong to the old name; a new VM of that name must
-        // not inherit them.
-        rt.remove_all(old);
+        // The images vmdesk named after it follow it, as `vmdesk rename` does.
+        let mut new = new.clone();
+        let moved = crate::clone::follow_rename(&cli::images_dir()?, old, &mut new)?;
+        if let Err(e) = lib.rename(old, &new) {
+            crate::clone::undo(&moved);
+            return Err(e.into());
+        }
+        // Its log and serial output too: a new VM of the old name must not inherit them.
+        rt.rename_files(old, &new.name);
     }
     Ok(warnings)
 }
@@ -608,6 +684,7 @@ impl VmdeskApp {
         }
         let lib = &self.lib;
         let taken = |n: &str| lib.path_of(n).exists();
+        dialog.form.follow_iso(&taken, &osinfo::detect);
         let check = dialog.form.check(&taken, &self.host);
         let editing = dialog.form.editing.clone();
         let title = match &editing {
@@ -841,6 +918,12 @@ fn form_grid(
                 &mut form.cdrom,
                 &check.cdrom,
             );
+            if let (true, Some((_, found))) = (creating, &form.detected) {
+                ui.label("Detected");
+                ui.add(egui::Label::new(found.summary()).wrap());
+                ui.label("");
+                ui.end_row();
+            }
             path(
                 ui,
                 "Kernel",
@@ -987,6 +1070,80 @@ fn network_rows(ui: &mut egui::Ui, form: &mut VmForm, check: &FormCheck) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_iso_fills_the_figures_the_person_left_alone() {
+        let dir = std::env::temp_dir().join(format!("vmdesk-form-iso-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.iso"), dir.join("b.iso"));
+        std::fs::write(&a, b"a").unwrap();
+        std::fs::write(&b, b"b").unwrap();
+        // Detection stands in for osinfo here: a.iso holds "A 1", b.iso "B 2".
+        let detect = |p: &std::path::Path| {
+            let (name, memory_mib, disk_bytes, cpus) = if p.ends_with("a.iso") {
+                ("a1", 2048, 20 << 30, 1)
+            } else {
+                ("b2", 4096, (25 << 30) + (1 << 20), 2)
+            };
+            osinfo::Detection::Found(osinfo::Proposal {
+                os_name: name.to_uppercase(),
+                vm_name: name.into(),
+                memory_mib,
+                disk_bytes,
+                cpus,
+                firmware: osinfo::FirmwareNeed::Any,
+            })
+        };
+        let free = |_: &str| false;
+        let mut f = VmForm {
+            cdrom: a.display().to_string(),
+            ..Default::default()
+        };
+        f.follow_iso(&free, &detect);
+        assert_eq!(
+            (
+                f.name.as_str(),
+                f.memory.as_str(),
+                f.cpus.as_str(),
+                f.disk_size.as_str()
+            ),
+            ("a1", "2G", "1", "20G")
+        );
+        // The person sets the memory; another ISO changes the rest, not that.
+        f.memory = "3G".into();
+        f.cdrom = b.display().to_string();
+        f.follow_iso(&free, &|p| detect(p));
+        assert_eq!(
+            (
+                f.name.as_str(),
+                f.memory.as_str(),
+                f.cpus.as_str(),
+                f.disk_size.as_str()
+            ),
+            ("b2", "3G", "2", "25601M")
+        );
+        assert!(f.detected.as_ref().unwrap().1.summary().starts_with("B2: "));
+        // A name of the person's stays; a taken one gets a number.
+        f.name = "mine".into();
+        f.cdrom = a.display().to_string();
+        f.follow_iso(&free, &detect);
+        assert_eq!(f.name, "mine");
+        let mut g = VmForm {
+            cdrom: a.display().to_string(),
+            ..Default::default()
+        };
+        g.follow_iso(&|n: &str| n == "a1", &detect);
+        assert_eq!(g.name, "a1-2");
+        // Editing a VM never detects.
+        let mut e = VmForm {
+            editing: Some(VmDef::new("x", 512, 1)),
+            ..Default::default()
+        };
+        e.cdrom = a.display().to_string();
+        e.follow_iso(&free, &detect);
+        assert!(e.detected.is_none() && e.name.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn only_a_raw_disk_is_preallocated() {

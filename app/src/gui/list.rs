@@ -160,6 +160,12 @@ impl VmdeskApp {
                                     {
                                         media = Some(n.clone());
                                     }
+                                    if ui
+                                        .add_enabled(readable, egui::Button::new("Clone…"))
+                                        .clicked()
+                                    {
+                                        self.clone_as = Some((n.clone(), format!("{n}-clone")));
+                                    }
                                     if ui.button("Delete…").clicked() {
                                         self.confirm_delete = Some((n.clone(), false));
                                     }

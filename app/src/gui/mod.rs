@@ -58,6 +58,9 @@ enum Job {
     Delete {
         disks: bool,
     },
+    Clone {
+        new_name: String,
+    },
     Reinstall {
         existing: ExistingImages,
     },
@@ -79,6 +82,8 @@ pub struct VmdeskApp {
     refreshed: Option<Instant>,
     form: Option<FormDialog>,
     confirm_delete: Option<(String, bool)>,
+    /// The Clone dialog: the VM to copy and the name typed for the copy.
+    clone_as: Option<(String, String)>,
     confirm_reinstall: Option<ReinstallDialog>,
     media: Option<MediaDialog>,
     files: Files,
@@ -105,6 +110,7 @@ impl VmdeskApp {
             refreshed: None,
             form: None,
             confirm_delete: None,
+            clone_as: None,
             confirm_reinstall: None,
             media: None,
             files: Files::default(),
@@ -198,6 +204,22 @@ impl VmdeskApp {
                     Job::Delete { disks } => {
                         cli::delete(&lib, &rt, &name, disks)?;
                         format!("deleted '{name}'")
+                    }
+                    Job::Clone { new_name } => {
+                        let images = cli::images_dir()?;
+                        let (_, warnings) = crate::clone::clone_vm(
+                            &lib,
+                            &rt,
+                            &images,
+                            &name,
+                            &new_name,
+                            &mut |_, _| true,
+                        )?;
+                        let mut m = format!("cloned '{name}' to '{new_name}'");
+                        for w in warnings {
+                            m += &format!(" (warning: {w})");
+                        }
+                        m
                     }
                     Job::Reinstall { existing } => {
                         let def = lib.get(&name)?;
@@ -358,6 +380,7 @@ impl VmdeskApp {
         self.thumbs.update(ui.ctx(), &self.rt, live);
         self.form_dialog(ui.ctx());
         self.delete_dialog(ui.ctx());
+        self.clone_dialog(ui.ctx());
         self.reinstall_dialog(ui.ctx());
         self.media_dialog(ui.ctx());
         self.host_page(ui.ctx());
@@ -494,7 +517,7 @@ mod tests {
         assert!(f.check(&taken, &host()).ok());
         let a = f.to_args().unwrap();
         assert!(a.disks.is_empty());
-        assert_eq!(a.memory, 1 << 30);
+        assert_eq!(a.memory, Some(1 << 30));
     }
 
     fn temp(tag: &str) -> (Library, Runtime, std::path::PathBuf) {
@@ -539,6 +562,39 @@ mod tests {
         h.get_by_label_contains("more than this host's 512 MiB");
         let create = h.get_by_role_and_label(Role::Button, "Create");
         assert!(create.accesskit_node().is_disabled());
+        drop(h);
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn ui_clone_asks_for_a_free_name() {
+        use egui::accesskit::Role;
+        use egui_kittest::Harness;
+        use egui_kittest::kittest::{NodeT as _, Queryable as _};
+        let (lib, rt, root) = temp("clone");
+        lib.create(&VmDef::new("web1", 64, 1)).unwrap();
+        lib.create(&VmDef::new("web2", 64, 1)).unwrap();
+        let app = VmdeskApp::new(lib, rt, host());
+        let mut h = Harness::new_ui_state(|ui, app: &mut VmdeskApp| app.ui(ui), app);
+        h.run_steps(2);
+        h.get_all_by_label("Clone…").next().unwrap().click();
+        h.run_steps(2);
+        // The copy's name is proposed, free, and Clone may be pressed.
+        assert_eq!(
+            h.state().clone_as,
+            Some(("web1".to_string(), "web1-clone".to_string()))
+        );
+        let clone = h.get_by_role_and_label(Role::Button, "Clone");
+        assert!(!clone.accesskit_node().is_disabled());
+        // A taken name: said, and Clone is greyed out.
+        h.state_mut().clone_as = Some(("web1".into(), "web2".into()));
+        h.run_steps(2);
+        h.get_by_label("a VM named 'web2' exists");
+        let clone = h.get_by_role_and_label(Role::Button, "Clone");
+        assert!(clone.accesskit_node().is_disabled());
+        h.get_by_label("Cancel").click();
+        h.run_steps(2);
+        assert_eq!(h.state().clone_as, None);
         drop(h);
         let _ = std::fs::remove_dir_all(root);
     }

@@ -48,6 +48,19 @@ impl fmt::Display for ImageFormat {
     }
 }
 
+impl ImageFormat {
+    /// The format a file's name says: `.qcow2` is qcow2, `.raw` and `.img` are raw (any
+    /// case); `None` for other names.
+    pub fn from_name(path: &Path) -> Option<ImageFormat> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "qcow2" => Some(ImageFormat::Qcow2),
+            "raw" | "img" => Some(ImageFormat::Raw),
+            _ => None,
+        }
+    }
+}
+
 impl FromStr for ImageFormat {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

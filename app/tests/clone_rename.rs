@@ -1,0 +1,133 @@
+//! `vmdesk clone` and `vmdesk rename` as a person runs them (issue 18, item 3): the copy's
+//! disks hold what the source's held and stay sparse, it gets a new MAC address, and the
+//! files named after a renamed VM follow it; bad input is one line and changes nothing.
+
+mod common;
+
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use common::{Env, text};
+
+fn ok(env: &Env, args: &[&str]) -> String {
+    let o = env.vmdesk(args);
+    assert_eq!(o.status.code(), Some(0), "vmdesk {args:?}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Fails with one line on stderr saying `says`; returns nothing.
+fn refused(env: &Env, args: &[&str], says: &str) {
+    let o = env.vmdesk(args);
+    assert_ne!(o.status.code(), Some(0), "vmdesk {args:?}: {}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(says), "vmdesk {args:?}: {err}");
+}
+
+fn mac_of(env: &Env, name: &str) -> String {
+    let def = std::fs::read_to_string(env.vms_dir().join(format!("{name}.toml"))).unwrap();
+    def.lines()
+        .find(|l| l.starts_with("mac = "))
+        .unwrap_or_else(|| panic!("{def}"))
+        .to_string()
+}
+
+/// Writes `data` into the image at `offset`, as a guest's write would land in a raw image.
+fn write_at(path: &Path, offset: u64, data: &[u8]) {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(data).unwrap();
+}
+
+#[test]
+fn clone_copies_the_disks_and_rename_takes_the_files_along() {
+    let env = Env::new("clone");
+    let images = env.images_dir();
+    ok(
+        &env,
+        &[
+            "create",
+            "--name",
+            "src",
+            "--disk",
+            "size=256M,format=raw",
+            "--disk",
+            "size=64M",
+            "--network",
+            "none",
+        ],
+    );
+    let raw = images.join("src.raw");
+    write_at(&raw, 1 << 20, b"the guest wrote this");
+    write_at(&raw, 200 << 20, &[0x5a; 8192]);
+
+    let said = ok(&env, &["clone", "src", "copy"]);
+    assert!(said.contains("cloned 'src' to 'copy'"), "{said}");
+    let (copy_raw, copy_qcow) = (images.join("copy.raw"), images.join("copy-1.qcow2"));
+    assert_eq!(
+        std::fs::read(&raw).unwrap(),
+        std::fs::read(&copy_raw).unwrap()
+    );
+    let used = std::fs::metadata(&copy_raw).unwrap().blocks() * 512;
+    assert!(
+        used < 8 << 20,
+        "the copy of a sparse 256 MiB image takes {used} bytes"
+    );
+    assert_eq!(
+        std::fs::read(images.join("src-1.qcow2")).unwrap(),
+        std::fs::read(&copy_qcow).unwrap()
+    );
+    assert_ne!(mac_of(&env, "src"), mac_of(&env, "copy"));
+    let list = ok(&env, &["list"]);
+    assert!(list.lines().any(|l| l.starts_with("copy ")), "{list}");
+    // The copy is independent: a write to it leaves the source as it was.
+    write_at(&copy_raw, 1 << 20, b"the copy's own data!");
+    assert_ne!(
+        std::fs::read(&raw).unwrap(),
+        std::fs::read(&copy_raw).unwrap()
+    );
+
+    // Bad input: one line each, nothing made.
+    refused(&env, &["clone", "src", "copy"], "already exists");
+    refused(&env, &["clone", "nosuch", "other"], "nosuch");
+    refused(&env, &["clone", "src", "bad/name"], "bad/name");
+    assert!(!images.join("other.raw").exists());
+    std::fs::write(images.join("taken.raw"), b"someone's file").unwrap();
+    refused(&env, &["clone", "src", "taken"], "taken.raw already exists");
+    assert_eq!(
+        std::fs::read(images.join("taken.raw")).unwrap(),
+        b"someone's file"
+    );
+    assert!(!env.vms_dir().join("taken.toml").exists());
+
+    // Rename: the definition, the images named after it and its log move.
+    let run = env.run_dir();
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("copy.log"), "its log\n").unwrap();
+    let said = ok(&env, &["rename", "copy", "web"]);
+    assert!(said.contains("renamed 'copy' to 'web'"), "{said}");
+    assert!(images.join("web.raw").is_file() && images.join("web-1.qcow2").is_file());
+    assert!(!copy_raw.exists() && !copy_qcow.exists());
+    assert_eq!(
+        std::fs::read_to_string(run.join("web.log")).unwrap(),
+        "its log\n"
+    );
+    let def = std::fs::read_to_string(env.vms_dir().join("web.toml")).unwrap();
+    assert!(def.contains("web.raw") && !def.contains("copy"), "{def}");
+    assert!(!env.vms_dir().join("copy.toml").exists());
+    refused(&env, &["rename", "web", "src"], "already exists");
+    refused(&env, &["rename", "nosuch", "x"], "nosuch");
+    assert!(images.join("web.raw").is_file());
+
+    // While the source runs (SeaBIOS finding nothing to boot keeps it running): no copy,
+    // no new name.
+    if common::kvm_or_skip("clone_copies_the_disks_and_rename_takes_the_files_along") {
+        common::ensure_vmm();
+        ok(&env, &["start", "src"]);
+        refused(&env, &["clone", "src", "live"], "is running");
+        refused(&env, &["rename", "src", "live"], "is running");
+        ok(&env, &["destroy", "src"]);
+        assert!(!images.join("live.raw").exists());
+    }
+}
