@@ -655,16 +655,7 @@ fn fill_from_iso(lib: &Library, a: &mut CreateArgs) -> anyhow::Result<Option<osi
     match (found.proposal(), &a.name) {
         (Some(p), name) => {
             if name.is_none() {
-                // debian11, then debian11-2, … past the names taken.
-                let taken = |n: &str| lib.path_of(n).exists();
-                let name = (1..)
-                    .map(|i| match i {
-                        1 => p.vm_name.clone(),
-                        i => format!("{}-{i}", p.vm_name),
-                    })
-                    .find(|n| !taken(n))
-                    .expect("a free name");
-                a.name = Some(name);
+                a.name = Some(p.free_name(&|n| lib.path_of(n).exists()));
             }
             if no_figures {
                 a.memory = Some(p.memory_mib * MIB);

@@ -146,6 +146,8 @@ pub struct VmForm {
     /// What OS detection found on the ISO named in `cdrom` (create only), and for which
     /// path.
     pub detected: Option<(String, osinfo::Detection)>,
+    /// The name detection put in `name` (replaced by the next detection unless edited).
+    pub auto_name: Option<String>,
 }
 
 impl Default for VmForm {
@@ -170,6 +172,7 @@ impl Default for VmForm {
             mac: String::new(),
             forwards: Vec::new(),
             detected: None,
+            auto_name: None,
         }
     }
 }
@@ -267,14 +270,9 @@ impl VmForm {
                 .map(|b| (memory_text(b.memory_mib), size_text(b.disk_bytes)))
                 .unwrap_or_default();
             let untouched = |now: &str, default: &str, old: &str| now == default || now == old;
-            if self.name.trim().is_empty() || before.is_some_and(|b| self.name == b.vm_name) {
-                self.name = (1..)
-                    .map(|i| match i {
-                        1 => p.vm_name.clone(),
-                        i => format!("{}-{i}", p.vm_name),
-                    })
-                    .find(|n| !taken(n))
-                    .expect("a free name");
+            if self.name.trim().is_empty() || self.auto_name.as_ref() == Some(&self.name) {
+                self.name = p.free_name(taken);
+                self.auto_name = Some(self.name.clone());
             }
             if untouched(&self.memory, &d.memory, &old_memory) {
                 self.memory = memory_text(p.memory_mib);
@@ -328,6 +326,7 @@ impl VmForm {
             mac: def.mac.to_string(),
             forwards: def.forwards.iter().map(ForwardRow::of).collect(),
             detected: None,
+            auto_name: None,
         }
     }
 
@@ -1134,6 +1133,10 @@ mod tests {
         };
         g.follow_iso(&|n: &str| n == "a1", &detect);
         assert_eq!(g.name, "a1-2");
+        // That name too is detection's: the next ISO replaces it.
+        g.cdrom = b.display().to_string();
+        g.follow_iso(&free, &detect);
+        assert_eq!(g.name, "b2");
         // Editing a VM never detects.
         let mut e = VmForm {
             editing: Some(VmDef::new("x", 512, 1)),

@@ -11,6 +11,19 @@ use std::path::Path;
 pub use db::{FirmwareNeed, OsDb, Resources};
 pub use iso::{IsoIds, read_ids};
 
+impl Proposal {
+    /// The VM name to use: the OS's short id, or with `-2`, `-3`, … after it when `taken`.
+    pub fn free_name(&self, taken: &dyn Fn(&str) -> bool) -> String {
+        (1..)
+            .map(|i| match i {
+                1 => self.vm_name.clone(),
+                i => format!("{}-{i}", self.vm_name),
+            })
+            .find(|n| !taken(n))
+            .expect("a free name among unbounded candidates")
+    }
+}
+
 /// What vmdesk proposes for a new VM from an ISO.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Proposal {
