@@ -15,6 +15,16 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // Logs only when asked for (`VMDESK_LOG=debug`, or per module as tracing's filters
+    // take it): by default vmdesk's output is its own lines, nothing else.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("VMDESK_LOG") {
+        use std::io::IsTerminal;
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // A value an option's parser refused (--network, --forward, --memory …): one line,

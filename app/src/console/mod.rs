@@ -61,6 +61,9 @@ use typing::{Stroke, TYPE_INTERVAL};
 
 /// How often a dropped connection is retried.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// How long clipboard text asked of the desktop may take to come ("Type clipboard", "Send
+/// clipboard", the grab's sync) before the console stops waiting for it.
+const PASTE_WAIT: Duration = Duration::from_secs(5);
 /// Update requests go out as frames arrive (one outstanding keeps updates flowing with no
 /// polling on a static screen); this spaces them within one burst of rectangles.
 const REQUEST_SPACING: Duration = Duration::from_millis(4);
@@ -433,6 +436,7 @@ impl Console {
     }
 
     fn key(&mut self, code: Option<u16>, keysym: u32, down: bool) {
+        tracing::debug!(?code, keysym, down, "console: key to the guest");
         if let Some(c) = code {
             if down {
                 self.down.insert(c, keysym);
@@ -465,6 +469,7 @@ impl Console {
     pub fn type_text(&mut self, text: &str) -> usize {
         let (strokes, skipped) = typing::strokes(text);
         let typed = text.chars().count() - skipped;
+        tracing::debug!(typed, skipped, "console: typing the clipboard");
         self.notice = Some(if skipped == 0 {
             format!("typing {typed} characters")
         } else {
@@ -694,13 +699,7 @@ impl Console {
 
     /// Clipboard text we asked for (Type / Send clipboard, or the grab's sync).
     fn handle_paste(&mut self, ui: &egui::Ui) {
-        if let Some((_, at)) = self.paste_for
-            && at.elapsed() > Duration::from_millis(500)
-        {
-            // The clipboard had no text: nothing came.
-            self.paste_for = None;
-        }
-        let Some((what, _)) = self.paste_for else {
+        let Some((what, asked)) = self.paste_for else {
             return;
         };
         let text = ui.input(|i| {
@@ -710,6 +709,13 @@ impl Console {
             })
         });
         let Some(text) = text else {
+            // An empty clipboard sends nothing. The wait is long: the answer comes from
+            // another X client (the clipboard's owner) and a slow or busy desktop may take
+            // a second or more (half a second lost "Type clipboard" in the nested host).
+            if asked.elapsed() > PASTE_WAIT {
+                tracing::debug!("console: no clipboard text came");
+                self.paste_for = None;
+            }
             return;
         };
         self.paste_for = None;
@@ -803,6 +809,7 @@ impl Console {
     fn keyboard(&mut self, ui: &egui::Ui, resp: &egui::Response) {
         let ctx = ui.ctx().clone();
         if resp.clicked() || resp.drag_started() {
+            tracing::debug!(grabbed = self.grabbed, "console: a click in the screen");
             resp.request_focus();
             if !self.grabbed {
                 self.chord.reset();
@@ -813,12 +820,27 @@ impl Console {
         let window_focused = ctx.input(|i| i.viewport().focused.unwrap_or(true));
         let grabbed = resp.has_focus() && window_focused;
         if !grabbed {
+            let keys = ctx.input(|i| {
+                i.events
+                    .iter()
+                    .filter(|e| matches!(e, egui::Event::Key { .. }))
+                    .count()
+            });
+            if keys > 0 {
+                tracing::debug!(
+                    keys,
+                    has_focus = resp.has_focus(),
+                    window_focused,
+                    "console: keys not for the guest (not grabbed)"
+                );
+            }
             if self.grabbed {
                 self.ungrab(&ctx, resp);
             }
             return;
         }
         if !self.grabbed {
+            tracing::debug!("console: grabbed");
             self.grabbed = true;
             // Ctrl+Plus/Minus/0 are the guest's while grabbed, not egui's zoom.
             let prev = ctx.options(|o| o.zoom_with_keyboard);
@@ -900,6 +922,7 @@ impl Console {
     }
 
     fn ungrab(&mut self, ctx: &egui::Context, resp: &egui::Response) {
+        tracing::debug!("console: grab released");
         self.grabbed = false;
         self.chord.reset();
         self.release_keys();
@@ -1422,6 +1445,37 @@ mod tests {
             start.elapsed() >= TYPE_INTERVAL * (expect.len() as u32 - 1),
             "typing is paced"
         );
+    }
+
+    /// "Type clipboard" asked; the clipboard's owner answered a second later (a busy
+    /// desktop): the text is still typed. Nothing coming for longer stops the wait.
+    #[test]
+    fn clipboard_text_that_comes_late_is_still_typed() {
+        let (server, _surface, sink) = server(64, 48, |_| {});
+        let mut console = Console::open("t", server.local_addr(), None, egui::Context::default());
+        wait_for("connected", || lock(&console.shared).connected);
+        let ctx = egui::Context::default();
+        let frame = |console: &mut Console, events: Vec<egui::Event>| {
+            let input = egui::RawInput {
+                events,
+                ..Default::default()
+            };
+            let _ = ctx.run_ui(input, |ui| console.handle_paste(ui));
+        };
+        console.paste_for = Some((PasteFor::Type, Instant::now() - Duration::from_secs(1)));
+        frame(&mut console, vec![]);
+        assert!(console.paste_for.is_some(), "still waiting after a second");
+        frame(&mut console, vec![egui::Event::Paste("ab".into())]);
+        assert!(console.paste_for.is_none());
+        let (expect, _) = typing::strokes("ab");
+        let expect: Vec<_> = expect
+            .iter()
+            .map(|s| (s.keysym, s.down, Some(s.code)))
+            .collect();
+        assert_keys(&sink, &expect);
+        console.paste_for = Some((PasteFor::Type, Instant::now() - PASTE_WAIT * 2));
+        frame(&mut console, vec![]);
+        assert!(console.paste_for.is_none(), "no longer waiting");
     }
 
     /// Our server speaks the Extended Clipboard: UTF-8 text arrives intact both ways (the

@@ -64,25 +64,157 @@ pub fn read_text(
     tesseract: &Path,
     pixels: &[u32],
     width: usize,
-    (x, y, w, h): (usize, usize, usize, usize),
+    rect: (usize, usize, usize, usize),
     scratch: &Path,
 ) -> String {
+    write_png(pixels, width, rect, scratch);
+    ocr(tesseract, scratch, &[])
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Where tesseract reads a word starting with `word` in the rectangle (`x`, `y`, `w`, `h`)
+/// of a picture: the centre of the first such word's box, in the picture's coordinates, or
+/// `None`. A prefix, because tesseract runs the tightly set words of a button together
+/// (egui's "Type clipboard" reads "Typeclipboard").
+pub fn find_word(
+    tesseract: &Path,
+    pixels: &[u32],
+    width: usize,
+    rect: (usize, usize, usize, usize),
+    word: &str,
+    scratch: &Path,
+) -> Option<(usize, usize)> {
+    write_png(pixels, width, rect, scratch);
+    // TSV: level, page, block, paragraph, line, word, left, top, width, height, conf, text.
+    ocr(tesseract, scratch, &["tsv"]).lines().find_map(|line| {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() < 12 || !f[11].trim().starts_with(word) {
+            return None;
+        }
+        let n = |i: usize| f[i].parse::<usize>().ok();
+        Some((rect.0 + n(6)? + n(8)? / 2, rect.1 + n(7)? + n(9)? / 2))
+    })
+}
+
+/// The text in the installer's one text field on its `width`x`height` screen (`pixels`),
+/// or `None` when no field is there. The gtk theme draws a field white on the installer's
+/// background, and nothing else between the title and the buttons of such a screen is pure
+/// white; read on its own, three times bigger (tesseract skips a small boxed line in a
+/// whole screen).
+pub fn read_field(
+    tesseract: &Path,
+    pixels: &[u32],
+    width: usize,
+    height: usize,
+    scratch: &Path,
+) -> Option<String> {
+    let (mut l, mut t, mut r, mut b) = (usize::MAX, usize::MAX, 0, 0);
+    // Between the title (the banner above it has white in its picture) and the buttons.
+    let rows = TITLE_ROWS.end..height.saturating_sub(60);
+    for y in rows {
+        for x in 0..width {
+            if pixels[y * width + x] & 0xffffff == 0xffffff {
+                (l, t, r, b) = (l.min(x), t.min(y), r.max(x), b.max(y));
+            }
+        }
+    }
+    if l > r || r - l < 40 || b - t < 10 || b - t > height / 4 {
+        return None;
+    }
+    // Inside the field's frame (drawn in the theme's colour when focused, which would look
+    // like a selection to `dark_text`).
+    let (l, t, r, b) = (l + 3, t + 3, r - 3, b - 3);
+    const SCALE: usize = 3;
+    let (w, h) = (r + 1 - l, b + 1 - t);
+    let field: Vec<u32> = (t..=b)
+        .flat_map(|y| pixels[y * width + l..=y * width + r].iter().copied())
+        .collect();
+    let ink = dark_text(&field, w);
+    let mut big = Vec::with_capacity(w * h * SCALE * SCALE);
+    for y in 0..h * SCALE {
+        for x in 0..w * SCALE {
+            big.push(ink[(y / SCALE) * w + x / SCALE]);
+        }
+    }
+    Some(read_text(
+        tesseract,
+        &big,
+        w * SCALE,
+        (0, 0, w * SCALE, h * SCALE),
+        scratch,
+    ))
+}
+
+/// A field's picture (`w` wide) as dark text on white, grey: a selection (the installer
+/// selects the field's value: white text on the theme's teal) is turned into dark text on
+/// white too, since tesseract reads light text on colour poorly. The selection is the box
+/// of coloured pixels (channels far apart) when they fill it.
+fn dark_text(field: &[u32], w: usize) -> Vec<u32> {
+    let channels = |c: u32| [(c >> 16) & 0xff, (c >> 8) & 0xff, c & 0xff];
+    let coloured = |c: u32| {
+        let ch = channels(c);
+        ch.iter().max().unwrap() - ch.iter().min().unwrap() > 60
+    };
+    let (mut l, mut t, mut r, mut b) = (usize::MAX, usize::MAX, 0, 0);
+    let mut n = 0;
+    for (i, _) in field.iter().enumerate().filter(|(_, c)| coloured(**c)) {
+        let (x, y) = (i % w, i / w);
+        (l, t, r, b) = (l.min(x), t.min(y), r.max(x), b.max(y));
+        n += 1;
+    }
+    // A selection fills its box; the coloured fringes of text drawn with subpixel
+    // smoothing do not.
+    if l > r || n * 2 < (r + 1 - l) * (b + 1 - t) {
+        (l, t, r, b) = (1, 1, 0, 0);
+    }
+    field
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            let (x, y) = (i % w, i / w);
+            let [cr, cg, cb] = channels(c);
+            let lum = (cr * 30 + cg * 59 + cb * 11) / 100;
+            let v = if (l..=r).contains(&x) && (t..=b).contains(&y) {
+                if coloured(c) { 0xff } else { 0xff - lum }
+            } else {
+                lum
+            };
+            v << 16 | v << 8 | v
+        })
+        .collect()
+}
+
+/// Writes the rectangle (`x`, `y`, `w`, `h`) of a picture (`pixels`, `width` wide) to
+/// `path` as a PNG.
+fn write_png(
+    pixels: &[u32],
+    width: usize,
+    (x, y, w, h): (usize, usize, usize, usize),
+    path: &Path,
+) {
     let mut rgb = Vec::with_capacity(w * h * 3);
     for row in y..y + h {
         for &c in &pixels[row * width + x..row * width + x + w] {
             rgb.extend_from_slice(&[(c >> 16) as u8, (c >> 8) as u8, c as u8]);
         }
     }
-    let file = std::fs::File::create(scratch).expect("create the OCR scratch PNG");
+    let file = std::fs::File::create(path).expect("create the OCR scratch PNG");
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     let mut writer = enc.write_header().expect("write a PNG header");
     writer.write_image_data(&rgb).expect("write the PNG");
     writer.finish().expect("finish the PNG");
+}
+
+/// What tesseract prints for the picture `png` (`config`: its output configs, e.g. tsv).
+fn ocr(tesseract: &Path, png: &Path, config: &[&str]) -> String {
     let out = Command::new(tesseract)
-        .arg(scratch)
+        .arg(png)
         .arg("-")
+        .args(config)
         // One thread: the guest beside it needs the other CPU.
         .env("OMP_THREAD_LIMIT", "1")
         .output()
@@ -90,13 +222,10 @@ pub fn read_text(
     assert!(
         out.status.success(),
         "tesseract {}: {}",
-        scratch.display(),
+        png.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The text on the top part ([`READ_FRACTION`]) of a guest's screenshot `png`.

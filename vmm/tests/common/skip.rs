@@ -117,8 +117,14 @@ fn run_nested(test: &str, script: &Path) {
     let timeout = std::env::var("VMDESK_NESTED_TIMEOUT").unwrap_or_else(|_| "900".into());
     eprintln!("{test}: KVM here is kvm_pvm; running {name} in the nested test host");
     let start = std::time::Instant::now();
+    // VMDESK_NESTED_KEEP=DIR keeps the share (DIR): what a test leaves in
+    // $VMDESK_NESTED_SHARE in there (screenshots of a failure) is there afterwards.
+    let keep: Vec<std::ffi::OsString> = std::env::var_os("VMDESK_NESTED_KEEP")
+        .map(|d| vec!["--keep".into(), d])
+        .unwrap_or_default();
     let run = || {
         std::process::Command::new(script)
+            .args(&keep)
             .args(["--timeout", &timeout, "--"])
             .arg(&exe)
             .args(["--exact", &name, "--nocapture", "--test-threads=1"])
