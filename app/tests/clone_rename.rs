@@ -10,12 +10,6 @@ use std::path::Path;
 
 use common::{Env, text};
 
-fn ok(env: &Env, args: &[&str]) -> String {
-    let o = env.vmdesk(args);
-    assert_eq!(o.status.code(), Some(0), "vmdesk {args:?}: {}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// Fails with one line on stderr saying `says`; returns nothing.
 fn refused(env: &Env, args: &[&str], says: &str) {
     let o = env.vmdesk(args);
@@ -44,25 +38,22 @@ fn write_at(path: &Path, offset: u64, data: &[u8]) {
 fn clone_copies_the_disks_and_rename_takes_the_files_along() {
     let env = Env::new("clone");
     let images = env.images_dir();
-    ok(
-        &env,
-        &[
-            "create",
-            "--name",
-            "src",
-            "--disk",
-            "size=256M,format=raw",
-            "--disk",
-            "size=64M",
-            "--network",
-            "none",
-        ],
-    );
+    env.ok(&[
+        "create",
+        "--name",
+        "src",
+        "--disk",
+        "size=256M,format=raw",
+        "--disk",
+        "size=64M",
+        "--network",
+        "none",
+    ]);
     let raw = images.join("src.raw");
     write_at(&raw, 1 << 20, b"the guest wrote this");
     write_at(&raw, 200 << 20, &[0x5a; 8192]);
 
-    let said = ok(&env, &["clone", "src", "copy"]);
+    let said = env.ok(&["clone", "src", "copy"]);
     assert!(said.contains("cloned 'src' to 'copy'"), "{said}");
     let (copy_raw, copy_qcow) = (images.join("copy.raw"), images.join("copy-1.qcow2"));
     assert_eq!(
@@ -79,7 +70,7 @@ fn clone_copies_the_disks_and_rename_takes_the_files_along() {
         std::fs::read(&copy_qcow).unwrap()
     );
     assert_ne!(mac_of(&env, "src"), mac_of(&env, "copy"));
-    let list = ok(&env, &["list"]);
+    let list = env.ok(&["list"]);
     assert!(list.lines().any(|l| l.starts_with("copy ")), "{list}");
     // The copy is independent: a write to it leaves the source as it was.
     write_at(&copy_raw, 1 << 20, b"the copy's own data!");
@@ -105,7 +96,7 @@ fn clone_copies_the_disks_and_rename_takes_the_files_along() {
     let run = env.run_dir();
     std::fs::create_dir_all(&run).unwrap();
     std::fs::write(run.join("copy.log"), "its log\n").unwrap();
-    let said = ok(&env, &["rename", "copy", "web"]);
+    let said = env.ok(&["rename", "copy", "web"]);
     assert!(said.contains("renamed 'copy' to 'web'"), "{said}");
     assert!(images.join("web.raw").is_file() && images.join("web-1.qcow2").is_file());
     assert!(!copy_raw.exists() && !copy_qcow.exists());
@@ -124,10 +115,10 @@ fn clone_copies_the_disks_and_rename_takes_the_files_along() {
     // no new name.
     if common::kvm_or_skip("clone_copies_the_disks_and_rename_takes_the_files_along") {
         common::ensure_vmm();
-        ok(&env, &["start", "src"]);
+        env.ok(&["start", "src"]);
         refused(&env, &["clone", "src", "live"], "is running");
         refused(&env, &["rename", "src", "live"], "is running");
-        ok(&env, &["destroy", "src"]);
+        env.ok(&["destroy", "src"]);
         assert!(!images.join("live.raw").exists());
     }
 }

@@ -66,24 +66,21 @@ impl Installer<'_> {
         tesseract: PathBuf,
         iso: &Path,
     ) -> Installer<'a> {
-        ok(
-            env,
-            &[
-                "create",
-                "--name",
-                name,
-                "--memory",
-                MEMORY,
-                "--cdrom",
-                iso.to_str().unwrap(),
-                "--disk",
-                "size=4G",
-                // Not as far as the installer's network step; passt cannot run in the
-                // nested host.
-                "--network",
-                "none",
-            ],
-        );
+        env.ok(&[
+            "create",
+            "--name",
+            name,
+            "--memory",
+            MEMORY,
+            "--cdrom",
+            iso.to_str().unwrap(),
+            "--disk",
+            "size=4G",
+            // Not as far as the installer's network step; passt cannot run in the
+            // nested host.
+            "--network",
+            "none",
+        ]);
         let start = Instant::now();
         // At info, the VMM's log says when the guest resets.
         let o = env
@@ -104,7 +101,7 @@ impl Installer<'_> {
 
     /// The VM's VNC port, from `vmdesk vncdisplay`.
     fn vnc_port(&self) -> u16 {
-        let d = ok(self.env, &["vncdisplay", self.name]);
+        let d = self.env.ok(&["vncdisplay", self.name]);
         d.trim()
             .rsplit_once(':')
             .and_then(|(_, n)| n.parse::<u16>().ok())
@@ -200,12 +197,6 @@ impl Installer<'_> {
     }
 }
 
-fn ok(env: &Env, args: &[&str]) -> String {
-    let o = env.vmdesk(args);
-    assert_eq!(o.status.code(), Some(0), "vmdesk {args:?}: {}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// The tools and the CD, or `None` after a SKIP line.
 fn prerequisites(test: &str, tools: &[&str]) -> Option<(PathBuf, Vec<PathBuf>)> {
     let iso = common::asset_or_skip(test, installer::ISO)?;
@@ -282,7 +273,7 @@ fn the_graphical_installer_is_driven_over_vnc() {
     // An installer that hangs: with its vCPUs stopped (`vmdesk pause`, as a guest that no
     // longer runs), the screen still shows its last picture to VNC clients, and `vmdesk
     // destroy` forces the VM off at once.
-    ok(&env, &["pause", "di-vnc"]);
+    env.ok(&["pause", "di-vnc"]);
     common::vncdo(vncdo, port, &["capture", capture.to_str().unwrap()]);
     let t = installer::read_screen(&vm.tesseract, &capture);
     assert!(
@@ -290,8 +281,8 @@ fn the_graphical_installer_is_driven_over_vnc() {
         "a paused VM's screen reads {t:?}"
     );
     let off = Instant::now();
-    ok(&env, &["destroy", "di-vnc"]);
-    let list = ok(&env, &["list"]);
+    env.ok(&["destroy", "di-vnc"]);
+    let list = env.ok(&["list"]);
     assert!(
         list.lines()
             .any(|l| l.starts_with("di-vnc ") && l.contains(" stopped ")),
@@ -321,7 +312,7 @@ fn the_graphical_installer_shows_in_the_console_window() {
 
     // The scripts' way first: `vmdesk send-key` through the control socket.
     vm.wait(BOOT_MENU, None, BOOT_TIMEOUT);
-    ok(&env, &["send-key", name, "Return"]);
+    env.ok(&["send-key", name, "Return"]);
     let guest = vm.wait(LANGUAGE, Some(BOOT_MENU), BOOT_TIMEOUT);
     let (gw, gh, _) = common::png_pixels(&guest);
 
@@ -607,7 +598,7 @@ fn the_graphical_installer_shows_in_the_console_window() {
     let _ = owner.kill();
     let _ = owner.wait();
     drop(children);
-    ok(&env, &["destroy", name]);
+    env.ok(&["destroy", name]);
 }
 
 /// What the installer's network step says when it finds no network card: hw-detect asks

@@ -75,15 +75,9 @@ const VARIANTS: &[Variant] = &[
     },
 ];
 
-fn ok(env: &Env, args: &[&str]) -> String {
-    let o = env.vmdesk(args);
-    assert_eq!(o.status.code(), Some(0), "vmdesk {args:?}: {}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// The VM's state as `vmdesk list` says it.
 fn state(env: &Env, name: &str) -> String {
-    ok(env, &["list"])
+    env.ok(&["list"])
         .lines()
         .find(|l| l.split_whitespace().next() == Some(name))
         .and_then(|l| l.split_whitespace().nth(1))
@@ -95,7 +89,7 @@ fn state(env: &Env, name: &str) -> String {
 /// exit record, then `vmdesk list` saying stopped). Returns its COM1 and its log.
 fn run_to_power_off(env: &Env, name: &str) -> (String, String) {
     let exit = env.run_dir().join(format!("{name}.exit"));
-    ok(env, &["start", name]);
+    env.ok(&["start", name]);
     let start = Instant::now();
     while !exit.exists() {
         if start.elapsed() > RUN_TIMEOUT {
@@ -162,25 +156,22 @@ fn first_partition(image: &Path, out: &Path) {
 /// One variant, start to end; returns a line for the test's summary.
 fn install_and_boot(env: &Env, iso: &Path, v: &Variant, e2fsck: &Path) -> String {
     let name = v.name;
-    ok(
-        env,
-        &[
-            "create",
-            "--name",
-            name,
-            "--memory",
-            MEMORY,
-            "--vnc",
-            "none",
-            // The installer needs no network, and passt cannot run in the nested host.
-            "--network",
-            "none",
-            "--cdrom",
-            iso.to_str().unwrap(),
-            "--disk",
-            v.disk,
-        ],
-    );
+    env.ok(&[
+        "create",
+        "--name",
+        name,
+        "--memory",
+        MEMORY,
+        "--vnc",
+        "none",
+        // The installer needs no network, and passt cannot run in the nested host.
+        "--network",
+        "none",
+        "--cdrom",
+        iso.to_str().unwrap(),
+        "--disk",
+        v.disk,
+    ]);
     let image: PathBuf = std::fs::read_dir(env.images_dir())
         .unwrap()
         .flatten()
@@ -228,7 +219,7 @@ fn install_and_boot(env: &Env, iso: &Path, v: &Variant, e2fsck: &Path) -> String
     assert!(written > 16 << 20, "{name}: only {written} bytes written");
 
     if v.eject {
-        let out = ok(env, &["eject", name]);
+        let out = env.ok(&["eject", name]);
         assert!(out.contains("ejected the CD of"), "{out}");
         let toml = std::fs::read_to_string(env.vms_dir().join(format!("{name}.toml"))).unwrap();
         assert!(!toml.contains("cdrom"), "{toml}");

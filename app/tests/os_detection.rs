@@ -41,12 +41,6 @@ fn definition(env: &Env, name: &str) -> String {
         .unwrap_or_else(|e| panic!("{name}'s definition: {e}"))
 }
 
-fn ok(env: &Env, args: &[&str]) -> String {
-    let o = env.vmdesk(args);
-    assert_eq!(o.status.code(), Some(0), "vmdesk {args:?}: {}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 #[test]
 fn create_from_an_iso_takes_the_name_and_figures_of_its_os() {
     let test = "create_from_an_iso_takes_the_name_and_figures_of_its_os";
@@ -111,7 +105,7 @@ fn create_from_an_iso_takes_the_name_and_figures_of_its_os() {
     ];
     for (file, volume, publisher, os, name, memory, cpus, disk) in cases {
         let path = iso(&dir, file, volume, publisher);
-        let said = ok(&env, &["create", "--cdrom", path.to_str().unwrap()]);
+        let said = env.ok(&["create", "--cdrom", path.to_str().unwrap()]);
         assert!(said.contains(&format!("{os}: ")), "{file}: {said}");
         assert!(
             said.contains(&format!("created '{name}'")),
@@ -130,21 +124,18 @@ fn create_from_an_iso_takes_the_name_and_figures_of_its_os() {
     }
     // The name is taken now: the next VM from the same ISO gets another.
     let deb = dir.join("debian-11.5.0-amd64-netinst.iso");
-    let said = ok(&env, &["create", "--cdrom", deb.to_str().unwrap()]);
+    let said = env.ok(&["create", "--cdrom", deb.to_str().unwrap()]);
     assert!(said.contains("created 'debian11-2'"), "{said}");
     // Figures given: they are what counts, and nothing is added to them.
-    ok(
-        &env,
-        &[
-            "create",
-            "--cdrom",
-            deb.to_str().unwrap(),
-            "--name",
-            "mine",
-            "--memory",
-            "768M",
-        ],
-    );
+    env.ok(&[
+        "create",
+        "--cdrom",
+        deb.to_str().unwrap(),
+        "--name",
+        "mine",
+        "--memory",
+        "768M",
+    ]);
     let def = definition(&env, "mine");
     assert!(
         def.contains("memory_mib = 768\n") && !def.contains("size ="),
@@ -153,10 +144,7 @@ fn create_from_an_iso_takes_the_name_and_figures_of_its_os() {
 
     // An ISO no entry knows: the defaults, said so; without --name, one line, exit 2.
     let odd = iso(&dir, "odd.iso", "MY_OWN_DISC", "");
-    let said = ok(
-        &env,
-        &["create", "--cdrom", odd.to_str().unwrap(), "--name", "odd"],
-    );
+    let said = env.ok(&["create", "--cdrom", odd.to_str().unwrap(), "--name", "odd"]);
     assert!(said.contains("osinfo-db does not know this ISO"), "{said}");
     assert!(definition(&env, "odd").contains("memory_mib = 512\n"));
     let o = env.vmdesk(&["create", "--cdrom", odd.to_str().unwrap()]);
@@ -170,25 +158,19 @@ fn create_from_an_iso_takes_the_name_and_figures_of_its_os() {
     // A file that is no ISO: said in one line, the VM made with the defaults.
     let junk = dir.join("junk.iso");
     std::fs::write(&junk, b"not an ISO").unwrap();
-    let said = ok(
-        &env,
-        &[
-            "create",
-            "--cdrom",
-            junk.to_str().unwrap(),
-            "--name",
-            "junk",
-        ],
-    );
+    let said = env.ok(&[
+        "create",
+        "--cdrom",
+        junk.to_str().unwrap(),
+        "--name",
+        "junk",
+    ]);
     assert!(said.contains("not an ISO 9660 image"), "{said}");
 
     // The installer CD of the graphical install tests (Debian 12's installer): this
     // osinfo-db does not know Debian 12 yet.
     if let Some(di) = common::asset_or_skip(test, common::installer::ISO) {
-        let said = ok(
-            &env,
-            &["create", "--cdrom", di.to_str().unwrap(), "--name", "di"],
-        );
+        let said = env.ok(&["create", "--cdrom", di.to_str().unwrap(), "--name", "di"]);
         assert!(said.contains("osinfo-db does not know"), "{said}");
     }
 }

@@ -63,6 +63,14 @@ impl Env {
         out
     }
 
+    /// Runs `vmdesk ARGS`, which must succeed; its standard output.
+    #[allow(dead_code)]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.vmdesk(args);
+        assert_eq!(o.status.code(), Some(0), "vmdesk {args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
     pub fn vms_dir(&self) -> PathBuf {
         self.root.join("cfg/vmdesk/vms")
     }
