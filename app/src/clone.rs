@@ -137,18 +137,32 @@ pub fn rename_vm(
         bail!("a VM named '{new}' already exists");
     }
     def.name = new.to_string();
-    let moved = follow_rename(images, old, &mut def)?;
-    if let Err(e) = lib.rename(old, &def) {
+    save_renamed(lib, rt, images, old, &mut def)?;
+    Ok(def)
+}
+
+/// Saves `def` (a stopped VM's definition with its new name) in place of `old`'s, with
+/// the images vmdesk named after it and its log and serial output following; the images
+/// move back if the save fails. Shared with the edit dialog's rename.
+pub fn save_renamed(
+    lib: &Library,
+    rt: &Runtime,
+    images: &Path,
+    old: &str,
+    def: &mut VmDef,
+) -> anyhow::Result<()> {
+    let moved = follow_rename(images, old, def)?;
+    if let Err(e) = lib.rename(old, def) {
         undo(&moved);
         return Err(e.into());
     }
-    rt.rename_files(old, new);
-    Ok(def)
+    rt.rename_files(old, &def.name);
+    Ok(())
 }
 
 /// Moves the images vmdesk made for the VM `old` (in `images`, named after it) to names
 /// after `def.name`, updating `def`'s paths. Returns the moves made, for [`undo`].
-pub fn follow_rename(
+fn follow_rename(
     images: &Path,
     old: &str,
     def: &mut VmDef,
@@ -177,7 +191,7 @@ pub fn follow_rename(
 }
 
 /// Moves back what [`follow_rename`] moved.
-pub fn undo(moved: &[(PathBuf, PathBuf)]) {
+fn undo(moved: &[(PathBuf, PathBuf)]) {
     for (from, to) in moved.iter().rev() {
         let _ = std::fs::rename(to, from);
     }

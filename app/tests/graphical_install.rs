@@ -76,8 +76,8 @@ impl Installer<'_> {
             iso.to_str().unwrap(),
             "--disk",
             "size=4G",
-            // Not as far as the installer's network step; passt cannot run in the
-            // nested host.
+            // No network card: passt cannot run in the nested host, and the
+            // installer's network step then asks for the hostname at once.
             "--network",
             "none",
         ]);

@@ -580,15 +580,10 @@ pub fn save_edit(
     if new.name == *old {
         lib.update(new)?;
     } else {
-        // The images vmdesk named after it follow it, as `vmdesk rename` does.
+        // Its images, log and serial output follow it, as with `vmdesk rename` (a new VM
+        // of the old name must not inherit them).
         let mut new = new.clone();
-        let moved = crate::clone::follow_rename(&cli::images_dir()?, old, &mut new)?;
-        if let Err(e) = lib.rename(old, &new) {
-            crate::clone::undo(&moved);
-            return Err(e.into());
-        }
-        // Its log and serial output too: a new VM of the old name must not inherit them.
-        rt.rename_files(old, &new.name);
+        crate::clone::save_renamed(lib, rt, &cli::images_dir()?, old, &mut new)?;
     }
     Ok(warnings)
 }
