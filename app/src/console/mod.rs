@@ -609,8 +609,8 @@ impl Console {
                 .show(ui, show)
                 .inner
         };
-        self.pointer(ui, &resp, (w, h));
-        self.keyboard(ui, &resp);
+        let pressed = self.pointer(ui, &resp, (w, h));
+        self.keyboard(ui, &resp, pressed);
     }
 
     fn toolbar(&mut self, ui: &mut egui::Ui) {
@@ -734,9 +734,11 @@ impl Console {
         }
     }
 
-    fn pointer(&mut self, ui: &egui::Ui, resp: &egui::Response, (w, h): (usize, usize)) {
+    /// Sends the pointer's moves, buttons and wheel to the guest; true when a button went
+    /// down on the screen this frame.
+    fn pointer(&mut self, ui: &egui::Ui, resp: &egui::Response, (w, h): (usize, usize)) -> bool {
         let Some(pos) = resp.hover_pos() else {
-            return;
+            return false;
         };
         let (x, y) = guest_pixel(pos, resp.rect, (w, h));
         let (presses, buttons, scroll) = ui.input(|i| {
@@ -781,6 +783,7 @@ impl Console {
         // A click shorter than a frame (a slow machine, a scripted click) is a press and a
         // release in one frame, with the button up again by the frame's end: each goes to
         // the guest, or it would see no click at all.
+        let any_press = presses.iter().any(|&(_, pressed)| pressed);
         for (bit, pressed) in presses {
             let b = if pressed {
                 self.buttons | bit
@@ -804,11 +807,15 @@ impl Console {
             self.send(Cmd::Pointer(x, y, buttons | wheel));
             self.send(Cmd::Pointer(x, y, buttons));
         }
+        any_press
     }
 
-    fn keyboard(&mut self, ui: &egui::Ui, resp: &egui::Response) {
+    /// `pressed`: a button went down on the screen this frame. That, not egui's click,
+    /// takes the grab: egui calls a press and release further apart than 0.8 s of frame
+    /// time neither a click nor a drag, and a loaded machine's frames are that slow.
+    fn keyboard(&mut self, ui: &egui::Ui, resp: &egui::Response, pressed: bool) {
         let ctx = ui.ctx().clone();
-        if resp.clicked() || resp.drag_started() {
+        if pressed || resp.clicked() || resp.drag_started() {
             tracing::debug!(grabbed = self.grabbed, "console: a click in the screen");
             resp.request_focus();
             if !self.grabbed {
@@ -1292,6 +1299,38 @@ mod tests {
             "a click into the screen grabs the keyboard"
         );
         console
+    }
+
+    /// A click the frames see as slow (press and release 2 s apart: a loaded machine's
+    /// frame rate, or a person who holds the button) grabs the keyboard all the same: egui
+    /// calls that neither a click nor a drag, but the person clicked into the screen.
+    #[test]
+    fn a_slow_click_grabs_the_keyboard() {
+        let (server, _surface, _sink) = server(64, 48, |_| {});
+        let ctx = egui::Context::default();
+        let mut console = Console::open("t", server.local_addr(), None, ctx.clone());
+        wait_for("the first frame", || {
+            px(&console, 0, 0) == Some(Color32::from_rgb(0xcc, 0, 0))
+        });
+        let at = |time: f64, events: Vec<egui::Event>| egui::RawInput {
+            events,
+            time: Some(time),
+            screen_rect: Some(egui::Rect::from_min_size(
+                egui::Pos2::ZERO,
+                egui::vec2(800.0, 600.0),
+            )),
+            ..Default::default()
+        };
+        let p = egui::pos2(400.0, 330.0);
+        for raw in [
+            at(1.0, vec![egui::Event::PointerMoved(p)]),
+            at(1.1, vec![primary_button(p, true)]),
+            at(3.1, vec![primary_button(p, false)]),
+            at(3.2, vec![]),
+        ] {
+            ctx.run_ui(raw, |ui| console.ui(ui)).textures_delta.clear();
+        }
+        assert!(console.grabbed(), "a slow click into the screen grabs");
     }
 
     /// A press and a release in one frame (a click quicker than a frame) still reach the
