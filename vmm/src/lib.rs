@@ -13,6 +13,7 @@ pub mod doorbell;
 pub mod firmware;
 pub mod host;
 pub mod input;
+pub mod iov;
 pub mod irq;
 pub mod kvm;
 pub mod machine;

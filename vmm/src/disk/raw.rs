@@ -12,9 +12,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 use super::{BlockBackend, GuestSlice, check_range, check_writable, slices_len, write_zeroes_out};
-
-/// The most buffers one `preadv`/`pwritev` takes (Linux's UIO_MAXIOV).
-const IOV_MAX: usize = 1024;
+use crate::iov;
 
 pub struct RawImage {
     file: File,
@@ -47,18 +45,15 @@ impl RawImage {
     /// resuming after short transfers.
     fn transfer(&self, mut offset: u64, bufs: &[GuestSlice<'_>], write: bool) -> io::Result<()> {
         // The guards keep the mappings valid while the kernel uses the pointers.
-        let guards: Vec<_> = bufs.iter().map(|b| b.ptr_guard_mut()).collect();
-        let mut iov: Vec<libc::iovec> = guards
-            .iter()
-            .filter(|g| g.len() > 0)
-            .map(|g| libc::iovec {
-                iov_base: g.as_ptr().cast(),
-                iov_len: g.len(),
-            })
-            .collect();
-        let mut first = 0;
-        while first < iov.len() {
-            let batch = &iov[first..iov.len().min(first + IOV_MAX)];
+        let guards = iov::guards(bufs);
+        let mut vecs: Vec<libc::iovec> = guards.iter().map(iov::guest_iovec).collect();
+        let zero = if write {
+            // The file shrank under us (someone else truncated it).
+            io::ErrorKind::WriteZero
+        } else {
+            io::ErrorKind::UnexpectedEof
+        };
+        iov::transfer_all(&mut vecs, zero, |batch| {
             let pos = libc::off_t::try_from(offset)
                 .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
             // SAFETY: every iovec points into guest memory that `guards` keeps mapped, with
@@ -82,37 +77,10 @@ impl RawImage {
                     )
                 }
             };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if r == 0 {
-                // The file shrank under us (someone else truncated it).
-                return Err(io::Error::from(if write {
-                    io::ErrorKind::WriteZero
-                } else {
-                    io::ErrorKind::UnexpectedEof
-                }));
-            }
-            offset += r as u64;
-            let mut done = r as usize;
-            while done > 0 {
-                let v = &mut iov[first];
-                if v.iov_len <= done {
-                    done -= v.iov_len;
-                    first += 1;
-                } else {
-                    // SAFETY: advancing within the same buffer, by less than its length.
-                    v.iov_base = unsafe { v.iov_base.cast::<u8>().add(done).cast() };
-                    v.iov_len -= done;
-                    done = 0;
-                }
-            }
-        }
-        Ok(())
+            let n = iov::syscall_result(r)?;
+            offset += n as u64;
+            Ok(n)
+        })
     }
 }
 

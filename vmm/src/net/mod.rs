@@ -14,6 +14,8 @@ pub mod tap;
 use std::io;
 use std::os::fd::BorrowedFd;
 
+use crate::disk::GuestSlice;
+
 pub use network::{Network, NetworkError};
 pub use spec::{Forward, MacAddr, NetMode, Protocol, SpecError};
 
@@ -33,6 +35,23 @@ pub trait NetBackend: Send {
     /// One frame from the guest: an Ethernet frame, with the header first when
     /// [`NetBackend::vnet_hdr`] is true.
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// The same frame as the guest's own buffers, in order: a backend that can write them
+    /// where they are (`writev`) saves copying the frame, as QEMU's backends do. By default
+    /// gathered into one buffer for [`NetBackend::send`].
+    fn send_guest(&mut self, frame: &[GuestSlice<'_>]) -> io::Result<()> {
+        self.send(&gather(frame))
+    }
+}
+
+/// The bytes of `frame`'s pieces, in one buffer.
+fn gather(frame: &[GuestSlice<'_>]) -> Vec<u8> {
+    let mut buf = vec![0u8; crate::disk::slices_len(frame) as usize];
+    let mut at = 0;
+    for s in frame {
+        s.copy_to(&mut buf[at..at + s.len()]);
+        at += s.len();
+    }
+    buf
 }
 
 /// Where the frames for the guest come from: read by the network's reader thread, which

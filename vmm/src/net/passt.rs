@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use super::{Forward, FrameSource, NetBackend, Protocol};
+use crate::disk::GuestSlice;
+use crate::iov;
 
 /// The largest frame passt sends or we accept from it (its own limit is 65535 + header).
 pub const MAX_FRAME: usize = 65536;
@@ -221,6 +223,33 @@ impl NetBackend for PasstSender {
         buf.extend_from_slice(frame);
         self.0.write_all(&buf)
     }
+
+    fn send_guest(&mut self, frame: &[GuestSlice<'_>]) -> io::Result<()> {
+        self.write_guest(frame)
+    }
+}
+
+impl PasstSender {
+    /// The frame's length, then the frame from guest memory, in one `writev` (more only if
+    /// passt's socket takes it in parts).
+    fn write_guest(&self, frame: &[GuestSlice<'_>]) -> io::Result<()> {
+        let len = u32::try_from(crate::disk::slices_len(frame))
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too long"))?
+            .to_be_bytes();
+        // The guards keep the mappings valid while the kernel uses the pointers.
+        let guards = iov::guards(frame);
+        let mut vecs = Vec::with_capacity(1 + guards.len());
+        vecs.push(iov::bytes_iovec(&len));
+        vecs.extend(guards.iter().map(iov::guest_iovec));
+        let fd = self.0.as_raw_fd();
+        iov::transfer_all(&mut vecs, io::ErrorKind::WriteZero, |batch| {
+            // SAFETY: each iovec points at `len` (alive for this call) or into guest memory
+            // that `guards` keeps mapped, with vm-memory's checked length; writev only
+            // reads those bytes.
+            let r = unsafe { libc::writev(fd, batch.as_ptr(), batch.len() as libc::c_int) };
+            iov::syscall_result(r)
+        })
+    }
 }
 
 /// passt's frames for the guest, length first.
@@ -281,6 +310,53 @@ mod tests {
         assert_eq!(f, vec![7u8; 1500]);
         drop(tx);
         assert!(!rx.recv(&mut f).unwrap(), "end of stream");
+    }
+
+    /// A frame in guest memory, in pieces across two memory regions, goes out with its
+    /// length first; one bigger than the socket's buffer goes out whole (the writev is
+    /// resumed where the socket stopped taking bytes).
+    #[test]
+    fn frames_from_guest_memory_go_out_whole() {
+        use vm_memory::{Bytes, GuestAddress};
+        let mem = crate::memory::GuestMem::from_ranges(&[
+            (GuestAddress(0), 0x10_0000),
+            (GuestAddress(0x10_0000), 0x10_0000),
+        ])
+        .unwrap();
+        let data: Vec<u8> = (0..0x10_0000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        mem.write_slice(&data[..0x8_0000], GuestAddress(0x8_0000))
+            .unwrap();
+        mem.write_slice(&data[0x8_0000..], GuestAddress(0x10_0000))
+            .unwrap();
+        let segs = [crate::virtio::Segment {
+            addr: GuestAddress(0x8_0000),
+            len: 0x10_0000,
+        }];
+        let (a, b) = UnixStream::pair().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut b = b;
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut tx = PasstSender(a);
+        let small = crate::virtio::guest_slices(&mem, &segs, 0x7_fff0, 0x20).unwrap();
+        assert_eq!(small.len(), 2, "across the regions' boundary");
+        tx.send_guest(&small).unwrap();
+        let whole = crate::virtio::guest_slices(&mem, &segs, 0, 0x10_0000).unwrap();
+        tx.send_guest(&whole).unwrap();
+        drop(tx);
+        let got = reader.join().unwrap();
+        let mut want = 0x20u32.to_be_bytes().to_vec();
+        want.extend_from_slice(&data[0x7_fff0..0x8_0010]);
+        want.extend_from_slice(&0x10_0000u32.to_be_bytes());
+        want.extend_from_slice(&data);
+        assert!(
+            got == want,
+            "{} bytes arrived, {} sent",
+            got.len(),
+            want.len()
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::path::Path;
 use thiserror::Error;
 
 use super::{FrameSource, NetBackend};
+use crate::disk::GuestSlice;
 
 const TUN_PATH: &str = "/dev/net/tun";
 const IFF_TAP: i16 = 0x0002;
@@ -201,6 +202,28 @@ impl NetBackend for Tap {
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
         // A TAP device takes one frame per write, whole or not at all.
         self.file.write(frame).map(drop)
+    }
+
+    fn send_guest(&mut self, frame: &[GuestSlice<'_>]) -> io::Result<()> {
+        if frame.len() > crate::iov::IOV_MAX {
+            // More pieces than one writev takes: gathered first (a frame is one write).
+            return self.send(&super::gather(frame));
+        }
+        // The guards keep the mappings valid while the kernel uses the pointers.
+        let guards = crate::iov::guards(frame);
+        let vecs: Vec<libc::iovec> = guards.iter().map(crate::iov::guest_iovec).collect();
+        // One writev is one frame (never a part: a TAP device takes it whole or not at
+        // all), so no resuming here.
+        // SAFETY: every iovec points into guest memory that `guards` keeps mapped, with
+        // vm-memory's checked length; writev only reads those bytes.
+        let r = unsafe {
+            libc::writev(
+                self.file.as_raw_fd(),
+                vecs.as_ptr(),
+                vecs.len() as libc::c_int,
+            )
+        };
+        crate::iov::syscall_result(r).map(drop)
     }
 }
 

@@ -15,10 +15,11 @@
 //! asking for checksum or segmentation work, which was never offered, drops the frame) and
 //! on receive it is written with no flags, GSO_NONE and `num_buffers`.
 //!
-//! Transmit runs on the notifying vCPU's thread: each chain's readable buffers (header and
-//! frame split across descriptors any way) are gathered and the frame is handed to
-//! [`NetBackend::send`]; the chain goes back used with length 0 and the driver is
-//! interrupted once per batch. A chain with writable buffers, buffers outside guest
+//! Transmit runs on the card's doorbell thread (the notifying vCPU's, without doorbells):
+//! each chain's readable buffers (header and frame split across descriptors any way) are
+//! handed to [`NetBackend::send_guest`] where they are, without a copy (passt's and the
+//! TAP device's backends `writev` them); the chain goes back used with length 0 and the
+//! driver is interrupted once per batch. A chain with writable buffers, buffers outside guest
 //! memory, no room for the header and an Ethernet header, or a frame over
 //! [`MAX_FRAME_LEN`], is dropped and counted, as is a frame the backend fails to send or
 //! one sent while the link is down; the chain still goes back.
@@ -67,8 +68,8 @@ use virtio_bindings::virtio_net::{
 use virtio_queue::{Queue, QueueT};
 
 use super::{
-    Activation, Interrupt, RingError, SplitChain, TYPE_NET, VirtioDevice, pending_chains,
-    read_segments, split_chain, write_segments,
+    Activation, Interrupt, RingError, SplitChain, TYPE_NET, VirtioDevice, guest_slices,
+    pending_chains, read_segments, split_chain, write_segments,
 };
 use crate::memory::GuestMem;
 use crate::net::NetBackend;
@@ -300,8 +301,6 @@ pub struct VirtioNet {
     /// `receive` refused a frame and the backend's reader waits for `rx_space`.
     refused: bool,
     counters: NetCounters,
-    /// Where a transmitted frame is gathered.
-    tx_buf: Vec<u8>,
     /// Backend send failures since the last success (for one log line per streak).
     tx_fail_streak: u64,
 }
@@ -330,7 +329,6 @@ impl VirtioNet {
             pending: VecDeque::new(),
             refused: false,
             counters: NetCounters::default(),
-            tx_buf: Vec::new(),
             tx_fail_streak: 0,
         }
     }
@@ -582,14 +580,14 @@ impl VirtioNet {
             self.drop_bad_tx(why, len);
             return;
         }
-        self.tx_buf.resize(len as usize, 0);
-        if read_segments(mem, &chain.readable, 0, &mut self.tx_buf).is_err() {
+        let mut hdr = [0u8; HDR_LEN];
+        if read_segments(mem, &chain.readable, 0, &mut hdr).is_err() {
             self.drop_bad_tx("unreadable", len);
             return;
         }
         if !self.vnet_hdr
-            && (self.tx_buf[FLAGS_OFFSET] & VIRTIO_NET_HDR_F_NEEDS_CSUM as u8 != 0
-                || self.tx_buf[GSO_TYPE_OFFSET] != VIRTIO_NET_HDR_GSO_NONE as u8)
+            && (hdr[FLAGS_OFFSET] & VIRTIO_NET_HDR_F_NEEDS_CSUM as u8 != 0
+                || hdr[GSO_TYPE_OFFSET] != VIRTIO_NET_HDR_GSO_NONE as u8)
         {
             self.drop_bad_tx("an offload that was not offered", len);
             return;
@@ -598,12 +596,13 @@ impl VirtioNet {
             self.counters.tx_dropped_link_down += 1;
             return;
         }
-        let frame = if self.vnet_hdr {
-            &self.tx_buf[..]
-        } else {
-            &self.tx_buf[HDR_LEN..]
+        // The frame stays in the guest's buffers: the backend writes it from there.
+        let skip = if self.vnet_hdr { 0 } else { HDR_LEN as u64 };
+        let Ok(frame) = guest_slices(mem, &chain.readable, skip, len - skip) else {
+            self.drop_bad_tx("unreadable", len);
+            return;
         };
-        match self.backend.send(frame) {
+        match self.backend.send_guest(&frame) {
             Ok(()) => {
                 self.counters.tx_frames += 1;
                 self.counters.tx_bytes += len - HDR_LEN as u64;
