@@ -14,7 +14,7 @@
 //! - Cold start: process spawn → first framebuffer update taken in full at the proxy.
 //!
 //! Our console runs as this benchmark binary re-executed with `--viewer ADDR`, which calls
-//! `vmdesk::gui::run_console`, the function behind `vmdesk console N` (so no VM, library
+//! `vmdesk::console::run_window`, the function behind `vmdesk console N` (so no VM, library
 //! or runtime directory is needed). Run with `cargo bench -p vmdesk --bench console`;
 //! needs Xvfb and vncviewer (resources/scripts/install-deps.sh bench). Prints medians.
 
@@ -62,7 +62,7 @@ fn main() {
             frames_shown: Some(shown),
             ..Default::default()
         };
-        if let Err(e) = vmdesk::gui::run_console_with("bench", addr, opts) {
+        if let Err(e) = vmdesk::console::run_window("bench", addr, opts) {
             eprintln!("console: {e:#}");
             std::process::exit(1);
         }

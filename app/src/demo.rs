@@ -138,7 +138,7 @@ pub fn define(lib: &Library, images: &Path, running: bool) -> anyhow::Result<VmD
 /// Shared by `vmdesk demo` and the window's Demo button.
 pub fn prepare(lib: &Library, rt: &Runtime) -> anyhow::Result<(VmDef, bool)> {
     let running = rt.state(NAME).is_live();
-    let def = define(lib, &crate::cli::images_dir()?, running)?;
+    let def = define(lib, &crate::service::images_dir()?, running)?;
     Ok((def, !running))
 }
 

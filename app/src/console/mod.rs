@@ -256,34 +256,32 @@ enum Cmd {
     Close,
 }
 
-/// Where to connect now: `None` while the VM is not running (the worker then waits).
+/// Where to connect now: `None` while the VM is not running (the worker then waits). For
+/// a VM the app manages: [`crate::service::VmService::vnc_follower`].
 pub type Target = Arc<dyn Fn() -> Option<SocketAddr> + Send + Sync>;
 
-/// The target of a VM the app manages: its VNC address while it is running (or paused),
-/// read again before every reconnection (a restarted VMM may listen elsewhere).
-pub fn runtime_target(rt: crate::runtime::Runtime, name: &str) -> Target {
-    let name = name.to_owned();
-    Arc::new(move || {
-        if rt.state(&name).is_live() {
-            rt.vnc_addr(&name)
-        } else {
-            None
-        }
-    })
-}
-
 /// Asked about once a second, off the window's thread: what is wrong with the VM's boot,
-/// for the status line (`None`: nothing).
+/// for the status line (`None`: nothing). For a VM the app manages:
+/// [`crate::service::VmService::boot_note`].
 pub type BootNote = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
-/// The boot note of a VM the app manages: the firmware found nothing to boot, what its
-/// VMM says about why, and how to fix it in the window.
-pub fn runtime_boot_note(rt: crate::runtime::Runtime, name: &str) -> BootNote {
-    let name = name.to_owned();
-    Arc::new(move || {
-        rt.boot_failure(&name)
-            .map(|f| format!("{}. {}", f.message, f.gui_fix()))
+/// A window with a VM's console alone (`vmdesk console NAME`); `addr` is where the first
+/// connection goes.
+pub fn run_window(name: &str, addr: SocketAddr, opts: ConsoleOptions) -> anyhow::Result<()> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title(format!("{name} - vmdesk"))
+            .with_inner_size([740.0, 440.0]),
+        ..Default::default()
+    };
+    let name = name.to_string();
+    let mut console: Option<Console> = None;
+    eframe::run_ui_native("vmdesk-console", options, move |ui, _frame| {
+        let c = console
+            .get_or_insert_with(|| Console::open_with(&name, addr, opts.clone(), ui.ctx().clone()));
+        egui::CentralPanel::default().show(ui, |ui| c.ui(ui));
     })
+    .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
 }
 
 /// How often [`ConsoleOptions::boot_note`] is asked.

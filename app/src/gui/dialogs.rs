@@ -1,6 +1,6 @@
 //! The per-VM dialogs: delete, reinstall (a confirmation: it destroys disk contents), and
 //! the CD drive (eject / change the ISO, live on a running VM and in its definition, through
-//! `cli::set_media`).
+//! `VmService::set_media`).
 
 use std::path::PathBuf;
 
@@ -9,8 +9,8 @@ use egui::{Color32, RichText};
 
 use super::files::Target;
 use super::{Job, VmdeskApp};
-use crate::library::Library;
-use crate::runtime::{ExistingImages, ReinstallPlan, Runtime};
+use crate::runtime::{ExistingImages, ReinstallPlan};
+use crate::service::VmService;
 
 /// The reinstall confirmation.
 pub struct ReinstallDialog {
@@ -24,14 +24,14 @@ pub struct ReinstallDialog {
 
 impl ReinstallDialog {
     /// Works out what a reinstall of `name` would do, touching nothing.
-    pub fn new(lib: &Library, rt: &Runtime, name: &str) -> ReinstallDialog {
+    pub fn new(vms: &VmService, name: &str) -> ReinstallDialog {
         let mut d = ReinstallDialog {
             name: name.into(),
             plan: Err(String::new()),
             theirs: Vec::new(),
             wipe_theirs: false,
         };
-        let def = match lib.get(name) {
+        let def = match vms.get(name) {
             Ok(def) => def,
             Err(e) => {
                 d.plan = Err(e.to_string());
@@ -44,8 +44,8 @@ impl ReinstallDialog {
             .filter(|x| x.size.is_none())
             .map(|x| x.path.clone())
             .collect();
-        d.plan = rt
-            .plan_reinstall(&def, ExistingImages::Keep)
+        d.plan = vms
+            .plan_reinstall(name, ExistingImages::Keep)
             .map_err(|e| e.to_string());
         d
     }
@@ -100,7 +100,7 @@ impl VmdeskApp {
         let Some((name, new_name)) = &mut self.clone_as else {
             return;
         };
-        let taken = self.lib.path_of(new_name.trim()).exists();
+        let taken = self.vms.exists(new_name.trim());
         let bad = crate::library::validate_name(new_name.trim()).err();
         let mut decided = None;
         egui::Window::new(format!("Clone '{name}'"))

@@ -1,15 +1,14 @@
 //! The VM form, shared by the create dialog and the edit dialog: every field checked as it
 //! is typed, with the same rules `vmdesk create` applies, and the reason shown beside it.
 //!
-//! - Create hands the form to [`cli::create_vm`] on a worker thread (a new disk may take a
+//! - Create hands the form to [`crate::service::VmService::create`] on a worker thread (a new disk may take a
 //!   moment to make), showing a spinner until it answers; a failure is shown beside the
 //!   field it concerns.
 //! - Edit (a stopped VM only) changes memory, vCPUs, ISO, kernel/initrd/cmdline, VNC, the
 //!   password file and the network (mode, MAC address, port forwards), and may rename the
 //!   VM; disks are not changed here (reinstall
-//!   replaces them, delete removes them). It saves through [`Library::update`] (atomic) or
-//!   [`Library::rename`], refusing if the VM started meanwhile or its file changed since
-//!   the dialog opened.
+//!   replaces them, delete removes them). It saves through [`crate::service::VmService::save_edit`],
+//!   which refuses if the VM started meanwhile or its file changed since the dialog opened.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,10 +20,9 @@ use egui::Color32;
 
 use super::VmdeskApp;
 use super::files::Target;
-use crate::cli::{self, CreateArgs, DiskOpt};
-use crate::library::{self, Forward, HostFacts, Library, MacAddr, NetMode, Protocol, VmDef};
+use crate::library::{self, Forward, HostFacts, MacAddr, NetMode, Protocol, VmDef};
 use crate::osinfo;
-use crate::runtime::Runtime;
+use crate::service::{DiskOpt, NewVm, parse_disk_opt};
 
 const MIB: u64 = 1 << 20;
 
@@ -473,8 +471,8 @@ impl VmForm {
         c
     }
 
-    /// The CLI's arguments for a new VM (only called once [`VmForm::check`] passed).
-    pub fn to_args(&self) -> Result<CreateArgs, String> {
+    /// The new VM the form describes (only called once [`VmForm::check`] passed).
+    pub fn to_new_vm(&self) -> Result<NewVm, String> {
         let mut disks = Vec::new();
         if !self.disk_size.trim().is_empty() {
             let spec = format!(
@@ -487,16 +485,16 @@ impl VmForm {
                     ""
                 }
             );
-            // Parsed here too, so what the CLI gets is known good.
-            let _: DiskOpt = cli::parse_disk_opt(&spec)?;
+            // Parsed here too, so what the service gets is known good.
+            let _: DiskOpt = parse_disk_opt(&spec)?;
             disks.push(spec);
         }
         if let Some(p) = opt_path(&self.existing_disk) {
             let spec = format!("path={}", p.display());
-            let _: DiskOpt = cli::parse_disk_opt(&spec)?;
+            let _: DiskOpt = parse_disk_opt(&spec)?;
             disks.push(spec);
         }
-        Ok(CreateArgs {
+        Ok(NewVm {
             name: Some(self.name.trim().into()),
             memory: Some(vmm::config::parse_memory(&self.memory)?),
             cpus: Some(self.cpus.trim().parse().map_err(|_| "bad vCPUs")?),
@@ -555,37 +553,6 @@ fn size_text(bytes: u64) -> String {
     } else {
         format!("{}M", bytes.div_ceil(MIB))
     }
-}
-
-/// Saves an edited definition: refused while the VM runs, or when its file changed since
-/// the dialog read it (another window or the CLI saved meanwhile).
-pub fn save_edit(
-    lib: &Library,
-    rt: &Runtime,
-    original: &VmDef,
-    new: &VmDef,
-    host: &HostFacts,
-) -> anyhow::Result<Vec<library::Warning>> {
-    let old = &original.name;
-    if rt.state(old).is_live() {
-        anyhow::bail!("'{old}' is running: shut it down before editing it");
-    }
-    if lib.get(old)? != *original {
-        anyhow::bail!(
-            "'{old}' was changed elsewhere since this dialog opened: close it and edit again"
-        );
-    }
-    let mut warnings = library::validate(new, host).map_err(|e| anyhow::anyhow!("'{old}': {e}"))?;
-    warnings.extend(lib.network_clashes(new, old));
-    if new.name == *old {
-        lib.update(new)?;
-    } else {
-        // Its images, log and serial output follow it, as with `vmdesk rename` (a new VM
-        // of the old name must not inherit them).
-        let mut new = new.clone();
-        crate::clone::save_renamed(lib, rt, &cli::images_dir()?, old, &mut new)?;
-    }
-    Ok(warnings)
 }
 
 /// Which field a failed create concerns, to show the reason beside it.
@@ -676,8 +643,8 @@ impl VmdeskApp {
                 }
             }
         }
-        let lib = &self.lib;
-        let taken = |n: &str| lib.path_of(n).exists();
+        let vms = &self.vms;
+        let taken = |n: &str| vms.exists(n);
         dialog.form.follow_iso(&taken, &osinfo::detect);
         let check = dialog.form.check(&taken, &self.host);
         let editing = dialog.form.editing.clone();
@@ -742,11 +709,11 @@ impl VmdeskApp {
         if submit {
             dialog.failed = None;
             match &editing {
-                None => match dialog.form.to_args() {
+                None => match dialog.form.to_new_vm() {
                     Err(e) => dialog.failed = Some((None, e)),
                     Ok(args) => {
                         let (tx, rx) = channel();
-                        let lib = self.lib.clone();
+                        let vms = self.vms.clone();
                         let progress = Arc::new(CreateProgress::default());
                         dialog.progress = progress.clone();
                         let repaint = ctx.clone();
@@ -757,8 +724,7 @@ impl VmdeskApp {
                                 repaint.request_repaint();
                                 !progress.cancel.load(Ordering::Relaxed)
                             };
-                            let r = cli::create_vm(&lib, args, &mut report)
-                                .map_err(|e| format!("{e:#}"));
+                            let r = vms.create(args, &mut report).map_err(|e| format!("{e:#}"));
                             let _ = tx.send(r);
                         });
                         dialog.working = Some(rx);
@@ -771,7 +737,8 @@ impl VmdeskApp {
                         .to_def()
                         .map_err(anyhow::Error::msg)
                         .and_then(|new| {
-                            save_edit(&self.lib, &self.rt, original, &new, &self.host)
+                            self.vms
+                                .save_edit(original, &new, &self.host)
                                 .map(|w| (new, w))
                         });
                     match r {
@@ -1064,6 +1031,8 @@ fn network_rows(ui: &mut egui::Ui, form: &mut VmForm, check: &FormCheck) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::library::Library;
+    use crate::runtime::Runtime;
 
     #[test]
     fn the_iso_fills_the_figures_the_person_left_alone() {
@@ -1151,14 +1120,14 @@ mod tests {
             ..Default::default()
         };
         // qcow2 (the default) never: the box is greyed out there.
-        assert_eq!(f.to_args().unwrap().disks, ["size=10G,format=qcow2"]);
+        assert_eq!(f.to_new_vm().unwrap().disks, ["size=10G,format=qcow2"]);
         f.disk_qcow2 = false;
         assert_eq!(
-            f.to_args().unwrap().disks,
+            f.to_new_vm().unwrap().disks,
             ["size=10G,format=raw,preallocation=full"]
         );
         f.disk_preallocate = false;
-        assert_eq!(f.to_args().unwrap().disks, ["size=10G,format=raw"]);
+        assert_eq!(f.to_new_vm().unwrap().disks, ["size=10G,format=raw"]);
     }
 
     #[test]
@@ -1227,7 +1196,7 @@ mod tests {
         f.password_file = good.display().to_string();
         let c = f.check(&|_| false, &host);
         assert!(c.ok(), "{c:?}");
-        let a = f.to_args().unwrap();
+        let a = f.to_new_vm().unwrap();
         assert_eq!(a.kernel, Some(good.clone()));
         assert_eq!(a.cmdline.as_deref(), Some("quiet"));
         assert_eq!(a.vnc_password_file, Some(good.clone()));
@@ -1282,7 +1251,7 @@ mod tests {
         assert_eq!(f.network, NetChoice::Nat, "new VMs get NAT");
         let c = f.check(&|_| false, &host());
         assert!(c.ok(), "{c:?}");
-        let a = f.to_args().unwrap();
+        let a = f.to_new_vm().unwrap();
         assert_eq!(
             (a.network, a.mac, a.forwards.len()),
             (NetMode::User, None, 0)
@@ -1310,7 +1279,7 @@ mod tests {
         f.forwards.truncate(2);
         let c = f.check(&|_| false, &host());
         assert!(c.ok(), "{c:?}");
-        let a = f.to_args().unwrap();
+        let a = f.to_new_vm().unwrap();
         let specs: Vec<String> = a.forwards.iter().map(|f| f.to_string()).collect();
         assert_eq!(specs, ["tcp:127.0.0.1:2222-:22", "udp:0.0.0.0:2222-:22"]);
 
@@ -1324,7 +1293,7 @@ mod tests {
         assert!(!c.ok());
         f.forwards.clear();
         assert!(f.check(&|_| false, &host()).ok());
-        assert_eq!(f.to_args().unwrap().network, NetMode::None);
+        assert_eq!(f.to_new_vm().unwrap().network, NetMode::None);
 
         f.network = NetChoice::Tap;
         let c = f.check(&|_| false, &host());
@@ -1347,7 +1316,7 @@ mod tests {
         assert!(c.mac.unwrap().contains("multicast"));
         f.mac = "52:54:00:0A:0B:0C".into();
         assert!(f.check(&|_| false, &host()).ok());
-        let a = f.to_args().unwrap();
+        let a = f.to_new_vm().unwrap();
         assert_eq!(a.network, NetMode::Tap("vmtap0".into()));
         assert_eq!(a.mac.unwrap().to_string(), "52:54:00:0a:0b:0c");
     }

@@ -12,16 +12,18 @@ use super::VmdeskApp;
 use crate::host_check::{HostCheck, Status};
 
 /// The marker that says the page was shown once: `$XDG_CONFIG_HOME/vmdesk/host-check-seen`.
-pub fn seen_marker(lib: &crate::library::Library) -> Option<PathBuf> {
-    lib.dir().parent().map(|d| d.join("host-check-seen"))
+pub fn seen_marker(vms: &crate::service::VmService) -> Option<PathBuf> {
+    vms.library_dir()
+        .parent()
+        .map(|d| d.join("host-check-seen"))
 }
 
 impl VmdeskApp {
     /// Gives the window the host check, and opens the page if it is the first run or the
     /// host cannot run VMs.
     pub fn with_host_check(mut self, check: HostCheck) -> VmdeskApp {
-        let first_run = self.lib.list().is_ok_and(|l| l.is_empty())
-            && seen_marker(&self.lib).is_some_and(|m| !m.exists());
+        let first_run = self.vms.list().is_ok_and(|l| l.is_empty())
+            && seen_marker(&self.vms).is_some_and(|m| !m.exists());
         self.show_host = first_run || check.needs_attention();
         self.host_check = Some(check);
         self
@@ -91,7 +93,7 @@ impl VmdeskApp {
         }
         if close || !open {
             self.show_host = false;
-            if let Some(m) = seen_marker(&self.lib) {
+            if let Some(m) = seen_marker(&self.vms) {
                 let _ = std::fs::create_dir_all(m.parent().unwrap_or(&m));
                 if let Err(e) = std::fs::write(&m, "") {
                     tracing::warn!("{}: {e}", m.display());

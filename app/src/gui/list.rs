@@ -96,7 +96,7 @@ impl VmdeskApp {
                                 .on_hover_text(format!(
                                     "The guest runs on without a network: its card's link is \
                                      down. Why is in {}; a restart of the VM brings it back.",
-                                    self.rt.log_path(&row.name).display()
+                                    self.vms.log_path(&row.name).display()
                                 ));
                             }
                         });
@@ -207,7 +207,7 @@ impl VmdeskApp {
                 });
         });
         if let Some(name) = edit {
-            match self.lib.get(&name) {
+            match self.vms.get(&name) {
                 Ok(def) if self.form.is_none() => {
                     self.form = Some(FormDialog::new(VmForm::edit(&def)));
                 }
@@ -216,10 +216,10 @@ impl VmdeskApp {
             }
         }
         if let Some(name) = reinstall {
-            self.confirm_reinstall = Some(ReinstallDialog::new(&self.lib, &self.rt, &name));
+            self.confirm_reinstall = Some(ReinstallDialog::new(&self.vms, &name));
         }
         if let Some(name) = media {
-            let current = self.lib.get(&name).ok().and_then(|d| d.cdrom);
+            let current = self.vms.get(&name).ok().and_then(|d| d.cdrom);
             let live = self
                 .rows
                 .iter()
@@ -246,18 +246,18 @@ impl VmdeskApp {
             ui.ctx().copy_text(line);
         }
         if let Some(name) = open_console
-            && let Some(addr) = self.rt.vnc_addr(&name)
+            && let Ok(addr) = self.vms.vnc_addr(&name)
         {
-            let password = self.lib.get(&name).ok().and_then(|d| d.vnc_password_file);
+            let password = self.vms.get(&name).ok().and_then(|d| d.vnc_password_file);
             self.console = Some(crate::console::Console::open_with(
                 &name,
                 addr,
                 crate::console::ConsoleOptions {
                     password_file: password,
-                    target: Some(crate::console::runtime_target(self.rt.clone(), &name)),
+                    target: Some(self.vms.vnc_follower(&name)),
                     standalone: false,
                     frames_shown: None,
-                    boot_note: Some(crate::console::runtime_boot_note(self.rt.clone(), &name)),
+                    boot_note: Some(self.vms.boot_note(&name)),
                 },
                 ui.ctx().clone(),
             ));

@@ -2,8 +2,8 @@
 //! its screen and its actions; the create and edit form with every field checked as it is
 //! typed; the reinstall, delete and CD dialogs; the Host page.
 //!
-//! The window drives VMs exactly as the CLI does (the same [`Library`], [`Runtime`] and
-//! [`cli::create_vm`]), so closing it leaves VMs running and reopening finds them. Actions
+//! The window drives VMs exactly as the CLI does, through the same VM service
+//! ([`VmService`]), so closing it leaves VMs running and reopening finds them. Actions
 //! that wait (start waits for the VMM's VNC line; destroy may wait for a timeout; a new
 //! disk takes a moment; a file dialog waits for the user) run on worker threads and report
 //! back, so the window never freezes.
@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 use eframe::egui;
 use egui::{Color32, RichText};
 
-use crate::cli;
 use crate::host_check::HostCheck;
 use crate::library::{HostFacts, Library, VmDef};
 use crate::runtime::{self, ExistingImages, Runtime, VmState};
+use crate::service::{Control, VmService};
 
 use dialogs::{MediaDialog, ReinstallDialog};
 use files::{Files, Target};
@@ -74,8 +74,7 @@ enum Job {
 }
 
 pub struct VmdeskApp {
-    lib: Library,
-    rt: Runtime,
+    vms: VmService,
     host: HostFacts,
     rows: Vec<Row>,
     list_error: Option<String>,
@@ -102,8 +101,7 @@ impl VmdeskApp {
     pub fn new(lib: Library, rt: Runtime, host: HostFacts) -> VmdeskApp {
         let (done_tx, done_rx) = channel();
         VmdeskApp {
-            lib,
-            rt,
+            vms: VmService::new(lib, rt),
             host,
             rows: Vec::new(),
             list_error: None,
@@ -128,30 +126,18 @@ impl VmdeskApp {
 
     fn refresh(&mut self) {
         self.refreshed = Some(Instant::now());
-        match self.lib.list() {
-            Ok(entries) => {
+        match self.vms.list() {
+            Ok(vms) => {
                 self.list_error = None;
-                self.rows = entries
+                self.rows = vms
                     .into_iter()
-                    .map(|e| {
-                        let state = self.rt.state(&e.name);
-                        let vnc = state
-                            .is_live()
-                            .then(|| self.rt.vnc_addr(&e.name).map(runtime::vnc_display))
-                            .flatten();
-                        let status = state
-                            .is_live()
-                            .then(|| self.rt.live_status(&e.name))
-                            .flatten();
-                        let boot = status.as_ref().and_then(runtime::BootFailure::from_status);
-                        Row {
-                            def: e.def.map_err(|err| err.to_string()),
-                            net_down: status.as_ref().is_some_and(runtime::link_down),
-                            name: e.name,
-                            state,
-                            vnc,
-                            boot,
-                        }
+                    .map(|v| Row {
+                        name: v.name,
+                        def: v.def,
+                        state: v.state,
+                        vnc: v.vnc.map(runtime::vnc_display),
+                        boot: v.boot,
+                        net_down: v.net_down,
                     })
                     .collect();
             }
@@ -160,61 +146,50 @@ impl VmdeskApp {
     }
 
     fn run_job(&mut self, name: &str, job: Job) {
-        let (lib, rt, tx, name) = (
-            self.lib.clone(),
-            self.rt.clone(),
-            self.done_tx.clone(),
-            name.to_string(),
-        );
+        let (vms, tx, name) = (self.vms.clone(), self.done_tx.clone(), name.to_string());
         self.busy.insert(name.clone());
         std::thread::spawn(move || {
             let r = (|| -> anyhow::Result<String> {
-                let json = serde_json::json!({});
                 Ok(match job {
                     Job::Start => {
-                        let def = lib.get(&name)?;
-                        let vmm = runtime::find_vmm()?;
-                        match rt.start(&def, &vmm)? {
+                        let started = vms.start(&name)?;
+                        let mut m = match started.vnc {
                             Some(a) => {
                                 format!("started '{name}': vncviewer {}", runtime::vnc_display(a))
                             }
                             None => format!("started '{name}'"),
+                        };
+                        for w in started.warnings {
+                            m += &format!(" (warning: {w})");
                         }
+                        m
                     }
                     Job::Shutdown => {
-                        rt.command(&name, "powerdown", json)?;
+                        vms.control(&name, Control::PowerButton)?;
                         format!("pressed the power button of '{name}'")
                     }
                     Job::Destroy => {
-                        rt.destroy(&name, Duration::from_secs(10))?;
+                        vms.destroy(&name, Duration::from_secs(10))?;
                         format!("'{name}' is off")
                     }
                     Job::Reset => {
-                        rt.command(&name, "reset", json)?;
+                        vms.control(&name, Control::Reset)?;
                         format!("reset '{name}'")
                     }
                     Job::Pause => {
-                        rt.command(&name, "pause", json)?;
+                        vms.control(&name, Control::Pause)?;
                         format!("paused '{name}'")
                     }
                     Job::Resume => {
-                        rt.command(&name, "resume", json)?;
+                        vms.control(&name, Control::Resume)?;
                         format!("resumed '{name}'")
                     }
                     Job::Delete { disks } => {
-                        cli::delete(&lib, &rt, &name, disks)?;
+                        vms.delete(&name, disks)?;
                         format!("deleted '{name}'")
                     }
                     Job::Clone { new_name } => {
-                        let images = cli::images_dir()?;
-                        let (_, warnings) = crate::clone::clone_vm(
-                            &lib,
-                            &rt,
-                            &images,
-                            &name,
-                            &new_name,
-                            &mut |_, _| true,
-                        )?;
+                        let (_, warnings) = vms.clone_vm(&name, &new_name, &mut |_, _| true)?;
                         let mut m = format!("cloned '{name}' to '{new_name}'");
                         for w in warnings {
                             m += &format!(" (warning: {w})");
@@ -222,9 +197,7 @@ impl VmdeskApp {
                         m
                     }
                     Job::Reinstall { existing } => {
-                        let def = lib.get(&name)?;
-                        let vmm = runtime::find_vmm()?;
-                        let (plan, addr) = rt.reinstall(&def, existing, &vmm)?;
+                        let (plan, addr) = vms.reinstall(&name, existing)?;
                         let mut m =
                             format!("reinstalling '{name}' on {} fresh disk(s)", plan.wipe.len());
                         if let Some(a) = addr {
@@ -232,11 +205,10 @@ impl VmdeskApp {
                         }
                         m
                     }
-                    Job::Media { iso } => crate::cli::set_media(&lib, &rt, &name, iso)?,
+                    Job::Media { iso } => vms.set_media(&name, iso)?,
                     Job::Screenshot { path } => {
-                        let def = lib.get(&name)?;
                         let path = files::with_png_extension(path);
-                        runtime::screenshot(&rt, &def, &path)?;
+                        vms.screenshot(&name, &path)?;
                         format!("saved the screen of '{name}' to {}", path.display())
                     }
                 })
@@ -346,9 +318,9 @@ impl VmdeskApp {
                     .on_hover_text("Create and start the demo VM")
                     .clicked()
                 {
-                    match crate::demo::prepare(&self.lib, &self.rt) {
-                        Ok((_, true)) => self.run_job(crate::demo::NAME, Job::Start),
-                        Ok((_, false)) => self.say("'demo' is already running".into(), false),
+                    match self.vms.prepare_demo() {
+                        Ok(true) => self.run_job(crate::demo::NAME, Job::Start),
+                        Ok(false) => self.say("'demo' is already running".into(), false),
                         Err(e) => self.say(format!("{e:#}"), true),
                     }
                 }
@@ -377,7 +349,7 @@ impl VmdeskApp {
             .filter(|r| r.state.is_live())
             .map(|r| r.name.clone())
             .collect();
-        self.thumbs.update(ui.ctx(), &self.rt, live);
+        self.thumbs.update(ui.ctx(), &self.vms, live);
         self.form_dialog(ui.ctx());
         self.delete_dialog(ui.ctx());
         self.clone_dialog(ui.ctx());
@@ -416,45 +388,6 @@ pub fn run() -> anyhow::Result<()> {
     };
     eframe::run_ui_native("vmdesk", options, move |ui, _frame| app.ui(ui))
         .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
-}
-
-/// `vmdesk console NAME`: a window with the VM's console alone.
-pub fn run_console(
-    name: &str,
-    addr: std::net::SocketAddr,
-    password_file: Option<std::path::PathBuf>,
-) -> anyhow::Result<()> {
-    let opts = crate::console::ConsoleOptions {
-        password_file,
-        target: None,
-        standalone: true,
-        frames_shown: None,
-        boot_note: None,
-    };
-    run_console_with(name, addr, opts)
-}
-
-/// [`run_console`] with every option; `addr` is where the first connection goes.
-pub fn run_console_with(
-    name: &str,
-    addr: std::net::SocketAddr,
-    opts: crate::console::ConsoleOptions,
-) -> anyhow::Result<()> {
-    let options = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default()
-            .with_title(format!("{name} - vmdesk"))
-            .with_inner_size([740.0, 440.0]),
-        ..Default::default()
-    };
-    let name = name.to_string();
-    let mut console: Option<crate::console::Console> = None;
-    eframe::run_ui_native("vmdesk-console", options, move |ui, _frame| {
-        let c = console.get_or_insert_with(|| {
-            crate::console::Console::open_with(&name, addr, opts.clone(), ui.ctx().clone())
-        });
-        egui::CentralPanel::default().show(ui, |ui| c.ui(ui));
-    })
-    .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
 }
 
 #[cfg(test)]
@@ -515,7 +448,7 @@ mod tests {
             ..Default::default()
         };
         assert!(f.check(&taken, &host()).ok());
-        let a = f.to_args().unwrap();
+        let a = f.to_new_vm().unwrap();
         assert!(a.disks.is_empty());
         assert_eq!(a.memory, Some(1 << 30));
     }
@@ -789,17 +722,23 @@ mod tests {
         let mut other = def.clone();
         other.memory_mib = 128;
         lib.update(&other).unwrap();
-        let e = form::save_edit(&lib, &rt, &def, &new, &host()).unwrap_err();
+        let e = VmService::new(lib.clone(), rt.clone())
+            .save_edit(&def, &new, &host())
+            .unwrap_err();
         assert!(e.to_string().contains("changed elsewhere"), "{e}");
         assert_eq!(lib.get("vm").unwrap(), other);
         // Running: a process whose command line names its socket.
         let mut child = crate::runtime::fake_vmm(&rt, "vm");
-        let e = form::save_edit(&lib, &rt, &other, &new, &host()).unwrap_err();
+        let e = VmService::new(lib.clone(), rt.clone())
+            .save_edit(&other, &new, &host())
+            .unwrap_err();
         assert!(e.to_string().contains("'vm' is running"), "{e}");
         let _ = child.kill();
         let _ = child.wait();
         rt.clean("vm");
-        form::save_edit(&lib, &rt, &other, &new, &host()).unwrap();
+        VmService::new(lib.clone(), rt.clone())
+            .save_edit(&other, &new, &host())
+            .unwrap();
         assert_eq!(lib.get("vm").unwrap().cpus, 2);
         let _ = std::fs::remove_dir_all(root);
     }
@@ -930,7 +869,12 @@ mod tests {
         h.get_by_label("Close").click();
         h.run_steps(2);
         assert!(h.query_by_label_contains("sudo usermod").is_none());
-        assert!(host::seen_marker(&lib).unwrap().exists(), "remembered");
+        assert!(
+            host::seen_marker(&VmService::new(lib.clone(), rt.clone()))
+                .unwrap()
+                .exists(),
+            "remembered"
+        );
         h.get_by_label("Host").click();
         h.run_steps(2);
         h.get_by_label("sudo usermod -aG kvm $USER");
@@ -943,7 +887,8 @@ mod tests {
             .with_host_check(HostCheck::from_facts(f.clone()));
         assert!(!app.show_host);
         // First run on a good host: shown once.
-        std::fs::remove_file(host::seen_marker(&lib).unwrap()).unwrap();
+        std::fs::remove_file(host::seen_marker(&VmService::new(lib.clone(), rt.clone())).unwrap())
+            .unwrap();
         let app = VmdeskApp::new(lib, rt, host()).with_host_check(HostCheck::from_facts(f));
         let mut h = harness(app);
         h.run_steps(2);

@@ -13,9 +13,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use eframe::egui;
-use serde_json::json;
 
-use crate::runtime::Runtime;
+use crate::service::VmService;
 
 /// How often each running VM's picture is renewed.
 pub const PERIOD: Duration = Duration::from_secs(2);
@@ -52,7 +51,7 @@ impl Default for Thumbnails {
 impl Thumbnails {
     /// Says which VMs are running now, takes in new pictures, and starts the worker the
     /// first time there is something to picture.
-    pub fn update(&mut self, ctx: &egui::Context, rt: &Runtime, live: Vec<String>) {
+    pub fn update(&mut self, ctx: &egui::Context, vms: &VmService, live: Vec<String>) {
         self.textures.retain(|n, _| live.contains(n));
         let any = !live.is_empty();
         if let Ok(mut w) = self.wanted.lock() {
@@ -62,7 +61,7 @@ impl Thumbnails {
             self.started = true;
             spawn(
                 Arc::downgrade(&self.wanted),
-                rt.clone(),
+                vms.clone(),
                 self.tx.clone(),
                 ctx.clone(),
             );
@@ -95,7 +94,12 @@ impl Thumbnails {
     }
 }
 
-fn spawn(wanted: Weak<Mutex<Vec<String>>>, rt: Runtime, tx: Sender<Grabbed>, ctx: egui::Context) {
+fn spawn(
+    wanted: Weak<Mutex<Vec<String>>>,
+    vms: VmService,
+    tx: Sender<Grabbed>,
+    ctx: egui::Context,
+) {
     std::thread::Builder::new()
         .name("thumbnails".into())
         .spawn(move || {
@@ -107,7 +111,7 @@ fn spawn(wanted: Weak<Mutex<Vec<String>>>, rt: Runtime, tx: Sender<Grabbed>, ctx
                     return;
                 };
                 for name in names {
-                    let img = grab(&rt, &name);
+                    let img = vms.read_screen(&name, decode);
                     if tx.send((name, img)).is_err() {
                         return;
                     }
@@ -119,18 +123,7 @@ fn spawn(wanted: Weak<Mutex<Vec<String>>>, rt: Runtime, tx: Sender<Grabbed>, ctx
         .expect("spawning a thread");
 }
 
-/// One thumbnail of `name`'s screen: a `screendump` into the runtime dir, decoded, shrunk
-/// to fit [`MAX_W`]x[`MAX_H`] and removed.
-pub fn grab(rt: &Runtime, name: &str) -> Result<egui::ColorImage, String> {
-    let path = rt.dir().join(format!("{name}.thumb.png"));
-    let r = rt
-        .command(name, "screendump", json!({ "path": path }))
-        .map_err(|e| e.to_string())
-        .and_then(|_| decode(&path));
-    let _ = std::fs::remove_file(&path);
-    r
-}
-
+/// A screen dump decoded and shrunk to fit [`MAX_W`]x[`MAX_H`].
 fn decode(path: &Path) -> Result<egui::ColorImage, String> {
     let img = image::ImageReader::open(path)
         .map_err(|e| e.to_string())?
@@ -156,7 +149,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vmdesk-thumb-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let rt = Runtime::at(&dir);
+        let rt = crate::runtime::Runtime::at(&dir);
+        let vms = VmService::new(crate::library::Library::at(dir.join("vms")), rt.clone());
         // A VMM's control socket that answers screendump with a 640x400 red-and-blue screen.
         let listener = std::os::unix::net::UnixListener::bind(rt.socket_path("vm")).unwrap();
         let server = std::thread::spawn(move || {
@@ -173,14 +167,14 @@ mod tests {
             (&s).write_all(b"{\"return\":{\"width\":640,\"height\":400}}\n")
                 .unwrap();
         });
-        let img = grab(&rt, "vm").unwrap();
+        let img = vms.read_screen("vm", decode).unwrap();
         server.join().unwrap();
         assert_eq!(img.size, [160, 100]);
         assert_eq!(img.pixels[0], egui::Color32::from_rgb(255, 0, 0));
         assert_eq!(img.pixels[159], egui::Color32::from_rgb(0, 0, 255));
         assert!(!dir.join("vm.thumb.png").exists(), "the dump is removed");
         // A VM that does not answer: an error, no picture, nothing left behind.
-        assert!(grab(&rt, "gone").is_err());
+        assert!(vms.read_screen("gone", decode).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
