@@ -79,6 +79,8 @@ struct Driver {
     stdin: ChildStdin,
     answers: Receiver<String>,
     log: PathBuf,
+    /// Where the driver writes Chromium's pid.
+    browser_pid: PathBuf,
 }
 
 impl Driver {
@@ -90,6 +92,7 @@ impl Driver {
             .arg(chromium)
             .arg(vnc_port.to_string())
             .arg(dir.join("profile"))
+            .arg(dir.join("browser.pid"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -110,6 +113,7 @@ impl Driver {
             stdin,
             answers,
             log,
+            browser_pid: dir.join("browser.pid"),
         };
         // Chromium's start on a busy 2-core machine takes seconds; allow for it.
         let first = d.answer(Duration::from_secs(120));
@@ -182,8 +186,17 @@ impl Drop for Driver {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        // Chromium is puppeteer's child; killing node alone would leave it, so node got
-        // its chance to close it above.
+        // Node did not close Chromium in time (it may still be waiting for the page).
+        // Killing node alone would leave Chromium running: puppeteer started it as the
+        // leader of a process group of its own, so end that group.
+        if let Some(pid) = std::fs::read_to_string(&self.browser_pid)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

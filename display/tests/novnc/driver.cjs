@@ -1,12 +1,13 @@
 // Drives noVNC in headless Chromium for display/tests/novnc.rs, over the DevTools
 // protocol through puppeteer-core.
 //
-//   node driver.cjs MODULES CHROMIUM VNC_PORT PROFILE_DIR
+//   node driver.cjs MODULES CHROMIUM VNC_PORT PROFILE_DIR PID_FILE
 //
 // MODULES is the node_modules folder with @novnc/novnc and puppeteer-core
 // (resources/scripts/novnc-assets.sh). The script serves page.html and noVNC's files on a
 // free loopback port (ES modules do not load from file://), opens the page with
-// ?port=VNC_PORT, waits for noVNC's connect event and prints "connected X Y" (the canvas's
+// ?port=VNC_PORT (Chromium's pid into PID_FILE first: puppeteer starts it in a process
+// group of its own, which the test ends if this script does not), waits for noVNC's connect event and prints "connected X Y" (the canvas's
 // place on the page). Then it takes one command a line on stdin and answers one line:
 //   canvas FILE   the canvas's pixels as RGBA into FILE  -> "canvas W H"
 //   type TEXT     keys typed into the focused page        -> "typed"
@@ -22,7 +23,7 @@ const http = require('http');
 const path = require('path');
 const readline = require('readline');
 
-const [modules, chromium, vncPort, profile] = process.argv.slice(2);
+const [modules, chromium, vncPort, profile, pidFile] = process.argv.slice(2);
 const puppeteer = require(path.join(modules, 'puppeteer-core'));
 const novncRoot = path.join(modules, '@novnc', 'novnc');
 
@@ -62,6 +63,7 @@ async function main() {
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
   try {
+    fs.writeFileSync(pidFile, String(browser.process().pid));
     const page = await browser.newPage();
     page.on('console', (m) => process.stderr.write(`page: ${m.text()}\n`));
     page.on('pageerror', (e) => process.stderr.write(`page error: ${e.message}\n`));
