@@ -62,6 +62,12 @@ if [[ $mode == test || $mode == bench ]]; then
     "tigervnc-viewer vncviewer"
     "tigervnc-standalone-server Xtigervnc"
     "xclip xclip"
+    # The real noVNC against our VNC port over WebSocket (display/tests/novnc.rs): Debian's
+    # Chromium, headless, driven by puppeteer-core under Node.js; test-assets.sh fetches
+    # noVNC and puppeteer-core with npm. npm comes with the nodejs package these machines
+    # have (NodeSource's; Debian's own nodejs puts it in a package of its own, npm).
+    "chromium chromium"
+    "nodejs node npm"
     # The launcher entry's check (app/tests/desktop_entry.rs).
     "desktop-file-utils desktop-file-validate"
     # OCR: which screen of Debian's graphical installer is showing (graphical_install.rs,

@@ -60,6 +60,8 @@
 #                        installed: its daemon spice-vdagentd and X11 session agent
 #                        spice-vdagent), which vmm/tests/guest_agent.rs runs on this host
 #                        against our end of the agent protocol
+#   novnc/               noVNC (@novnc/novnc) and puppeteer-core from the npm registry, at
+#                        pinned versions, for display/tests/novnc.rs (novnc-assets.sh)
 # Why two kernels: the generic package is 2.6 times the download of the cloud one (70 MB
 # against 27 MB for 6.1.0-56) and its image boots a busybox initrd in 10.4 s against 6.6 s
 # under QEMU TCG (more built-in drivers probe); its ext4 is a module too. Only the display
@@ -1080,4 +1082,6 @@ if [[ ! -x $out/spice-vdagent/usr/sbin/spice-vdagentd ]]; then
   rm -rf "$out/spice-vdagent"
   dpkg -x ./spice-vdagent_*.deb "$out/spice-vdagent"
 fi
+# The browser VNC test's JavaScript (its own script: npm, not apt).
+"$root/resources/scripts/novnc-assets.sh"
 ls -l "$out"

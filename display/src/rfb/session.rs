@@ -10,6 +10,10 @@
 //! pin a thread forever. Writes time out too, so a client that stops reading is dropped
 //! instead of growing a queue: updates are built from the latest pixels only when the
 //! socket has taken the previous one.
+//!
+//! The session reads and writes through a [`Transport`]: two clones of the socket for a
+//! plain client, or the WebSocket frame adapters for a browser (`websocket.rs`). The
+//! timeouts are set on the socket itself, so they hold either way.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -23,6 +27,7 @@ use super::auth;
 use super::clipboard::{self, ExtClipboard};
 use super::input::InputSink;
 use super::protocol::{self, ClientMessage, Limits, ProtocolError, Screen, fence};
+use super::websocket::{self, WsError};
 use crate::encoding::{Encoder, EncoderSettings, Rect, new_encoder, number};
 use crate::pixel::PixelFormat;
 use crate::surface::{Consumer, Cursor, Surface, Waker};
@@ -172,16 +177,52 @@ impl SessionHandle {
     }
 }
 
+/// How a client's bytes travel: `reader` and `writer` are the session's two directions
+/// (used by the reader and the writer thread), `socket` is the connection under them, for
+/// timeouts and shutdown.
+pub(crate) struct Transport {
+    pub socket: TcpStream,
+    pub reader: Box<dyn Read + Send>,
+    pub writer: Box<dyn Write + Send>,
+}
+
+impl Transport {
+    /// RFB straight on the socket.
+    pub fn plain(socket: TcpStream) -> io::Result<Transport> {
+        Ok(Transport {
+            reader: Box::new(socket.try_clone()?),
+            writer: Box::new(socket.try_clone()?),
+            socket,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SessionError {
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
     #[error("connection: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+    #[error("WebSocket: {0}")]
+    WebSocket(WsError),
     #[error("client chose security type {0}, which was not offered")]
     SecurityType(u8),
     #[error("authentication failed")]
     AuthFailed,
+    #[error(
+        "an HTTP request came after our RFB greeting: a WebSocket client that spoke later \
+         than the server waits for one"
+    )]
+    LateHttp,
+}
+
+impl From<io::Error> for SessionError {
+    fn from(e: io::Error) -> SessionError {
+        match websocket::ws_error(&e) {
+            Some(ws) => SessionError::WebSocket(ws.clone()),
+            None => SessionError::Io(e),
+        }
+    }
 }
 
 impl SessionError {
@@ -208,15 +249,27 @@ pub(crate) struct Handshaken {
 
 /// Runs the handshake (version, security, ClientInit, ServerInit).
 pub(crate) fn handshake(
-    stream: &mut TcpStream,
+    transport: &mut Transport,
     env: &SessionEnv,
     peer: SocketAddr,
 ) -> Result<Handshaken, SessionError> {
-    stream.set_read_timeout(Some(env.handshake_timeout))?;
-    stream.set_write_timeout(Some(env.write_timeout))?;
+    transport
+        .socket
+        .set_read_timeout(Some(env.handshake_timeout))?;
+    transport
+        .socket
+        .set_write_timeout(Some(env.write_timeout))?;
+    let mut stream = Duplex {
+        reader: &mut transport.reader,
+        writer: &mut transport.writer,
+    };
+    let stream = &mut stream;
     stream.write_all(&protocol::version_string(8))?;
     let mut v = [0u8; 12];
     stream.read_exact(&mut v)?;
+    if v.starts_with(b"GET ") {
+        return Err(SessionError::LateHttp);
+    }
     let minor = protocol::parse_version(&v)?;
     debug!(%peer, minor, "vnc: client speaks RFB 3.{minor}");
 
@@ -270,7 +323,28 @@ pub(crate) fn handshake(
     })
 }
 
-fn fail_security(stream: &mut TcpStream, minor: u8, reason: &str) -> io::Result<()> {
+/// The transport's two directions as one stream, for the handshake's turns.
+struct Duplex<'a> {
+    reader: &'a mut Box<dyn Read + Send>,
+    writer: &'a mut Box<dyn Write + Send>,
+}
+
+impl Read for Duplex<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+impl Write for Duplex<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+fn fail_security(stream: &mut Duplex<'_>, minor: u8, reason: &str) -> io::Result<()> {
     stream.write_all(&1u32.to_be_bytes())?;
     if minor == 8 {
         stream.write_all(&(reason.len() as u32).to_be_bytes())?;
@@ -289,19 +363,17 @@ pub(crate) fn new_handle(stream: &TcpStream, consumer: &Consumer) -> io::Result<
 
 /// Runs a handshaken session to its end: spawns the writer, reads until the client goes.
 pub(crate) fn run(
-    stream: TcpStream,
+    transport: Transport,
     env: Arc<SessionEnv>,
     handle: SessionHandle,
     consumer: Consumer,
     peer: SocketAddr,
 ) {
-    let writer_stream = match stream.try_clone() {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(%peer, "vnc: cannot clone client socket: {e}");
-            return;
-        }
-    };
+    let Transport {
+        socket,
+        reader,
+        writer: writer_stream,
+    } = transport;
     let writer = {
         let env = Arc::clone(&env);
         let handle = handle.clone();
@@ -309,7 +381,7 @@ pub(crate) fn run(
             .name(format!("vnc-tx-{peer}"))
             .spawn(move || write_loop(writer_stream, env, handle, consumer, peer))
     };
-    let result = read_loop(&stream, &env, &handle);
+    let result = read_loop(&socket, reader, &env, &handle);
     match &result {
         Ok(()) => info!(%peer, "vnc: client disconnected"),
         Err(e) if e.is_disconnect() => info!(%peer, "vnc: client disconnected ({e})"),
@@ -322,22 +394,23 @@ pub(crate) fn run(
 }
 
 fn read_loop(
-    stream: &TcpStream,
+    socket: &TcpStream,
+    source: Box<dyn Read + Send>,
     env: &SessionEnv,
     handle: &SessionHandle,
 ) -> Result<(), SessionError> {
-    let mut reader = BufReader::with_capacity(16 * 1024, stream);
+    let mut reader = BufReader::with_capacity(16 * 1024, source);
     let (mut width, mut height) = env.surface.size();
     loop {
         // Waiting for the next message may take forever (an idle viewer); its body may not.
-        stream.set_read_timeout(None)?;
+        socket.set_read_timeout(None)?;
         if reader.fill_buf()?.is_empty() {
             return Ok(());
         }
         if lock(&handle.ctl).closing {
             return Ok(());
         }
-        stream.set_read_timeout(Some(env.handshake_timeout))?;
+        socket.set_read_timeout(Some(env.handshake_timeout))?;
         let m = protocol::read_client_message(&mut reader, &env.limits)?;
         handle_message(m, env, handle, &mut width, &mut height);
     }
@@ -634,7 +707,7 @@ fn clip(r: Rect, w: u16, h: u16) -> Option<Rect> {
 }
 
 struct Writer {
-    stream: TcpStream,
+    stream: Box<dyn Write + Send>,
     consumer: Consumer,
     encoders: HashMap<i32, Box<dyn Encoder>>,
     /// The framebuffer size the client believes in.
@@ -646,7 +719,7 @@ struct Writer {
 }
 
 fn write_loop(
-    stream: TcpStream,
+    stream: Box<dyn Write + Send>,
     env: Arc<SessionEnv>,
     handle: SessionHandle,
     consumer: Consumer,
