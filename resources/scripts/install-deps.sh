@@ -64,10 +64,9 @@ if [[ $mode == test || $mode == bench ]]; then
     "xclip xclip"
     # The real noVNC against our VNC port over WebSocket (display/tests/novnc.rs): Debian's
     # Chromium, headless, driven by puppeteer-core under Node.js; test-assets.sh fetches
-    # noVNC and puppeteer-core with npm. npm comes with the nodejs package these machines
-    # have (NodeSource's; Debian's own nodejs puts it in a package of its own, npm).
+    # noVNC and puppeteer-core with npm (see below for npm's package).
     "chromium chromium"
-    "nodejs node npm"
+    "nodejs node"
     # The launcher entry's check (app/tests/desktop_entry.rs).
     "desktop-file-utils desktop-file-validate"
     # OCR: which screen of Debian's graphical installer is showing (graphical_install.rs,
@@ -105,6 +104,12 @@ if [[ $mode == test || $mode == bench ]]; then
     "libpciaccess0 libpciaccess.so.0"
     "libsystemd0 libsystemd.so.0"
   )
+fi
+
+# npm: Debian's nodejs leaves it to a package of its own (npm); NodeSource's nodejs carries
+# it and conflicts with that package. So it is promised only where no npm is there yet.
+if [[ $mode == test || $mode == bench ]] && ! command -v npm >/dev/null; then
+  promises+=("npm npm")
 fi
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
