@@ -274,14 +274,32 @@ pub fn run_window(name: &str, addr: SocketAddr, opts: ConsoleOptions) -> anyhow:
             .with_inner_size([740.0, 440.0]),
         ..Default::default()
     };
-    let name = name.to_string();
-    let mut console: Option<Console> = None;
+    // Connecting while the window is made: both take about a tenth of a second.
+    let mut console = Console::open_detached(name, addr, opts);
     eframe::run_ui_native("vmdesk-console", options, move |ui, _frame| {
-        let c = console
-            .get_or_insert_with(|| Console::open_with(&name, addr, opts.clone(), ui.ctx().clone()));
-        egui::CentralPanel::default().show(ui, |ui| c.ui(ui));
+        egui::CentralPanel::default().show(ui, |ui| console.ui(ui));
     })
     .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+}
+
+/// The window the console's threads ask to repaint when something changed; empty until
+/// the window's first frame attaches it (a console may start connecting before that).
+#[derive(Clone, Default)]
+pub struct Repaint(Arc<std::sync::OnceLock<egui::Context>>);
+
+impl Repaint {
+    pub fn request(&self) {
+        if let Some(ctx) = self.0.get() {
+            ctx.request_repaint();
+        }
+    }
+
+    /// The window, once: what came before is drawn at its next frame.
+    fn attach(&self, ctx: &egui::Context) {
+        if self.0.get().is_none() && self.0.set(ctx.clone()).is_ok() {
+            ctx.request_repaint();
+        }
+    }
 }
 
 /// How often [`ConsoleOptions::boot_note`] is asked.
@@ -337,6 +355,8 @@ pub struct Console {
     password: String,
     opened: Instant,
     first_frame_logged: bool,
+    /// The window to repaint when the connection has news.
+    repaint: Repaint,
 }
 
 impl Console {
@@ -364,12 +384,23 @@ impl Console {
         opts: ConsoleOptions,
         ctx: egui::Context,
     ) -> Console {
+        let console = Console::open_detached(name, addr, opts);
+        console.repaint.attach(&ctx);
+        console
+    }
+
+    /// Starts connecting before there is a window to repaint: the window attaches itself
+    /// at its first frame ([`Console::ui`]). `vmdesk console` opens the connection this way
+    /// while the window and its GL context are still being made, which are slower than
+    /// the connection and the first update together.
+    pub fn open_detached(name: &str, addr: SocketAddr, opts: ConsoleOptions) -> Console {
+        let repaint = Repaint::default();
         let shared = Arc::new(Mutex::new(Shared {
             status: format!("connecting to {addr}…"),
             ..Default::default()
         }));
         if let Some(note) = opts.boot_note.clone() {
-            spawn_boot_note_poll(note, Arc::downgrade(&shared), ctx.clone());
+            spawn_boot_note_poll(note, Arc::downgrade(&shared), repaint.clone());
         }
         let (tx, rx) = unbounded_channel();
         let worker = Worker {
@@ -379,7 +410,7 @@ impl Console {
                 .clone()
                 .unwrap_or_else(|| Arc::new(move || Some(addr))),
             password_file: opts.password_file.clone(),
-            ctx,
+            repaint: repaint.clone(),
         };
         std::thread::spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread()
@@ -416,6 +447,7 @@ impl Console {
             password: String::new(),
             opened: Instant::now(),
             first_frame_logged: false,
+            repaint,
         }
     }
 
@@ -497,12 +529,16 @@ impl Console {
             .filter_map(|img| Arc::try_unwrap(img).ok().map(|i| i.pixels))
             .collect();
         let mut uploads = Vec::new();
+        // A new picture went to the GPU (a whole new texture, or changed regions).
+        let mut new_pixels = false;
         let mut sh = lock(&self.shared);
         if sh.width > 0 && (sh.resized || self.texture.is_none()) {
             sh.resized = false;
             sh.dirty.clear();
             let img = ColorImage::new([sh.width, sh.height], sh.pixels.clone());
             self.texture = Some(ctx.load_texture("console", img, TextureOptions::NEAREST));
+            // Updates that came before the window's first frame are in it.
+            new_pixels = sh.rects > 0;
         } else if self.texture.is_some() {
             // Only the changed regions go to the GPU (copied out here, uploaded below,
             // so the connection thread is not kept waiting for the lock).
@@ -532,7 +568,8 @@ impl Console {
         }
         let out = (sh.width, sh.height, sh.status.clone(), sh.connected);
         drop(sh);
-        if let Some(n) = self.frames_shown.as_ref().filter(|_| !uploads.is_empty()) {
+        new_pixels |= !uploads.is_empty();
+        if let Some(n) = self.frames_shown.as_ref().filter(|_| new_pixels) {
             n.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(tex) = &mut self.texture {
@@ -549,6 +586,7 @@ impl Console {
     /// Draws the console into `ui`: a toolbar, a status line and the screen.
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
+        self.repaint.attach(&ctx);
         let (w, h, status, connected) = self.sync_texture(&ctx);
         self.password_prompt(&ctx);
         self.handle_paste(ui);
@@ -942,11 +980,7 @@ impl Console {
 
 /// Asks `note` every [`BOOT_NOTE_POLL`] until the console closes, keeping the answer in
 /// its shared state and repainting when it changes.
-fn spawn_boot_note_poll(
-    note: BootNote,
-    shared: std::sync::Weak<Mutex<Shared>>,
-    ctx: egui::Context,
-) {
+fn spawn_boot_note_poll(note: BootNote, shared: std::sync::Weak<Mutex<Shared>>, repaint: Repaint) {
     std::thread::spawn(move || {
         loop {
             let now = note();
@@ -959,7 +993,7 @@ fn spawn_boot_note_poll(
             }
             if sh.boot_note != now {
                 sh.boot_note = now;
-                ctx.request_repaint();
+                repaint.request();
             }
             drop(sh);
             drop(shared);
@@ -1204,6 +1238,28 @@ mod tests {
     fn px(console: &Console, x: usize, y: usize) -> Option<Color32> {
         let sh = lock(&console.shared);
         (sh.width > x && sh.height > y).then(|| sh.pixels[y * sh.width + x])
+    }
+
+    /// A console opened before its window exists (`vmdesk console`) connects and takes the
+    /// screen at once; the window's first frame then shows it, counted as a frame shown.
+    #[test]
+    fn a_detached_console_connects_before_the_window_and_shows_at_its_first_frame() {
+        let (server, _surface, _sink) = server(64, 48, |_| {});
+        let shown = Arc::new(AtomicU64::new(0));
+        let opts = ConsoleOptions {
+            frames_shown: Some(shown.clone()),
+            ..Default::default()
+        };
+        let mut console = Console::open_detached("t", server.local_addr(), opts);
+        wait_for("the first update, with no window", || {
+            lock(&console.shared).rects > 0
+        });
+        assert!(console.texture.is_none());
+        let ctx = egui::Context::default();
+        frame(&ctx, &mut console, vec![]);
+        assert!(console.texture.is_some(), "drawn at the first frame");
+        assert_eq!(shown.load(Ordering::Relaxed), 1);
+        assert_eq!(px(&console, 0, 0), Some(Color32::from_rgb(0xcc, 0, 0)));
     }
 
     /// The console against our own VNC server: it shows the surface, follows a change, and

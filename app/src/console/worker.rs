@@ -23,7 +23,7 @@ pub(super) struct Worker {
     pub(super) shared: Arc<Mutex<Shared>>,
     pub(super) target: Target,
     pub(super) password_file: Option<PathBuf>,
-    pub(super) ctx: egui::Context,
+    pub(super) repaint: super::Repaint,
 }
 
 /// How one connection ended.
@@ -39,7 +39,7 @@ enum End {
 impl Worker {
     fn set(&self, f: impl FnOnce(&mut Shared)) {
         f(&mut lock(&self.shared));
-        self.ctx.request_repaint();
+        self.repaint.request();
     }
 
     pub(super) async fn run(self, mut cmds: UnboundedReceiver<Cmd>) {
@@ -384,7 +384,7 @@ impl Worker {
             _ => false,
         };
         drop(sh);
-        self.ctx.request_repaint();
+        self.repaint.request();
         Ok(frame)
     }
 }
