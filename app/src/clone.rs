@@ -3,8 +3,9 @@
 //! Shared by the CLI (`vmdesk clone`, `vmdesk rename`) and the GUI (Clone…, and a new name
 //! in the edit dialog).
 //!
-//! Both refuse while the VM runs: a disk copied while its guest writes it is not a
-//! consistent disk, and a running VMM holds its files by their old names. Nothing is left
+//! A running VM is not renamed (its VMM holds its files by their old names) and is cloned
+//! only when it has no disk (a live CD, say): a disk copied while its guest writes it is
+//! not a consistent disk. (vmdesk's disks are all writable; a CD is read-only and shared.) Nothing is left
 //! half done: a failed clone deletes the copies it made, a failed rename moves back what
 //! it moved.
 
@@ -31,7 +32,7 @@ pub fn clone_vm(
     progress: &mut dyn FnMut(u64, u64) -> bool,
 ) -> anyhow::Result<(VmDef, Vec<library::Warning>)> {
     let from = lib.get(src)?;
-    if rt.state(src).is_live() {
+    if rt.state(src).is_live() && !from.disks.is_empty() {
         bail!(
             "'{src}' is running: shut it down first (a disk copied while its guest writes \
              it is not consistent)"
@@ -275,6 +276,42 @@ mod tests {
     use super::*;
     use std::io::{Seek, SeekFrom, Write};
     use std::os::unix::fs::MetadataExt;
+
+    /// A running VM is cloned only when it has no disk to copy.
+    #[test]
+    fn a_running_vm_is_cloned_only_without_disks() {
+        let root = std::env::temp_dir().join(format!("vmdesk-clone-live-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        let (lib, rt) = (Library::at(root.join("vms")), Runtime::at(root.join("run")));
+        let images = root.join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        let disk = images.join("vm.raw");
+        std::fs::write(&disk, [0u8; 4096]).unwrap();
+        let mut vm = VmDef::new("vm", 64, 1);
+        vm.disks.push(DiskDef {
+            path: disk,
+            format: library::DiskFormat::Raw,
+            size: None,
+            preallocated: false,
+            bus: library::DiskBus::Virtio,
+        });
+        lib.create(&vm).unwrap();
+        lib.create(&VmDef::new("live", 64, 1)).unwrap();
+        let mut a = crate::runtime::fake_vmm(&rt, "vm");
+        let mut b = crate::runtime::fake_vmm(&rt, "live");
+        let e = clone_vm(&lib, &rt, &images, "vm", "vm2", &mut |_, _| true).unwrap_err();
+        assert!(e.to_string().contains("'vm' is running"), "{e}");
+        assert!(!lib.path_of("vm2").exists());
+        let (def, _) = clone_vm(&lib, &rt, &images, "live", "live2", &mut |_, _| true).unwrap();
+        assert!(def.disks.is_empty());
+        assert_eq!(lib.get("live2").unwrap(), def);
+        for c in [&mut a, &mut b] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn a_sparse_file_is_copied_with_its_holes() {
