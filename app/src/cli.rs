@@ -66,7 +66,14 @@ pub enum Command {
     Set(SetArgs),
     /// Copy a stopped VM to a new one (virt-clone): its disks copied whole into the images
     /// folder (sparse images stay sparse), its settings, a new MAC address.
-    Clone { name: String, new_name: String },
+    Clone {
+        name: String,
+        new_name: String,
+        /// A linked clone: no copy; the source's disks become read-only bases, and each VM
+        /// gets a qcow2 overlay on them for its own writes (instant, and little space).
+        #[arg(long)]
+        linked: bool,
+    },
     /// Give a stopped VM another name; the disk images vmdesk made for it (named after
     /// it), its log and its serial output follow.
     Rename { name: String, new_name: String },
@@ -280,9 +287,13 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     let vms = VmService::open_default()?;
     match cmd {
         Command::Create(args) => create(&vms, args.into()),
-        Command::Clone { name, new_name } => {
+        Command::Clone {
+            name,
+            new_name,
+            linked,
+        } => {
             let mut progress = terminal_progress("copying disks");
-            let (def, warnings) = vms.clone_vm(&name, &new_name, &mut progress)?;
+            let (def, warnings) = vms.clone_vm(&name, &new_name, linked, &mut progress)?;
             warn_all(&new_name, warnings);
             println!(
                 "cloned '{name}' to '{new_name}' ({})",

@@ -10,6 +10,7 @@ pub mod disk;
 pub mod gui;
 pub mod host_check;
 pub mod library;
+pub mod linked_clone;
 pub mod osinfo;
 pub mod runtime;
 pub mod service;

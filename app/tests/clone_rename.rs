@@ -122,3 +122,69 @@ fn clone_copies_the_disks_and_rename_takes_the_files_along() {
         assert!(!images.join("live.raw").exists());
     }
 }
+
+/// `qemu-img` on an image: its stdout, and it must succeed.
+fn qemu_img(args: &[&str]) -> String {
+    let o = std::process::Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("qemu-img (qemu-utils, install-deps.sh test)");
+    assert!(o.status.success(), "qemu-img {args:?}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `vmdesk clone --linked`: the clone's disk is a qcow2 overlay that QEMU's own tool reads
+/// as one (backing file and format in its header, the same contents as the base, a clean
+/// check), the source's raw disk became a read-only base under an overlay of its own, the
+/// clone starts, and the base goes with the last VM that needs it.
+#[test]
+fn a_linked_clone_is_an_overlay_that_qemu_img_reads() {
+    let env = Env::new("linked");
+    let images = env.images_dir();
+    env.ok(&[
+        "create",
+        "--name",
+        "src",
+        "--disk",
+        "size=64M,format=raw",
+        "--network",
+        "none",
+    ]);
+    write_at(&images.join("src.raw"), 1 << 20, b"the guest wrote this");
+
+    let said = env.ok(&["clone", "src", "lc", "--linked"]);
+    assert!(said.contains("cloned 'src' to 'lc'"), "{said}");
+    let (base, overlay) = (images.join("src.base1.raw"), images.join("lc.qcow2"));
+    assert!(
+        !images.join("src.raw").exists(),
+        "the source's image became the base"
+    );
+    for top in [&overlay, &images.join("src.qcow2")] {
+        let info = qemu_img(&["info", "--output=json", top.to_str().unwrap()]);
+        let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+        assert_eq!(info["format"], "qcow2", "{info}");
+        assert_eq!(info["backing-filename"], base.to_str().unwrap(), "{info}");
+        assert_eq!(info["backing-filename-format"], "raw", "{info}");
+        assert_eq!(info["virtual-size"], 64 << 20, "{info}");
+        qemu_img(&["check", top.to_str().unwrap()]);
+        qemu_img(&["compare", top.to_str().unwrap(), base.to_str().unwrap()]);
+    }
+    let list = env.ok(&["list"]);
+    assert!(list.contains("lc"), "{list}");
+
+    if common::kvm_or_skip("a_linked_clone_is_an_overlay_that_qemu_img_reads") {
+        // The VMM opens the overlay and its read-only base (SeaBIOS then finds nothing to
+        // boot, and the VM runs on).
+        common::ensure_vmm();
+        env.ok(&["start", "lc"]);
+        env.ok(&["destroy", "lc"]);
+    }
+
+    // The source goes with its disk; the base stays for the clone, then goes with it.
+    let said = env.ok(&["delete", "src", "--delete-disks"]);
+    assert!(!said.contains("src.base1.raw"), "{said}");
+    assert!(base.is_file());
+    let said = env.ok(&["delete", "lc", "--delete-disks"]);
+    assert!(said.contains("src.base1.raw"), "{said}");
+    assert!(!base.exists() && !overlay.exists());
+}

@@ -97,7 +97,7 @@ impl VmdeskApp {
 
     /// Asks for the copy's name; the copy runs as a job (its disks may take a while).
     pub(super) fn clone_dialog(&mut self, ctx: &egui::Context) {
-        let Some((name, new_name)) = &mut self.clone_as else {
+        let Some((name, new_name, linked)) = &mut self.clone_as else {
             return;
         };
         let taken = self.vms.exists(new_name.trim());
@@ -107,7 +107,16 @@ impl VmdeskApp {
             .collapsible(false)
             .resizable(false)
             .show(ctx, |ui| {
-                ui.label("Its disks are copied whole; the copy gets a new MAC address.");
+                ui.label("The copy gets a new MAC address.");
+                ui.checkbox(
+                    linked,
+                    "Linked clone: share the disks instead of copying them",
+                )
+                .on_hover_text(
+                    "Instant and small: both VMs' disks become qcow2 overlays on the \
+                         current disks, which turn read-only. Without it the disks are \
+                         copied whole.",
+                );
                 ui.horizontal(|ui| {
                     let l = ui.label("Name of the copy");
                     ui.text_edit_singleline(new_name).labelled_by(l.id);
@@ -133,10 +142,10 @@ impl VmdeskApp {
                 });
             });
         if let Some(yes) = decided {
-            let (name, new_name) = self.clone_as.take().expect("checked above");
+            let (name, new_name, linked) = self.clone_as.take().expect("checked above");
             if yes {
                 let new_name = new_name.trim().to_string();
-                self.run_job(&name, Job::Clone { new_name });
+                self.run_job(&name, Job::Clone { new_name, linked });
             }
         }
     }

@@ -164,7 +164,8 @@ impl VmdeskApp {
                                         .add_enabled(readable, egui::Button::new("Clone…"))
                                         .clicked()
                                     {
-                                        self.clone_as = Some((n.clone(), format!("{n}-clone")));
+                                        self.clone_as =
+                                            Some((n.clone(), format!("{n}-clone"), false));
                                     }
                                     if ui.button("Delete…").clicked() {
                                         self.confirm_delete = Some((n.clone(), false));

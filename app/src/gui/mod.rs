@@ -60,6 +60,7 @@ enum Job {
     },
     Clone {
         new_name: String,
+        linked: bool,
     },
     Reinstall {
         existing: ExistingImages,
@@ -81,8 +82,9 @@ pub struct VmdeskApp {
     refreshed: Option<Instant>,
     form: Option<FormDialog>,
     confirm_delete: Option<(String, bool)>,
-    /// The Clone dialog: the VM to copy and the name typed for the copy.
-    clone_as: Option<(String, String)>,
+    /// The Clone dialog: the VM to copy, the name typed for the copy, and whether it is
+    /// a linked clone.
+    clone_as: Option<(String, String, bool)>,
     confirm_reinstall: Option<ReinstallDialog>,
     media: Option<MediaDialog>,
     files: Files,
@@ -188,9 +190,13 @@ impl VmdeskApp {
                         vms.delete(&name, disks)?;
                         format!("deleted '{name}'")
                     }
-                    Job::Clone { new_name } => {
-                        let (_, warnings) = vms.clone_vm(&name, &new_name, &mut |_, _| true)?;
-                        let mut m = format!("cloned '{name}' to '{new_name}'");
+                    Job::Clone { new_name, linked } => {
+                        let (_, warnings) =
+                            vms.clone_vm(&name, &new_name, linked, &mut |_, _| true)?;
+                        let mut m = format!(
+                            "cloned '{name}' to '{new_name}'{}",
+                            if linked { " (linked)" } else { "" }
+                        );
                         for w in warnings {
                             m += &format!(" (warning: {w})");
                         }
@@ -515,12 +521,12 @@ mod tests {
         // The copy's name is proposed, free, and Clone may be pressed.
         assert_eq!(
             h.state().clone_as,
-            Some(("web1".to_string(), "web1-clone".to_string()))
+            Some(("web1".to_string(), "web1-clone".to_string(), false))
         );
         let clone = h.get_by_role_and_label(Role::Button, "Clone");
         assert!(!clone.accesskit_node().is_disabled());
         // A taken name: said, and Clone is greyed out.
-        h.state_mut().clone_as = Some(("web1".into(), "web2".into()));
+        h.state_mut().clone_as = Some(("web1".into(), "web2".into(), false));
         h.run_steps(2);
         h.get_by_label("a VM named 'web2' exists");
         let clone = h.get_by_role_and_label(Role::Button, "Clone");

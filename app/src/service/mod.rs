@@ -206,14 +206,18 @@ impl VmService {
         Ok(())
     }
 
-    /// Deletes a stopped VM, with `delete_disks` its images too; returns the images deleted.
+    /// Deletes a stopped VM, with `delete_disks` its images too, and then the linked-clone
+    /// bases no VM needs any more; returns the images deleted.
     pub fn delete(&self, name: &str, delete_disks: bool) -> anyhow::Result<Vec<PathBuf>> {
         if self.rt.state(name).is_live() {
             bail!("'{name}' is running: stop it first (vmdesk destroy {name})");
         }
         let mut deleted = Vec::new();
+        let mut backings = Vec::new();
         match self.lib.get(name) {
             Ok(def) if delete_disks => {
+                let images: Vec<PathBuf> = def.disks.iter().map(|d| d.path.clone()).collect();
+                backings = crate::linked_clone::backings_of(&images);
                 for d in &def.disks {
                     match std::fs::remove_file(&d.path) {
                         Ok(()) => deleted.push(d.path.clone()),
@@ -240,16 +244,31 @@ impl VmService {
         }
         self.lib.remove(name)?;
         self.rt.remove_all(name);
+        deleted.extend(crate::linked_clone::remove_unused_bases(
+            &self.lib, backings,
+        )?);
         Ok(deleted)
     }
 
-    /// A copy of a stopped VM under `new_name` (see [`crate::clone::clone_vm`]).
+    /// A copy of a stopped VM under `new_name`: its disks copied whole
+    /// ([`crate::clone::clone_vm`]), or with `linked` shared through qcow2 overlays on a
+    /// read-only base ([`crate::linked_clone::clone_linked`]; `progress` is not called).
     pub fn clone_vm(
         &self,
         name: &str,
         new_name: &str,
+        linked: bool,
         progress: &mut dyn FnMut(u64, u64) -> bool,
     ) -> anyhow::Result<(VmDef, Vec<library::Warning>)> {
+        if linked {
+            return crate::linked_clone::clone_linked(
+                &self.lib,
+                &self.rt,
+                &images_dir()?,
+                name,
+                new_name,
+            );
+        }
         crate::clone::clone_vm(
             &self.lib,
             &self.rt,

@@ -71,6 +71,68 @@ impl Qcow2Image {
             .cluster_size(64 * 1024)
             .create()
     }
+
+    /// Makes an empty qcow2 v3 overlay at `path` on the image `backing` (of `format`): it
+    /// reads `backing` where it has no data of its own, and takes every write itself. The
+    /// header names `backing` by the path given (absolute, so the overlay may move); its
+    /// virtual size is `backing`'s. Refuses an existing file.
+    pub fn create_overlay(
+        path: &Path,
+        backing: &Path,
+        format: super::ImageFormat,
+    ) -> io::Result<()> {
+        let size = super::open_image(backing, Some(format), true)?.len();
+        let name = backing
+            .to_str()
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{}: not a UTF-8 path", backing.display()),
+                )
+            })?
+            .to_string();
+        let file = File::create_open(StorageCreateOptions::new().filename(path))?;
+        Qcow2::<File>::create_builder(file)
+            .size(size)
+            .cluster_size(64 * 1024)
+            .backing(name, format.to_string())
+            .create()
+    }
+
+    /// The backing file `path`'s header names (relative names are taken from the image's
+    /// folder), or `None` for an image that has none. Reads the header only.
+    pub fn backing_file(path: &Path) -> io::Result<Option<std::path::PathBuf>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(path)?;
+        let mut head = [0u8; 20];
+        f.read_exact(&mut head)?;
+        if head[..4] != *b"QFI\xfb" {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: not a qcow2 image", path.display()),
+            ));
+        }
+        let offset = u64::from_be_bytes(head[8..16].try_into().unwrap_or_default());
+        let len = u32::from_be_bytes(head[16..20].try_into().unwrap_or_default());
+        if offset == 0 || len == 0 {
+            return Ok(None);
+        }
+        // qcow2 caps the name at 1023 bytes.
+        if len > 1023 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: a backing file name of {len} bytes", path.display()),
+            ));
+        }
+        let mut name = vec![0u8; len as usize];
+        f.seek(SeekFrom::Start(offset))?;
+        f.read_exact(&mut name)?;
+        let name = std::path::PathBuf::from(String::from_utf8_lossy(&name).into_owned());
+        Ok(Some(match path.parent() {
+            Some(dir) if name.is_relative() => dir.join(name),
+            _ => name,
+        }))
+    }
 }
 
 impl BlockBackend for Qcow2Image {
@@ -295,6 +357,49 @@ mod tests {
         assert!(!out.contains("verification failed"), "{out}");
         let mut ro = Qcow2Image::open(&p, true).unwrap();
         assert!(ro.write_vectored(0, &bufs).is_err());
+    }
+
+    /// An overlay made here on a qcow2 or a raw image reads it through, keeps its own
+    /// writes, names it in its header, and leaves the base as it was.
+    #[test]
+    fn overlays_read_their_base_and_keep_their_writes() {
+        let dir = TempDir::new("qcow2-overlay");
+        for format in [
+            super::super::ImageFormat::Qcow2,
+            super::super::ImageFormat::Raw,
+        ] {
+            let base = dir.path(&format!("base.{format}"));
+            super::super::create_image(&base, format, 4 << 20, false).unwrap();
+            {
+                let mut b = super::super::open_image(&base, Some(format), false).unwrap();
+                b.write_at(1 << 20, &[0x5a; 4096]).unwrap();
+                b.flush().unwrap();
+            }
+            let before = std::fs::read(&base).unwrap();
+            let top = dir.path(&format!("top-on-{format}.qcow2"));
+            Qcow2Image::create_overlay(&top, &base, format).unwrap();
+            assert_eq!(Qcow2Image::backing_file(&top).unwrap(), Some(base.clone()));
+            assert_eq!(Qcow2Image::backing_file(&base).ok().flatten(), None);
+            let mut t = Qcow2Image::open(&top, false).unwrap();
+            assert_eq!(t.len(), 4 << 20);
+            let mut got = [0u8; 4096];
+            t.read_at(1 << 20, &mut got).unwrap();
+            assert_eq!(got, [0x5a; 4096], "the base's data, read through");
+            t.write_at(1 << 20, &[0xa5; 512]).unwrap();
+            t.flush().unwrap();
+            t.read_at(1 << 20, &mut got).unwrap();
+            assert_eq!(got[..512], [0xa5; 512]);
+            assert_eq!(got[512..], [0x5a; 4096 - 512]);
+            assert_eq!(
+                std::fs::read(&base).unwrap(),
+                before,
+                "the base is untouched"
+            );
+            assert!(
+                Qcow2Image::create_overlay(&top, &base, format).is_err(),
+                "exists"
+            );
+        }
     }
 
     /// An overlay on a backing file reads the backing data where it has none of its own;
