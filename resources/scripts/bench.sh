@@ -17,4 +17,7 @@ cargo bench -p vmm --bench nested_boot
 cargo bench -p vmm --bench net_throughput
 # The console beside TigerVNC's vncviewer (frame rate, idle CPU, cold start), under Xvfb.
 cargo bench -p vmdesk --bench console
+# noVNC in headless Chromium beside TigerVNC's vncviewer (updates per second), Raw for both.
+resources/scripts/novnc-assets.sh
+cargo bench -p display --bench novnc
 BENCH_VNC_SKIP_DEPS=1 resources/scripts/bench-vnc.sh

@@ -1,7 +1,10 @@
 // Drives noVNC in headless Chromium for display/tests/novnc.rs, over the DevTools
 // protocol through puppeteer-core.
 //
-//   node driver.cjs MODULES CHROMIUM VNC_PORT PROFILE_DIR PID_FILE
+//   node driver.cjs MODULES CHROMIUM VNC_PORT PROFILE_DIR PID_FILE [OPTIONS]
+//
+// OPTIONS (display/benches/novnc.rs) is a query string added to the page's: its
+// encoding= and count= (page.html), and viewport=WxH for the page's size (1024x768).
 //
 // MODULES is the node_modules folder with @novnc/novnc and puppeteer-core
 // (resources/scripts/novnc-assets.sh). The script serves page.html and noVNC's files on a
@@ -15,6 +18,7 @@
 //   down KEY / up KEY                                     -> "pressed" / "down" / "up"
 //   click X Y     a left click at page coordinates        -> "clicked"
 //   shot FILE     a PNG screenshot of the page            -> "shot"
+//   count         the page's counts (count=1)             -> "count UPDATES PAINTED"
 //   quit          closes Chromium and exits 0
 // Anything that fails prints "error: ..." on stderr and exits 1.
 'use strict';
@@ -23,7 +27,9 @@ const http = require('http');
 const path = require('path');
 const readline = require('readline');
 
-const [modules, chromium, vncPort, profile, pidFile] = process.argv.slice(2);
+const [modules, chromium, vncPort, profile, pidFile, options = ''] = process.argv.slice(2);
+const [viewWidth, viewHeight] = (new URLSearchParams(options).get('viewport') || '1024x768')
+  .split('x').map(Number);
 const puppeteer = require(path.join(modules, 'puppeteer-core'));
 const novncRoot = path.join(modules, '@novnc', 'novnc');
 
@@ -61,14 +67,18 @@ async function main() {
     // business with (updates, sync, Google's hosts), which a closed network refuses.
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    // With OPTIONS (a benchmark), puppeteer does not follow the page's network: it would
+    // have Chromium copy every WebSocket frame to this script over the DevTools protocol.
+    networkEnabled: !options,
   });
   try {
     fs.writeFileSync(pidFile, String(browser.process().pid));
     const page = await browser.newPage();
     page.on('console', (m) => process.stderr.write(`page: ${m.text()}\n`));
     page.on('pageerror', (e) => process.stderr.write(`page error: ${e.message}\n`));
-    await page.setViewport({ width: 1024, height: 768 });
-    await page.goto(`http://127.0.0.1:${server.address().port}/?port=${vncPort}`);
+    await page.setViewport({ width: viewWidth, height: viewHeight });
+    const extra = options ? `&${options}` : '';
+    await page.goto(`http://127.0.0.1:${server.address().port}/?port=${vncPort}${extra}`);
     // Until the page's module has run, novncState is not there at all.
     await page.waitForFunction(
       () => window.novncState && window.novncState !== 'connecting',
@@ -112,6 +122,10 @@ async function main() {
       } else if (cmd === 'shot') {
         await page.screenshot({ path: arg });
         console.log('shot');
+      } else if (cmd === 'count') {
+        const c = await page.evaluate(() => window.novncCount);
+        if (!c) throw new Error('the page counts nothing (count=1 not given)');
+        console.log(`count ${c.updates} ${c.painted}`);
       } else if (cmd === 'quit') {
         break;
       } else {
