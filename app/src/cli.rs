@@ -1,5 +1,5 @@
 //! The command line: `vmdesk create|list|start|shutdown|reinstall|destroy|reset|pause|resume|
-//! set|delete|eject|insert|vncdisplay|screenshot|send-key|console|doctor|disk|demo …`, virsh's
+//! set|delete|eject|insert|vncdisplay|screenshot|send-key|console|serial|doctor|disk|demo …`, virsh's
 //! names where virsh has one. Each command
 //! returns an error naming the VM and the cause; [`Usage`] errors (bad input) exit 2, the
 //! rest 1.
@@ -102,6 +102,10 @@ pub enum Command {
     Vncdisplay { name: String },
     /// Open a window with the VM's screen (the console alone).
     Console { name: String },
+    /// Attach this terminal to the VM's serial console (COM1), as `virsh console`: the
+    /// recent output, then the guest's as it comes; what you type goes to the guest.
+    /// Ctrl+] detaches. Several viewers may be attached at once.
+    Serial { name: String },
     /// Save the VM's screen as a PNG.
     Screenshot { name: String, out: PathBuf },
     /// Type keys on the VM's keyboard, e.g. `send-key NAME ctrl-alt-Delete` or
@@ -505,6 +509,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             };
             crate::gui::run_console_with(&name, addr, opts)
         }
+        Command::Serial { name } => crate::serial::terminal::run(&lib, &rt, &name),
         Command::Screenshot { name, out } => {
             live(&lib, &rt, &name)?;
             let def = get(&lib, &name)?;

@@ -12,3 +12,4 @@ pub mod host_check;
 pub mod library;
 pub mod osinfo;
 pub mod runtime;
+pub mod serial;
