@@ -58,6 +58,17 @@ impl Viewer {
     }
 }
 
+/// The VMM, stopped when the test ends, a failed assertion included.
+struct Vmm(std::process::Child);
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            common::stop(&mut self.0);
+        }
+    }
+}
+
 fn wait_for_file(path: &Path, timeout: Duration) -> bool {
     let start = Instant::now();
     while !path.exists() {
@@ -82,7 +93,7 @@ fn two_viewers_share_com1_through_the_socket() {
     let serial = dir.join("com1.txt");
     let sock = dir.join("com1.sock");
     let control = dir.join("vm.sock");
-    let (mut child, log) = common::spawn_vmm(
+    let (child, log) = common::spawn_vmm(
         &dir,
         "serialecho",
         &[
@@ -98,15 +109,16 @@ fn two_viewers_share_com1_through_the_socket() {
             rom.to_str().unwrap(),
         ],
     );
+    let mut vmm = Vmm(child);
+    let child = &mut vmm.0;
     assert!(
         wait_for_file(&sock, Duration::from_secs(30)),
         "no serial socket"
     );
     // Connected before the guest printed anything: it sees the prompt as it comes.
     let mut early = Viewer::connect(&sock);
-    let text = common::wait_for_log(&mut child, &log, PROMPT, BOOT_TIMEOUT);
+    let text = common::wait_for_log(child, &log, PROMPT, BOOT_TIMEOUT);
     if !text.contains(PROMPT) {
-        common::stop(&mut child);
         panic!("the program did not start; log:\n{text}");
     }
     assert!(
@@ -174,7 +186,7 @@ fn two_viewers_share_com1_through_the_socket() {
         early.text()
     );
 
-    let status = common::stop(&mut child);
+    let status = common::stop(child);
     assert_eq!(status.code(), Some(0));
     assert!(!sock.exists(), "the VMM removes its serial socket");
     // The viewers see the end of the stream.

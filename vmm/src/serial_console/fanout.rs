@@ -218,9 +218,11 @@ impl FanoutWriter {
 
 impl Write for FanoutWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // The viewers get it whatever the sink does with it.
+        // The sink first: what a viewer has seen is in the serial log already. The
+        // viewers get it whatever the sink made of it.
+        let written = self.sink.write_all(buf);
         self.fanout.output(buf);
-        self.sink.write_all(buf).map(|()| buf.len())
+        written.map(|()| buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
