@@ -9,7 +9,8 @@
 #   - sets VGA mode 13h (320x200, 256 colours) and draws a rainbow of colour bands with a
 #     black panel above (title and hint) and below (the keys typed);
 #   - echoes every key read with int 16h on screen and, one line per key, to COM1 and the
-#     debug console (port 0x402), where tests read it: "vmdesk demo: key h";
+#     debug console (port 0x402), where tests read it: "vmdesk demo: key h"; bytes COM1
+#     receives (the serial console, `vmdesk serial demo`) are echoed as keys alike;
 #   - follows the PS/2 mouse through SeaBIOS's pointing-device services (int 15h C205 init,
 #     C207 far handler, C200 enable) with an arrow cursor, yellow while a button is held,
 #     and reports each position: "vmdesk demo: pointer 210,130 buttons 0" (mode 13h pixels);
@@ -132,7 +133,19 @@ main:
 
 main_loop:
 	call	poll_power_button
-	mov	$0x01, %ah		# a key waiting? (ZF clear if so)
+	mov	$(COM1 + 5), %dx	# a byte from the serial console? (LSR bit 0)
+	in	%dx, %al
+	test	$1, %al
+	jz	1f
+	mov	$COM1, %dx
+	in	%dx, %al
+	cmp	$0x7f, %al		# a terminal's Backspace (DEL) is the keyboard's 08h
+	jne	2f
+	mov	$0x08, %al
+2:	xor	%ah, %ah
+	call	echo_key
+	jmp	main_loop
+1:	mov	$0x01, %ah		# a key waiting? (ZF clear if so)
 	int	$0x16
 	jz	no_key
 	xor	%ah, %ah

@@ -1,5 +1,5 @@
 //! The command line: `vmdesk create|list|start|shutdown|reinstall|destroy|reset|pause|resume|
-//! set|delete|eject|insert|vncdisplay|screenshot|send-key|console|doctor|disk|demo …`, virsh's
+//! set|delete|eject|insert|vncdisplay|screenshot|send-key|console|serial|doctor|disk|demo …`, virsh's
 //! names where virsh has one. A thin layer: each command is parsed here, done by the VM
 //! service ([`crate::service::VmService`]), and what it returns is printed here. Errors
 //! name the VM and the cause; [`Usage`] errors (bad input) exit 2, the rest 1.
@@ -94,6 +94,10 @@ pub enum Command {
     Vncdisplay { name: String },
     /// Open a window with the VM's screen (the console alone).
     Console { name: String },
+    /// Attach this terminal to the VM's serial console (COM1), as `virsh console`: the
+    /// recent output, then the guest's as it comes; what you type goes to the guest.
+    /// Ctrl+] detaches. Several viewers may be attached at once.
+    Serial { name: String },
     /// Save the VM's screen as a PNG.
     Screenshot { name: String, out: PathBuf },
     /// Type keys on the VM's keyboard, e.g. `send-key NAME ctrl-alt-Delete` or
@@ -418,6 +422,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             };
             crate::console::run_window(&name, addr, opts)
         }
+        Command::Serial { name } => crate::serial::terminal::run(&vms, &name),
         Command::Screenshot { name, out } => {
             // The VMM writes the file, from its own working directory: give it a full path.
             let out = absolute(&out)?;

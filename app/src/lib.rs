@@ -13,4 +13,5 @@ pub mod library;
 pub mod linked_clone;
 pub mod osinfo;
 pub mod runtime;
+pub mod serial;
 pub mod service;

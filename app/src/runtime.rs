@@ -4,7 +4,10 @@
 //! - `<name>.sock`: the VMM's control socket (JSON lines; see `vmm::control`);
 //! - `<name>.pid`: the VMM's pid, written by its supervisor;
 //! - `<name>.log`: the VMM's stdout and stderr (the `vnc: listening on …` line is read here);
-//! - `<name>.serial`: the guest's COM1;
+//! - `<name>.serial`: the guest's COM1, the whole run's output;
+//! - `<name>.serial-sock`: COM1 for viewers (`vmdesk serial`, the window's serial
+//!   console), served by the VMM (`--serial-socket`); not `.serial.sock`, which is the
+//!   control socket of a VM named `<name>.serial`;
 //! - `<name>.exit`: how the VMM ended (`exit N` or `signal N`), written by its supervisor.
 //! - `<name>.thumb.png`: the window's latest screendump for its thumbnail (removed once read).
 //!
@@ -261,6 +264,9 @@ impl Runtime {
     }
     pub fn serial_path(&self, name: &str) -> PathBuf {
         self.file(name, "serial")
+    }
+    pub fn serial_socket_path(&self, name: &str) -> PathBuf {
+        self.file(name, "serial-sock")
     }
 
     /// The VMM's pid if that process is alive and is this VM's VMM (its command line names
@@ -585,6 +591,7 @@ impl Runtime {
         let mut serial = std::ffi::OsString::from("file:");
         serial.push(self.serial_path(&def.name));
         push("--serial", serial);
+        push("--serial-socket", self.serial_socket_path(&def.name).into());
         push("--vnc", def.vnc.clone().into());
         if let Some(p) = &def.vnc_password_file {
             push("--vnc-password-file", p.into());
@@ -668,9 +675,10 @@ impl Runtime {
         }
     }
 
-    /// Forgets a stopped VM's run: socket, pid and exit record (the log stays for reading).
+    /// Forgets a stopped VM's run: sockets, pid and exit record (the log stays for
+    /// reading). A VMM removes its sockets when it ends; one that was killed leaves them.
     pub fn clean(&self, name: &str) {
-        for ext in ["sock", "pid", "exit"] {
+        for ext in ["sock", "serial-sock", "pid", "exit"] {
             let _ = std::fs::remove_file(self.file(name, ext));
         }
     }
@@ -1025,7 +1033,8 @@ mod tests {
         assert_eq!(
             args.join(" "),
             "--memory 1024M --cpus 2 --control /run/user/1000/vmdesk/web1.sock \
-             --serial file:/run/user/1000/vmdesk/web1.serial --vnc 127.0.0.1:auto \
+             --serial file:/run/user/1000/vmdesk/web1.serial \
+             --serial-socket /run/user/1000/vmdesk/web1.serial-sock --vnc 127.0.0.1:auto \
              --disk /img/web1.qcow2,format=qcow2,if=virtio --disk /img/old.raw,format=raw,if=ide \
              --cdrom /isos/d.iso --boot disk,cdrom"
         );

@@ -38,6 +38,12 @@ pub struct Cli {
     #[arg(long, default_value = "stdio", value_parser = parse_output, value_name = "stdio|file:PATH|none")]
     pub serial: OutputSpec,
 
+    /// Also serve COM1 on a Unix socket at this path, for viewers (`vmdesk serial`,
+    /// `socat - UNIX-CONNECT:PATH`): several at once, each sent the last 256 KiB of output
+    /// first, then the output as it comes; what they send is COM1's input. Raw bytes.
+    #[arg(long, value_name = "PATH")]
+    pub serial_socket: Option<PathBuf>,
+
     /// Boot this Linux kernel (bzImage or ELF vmlinux) directly instead of the firmware.
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,

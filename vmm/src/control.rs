@@ -160,6 +160,26 @@ pub enum ControlError {
     },
 }
 
+/// Why [`bind_unix`] could not bind.
+#[derive(Debug)]
+pub enum BindError {
+    /// A live process listens there.
+    InUse,
+    Io(std::io::Error),
+}
+
+/// Binds a Unix socket at `path`, taking the place of one a VMM that died left behind
+/// (nothing answers on it); one that answers belongs to a running VM and is left alone.
+pub fn bind_unix(path: &Path) -> Result<UnixListener, BindError> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(BindError::InUse);
+        }
+        std::fs::remove_file(path).map_err(BindError::Io)?;
+    }
+    UnixListener::bind(path).map_err(BindError::Io)
+}
+
 /// The listening socket; removes its file when dropped.
 pub struct ControlServer {
     path: PathBuf,
@@ -173,14 +193,10 @@ impl ControlServer {
             path: path.to_path_buf(),
             source,
         };
-        if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(ControlError::InUse(path.to_path_buf()));
-            }
-            // A socket left behind by a VMM that died.
-            std::fs::remove_file(path).map_err(io)?;
-        }
-        let listener = UnixListener::bind(path).map_err(io)?;
+        let listener = bind_unix(path).map_err(|e| match e {
+            BindError::InUse => ControlError::InUse(path.to_path_buf()),
+            BindError::Io(e) => io(e),
+        })?;
         let closing = Arc::new(AtomicBool::new(false));
         let stop = closing.clone();
         std::thread::Builder::new()

@@ -25,6 +25,7 @@ mod noise;
 pub mod option_rom;
 pub mod pause;
 pub mod pci;
+pub mod serial_console;
 pub mod vdagent;
 pub mod virtio;
 pub mod vm;

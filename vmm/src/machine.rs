@@ -36,6 +36,7 @@ use crate::net::Network;
 use crate::option_rom::OptionRom;
 use crate::pci::chipset::PcChipset;
 use crate::pci::devfn;
+use crate::serial_console::{FanoutWriter, SerialFanout};
 use crate::virtio::net::VirtioNet;
 use crate::virtio::pci::FastPaths;
 use crate::virtio::{self, block::VirtioBlock, input::VirtioTablet, serial::VirtioSerial};
@@ -176,6 +177,9 @@ impl Write for SharedFile {
 #[derive(Clone, Default)]
 pub struct Outputs {
     pub serial: Sink,
+    /// COM1's viewers (`--serial-socket`): with them, what the UART sends goes to the
+    /// fan-out as well as to [`Outputs::serial`].
+    pub serial_clients: Option<Arc<SerialFanout>>,
     pub debugcon: Sink,
     /// Where the guest agent's clipboard goes; with one, the machine has a virtio-serial
     /// device with the agent's port.
@@ -294,7 +298,11 @@ impl Machine {
         let pio = Arc::new(Bus::new());
         let mmio = Arc::new(Bus::new());
 
-        let serial = shared(Serial16550::new(irq(COM1_IRQ), out.serial.writer()));
+        let com1_out = match &out.serial_clients {
+            Some(clients) => Box::new(FanoutWriter::new(out.serial.writer(), clients.clone())),
+            None => out.serial.writer(),
+        };
+        let serial = shared(Serial16550::new(irq(COM1_IRQ), com1_out));
         pio.insert(COM1_BASE, UART_PORTS, serial.clone())?;
         let (boot_tx, boot_events) = crossbeam_channel::unbounded();
         pio.insert(

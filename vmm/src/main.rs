@@ -18,6 +18,7 @@ use vmm::host::KvmFlavor;
 use vmm::input::GuestInput;
 use vmm::machine::{Boot, MachineConfig, Outputs, Sink};
 use vmm::option_rom::OptionRom;
+use vmm::serial_console::{self, SerialFanout, SerialSocket};
 use vmm::vm::{self, Outcome, SerialSlot};
 
 /// Bad input: what is wrong, in one line.
@@ -175,8 +176,18 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
     // and the VNC clients' input, which reaches each machine's devices in turn.
     let screen = Surface::new(720, 400);
     let guest_input = GuestInput::new(screen.clone());
+    // COM1's viewers, with a socket; they and the UART slot outlive guest resets.
+    let serial_clients = cli.serial_socket.as_ref().map(|_| {
+        SerialFanout::new(
+            serial_console::SCROLLBACK_BYTES,
+            serial_console::CLIENT_QUEUE_BYTES,
+            serial_console::MAX_CLIENTS,
+        )
+    });
+    let serial_slot: SerialSlot = Arc::new(Mutex::new(None));
     let outputs = Outputs {
         serial: open_sink(&cli.serial, "serial")?,
+        serial_clients: serial_clients.clone(),
         debugcon: open_sink(&cli.debugcon, "debugcon")?,
         // The guest agent's clipboard only has somewhere to go with a VNC server.
         clipboard: (cli.vnc != VncSpec::None).then(|| guest_input.guest_clipboard().clone()),
@@ -219,6 +230,14 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         None => None,
     };
 
+    let _serial_socket = match (&cli.serial_socket, serial_clients) {
+        (Some(path), Some(clients)) => Some(
+            SerialSocket::start(path, clients, serial_slot.clone())
+                .map_err(|e| Usage(format!("--serial-socket: {e}")))?,
+        ),
+        _ => None,
+    };
+
     let vnc = start_vnc(&cli, &screen, &guest_input)?.map(Arc::new);
     if let Some(server) = &vnc {
         // Weak: the server holds the input, which holds the clipboard.
@@ -235,7 +254,6 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         eprintln!("vmdesk-vmm: {w}");
     }
 
-    let serial_slot: SerialSlot = Arc::new(Mutex::new(None));
     if cli.serial == OutputSpec::Stdio {
         spawn_stdin_reader(serial_slot.clone());
     }
@@ -335,17 +353,7 @@ fn spawn_stdin_reader(slot: SerialSlot) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            let mut rest = &buf[..n];
-            while !rest.is_empty() {
-                let taken = match slot.lock().unwrap().as_ref() {
-                    Some(serial) => serial.lock().unwrap().push_input(rest),
-                    None => 0,
-                };
-                rest = &rest[taken..];
-                if !rest.is_empty() {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-            }
+            serial_console::input::feed(&*slot, &buf[..n], || false);
         }
     });
 }

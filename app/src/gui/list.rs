@@ -23,6 +23,7 @@ impl VmdeskApp {
         let mut jobs: Vec<(String, Job)> = Vec::new();
         let mut copy = None;
         let mut open_console = None;
+        let mut open_serial = None;
         let mut edit = None;
         let mut reinstall = None;
         let mut media = None;
@@ -174,6 +175,9 @@ impl VmdeskApp {
                                     if row.vnc.is_some() && ui.button("Console").clicked() {
                                         open_console = Some(n.clone());
                                     }
+                                    if ui.button("Serial").clicked() {
+                                        open_serial = Some(n.clone());
+                                    }
                                     if ui.button("Shut down").clicked() {
                                         jobs.push((n.clone(), Job::Shutdown));
                                     }
@@ -262,6 +266,9 @@ impl VmdeskApp {
                 },
                 ui.ctx().clone(),
             ));
+        }
+        if let Some(name) = open_serial {
+            self.serial.open(&self.vms, &name, ui.ctx());
         }
         for (name, job) in jobs {
             self.run_job(&name, job);

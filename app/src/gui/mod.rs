@@ -96,6 +96,7 @@ pub struct VmdeskApp {
     done_rx: Receiver<(String, Result<String, String>)>,
     busy: std::collections::HashSet<String>,
     console: Option<crate::console::Console>,
+    serial: crate::serial::view::SerialWindows,
     ctx: Option<egui::Context>,
 }
 
@@ -122,6 +123,7 @@ impl VmdeskApp {
             done_rx,
             busy: Default::default(),
             console: None,
+            serial: Default::default(),
             ctx: None,
         }
     }
@@ -363,6 +365,7 @@ impl VmdeskApp {
         self.media_dialog(ui.ctx());
         self.host_page(ui.ctx());
         self.console_window(ui.ctx());
+        self.serial.show(ui.ctx(), &self.vms);
     }
 
     fn console_window(&mut self, ctx: &egui::Context) {

@@ -385,6 +385,20 @@ impl VmService {
         Ok(())
     }
 
+    /// The running VM's serial console (COM1 through its VMM's serial socket): the recent
+    /// output comes first, then the guest's as it comes; what is written goes to COM1.
+    pub fn serial_connect(
+        &self,
+        name: &str,
+    ) -> Result<std::os::unix::net::UnixStream, crate::serial::SerialError> {
+        crate::serial::connect(&self.rt, name)
+    }
+
+    /// Waits up to `timeout` for the VM's VMM to be gone; false if it is still there.
+    pub fn wait_gone(&self, name: &str, timeout: Duration) -> bool {
+        self.rt.wait_gone(name, timeout)
+    }
+
     /// Keys to a running VM, as X keysym names in chords (`ctrl-alt-Delete`), each held
     /// `hold_ms`. The names are checked first (bad input, whether or not the VM runs).
     pub fn send_key(&self, name: &str, keys: &[String], hold_ms: u64) -> anyhow::Result<()> {
