@@ -21,7 +21,6 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::termios::{self, SetArg, Termios};
 
-use crate::service::Usage;
 use crate::service::VmService;
 
 /// Ctrl+], virsh console's and telnet's escape character.
