@@ -2,7 +2,8 @@
 //! booting `tests/guests/serialecho.S`, which prints a prompt and echoes what COM1
 //! receives. Two clients see the prompt (one live, one from the scrollback), one types,
 //! the guest's echo reaches both, and the `--serial` file has it all; the clients stay
-//! connected across a guest reset. Bad socket paths are bad input.
+//! connected across a guest reset. Bad socket paths are bad input. And a Linux shell on
+//! COM1 answers a command typed through the socket (in the nested host here).
 
 mod common;
 
@@ -230,4 +231,91 @@ fn a_bad_serial_socket_path_is_bad_input() {
         &[],
         &["--serial-socket", "serial socket"],
     );
+}
+
+/// A Linux shell on COM1, through the socket as `vmdesk serial` and the Serial window use
+/// it: the Debian cloud kernel with `console=ttyS0` runs busybox's shell as its init, a
+/// viewer connected late gets the boot from the scrollback and the shell's prompt, and a
+/// command typed as a terminal sends it (CR at the end, the tty's line discipline echoing
+/// and answering) comes back with its output. Needs a guest kernel: hardware-backed KVM,
+/// else the nested test host.
+#[test]
+fn a_linux_shell_on_com1_answers_through_the_socket() {
+    let test = "a_linux_shell_on_com1_answers_through_the_socket";
+    if !common::hardware_kvm_or_nested(test, "a guest kernel cannot run") {
+        return;
+    }
+    let (Some(kernel), Some(initrd)) = (
+        common::asset_or_skip(test, "vmlinuz"),
+        common::asset_or_skip(test, "initrd.img"),
+    ) else {
+        return;
+    };
+    let dir = common::temp_dir("serial-linux");
+    let serial = dir.join("com1.txt");
+    let sock = dir.join("com1.sock");
+    let cmdline = format!("{} rdinit=/bin/sh", common::LINUX_CMDLINE);
+    let (child, _log) = common::spawn_vmm(
+        &dir,
+        "serial-linux",
+        &[
+            "--memory",
+            "256M",
+            "--vnc",
+            "none",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--cmdline",
+            &cmdline,
+            "--serial",
+            &format!("file:{}", serial.display()),
+            "--serial-socket",
+            sock.to_str().unwrap(),
+        ],
+    );
+    let _vmm = Vmm(child);
+    assert!(
+        wait_for_file(&sock, Duration::from_secs(30)),
+        "no serial socket"
+    );
+    // Until the shell is up (its prompt ends "# "): then a viewer that comes now gets all
+    // of COM1's output so far from the scrollback.
+    let start = Instant::now();
+    while !std::fs::read_to_string(&serial)
+        .unwrap_or_default()
+        .contains("# ")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no shell prompt on COM1: {}",
+            std::fs::read_to_string(&serial).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut v = Viewer::connect(&sock);
+    assert!(
+        v.wait_for("# ", 1, Duration::from_secs(10)),
+        "the viewer got {:?}",
+        v.text()
+    );
+    // The scrollback starts where COM1's output did.
+    let file = std::fs::read(&serial).unwrap_or_default();
+    let head = &file[..file.len().min(40)];
+    assert!(
+        v.seen.starts_with(head),
+        "the replay {:?} does not start as COM1's output {:?}",
+        v.text(),
+        String::from_utf8_lossy(head)
+    );
+    // Typed as a terminal sends it. The answer is computed by the guest's shell, so it
+    // cannot be the echo of what was typed.
+    v.stream.write_all(b"echo $((6*7))-serial-ok\r").unwrap();
+    assert!(
+        v.wait_for("42-serial-ok", 1, Duration::from_secs(60)),
+        "the shell's answer: {:?}",
+        v.text()
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
