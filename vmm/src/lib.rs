@@ -26,6 +26,8 @@ pub mod option_rom;
 pub mod pause;
 pub mod pci;
 pub mod serial_console;
+#[cfg(test)]
+mod test_sink;
 pub mod vdagent;
 pub mod virtio;
 pub mod vm;

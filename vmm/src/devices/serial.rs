@@ -63,19 +63,8 @@ impl BusDevice for Serial16550 {
 mod tests {
     use super::*;
     use crate::irq::RecordingIrq;
-    use std::sync::Mutex;
 
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::test_sink::Sink;
 
     #[test]
     fn transmits_and_receives_like_a_16550() {

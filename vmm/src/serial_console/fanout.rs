@@ -305,17 +305,7 @@ mod tests {
 
     #[test]
     fn the_writer_feeds_the_sink_and_the_clients() {
-        #[derive(Clone, Default)]
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl Write for Sink {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
+        use crate::test_sink::Sink;
         let f = SerialFanout::new(64, 64, 4);
         let q = f.subscribe().unwrap();
         let sink = Sink::default();
