@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+pub mod uefi;
+
 use crate::memory::{FOUR_GIB, KIB, MIB};
 
 pub const DEFAULT_FIRMWARE: &str = "/usr/share/seabios/bios-256k.bin";
