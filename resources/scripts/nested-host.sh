@@ -43,6 +43,16 @@ for f in vmlinuz-generic nested-initrd.img; do
   [[ -s $assets/$f ]] || { echo "nested-host: $assets/$f is missing: run resources/scripts/test-assets.sh" >&2; exit 2; }
 done
 
+# The outer QEMU runs with tcg-bql-shim.c preloaded (why: see that file), built here into
+# the assets folder when missing or older than its source.
+shim_src=$root/resources/scripts/nested-host/tcg-bql-shim.c
+shim=$assets/nested-tcg-shim.so
+if [[ ! -s $shim || $shim_src -nt $shim ]]; then
+  command -v gcc >/dev/null || { echo "nested-host: gcc is missing (apt-get install gcc), needed for $shim" >&2; exit 2; }
+  gcc -shared -fPIC -O2 -Wall -o "$shim.tmp" "$shim_src" -ldl && mv "$shim.tmp" "$shim" \
+    || { echo "nested-host: cannot build $shim from $shim_src" >&2; exit 2; }
+fi
+
 if [[ -n $keep ]]; then
   mkdir -p "$keep"
   share=$(cd "$keep" && pwd)
@@ -78,7 +88,7 @@ flock -w "$timeout" 9 || { echo "nested-host: another nested host held $lock for
 
 start=$(date +%s)
 : > "$state/out"
-qemu-system-x86_64 -accel tcg,thread=multi -cpu max -M pc -m "$memory" -smp "$cpus" \
+LD_PRELOAD=$shim qemu-system-x86_64 -accel tcg,thread=multi -cpu max -M pc -m "$memory" -smp "$cpus" \
   -display none -monitor none -no-reboot -nodefaults -nic none \
   -kernel "$assets/vmlinuz-generic" -initrd "$assets/nested-initrd.img" \
   -append "console=ttyS0 loglevel=5 panic=-1 vmdesk.share=$share" \

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use thiserror::Error;
 
+use crate::firmware::FirmwareChoice;
 use crate::memory::{GIB, KIB, MIB};
 use crate::net::{Forward, MacAddr, NetMode};
 
@@ -26,9 +27,18 @@ pub struct Cli {
     #[arg(long, default_value_t = 1)]
     pub cpus: u32,
 
-    /// BIOS image [default: /usr/share/seabios/bios-256k.bin from the seabios package].
-    #[arg(long, value_name = "PATH")]
-    pub firmware: Option<PathBuf>,
+    /// The firmware: bios (SeaBIOS, /usr/share/seabios/bios-256k.bin from the seabios
+    /// package), uefi (OVMF, /usr/share/OVMF/OVMF_CODE_4M.fd from the ovmf package, with
+    /// --efi-vars) or the path of an image, mapped read-only below 4 GiB.
+    #[arg(long, default_value = "bios", value_name = "bios|uefi|PATH")]
+    pub firmware: FirmwareChoice,
+
+    /// With --firmware uefi: the VM's own EFI variable store (a copy of
+    /// /usr/share/OVMF/OVMF_VARS_4M.fd), the second flash device; what the guest sets
+    /// (boot entries, the setup's settings) is written to it. Locked while the VM runs.
+    /// Without it the variables start from the template each run and are not kept.
+    #[arg(long, value_name = "FILE", conflicts_with = "kernel")]
+    pub efi_vars: Option<PathBuf>,
 
     /// Where SeaBIOS's debug log (port 0x402) goes: file:PATH, stdio or none.
     #[arg(long, default_value = "none", value_parser = parse_output, value_name = "file:PATH|stdio|none")]

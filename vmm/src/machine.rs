@@ -24,6 +24,7 @@ use crate::devices::fw_cfg::{FW_CFG_BASE, FW_CFG_LEN, FwCfg, bootorder_bytes, e8
 use crate::devices::i8042::{self, I8042, KBD_IRQ, MOUSE_IRQ};
 use crate::devices::ide::pci::{IDETIM, IDETIM_DECODE_ENABLE};
 use crate::devices::ide::{AtaDisk, AtapiCdrom, IDE_DEVFN, Ide, IdeDevice};
+use crate::devices::pflash::Pflash;
 use crate::devices::reset::{PORT_A, SystemControlA};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, Serial16550, UART_PORTS};
 use crate::devices::vga::{Vga, VgaError, load_vgabios};
@@ -255,6 +256,8 @@ pub struct Machine {
     pub net: Option<NetCard>,
     /// The graphics device, when the machine has a display.
     pub vga: Option<Vga>,
+    /// OVMF's variable store, a flash device below the firmware, with UEFI.
+    pub pflash: Option<Arc<Mutex<Pflash>>>,
     /// Resets and poweroffs that devices ask for.
     pub requests: Receiver<MachineRequest>,
     /// What the firmware's log says about the boot (see [`crate::devices::boot_watch`]).
@@ -297,6 +300,15 @@ impl Machine {
         let (tx, requests) = crossbeam_channel::unbounded();
         let pio = Arc::new(Bus::new());
         let mmio = Arc::new(Bus::new());
+        let pflash = match firmware.and_then(|fw| fw.vars.clone().zip(fw.vars_base())) {
+            Some((vars, base)) => {
+                let len = vars.len();
+                let flash = shared(Pflash::new(base, vars));
+                mmio.insert(base, len, flash.clone())?;
+                Some(flash)
+            }
+            None => None,
+        };
 
         let com1_out = match &out.serial_clients {
             Some(clients) => Box::new(FanoutWriter::new(out.serial.writer(), clients.clone())),
@@ -396,6 +408,7 @@ impl Machine {
             agent,
             net,
             vga,
+            pflash,
             requests,
             boot_events,
             rom,
@@ -704,6 +717,7 @@ mod tests {
         let firmware = Firmware {
             path: "test.bin".into(),
             image: vec![0; 256 << 10],
+            vars: None,
         };
         let cfg = MachineConfig {
             option_roms: vec![option_rom],

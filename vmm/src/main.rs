@@ -130,9 +130,17 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
                 cmdline: cli.cmdline.clone().unwrap_or_default(),
             }
         }
-        None => Boot::Firmware(
-            Firmware::load(cli.firmware.as_deref()).map_err(|e| Usage(e.to_string()))?,
-        ),
+        None => {
+            let fw = Firmware::choose(&cli.firmware, cli.efi_vars.as_deref())
+                .map_err(|e| Usage(e.to_string()))?;
+            if fw.vars.as_ref().is_some_and(|v| v.path().is_none()) {
+                eprintln!(
+                    "note: EFI variables start from {} and are not kept: give --efi-vars FILE (a copy of it) to keep them",
+                    vmm::firmware::uefi::OVMF_VARS_TEMPLATE
+                );
+            }
+            Boot::Firmware(fw)
+        }
     };
     // Held for the process's life: no second VM or qemu-img writes these images under us.
     let mut _image_locks = Vec::new();

@@ -44,12 +44,17 @@ pub enum SlotError {
     Unknown(SlotId),
     #[error("the hypervisor refused the memory slot: {0}")]
     Hypervisor(String),
+    #[error("the hypervisor has no read-only memory slots")]
+    NoReadOnly,
 }
 
 /// Puts host memory into the guest-physical address space.
 pub trait RamMapper: Send + Sync {
     /// Maps all of `host` at `guest_addr` (page aligned), with dirty-page logging if asked.
     fn map(&self, guest_addr: u64, host: &HostRam, dirty_log: bool) -> Result<SlotId, SlotError>;
+    /// Maps all of `host` at `guest_addr` for reading only: the guest's reads come from
+    /// `host` with no exit, its writes still exit as MMIO (a flash device in read mode).
+    fn map_read_only(&self, guest_addr: u64, host: &HostRam) -> Result<SlotId, SlotError>;
     /// Takes a mapping away; the guest's accesses there exit as MMIO again.
     fn unmap(&self, slot: SlotId) -> Result<(), SlotError>;
     /// Pages written since the last call (or since the mapping was made), and clears them.
@@ -86,6 +91,7 @@ struct FakeSlot {
     addr: u64,
     host: HostRam,
     dirty_log: bool,
+    read_only: bool,
     dirty: Vec<u64>,
 }
 
@@ -113,12 +119,13 @@ impl FakeRamMapper {
             .collect()
     }
 
-    /// A guest write of `data` at guest-physical `addr`; false when no mapping covers it.
+    /// A guest write of `data` at guest-physical `addr`; false when no writable mapping
+    /// covers it (on KVM the write would exit as MMIO).
     pub fn guest_write(&self, addr: u64, data: &[u8]) -> bool {
         let mut slots = self.slots.lock().unwrap();
         for s in slots.values_mut() {
             let len = s.host.size() as u64;
-            if addr >= s.addr && addr + data.len() as u64 <= s.addr + len {
+            if !s.read_only && addr >= s.addr && addr + data.len() as u64 <= s.addr + len {
                 let off = addr - s.addr;
                 if s.host
                     .as_volatile_slice()
@@ -151,8 +158,14 @@ impl FakeRamMapper {
     }
 }
 
-impl RamMapper for FakeRamMapper {
-    fn map(&self, guest_addr: u64, host: &HostRam, dirty_log: bool) -> Result<SlotId, SlotError> {
+impl FakeRamMapper {
+    fn add(
+        &self,
+        guest_addr: u64,
+        host: &HostRam,
+        dirty_log: bool,
+        read_only: bool,
+    ) -> Result<SlotId, SlotError> {
         let len = host.size() as u64;
         let mut slots = self.slots.lock().unwrap();
         let overlaps = slots
@@ -173,10 +186,21 @@ impl RamMapper for FakeRamMapper {
                 addr: guest_addr,
                 host: host.clone(),
                 dirty_log,
+                read_only,
                 dirty: vec![0; bitmap_words(len)],
             },
         );
         Ok(id)
+    }
+}
+
+impl RamMapper for FakeRamMapper {
+    fn map(&self, guest_addr: u64, host: &HostRam, dirty_log: bool) -> Result<SlotId, SlotError> {
+        self.add(guest_addr, host, dirty_log, false)
+    }
+
+    fn map_read_only(&self, guest_addr: u64, host: &HostRam) -> Result<SlotId, SlotError> {
+        self.add(guest_addr, host, false, true)
     }
 
     fn unmap(&self, slot: SlotId) -> Result<(), SlotError> {

@@ -76,9 +76,14 @@ pub fn run_once(
     };
     let machine = Machine::new(cfg, wiring, outputs)?;
     vm.map_memory(&machine.mem, |addr| machine.is_rom(addr))?;
+    let mapper = Arc::new(KvmRamMapper::new(&vm));
     if let Some(vga) = &machine.vga {
         // The linear framebuffer becomes a dirty-logged KVM slot once firmware places it.
-        vga.set_ram_mapper(Arc::new(KvmRamMapper::new(vm.fd.clone())));
+        vga.set_ram_mapper(mapper.clone());
+    }
+    if let Some(flash) = &machine.pflash {
+        // OVMF's variables are a read-only slot while the flash is in read-array mode.
+        flash.lock().unwrap().set_ram_mapper(mapper.clone());
     }
 
     let mut fds = Vec::new();

@@ -43,7 +43,7 @@ fn guest_writes_hit_the_slot_and_its_dirty_log() {
     // A second 2 MiB page, user-writable, for the framebuffer at FB.
     mem.write_obj(FB | 0x87, GuestAddress(0x3000 + 8)).unwrap();
     let fb = alloc_host_ram(2 << 20).unwrap();
-    let mapper = KvmRamMapper::new(vm.fd.clone());
+    let mapper = KvmRamMapper::new(&vm);
     let slot = mapper.map(FB, &fb, true).unwrap();
     let pio = Bus::new();
     let mmio = Bus::new();

@@ -7,6 +7,7 @@ pub mod debugcon;
 pub mod fw_cfg;
 pub mod i8042;
 pub mod ide;
+pub mod pflash;
 pub mod ps2_keyboard;
 pub mod ps2_mouse;
 pub mod reset;

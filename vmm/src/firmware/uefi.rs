@@ -159,7 +159,9 @@ pub fn create_vars(path: &Path) -> Result<(), UefiError> {
 pub struct VarStore {
     path: Option<PathBuf>,
     ram: HostRam,
-    file: Option<File>,
+    /// Wakes the `efi-vars-sync` thread, which writes the store back; a full channel
+    /// already has a write-back coming, which will include this change.
+    sync: Option<crossbeam_channel::Sender<()>>,
     _lock: Option<ImageLock>,
 }
 
@@ -174,13 +176,41 @@ impl VarStore {
             .map_err(io(path))?;
         let size = file.metadata().map_err(io(path))?.len() as usize;
         let mapped = file.try_clone().map_err(io(path))?;
-        let ram = MmapRegion::from_file(FileOffset::new(mapped, 0), size)
-            .map_err(|e| UefiError::Map(path.to_path_buf(), e.to_string()))?;
+        let ram: HostRam = Arc::new(
+            MmapRegion::from_file(FileOffset::new(mapped, 0), size)
+                .map_err(|e| UefiError::Map(path.to_path_buf(), e.to_string()))?,
+        );
+        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+        let (thread_ram, name) = (ram.clone(), path.display().to_string());
+        std::thread::Builder::new()
+            .name("efi-vars-sync".into())
+            .spawn(move || {
+                // Ends when the store (the sender) goes.
+                for () in rx {
+                    if let Err(e) = write_back(&thread_ram, &file) {
+                        tracing::warn!("EFI variables {name}: cannot write them to disk: {e}");
+                    }
+                }
+            })
+            .map_err(io(path))?;
         Ok(Arc::new(VarStore {
             path: Some(path.to_path_buf()),
-            ram: Arc::new(ram),
-            file: Some(file),
+            ram,
+            sync: Some(tx),
             _lock: Some(lock),
+        }))
+    }
+
+    /// A store in memory holding `data` (tests; [`VarStore::from_template`]).
+    pub fn in_memory(data: &[u8]) -> Result<Arc<VarStore>, UefiError> {
+        let ram = MmapRegion::new(data.len())
+            .map_err(|e| UefiError::Map(PathBuf::from("(memory)"), e.to_string()))?;
+        ram.as_volatile_slice().copy_from(data);
+        Ok(Arc::new(VarStore {
+            path: None,
+            ram: Arc::new(ram),
+            sync: None,
+            _lock: None,
         }))
     }
 
@@ -190,15 +220,7 @@ impl VarStore {
         let template = Path::new(OVMF_VARS_TEMPLATE);
         let data = std::fs::read(template).map_err(io(template))?;
         check_vars_bytes(template, &data, data.len() as u64)?;
-        let ram = MmapRegion::new(data.len())
-            .map_err(|e| UefiError::Map(template.to_path_buf(), e.to_string()))?;
-        ram.as_volatile_slice().copy_from(&data);
-        Ok(Arc::new(VarStore {
-            path: None,
-            ram: Arc::new(ram),
-            file: None,
-            _lock: None,
-        }))
+        VarStore::in_memory(&data)
     }
 
     pub fn path(&self) -> Option<&Path> {
@@ -218,24 +240,24 @@ impl VarStore {
         self.ram.size() == 0
     }
 
-    /// Writes what the guest changed to the disk (a host crash would lose it otherwise;
-    /// the VMM being killed does not).
-    pub fn sync(&self) -> std::io::Result<()> {
-        match &self.file {
-            Some(f) => {
-                // SAFETY: `ram` is a live shared mapping of `len` bytes that this store
-                // owns; msync only writes its dirty pages back to the file.
-                let r = unsafe {
-                    libc::msync(self.ram.as_ptr().cast(), self.ram.size(), libc::MS_SYNC)
-                };
-                if r != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                f.sync_data()
-            }
-            None => Ok(()),
+    /// Asks for what the guest changed to be written to the disk, without waiting (the
+    /// page cache has it already, so the VMM being killed loses nothing; a host crash
+    /// before the write-back would).
+    pub fn commit(&self) {
+        if let Some(tx) = &self.sync {
+            let _ = tx.try_send(());
         }
     }
+}
+
+fn write_back(ram: &HostRam, file: &File) -> std::io::Result<()> {
+    // SAFETY: `ram` is a live shared mapping of `size` bytes, kept alive by the Arc;
+    // msync only writes its dirty pages back to the file.
+    let r = unsafe { libc::msync(ram.as_ptr().cast(), ram.size(), libc::MS_SYNC) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    file.sync_data()
 }
 
 #[cfg(test)]

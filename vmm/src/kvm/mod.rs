@@ -91,7 +91,8 @@ pub fn max_vcpus(kvm: &Kvm) -> usize {
 /// A KVM VM with a PC's in-kernel PIC, IOAPIC, LAPICs and PIT.
 pub struct KvmVm {
     pub fd: Arc<VmFd>,
-    readonly_mem: bool,
+    /// KVM_CAP_READONLY_MEM: ROM and flash in read mode can be slots.
+    pub(crate) readonly_mem: bool,
 }
 
 impl KvmVm {

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, kvm_userspace_memory_region};
+use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, kvm_userspace_memory_region};
 use kvm_ioctls::VmFd;
 
 use crate::memory_slots::{HostRam, PAGE_SIZE, RamMapper, SlotError, SlotId};
@@ -27,20 +27,21 @@ struct Mapping {
 
 pub struct KvmRamMapper {
     vm: Arc<VmFd>,
+    /// KVM_CAP_READONLY_MEM.
+    read_only: bool,
     slots: Mutex<BTreeMap<u32, Mapping>>,
 }
 
 impl KvmRamMapper {
-    pub fn new(vm: Arc<VmFd>) -> KvmRamMapper {
+    pub fn new(vm: &super::KvmVm) -> KvmRamMapper {
         KvmRamMapper {
-            vm,
+            vm: vm.fd.clone(),
+            read_only: vm.readonly_mem,
             slots: Mutex::new(BTreeMap::new()),
         }
     }
-}
 
-impl RamMapper for KvmRamMapper {
-    fn map(&self, guest_addr: u64, host: &HostRam, dirty_log: bool) -> Result<SlotId, SlotError> {
+    fn add(&self, guest_addr: u64, host: &HostRam, flags: u32) -> Result<SlotId, SlotError> {
         let len = host.size() as u64;
         if !guest_addr.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
             return Err(SlotError::BadRange {
@@ -54,16 +55,12 @@ impl RamMapper for KvmRamMapper {
             .ok_or(SlotError::NoSlot)?;
         let region = kvm_userspace_memory_region {
             slot,
-            flags: if dirty_log {
-                KVM_MEM_LOG_DIRTY_PAGES
-            } else {
-                0
-            },
+            flags,
             guest_phys_addr: guest_addr,
             memory_size: len,
             userspace_addr: host.as_ptr() as u64,
         };
-        // SAFETY: `host` is a live anonymous mapping of `len` bytes; the Arc clone kept in
+        // SAFETY: `host` is a live mapping of `len` bytes; the Arc clone kept in
         // `slots` holds it until the slot is deleted in `unmap` (or the VM goes away).
         unsafe { self.vm.set_user_memory_region(region) }
             .map_err(|e| SlotError::Hypervisor(e.to_string()))?;
@@ -75,6 +72,24 @@ impl RamMapper for KvmRamMapper {
             },
         );
         Ok(SlotId(slot))
+    }
+}
+
+impl RamMapper for KvmRamMapper {
+    fn map(&self, guest_addr: u64, host: &HostRam, dirty_log: bool) -> Result<SlotId, SlotError> {
+        let flags = if dirty_log {
+            KVM_MEM_LOG_DIRTY_PAGES
+        } else {
+            0
+        };
+        self.add(guest_addr, host, flags)
+    }
+
+    fn map_read_only(&self, guest_addr: u64, host: &HostRam) -> Result<SlotId, SlotError> {
+        if !self.read_only {
+            return Err(SlotError::NoReadOnly);
+        }
+        self.add(guest_addr, host, KVM_MEM_READONLY)
     }
 
     fn unmap(&self, slot: SlotId) -> Result<(), SlotError> {
