@@ -86,6 +86,9 @@ pub enum AcpiError {
     Memory(#[from] vm_memory::GuestMemoryError),
 }
 
+/// Where OVMF places PIIX4's PM register block (its PcdAcpiPmBaseAddress on i440FX).
+pub const OVMF_PM_IO_BASE: u16 = 0xb000;
+
 /// What the machine looks like, as far as ACPI needs to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AcpiConfig {
@@ -94,7 +97,9 @@ pub struct AcpiConfig {
     pub cpus: u8,
     /// Base of the PM register block: PM1a event (4 bytes), PM1a control at +4 (2 bytes),
     /// PM timer at +8 (4 bytes). SeaBIOS moves PIIX4's PM base to 0x600 when it is given a
-    /// table-loader, so 0x600 it is.
+    /// table-loader, so 0x600 it is; OVMF puts it at [`OVMF_PM_IO_BASE`]. (QEMU builds its
+    /// tables when the firmware reads them, after it placed the block; ours are built
+    /// with the machine, so they follow the firmware chosen.)
     pub pm_io_base: u16,
     /// The SCI's ISA IRQ (9, level-triggered, active high as on PIIX4).
     pub sci_irq: u8,

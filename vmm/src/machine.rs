@@ -586,8 +586,13 @@ pub fn boot_media(cfg: &MachineConfig) -> BootMedia<'_> {
 
 /// What the machine's ACPI tables describe.
 pub fn acpi_config(cfg: &MachineConfig, layout: &MemoryLayout) -> AcpiConfig {
+    let pm_io_base = match &cfg.boot {
+        Boot::Firmware(fw) if fw.is_uefi() => acpi::OVMF_PM_IO_BASE,
+        _ => AcpiConfig::default().pm_io_base,
+    };
     AcpiConfig {
         cpus: cfg.cpus as u8,
+        pm_io_base,
         // The 32-bit PCI window: from the end of low RAM (at least 2 GiB, as SeaBIOS
         // allocates) to the IOAPIC.
         pci_hole: (
@@ -651,9 +656,10 @@ fn firmware_config(
     Ok(fw)
 }
 
-/// OpenFirmware device paths for fw_cfg `bootorder`, as QEMU writes them and SeaBIOS
-/// matches them: the CD on the IDE secondary master, IDE disks by channel and drive,
-/// virtio disks by PCI slot; disks in the order given. [`MachineConfig::boot_once`] when
+/// OpenFirmware device paths for fw_cfg `bootorder`, as QEMU writes them: the CD on the
+/// IDE secondary master, IDE disks by channel and drive, virtio disks by PCI slot
+/// (`scsi@S/disk@0,0`, which SeaBIOS matches by its prefix and OVMF translates into a
+/// UEFI device path); disks in the order given. [`MachineConfig::boot_once`] when
 /// set, else [`MachineConfig::boot_order`], else the CD first.
 pub fn bootorder(cfg: &MachineConfig) -> Vec<String> {
     let ide_path = |(channel, drive): (usize, usize)| {
@@ -666,7 +672,9 @@ pub fn bootorder(cfg: &MachineConfig) -> Vec<String> {
         .iter()
         .filter_map(|d| match d.bus {
             DiskBus::Ide => ide.next().map(ide_path),
-            DiskBus::Virtio => virtio.next().map(|slot| format!("/pci@i0cf8/*@{slot:x}")),
+            DiskBus::Virtio => virtio
+                .next()
+                .map(|slot| format!("/pci@i0cf8/scsi@{slot:x}/disk@0,0")),
         })
         .collect();
     let order = if !cfg.boot_once.is_empty() {
@@ -859,9 +867,9 @@ mod tests {
             bootorder(&cfg),
             [
                 "/pci@i0cf8/ide@1,1/drive@1/disk@0",
-                "/pci@i0cf8/*@4",
+                "/pci@i0cf8/scsi@4/disk@0,0",
                 "/pci@i0cf8/ide@1,1/drive@0/disk@0",
-                "/pci@i0cf8/*@5",
+                "/pci@i0cf8/scsi@5/disk@0,0",
                 "/pci@i0cf8/ide@1,1/drive@0/disk@1",
             ]
         );
@@ -873,7 +881,7 @@ mod tests {
         };
         assert_eq!(bootorder(&cfg), ["/pci@i0cf8/ide@1,1/drive@1/disk@0"]);
         cfg.boot_once.clear();
-        assert_eq!(bootorder(&cfg)[0], "/pci@i0cf8/*@4");
+        assert_eq!(bootorder(&cfg)[0], "/pci@i0cf8/scsi@4/disk@0,0");
         assert_eq!(bootorder(&cfg)[4], "/pci@i0cf8/ide@1,1/drive@1/disk@0");
         // A fourth IDE disk has no place.
         let mut four = cfg.clone();

@@ -112,6 +112,11 @@ impl Firmware {
         }
     }
 
+    /// Whether this is OVMF with its variable store (`--firmware uefi`).
+    pub fn is_uefi(&self) -> bool {
+        self.vars.is_some()
+    }
+
     /// Where the variable store's flash goes: right below the image, as QEMU puts the
     /// second pflash device below the first.
     pub fn vars_base(&self) -> Option<u64> {

@@ -1,0 +1,312 @@
+//! UEFI end to end: OVMF from the host's `ovmf` package under the real `vmdesk-vmm`, with a
+//! variable store of the test's own (`--firmware uefi --efi-vars`). OVMF runs in
+//! protected and long mode, so on a kvm_pvm host these run in the nested test host.
+//!
+//! - An EFI GRUB CD (`grub-efi.iso`, grub-mkrescue) boots through El Torito's EFI image on
+//!   the IDE CD-ROM to GRUB's menu on the screen (GOP on our std VGA); a reset from the
+//!   control socket brings OVMF back, and Esc (typed as a VNC client types it) opens its
+//!   setup.
+//! - Linux boots through GRUB and its EFI stub from a GPT disk with an EFI system partition
+//!   (`efi-disk.img`), on virtio-blk and on IDE, sees /sys/firmware/efi and SMBIOS, and
+//!   sets an EFI variable; the variable is there in the next run even though the VMM was
+//!   killed with SIGKILL right after the guest's write; the guest powers the VM off.
+//! - fw_cfg `bootorder` picks the disk or the CD; a CD without an EFI boot image boots
+//!   nothing and OVMF says why on the console.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// OVMF's start in the nested host takes 20-40 s; Linux after it a few more.
+const TIMEOUT: Duration = Duration::from_secs(240);
+/// What the EFI disk's /init prints before each line.
+const SAY: &str = "vmdesk-efi: ";
+
+/// The ovmf package's files, or one SKIP line (a failure under the test command, which
+/// installs the package).
+fn ovmf_or_skip(test: &str) -> bool {
+    if vmm::firmware::uefi::available() {
+        return true;
+    }
+    let why =
+        "the ovmf package is not installed (resources/scripts/install-deps.sh test installs it)";
+    assert_ne!(
+        std::env::var("VMDESK_REQUIRE_TOOLS").as_deref(),
+        Ok("1"),
+        "{test}: {why}"
+    );
+    eprintln!("SKIP {test}: {why}");
+    false
+}
+
+/// A VM under test: killed when the test ends however it ends.
+struct Vm {
+    child: Child,
+    serial: PathBuf,
+    control: PathBuf,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Vm {
+    /// `vmdesk-vmm --firmware uefi --efi-vars VARS` with `args`, COM1 and the control
+    /// socket in `dir` under `name`.
+    fn start(dir: &Path, name: &str, vars: &Path, args: &[&str]) -> Vm {
+        let serial = dir.join(format!("{name}.serial"));
+        let control = dir.join(format!("{name}.sock"));
+        let _ = std::fs::remove_file(&control);
+        let child = Command::new(common::vmm_bin())
+            .args(["--firmware", "uefi", "--efi-vars"])
+            .arg(vars)
+            .args(["--memory", "512M", "--vnc", "127.0.0.1:auto"])
+            .arg("--serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("--control")
+            .arg(&control)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vmdesk-vmm");
+        Vm {
+            child,
+            serial,
+            control,
+        }
+    }
+
+    fn console(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until COM1 shows `needle`; fails with the console when it does not in time.
+    fn wait_console(&mut self, needle: &str) {
+        let start = Instant::now();
+        while !self.console().contains(needle) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the VMM ended ({status}) before {needle:?}; COM1:\n{}",
+                    self.console()
+                );
+            }
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "no {needle:?} on COM1 in {TIMEOUT:?}; COM1:\n{}\nvCPUs:\n{}",
+                self.console(),
+                common::vcpu_states(&self.control)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn control(&self) -> common::ControlClient {
+        common::ControlClient::connect(&self.control)
+    }
+
+    /// The screen's text as tesseract reads it, through the control socket's screendump.
+    fn screen_text(&self, tesseract: &Path, dir: &Path) -> String {
+        let png = dir.join("screen.png");
+        let _ = std::fs::remove_file(&png);
+        let reply = self.control().call(&format!(
+            r#"{{"execute":"screendump","path":"{}"}}"#,
+            png.display()
+        ));
+        assert!(reply.get("return").is_some(), "screendump: {reply}");
+        let (w, h, px) = common::png_pixels(&png);
+        common::installer::read_text(tesseract, &px, w, (0, 0, w, h), &dir.join("ocr.png"))
+    }
+
+    /// Waits until the screen shows `needle` (as OCR reads it); returns how long it took.
+    fn wait_screen(&mut self, tesseract: &Path, dir: &Path, needle: &str) -> Duration {
+        let start = Instant::now();
+        loop {
+            let text = self.screen_text(tesseract, dir);
+            if text.contains(needle) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "the screen never showed {needle:?}; it reads {text:?}; COM1:\n{}",
+                self.console()
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// Waits for the VMM to exit by itself (the guest powered off); its status.
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        common::wait_exit(&mut self.child, TIMEOUT)
+            .unwrap_or_else(|| panic!("the VMM did not exit; COM1:\n{}", self.console()))
+    }
+}
+
+/// A fresh copy of OVMF's variable store template.
+fn fresh_vars(dir: &Path, name: &str) -> PathBuf {
+    let vars = dir.join(name);
+    let _ = std::fs::remove_file(&vars);
+    vmm::firmware::uefi::create_vars(&vars).expect("copy OVMF's variable store");
+    vars
+}
+
+#[test]
+fn ovmf_boots_an_efi_cd_to_grub_and_opens_its_setup_on_esc() {
+    let test = "ovmf_boots_an_efi_cd_to_grub_and_opens_its_setup_on_esc";
+    if !common::hardware_kvm_or_nested(test, "OVMF runs in long mode") || !ovmf_or_skip(test) {
+        return;
+    }
+    let (Some(iso), Some(tesseract)) = (
+        common::asset_or_skip(test, "grub-efi.iso"),
+        common::tool_or_skip(test, "tesseract"),
+    ) else {
+        return;
+    };
+    let dir = common::temp_dir("uefi-grub");
+    let vars = fresh_vars(&dir, "VARS.fd");
+    let mut vm = Vm::start(&dir, "grub", &vars, &["--cdrom", iso.to_str().unwrap()]);
+    let took = vm.wait_screen(&tesseract, &dir, "vmdesk UEFI GRUB test");
+    eprintln!("{test}: GRUB's menu after {took:?}");
+    // OVMF's boot manager said which device it started, on COM1 as well.
+    assert!(vm.console().contains("DVD-ROM"), "{}", vm.console());
+
+    // A reset from outside: OVMF starts over, and Esc during its start opens the setup.
+    let reply = vm.control().call(r#"{"execute":"reset"}"#);
+    assert!(reply.get("return").is_some(), "reset: {reply}");
+    let start = Instant::now();
+    loop {
+        let reply = vm
+            .control()
+            .call(r#"{"execute":"send-key","keys":["Escape"],"hold-time":50}"#);
+        assert!(reply.get("return").is_some(), "send-key: {reply}");
+        let text = vm.screen_text(&tesseract, &dir);
+        if text.contains("Device Manager") && text.contains("Boot Manager") {
+            break;
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "Esc never opened OVMF's setup; the screen reads {text:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn linux_boots_through_efi_and_keeps_its_variable_across_a_sigkill() {
+    let test = "linux_boots_through_efi_and_keeps_its_variable_across_a_sigkill";
+    if !common::hardware_kvm_or_nested(test, "OVMF and Linux run in long mode")
+        || !ovmf_or_skip(test)
+    {
+        return;
+    }
+    let Some(disk) = common::asset_or_skip(test, "efi-disk.img") else {
+        return;
+    };
+    let dir = common::temp_dir("uefi-linux");
+    let image = dir.join("efi-disk.img");
+    std::fs::copy(&disk, &image).unwrap();
+    let vars = fresh_vars(&dir, "VARS.fd");
+    let image_arg = format!("{},format=raw", image.display());
+
+    // First run, virtio-blk: no variable yet; the guest sets it. The VMM is killed the
+    // moment the guest says its write is done: what the guest wrote is in the store.
+    let mut vm = Vm::start(&dir, "first", &vars, &["--disk", &image_arg]);
+    vm.wait_console(&format!("{SAY}VAR-SET: done"));
+    let _ = vm.child.kill();
+    let _ = vm.child.wait();
+    let said = common::guest_said(&vm.serial, SAY);
+    assert!(said.iter().any(|l| l == "EFI: yes"), "{said:?}");
+    assert!(said.iter().any(|l| l == "VAR: none"), "{said:?}");
+    // Linux's virtio_blk bound with MSI-X: per-queue vectors.
+    assert!(
+        said.iter()
+            .any(|l| l.contains("PCI-MSI") && l.contains("virtio0-req.0")),
+        "{said:?}"
+    );
+    drop(vm);
+
+    // Second run, the same disk on IDE: the variable is there; the guest powers off,
+    // which ends the VMM with status 0.
+    let ide = format!("{image_arg},if=ide");
+    let mut vm = Vm::start(&dir, "second", &vars, &["--disk", &ide]);
+    vm.wait_console(&format!("{SAY}done"));
+    let said = common::guest_said(&vm.serial, SAY);
+    assert!(said.iter().any(|l| l == "EFI: yes"), "{said:?}");
+    assert!(said.iter().any(|l| l == "VAR: vmdesk-42"), "{said:?}");
+    assert!(said.iter().any(|l| l == "SMBIOS: yes"), "{said:?}");
+    let status = vm.wait_exit();
+    assert!(status.success(), "{status}; COM1:\n{}", vm.console());
+}
+
+#[test]
+fn bootorder_picks_the_disk_or_the_cd_and_a_bios_only_cd_is_refused() {
+    let test = "bootorder_picks_the_disk_or_the_cd_and_a_bios_only_cd_is_refused";
+    if !common::hardware_kvm_or_nested(test, "OVMF runs in long mode") || !ovmf_or_skip(test) {
+        return;
+    }
+    let (Some(disk), Some(iso)) = (
+        common::asset_or_skip(test, "efi-disk.img"),
+        common::asset_or_skip(test, "grub-efi.iso"),
+    ) else {
+        return;
+    };
+    let dir = common::temp_dir("uefi-order");
+    let image = dir.join("efi-disk.img");
+    std::fs::copy(&disk, &image).unwrap();
+    let disk_arg = format!("{},format=raw", image.display());
+    let both = ["--disk", &disk_arg, "--cdrom", iso.to_str().unwrap()];
+
+    // The disk first: Linux comes up.
+    let vars = fresh_vars(&dir, "VARS.fd");
+    let mut args = both.to_vec();
+    args.extend(["--boot", "disk,cdrom"]);
+    let mut vm = Vm::start(&dir, "disk-first", &vars, &args);
+    vm.wait_console(&format!("{SAY}EFI: yes"));
+    drop(vm);
+
+    // The CD first, with the same store (which now has boot entries for both): GRUB.
+    let mut args = both.to_vec();
+    args.extend(["--boot", "cdrom,disk"]);
+    let mut vm = Vm::start(&dir, "cd-first", &vars, &args);
+    vm.wait_console("Welcome to GRUB!");
+    let console = vm.console();
+    let loading: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("BdsDxe: loading"))
+        .collect();
+    assert!(
+        loading.first().is_some_and(|l| l.contains("DVD-ROM")),
+        "OVMF did not start with the CD: {loading:?}"
+    );
+    drop(vm);
+
+    // A CD that only BIOS can boot (isolinux, no EFI image) and nothing else: OVMF says
+    // on the console that it could not load it.
+    let Some((kernel, initrd)) = common::linux_assets(test, "initrd.img") else {
+        return;
+    };
+    let Some(bios_cd) = common::isolinux_cd(test, &dir, "bios-only", &kernel, &initrd, "") else {
+        return;
+    };
+    let vars = fresh_vars(&dir, "VARS2.fd");
+    let mut vm = Vm::start(
+        &dir,
+        "bios-cd",
+        &vars,
+        &["--cdrom", bios_cd.to_str().unwrap()],
+    );
+    vm.wait_console("failed to load");
+    let console = vm.console();
+    assert!(
+        console
+            .lines()
+            .any(|l| l.contains("failed to load") && l.contains("DVD-ROM")),
+        "{console}"
+    );
+}
