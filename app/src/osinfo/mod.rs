@@ -93,7 +93,7 @@ pub fn propose(db: &OsDb, os: &db::Os) -> Proposal {
         memory_mib: r.ram.map_or(DEFAULT_MEMORY_MIB, |b| (b >> 20).max(1)),
         disk_bytes: r.storage.map_or(DEFAULT_DISK_BYTES, |b| b.max(1 << 20)),
         cpus: r.cpus.map_or(DEFAULT_CPUS, |c| c.clamp(1, 64)),
-        firmware: os.firmware,
+        firmware: db.firmware(os),
     }
 }
 
@@ -213,6 +213,7 @@ mod tests {
             r#"<os id="http://example.org/base/1"><short-id>base1</short-id>
               <name>Base 1</name><name xml:lang="fr">Base un</name>
               <release-date>2020-01-01</release-date>
+              <firmware arch="x86_64" type="efi"/>
               <resources arch="all"><minimum><n-cpus>2</n-cpus><ram>536870912</ram></minimum>
               <recommended><ram>2147483648</ram><storage>21474836480</storage></recommended>
               </resources>
@@ -280,6 +281,9 @@ mod tests {
             (point.memory_mib, point.disk_bytes, point.cpus),
             (4096, 20 << 30, 2)
         );
+        // UEFI support said once, for the first release that had it, holds for the later.
+        assert_eq!(base.firmware, FirmwareNeed::UefiSupported);
+        assert_eq!(point.firmware, FirmwareNeed::UefiSupported);
         // Nothing said: the defaults; UEFI only is said.
         let win = identify(&db, &ids("CCCOMA_X64FRE_EN-US_DV9", "")).unwrap();
         let p = propose(&db, win);
