@@ -510,6 +510,8 @@ impl VmForm {
             network: self.net_mode()?,
             forwards: self.parsed_forwards()?,
             mac: self.mac_addr()?,
+            // `vmdesk create`'s rule, from the ISO.
+            firmware: None,
         })
     }
 
@@ -881,7 +883,11 @@ fn form_grid(
             );
             if let (true, Some((_, found))) = (creating, &form.detected) {
                 ui.label("Detected");
-                ui.add(egui::Label::new(found.summary()).wrap());
+                let firmware = crate::nvram::default_firmware(
+                    vmm::firmware::uefi::available(),
+                    found.proposal().map(|p| p.firmware),
+                );
+                ui.add(egui::Label::new(found.summary(firmware)).wrap());
                 ui.label("");
                 ui.end_row();
             }
@@ -1085,7 +1091,14 @@ mod tests {
             ),
             ("b2", "3G", "2", "25601M")
         );
-        assert!(f.detected.as_ref().unwrap().1.summary().starts_with("B2: "));
+        assert!(
+            f.detected
+                .as_ref()
+                .unwrap()
+                .1
+                .summary(crate::library::Firmware::Bios)
+                .starts_with("B2: ")
+        );
         // A name of the person's stays; a taken one gets a number.
         f.name = "mine".into();
         f.cdrom = a.display().to_string();

@@ -8,6 +8,7 @@ pub mod iso;
 
 use std::path::Path;
 
+use crate::library::Firmware;
 pub use db::{FirmwareNeed, OsDb, Resources};
 pub use iso::{IsoIds, read_ids};
 
@@ -110,8 +111,9 @@ pub enum Detection {
 }
 
 impl Detection {
-    /// One line for a person: what was found and what it means for the new VM.
-    pub fn summary(&self) -> String {
+    /// One line for a person: what was found and what it means for the new VM, which gets
+    /// `firmware`.
+    pub fn summary(&self, firmware: Firmware) -> String {
         match self {
             Detection::Found(p) => {
                 let mut s = format!(
@@ -121,12 +123,22 @@ impl Detection {
                     p.cpus,
                     p.disk_bytes >> 30
                 );
-                match p.firmware {
-                    FirmwareNeed::UefiRequired => {
-                        s += "; it needs UEFI firmware, which vmdesk does not have yet (BIOS only)"
+                s += match (p.firmware, firmware) {
+                    (FirmwareNeed::UefiRequired, Firmware::Uefi) => {
+                        "; UEFI firmware (it needs UEFI)"
                     }
-                    FirmwareNeed::UefiSupported | FirmwareNeed::Any => s += "; BIOS firmware",
-                }
+                    (FirmwareNeed::UefiRequired, Firmware::Bios) => {
+                        "; it needs UEFI firmware, but the VM gets BIOS"
+                    }
+                    (FirmwareNeed::UefiSupported, Firmware::Uefi) => "; UEFI firmware",
+                    (FirmwareNeed::UefiSupported, Firmware::Bios) => {
+                        "; BIOS firmware (it supports UEFI too)"
+                    }
+                    (FirmwareNeed::Any, f) => match f {
+                        Firmware::Bios => "; BIOS firmware",
+                        Firmware::Uefi => "; UEFI firmware",
+                    },
+                };
                 s
             }
             Detection::Unknown { .. } | Detection::Failed(_) => {
@@ -291,7 +303,21 @@ mod tests {
             (p.memory_mib, p.disk_bytes, p.cpus, p.firmware),
             (1024, 10 << 30, 1, FirmwareNeed::UefiRequired)
         );
-        assert!(Detection::Found(p).summary().contains("needs UEFI"));
+        let found = Detection::Found(p);
+        assert!(
+            found
+                .summary(Firmware::Uefi)
+                .ends_with("; UEFI firmware (it needs UEFI)"),
+            "{}",
+            found.summary(Firmware::Uefi)
+        );
+        assert!(
+            found
+                .summary(Firmware::Bios)
+                .ends_with("; it needs UEFI firmware, but the VM gets BIOS"),
+            "{}",
+            found.summary(Firmware::Bios)
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
