@@ -12,16 +12,16 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 
 use crate::disk::{self, terminal_progress};
-use crate::library::{self, Forward, MacAddr, NetMode, VmDef};
+use crate::library::{self, Firmware, Forward, MacAddr, NetMode, VmDef};
 use crate::runtime::{self, VmState};
 pub use crate::service::Usage;
-use crate::service::{Control, NetworkChange, NewVm, VmService, absolute};
+use crate::service::{Control, NewVm, VmChange, VmService, absolute};
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Define a new VM (and create its new disk).
     Create(CreateArgs),
-    /// List the VMs with their state, memory, vCPUs and VNC address.
+    /// List the VMs with their state, memory, vCPUs, firmware and VNC address.
     List,
     /// Start a VM in the background.
     Start { name: String },
@@ -61,11 +61,12 @@ pub enum Command {
     Pause { name: String },
     /// Resume a paused VM.
     Resume { name: String },
-    /// Change a stopped VM's network: its mode, port forwards and MAC address, as
-    /// `create` takes them (the VM gets them at its next start).
+    /// Change a stopped VM's network (its mode, port forwards and MAC address) or its
+    /// firmware, as `create` takes them (the VM gets them at its next start).
     Set(SetArgs),
     /// Copy a stopped VM to a new one (virt-clone): its disks copied whole into the images
-    /// folder (sparse images stay sparse), its settings, a new MAC address.
+    /// folder (sparse images stay sparse), its UEFI variables to a store of its own, its
+    /// settings, a new MAC address.
     Clone {
         name: String,
         new_name: String,
@@ -74,10 +75,10 @@ pub enum Command {
         #[arg(long)]
         linked: bool,
     },
-    /// Give a stopped VM another name; the disk images vmdesk made for it (named after
-    /// it), its log and its serial output follow.
+    /// Give a stopped VM another name; the disk images and UEFI variable store vmdesk made
+    /// for it (named after it), its log and its serial output follow.
     Rename { name: String, new_name: String },
-    /// Delete a stopped VM's definition.
+    /// Delete a stopped VM's definition, and its UEFI variable store if it has one.
     Delete {
         name: String,
         /// Also delete its disk images.
@@ -191,6 +192,11 @@ pub struct CreateArgs {
     /// The network card's MAC address (default: a new one in 52:54:00:xx:xx:xx).
     #[arg(long, value_parser = parse_mac)]
     pub mac: Option<MacAddr>,
+    /// bios (SeaBIOS) or uefi (OVMF, with a variable store of the VM's own in
+    /// $XDG_DATA_HOME/vmdesk/nvram). By default UEFI when the ovmf package is installed and
+    /// the OS on the --cdrom ISO supports it (osinfo-db), else BIOS.
+    #[arg(long, value_name = "bios|uefi", value_parser = parse_firmware)]
+    pub firmware: Option<Firmware>,
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -208,6 +214,10 @@ pub struct SetArgs {
     /// The network card's MAC address.
     #[arg(long, value_parser = parse_mac)]
     pub mac: Option<MacAddr>,
+    /// bios or uefi. UEFI makes the VM's variable store if it has none (or it has gone
+    /// missing); BIOS keeps the store, so switching back finds its boot entries.
+    #[arg(long, value_name = "bios|uefi", value_parser = parse_firmware)]
+    pub firmware: Option<Firmware>,
 }
 
 impl From<CreateArgs> for NewVm {
@@ -226,18 +236,20 @@ impl From<CreateArgs> for NewVm {
             network: a.network,
             forwards: a.forwards,
             mac: a.mac,
+            firmware: a.firmware,
         }
     }
 }
 
-impl From<SetArgs> for NetworkChange {
-    fn from(a: SetArgs) -> NetworkChange {
-        NetworkChange {
+impl From<SetArgs> for VmChange {
+    fn from(a: SetArgs) -> VmChange {
+        VmChange {
             name: a.name,
             network: a.network,
             forwards: a.forwards,
             no_forwards: a.no_forwards,
             mac: a.mac,
+            firmware: a.firmware,
         }
     }
 }
@@ -255,6 +267,11 @@ pub fn parse_forward(s: &str) -> Result<Forward, String> {
 /// `--mac`.
 pub fn parse_mac(s: &str) -> Result<MacAddr, String> {
     s.parse().map_err(|e: vmm::net::SpecError| e.to_string())
+}
+
+/// `--firmware`.
+pub fn parse_firmware(s: &str) -> Result<Firmware, String> {
+    s.parse()
 }
 
 fn install_desktop() -> anyhow::Result<()> {
@@ -306,6 +323,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             for d in &def.disks {
                 println!("  disk {} ({})", d.path.display(), d.format.as_str());
             }
+            print_store(&def);
             Ok(())
         }
         Command::Rename { name, new_name } => {
@@ -314,6 +332,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             for d in &def.disks {
                 println!("  disk {}", d.path.display());
             }
+            print_store(&def);
             Ok(())
         }
         Command::Demo => demo(&vms),
@@ -376,9 +395,14 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Set(args) => {
-            let (def, warnings) = vms.set_network(args.into())?;
+            let firmware = args.firmware.is_some();
+            let (def, warnings) = vms.set(args.into())?;
             warn_all(&def.name, warnings);
             println!("'{}': {}", def.name, network_summary(&def));
+            if firmware {
+                println!("  firmware {}", def.firmware.label());
+                print_store(&def);
+            }
             Ok(())
         }
         Command::Destroy { name, timeout } => {
@@ -483,21 +507,34 @@ fn simple(vms: &VmService, name: &str, control: Control, said: &str) -> anyhow::
 }
 
 fn create(vms: &VmService, mut a: NewVm) -> anyhow::Result<()> {
-    if let Some(found) = vms.fill_from_iso(&mut a)? {
-        println!("{}", found.summary());
+    let found = vms.fill_from_iso(&mut a)?;
+    // Settled before the summary, which says what the VM gets.
+    a.firmware = Some(vms.resolve_firmware(&a)?);
+    if let (Some(found), Some(firmware)) = (found, a.firmware) {
+        println!("{}", found.summary(firmware));
     }
     let (def, warnings) = vms.create(a, &mut terminal_progress("reserving disk space"))?;
     let name = &def.name;
     warn_all(name, warnings);
     println!(
-        "created '{name}' ({} MiB, {} vCPUs)",
-        def.memory_mib, def.cpus
+        "created '{name}' ({} MiB, {} vCPUs, {})",
+        def.memory_mib,
+        def.cpus,
+        def.firmware.label()
     );
     for d in &def.disks {
         println!("  disk {} ({})", d.path.display(), d.format.as_str());
     }
+    print_store(&def);
     println!("  {}", network_summary(&def));
     Ok(())
+}
+
+/// Where a VM's UEFI variables are, when it has a store.
+fn print_store(def: &VmDef) {
+    if let Some(p) = &def.efi_vars {
+        println!("  UEFI variables {}", p.display());
+    }
 }
 
 /// The network in a line: `network nat, MAC 52:54:00:…, forwards 127.0.0.1:2222→22`.
@@ -520,6 +557,8 @@ struct ListRow {
     state: String,
     memory: String,
     cpus: String,
+    /// `bios` or `uefi`.
+    firmware: String,
     vnc: String,
     /// `nat`, `tap:NAME` or `-`.
     net: String,
@@ -535,6 +574,7 @@ impl ListRow {
             state: "STATE".into(),
             memory: "MEMORY".into(),
             cpus: "CPUS".into(),
+            firmware: "FW".into(),
             vnc: "VNC".into(),
             net: "NET".into(),
             forwards: "FORWARDS".into(),
@@ -543,7 +583,8 @@ impl ListRow {
     }
 }
 
-/// The table: fixed columns up to VNC, then NET and FORWARDS as wide as their widest cell
+/// The table: fixed columns up to VNC (FW: `bios` or `uefi`), then NET and FORWARDS as
+/// wide as their widest cell
 /// (a TAP name, several forwards), then the free-text NOTE; no trailing blanks.
 fn list_lines(rows: &[ListRow]) -> Vec<String> {
     let width = |cell: fn(&ListRow) -> &str| {
@@ -557,8 +598,8 @@ fn list_lines(rows: &[ListRow]) -> Vec<String> {
     rows.iter()
         .map(|r| {
             let line = format!(
-                "{:<20} {:<9} {:>8} {:>5}  {:<15}  {:<net_w$}  {:<fwd_w$}  {}",
-                r.name, r.state, r.memory, r.cpus, r.vnc, r.net, r.forwards, r.note
+                "{:<20} {:<9} {:>8} {:>5}  {:<4}  {:<15}  {:<net_w$}  {:<fwd_w$}  {}",
+                r.name, r.state, r.memory, r.cpus, r.firmware, r.vnc, r.net, r.forwards, r.note
             );
             line.trim_end().to_string()
         })
@@ -598,6 +639,7 @@ fn list(vms: &VmService) -> anyhow::Result<()> {
                 row.state = state.label().into();
                 row.memory = format!("{}M", d.memory_mib);
                 row.cpus = d.cpus.to_string();
+                row.firmware = d.firmware.as_str().into();
                 row.net = library::network_label(&d.network);
                 row.forwards = if d.forwards.is_empty() {
                     "-".into()
@@ -611,6 +653,7 @@ fn list(vms: &VmService) -> anyhow::Result<()> {
                 for cell in [
                     &mut row.memory,
                     &mut row.cpus,
+                    &mut row.firmware,
                     &mut row.net,
                     &mut row.forwards,
                 ] {
@@ -665,6 +708,7 @@ mod tests {
             state: "stopped".into(),
             memory: "64M".into(),
             cpus: "1".into(),
+            firmware: "bios".into(),
             vnc: "-".into(),
             net: net.into(),
             forwards: forwards.into(),
@@ -679,21 +723,21 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "NAME                 STATE       MEMORY  CPUS  VNC              NET              FORWARDS                                NOTE",
-                "web                  stopped        64M     1  -                nat              127.0.0.1:2222→22, 0.0.0.0:5353→53/udp",
-                "lan                  stopped        64M     1  -                tap:vmtap-long0  -                                       no bootable device",
-                "off                  stopped        64M     1  -                -                -",
+                "NAME                 STATE       MEMORY  CPUS  FW    VNC              NET              FORWARDS                                NOTE",
+                "web                  stopped        64M     1  bios  -                nat              127.0.0.1:2222→22, 0.0.0.0:5353→53/udp",
+                "lan                  stopped        64M     1  bios  -                tap:vmtap-long0  -                                       no bootable device",
+                "off                  stopped        64M     1  bios  -                -                -",
             ]
         );
         // Narrow cells: the columns are no wider than their headers.
         let lines = list_lines(&[ListRow::header(), row("a", "-", "-", "")]);
         assert_eq!(
             lines[0],
-            "NAME                 STATE       MEMORY  CPUS  VNC              NET  FORWARDS  NOTE"
+            "NAME                 STATE       MEMORY  CPUS  FW    VNC              NET  FORWARDS  NOTE"
         );
         assert_eq!(
             lines[1],
-            "a                    stopped        64M     1  -                -    -"
+            "a                    stopped        64M     1  bios  -                -    -"
         );
     }
 }

@@ -1,5 +1,6 @@
-//! Clone and rename: a stopped VM copied to a new one (its disks copied, a new MAC
-//! address), or given another name with the files that carry its name following it.
+//! Clone and rename: a stopped VM copied to a new one (its disks and UEFI variable store
+//! copied, a new MAC address), or given another name with the files that carry its name
+//! following it.
 //! Shared by the CLI (`vmdesk clone`, `vmdesk rename`) and the GUI (Clone…, and a new name
 //! in the edit dialog).
 //!
@@ -15,18 +16,55 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use crate::library::{self, DiskDef, Library, VmDef};
+use crate::nvram;
 use crate::runtime::Runtime;
+
+/// Where vmdesk makes the files a VM owns: its disk images and its UEFI variable store.
+#[derive(Clone, Debug)]
+pub struct Dirs {
+    pub images: PathBuf,
+    pub nvram: PathBuf,
+}
+
+impl Dirs {
+    /// The user's (XDG data dir).
+    pub fn open_default() -> anyhow::Result<Dirs> {
+        Ok(Dirs {
+            images: crate::service::images_dir()?,
+            nvram: nvram::nvram_dir()?,
+        })
+    }
+
+    /// Both under `root` (tests).
+    pub fn under(root: &Path) -> Dirs {
+        Dirs {
+            images: root.join("images"),
+            nvram: root.join("nvram"),
+        }
+    }
+}
+
+/// Refuses to make a clone's UEFI variable store over a file that is there, before
+/// anything is copied.
+pub(crate) fn check_store_free(from: &VmDef, dirs: &Dirs, new: &str) -> anyhow::Result<()> {
+    let to = nvram::store_path(&dirs.nvram, new);
+    if from.efi_vars.is_some() && std::fs::symlink_metadata(&to).is_ok() {
+        bail!("{} already exists: delete it first", to.display());
+    }
+    Ok(())
+}
 
 /// Copies the stopped VM `src` to a new VM `new`: every disk image copied whole into the
 /// images folder (`new.qcow2`, `new-1.raw`, … in each disk's own format; holes stay holes),
-/// the same CD, kernel and settings, a new MAC address, and a VNC address of its own when
+/// its UEFI variable store to one of the clone's own ([`nvram::clone_store`]), the same
+/// CD, kernel and settings, a new MAC address, and a VNC address of its own when
 /// the source has a fixed one. `progress` hears (bytes copied, bytes to copy) and returns
 /// `false` to cancel (then nothing is left). Returns the new definition and warnings (port
 /// forwards the two VMs share, for instance).
 pub fn clone_vm(
     lib: &Library,
     rt: &Runtime,
-    images: &Path,
+    dirs: &Dirs,
     src: &str,
     new: &str,
     progress: &mut dyn FnMut(u64, u64) -> bool,
@@ -41,6 +79,7 @@ pub fn clone_vm(
     if lib.path_of(new).exists() {
         bail!("a VM named '{new}' already exists");
     }
+    let images = &dirs.images;
     let mut def = from.clone();
     def.name = new.to_string();
     def.mac = library::random_mac();
@@ -65,6 +104,7 @@ pub fn clone_vm(
     {
         bail!("{} already exists: delete it first", t.display());
     }
+    check_store_free(&from, dirs, new)?;
     let total = from
         .disks
         .iter()
@@ -98,6 +138,8 @@ pub fn clone_vm(
                 ..d.clone()
             });
         }
+        def.efi_vars = nvram::clone_store(&from, &dirs.nvram, new)?;
+        made.extend(def.efi_vars.clone());
         let mut warnings = library::validate(&def, &library::HostFacts::detect())
             .map_err(|e| anyhow::anyhow!("'{new}': {e}"))?;
         warnings.extend(lib.network_clashes(&def, new));
@@ -117,12 +159,12 @@ pub fn clone_vm(
 
 /// Renames the stopped VM `old` to `new`: its definition, the disk images vmdesk made for
 /// it in the images folder (named after it: `old.qcow2` → `new.qcow2`, `old-1.raw` →
-/// `new-1.raw`), and its log, serial output and thumbnail. Images given with `--disk
-/// path=` keep their names.
+/// `new-1.raw`), its UEFI variable store (`old_VARS.fd` → `new_VARS.fd`), and its log,
+/// serial output and thumbnail. Images given with `--disk path=` keep their names.
 pub fn rename_vm(
     lib: &Library,
     rt: &Runtime,
-    images: &Path,
+    dirs: &Dirs,
     old: &str,
     new: &str,
 ) -> anyhow::Result<VmDef> {
@@ -138,21 +180,21 @@ pub fn rename_vm(
         bail!("a VM named '{new}' already exists");
     }
     def.name = new.to_string();
-    save_renamed(lib, rt, images, old, &mut def)?;
+    save_renamed(lib, rt, dirs, old, &mut def)?;
     Ok(def)
 }
 
 /// Saves `def` (a stopped VM's definition with its new name) in place of `old`'s, with
-/// the images vmdesk named after it and its log and serial output following; the images
-/// move back if the save fails. Shared with the edit dialog's rename.
+/// the images and variable store vmdesk named after it and its log and serial output
+/// following; the files move back if the save fails. Shared with the edit dialog's rename.
 pub fn save_renamed(
     lib: &Library,
     rt: &Runtime,
-    images: &Path,
+    dirs: &Dirs,
     old: &str,
     def: &mut VmDef,
 ) -> anyhow::Result<()> {
-    let moved = follow_rename(images, old, def)?;
+    let moved = follow_rename(dirs, old, def)?;
     if let Err(e) = lib.rename(old, def) {
         undo(&moved);
         return Err(e.into());
@@ -161,34 +203,57 @@ pub fn save_renamed(
     Ok(())
 }
 
-/// Moves the images vmdesk made for the VM `old` (in `images`, named after it) to names
-/// after `def.name`, updating `def`'s paths. Returns the moves made, for [`undo`].
+/// Moves the images and the variable store vmdesk made for the VM `old` (in `dirs`,
+/// named after it) to names after `def.name`, updating `def`'s paths. Returns the moves
+/// made, for [`undo`].
 fn follow_rename(
-    images: &Path,
+    dirs: &Dirs,
     old: &str,
     def: &mut VmDef,
 ) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
     let mut moved = Vec::new();
-    for d in &mut def.disks {
-        let Some(to) = renamed_image(images, old, &def.name, &d.path) else {
-            continue;
-        };
-        if std::fs::symlink_metadata(&to).is_ok() {
-            undo(&moved);
-            bail!(
-                "{} already exists: cannot rename {} to it",
-                to.display(),
-                d.path.display()
-            );
+    let new = def.name.clone();
+    let result = (|| {
+        for d in &mut def.disks {
+            if let Some(to) = renamed_image(&dirs.images, old, &new, &d.path) {
+                move_file(&d.path, &to, &mut moved)?;
+                d.path = to;
+            }
         }
-        if let Err(e) = std::fs::rename(&d.path, &to) {
-            undo(&moved);
-            return Err(e).with_context(|| format!("cannot rename {}", d.path.display()));
+        // A store kept for a VM switched back to BIOS moves too: it is still the VM's.
+        if let Some(p) = &mut def.efi_vars
+            && let Some(to) = nvram::renamed_store(&dirs.nvram, old, &new, p)
+        {
+            // One that has gone missing has nothing to move, but its path follows the
+            // name, so the store made again later is not named after another VM.
+            if std::fs::symlink_metadata(&*p).is_ok() {
+                move_file(p, &to, &mut moved)?;
+            }
+            *p = to;
         }
-        moved.push((d.path.clone(), to.clone()));
-        d.path = to;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(moved),
+        Err(e) => {
+            undo(&moved);
+            Err(e)
+        }
     }
-    Ok(moved)
+}
+
+/// Renames `from` to `to`, never over a file that is there, and notes the move.
+fn move_file(from: &Path, to: &Path, moved: &mut Vec<(PathBuf, PathBuf)>) -> anyhow::Result<()> {
+    if std::fs::symlink_metadata(to).is_ok() {
+        bail!(
+            "{} already exists: cannot rename {} to it",
+            to.display(),
+            from.display()
+        );
+    }
+    std::fs::rename(from, to).with_context(|| format!("cannot rename {}", from.display()))?;
+    moved.push((from.to_path_buf(), to.to_path_buf()));
+    Ok(())
 }
 
 /// Moves back what [`follow_rename`] moved.
@@ -284,7 +349,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("run")).unwrap();
         let (lib, rt) = (Library::at(root.join("vms")), Runtime::at(root.join("run")));
-        let images = root.join("images");
+        let dirs = Dirs::under(&root);
+        let images = dirs.images.clone();
         std::fs::create_dir_all(&images).unwrap();
         let disk = images.join("vm.raw");
         std::fs::write(&disk, [0u8; 4096]).unwrap();
@@ -300,10 +366,10 @@ mod tests {
         lib.create(&VmDef::new("live", 64, 1)).unwrap();
         let mut a = crate::runtime::fake_vmm(&rt, "vm");
         let mut b = crate::runtime::fake_vmm(&rt, "live");
-        let e = clone_vm(&lib, &rt, &images, "vm", "vm2", &mut |_, _| true).unwrap_err();
+        let e = clone_vm(&lib, &rt, &dirs, "vm", "vm2", &mut |_, _| true).unwrap_err();
         assert!(e.to_string().contains("'vm' is running"), "{e}");
         assert!(!lib.path_of("vm2").exists());
-        let (def, _) = clone_vm(&lib, &rt, &images, "live", "live2", &mut |_, _| true).unwrap();
+        let (def, _) = clone_vm(&lib, &rt, &dirs, "live", "live2", &mut |_, _| true).unwrap();
         assert!(def.disks.is_empty());
         assert_eq!(lib.get("live2").unwrap(), def);
         for c in [&mut a, &mut b] {

@@ -3,7 +3,8 @@
 //!
 //! What is checked: the CPU's virtualisation flags (vmx/svm), /dev/kvm (present, ours to
 //! open, with the capabilities the VMM needs), which KVM module backs it and so what
-//! guests can run, host RAM, the SeaBIOS firmware package, and the `vmdesk-vmm` binary.
+//! guests can run, host RAM, the SeaBIOS firmware package, OVMF (UEFI firmware: only UEFI
+//! VMs need it, so its absence is a warning), and the `vmdesk-vmm` binary.
 //! Not checked: nested-virtualisation settings of an outer hypervisor, or whether a given
 //! guest OS will boot (only trying it tells).
 
@@ -74,6 +75,9 @@ impl HostCheck {
                 .exists()
                 .then(|| firmware.display().to_string())
                 .ok_or_else(|| firmware.display().to_string()),
+            uefi: vmm::firmware::uefi::require()
+                .map(|()| vmm::firmware::uefi::OVMF_CODE.to_string())
+                .map_err(|_| vmm::firmware::uefi::OVMF_CODE.to_string()),
             vmm: vmm_bin.map(|p| p.display().to_string()),
         })
     }
@@ -198,6 +202,21 @@ impl HostCheck {
                 fix: Some("sudo apt-get install seabios".into()),
             },
         });
+        items.push(match &f.uefi {
+            Ok(p) => Item {
+                what: "UEFI firmware",
+                status: Status::Good,
+                detail: format!("{p} present"),
+                fix: None,
+            },
+            // BIOS VMs run without it: new VMs get BIOS, and UEFI ones do not start.
+            Err(p) => Item {
+                what: "UEFI firmware",
+                status: Status::Warn,
+                detail: format!("missing ({p}): new VMs get BIOS firmware, UEFI VMs do not start"),
+                fix: Some("sudo apt-get install ovmf".into()),
+            },
+        });
         items.push(match &f.vmm {
             Ok(p) => Item {
                 what: "vmdesk-vmm",
@@ -265,6 +284,8 @@ pub struct Facts {
     pub ram_mib: Option<u64>,
     /// The firmware's path: Ok when present, Err when missing.
     pub firmware: Result<String, String>,
+    /// OVMF's code (with its variables template): Ok when both are there.
+    pub uefi: Result<String, String>,
     pub vmm: Result<String, String>,
 }
 
@@ -316,6 +337,7 @@ pub(crate) mod tests {
             flavor: KvmFlavor::Hardware("kvm_intel (Intel VT-x)"),
             ram_mib: Some(8192),
             firmware: Ok("/usr/share/seabios/bios-256k.bin".into()),
+            uefi: Ok("/usr/share/OVMF/OVMF_CODE_4M.fd".into()),
             vmm: Ok("/usr/bin/vmdesk-vmm".into()),
         }
     }
@@ -331,6 +353,27 @@ pub(crate) mod tests {
             "{text}"
         );
         assert!(!text.contains("fix:"), "{text}");
+        assert!(
+            text.contains("[ok  ] UEFI firmware: /usr/share/OVMF/OVMF_CODE_4M.fd present"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn missing_ovmf_is_a_warning_with_the_package_to_install() {
+        let mut f = facts();
+        f.uefi = Err("/usr/share/OVMF/OVMF_CODE_4M.fd".into());
+        let c = HostCheck::from_facts(f);
+        assert!(c.ok(), "BIOS VMs still run: {c:?}");
+        let item = c.items.iter().find(|i| i.what == "UEFI firmware").unwrap();
+        assert_eq!(item.status, Status::Warn);
+        assert_eq!(item.command(), Some("sudo apt-get install ovmf"));
+        let text = c.to_text();
+        assert!(
+            text.contains("[warn] UEFI firmware: missing (/usr/share/OVMF/OVMF_CODE_4M.fd)"),
+            "{text}"
+        );
+        assert!(text.contains("fix: sudo apt-get install ovmf"), "{text}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod gui;
 pub mod host_check;
 pub mod library;
 pub mod linked_clone;
+pub mod nvram;
 pub mod osinfo;
 pub mod runtime;
 pub mod serial;

@@ -104,6 +104,46 @@ pub struct DiskDef {
     pub bus: DiskBus,
 }
 
+/// The firmware a VM boots with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// SeaBIOS: what every VM had before UEFI, so a definition without the field is one.
+    #[default]
+    Bios,
+    /// OVMF from the host's `ovmf` package, with the VM's own variable store.
+    Uefi,
+}
+
+impl Firmware {
+    /// As `--firmware` takes it, the definition writes it and `vmdesk list` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+        }
+    }
+
+    /// As people read it (the dialogs, the summaries).
+    pub fn label(self) -> &'static str {
+        match self {
+            Firmware::Bios => "BIOS",
+            Firmware::Uefi => "UEFI",
+        }
+    }
+}
+
+impl std::str::FromStr for Firmware {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Firmware, String> {
+        match s {
+            "bios" => Ok(Firmware::Bios),
+            "uefi" => Ok(Firmware::Uefi),
+            _ => Err(format!("firmware '{s}': use bios or uefi")),
+        }
+    }
+}
+
 /// A VM definition: what `vmdesk create` was given, enough to build the VMM command line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,6 +152,15 @@ pub struct VmDef {
     /// Guest RAM in MiB.
     pub memory_mib: u64,
     pub cpus: u32,
+    /// Written for every VM; a file from before UEFI has none and is a BIOS VM.
+    #[serde(default)]
+    pub firmware: Firmware,
+    /// The VM's own UEFI variable store (boot entries, the firmware's settings), made when
+    /// it got UEFI firmware. Kept here rather than derived from the name, so a rename can
+    /// move it and a hand-edited path is honoured. A VM switched back to BIOS keeps it
+    /// (see [`crate::nvram`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub efi_vars: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cdrom: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,6 +268,8 @@ impl VmDef {
             name: name.into(),
             memory_mib,
             cpus,
+            firmware: Firmware::Bios,
+            efi_vars: None,
             cdrom: None,
             kernel: None,
             initrd: None,
@@ -308,6 +359,12 @@ pub enum Warning {
         vm: String,
         mac: MacAddr,
     },
+    /// The OS on the VM's CD needs UEFI (osinfo-db marks BIOS unsupported), and the VM
+    /// has BIOS: asked for, or the ovmf package is missing.
+    NeedsUefi {
+        vm: String,
+        os: String,
+    },
 }
 
 impl std::fmt::Display for Warning {
@@ -325,6 +382,11 @@ impl std::fmt::Display for Warning {
             Warning::SameMacAs { vm, mac } => write!(
                 f,
                 "'{vm}' has the same MAC address {mac}: the two cannot share a network"
+            ),
+            Warning::NeedsUefi { vm, os } => write!(
+                f,
+                "{os} needs UEFI firmware, and '{vm}' has BIOS: its installer will not start \
+                 (vmdesk set {vm} --firmware uefi, with the ovmf package installed)"
             ),
         }
     }
@@ -1000,6 +1062,55 @@ mod tests {
         for l in [lib, racing, other] {
             let _ = std::fs::remove_dir_all(l.dir());
         }
+    }
+
+    #[test]
+    fn the_firmware_is_written_and_a_file_without_it_is_bios() {
+        let lib = temp_lib("fw");
+        std::fs::create_dir_all(lib.dir()).unwrap();
+        // From before UEFI: no field, a BIOS VM, nothing lost.
+        std::fs::write(
+            lib.path_of("old"),
+            "name = \"old\"\nmemory_mib = 64\ncpus = 1\nmac = \"52:54:00:01:02:03\"\n",
+        )
+        .unwrap();
+        let old = lib.get("old").unwrap();
+        assert_eq!(
+            (old.firmware, old.efi_vars.as_ref()),
+            (Firmware::Bios, None)
+        );
+        // New VMs say which.
+        lib.create(&VmDef::new("new", 64, 1)).unwrap();
+        let text = std::fs::read_to_string(lib.path_of("new")).unwrap();
+        assert!(text.contains("firmware = \"bios\"\n"), "{text}");
+        assert!(!text.contains("efi_vars"), "{text}");
+        let mut d = VmDef::new("efi", 64, 1);
+        d.firmware = Firmware::Uefi;
+        d.efi_vars = Some("/data/vmdesk/nvram/efi_VARS.fd".into());
+        lib.create(&d).unwrap();
+        let text = std::fs::read_to_string(lib.path_of("efi")).unwrap();
+        assert!(text.contains("firmware = \"uefi\"\n"), "{text}");
+        assert!(
+            text.contains("efi_vars = \"/data/vmdesk/nvram/efi_VARS.fd\"\n"),
+            "{text}"
+        );
+        assert_eq!(lib.get("efi").unwrap(), d);
+        // A value of someone's own is that VM's error.
+        std::fs::write(
+            lib.path_of("odd"),
+            "name = \"odd\"\nmemory_mib = 64\ncpus = 1\nfirmware = \"coreboot\"\n",
+        )
+        .unwrap();
+        let e = lib.get("odd").unwrap_err().to_string();
+        assert!(e.contains("odd.toml") && e.contains("coreboot"), "{e}");
+        assert_eq!("uefi".parse::<Firmware>(), Ok(Firmware::Uefi));
+        assert!(
+            "efi"
+                .parse::<Firmware>()
+                .unwrap_err()
+                .contains("use bios or uefi")
+        );
+        let _ = std::fs::remove_dir_all(lib.dir());
     }
 
     #[test]

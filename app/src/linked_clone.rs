@@ -9,6 +9,9 @@
 //! overlay `web.qcow2` and its definition says so). An overlay names its base by its full
 //! path, so the overlays may be renamed with their VM; a base is never renamed, and goes
 //! when the last overlay that needs it is deleted ([`remove_unused_bases`]).
+//!
+//! A UEFI VM's variable store is copied, as a full clone's is: it is a few hundred KiB,
+//! and the firmware writes it in place, so it cannot be shared.
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +19,9 @@ use anyhow::{Context, bail};
 
 use vmm::disk::{ImageFormat, Qcow2Image};
 
+use crate::clone::Dirs;
 use crate::library::{self, DiskDef, DiskFormat, Library, VmDef};
+use crate::nvram;
 use crate::runtime::Runtime;
 
 /// One source disk's new files, worked out before anything is touched.
@@ -29,13 +34,13 @@ struct Plan {
     clone_overlay: PathBuf,
 }
 
-/// Makes `new` a linked clone of the stopped VM `src` (see the module doc); `images` is
-/// where the clone's overlays go. Returns the clone's definition and its warnings. On
-/// failure everything is put back as it was.
+/// Makes `new` a linked clone of the stopped VM `src` (see the module doc); the clone's
+/// overlays go to `dirs.images`, its variable store to `dirs.nvram`. Returns the clone's
+/// definition and its warnings. On failure everything is put back as it was.
 pub fn clone_linked(
     lib: &Library,
     rt: &Runtime,
-    images: &Path,
+    dirs: &Dirs,
     src: &str,
     new: &str,
 ) -> anyhow::Result<(VmDef, Vec<library::Warning>)> {
@@ -46,12 +51,14 @@ pub fn clone_linked(
     if lib.path_of(new).exists() {
         bail!("a VM named '{new}' already exists");
     }
+    let images = &dirs.images;
     let plans: Vec<Plan> = from
         .disks
         .iter()
         .enumerate()
         .map(|(i, d)| plan(d, images, new, i))
         .collect::<anyhow::Result<_>>()?;
+    crate::clone::check_store_free(&from, dirs, new)?;
     std::fs::create_dir_all(images)
         .with_context(|| format!("cannot create {}", images.display()))?;
 
@@ -98,6 +105,8 @@ pub fn clone_linked(
                 bus: d.bus,
             });
         }
+        def.efi_vars = nvram::clone_store(&from, &dirs.nvram, new)?;
+        made.extend(def.efi_vars.clone());
         let mut warnings = library::validate(&def, &library::HostFacts::detect())
             .map_err(|e| anyhow::anyhow!("'{new}': {e}"))?;
         warnings.extend(lib.network_clashes(&def, new));
@@ -272,7 +281,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("run")).unwrap();
         let (lib, rt) = (Library::at(root.join("vms")), Runtime::at(root.join("run")));
-        let images = root.join("images");
+        let dirs = Dirs::under(&root);
+        let images = dirs.images.clone();
         std::fs::create_dir_all(&images).unwrap();
         let mut vm = VmDef::new("web", 64, 1);
         for (name, format) in [
@@ -294,14 +304,14 @@ mod tests {
 
         // Running: refused, nothing moved.
         let mut child = crate::runtime::fake_vmm(&rt, "web");
-        let e = clone_linked(&lib, &rt, &images, "web", "web2").unwrap_err();
+        let e = clone_linked(&lib, &rt, &dirs, "web", "web2").unwrap_err();
         assert!(e.to_string().contains("'web' is running"), "{e}");
         let _ = child.kill();
         let _ = child.wait();
         rt.clean("web");
         assert_eq!(lib.get("web").unwrap(), vm);
 
-        let (clone, _) = clone_linked(&lib, &rt, &images, "web", "web2").unwrap();
+        let (clone, _) = clone_linked(&lib, &rt, &dirs, "web", "web2").unwrap();
         let source = lib.get("web").unwrap();
         assert_eq!(lib.get("web2").unwrap(), clone);
         assert_eq!(source.disks[0].path, images.join("web.qcow2"));
@@ -334,7 +344,7 @@ mod tests {
 
         // A name taken: refused before anything moves.
         std::fs::write(images.join("web3.qcow2"), b"x").unwrap();
-        let e = clone_linked(&lib, &rt, &images, "web", "web3").unwrap_err();
+        let e = clone_linked(&lib, &rt, &dirs, "web", "web3").unwrap_err();
         assert!(e.to_string().contains("already exists"), "{e}");
         assert_eq!(lib.get("web").unwrap(), source);
         assert!(!images.join("web.base2.qcow2").exists());

@@ -34,7 +34,7 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 use thiserror::Error;
 
-use crate::library::{NetMode, VmDef};
+use crate::library::{Firmware, NetMode, VmDef};
 
 /// The line `vmdesk-vmm` prints on stderr once its VNC server listens.
 const VNC_LINE: &str = "vnc: listening on ";
@@ -587,6 +587,15 @@ impl Runtime {
         };
         push("--memory", format!("{}M", def.memory_mib).into());
         push("--cpus", def.cpus.to_string().into());
+        // BIOS is the VMM's default: a BIOS VM's command line is what it was before UEFI.
+        if def.firmware == Firmware::Uefi {
+            push("--firmware", "uefi".into());
+            // Without one the VMM would keep the variables in memory only; the service
+            // refuses to start a UEFI VM whose store is missing (`nvram::check_for_start`).
+            if let Some(p) = &def.efi_vars {
+                push("--efi-vars", p.into());
+            }
+        }
         push("--control", self.socket_path(&def.name).into());
         let mut serial = std::ffi::OsString::from("file:");
         serial.push(self.serial_path(&def.name));
@@ -1055,6 +1064,44 @@ mod tests {
             .map(|a| a.into_string().unwrap())
             .collect();
         assert!(!args.contains(&"--boot".to_string()), "{args:?}");
+        assert!(
+            !args.iter().any(|a| a == "--firmware" || a == "--efi-vars"),
+            "BIOS: the VMM's default, nothing said: {args:?}"
+        );
+    }
+
+    #[test]
+    fn a_uefi_vm_names_its_firmware_and_variable_store() {
+        let rt = Runtime::at("/run/user/1000/vmdesk");
+        let mut def = VmDef::new("win", 4096, 2);
+        def.network = NetMode::None;
+        def.firmware = Firmware::Uefi;
+        def.efi_vars = Some("/home/u/.local/share/vmdesk/nvram/win_VARS.fd".into());
+        let args: Vec<String> = rt
+            .vmm_args(&def)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let line = args.join(" ");
+        assert!(
+            line.starts_with(
+                "--memory 4096M --cpus 2 --firmware uefi \
+                 --efi-vars /home/u/.local/share/vmdesk/nvram/win_VARS.fd --control "
+            ),
+            "{line}"
+        );
+        // A VM switched back to BIOS keeps its store, but boots SeaBIOS without it.
+        def.firmware = Firmware::Bios;
+        let line = rt
+            .vmm_args(&def)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            !line.contains("--firmware") && !line.contains("--efi-vars"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -57,6 +57,7 @@ fn create_from_an_iso_takes_the_name_and_figures_of_its_os() {
         return;
     }
     let env = Env::new("osd");
+    let ovmf = vmm::firmware::uefi::available();
     let dir = env.root.join("isos");
     // (ISO identifiers) -> (what is said, the VM's name, memory MiB, vCPUs, disk bytes),
     // the figures osinfo-db 2022-11-30 recommends for each OS (or its minimum where it
@@ -121,7 +122,48 @@ fn create_from_an_iso_takes_the_name_and_figures_of_its_os() {
         if name == "win11" {
             assert!(said.contains("needs UEFI"), "{said}");
         }
+        // The firmware: UEFI where osinfo-db says the OS supports it (said once for Debian
+        // 7, Ubuntu 11.10 and Fedora 19, and so for every release after them; Windows 11
+        // needs it) and the ovmf package is there, else BIOS; said on the detection line,
+        // and the store made.
+        let uefi = ovmf;
+        let want = if uefi { "uefi" } else { "bios" };
+        assert!(
+            def.contains(&format!("firmware = \"{want}\"\n")),
+            "{file}: {def}"
+        );
+        let store = env.root.join(format!("data/vmdesk/nvram/{name}_VARS.fd"));
+        assert_eq!(store.is_file(), uefi, "{file}: {}", store.display());
+        let said_firmware = match (uefi, name) {
+            (true, _) => "; UEFI firmware",
+            (false, "win11") => "; it needs UEFI firmware, but the VM gets BIOS",
+            (false, _) => "; BIOS firmware (it supports UEFI too)",
+        };
+        assert!(said.contains(said_firmware), "{file}: {said}");
     }
+    // Asked for BIOS, an OS that needs UEFI gets it, with a warning.
+    let win = dir.join("Win11_22H2_English_x64.iso");
+    let o = env.vmdesk(&[
+        "create",
+        "--cdrom",
+        win.to_str().unwrap(),
+        "--firmware",
+        "bios",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("it needs UEFI firmware, but the VM gets BIOS"),
+        "{out}"
+    );
+    assert!(out.contains("created 'win11-2'"), "{out}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("warning: 'win11-2': Microsoft Windows 11 needs UEFI firmware"),
+        "{err}"
+    );
+    assert!(definition(&env, "win11-2").contains("firmware = \"bios\"\n"));
     // The name is taken now: the next VM from the same ISO gets another.
     let deb = dir.join("debian-11.5.0-amd64-netinst.iso");
     let said = env.ok(&["create", "--cdrom", deb.to_str().unwrap()]);
@@ -147,6 +189,7 @@ fn create_from_an_iso_takes_the_name_and_figures_of_its_os() {
     let said = env.ok(&["create", "--cdrom", odd.to_str().unwrap(), "--name", "odd"]);
     assert!(said.contains("osinfo-db does not know this ISO"), "{said}");
     assert!(definition(&env, "odd").contains("memory_mib = 512\n"));
+    assert!(definition(&env, "odd").contains("firmware = \"bios\"\n"));
     let o = env.vmdesk(&["create", "--cdrom", odd.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);

@@ -77,7 +77,11 @@ impl VmdeskApp {
             .collapsible(false)
             .resizable(false)
             .show(ctx, |ui| {
-                ui.checkbox(disks, "Also delete its disk images");
+                ui.checkbox(disks, "Also delete its disk images")
+                    .on_hover_text(
+                        "A UEFI VM's variable store (its boot entries) is deleted with it either \
+                     way: it is part of the VM, not a disk of yours.",
+                    );
                 ui.horizontal(|ui| {
                     if ui.button("Delete").clicked() {
                         decided = Some(true);

@@ -4,9 +4,9 @@
 //! - Create hands the form to [`crate::service::VmService::create`] on a worker thread (a new disk may take a
 //!   moment to make), showing a spinner until it answers; a failure is shown beside the
 //!   field it concerns.
-//! - Edit (a stopped VM only) changes memory, vCPUs, ISO, kernel/initrd/cmdline, VNC, the
-//!   password file and the network (mode, MAC address, port forwards), and may rename the
-//!   VM; disks are not changed here (reinstall
+//! - Edit (a stopped VM only) changes memory, vCPUs, the firmware, ISO,
+//!   kernel/initrd/cmdline, VNC, the password file and the network (mode, MAC address, port
+//!   forwards), and may rename the VM; disks are not changed here (reinstall
 //!   replaces them, delete removes them). It saves through [`crate::service::VmService::save_edit`],
 //!   which refuses if the VM started meanwhile or its file changed since the dialog opened.
 
@@ -20,7 +20,8 @@ use egui::Color32;
 
 use super::VmdeskApp;
 use super::files::Target;
-use crate::library::{self, Forward, HostFacts, MacAddr, NetMode, Protocol, VmDef};
+use crate::library::{self, Firmware, Forward, HostFacts, MacAddr, NetMode, Protocol, VmDef};
+use crate::nvram;
 use crate::osinfo;
 use crate::service::{DiskOpt, NewVm, parse_disk_opt};
 
@@ -123,6 +124,11 @@ pub struct VmForm {
     pub name: String,
     pub memory: String,
     pub cpus: String,
+    pub firmware: Firmware,
+    /// The person picked the firmware (or is editing a VM): OS detection leaves it alone.
+    pub firmware_chosen: bool,
+    /// This host has UEFI firmware (the ovmf package): UEFI may be chosen.
+    pub ovmf: bool,
     /// A new disk's size; empty for none (create only).
     pub disk_size: String,
     pub disk_qcow2: bool,
@@ -155,6 +161,9 @@ impl Default for VmForm {
             name: String::new(),
             memory: "1G".into(),
             cpus: "1".into(),
+            firmware: Firmware::Bios,
+            firmware_chosen: false,
+            ovmf: vmm::firmware::uefi::available(),
             disk_size: "10G".into(),
             disk_qcow2: true,
             disk_preallocate: false,
@@ -182,6 +191,10 @@ pub struct FormCheck {
     pub memory: Option<String>,
     pub cpus: Option<String>,
     pub cpus_warning: Option<String>,
+    /// UEFI chosen where there is none to make a store from.
+    pub firmware: Option<String>,
+    /// BIOS for an OS that needs UEFI.
+    pub firmware_warning: Option<String>,
     pub disk: Option<String>,
     pub existing_disk: Option<String>,
     pub cdrom: Option<String>,
@@ -206,6 +219,7 @@ impl FormCheck {
                 &self.name,
                 &self.memory,
                 &self.cpus,
+                &self.firmware,
                 &self.disk,
                 &self.existing_disk,
                 &self.cdrom,
@@ -245,19 +259,28 @@ fn absolute(p: PathBuf) -> PathBuf {
 
 impl VmForm {
     /// Follows the ISO field of a new VM: when it names another ISO file, detects the OS on
-    /// it (`detect`) and fills the name, memory, vCPUs and disk size with what that OS
-    /// recommends. A field changes only while it holds what the form or the previous
-    /// detection put there: a figure the person typed stays.
+    /// it (`detect`) and fills the name, memory, vCPUs, disk size and firmware with what
+    /// that OS recommends (the firmware by `vmdesk create`'s rule,
+    /// [`nvram::default_firmware`]). A field changes only while it holds what the form or
+    /// the previous detection put there: a figure the person typed stays.
     pub fn follow_iso(
         &mut self,
         taken: &dyn Fn(&str) -> bool,
         detect: &dyn Fn(&std::path::Path) -> osinfo::Detection,
     ) {
         let iso = self.cdrom.trim().to_string();
-        if self.editing.is_some() || self.detected.as_ref().is_some_and(|(p, _)| *p == iso) {
+        if self.editing.is_some() {
             return;
         }
-        if iso.is_empty() || !std::path::Path::new(&iso).is_file() {
+        let is_iso = !iso.is_empty() && std::path::Path::new(&iso).is_file();
+        if !self.firmware_chosen {
+            let need = match &self.detected {
+                Some((p, found)) if is_iso && *p == iso => found.proposal().map(|p| p.firmware),
+                _ => None,
+            };
+            self.firmware = nvram::default_firmware(self.ovmf, need);
+        }
+        if !is_iso || self.detected.as_ref().is_some_and(|(p, _)| *p == iso) {
             return;
         }
         let found = detect(std::path::Path::new(&iso));
@@ -283,7 +306,17 @@ impl VmForm {
                 self.disk_size = size_text(p.disk_bytes);
             }
         }
+        if !self.firmware_chosen {
+            self.firmware =
+                nvram::default_firmware(self.ovmf, found.proposal().map(|p| p.firmware));
+        }
         self.detected = Some((iso, found));
+    }
+
+    /// The person picks the firmware: detection no longer changes it.
+    pub fn choose_firmware(&mut self, firmware: Firmware) {
+        self.firmware = firmware;
+        self.firmware_chosen = true;
     }
 
     /// The form for editing `def`.
@@ -302,6 +335,9 @@ impl VmForm {
                 format!("{}M", def.memory_mib)
             },
             cpus: def.cpus.to_string(),
+            firmware: def.firmware,
+            firmware_chosen: true,
+            ovmf: vmm::firmware::uefi::available(),
             disk_size: String::new(),
             disk_qcow2: true,
             disk_preallocate: false,
@@ -436,6 +472,36 @@ impl VmForm {
             }
             Ok(_) => {}
         }
+        // A UEFI VM edited on a host without OVMF keeps its store and may be saved; a new
+        // store cannot be made.
+        let was_uefi = self
+            .editing
+            .as_ref()
+            .is_some_and(|d| d.firmware == Firmware::Uefi);
+        if self.firmware == Firmware::Uefi && !self.ovmf && !was_uefi {
+            c.firmware = Some(OVMF_MISSING.into());
+        }
+        let store_gone = self.editing.as_ref().is_some_and(|d| {
+            d.efi_vars
+                .as_ref()
+                .is_none_or(|p| std::fs::symlink_metadata(p).is_err())
+        });
+        if self.firmware == Firmware::Uefi && was_uefi && self.ovmf && store_gone {
+            // Saving makes one (`VmService::save_edit`): said, so the boot entries the old
+            // one held are not lost without a word.
+            c.firmware_warning =
+                Some("its UEFI variable store is missing: saving makes a new, empty one".into());
+        }
+        if self.firmware == Firmware::Bios
+            && let Some((_, found)) = &self.detected
+            && let Some(p) = found.proposal()
+            && p.firmware == osinfo::FirmwareNeed::UefiRequired
+        {
+            c.firmware_warning = Some(format!(
+                "{} needs UEFI: its installer will not start with BIOS",
+                p.os_name
+            ));
+        }
         if self.editing.is_none() {
             if !self.disk_size.trim().is_empty()
                 && let Err(e) = crate::disk::parse_size(&self.disk_size)
@@ -510,6 +576,7 @@ impl VmForm {
             network: self.net_mode()?,
             forwards: self.parsed_forwards()?,
             mac: self.mac_addr()?,
+            firmware: Some(self.firmware),
         })
     }
 
@@ -519,6 +586,8 @@ impl VmForm {
         def.name = self.name.trim().into();
         def.memory_mib = vmm::config::parse_memory(&self.memory)?.div_ceil(MIB);
         def.cpus = self.cpus.trim().parse().map_err(|_| "bad vCPUs")?;
+        // Its variable store stays recorded either way: see `VmService::save_edit`.
+        def.firmware = self.firmware;
         def.cdrom = opt_path(&self.cdrom).map(absolute);
         def.kernel = opt_path(&self.kernel).map(absolute);
         def.initrd = opt_path(&self.initrd).map(absolute);
@@ -536,6 +605,9 @@ impl VmForm {
         Ok(def)
     }
 }
+
+/// Why UEFI cannot be chosen here, and the fix.
+const OVMF_MISSING: &str = "UEFI needs the ovmf package: sudo apt-get install ovmf";
 
 /// A memory size as the form shows it: whole GiB as "4G", else MiB.
 fn memory_text(mib: u64) -> String {
@@ -881,10 +953,15 @@ fn form_grid(
             );
             if let (true, Some((_, found))) = (creating, &form.detected) {
                 ui.label("Detected");
-                ui.add(egui::Label::new(found.summary()).wrap());
+                ui.add(egui::Label::new(found.summary(form.firmware)).wrap());
                 ui.label("");
                 ui.end_row();
             }
+            firmware_row(ui, form);
+            reason(
+                ui,
+                &check.firmware.clone().or(check.firmware_warning.clone()),
+            );
             path(
                 ui,
                 "Kernel",
@@ -911,6 +988,33 @@ fn form_grid(
             network_rows(ui, form, check);
         });
     browse
+}
+
+/// The firmware choice: BIOS, or UEFI where the host has OVMF (else greyed out, its hover
+/// text naming the package). The grid's reason cell is the caller's.
+fn firmware_row(ui: &mut egui::Ui, form: &mut VmForm) {
+    ui.label("Firmware");
+    ui.horizontal(|ui| {
+        let bios = form.firmware == Firmware::Bios;
+        let keeps_store = form.editing.as_ref().is_some_and(|d| d.efi_vars.is_some());
+        let hover = if keeps_store {
+            "SeaBIOS. This VM's UEFI variables are kept, for a switch back to UEFI."
+        } else {
+            "SeaBIOS: boots every PC operating system that predates UEFI, and most since."
+        };
+        if ui.radio(bios, "BIOS").on_hover_text(hover).clicked() {
+            form.choose_firmware(Firmware::Bios);
+        }
+        let uefi = ui
+            .add_enabled(form.ovmf, egui::RadioButton::new(!bios, "UEFI"))
+            .on_hover_text(
+                "OVMF, with a variable store of this VM's own for its boot entries: what                  current operating systems install for, and what Windows 11 needs.",
+            )
+            .on_disabled_hover_text(OVMF_MISSING);
+        if uefi.clicked() {
+            form.choose_firmware(Firmware::Uefi);
+        }
+    });
 }
 
 /// The network rows of the form's grid: the mode, a TAP device's name, the MAC address and
@@ -1085,7 +1189,14 @@ mod tests {
             ),
             ("b2", "3G", "2", "25601M")
         );
-        assert!(f.detected.as_ref().unwrap().1.summary().starts_with("B2: "));
+        assert!(
+            f.detected
+                .as_ref()
+                .unwrap()
+                .1
+                .summary(f.firmware)
+                .starts_with("B2: ")
+        );
         // A name of the person's stays; a taken one gets a number.
         f.name = "mine".into();
         f.cdrom = a.display().to_string();
@@ -1110,6 +1221,165 @@ mod tests {
         e.follow_iso(&free, &detect);
         assert!(e.detected.is_none() && e.name.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Detection stands in for osinfo: every ISO holds an OS that says `need`.
+    fn detect_need(need: osinfo::FirmwareNeed) -> impl Fn(&std::path::Path) -> osinfo::Detection {
+        move |_| {
+            osinfo::Detection::Found(osinfo::Proposal {
+                os_name: "Some OS".into(),
+                vm_name: "some".into(),
+                memory_mib: 2048,
+                disk_bytes: 20 << 30,
+                cpus: 2,
+                firmware: need,
+            })
+        }
+    }
+
+    #[test]
+    fn the_firmware_follows_the_os_until_the_person_picks_one() {
+        use osinfo::FirmwareNeed::{Any, UefiRequired, UefiSupported};
+        let dir = std::env::temp_dir().join(format!("vmdesk-form-fw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.iso"), dir.join("b.iso"));
+        std::fs::write(&a, b"a").unwrap();
+        std::fs::write(&b, b"b").unwrap();
+        let free = |_: &str| false;
+        let mut f = VmForm {
+            ovmf: true,
+            ..Default::default()
+        };
+        assert_eq!(f.firmware, Firmware::Bios, "no ISO: BIOS");
+        f.cdrom = a.display().to_string();
+        f.follow_iso(&free, &detect_need(UefiSupported));
+        assert_eq!(f.firmware, Firmware::Uefi);
+        assert_eq!(f.to_new_vm().unwrap().firmware, Some(Firmware::Uefi));
+        assert!(
+            f.detected
+                .as_ref()
+                .unwrap()
+                .1
+                .summary(f.firmware)
+                .ends_with("; UEFI firmware")
+        );
+        // An OS that says nothing: BIOS again; the ISO taken out: BIOS.
+        f.cdrom = b.display().to_string();
+        f.follow_iso(&free, &detect_need(Any));
+        assert_eq!(f.firmware, Firmware::Bios);
+        f.cdrom = a.display().to_string();
+        f.follow_iso(&free, &detect_need(UefiSupported));
+        assert_eq!(f.firmware, Firmware::Uefi);
+        f.cdrom.clear();
+        f.follow_iso(&free, &detect_need(UefiSupported));
+        assert_eq!(f.firmware, Firmware::Bios);
+        // Picked: it stays, whatever the next ISO holds.
+        f.choose_firmware(Firmware::Bios);
+        f.cdrom = b.display().to_string();
+        f.follow_iso(&free, &detect_need(UefiRequired));
+        assert_eq!(f.firmware, Firmware::Bios);
+        let c = f.check(&free, &host());
+        assert!(c.ok(), "BIOS for a UEFI-only OS is allowed: {c:?}");
+        assert_eq!(
+            c.firmware_warning.as_deref(),
+            Some("Some OS needs UEFI: its installer will not start with BIOS")
+        );
+        // No OVMF: BIOS whatever the OS, and UEFI refused with the package to install.
+        let mut g = VmForm {
+            ovmf: false,
+            cdrom: a.display().to_string(),
+            ..Default::default()
+        };
+        g.follow_iso(&free, &detect_need(UefiRequired));
+        assert_eq!(g.firmware, Firmware::Bios);
+        g.choose_firmware(Firmware::Uefi);
+        assert_eq!(
+            g.check(&free, &host()).firmware.as_deref(),
+            Some("UEFI needs the ovmf package: sudo apt-get install ovmf")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn editing_changes_the_firmware_and_keeps_the_store() {
+        let mut def = VmDef::new("vm", 512, 1);
+        def.firmware = Firmware::Uefi;
+        def.efi_vars = Some("/d/nvram/vm_VARS.fd".into());
+        let mut f = VmForm::edit(&def);
+        assert_eq!((f.firmware, f.firmware_chosen), (Firmware::Uefi, true));
+        assert_eq!(f.to_def().unwrap(), def);
+        // Its store is not there: saving would make a new one, and the dialog says so.
+        f.ovmf = true;
+        let c = f.check(&|_| false, &host());
+        assert!(c.ok(), "{c:?}");
+        assert_eq!(
+            c.firmware_warning.as_deref(),
+            Some("its UEFI variable store is missing: saving makes a new, empty one")
+        );
+        // Without OVMF a UEFI VM may still be edited (its store is there)...
+        f.ovmf = false;
+        assert!(f.check(&|_| false, &host()).ok());
+        f.choose_firmware(Firmware::Bios);
+        let d = f.to_def().unwrap();
+        assert_eq!(d.firmware, Firmware::Bios);
+        assert_eq!(d.efi_vars, def.efi_vars, "kept for a switch back");
+        // ...but a BIOS VM cannot switch to UEFI there.
+        let mut f = VmForm::edit(&d);
+        f.ovmf = false;
+        f.choose_firmware(Firmware::Uefi);
+        assert!(f.check(&|_| false, &host()).firmware.is_some());
+    }
+
+    #[test]
+    fn ui_the_firmware_choice_greys_out_uefi_without_ovmf() {
+        use egui::accesskit::Role;
+        use egui_kittest::Harness;
+        use egui_kittest::kittest::{NodeT as _, Queryable as _};
+        let root = std::env::temp_dir().join(format!("vmdesk-form-fwui-{}", std::process::id()));
+        let app = |ovmf: bool| {
+            let mut app = VmdeskApp::new(
+                Library::at(root.join("vms")),
+                Runtime::at(root.join("run")),
+                host(),
+            );
+            app.form = Some(FormDialog::new(VmForm {
+                name: "vm".into(),
+                ovmf,
+                ..Default::default()
+            }));
+            Harness::builder()
+                .with_size(egui::vec2(1000.0, 900.0))
+                .build_ui_state(|ui, app: &mut VmdeskApp| app.ui(ui), app)
+        };
+        let firmware = |h: &Harness<'_, VmdeskApp>| h.state().form.as_ref().unwrap().form.firmware;
+        // With OVMF: BIOS by default (no ISO), UEFI a click away.
+        let mut h = app(true);
+        h.run_steps(2);
+        h.get_by_label("Firmware");
+        let uefi = h.get_by_role_and_label(Role::RadioButton, "UEFI");
+        assert!(!uefi.accesskit_node().is_disabled());
+        assert_eq!(firmware(&h), Firmware::Bios);
+        uefi.click();
+        h.run_steps(2);
+        assert_eq!(firmware(&h), Firmware::Uefi);
+        let form = &h.state().form.as_ref().unwrap().form;
+        assert!(form.firmware_chosen);
+        assert_eq!(form.to_new_vm().unwrap().firmware, Some(Firmware::Uefi));
+        drop(h);
+        // Without: UEFI greyed out, its hover text naming the package; clicks do nothing.
+        let mut h = app(false);
+        h.run_steps(2);
+        let uefi = h.get_by_role_and_label(Role::RadioButton, "UEFI");
+        assert!(uefi.accesskit_node().is_disabled());
+        uefi.hover();
+        // A tooltip waits for the pointer to rest (half a second; a step is a quarter).
+        h.run_steps(8);
+        h.get_by_label("UEFI needs the ovmf package: sudo apt-get install ovmf");
+        h.get_by_role_and_label(Role::RadioButton, "UEFI").click();
+        h.run_steps(2);
+        assert_eq!(firmware(&h), Firmware::Bios);
+        drop(h);
+        let _ = std::fs::remove_dir_all(root);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The VM list: a row per VM with a thumbnail of its screen ([`super::thumbs`]), its state,
-//! memory, vCPUs, VNC address, network (the mode and the port forwards that reach the
-//! guest) and the actions its state allows.
+//! memory, vCPUs, firmware, VNC address, network (the mode and the port forwards that reach
+//! the guest) and the actions its state allows.
 
 use eframe::egui;
 use egui::{Color32, RichText};
@@ -31,10 +31,11 @@ impl VmdeskApp {
         egui::ScrollArea::vertical().show(ui, |ui| {
             egui::Grid::new("vms")
                 .striped(true)
-                .num_columns(8)
+                .num_columns(9)
                 .show(ui, |ui| {
                     for h in [
-                        "Screen", "Name", "State", "Memory", "vCPUs", "VNC", "Network", "Actions",
+                        "Screen", "Name", "State", "Memory", "vCPUs", "Firmware", "VNC", "Network",
+                        "Actions",
                     ] {
                         ui.strong(h);
                     }
@@ -105,10 +106,15 @@ impl VmdeskApp {
                             Ok(d) => {
                                 ui.label(format!("{} MiB", d.memory_mib));
                                 ui.label(d.cpus.to_string());
+                                let fw = ui.label(d.firmware.label());
+                                if let Some(p) = &d.efi_vars {
+                                    fw.on_hover_text(format!("UEFI variables: {}", p.display()));
+                                }
                             }
                             Err(e) => {
                                 ui.colored_label(Color32::LIGHT_RED, "unreadable")
                                     .on_hover_text(e);
+                                ui.label("");
                                 ui.label("");
                             }
                         }

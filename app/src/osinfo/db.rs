@@ -137,6 +137,25 @@ impl OsDb {
         }
         r
     }
+
+    /// What `os` says of firmware, or the release it derives from when it says nothing:
+    /// osinfo-db states UEFI support once, where a line of releases got it (Ubuntu 11.10,
+    /// Fedora 19), and libosinfo's complete firmware list carries it to every later one.
+    pub fn firmware(&self, os: &Os) -> FirmwareNeed {
+        let mut at = os;
+        // Bounded: a loop in the data must not hang the dialog. Lines of releases are long
+        // (Fedora 37 is 18 releases after Fedora 19, which says it).
+        for _ in 0..128 {
+            if at.firmware != FirmwareNeed::Any {
+                return at.firmware;
+            }
+            match at.derives_from.as_deref().and_then(|id| self.get(id)) {
+                Some(parent) => at = parent,
+                None => break,
+            }
+        }
+        FirmwareNeed::Any
+    }
 }
 
 fn text<'a>(node: roxmltree::Node<'a, '_>, tag: &str) -> Option<&'a str> {

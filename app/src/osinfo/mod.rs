@@ -8,6 +8,7 @@ pub mod iso;
 
 use std::path::Path;
 
+use crate::library::Firmware;
 pub use db::{FirmwareNeed, OsDb, Resources};
 pub use iso::{IsoIds, read_ids};
 
@@ -93,7 +94,7 @@ pub fn propose(db: &OsDb, os: &db::Os) -> Proposal {
         memory_mib: r.ram.map_or(DEFAULT_MEMORY_MIB, |b| (b >> 20).max(1)),
         disk_bytes: r.storage.map_or(DEFAULT_DISK_BYTES, |b| b.max(1 << 20)),
         cpus: r.cpus.map_or(DEFAULT_CPUS, |c| c.clamp(1, 64)),
-        firmware: os.firmware,
+        firmware: db.firmware(os),
     }
 }
 
@@ -110,8 +111,9 @@ pub enum Detection {
 }
 
 impl Detection {
-    /// One line for a person: what was found and what it means for the new VM.
-    pub fn summary(&self) -> String {
+    /// One line for a person: what was found and what it means for the new VM, which gets
+    /// `firmware`.
+    pub fn summary(&self, firmware: Firmware) -> String {
         match self {
             Detection::Found(p) => {
                 let mut s = format!(
@@ -121,12 +123,22 @@ impl Detection {
                     p.cpus,
                     p.disk_bytes >> 30
                 );
-                match p.firmware {
-                    FirmwareNeed::UefiRequired => {
-                        s += "; it needs UEFI firmware, which vmdesk does not have yet (BIOS only)"
+                s += match (p.firmware, firmware) {
+                    (FirmwareNeed::UefiRequired, Firmware::Uefi) => {
+                        "; UEFI firmware (it needs UEFI)"
                     }
-                    FirmwareNeed::UefiSupported | FirmwareNeed::Any => s += "; BIOS firmware",
-                }
+                    (FirmwareNeed::UefiRequired, Firmware::Bios) => {
+                        "; it needs UEFI firmware, but the VM gets BIOS"
+                    }
+                    (FirmwareNeed::UefiSupported, Firmware::Uefi) => "; UEFI firmware",
+                    (FirmwareNeed::UefiSupported, Firmware::Bios) => {
+                        "; BIOS firmware (it supports UEFI too)"
+                    }
+                    (FirmwareNeed::Any, f) => match f {
+                        Firmware::Bios => "; BIOS firmware",
+                        Firmware::Uefi => "; UEFI firmware",
+                    },
+                };
                 s
             }
             Detection::Unknown { .. } | Detection::Failed(_) => {
@@ -213,6 +225,7 @@ mod tests {
             r#"<os id="http://example.org/base/1"><short-id>base1</short-id>
               <name>Base 1</name><name xml:lang="fr">Base un</name>
               <release-date>2020-01-01</release-date>
+              <firmware arch="x86_64" type="efi"/>
               <resources arch="all"><minimum><n-cpus>2</n-cpus><ram>536870912</ram></minimum>
               <recommended><ram>2147483648</ram><storage>21474836480</storage></recommended>
               </resources>
@@ -280,6 +293,9 @@ mod tests {
             (point.memory_mib, point.disk_bytes, point.cpus),
             (4096, 20 << 30, 2)
         );
+        // UEFI support said once, for the first release that had it, holds for the later.
+        assert_eq!(base.firmware, FirmwareNeed::UefiSupported);
+        assert_eq!(point.firmware, FirmwareNeed::UefiSupported);
         // Nothing said: the defaults; UEFI only is said.
         let win = identify(&db, &ids("CCCOMA_X64FRE_EN-US_DV9", "")).unwrap();
         let p = propose(&db, win);
@@ -287,7 +303,21 @@ mod tests {
             (p.memory_mib, p.disk_bytes, p.cpus, p.firmware),
             (1024, 10 << 30, 1, FirmwareNeed::UefiRequired)
         );
-        assert!(Detection::Found(p).summary().contains("needs UEFI"));
+        let found = Detection::Found(p);
+        assert!(
+            found
+                .summary(Firmware::Uefi)
+                .ends_with("; UEFI firmware (it needs UEFI)"),
+            "{}",
+            found.summary(Firmware::Uefi)
+        );
+        assert!(
+            found
+                .summary(Firmware::Bios)
+                .ends_with("; it needs UEFI firmware, but the VM gets BIOS"),
+            "{}",
+            found.summary(Firmware::Bios)
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,6 +1,6 @@
 //! Making VMs: a new VM's description ([`NewVm`], what `vmdesk create` and the create
-//! dialog fill in), its `--disk` options, the OS detection that may fill it, and the
-//! creation itself; and the network settings of a stopped VM.
+//! dialog fill in), its `--disk` options, the OS detection that may fill it, its firmware,
+//! and the creation itself; and the settings `vmdesk set` changes on a stopped VM.
 
 use std::path::{Path, PathBuf};
 
@@ -10,8 +10,10 @@ use vmm::disk::Preallocation;
 use super::{Usage, VmService, usage};
 use crate::disk;
 use crate::library::{
-    self, DiskBus, DiskDef, DiskFormat, Forward, HostFacts, LibraryError, MacAddr, NetMode, VmDef,
+    self, DiskBus, DiskDef, DiskFormat, Firmware, Forward, HostFacts, LibraryError, MacAddr,
+    NetMode, VmDef,
 };
+use crate::nvram;
 use crate::osinfo;
 
 const MIB: u64 = 1 << 20;
@@ -37,11 +39,13 @@ pub struct NewVm {
     pub network: NetMode,
     pub forwards: Vec<Forward>,
     pub mac: Option<MacAddr>,
+    /// `None`: [`VmService::resolve_firmware`]'s default.
+    pub firmware: Option<Firmware>,
 }
 
-/// A change to a stopped VM's network (`vmdesk set`).
+/// A change to a stopped VM's settings (`vmdesk set`): its network, its firmware.
 #[derive(Debug, Clone, Default)]
-pub struct NetworkChange {
+pub struct VmChange {
     pub name: String,
     pub network: Option<NetMode>,
     /// Added to the forwards the VM has (after `no_forwards`).
@@ -49,6 +53,8 @@ pub struct NetworkChange {
     /// Remove every forward first.
     pub no_forwards: bool,
     pub mac: Option<MacAddr>,
+    /// UEFI makes the VM's variable store if it has none (or it has gone); BIOS keeps it.
+    pub firmware: Option<Firmware>,
 }
 
 /// The default memory and vCPUs of `vmdesk create`.
@@ -90,19 +96,53 @@ impl VmService {
         Ok(Some(found))
     }
 
-    /// Changes a stopped VM's network settings in its definition (`vmdesk set`): the
-    /// forwards in `a` are added to those it has, after `no_forwards` removed them. Returns the
-    /// new definition and its warnings.
-    pub fn set_network(&self, a: NetworkChange) -> anyhow::Result<(VmDef, Vec<library::Warning>)> {
+    /// The OS on `a`'s CD as osinfo-db knows it: its name and what it says of firmware.
+    fn detected_os(a: &NewVm) -> Option<(String, osinfo::FirmwareNeed)> {
+        let iso = a.cdrom.as_ref().filter(|p| p.is_file())?;
+        let found = osinfo::detect(iso);
+        let p = found.proposal()?;
+        Some((p.os_name.clone(), p.firmware))
+    }
+
+    /// The firmware the new VM `a` gets: what the person chose, else UEFI where this host
+    /// has OVMF and the OS on the CD supports it, else BIOS ([`nvram::default_firmware`]).
+    /// Asking for UEFI without the `ovmf` package is bad input: one line naming it.
+    pub fn resolve_firmware(&self, a: &NewVm) -> anyhow::Result<Firmware> {
+        match a.firmware {
+            Some(Firmware::Uefi) => {
+                (self.ovmf)().map_err(|e| Usage(e.to_string()))?;
+                Ok(Firmware::Uefi)
+            }
+            Some(Firmware::Bios) => Ok(Firmware::Bios),
+            None => Ok(nvram::default_firmware(
+                self.ovmf_available(),
+                Self::detected_os(a).map(|(_, need)| need),
+            )),
+        }
+    }
+
+    /// Changes a stopped VM's settings in its definition (`vmdesk set`): the forwards in
+    /// `a` are added to those it has, after `no_forwards` removed them. Returns the new
+    /// definition and its warnings.
+    pub fn set(&self, a: VmChange) -> anyhow::Result<(VmDef, Vec<library::Warning>)> {
         let name = &a.name;
         let mut def = self.get(name)?;
-        if a.network.is_none() && a.forwards.is_empty() && !a.no_forwards && a.mac.is_none() {
+        if a.network.is_none()
+            && a.forwards.is_empty()
+            && !a.no_forwards
+            && a.mac.is_none()
+            && a.firmware.is_none()
+        {
             return usage(format!(
-                "'{name}': nothing to change: give --network, --forward, --no-forwards or --mac"
+                "'{name}': nothing to change: give --network, --forward, --no-forwards, --mac \
+                 or --firmware"
             ));
         }
         if self.rt.state(name).is_live() {
-            bail!("'{name}' is running: shut it down first (its network is set up when it starts)");
+            bail!(
+                "'{name}' is running: shut it down first (its network and firmware are set up \
+                 when it starts)"
+            );
         }
         if a.no_forwards {
             def.forwards.clear();
@@ -114,16 +154,30 @@ impl VmService {
         if let Some(mac) = a.mac {
             def.mac = mac;
         }
+        if let Some(f) = a.firmware {
+            def.firmware = f;
+        }
         let mut warnings = library::validate(&def, &HostFacts::detect())
             .map_err(|e| Usage(format!("'{name}': {e}")))?;
         warnings.extend(self.lib.network_clashes(&def, name));
-        self.lib.update(&def)?;
+        // Only when asked: a network change must not quietly replace a store that has gone.
+        let made = match a.firmware {
+            Some(Firmware::Uefi) => nvram::ensure(&mut def, &nvram::nvram_dir()?, self.ovmf)?,
+            _ => None,
+        };
+        if let Err(e) = self.lib.update(&def) {
+            if let Some(p) = made {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e.into());
+        }
         Ok((def, warnings))
     }
 
-    /// Validates, creates the new disks and adds the VM to the library; on any failure nothing
-    /// is left behind. `progress` hears (bytes reserved, bytes to reserve) while preallocated
-    /// disks are made, and returns `false` to cancel (then nothing is left either).
+    /// Validates, creates the new disks (and a UEFI VM's variable store) and adds the VM to
+    /// the library; on any failure nothing is left behind. `progress` hears (bytes
+    /// reserved, bytes to reserve) while preallocated disks are made, and returns `false`
+    /// to cancel (then nothing is left either).
     pub fn create(
         &self,
         a: NewVm,
@@ -133,8 +187,15 @@ impl VmService {
         let Some(name) = a.name.clone() else {
             return usage("give the VM a name with --name");
         };
+        let firmware = self.resolve_firmware(&a)?;
+        // Allowed (the person may know better, or install OVMF later), but said.
+        let needs_uefi = match (firmware, Self::detected_os(&a)) {
+            (Firmware::Bios, Some((os, osinfo::FirmwareNeed::UefiRequired))) => Some(os),
+            _ => None,
+        };
         let memory = a.memory.unwrap_or(DEFAULT_MEMORY);
         let mut def = VmDef::new(&name, memory.div_ceil(MIB), a.cpus.unwrap_or(DEFAULT_CPUS));
+        def.firmware = firmware;
         def.vnc = match a.vnc.as_str() {
             "auto" => "127.0.0.1:auto".into(),
             v => v.into(),
@@ -166,6 +227,12 @@ impl VmService {
         warnings.extend(lib.network_clashes(&def, &name));
         if lib.path_of(&name).exists() {
             return usage(format!("a VM named '{name}' already exists"));
+        }
+        if let Some(os) = needs_uefi {
+            warnings.push(library::Warning::NeedsUefi {
+                vm: name.clone(),
+                os,
+            });
         }
 
         // New disks go to the images dir, named after the VM; never over an existing file.
@@ -267,6 +334,7 @@ impl VmService {
                     }
                 }
             }
+            created.extend(nvram::ensure(&mut def, &nvram::nvram_dir()?, self.ovmf)?);
             lib.create(&def).map_err(|e| match e {
                 LibraryError::Exists(_) => Usage(e.to_string()).into(),
                 e => anyhow::Error::from(e),

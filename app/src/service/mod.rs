@@ -19,10 +19,11 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use crate::library::{self, HostFacts, Library, LibraryError, VmDef};
+use crate::nvram::{self, nvram_dir};
 use crate::runtime::{self, ExistingImages, ReinstallPlan, Runtime, RuntimeError, VmState};
 
 pub(crate) use create::absolute;
-pub use create::{DiskOpt, NetworkChange, NewVm, images_dir, parse_disk_opt};
+pub use create::{DiskOpt, NewVm, VmChange, images_dir, parse_disk_opt};
 
 /// Bad input from the person: the CLI exits with status 2 on it.
 #[derive(Debug, thiserror::Error)]
@@ -82,11 +83,29 @@ impl Control {
 pub struct VmService {
     lib: Library,
     rt: Runtime,
+    /// Whether the host has UEFI firmware (the `ovmf` package), asked each time it matters.
+    ovmf: nvram::Require,
 }
 
 impl VmService {
     pub fn new(lib: Library, rt: Runtime) -> VmService {
-        VmService { lib, rt }
+        VmService {
+            lib,
+            rt,
+            ovmf: vmm::firmware::uefi::require,
+        }
+    }
+
+    /// The service on a host whose UEFI firmware is what `require` says (tests play a host
+    /// without the `ovmf` package through this; nobody uninstalls it for a test).
+    pub fn with_ovmf(mut self, require: nvram::Require) -> VmService {
+        self.ovmf = require;
+        self
+    }
+
+    /// Whether new VMs may have UEFI firmware here.
+    pub fn ovmf_available(&self) -> bool {
+        (self.ovmf)().is_ok()
     }
 
     /// The user's library and run dir (XDG locations).
@@ -173,6 +192,7 @@ impl VmService {
         let def = self.get(name)?;
         let warnings = library::validate(&def, &HostFacts::detect())
             .map_err(|e| Usage(format!("'{name}': {e}")))?;
+        nvram::check_for_start(&def, self.ovmf)?;
         let vmm = runtime::find_vmm()?;
         let vnc = self.rt.start(&def, &vmm)?;
         Ok(Started { warnings, vnc })
@@ -207,15 +227,20 @@ impl VmService {
     }
 
     /// Deletes a stopped VM, with `delete_disks` its images too, and then the linked-clone
-    /// bases no VM needs any more; returns the images deleted.
+    /// bases no VM needs any more; its UEFI variable store goes either way (it is the VM's,
+    /// not a disk of the person's). Returns the files deleted.
     pub fn delete(&self, name: &str, delete_disks: bool) -> anyhow::Result<Vec<PathBuf>> {
         if self.rt.state(name).is_live() {
             bail!("'{name}' is running: stop it first (vmdesk destroy {name})");
         }
         let mut deleted = Vec::new();
         let mut backings = Vec::new();
+        // A definition that does not parse cannot say where its store is: the one vmdesk
+        // would have made for it, named after it, is its.
+        let mut store = nvram_dir().ok().map(|d| nvram::store_path(&d, name));
         match self.lib.get(name) {
             Ok(def) if delete_disks => {
+                store = def.efi_vars.clone();
                 let images: Vec<PathBuf> = def.disks.iter().map(|d| d.path.clone()).collect();
                 backings = crate::linked_clone::backings_of(&images);
                 for d in &def.disks {
@@ -230,7 +255,7 @@ impl VmService {
                     }
                 }
             }
-            Ok(_) => {}
+            Ok(def) => store = def.efi_vars,
             Err(LibraryError::NotFound(_)) | Err(LibraryError::Invalid(_)) => {
                 return Err(self.get(name).unwrap_err());
             }
@@ -247,6 +272,9 @@ impl VmService {
         deleted.extend(crate::linked_clone::remove_unused_bases(
             &self.lib, backings,
         )?);
+        if let Some(p) = store {
+            deleted.extend(nvram::remove(name, &p)?);
+        }
         Ok(deleted)
     }
 
@@ -260,34 +288,25 @@ impl VmService {
         linked: bool,
         progress: &mut dyn FnMut(u64, u64) -> bool,
     ) -> anyhow::Result<(VmDef, Vec<library::Warning>)> {
+        let dirs = crate::clone::Dirs::open_default()?;
         if linked {
-            return crate::linked_clone::clone_linked(
-                &self.lib,
-                &self.rt,
-                &images_dir()?,
-                name,
-                new_name,
-            );
+            return crate::linked_clone::clone_linked(&self.lib, &self.rt, &dirs, name, new_name);
         }
-        crate::clone::clone_vm(
-            &self.lib,
-            &self.rt,
-            &images_dir()?,
-            name,
-            new_name,
-            progress,
-        )
+        crate::clone::clone_vm(&self.lib, &self.rt, &dirs, name, new_name, progress)
     }
 
     /// A stopped VM renamed, its files following (see [`crate::clone::rename_vm`]).
     pub fn rename(&self, name: &str, new_name: &str) -> anyhow::Result<VmDef> {
-        crate::clone::rename_vm(&self.lib, &self.rt, &images_dir()?, name, new_name)
+        let dirs = crate::clone::Dirs::open_default()?;
+        crate::clone::rename_vm(&self.lib, &self.rt, &dirs, name, new_name)
     }
 
     /// Saves an edited definition: refused while the VM runs, or when its file changed
     /// since `original` was read (another window or the CLI saved meanwhile). A new name
-    /// takes the VM's images, log and serial output along, as [`VmService::rename`] does (a
-    /// new VM of the old name must not inherit them). Returns the new definition's warnings.
+    /// takes the VM's images, log, serial output and UEFI variables along, as
+    /// [`VmService::rename`] does (a new VM of the old name must not inherit them). A switch
+    /// to UEFI makes the VM's variable store if it has none; a switch to BIOS keeps it (see
+    /// [`crate::nvram`]). Returns the new definition's warnings.
     pub fn save_edit(
         &self,
         original: &VmDef,
@@ -306,11 +325,19 @@ impl VmService {
         let mut warnings =
             library::validate(new, host).map_err(|e| anyhow::anyhow!("'{old}': {e}"))?;
         warnings.extend(self.lib.network_clashes(new, old));
-        if new.name == *old {
-            self.lib.update(new)?;
+        let dirs = crate::clone::Dirs::open_default()?;
+        let mut new = new.clone();
+        let made = nvram::ensure(&mut new, &dirs.nvram, self.ovmf)?;
+        let saved = if new.name == *old {
+            self.lib.update(&new).map_err(anyhow::Error::from)
         } else {
-            let mut new = new.clone();
-            crate::clone::save_renamed(&self.lib, &self.rt, &images_dir()?, old, &mut new)?;
+            crate::clone::save_renamed(&self.lib, &self.rt, &dirs, old, &mut new)
+        };
+        if let Err(e) = saved {
+            if let Some(p) = made {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
         }
         Ok(warnings)
     }
@@ -336,6 +363,7 @@ impl VmService {
         // Every check that can fail without touching a disk runs before the VMM is looked
         // for, and the VMM before anything is wiped.
         self.rt.plan_reinstall(&def, existing)?;
+        nvram::check_for_start(&def, self.ovmf)?;
         let vmm = runtime::find_vmm()?;
         Ok(self.rt.reinstall(&def, existing, &vmm)?)
     }
@@ -532,6 +560,75 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
+    fn no_ovmf() -> Result<(), vmm::firmware::uefi::UefiError> {
+        Err(vmm::firmware::uefi::UefiError::Missing(
+            vmm::firmware::uefi::OVMF_CODE.into(),
+        ))
+    }
+
+    fn new_vm(name: &str) -> NewVm {
+        NewVm {
+            name: Some(name.into()),
+            memory: Some(64 << 20),
+            cpus: None,
+            disks: Vec::new(),
+            cdrom: None,
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+            vnc: "none".into(),
+            vnc_password_file: None,
+            network: NetMode::None,
+            forwards: Vec::new(),
+            mac: None,
+            firmware: None,
+        }
+    }
+
+    /// A host without the ovmf package (played: nobody uninstalls it for a test): new VMs
+    /// get BIOS, asking for UEFI is bad input naming the package, and a UEFI VM does not
+    /// start, each in one line.
+    #[test]
+    fn without_ovmf_uefi_is_refused_in_one_line() {
+        use crate::library::Firmware;
+        let root = std::env::temp_dir().join(format!("vmdesk-noovmf-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        let (lib, rt) = (Library::at(root.join("vms")), Runtime::at(root.join("run")));
+        let vms = VmService::new(lib.clone(), rt).with_ovmf(no_ovmf);
+        assert!(!vms.ovmf_available());
+        let mut a = new_vm("vm");
+        assert_eq!(vms.resolve_firmware(&a).unwrap(), Firmware::Bios);
+        a.firmware = Some(Firmware::Uefi);
+        let e = vms.resolve_firmware(&a).unwrap_err();
+        assert!(e.is::<Usage>(), "exit status 2");
+        let msg = e.to_string();
+        assert_eq!(msg.lines().count(), 1, "{msg}");
+        assert!(msg.contains("sudo apt-get install ovmf"), "{msg}");
+        let e = vms.create(a, &mut |_, _| true).unwrap_err();
+        assert!(e.is::<Usage>() && e.to_string() == msg, "{e}");
+        assert!(!lib.path_of("vm").exists(), "nothing made");
+        // A UEFI VM defined elsewhere: start says what is missing and how to get it.
+        let mut def = VmDef::new("efi", 64, 1);
+        def.network = NetMode::None;
+        def.firmware = Firmware::Uefi;
+        def.efi_vars = Some(root.join("efi_VARS.fd"));
+        lib.create(&def).unwrap();
+        let e = vms.start("efi").unwrap_err().to_string();
+        assert!(e.starts_with("'efi' has UEFI firmware, but"), "{e}");
+        assert!(e.contains("sudo apt-get install ovmf"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        // With OVMF, a store that is missing is said, with the fix, never made anew.
+        let vms = VmService::new(lib.clone(), Runtime::at(root.join("run")));
+        if vms.ovmf_available() {
+            let e = vms.start("efi").unwrap_err().to_string();
+            assert!(e.contains("efi_VARS.fd is missing"), "{e}");
+            assert!(e.contains("vmdesk set efi --firmware uefi"), "{e}");
+            assert!(!root.join("efi_VARS.fd").exists());
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     #[test]
     fn set_refuses_a_running_vm_and_keeps_its_definition() {
         let root = std::env::temp_dir().join(format!("vmdesk-set-{}", std::process::id()));
@@ -543,7 +640,7 @@ mod tests {
         let before = lib.get("vm").unwrap();
         let mut child = crate::runtime::fake_vmm(&rt, "vm");
         let e = vms
-            .set_network(NetworkChange {
+            .set(VmChange {
                 name: "vm".into(),
                 network: Some(NetMode::None),
                 ..Default::default()
@@ -560,7 +657,7 @@ mod tests {
         let _ = child.wait();
         // Stopped: done.
         let (def, warnings) = vms
-            .set_network(NetworkChange {
+            .set(VmChange {
                 name: "vm".into(),
                 network: Some(NetMode::None),
                 ..Default::default()
