@@ -26,6 +26,7 @@ pub mod option_rom;
 pub mod pause;
 pub mod pci;
 pub mod serial_console;
+pub mod smbios;
 #[cfg(test)]
 mod test_sink;
 pub mod vdagent;

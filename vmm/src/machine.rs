@@ -20,7 +20,9 @@ use crate::config::{BootDevice, DiskBus, DiskSpec};
 use crate::devices::boot_watch::{BootEvent, BootMedia};
 use crate::devices::cmos::{CMOS_BASE, CMOS_PORTS, Cmos, CmosConfig, RTC_IRQ};
 use crate::devices::debugcon::{DEBUGCON_PORT, DebugCon};
-use crate::devices::fw_cfg::{FW_CFG_BASE, FW_CFG_LEN, FwCfg, bootorder_bytes, e820_bytes};
+use crate::devices::fw_cfg::{
+    FW_CFG_BASE, FW_CFG_LEN, FW_CFG_UUID, FwCfg, bootorder_bytes, e820_bytes,
+};
 use crate::devices::i8042::{self, I8042, KBD_IRQ, MOUSE_IRQ};
 use crate::devices::ide::pci::{IDETIM, IDETIM_DECODE_ENABLE};
 use crate::devices::ide::{AtaDisk, AtapiCdrom, IDE_DEVFN, Ide, IdeDevice};
@@ -38,6 +40,7 @@ use crate::option_rom::OptionRom;
 use crate::pci::chipset::PcChipset;
 use crate::pci::devfn;
 use crate::serial_console::{FanoutWriter, SerialFanout};
+use crate::smbios::{self, SmbiosConfig};
 use crate::virtio::net::VirtioNet;
 use crate::virtio::pci::FastPaths;
 use crate::virtio::{self, block::VirtioBlock, input::VirtioTablet, serial::VirtioSerial};
@@ -606,8 +609,58 @@ pub fn acpi_config(cfg: &MachineConfig, layout: &MemoryLayout) -> AcpiConfig {
 /// Below this, SeaBIOS never places PCI memory BARs.
 const PCI_HOLE_MIN: u64 = 0x8000_0000;
 
-/// fw_cfg as SeaBIOS reads it on QEMU: CPU counts, the e820 map, boot options, and our
-/// ACPI tables with the loader script that places them.
+/// What the machine's SMBIOS tables describe.
+pub fn smbios_config(cfg: &MachineConfig, layout: &MemoryLayout) -> SmbiosConfig {
+    // Type 4's processor ID, as QEMU fills it from the vCPU's CPUID leaf 1: under KVM the
+    // signature is the host's, and so are the feature flags but for what KVM filters.
+    let leaf1 = std::arch::x86_64::__cpuid(1);
+    SmbiosConfig {
+        cpus: cfg.cpus,
+        ram_size: layout.ram_size,
+        ram_below_4g: layout.below_4g,
+        ram_above_4g: layout.above_4g,
+        uuid: machine_uuid(cfg),
+        cpuid_signature: leaf1.eax,
+        cpuid_features: leaf1.edx,
+    }
+}
+
+/// The machine's UUID, for SMBIOS and fw_cfg's UUID item. vmdesk-vmm is told no name or
+/// UUID for the VM, so it is derived from the files that are the VM's own and that stay
+/// with it from run to run: its disk images and its EFI variable store, by path (a
+/// name-based UUID: the same paths give the same UUID; a clone, with copies of its own,
+/// gets another, and so does a VM whose rename moved its images). A machine with none
+/// of these, which nothing tells apart from any other, gets the nil UUID, which firmware
+/// and guests take for "not set", as QEMU gives without `-uuid`: one UUID shared by
+/// unrelated VMs would be worse, since systemd makes a new KVM guest's machine ID from it.
+pub fn machine_uuid(cfg: &MachineConfig) -> [u8; 16] {
+    use std::os::unix::ffi::OsStrExt;
+    let vars = match &cfg.boot {
+        Boot::Firmware(fw) => fw.vars.as_ref().and_then(|v| v.path()),
+        Boot::Linux { .. } => None,
+    };
+    let files = cfg
+        .disks
+        .iter()
+        .map(|d| ("disk", d.path.as_path()))
+        .chain(vars.map(|p| ("efivars", p)));
+    let mut name = Vec::new();
+    for (what, path) in files {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        for part in [what.as_bytes(), path.as_os_str().as_bytes()] {
+            name.extend_from_slice(part);
+            name.push(0);
+        }
+    }
+    if name.is_empty() {
+        [0; 16]
+    } else {
+        smbios::name_based_uuid(&name)
+    }
+}
+
+/// fw_cfg as SeaBIOS reads it on QEMU: CPU counts, the e820 map, boot options, our ACPI
+/// tables with the loader script that places them, and our SMBIOS tables.
 fn firmware_config(
     cfg: &MachineConfig,
     layout: &MemoryLayout,
@@ -645,11 +698,24 @@ fn firmware_config(
         (acpi::ACPI_TABLES_FILE, acpi.tables),
         (acpi::TABLE_LOADER_FILE, acpi.loader),
     ];
+    // SMBIOS reaches a guest only through firmware, which is why it is here: a direct
+    // Linux boot has no fw_cfg and so no SMBIOS (QEMU's -kernel has them, since SeaBIOS
+    // runs before the kernel there). An entry point of our own in the 0xF0000 segment,
+    // where Linux looks, would give it them; no guest of ours has needed them yet.
+    let smbios = smbios_config(cfg, layout);
+    // QEMU's UUID item carries the same UUID as type 1 (its -uuid), in RFC 4122 order.
+    fw.add_item(FW_CFG_UUID, smbios.uuid.to_vec());
+    let smbios = smbios.fw_cfg_blobs();
+    let smbios_files = [
+        (smbios::SMBIOS_ANCHOR_FILE, smbios.anchor),
+        (smbios::SMBIOS_TABLES_FILE, smbios.tables),
+    ];
     let roms = cfg
         .option_roms
         .iter()
         .map(|r| (r.fw_cfg_name.as_str(), r.data.clone()));
-    for (name, data) in files.into_iter().chain(acpi_files).chain(roms) {
+    let all = files.into_iter().chain(acpi_files).chain(smbios_files);
+    for (name, data) in all.chain(roms) {
         fw.add_file(name, data)
             .map_err(|e| MachineError::Firmware(e.to_string()))?;
     }
@@ -717,33 +783,100 @@ mod tests {
             .collect()
     }
 
+    /// A fw_cfg file's contents, found in the directory as SeaBIOS's qemu_romfile_init
+    /// finds it; `None` when the directory has no such file.
+    fn fw_cfg_file(m: &Machine, name: &str) -> Option<Vec<u8>> {
+        let count = u32::from_be_bytes(fw_cfg_read(m, FW_CFG_FILE_DIR, 4).try_into().unwrap());
+        let dir = fw_cfg_read(m, FW_CFG_FILE_DIR, 4 + 64 * count as usize);
+        let mut field = name.as_bytes().to_vec();
+        field.push(0);
+        let entry = dir[4..].chunks(64).find(|e| e[8..].starts_with(&field))?;
+        let size = u32::from_be_bytes(entry[0..4].try_into().unwrap());
+        let key = u16::from_be_bytes(entry[4..6].try_into().unwrap());
+        Some(fw_cfg_read(m, key, size as usize))
+    }
+
+    fn test_firmware() -> Firmware {
+        Firmware {
+            path: "test.bin".into(),
+            image: vec![0; 256 << 10],
+            vars: None,
+        }
+    }
+
+    /// The SMBIOS files as SeaBIOS and OVMF fetch them: an entry point whose table length
+    /// is the tables file's size (both firmwares refuse the tables otherwise), the tables
+    /// this machine's [`smbios_config`] makes, and the UUID item matching type 1's.
+    #[test]
+    fn smbios_tables_are_fw_cfg_files() {
+        let dir =
+            std::env::temp_dir().join(format!("vmdesk-machine-smbios-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let disk = dir.join("d.raw");
+        std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+        let spec = crate::config::parse_disk(&format!("{},format=raw", disk.display())).unwrap();
+        let cfg = MachineConfig {
+            disks: vec![spec],
+            ..MachineConfig::new(5 << 30, 2, Boot::Firmware(test_firmware()))
+        };
+        let m = Machine::new(&cfg, irqs(), &Outputs::default()).unwrap();
+        let anchor = fw_cfg_file(&m, smbios::SMBIOS_ANCHOR_FILE).expect("the anchor file");
+        let tables = fw_cfg_file(&m, smbios::SMBIOS_TABLES_FILE).expect("the tables file");
+        assert_eq!((anchor.len(), &anchor[0..4]), (31, &b"_SM_"[..]));
+        assert_eq!(
+            u16::from_le_bytes([anchor[22], anchor[23]]) as usize,
+            tables.len()
+        );
+        let want = smbios_config(&cfg, &m.layout);
+        assert_eq!(
+            (want.cpus, want.ram_below_4g, want.ram_above_4g),
+            (2, 3 << 30, 2 << 30)
+        );
+        let blobs = want.fw_cfg_blobs();
+        assert_eq!((anchor, tables.clone()), (blobs.anchor, blobs.tables));
+
+        // The UUID: stable, derived from the disk, the same in the item and in type 1
+        // (there with its first three fields little-endian).
+        let uuid = fw_cfg_read(&m, crate::devices::fw_cfg::FW_CFG_UUID, 16);
+        assert_ne!(uuid, [0; 16]);
+        assert_eq!(uuid, machine_uuid(&cfg));
+        let system = &tables[..tables[1] as usize];
+        assert_eq!(system[0], 1);
+        let mut wire = uuid.clone();
+        wire[0..4].reverse();
+        wire[4..6].reverse();
+        wire[6..8].reverse();
+        assert_eq!(&system[8..24], &wire[..]);
+        let again = Machine::new(&cfg, irqs(), &Outputs::default()).unwrap();
+        assert_eq!(
+            fw_cfg_read(&again, crate::devices::fw_cfg::FW_CFG_UUID, 16),
+            uuid
+        );
+        // Nothing of the VM's own to derive it from: not set.
+        let bare = MachineConfig::new(64 << 20, 1, Boot::Firmware(test_firmware()));
+        assert_eq!(machine_uuid(&bare), [0; 16]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A direct boot has no fw_cfg, and so no SMBIOS (see `firmware_config`).
+    #[test]
+    fn direct_boot_has_no_fw_cfg() {
+        let m = Machine::new(&cfg(None), irqs(), &Outputs::default()).unwrap();
+        let mut b = [0u8];
+        assert!(!m.pio.read(FW_CFG_BASE + 1, &mut b));
+    }
+
     #[test]
     fn option_roms_are_fw_cfg_genroms_files() {
         let rom = wrap_program(&[0xF4], "t").unwrap();
         let option_rom =
             OptionRom::from_bytes(std::path::Path::new("t.rom"), "t.rom", rom.clone()).unwrap();
-        let firmware = Firmware {
-            path: "test.bin".into(),
-            image: vec![0; 256 << 10],
-            vars: None,
-        };
         let cfg = MachineConfig {
             option_roms: vec![option_rom],
-            ..MachineConfig::new(64 << 20, 1, Boot::Firmware(firmware))
+            ..MachineConfig::new(64 << 20, 1, Boot::Firmware(test_firmware()))
         };
         let m = Machine::new(&cfg, irqs(), &Outputs::default()).unwrap();
-
-        // The directory, as SeaBIOS's qemu_romfile_init walks it.
-        let count = u32::from_be_bytes(fw_cfg_read(&m, FW_CFG_FILE_DIR, 4).try_into().unwrap());
-        let dir = fw_cfg_read(&m, FW_CFG_FILE_DIR, 4 + 64 * count as usize);
-        let entry = dir[4..]
-            .chunks(64)
-            .find(|e| e[8..].starts_with(b"genroms/t.rom\0"))
-            .expect("genroms/t.rom in the fw_cfg directory");
-        let size = u32::from_be_bytes(entry[0..4].try_into().unwrap());
-        let key = u16::from_be_bytes(entry[4..6].try_into().unwrap());
-        assert_eq!(size as usize, rom.len());
-        assert_eq!(fw_cfg_read(&m, key, rom.len()), rom);
+        assert_eq!(fw_cfg_file(&m, "genroms/t.rom"), Some(rom));
     }
 
     fn cfg(cdrom: Option<PathBuf>) -> MachineConfig {

@@ -289,6 +289,70 @@ fn assert_same_machine(ours: &BTreeSet<String>, qemu: &BTreeSet<String>, what: &
     );
 }
 
+/// SeaBIOS's lines about SMBIOS, addresses blanked: where it put the entry point, and the
+/// machine UUID it read from the type 1 structure.
+fn smbios_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .map(str::trim)
+        .filter(|l| l.contains("SMBIOS") || l.starts_with("Machine UUID"))
+        .map(|l| {
+            l.split(' ')
+                .map(|w| if w.starts_with("0x") { "ADDR" } else { w })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+/// SeaBIOS takes the machine's SMBIOS tables from fw_cfg rather than building its own:
+/// only ours carry a UUID (derived from the VM's disk), which SeaBIOS prints as it
+/// starts the screen; its own legacy tables have none. And QEMU, given the same UUID,
+/// makes SeaBIOS say the same things about SMBIOS.
+#[test]
+fn seabios_takes_the_smbios_tables_from_fw_cfg() {
+    let test = "seabios_takes_the_smbios_tables_from_fw_cfg";
+    if !common::kvm_or_skip(test) || !firmware_or_skip(test) {
+        return;
+    }
+    let dir = common::temp_dir("smbios-disk");
+    let disk = dir.join("empty.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let spec = format!("{},format=raw", disk.display());
+    let cfg = vmm::machine::MachineConfig {
+        disks: vec![vmm::config::parse_disk(&spec).unwrap()],
+        ..vmm::machine::MachineConfig::new(
+            512 << 20,
+            2,
+            vmm::machine::Boot::Linux {
+                kernel: "unused".into(),
+                initrd: None,
+                cmdline: String::new(),
+            },
+        )
+    };
+    let uuid = vmm::smbios::uuid_string(&vmm::machine::machine_uuid(&cfg));
+    let ours = smbios_lines(&post_with("smbios", "512M", 2, &["--disk", &spec]));
+    assert_eq!(
+        ours,
+        [
+            "Copying SMBIOS from ADDR to ADDR".to_string(),
+            format!("Machine UUID {uuid}")
+        ],
+        "SeaBIOS did not take our SMBIOS tables"
+    );
+    if common::tool_or_skip(test, "qemu-system-x86_64").is_some() {
+        let drive = format!("file={},format=raw,if=virtio", disk.display());
+        let qemu = smbios_lines(&qemu_log_with(
+            &dir,
+            512,
+            2,
+            &["-uuid", &uuid, "-drive", &drive],
+        ));
+        assert_eq!(ours, qemu, "SeaBIOS's SMBIOS lines: ours, then QEMU's");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A guest reset restarts the machine through the firmware: SeaBIOS, told to reboot when
 /// nothing boots, resets through port 0xCF9 (its QEMU path) and POSTs again.
 #[test]
