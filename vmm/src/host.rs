@@ -104,6 +104,15 @@ pub fn report() -> (String, bool) {
             fw.display()
         )
     };
+    // UEFI is optional: BIOS VMs run without it.
+    out += &if crate::firmware::uefi::available() {
+        format!("UEFI firmware: {} present\n", crate::firmware::uefi::OVMF_CODE)
+    } else {
+        format!(
+            "UEFI firmware: {} missing (sudo apt-get install ovmf; BIOS VMs run without it)\n",
+            crate::firmware::uefi::OVMF_CODE
+        )
+    };
     out += "can run: ";
     out += match (ok, flavor.runs_guest_kernels()) {
         (false, _) => "nothing until the problems above are fixed\n",
