@@ -106,7 +106,10 @@ pub fn report() -> (String, bool) {
     };
     // UEFI is optional: BIOS VMs run without it.
     out += &if crate::firmware::uefi::available() {
-        format!("UEFI firmware: {} present\n", crate::firmware::uefi::OVMF_CODE)
+        format!(
+            "UEFI firmware: {} present\n",
+            crate::firmware::uefi::OVMF_CODE
+        )
     } else {
         format!(
             "UEFI firmware: {} missing (sudo apt-get install ovmf; BIOS VMs run without it)\n",
