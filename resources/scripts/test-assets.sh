@@ -49,6 +49,14 @@
 #                        (from iperf3, libiperf0, libssl3, libsctp1 and libc6, unpacked):
 #                        vmdesk.test=bench runs an iperf3 client and server and a TCP echo
 #                        server (vmm/benches/net_throughput.rs)
+#   efi-initrd.img       busybox plus the cloud kernel's efivarfs, virtio_pci and virtio_blk,
+#                        and an /init that says whether UEFI firmware started the kernel,
+#                        reads (and at the first boot on a fresh variable store creates) a
+#                        non-volatile test variable through efivarfs, lists the virtio
+#                        interrupts, says whether SMBIOS tables came, and powers off
+#   efi-disk.img         a raw disk with a GPT and an EFI system partition holding GRUB as
+#                        \EFI\BOOT\BOOTX64.EFI (grub-mkstandalone), the cloud kernel and
+#                        efi-initrd.img, which GRUB boots at once (console=ttyS0)
 #   isolinux/            isolinux.bin and ldlinux.c32 from Debian's isolinux and
 #                        syslinux-common (unpacked, not installed): the CD boot loader of
 #                        linux_machine.rs's reboot test, whose ISO is made at test time
@@ -122,11 +130,13 @@ kernel_extract() {
 }
 
 # An initrd made by an older version of this script (their /init scripts are written here)
-# is stale: make it again. input-initrd.img was the display test's initrd from the cloud
+# is stale: make it again; so is the UEFI disk (its GRUB configuration is written here
+# too). input-initrd.img was the display test's initrd from the cloud
 # kernel (display-initrd.img replaces it).
 rm -f "$out/input-initrd.img"
 for f in initrd.img storage-initrd.img display-initrd.img agent-initrd.img nested-initrd.img \
-         machine-initrd.img install-initrd.img net-initrd.img net-bench-initrd.img; do
+         machine-initrd.img install-initrd.img net-initrd.img net-bench-initrd.img \
+         efi-initrd.img efi-disk.img; do
   if [[ -e $out/$f && $out/$f -ot $root/resources/scripts/test-assets.sh ]]; then
     echo "test-assets: $f is older than this script; rebuilding it" >&2
     rm -f "$out/$f"
@@ -149,7 +159,7 @@ refresh_kernel() {
   fi
 }
 refresh_kernel cloud vmlinuz storage-initrd.img agent-initrd.img machine-initrd.img \
-  install-initrd.img net-initrd.img net-bench-initrd.img
+  install-initrd.img net-initrd.img net-bench-initrd.img efi-initrd.img
 refresh_kernel generic vmlinuz-generic display-initrd.img nested-initrd.img
 
 # busybox-static, unpacked into ./bb, once per run.
@@ -1025,6 +1035,140 @@ INIT
   done
   ln -s /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 nrootfs-net/lib64/ld-linux-x86-64.so.2
   pack_initrd nrootfs-net net-bench-initrd.img
+fi
+# ---- UEFI media: GRUB for x86_64-efi, FAT filesystems, a GPT; made without root ----------
+# GRUB's modules come from grub-efi-amd64-bin, grub-mkstandalone from grub-common, mkfs.fat
+# from dosfstools, sfdisk from fdisk (those two in /usr/sbin, which not every user's PATH
+# has), mmd and mcopy from mtools: install-deps.sh test installs
+# them. FAT filesystems are made in files of their own (mkfs.fat -C) and filled by mtools,
+# then written into a disk (dd): no loop device, no mount.
+PATH=$PATH:/usr/sbin:/sbin
+export MTOOLS_SKIP_CHECK=1  # mtools: no complaint about a disk geometry no one uses
+grub_efi=/usr/lib/grub/x86_64-efi
+uefi_tools() {
+  local t miss=()
+  [[ -s $grub_efi/linux.mod ]] || miss+=("$grub_efi (package grub-efi-amd64-bin)")
+  for t in grub-mkstandalone:grub-common mkfs.fat:dosfstools \
+           sfdisk:fdisk mmd:mtools mcopy:mtools; do
+    command -v "${t%%:*}" >/dev/null || miss+=("${t%%:*} (package ${t#*:})")
+  done
+  ((${#miss[@]} == 0)) && return
+  echo "test-assets: the UEFI media need ${miss[*]}: resources/scripts/install-deps.sh test installs them" >&2
+  exit 1
+}
+# GRUB's modules in the standalone images below: built into the image and loaded before its
+# grub.cfg runs (grub-mkstandalone adds what they depend on).
+grub_modules=(part_gpt part_msdos fat iso9660 search search_fs_file normal configfile echo test
+  linux efi_gop all_video sleep halt)
+# Writes $1, a GRUB EFI application (what goes to \EFI\BOOT\BOOTX64.EFI) made by
+# grub-mkstandalone: grub_modules and the configuration file $2 as its grub.cfg, in its
+# memdisk, so it needs no other file to find.
+grub_standalone() {
+  grub-mkstandalone -O x86_64-efi -d "$grub_efi" -o "$1" --modules="${grub_modules[*]}" \
+    --install-modules="${grub_modules[*]}" --locales= --fonts= --themes= "boot/grub/grub.cfg=$2"
+}
+
+if [[ ! -s $out/efi-initrd.img ]]; then
+  echo "test-assets: building efi-initrd.img (busybox + the cloud kernel's efivarfs, virtio_pci and virtio_blk)" >&2
+  modules_rootfs erootfs cloud efivarfs virtio_pci virtio_blk
+  write_init erootfs vmdesk-efi <<'INIT'
+# vmdesk's UEFI guest: efi-disk.img's GRUB boots the cloud kernel with this initrd under
+# UEFI firmware (OVMF). Everything the tests read starts "vmdesk-efi: " on the console (COM1),
+# in this order:
+#   EFI: yes|no            whether UEFI firmware started the kernel (/sys/firmware/efi)
+#   VAR: none|TEXT         the test variable VmdeskTest-ddaef68a-1fb4-4cca-aa37-0426c7de331f
+#                          in the firmware's variable store (read through efivarfs): none
+#                          at the first boot on a fresh store, vmdesk-42 at the next ones
+#                          (unavailable without EFI)
+#   VAR-SET: done|failed   only when it was not there: created non-volatile, with boot
+#                          service and runtime access, holding vmdesk-42
+#   IRQ: LINE              each line of /proc/interrupts naming a virtio device (the disk
+#                          this booted from when it is virtio); IRQ: none when there is none
+#   SMBIOS: yes|no         whether the firmware handed over SMBIOS tables
+#                          (/sys/firmware/dmi/tables/DMI)
+#   done                   and it powers off
+while read -r m; do
+  insmod "/lib/modules/$m" || say "insmod $m failed"
+done < /lib/modules/order
+# The kernel's messages off the console from here on, so none lands inside a line.
+dmesg -n 1
+var=/sys/firmware/efi/efivars/VmdeskTest-ddaef68a-1fb4-4cca-aa37-0426c7de331f
+if [ -d /sys/firmware/efi ]; then
+  say "EFI: yes"
+  mount -t efivarfs efivarfs /sys/firmware/efi/efivars || say "cannot mount efivarfs"
+  if [ -e "$var" ]; then
+    # An efivarfs file is the variable's 4 bytes of attributes, then its data.
+    say "VAR: $(tail -c +5 "$var")"
+  else
+    say "VAR: none"
+    # Attributes 0x7 (non-volatile, boot service and runtime access), little-endian, and
+    # the data: efivarfs wants them in one write, which cat does for so short a file.
+    printf '\007\000\000\000vmdesk-42' > /var.bin
+    if cat /var.bin > "$var" && sync; then say "VAR-SET: done"; else say "VAR-SET: failed"; fi
+  fi
+else
+  say "EFI: no"
+  say "VAR: unavailable"
+fi
+grep -i virtio /proc/interrupts > /irqs
+if [ -s /irqs ]; then
+  while read -r line; do say "IRQ: $line"; done < /irqs
+else
+  say "IRQ: none"
+fi
+if [ -e /sys/firmware/dmi/tables/DMI ]; then say "SMBIOS: yes"; else say "SMBIOS: no"; fi
+say "done"
+poweroff -f
+INIT
+  pack_initrd erootfs efi-initrd.img
+fi
+# efi-disk.img: a raw 66 MiB disk with a GPT and one partition, the EFI system partition
+# (FAT32, 64 MiB from 1 MiB): \EFI\BOOT\BOOTX64.EFI is GRUB (grub-mkstandalone) whose own
+# grub.cfg boots \vmdesk\vmlinuz (the cloud kernel) with \vmdesk\initrd.img (efi-initrd.img)
+# and console=ttyS0 at once; when it cannot load them it says so and powers off. The GUIDs
+# are fixed, so the disk is the same at every build.
+if [[ ! -s $out/efi-disk.img || $out/efi-disk.img -ot $out/vmlinuz
+      || $out/efi-disk.img -ot $out/efi-initrd.img ]]; then
+  uefi_tools
+  echo "test-assets: making efi-disk.img (GPT, an EFI system partition: GRUB, the cloud kernel, efi-initrd.img)" >&2
+  cat > efi-disk.cfg <<'CFG'
+# efi-disk.img's GRUB (test-assets.sh): boots the kernel and initrd on this partition at once.
+set timeout=0
+set default=0
+search --no-floppy --set=root --file /vmdesk/vmlinuz
+menuentry "vmdesk EFI disk" {
+	echo "vmdesk-efi-grub: booting /vmdesk/vmlinuz"
+	if linux /vmdesk/vmlinuz console=ttyS0 panic=-1 loglevel=4; then
+		if initrd /vmdesk/initrd.img; then
+			boot
+		fi
+	fi
+	echo "vmdesk-efi-grub: cannot load /vmdesk/vmlinuz and /vmdesk/initrd.img; powering off"
+	sleep 1
+	halt
+}
+CFG
+  grub_standalone efi-disk-bootx64.efi efi-disk.cfg
+  img=$out/efi-disk.img.tmp
+  rm -f "$img"
+  # 2048 sectors before the partition, 131072 (64 MiB) in it, then the backup GPT.
+  truncate -s 66M "$img"
+  sfdisk --quiet "$img" <<'GPT'
+label: gpt
+label-id: 9C3F1E7A-54D2-4B8E-A1C6-3D0B7E2F5A41
+first-lba: 2048
+start=2048, size=131072, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=4E6B2D90-7A13-4C5F-9E28-B1D7F3A6C054, name="EFI system partition"
+GPT
+  # The partition's filesystem, made and filled as a file of its own (its hidden sectors:
+  # where it starts on the disk), then written into the disk.
+  rm -f esp.img
+  mkfs.fat -C -F 32 -h 2048 -n VMDESK_ESP -i 766d6465 esp.img $((131072 / 2)) >/dev/null
+  mmd -i esp.img ::/EFI ::/EFI/BOOT ::/vmdesk
+  mcopy -i esp.img efi-disk-bootx64.efi ::/EFI/BOOT/BOOTX64.EFI
+  mcopy -i esp.img "$out/vmlinuz" ::/vmdesk/vmlinuz
+  mcopy -i esp.img "$out/efi-initrd.img" ::/vmdesk/initrd.img
+  dd if=esp.img of="$img" bs=1M seek=1 conv=notrunc,sparse status=none
+  mv "$img" "$out/efi-disk.img"
 fi
 if [[ ! -s $out/isolinux/isolinux.bin || ! -s $out/isolinux/ldlinux.c32 ]]; then
   echo "test-assets: unpacking isolinux.bin and ldlinux.c32 (isolinux, syslinux-common)" >&2
