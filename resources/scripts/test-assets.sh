@@ -57,6 +57,8 @@
 #   efi-disk.img         a raw disk with a GPT and an EFI system partition holding GRUB as
 #                        \EFI\BOOT\BOOTX64.EFI (grub-mkstandalone), the cloud kernel and
 #                        efi-initrd.img, which GRUB boots at once (console=ttyS0)
+#   grub-efi.iso         GRUB's rescue CD for UEFI only (grub-mkrescue): a menu, "vmdesk UEFI
+#                        GRUB test" and "Power off", that waits for a key
 #   isolinux/            isolinux.bin and ldlinux.c32 from Debian's isolinux and
 #                        syslinux-common (unpacked, not installed): the CD boot loader of
 #                        linux_machine.rs's reboot test, whose ISO is made at test time
@@ -130,13 +132,13 @@ kernel_extract() {
 }
 
 # An initrd made by an older version of this script (their /init scripts are written here)
-# is stale: make it again; so is the UEFI disk (its GRUB configuration is written here
-# too). input-initrd.img was the display test's initrd from the cloud
+# is stale: make it again; so are the UEFI disk and GRUB CD (their GRUB configurations are
+# written here too). input-initrd.img was the display test's initrd from the cloud
 # kernel (display-initrd.img replaces it).
 rm -f "$out/input-initrd.img"
 for f in initrd.img storage-initrd.img display-initrd.img agent-initrd.img nested-initrd.img \
          machine-initrd.img install-initrd.img net-initrd.img net-bench-initrd.img \
-         efi-initrd.img efi-disk.img; do
+         efi-initrd.img efi-disk.img grub-efi.iso; do
   if [[ -e $out/$f && $out/$f -ot $root/resources/scripts/test-assets.sh ]]; then
     echo "test-assets: $f is older than this script; rebuilding it" >&2
     rm -f "$out/$f"
@@ -1037,9 +1039,9 @@ INIT
   pack_initrd nrootfs-net net-bench-initrd.img
 fi
 # ---- UEFI media: GRUB for x86_64-efi, FAT filesystems, a GPT; made without root ----------
-# GRUB's modules come from grub-efi-amd64-bin, grub-mkstandalone from grub-common, mkfs.fat
-# from dosfstools, sfdisk from fdisk (those two in /usr/sbin, which not every user's PATH
-# has), mmd and mcopy from mtools: install-deps.sh test installs
+# GRUB's modules come from grub-efi-amd64-bin, grub-mkstandalone and grub-mkrescue from
+# grub-common, mkfs.fat from dosfstools, sfdisk from fdisk (those two in /usr/sbin, which not
+# every user's PATH has), mformat, mmd and mcopy from mtools: install-deps.sh test installs
 # them. FAT filesystems are made in files of their own (mkfs.fat -C) and filled by mtools,
 # then written into a disk (dd): no loop device, no mount.
 PATH=$PATH:/usr/sbin:/sbin
@@ -1048,8 +1050,8 @@ grub_efi=/usr/lib/grub/x86_64-efi
 uefi_tools() {
   local t miss=()
   [[ -s $grub_efi/linux.mod ]] || miss+=("$grub_efi (package grub-efi-amd64-bin)")
-  for t in grub-mkstandalone:grub-common mkfs.fat:dosfstools \
-           sfdisk:fdisk mmd:mtools mcopy:mtools; do
+  for t in grub-mkstandalone:grub-common grub-mkrescue:grub-common mkfs.fat:dosfstools \
+           sfdisk:fdisk mformat:mtools mmd:mtools mcopy:mtools xorriso:xorriso; do
     command -v "${t%%:*}" >/dev/null || miss+=("${t%%:*} (package ${t#*:})")
   done
   ((${#miss[@]} == 0)) && return
@@ -1169,6 +1171,29 @@ GPT
   mcopy -i esp.img "$out/efi-initrd.img" ::/vmdesk/initrd.img
   dd if=esp.img of="$img" bs=1M seek=1 conv=notrunc,sparse status=none
   mv "$img" "$out/efi-disk.img"
+fi
+# grub-efi.iso: GRUB's own rescue CD for UEFI only (grub-mkrescue with x86_64-efi alone: an
+# El Torito image for EFI, none for BIOS), whose menu waits for a key: "vmdesk UEFI GRUB
+# test" (which only prints a line) and "Power off" (GRUB's halt: the firmware powers off).
+if [[ ! -s $out/grub-efi.iso ]]; then
+  uefi_tools
+  echo "test-assets: making grub-efi.iso (grub-mkrescue, x86_64-efi)" >&2
+  mkdir -p grub-cd/boot/grub
+  cat > grub-cd/boot/grub/grub.cfg <<'CFG'
+# grub-efi.iso's menu (test-assets.sh): it stays until a key is pressed.
+set timeout=-1
+set default=0
+menuentry "vmdesk UEFI GRUB test" {
+	echo "vmdesk UEFI GRUB test: chosen"
+}
+menuentry "Power off" {
+	halt
+}
+CFG
+  grub-mkrescue -d "$grub_efi" --locales= --fonts= --themes= -o "$out/grub-efi.iso.tmp" \
+    grub-cd -- -volid VMDESK_GRUB_EFI > grub-mkrescue.log 2>&1 \
+    || { echo "test-assets: grub-mkrescue failed:" >&2; sed 's/^/  /' grub-mkrescue.log >&2; exit 1; }
+  mv "$out/grub-efi.iso.tmp" "$out/grub-efi.iso"
 fi
 if [[ ! -s $out/isolinux/isolinux.bin || ! -s $out/isolinux/ldlinux.c32 ]]; then
   echo "test-assets: unpacking isolinux.bin and ldlinux.c32 (isolinux, syslinux-common)" >&2
