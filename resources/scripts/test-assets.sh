@@ -64,7 +64,8 @@
 #                        linux_machine.rs's reboot test, whose ISO is made at test time
 #   debian-installer-gtk.iso  Debian 12's graphical installer (debian-installer-12-netboot-
 #                        amd64's gtk kernel, initrd and boot menu) as a CD booted by isolinux,
-#                        laid out as the official images are (app/tests/graphical_install.rs)
+#                        and under UEFI by GRUB (a second El Torito image, for EFI), laid out
+#                        as the official images are (app/tests/graphical_install.rs)
 #   vmlinuz-installer    that CD's kernel, for vmm/tests/linux_boot_log.rs
 #   spice-vdagent/       the SPICE guest agent (Debian's spice-vdagent, unpacked, not
 #                        installed: its daemon spice-vdagentd and X11 session agent
@@ -1043,7 +1044,7 @@ fi
 # grub-common, mkfs.fat from dosfstools, sfdisk from fdisk (those two in /usr/sbin, which not
 # every user's PATH has), mformat, mmd and mcopy from mtools: install-deps.sh test installs
 # them. FAT filesystems are made in files of their own (mkfs.fat -C) and filled by mtools,
-# then written into a disk (dd): no loop device, no mount.
+# then written into a disk (dd) or named as an El Torito image: no loop device, no mount.
 PATH=$PATH:/usr/sbin:/sbin
 export MTOOLS_SKIP_CHECK=1  # mtools: no complaint about a disk geometry no one uses
 grub_efi=/usr/lib/grub/x86_64-efi
@@ -1068,6 +1069,16 @@ grub_modules=(part_gpt part_msdos fat iso9660 search search_fs_file normal confi
 grub_standalone() {
   grub-mkstandalone -O x86_64-efi -d "$grub_efi" -o "$1" --modules="${grub_modules[*]}" \
     --install-modules="${grub_modules[*]}" --locales= --fonts= --themes= "boot/grub/grub.cfg=$2"
+}
+# Writes the FAT image $1, just large enough, holding the EFI application $2 as
+# \EFI\BOOT\BOOTX64.EFI, the path UEFI firmware boots from a removable medium or a disk
+# with no boot entry of its own.
+efi_fat_image() {
+  local kib=$(( ($(stat -c %s "$2") + 1023) / 1024 + 256 ))
+  rm -f "$1"
+  mkfs.fat -C -n VMDESK_EFI "$1" "$kib" >/dev/null
+  mmd -i "$1" ::/EFI ::/EFI/BOOT
+  mcopy -i "$1" "$2" ::/EFI/BOOT/BOOTX64.EFI
 }
 
 if [[ ! -s $out/efi-initrd.img ]]; then
@@ -1213,8 +1224,59 @@ fi
 # the same kernel, initrd and menu for PXE, with paths from the TFTP root; they are
 # rewritten to the CD's. Its ldlinux.c32 is byte for byte the one syslinux-common ships
 # with isolinux.bin, so the menu modules fit the isolinux.bin above.
+# UEFI boots it too, as the official images do: a second El Torito image, for EFI,
+# /boot/grub/efi.img, a FAT filesystem with \EFI\BOOT\BOOTX64.EFI, GRUB (grub-mkstandalone)
+# with di_grub_cfg's menu built in; the same menu is on the CD as /boot/grub/grub.cfg. The
+# BIOS boot is the catalog's first (default) entry and is what it was before.
 di_iso=$out/debian-installer-gtk.iso
+# Prints the installer CD's GRUB menu: the default entry of its isolinux menu (Install, the
+# first label of txt.cfg, which menu.cfg includes first: the netboot package has no gtk.cfg)
+# with the same kernel, initrd and command line (vga=788 --- quiet). It waits for a key
+# (isolinux's starts the speech synthesis install after 30 s without one: spk.cfg's
+# ontimeout, which no test wants). $1: that txt.cfg as on the CD. The modules built into
+# GRUB are named in it, so a CD whose GRUB differs from the one this script makes differs in
+# this file too (see below).
+di_grub_cfg() {
+  local kernel append w initrd= args=()
+  kernel=$(awk '$1 == "kernel" {print $2; exit}' "$1")
+  append=$(awk '$1 == "append" {$1 = ""; print; exit}' "$1")
+  for w in $append; do
+    case $w in
+      initrd=*) initrd=${w#initrd=} ;;
+      *) args+=("$w") ;;
+    esac
+  done
+  [[ -n $kernel && -n $initrd ]] \
+    || { echo "test-assets: no kernel and initrd= in the installer's first boot entry ($1)" >&2; exit 1; }
+  cat <<CFG
+# The UEFI boot menu of this CD (vmdesk's test-assets.sh): isolinux's default entry.
+# GRUB: /boot/grub/efi.img's \\EFI\\BOOT\\BOOTX64.EFI, grub-mkstandalone with this file and
+# the modules ${grub_modules[*]}.
+set timeout=-1
+set default=0
+insmod all_video
+search --no-floppy --set=root --file $kernel
+menuentry "Install - Debian GNU/Linux installer menu (UEFI mode)" {
+	set gfxpayload=keep
+	linux $kernel ${args[*]}
+	initrd $initrd
+}
+CFG
+}
+# A CD made before its UEFI boot was added, or with another GRUB menu than the one
+# di_grub_cfg writes now, is made again.
+if [[ -s $di_iso ]]; then
+  rm -rf di-old
+  mkdir di-old
+  if ! xorriso -osirrox on -indev "$di_iso" -extract /isolinux/txt.cfg di-old/txt.cfg \
+         -extract /boot/grub/grub.cfg di-old/grub.cfg >/dev/null 2>&1 \
+     || ! cmp -s di-old/grub.cfg <(di_grub_cfg di-old/txt.cfg); then
+    echo "test-assets: $(basename "$di_iso") lacks this script's UEFI boot menu; making it again" >&2
+    rm -f "$di_iso"
+  fi
+fi
 if [[ ! -s $di_iso ]]; then
+  uefi_tools
   echo "test-assets: making $(basename "$di_iso") (debian-installer-12-netboot-amd64, gtk)" >&2
   apt-get download -q debian-installer-12-netboot-amd64 >/dev/null
   di=./usr/lib/debian-installer/images/12/amd64/gtk/debian-installer/amd64
@@ -1222,7 +1284,7 @@ if [[ ! -s $di_iso ]]; then
     | tar -x --wildcards "$di/boot-screens/*" "$di/linux" "$di/initrd.gz"
   rm -f ./debian-installer-12-netboot-amd64_*.deb
   cd_root=di-cd
-  mkdir -p $cd_root/isolinux $cd_root/install.amd/gtk
+  mkdir -p $cd_root/isolinux $cd_root/install.amd/gtk $cd_root/boot/grub
   cp "$out/isolinux/isolinux.bin" $cd_root/isolinux/
   cp "$di"/boot-screens/* $cd_root/isolinux/
   mv $cd_root/isolinux/syslinux.cfg $cd_root/isolinux/isolinux.cfg
@@ -1232,9 +1294,15 @@ if [[ ! -s $di_iso ]]; then
     $cd_root/isolinux/*.cfg
   mv "$di/linux" $cd_root/install.amd/vmlinuz
   mv "$di/initrd.gz" $cd_root/install.amd/gtk/initrd.gz
+  di_grub_cfg $cd_root/isolinux/txt.cfg > $cd_root/boot/grub/grub.cfg
+  grub_standalone di-bootx64.efi $cd_root/boot/grub/grub.cfg
+  efi_fat_image $cd_root/boot/grub/efi.img di-bootx64.efi
+  # isolinux's entry first, unchanged (the boot info table is patched into isolinux.bin
+  # alone), then EFI's. No isohybrid MBR or GPT: the tests only ever attach this as a CD.
   xorriso -as mkisofs -quiet -V "Debian 12 gtk" -o "$di_iso.tmp" \
     -b isolinux/isolinux.bin -c isolinux/boot.cat -no-emul-boot -boot-load-size 4 \
-    -boot-info-table $cd_root
+    -boot-info-table \
+    -eltorito-alt-boot -e boot/grub/efi.img -no-emul-boot $cd_root
   mv "$di_iso.tmp" "$di_iso"
 fi
 # The installer's kernel on its own, from that CD, for the boot-log comparison
