@@ -1138,8 +1138,8 @@ fi
 # efi-disk.img: a raw 66 MiB disk with a GPT and one partition, the EFI system partition
 # (FAT32, 64 MiB from 1 MiB): \EFI\BOOT\BOOTX64.EFI is GRUB (grub-mkstandalone) whose own
 # grub.cfg boots \vmdesk\vmlinuz (the cloud kernel) with \vmdesk\initrd.img (efi-initrd.img)
-# and console=ttyS0 at once; when it cannot load them it says so and powers off. The GUIDs
-# are fixed, so the disk is the same at every build.
+# and console=ttyS0 at once; when it cannot load them it says so and powers off. Its GUIDs
+# and volume serial number are fixed (the files' dates are the build's).
 if [[ ! -s $out/efi-disk.img || $out/efi-disk.img -ot $out/vmlinuz
       || $out/efi-disk.img -ot $out/efi-initrd.img ]]; then
   uefi_tools
