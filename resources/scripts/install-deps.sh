@@ -53,6 +53,18 @@ if [[ $mode == test || $mode == bench ]]; then
     "e2fsprogs mke2fs e2fsck debugfs"
     # ISO images; ACPI tables disassembled.
     "xorriso xorriso"
+    # UEFI: QEMU's reference firmware (OVMF) and test-assets.sh's UEFI media: GRUB for
+    # x86_64-efi (grub-efi-amd64-bin's modules; grub-mkstandalone and grub-mkrescue are
+    # grub-common's), FAT filesystems made and filled inside image files without mounting
+    # (mkfs.fat --offset, mtools; grub-mkrescue needs mformat too) and the GPT of the EFI
+    # disk (sfdisk). mkfs.fat and sfdisk are checked as files: /usr/sbin is not on every
+    # user's PATH, and test-assets.sh adds it.
+    "ovmf /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_VARS_4M.fd"
+    "grub-efi-amd64-bin /usr/lib/grub/x86_64-efi/linux.mod /usr/lib/grub/x86_64-efi/part_gpt.mod"
+    "grub-common grub-mkstandalone grub-mkrescue"
+    "mtools mformat mmd mcopy mdir"
+    "dosfstools /usr/sbin/mkfs.fat"
+    "fdisk /usr/sbin/sfdisk"
     "acpica-tools iasl"
     # Real X and VNC clients and servers; the X clipboard of the guest agent's test.
     "xvfb Xvfb"

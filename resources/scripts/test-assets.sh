@@ -49,12 +49,23 @@
 #                        (from iperf3, libiperf0, libssl3, libsctp1 and libc6, unpacked):
 #                        vmdesk.test=bench runs an iperf3 client and server and a TCP echo
 #                        server (vmm/benches/net_throughput.rs)
+#   efi-initrd.img       busybox plus the cloud kernel's efivarfs, virtio_pci and virtio_blk,
+#                        and an /init that says whether UEFI firmware started the kernel,
+#                        reads (and at the first boot on a fresh variable store creates) a
+#                        non-volatile test variable through efivarfs, lists the virtio
+#                        interrupts, says whether SMBIOS tables came, and powers off
+#   efi-disk.img         a raw disk with a GPT and an EFI system partition holding GRUB as
+#                        \EFI\BOOT\BOOTX64.EFI (grub-mkstandalone), the cloud kernel and
+#                        efi-initrd.img, which GRUB boots at once (console=ttyS0)
+#   grub-efi.iso         GRUB's rescue CD for UEFI only (grub-mkrescue): a menu, "vmdesk UEFI
+#                        GRUB test" and "Power off", that waits for a key
 #   isolinux/            isolinux.bin and ldlinux.c32 from Debian's isolinux and
 #                        syslinux-common (unpacked, not installed): the CD boot loader of
 #                        linux_machine.rs's reboot test, whose ISO is made at test time
 #   debian-installer-gtk.iso  Debian 12's graphical installer (debian-installer-12-netboot-
 #                        amd64's gtk kernel, initrd and boot menu) as a CD booted by isolinux,
-#                        laid out as the official images are (app/tests/graphical_install.rs)
+#                        and under UEFI by GRUB (a second El Torito image, for EFI), laid out
+#                        as the official images are (app/tests/graphical_install.rs)
 #   vmlinuz-installer    that CD's kernel, for vmm/tests/linux_boot_log.rs
 #   spice-vdagent/       the SPICE guest agent (Debian's spice-vdagent, unpacked, not
 #                        installed: its daemon spice-vdagentd and X11 session agent
@@ -122,11 +133,13 @@ kernel_extract() {
 }
 
 # An initrd made by an older version of this script (their /init scripts are written here)
-# is stale: make it again. input-initrd.img was the display test's initrd from the cloud
+# is stale: make it again; so are the UEFI disk and GRUB CD (their GRUB configurations are
+# written here too). input-initrd.img was the display test's initrd from the cloud
 # kernel (display-initrd.img replaces it).
 rm -f "$out/input-initrd.img"
 for f in initrd.img storage-initrd.img display-initrd.img agent-initrd.img nested-initrd.img \
-         machine-initrd.img install-initrd.img net-initrd.img net-bench-initrd.img; do
+         machine-initrd.img install-initrd.img net-initrd.img net-bench-initrd.img \
+         efi-initrd.img efi-disk.img grub-efi.iso; do
   if [[ -e $out/$f && $out/$f -ot $root/resources/scripts/test-assets.sh ]]; then
     echo "test-assets: $f is older than this script; rebuilding it" >&2
     rm -f "$out/$f"
@@ -149,7 +162,7 @@ refresh_kernel() {
   fi
 }
 refresh_kernel cloud vmlinuz storage-initrd.img agent-initrd.img machine-initrd.img \
-  install-initrd.img net-initrd.img net-bench-initrd.img
+  install-initrd.img net-initrd.img net-bench-initrd.img efi-initrd.img
 refresh_kernel generic vmlinuz-generic display-initrd.img nested-initrd.img
 
 # busybox-static, unpacked into ./bb, once per run.
@@ -1026,6 +1039,173 @@ INIT
   ln -s /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 nrootfs-net/lib64/ld-linux-x86-64.so.2
   pack_initrd nrootfs-net net-bench-initrd.img
 fi
+# ---- UEFI media: GRUB for x86_64-efi, FAT filesystems, a GPT; made without root ----------
+# GRUB's modules come from grub-efi-amd64-bin, grub-mkstandalone and grub-mkrescue from
+# grub-common, mkfs.fat from dosfstools, sfdisk from fdisk (those two in /usr/sbin, which not
+# every user's PATH has), mformat, mmd and mcopy from mtools: install-deps.sh test installs
+# them. FAT filesystems are made in files of their own (mkfs.fat -C) and filled by mtools,
+# then written into a disk (dd) or named as an El Torito image: no loop device, no mount.
+PATH=$PATH:/usr/sbin:/sbin
+export MTOOLS_SKIP_CHECK=1  # mtools: no complaint about a disk geometry no one uses
+grub_efi=/usr/lib/grub/x86_64-efi
+uefi_tools() {
+  local t miss=()
+  [[ -s $grub_efi/linux.mod ]] || miss+=("$grub_efi (package grub-efi-amd64-bin)")
+  for t in grub-mkstandalone:grub-common grub-mkrescue:grub-common mkfs.fat:dosfstools \
+           sfdisk:fdisk mformat:mtools mmd:mtools mcopy:mtools xorriso:xorriso; do
+    command -v "${t%%:*}" >/dev/null || miss+=("${t%%:*} (package ${t#*:})")
+  done
+  ((${#miss[@]} == 0)) && return
+  echo "test-assets: the UEFI media need ${miss[*]}: resources/scripts/install-deps.sh test installs them" >&2
+  exit 1
+}
+# GRUB's modules in the standalone images below: built into the image and loaded before its
+# grub.cfg runs (grub-mkstandalone adds what they depend on).
+grub_modules=(part_gpt part_msdos fat iso9660 search search_fs_file normal configfile echo test
+  linux efi_gop all_video sleep halt)
+# Writes $1, a GRUB EFI application (what goes to \EFI\BOOT\BOOTX64.EFI) made by
+# grub-mkstandalone: grub_modules and the configuration file $2 as its grub.cfg, in its
+# memdisk, so it needs no other file to find.
+grub_standalone() {
+  grub-mkstandalone -O x86_64-efi -d "$grub_efi" -o "$1" --modules="${grub_modules[*]}" \
+    --install-modules="${grub_modules[*]}" --locales= --fonts= --themes= "boot/grub/grub.cfg=$2"
+}
+# Writes the FAT image $1, just large enough, holding the EFI application $2 as
+# \EFI\BOOT\BOOTX64.EFI, the path UEFI firmware boots from a removable medium or a disk
+# with no boot entry of its own.
+efi_fat_image() {
+  local kib=$(( ($(stat -c %s "$2") + 1023) / 1024 + 256 ))
+  rm -f "$1"
+  mkfs.fat -C -n VMDESK_EFI "$1" "$kib" >/dev/null
+  mmd -i "$1" ::/EFI ::/EFI/BOOT
+  mcopy -i "$1" "$2" ::/EFI/BOOT/BOOTX64.EFI
+}
+
+if [[ ! -s $out/efi-initrd.img ]]; then
+  echo "test-assets: building efi-initrd.img (busybox + the cloud kernel's efivarfs, virtio_pci and virtio_blk)" >&2
+  modules_rootfs erootfs cloud efivarfs virtio_pci virtio_blk
+  write_init erootfs vmdesk-efi <<'INIT'
+# vmdesk's UEFI guest: efi-disk.img's GRUB boots the cloud kernel with this initrd under
+# UEFI firmware (OVMF). Everything the tests read starts "vmdesk-efi: " on the console (COM1),
+# in this order:
+#   EFI: yes|no            whether UEFI firmware started the kernel (/sys/firmware/efi)
+#   VAR: none|TEXT         the test variable VmdeskTest-ddaef68a-1fb4-4cca-aa37-0426c7de331f
+#                          in the firmware's variable store (read through efivarfs): none
+#                          at the first boot on a fresh store, vmdesk-42 at the next ones
+#                          (unavailable without EFI)
+#   VAR-SET: done|failed   only when it was not there: created non-volatile, with boot
+#                          service and runtime access, holding vmdesk-42
+#   IRQ: LINE              each line of /proc/interrupts naming a virtio device (the disk
+#                          this booted from when it is virtio); IRQ: none when there is none
+#   SMBIOS: yes|no         whether the firmware handed over SMBIOS tables
+#                          (/sys/firmware/dmi/tables/DMI)
+#   done                   and it powers off
+while read -r m; do
+  insmod "/lib/modules/$m" || say "insmod $m failed"
+done < /lib/modules/order
+# The kernel's messages off the console from here on, so none lands inside a line.
+dmesg -n 1
+var=/sys/firmware/efi/efivars/VmdeskTest-ddaef68a-1fb4-4cca-aa37-0426c7de331f
+if [ -d /sys/firmware/efi ]; then
+  say "EFI: yes"
+  mount -t efivarfs efivarfs /sys/firmware/efi/efivars || say "cannot mount efivarfs"
+  if [ -e "$var" ]; then
+    # An efivarfs file is the variable's 4 bytes of attributes, then its data.
+    say "VAR: $(tail -c +5 "$var")"
+  else
+    say "VAR: none"
+    # Attributes 0x7 (non-volatile, boot service and runtime access), little-endian, and
+    # the data: efivarfs wants them in one write, which cat does for so short a file.
+    printf '\007\000\000\000vmdesk-42' > /var.bin
+    if cat /var.bin > "$var" && sync; then say "VAR-SET: done"; else say "VAR-SET: failed"; fi
+  fi
+else
+  say "EFI: no"
+  say "VAR: unavailable"
+fi
+grep -i virtio /proc/interrupts > /irqs
+if [ -s /irqs ]; then
+  while read -r line; do say "IRQ: $line"; done < /irqs
+else
+  say "IRQ: none"
+fi
+if [ -e /sys/firmware/dmi/tables/DMI ]; then say "SMBIOS: yes"; else say "SMBIOS: no"; fi
+say "done"
+poweroff -f
+INIT
+  pack_initrd erootfs efi-initrd.img
+fi
+# efi-disk.img: a raw 66 MiB disk with a GPT and one partition, the EFI system partition
+# (FAT32, 64 MiB from 1 MiB): \EFI\BOOT\BOOTX64.EFI is GRUB (grub-mkstandalone) whose own
+# grub.cfg boots \vmdesk\vmlinuz (the cloud kernel) with \vmdesk\initrd.img (efi-initrd.img)
+# and console=ttyS0 at once; when it cannot load them it says so and powers off. Its GUIDs
+# and volume serial number are fixed (the files' dates are the build's).
+if [[ ! -s $out/efi-disk.img || $out/efi-disk.img -ot $out/vmlinuz
+      || $out/efi-disk.img -ot $out/efi-initrd.img ]]; then
+  uefi_tools
+  echo "test-assets: making efi-disk.img (GPT, an EFI system partition: GRUB, the cloud kernel, efi-initrd.img)" >&2
+  cat > efi-disk.cfg <<'CFG'
+# efi-disk.img's GRUB (test-assets.sh): boots the kernel and initrd on this partition at once.
+set timeout=0
+set default=0
+search --no-floppy --set=root --file /vmdesk/vmlinuz
+menuentry "vmdesk EFI disk" {
+	echo "vmdesk-efi-grub: booting /vmdesk/vmlinuz"
+	if linux /vmdesk/vmlinuz console=ttyS0 panic=-1 loglevel=4; then
+		if initrd /vmdesk/initrd.img; then
+			boot
+		fi
+	fi
+	echo "vmdesk-efi-grub: cannot load /vmdesk/vmlinuz and /vmdesk/initrd.img; powering off"
+	sleep 1
+	halt
+}
+CFG
+  grub_standalone efi-disk-bootx64.efi efi-disk.cfg
+  img=$out/efi-disk.img.tmp
+  rm -f "$img"
+  # 2048 sectors before the partition, 131072 (64 MiB) in it, then the backup GPT.
+  truncate -s 66M "$img"
+  sfdisk --quiet "$img" <<'GPT'
+label: gpt
+label-id: 9C3F1E7A-54D2-4B8E-A1C6-3D0B7E2F5A41
+first-lba: 2048
+start=2048, size=131072, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=4E6B2D90-7A13-4C5F-9E28-B1D7F3A6C054, name="EFI system partition"
+GPT
+  # The partition's filesystem, made and filled as a file of its own (its hidden sectors:
+  # where it starts on the disk), then written into the disk.
+  rm -f esp.img
+  mkfs.fat -C -F 32 -h 2048 -n VMDESK_ESP -i 766d6465 esp.img $((131072 / 2)) >/dev/null
+  mmd -i esp.img ::/EFI ::/EFI/BOOT ::/vmdesk
+  mcopy -i esp.img efi-disk-bootx64.efi ::/EFI/BOOT/BOOTX64.EFI
+  mcopy -i esp.img "$out/vmlinuz" ::/vmdesk/vmlinuz
+  mcopy -i esp.img "$out/efi-initrd.img" ::/vmdesk/initrd.img
+  dd if=esp.img of="$img" bs=1M seek=1 conv=notrunc,sparse status=none
+  mv "$img" "$out/efi-disk.img"
+fi
+# grub-efi.iso: GRUB's own rescue CD for UEFI only (grub-mkrescue with x86_64-efi alone: an
+# El Torito image for EFI, none for BIOS), whose menu waits for a key: "vmdesk UEFI GRUB
+# test" (which only prints a line) and "Power off" (GRUB's halt: the firmware powers off).
+if [[ ! -s $out/grub-efi.iso ]]; then
+  uefi_tools
+  echo "test-assets: making grub-efi.iso (grub-mkrescue, x86_64-efi)" >&2
+  mkdir -p grub-cd/boot/grub
+  cat > grub-cd/boot/grub/grub.cfg <<'CFG'
+# grub-efi.iso's menu (test-assets.sh): it stays until a key is pressed.
+set timeout=-1
+set default=0
+menuentry "vmdesk UEFI GRUB test" {
+	echo "vmdesk UEFI GRUB test: chosen"
+}
+menuentry "Power off" {
+	halt
+}
+CFG
+  grub-mkrescue -d "$grub_efi" --locales= --fonts= --themes= -o "$out/grub-efi.iso.tmp" \
+    grub-cd -- -volid VMDESK_GRUB_EFI > grub-mkrescue.log 2>&1 \
+    || { echo "test-assets: grub-mkrescue failed:" >&2; sed 's/^/  /' grub-mkrescue.log >&2; exit 1; }
+  mv "$out/grub-efi.iso.tmp" "$out/grub-efi.iso"
+fi
 if [[ ! -s $out/isolinux/isolinux.bin || ! -s $out/isolinux/ldlinux.c32 ]]; then
   echo "test-assets: unpacking isolinux.bin and ldlinux.c32 (isolinux, syslinux-common)" >&2
   apt-get download -q isolinux syslinux-common >/dev/null
@@ -1044,8 +1224,59 @@ fi
 # the same kernel, initrd and menu for PXE, with paths from the TFTP root; they are
 # rewritten to the CD's. Its ldlinux.c32 is byte for byte the one syslinux-common ships
 # with isolinux.bin, so the menu modules fit the isolinux.bin above.
+# UEFI boots it too, as the official images do: a second El Torito image, for EFI,
+# /boot/grub/efi.img, a FAT filesystem with \EFI\BOOT\BOOTX64.EFI, GRUB (grub-mkstandalone)
+# with di_grub_cfg's menu built in; the same menu is on the CD as /boot/grub/grub.cfg. The
+# BIOS boot is the catalog's first (default) entry and is what it was before.
 di_iso=$out/debian-installer-gtk.iso
+# Prints the installer CD's GRUB menu: the default entry of its isolinux menu (Install, the
+# first label of txt.cfg, which menu.cfg includes first: the netboot package has no gtk.cfg)
+# with the same kernel, initrd and command line (vga=788 --- quiet). It waits for a key
+# (isolinux's starts the speech synthesis install after 30 s without one: spk.cfg's
+# ontimeout, which no test wants). $1: that txt.cfg as on the CD. The modules built into
+# GRUB are named in it, so a CD whose GRUB differs from the one this script makes differs in
+# this file too (see below).
+di_grub_cfg() {
+  local kernel append w initrd= args=()
+  kernel=$(awk '$1 == "kernel" {print $2; exit}' "$1")
+  append=$(awk '$1 == "append" {$1 = ""; print; exit}' "$1")
+  for w in $append; do
+    case $w in
+      initrd=*) initrd=${w#initrd=} ;;
+      *) args+=("$w") ;;
+    esac
+  done
+  [[ -n $kernel && -n $initrd ]] \
+    || { echo "test-assets: no kernel and initrd= in the installer's first boot entry ($1)" >&2; exit 1; }
+  cat <<CFG
+# The UEFI boot menu of this CD (vmdesk's test-assets.sh): isolinux's default entry.
+# GRUB: /boot/grub/efi.img's \\EFI\\BOOT\\BOOTX64.EFI, grub-mkstandalone with this file and
+# the modules ${grub_modules[*]}.
+set timeout=-1
+set default=0
+insmod all_video
+search --no-floppy --set=root --file $kernel
+menuentry "Install - Debian GNU/Linux installer menu (UEFI mode)" {
+	set gfxpayload=keep
+	linux $kernel ${args[*]}
+	initrd $initrd
+}
+CFG
+}
+# A CD made before its UEFI boot was added, or with another GRUB menu than the one
+# di_grub_cfg writes now, is made again.
+if [[ -s $di_iso ]]; then
+  rm -rf di-old
+  mkdir di-old
+  if ! xorriso -osirrox on -indev "$di_iso" -extract /isolinux/txt.cfg di-old/txt.cfg \
+         -extract /boot/grub/grub.cfg di-old/grub.cfg >/dev/null 2>&1 \
+     || ! cmp -s di-old/grub.cfg <(di_grub_cfg di-old/txt.cfg); then
+    echo "test-assets: $(basename "$di_iso") lacks this script's UEFI boot menu; making it again" >&2
+    rm -f "$di_iso"
+  fi
+fi
 if [[ ! -s $di_iso ]]; then
+  uefi_tools
   echo "test-assets: making $(basename "$di_iso") (debian-installer-12-netboot-amd64, gtk)" >&2
   apt-get download -q debian-installer-12-netboot-amd64 >/dev/null
   di=./usr/lib/debian-installer/images/12/amd64/gtk/debian-installer/amd64
@@ -1053,7 +1284,7 @@ if [[ ! -s $di_iso ]]; then
     | tar -x --wildcards "$di/boot-screens/*" "$di/linux" "$di/initrd.gz"
   rm -f ./debian-installer-12-netboot-amd64_*.deb
   cd_root=di-cd
-  mkdir -p $cd_root/isolinux $cd_root/install.amd/gtk
+  mkdir -p $cd_root/isolinux $cd_root/install.amd/gtk $cd_root/boot/grub
   cp "$out/isolinux/isolinux.bin" $cd_root/isolinux/
   cp "$di"/boot-screens/* $cd_root/isolinux/
   mv $cd_root/isolinux/syslinux.cfg $cd_root/isolinux/isolinux.cfg
@@ -1063,9 +1294,15 @@ if [[ ! -s $di_iso ]]; then
     $cd_root/isolinux/*.cfg
   mv "$di/linux" $cd_root/install.amd/vmlinuz
   mv "$di/initrd.gz" $cd_root/install.amd/gtk/initrd.gz
+  di_grub_cfg $cd_root/isolinux/txt.cfg > $cd_root/boot/grub/grub.cfg
+  grub_standalone di-bootx64.efi $cd_root/boot/grub/grub.cfg
+  efi_fat_image $cd_root/boot/grub/efi.img di-bootx64.efi
+  # isolinux's entry first, unchanged (the boot info table is patched into isolinux.bin
+  # alone), then EFI's. No isohybrid MBR or GPT: the tests only ever attach this as a CD.
   xorriso -as mkisofs -quiet -V "Debian 12 gtk" -o "$di_iso.tmp" \
     -b isolinux/isolinux.bin -c isolinux/boot.cat -no-emul-boot -boot-load-size 4 \
-    -boot-info-table $cd_root
+    -boot-info-table \
+    -eltorito-alt-boot -e boot/grub/efi.img -no-emul-boot $cd_root
   mv "$di_iso.tmp" "$di_iso"
 fi
 # The installer's kernel on its own, from that CD, for the boot-log comparison
