@@ -212,3 +212,47 @@ fn more_disks_than_bus_slots_are_refused() {
     assert_usage_error(&args, &[], &["27 virtio disks given", "at most 26"]);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn bad_efi_variable_stores_are_refused() {
+    let test = "bad_efi_variable_stores_are_refused";
+    // The firmware is chosen after KVM is opened.
+    if !common::kvm_or_skip(test) {
+        return;
+    }
+    assert_usage_error(
+        &["--efi-vars", "/tmp/v.fd", "--vnc", "none"],
+        &[],
+        &["--efi-vars goes with --firmware uefi"],
+    );
+    if !vmm::firmware::uefi::available() {
+        eprintln!("SKIP {test}: the ovmf package is not installed");
+        return;
+    }
+    let uefi =
+        |vars: &str| ["--firmware", "uefi", "--efi-vars", vars, "--vnc", "none"].map(String::from);
+    let dir = common::temp_dir("cli-efi-vars");
+    let missing = dir.join("none.fd").display().to_string();
+    let args = uefi(&missing);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_usage_error(&args, &[], &[&missing, "does not exist", "OVMF_VARS_4M.fd"]);
+    let args = uefi("/etc/hostname");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_usage_error(&args, &[], &["/etc/hostname", "not a UEFI variable store"]);
+    // The 2 MiB build's store: a variable store, but not the size this firmware's is.
+    let small = "/usr/share/OVMF/OVMF_VARS.fd";
+    if std::path::Path::new(small).is_file() {
+        let args = uefi(small);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_usage_error(&args, &[], &[small, "is 131072 bytes", "540672"]);
+    }
+    // A store in use by a running VM (its lock) is refused, as disks are.
+    let vars = dir.join("VARS.fd");
+    vmm::firmware::uefi::create_vars(&vars).unwrap();
+    let _held = vmm::disk::ImageLock::acquire(&vars, true).unwrap();
+    let vars = vars.display().to_string();
+    let args = uefi(&vars);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_usage_error(&args, &[], &[&vars, "in use by another process"]);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -57,6 +57,10 @@ pub enum UefiError {
         "EFI variables {path} is {size} bytes, but {OVMF_CODE} needs a store of {want} bytes (a copy of {OVMF_VARS_TEMPLATE})"
     )]
     WrongSize { path: PathBuf, size: u64, want: u64 },
+    #[error(
+        "EFI variables {0} does not exist: make the VM's store with cp {OVMF_VARS_TEMPLATE} {0}"
+    )]
+    NoStore(PathBuf),
     #[error("EFI variables {0} already exists; not overwritten")]
     Exists(PathBuf),
     #[error("EFI variables {0}: cannot map it: {1}")]
@@ -120,7 +124,10 @@ pub fn vars_size() -> Result<u64, UefiError> {
 /// Checks that `path` is a variable store this firmware can use.
 pub fn check_vars(path: &Path) -> Result<(), UefiError> {
     let want = vars_size()?;
-    let data = std::fs::read(path).map_err(io(path))?;
+    let data = std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => UefiError::NoStore(path.to_path_buf()),
+        _ => io(path)(e),
+    })?;
     check_vars_bytes(path, &data, want)
 }
 
