@@ -28,17 +28,20 @@
 //!   entry in it (`ENTRY`), or the boot does not count: the OCR is a check, and never runs
 //!   beside a VMM being timed.
 //! - Both screens are what each VMM's VNC server sends: ours looks at the VGA about 60
-//!   times a second; QEMU's on a timer that backs off from 30 ms towards 3 s while the
-//!   screen stays the same (so after OVMF's still start it may see a change up to about 2 s
+//!   times a second; QEMU's on a timer that backs off from 30 ms by 50 ms a look, up to
+//!   3 s, while nothing changes (so a change after a still stretch may reach its clients
 //!   late). That is part of what a person watching either sees, so of these figures.
 //! - Memory: the VMM's resident memory beyond guest RAM, from /proc/PID/smaps: Rss of the
-//!   whole process less the Rss of the guest RAM mappings (the mappings at least half the
-//!   RAM's size: ours maps RAM as 640 KiB below the VGA window and one piece above it, the
-//!   small one counted against us when the kernel does not merge the two; QEMU's pc.ram is
-//!   one block; glibc's arenas, stacks, VRAM and flash are far smaller), sampled every
-//!   `SAMPLE` and at the menu; the peak is printed. Not VmHWM less the RAM's size: neither
-//!   OVMF nor GRUB touches all 512 MiB, so that difference is mostly the untouched RAM and
-//!   goes below zero; VmHWM is printed beside it.
+//!   whole process less the Rss of the guest RAM mappings, sampled every `SAMPLE` and at
+//!   the menu; the peak is printed. The mappings at least half the RAM's size are guest
+//!   RAM (their sizes go to stderr): QEMU's pc.ram is one 512 MiB block; ours maps RAM in
+//!   two pieces, 640 KiB below the VGA window and the rest above it, and only the big one
+//!   counts, so the small one (at most 640 KiB resident) counts against us, while a small
+//!   neighbour the kernel merged into a RAM mapping (132 KiB in ours) counts as RAM;
+//!   glibc's arenas, stacks, VRAM and flash are far smaller than 256 MiB. Not VmHWM less
+//!   the RAM's size: neither OVMF nor GRUB touches all 512 MiB (about 54 MiB of it is
+//!   resident at the menu under either VMM), so that difference is mostly untouched RAM
+//!   and far below zero; VmHWM is printed beside it.
 //!
 //! `cargo bench -p vmm --bench uefi_boot` (after resources/scripts/install-deps.sh bench
 //! and test-assets.sh). On a kvm_pvm host (which cannot run OVMF's long mode) the
