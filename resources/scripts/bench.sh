@@ -13,6 +13,9 @@ cargo bench -p vmm --bench virtio_blk
 cargo bench -p vmm --bench virtio_blk_guest
 # Guest kernels on hardware-backed KVM (in the nested test host on kvm_pvm machines).
 cargo bench -p vmm --bench nested_boot
+# UEFI: start to OVMF's first screen and to GRUB's menu on VNC, and memory beyond guest RAM,
+# beside QEMU with the same OVMF files (in the nested test host on kvm_pvm).
+cargo bench -p vmm --bench uefi_boot
 # The network card beside QEMU's, both behind passt (in the nested test host on kvm_pvm).
 cargo bench -p vmm --bench net_throughput
 # The console beside TigerVNC's vncviewer (frame rate, idle CPU, cold start), under Xvfb.

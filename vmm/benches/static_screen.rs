@@ -120,12 +120,6 @@ fn run(
     result
 }
 
-fn free_display() -> u16 {
-    (40..99)
-        .find(|n| std::net::TcpListener::bind(("127.0.0.1", 5900 + n)).is_ok())
-        .expect("a free VNC display")
-}
-
 /// The median of `v` (the lower middle for an even count); NaN when empty.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -135,7 +129,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn ours(rom: &Path, log: &Path) -> (Command, SocketAddr) {
-    let n = free_display();
+    let n = common::free_vnc_display();
     let mut cmd = Command::new(common::vmm_bin());
     cmd.args([
         "--memory",
@@ -153,7 +147,7 @@ fn ours(rom: &Path, log: &Path) -> (Command, SocketAddr) {
 }
 
 fn qemu(rom: &Path, log: &Path) -> (Command, SocketAddr) {
-    let n = free_display();
+    let n = common::free_vnc_display();
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args([
         "-M",

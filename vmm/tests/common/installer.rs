@@ -188,7 +188,7 @@ fn dark_text(field: &[u32], w: usize) -> Vec<u32> {
 
 /// Writes the rectangle (`x`, `y`, `w`, `h`) of a picture (`pixels`, `width` wide) to
 /// `path` as a PNG.
-fn write_png(
+pub fn write_png(
     pixels: &[u32],
     width: usize,
     (x, y, w, h): (usize, usize, usize, usize),

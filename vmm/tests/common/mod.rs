@@ -37,6 +37,14 @@ pub fn vmm_bin() -> &'static str {
     env!("CARGO_BIN_EXE_vmdesk-vmm")
 }
 
+/// A VNC display number N (port 5900 + N) on 127.0.0.1 that nothing listens on, for a VMM
+/// that is given its display rather than picking one itself (QEMU's `-vnc`).
+pub fn free_vnc_display() -> u16 {
+    (40..99)
+        .find(|n| std::net::TcpListener::bind(("127.0.0.1", 5900 + n)).is_ok())
+        .expect("a free VNC display")
+}
+
 /// Waits until `log` contains `needle` or the child exits or `timeout` passes; returns
 /// the log text.
 pub fn wait_for_log(child: &mut Child, log: &Path, needle: &str, timeout: Duration) -> String {
