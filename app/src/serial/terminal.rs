@@ -163,12 +163,18 @@ fn pump(
         if take_stdin {
             fds.push(PollFd::new(stdin, PollFlags::POLLIN));
         }
+        // Whole milliseconds, rounded up: poll must not wake before the quiet time is up.
         let timeout = match quiet_until {
-            Some(t) => PollTimeout::try_from(t.saturating_duration_since(Instant::now()))
-                .unwrap_or(PollTimeout::MAX),
+            Some(t) => {
+                let left = t.saturating_duration_since(Instant::now());
+                let ms = left.as_micros().div_ceil(1000);
+                PollTimeout::try_from(Duration::from_millis(ms as u64)).unwrap_or(PollTimeout::MAX)
+            }
             None => PollTimeout::NONE,
         };
         match poll(&mut fds, timeout) {
+            // A wake-up before the deadline (a coarse clock) goes round again.
+            Ok(0) if quiet_until.is_some_and(|t| Instant::now() < t) => continue,
             Ok(0) => return Ok(Ending::InputEnded),
             Ok(_) => {}
             Err(Errno::EINTR) => continue,
