@@ -31,7 +31,7 @@ fn bad_files() {
     assert_usage_error(
         &["--firmware", odd],
         &[],
-        &["1000 bytes", "multiple of 64 KiB"],
+        &["1000 bytes", "multiple of 4 KiB"],
     );
     assert_usage_error(
         &["--firmware", "/nonexistent/bios.bin"],
