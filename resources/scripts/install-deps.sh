@@ -49,6 +49,10 @@ if [[ $mode == test || $mode == bench ]]; then
     # QEMU: the reference for parity tests and benchmarks, and the nested test host
     # (qemu-system-x86_64 with virtio-9p); qemu-img and qemu-io: disk images.
     "qemu-system-x86 qemu-system-x86_64"
+    # nested-host.sh builds the shim its outer QEMU preloads (tcg-bql-shim.c); libc6-dev
+    # for its headers and -ldl.
+    "gcc gcc"
+    "libc6-dev /usr/include/dlfcn.h"
     "qemu-utils qemu-img qemu-io"
     "e2fsprogs mke2fs e2fsck debugfs"
     # ISO images; ACPI tables disassembled.
