@@ -700,7 +700,8 @@ fn byte_sum(data: &[u8]) -> u8 {
 }
 
 /// The byte that makes `data` (whose checksum byte is currently 0) sum to zero.
-fn checksum_of(data: &[u8]) -> u8 {
+/// The byte that makes `data` sum to zero (ACPI's and SMBIOS's checksums).
+pub(crate) fn checksum_of(data: &[u8]) -> u8 {
     0u8.wrapping_sub(byte_sum(data))
 }
 

@@ -25,6 +25,8 @@
 
 use sha1::{Digest, Sha1};
 
+use crate::acpi::checksum_of;
+
 /// fw_cfg file names QEMU, SeaBIOS and OVMF agree on.
 pub const SMBIOS_TABLES_FILE: &str = "etc/smbios/smbios-tables";
 pub const SMBIOS_ANCHOR_FILE: &str = "etc/smbios/smbios-anchor";
@@ -383,10 +385,6 @@ fn anchor(len: usize, max: usize, count: usize) -> Vec<u8> {
 }
 
 /// The byte that makes `data` (whose checksum byte is still 0) sum to zero.
-fn checksum_of(data: &[u8]) -> u8 {
-    0u8.wrapping_sub(data.iter().fold(0u8, |a, &b| a.wrapping_add(b)))
-}
-
 /// `uuid` as SMBIOS 2.6 and later store it: the first three fields little-endian.
 fn smbios_uuid(uuid: &[u8; 16]) -> [u8; 16] {
     let mut u = *uuid;

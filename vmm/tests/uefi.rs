@@ -25,9 +25,13 @@ const TIMEOUT: Duration = Duration::from_secs(240);
 /// What the EFI disk's /init prints before each line.
 const SAY: &str = "vmdesk-efi: ";
 
-/// The ovmf package's files, or one SKIP line (a failure under the test command, which
-/// installs the package).
-fn ovmf_or_skip(test: &str) -> bool {
+/// Whether the test runs in this process: on a kvm_pvm host it runs in the nested host
+/// instead (and this returns false once it passed there); without the ovmf package it
+/// skips with one line (a failure under the test command, which installs the package).
+fn runs_here(test: &str) -> bool {
+    if !common::hardware_kvm_or_nested(test, "OVMF, and what it boots, runs in long mode") {
+        return false;
+    }
     if vmm::firmware::uefi::available() {
         return true;
     }
@@ -165,7 +169,7 @@ fn fresh_vars(dir: &Path, name: &str) -> PathBuf {
 #[test]
 fn ovmf_boots_an_efi_cd_to_grub_and_opens_its_setup_on_esc() {
     let test = "ovmf_boots_an_efi_cd_to_grub_and_opens_its_setup_on_esc";
-    if !common::hardware_kvm_or_nested(test, "OVMF runs in long mode") || !ovmf_or_skip(test) {
+    if !runs_here(test) {
         return;
     }
     let (Some(iso), Some(tesseract)) = (
@@ -222,9 +226,7 @@ fn ovmf_boots_an_efi_cd_to_grub_and_opens_its_setup_on_esc() {
 #[test]
 fn linux_boots_through_efi_and_keeps_its_variable_across_a_sigkill() {
     let test = "linux_boots_through_efi_and_keeps_its_variable_across_a_sigkill";
-    if !common::hardware_kvm_or_nested(test, "OVMF and Linux run in long mode")
-        || !ovmf_or_skip(test)
-    {
+    if !runs_here(test) {
         return;
     }
     let Some(disk) = common::asset_or_skip(test, "efi-disk.img") else {
@@ -271,7 +273,7 @@ fn linux_boots_through_efi_and_keeps_its_variable_across_a_sigkill() {
 #[test]
 fn bootorder_picks_the_disk_or_the_cd_and_a_bios_only_cd_is_refused() {
     let test = "bootorder_picks_the_disk_or_the_cd_and_a_bios_only_cd_is_refused";
-    if !common::hardware_kvm_or_nested(test, "OVMF runs in long mode") || !ovmf_or_skip(test) {
+    if !runs_here(test) {
         return;
     }
     let (Some(disk), Some(iso)) = (
@@ -346,9 +348,7 @@ fn bootorder_picks_the_disk_or_the_cd_and_a_bios_only_cd_is_refused() {
 #[test]
 fn the_installer_cd_boots_through_uefi_to_its_first_screen() {
     let test = "the_installer_cd_boots_through_uefi_to_its_first_screen";
-    if !common::hardware_kvm_or_nested(test, "OVMF and the installer run in long mode")
-        || !ovmf_or_skip(test)
-    {
+    if !runs_here(test) {
         return;
     }
     let (Some(iso), Some(tesseract)) = (

@@ -76,16 +76,8 @@ impl Pflash {
         }
     }
 
-    pub fn base(&self) -> u64 {
-        self.base
-    }
-
-    pub fn len(&self) -> u64 {
+    fn len(&self) -> u64 {
         self.store.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.store.is_empty()
     }
 
     /// Lets the array be a read-only slot while the flash is in read-array mode.
