@@ -49,8 +49,11 @@ shim_src=$root/resources/scripts/nested-host/tcg-bql-shim.c
 shim=$assets/nested-tcg-shim.so
 if [[ ! -s $shim || $shim_src -nt $shim ]]; then
   command -v gcc >/dev/null || { echo "nested-host: gcc is missing (apt-get install gcc), needed for $shim" >&2; exit 2; }
-  gcc -shared -fPIC -O2 -Wall -o "$shim.tmp" "$shim_src" -ldl && mv "$shim.tmp" "$shim" \
-    || { echo "nested-host: cannot build $shim from $shim_src" >&2; exit 2; }
+  # Tests start several nested hosts at once (they queue on the lock below), so each
+  # builds into its own file and renames it into place: the rename is atomic.
+  shim_tmp=$(mktemp "$shim.XXXXXX")
+  gcc -shared -fPIC -O2 -Wall -o "$shim_tmp" "$shim_src" -ldl && mv -f "$shim_tmp" "$shim" \
+    || { rm -f "$shim_tmp"; echo "nested-host: cannot build $shim from $shim_src" >&2; exit 2; }
 fi
 
 if [[ -n $keep ]]; then
