@@ -231,7 +231,7 @@ mod tests {
         create_image(&qcow, ImageFormat::Qcow2, 1 << 20, false).unwrap();
         // Write into the qcow2 image so its content differs from a fresh one.
         {
-            let mut img = vmm::disk::open_image(&qcow, Some(ImageFormat::Qcow2), false).unwrap();
+            let img = vmm::disk::open_image(&qcow, Some(ImageFormat::Qcow2), false).unwrap();
             img.write_at(0, &[0x55; 512]).unwrap();
             img.flush().unwrap();
         }
@@ -256,7 +256,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         assert!(std::fs::metadata(&raw).unwrap().blocks() * 512 >= 8192);
         assert!(bytes.iter().all(|&b| b == 0), "the raw image is empty");
-        let mut img = vmm::disk::open_image(&qcow, Some(ImageFormat::Qcow2), true).unwrap();
+        let img = vmm::disk::open_image(&qcow, Some(ImageFormat::Qcow2), true).unwrap();
         assert_eq!(img.len(), 1 << 20);
         let mut sector = [0xFFu8; 512];
         img.read_at(0, &mut sector).unwrap();

@@ -258,15 +258,14 @@ mod tests {
     }
 
     fn read(path: &Path, offset: u64) -> [u8; 512] {
-        let mut img =
-            vmm::disk::open_image(path, Some(vmm::disk::ImageFormat::Qcow2), true).unwrap();
+        let img = vmm::disk::open_image(path, Some(vmm::disk::ImageFormat::Qcow2), true).unwrap();
         let mut b = [0u8; 512];
         img.read_at(offset, &mut b).unwrap();
         b
     }
 
     fn write(path: &Path, format: DiskFormat, offset: u64, byte: u8) {
-        let mut img = vmm::disk::open_image(path, Some(format.into()), false).unwrap();
+        let img = vmm::disk::open_image(path, Some(format.into()), false).unwrap();
         img.write_at(offset, &[byte; 512]).unwrap();
         img.flush().unwrap();
     }

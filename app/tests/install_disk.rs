@@ -137,7 +137,7 @@ fn bytes_written(log: &str) -> u64 {
 /// Checks the installed disk's MBR and copies its first partition out of the image (raw or
 /// qcow2, read through vmdesk's own image code) into `out`.
 fn first_partition(image: &Path, out: &Path) {
-    let mut disk = vmm::disk::open_image(image, None, true).unwrap();
+    let disk = vmm::disk::open_image(image, None, true).unwrap();
     let mut mbr = [0u8; 512];
     disk.read_at(0, &mut mbr).unwrap();
     assert_eq!(mbr[510..], [0x55, 0xaa], "no MBR signature");
@@ -200,7 +200,7 @@ fn install_and_boot(env: &Env, iso: &Path, v: &Variant, e2fsck: &Path) -> String
             })
             .unwrap_or_else(|| panic!("{name}: no 'too small' message:\n{console}"));
         // Nothing was written: the image reads back as zeroes.
-        let mut disk = vmm::disk::open_image(&image, None, true).unwrap();
+        let disk = vmm::disk::open_image(&image, None, true).unwrap();
         let mut all = vec![0u8; 16 << 20];
         disk.read_at(0, &mut all).unwrap();
         assert!(all.iter().all(|&b| b == 0), "{name}: the disk was written");

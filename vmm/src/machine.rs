@@ -342,7 +342,8 @@ impl Machine {
             match disk.bus {
                 DiskBus::Ide => ide_disks.push(backend),
                 DiskBus::Virtio => {
-                    let blk = VirtioBlock::new(backend, &format!("vmdesk-disk{i}"));
+                    let blk = VirtioBlock::new(backend, &format!("vmdesk-disk{i}"))
+                        .with_gate(fast.gate.clone());
                     virtio::pci::attach(
                         &chipset,
                         FIRST_DISK_SLOT + virtio_disks,

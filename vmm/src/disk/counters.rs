@@ -110,37 +110,37 @@ impl BlockBackend for Counted {
     fn read_only(&self) -> bool {
         self.inner.read_only()
     }
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.inner.read_at(offset, buf)?;
         self.counters.read(buf.len() as u64);
         Ok(())
     }
-    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         let t = Instant::now();
         self.inner.write_at(offset, buf)?;
         self.counters.write(buf.len() as u64, t);
         Ok(())
     }
-    fn read_vectored(&mut self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
+    fn read_vectored(&self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
         self.inner.read_vectored(offset, bufs)?;
         self.counters.read(slices_len(bufs));
         Ok(())
     }
-    fn write_vectored(&mut self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
+    fn write_vectored(&self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
         let t = Instant::now();
         self.inner.write_vectored(offset, bufs)?;
         self.counters.write(slices_len(bufs), t);
         Ok(())
     }
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush(&self) -> io::Result<()> {
         self.inner.flush()?;
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
-    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         self.inner.discard(offset, len)
     }
-    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         self.inner.write_zeroes(offset, len)
     }
     fn supports_discard(&self) -> bool {
@@ -160,7 +160,7 @@ mod tests {
         let path = dir.path("d.raw");
         std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
         let counters = Arc::new(IoCounters::default());
-        let mut d = Counted::new(
+        let d = Counted::new(
             Box::new(RawImage::open(&path, false).unwrap()),
             counters.clone(),
         );

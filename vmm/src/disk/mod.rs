@@ -36,19 +36,19 @@ pub fn slices_len(bufs: &[GuestSlice<'_>]) -> u64 {
 /// One open disk image. Offsets and lengths are in bytes; devices check them against
 /// [`BlockBackend::len`] before calling (a backend still refuses out-of-range requests
 /// with an error rather than panicking).
-pub trait BlockBackend: Send {
+pub trait BlockBackend: Send + Sync {
     /// Size the guest sees, in bytes.
     fn len(&self) -> u64;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
     fn read_only(&self) -> bool;
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
-    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()>;
     /// Fills `bufs`, in order, from the bytes at `offset`: the whole of them or an error
     /// (their contents are then unspecified). Formats override this to read straight into
     /// guest memory; the default goes through a buffer, one slice at a time.
-    fn read_vectored(&mut self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
+    fn read_vectored(&self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
         check_range(self.len(), offset, slices_len(bufs))?;
         let mut at = offset;
         let mut tmp = Vec::new();
@@ -63,7 +63,7 @@ pub trait BlockBackend: Send {
     /// Writes `bufs`, in order, at `offset`: the whole of them or an error. Formats
     /// override this to write straight from guest memory; the default goes through a
     /// buffer, one slice at a time.
-    fn write_vectored(&mut self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
+    fn write_vectored(&self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
         check_range(self.len(), offset, slices_len(bufs))?;
         let mut at = offset;
         let mut tmp = Vec::new();
@@ -76,11 +76,11 @@ pub trait BlockBackend: Send {
         Ok(())
     }
     /// Returns only once everything written before it is durable on the host.
-    fn flush(&mut self) -> io::Result<()>;
+    fn flush(&self) -> io::Result<()>;
     /// The range may read back as anything afterwards (or as before).
-    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()>;
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()>;
     /// The range reads back as zeroes afterwards.
-    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()>;
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Whether discard does anything (the device advertises the feature only then).
     fn supports_discard(&self) -> bool {
         false

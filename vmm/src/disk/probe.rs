@@ -111,7 +111,10 @@ pub fn open_image(
             )?)),
             ImageFormat::Raw => {
                 let raw = RawImage::open(path, read_only).map_err(|e| ctx(e, ""))?;
-                Ok(Box::new(ProbedRaw { inner: raw }))
+                Ok(Box::new(ProbedRaw {
+                    inner: raw,
+                    first_sector: Default::default(),
+                }))
             }
         },
     }
@@ -122,10 +125,20 @@ pub fn open_image(
 /// request).
 pub struct ProbedRaw {
     inner: RawImage,
+    /// Held from the check of a write into the first sector to its end, so two such writes
+    /// in flight at once cannot each pass the check and together make a magic.
+    first_sector: std::sync::Mutex<()>,
 }
 
 impl ProbedRaw {
-    fn check_first_sector(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+    /// The first-sector lock, for a write starting at `offset` (only writes from inside
+    /// the first sector can change it).
+    fn lock_first_sector(&self, offset: u64) -> Option<std::sync::MutexGuard<'_, ()>> {
+        (offset < PROBE_LEN as u64)
+            .then(|| self.first_sector.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn check_first_sector(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         if offset >= PROBE_LEN as u64 || buf.is_empty() {
             return Ok(());
         }
@@ -156,19 +169,21 @@ impl BlockBackend for ProbedRaw {
     fn read_only(&self) -> bool {
         self.inner.read_only()
     }
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.inner.read_at(offset, buf)
     }
-    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         super::check_range(self.inner.len(), offset, buf.len() as u64)?;
+        let _first = self.lock_first_sector(offset);
         self.check_first_sector(offset, buf)?;
         self.inner.write_at(offset, buf)
     }
-    fn read_vectored(&mut self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
+    fn read_vectored(&self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
         self.inner.read_vectored(offset, bufs)
     }
-    fn write_vectored(&mut self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
+    fn write_vectored(&self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
         super::check_range(self.inner.len(), offset, slices_len(bufs))?;
+        let _first = self.lock_first_sector(offset);
         if offset < PROBE_LEN as u64 {
             // Only the part that lands in the first sector matters for the check.
             let mut head = Vec::with_capacity(PROBE_LEN);
@@ -188,14 +203,14 @@ impl BlockBackend for ProbedRaw {
         }
         self.inner.write_vectored(offset, bufs)
     }
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush(&self) -> io::Result<()> {
         self.inner.flush()
     }
     // Zeroes (and discard, which reads back as zeroes on raw) never form a magic.
-    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         self.inner.discard(offset, len)
     }
-    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         self.inner.write_zeroes(offset, len)
     }
     fn supports_discard(&self) -> bool {
@@ -214,7 +229,7 @@ mod tests {
         let p = dir.path("d.img");
         std::fs::write(&p, vec![0u8; 1 << 20]).unwrap();
         assert_eq!(probe(&p).unwrap(), ImageFormat::Raw);
-        let mut d = open_image(&p, None, false).unwrap();
+        let d = open_image(&p, None, false).unwrap();
         // The guest writes a qcow2 header into sector 0: refused.
         let mut hdr = [0u8; 512];
         hdr[..4].copy_from_slice(QCOW2_MAGIC);
@@ -254,7 +269,7 @@ mod tests {
         assert_eq!(probe(&p).unwrap(), ImageFormat::Raw);
 
         // Told it is raw, the user may write anything.
-        let mut d = open_image(&p, Some(ImageFormat::Raw), false).unwrap();
+        let d = open_image(&p, Some(ImageFormat::Raw), false).unwrap();
         d.write_at(0, &hdr).unwrap();
         drop(d);
         // Now it starts like qcow2 but is not one: probing refuses rather than guessing raw.

@@ -16,6 +16,7 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::{RwLock, RwLockReadGuard};
 
 use imago::file::File;
 use imago::io_buffers::{IoVector, IoVectorMut};
@@ -28,7 +29,10 @@ use imago::{
 use super::{BlockBackend, GuestSlice, check_range, check_writable, slices_len, write_zeroes_out};
 
 pub struct Qcow2Image {
-    access: FormatAccess<File>,
+    /// imago serves reads, writes and flushes through `&self`, with its own locks around
+    /// its metadata, so requests in flight at once share the read side; discard needs the
+    /// image to itself and takes the write side.
+    access: RwLock<FormatAccess<File>>,
     len: u64,
     read_only: bool,
 }
@@ -52,7 +56,7 @@ impl Qcow2Image {
         let access = FormatAccess::new(qcow2);
         let len = access.size();
         Ok(Qcow2Image {
-            access,
+            access: RwLock::new(access),
             len,
             read_only,
         })
@@ -135,6 +139,12 @@ impl Qcow2Image {
     }
 }
 
+impl Qcow2Image {
+    fn access(&self) -> RwLockReadGuard<'_, FormatAccess<File>> {
+        self.access.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl BlockBackend for Qcow2Image {
     fn len(&self) -> u64 {
         self.len
@@ -142,48 +152,55 @@ impl BlockBackend for Qcow2Image {
     fn read_only(&self) -> bool {
         self.read_only
     }
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         check_range(self.len, offset, buf.len() as u64)?;
-        self.access.read(buf, offset)
+        self.access().read(buf, offset)
     }
-    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         check_writable(self.read_only)?;
         check_range(self.len, offset, buf.len() as u64)?;
-        self.access.write(buf, offset)
+        self.access().write(buf, offset)
     }
-    fn read_vectored(&mut self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
+    fn read_vectored(&self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
         check_range(self.len, offset, slices_len(bufs))?;
         // The guard keeps the guest mappings valid while imago uses the vector.
         let (iov, _guard) = IoVectorMut::from_volatile_slice(bufs.iter());
-        self.access.readv(iov, offset)
+        self.access().readv(iov, offset)
     }
-    fn write_vectored(&mut self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
+    fn write_vectored(&self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
         check_writable(self.read_only)?;
         check_range(self.len, offset, slices_len(bufs))?;
         let (iov, _guard) = IoVector::from_volatile_slice(bufs.iter());
-        self.access.writev(iov, offset)
+        self.access().writev(iov, offset)
     }
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush(&self) -> io::Result<()> {
         if self.read_only {
             return Ok(());
         }
         // imago's flush writes its cached metadata (L2 tables, refcount blocks) to the
         // file; sync then makes file data and metadata durable.
-        self.access.flush()?;
-        self.access.sync()
+        let access = self.access();
+        access.flush()?;
+        access.sync()
     }
-    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         check_writable(self.read_only)?;
         check_range(self.len, offset, len)?;
-        self.access.discard_to_any(offset, len)
+        self.access
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .discard_to_any(offset, len)
     }
-    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         check_writable(self.read_only)?;
         check_range(self.len, offset, len)?;
-        match self.access.write_zeroes(offset, len) {
+        // One guard for both calls: a second read lock on this thread could wait behind a
+        // discard queued for the write side in between.
+        let access = self.access();
+        match access.write_zeroes(offset, len) {
             // Version 2 has no zero clusters: write the zeroes out.
             Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-                write_zeroes_out(offset, len, |buf, at| self.access.write(buf, at))
+                write_zeroes_out(offset, len, |buf, at| access.write(buf, at))
             }
             r => r,
         }
@@ -241,7 +258,7 @@ mod tests {
                 ],
             );
 
-            let mut d = Qcow2Image::open(&p, false).unwrap();
+            let d = Qcow2Image::open(&p, false).unwrap();
             assert_eq!(d.len(), 64 << 20);
             let mut buf = vec![0u8; 64 * 1024];
             d.read_at(0, &mut buf).unwrap();
@@ -312,7 +329,7 @@ mod tests {
             ],
         );
         let mem = crate::memory::GuestMem::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        let mut d = Qcow2Image::open(&p, false).unwrap();
+        let d = Qcow2Image::open(&p, false).unwrap();
         // 56k..72k: zeroes, 0x41 across the 64k cluster boundary, zeroes; in 4 KiB pieces
         // scattered backwards through memory.
         let bufs: Vec<GuestSlice<'_>> = (0..4u64)
@@ -355,7 +372,7 @@ mod tests {
             ],
         );
         assert!(!out.contains("verification failed"), "{out}");
-        let mut ro = Qcow2Image::open(&p, true).unwrap();
+        let ro = Qcow2Image::open(&p, true).unwrap();
         assert!(ro.write_vectored(0, &bufs).is_err());
     }
 
@@ -371,7 +388,7 @@ mod tests {
             let base = dir.path(&format!("base.{format}"));
             super::super::create_image(&base, format, 4 << 20, false).unwrap();
             {
-                let mut b = super::super::open_image(&base, Some(format), false).unwrap();
+                let b = super::super::open_image(&base, Some(format), false).unwrap();
                 b.write_at(1 << 20, &[0x5a; 4096]).unwrap();
                 b.flush().unwrap();
             }
@@ -380,7 +397,7 @@ mod tests {
             Qcow2Image::create_overlay(&top, &base, format).unwrap();
             assert_eq!(Qcow2Image::backing_file(&top).unwrap(), Some(base.clone()));
             assert_eq!(Qcow2Image::backing_file(&base).ok().flatten(), None);
-            let mut t = Qcow2Image::open(&top, false).unwrap();
+            let t = Qcow2Image::open(&top, false).unwrap();
             assert_eq!(t.len(), 4 << 20);
             let mut got = [0u8; 4096];
             t.read_at(1 << 20, &mut got).unwrap();
@@ -431,7 +448,7 @@ mod tests {
                 s(&top),
             ],
         );
-        let mut d = Qcow2Image::open(&top, false).unwrap();
+        let d = Qcow2Image::open(&top, false).unwrap();
         assert_eq!(d.len(), 16 << 20);
         let mut b = vec![0u8; 4096];
         d.read_at(8192, &mut b).unwrap();
@@ -457,7 +474,7 @@ mod tests {
         assert!(!out.contains("verification failed"), "{out}");
 
         // Read-only: writes refused, reads fine.
-        let mut ro = Qcow2Image::open(&top, true).unwrap();
+        let ro = Qcow2Image::open(&top, true).unwrap();
         assert!(ro.write_at(0, &b).is_err());
         ro.read_at(0, &mut b).unwrap();
     }
@@ -472,7 +489,7 @@ mod tests {
         let dir = TempDir::new("qcow2-flush");
         let p = dir.path("f.qcow2");
         Qcow2Image::create(&p, 8 << 20, false).unwrap();
-        let mut d = Qcow2Image::open(&p, false).unwrap();
+        let d = Qcow2Image::open(&p, false).unwrap();
         d.write_at(4 << 20, &[0x3c; 65536]).unwrap();
         d.flush().unwrap();
         // No Drop (which would flush again): the state on disk is what flush left.
@@ -500,7 +517,7 @@ mod sigkill {
     #[test]
     fn flushed_writes_survive_sigkill() {
         if let Ok(p) = std::env::var(CHILD_ENV) {
-            let mut d = open_image(Path::new(&p), None, false).unwrap();
+            let d = open_image(Path::new(&p), None, false).unwrap();
             d.write_at(1 << 20, &[0x6b; 65536]).unwrap();
             d.write_at(5 << 20, &[0x6c; 512]).unwrap();
             d.flush().unwrap();

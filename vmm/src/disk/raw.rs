@@ -91,31 +91,31 @@ impl BlockBackend for RawImage {
     fn read_only(&self) -> bool {
         self.read_only
     }
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         check_range(self.len, offset, buf.len() as u64)?;
         self.file.read_exact_at(buf, offset)
     }
-    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         check_writable(self.read_only)?;
         check_range(self.len, offset, buf.len() as u64)?;
         self.file.write_all_at(buf, offset)
     }
-    fn read_vectored(&mut self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
+    fn read_vectored(&self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
         check_range(self.len, offset, slices_len(bufs))?;
         self.transfer(offset, bufs, false)
     }
-    fn write_vectored(&mut self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
+    fn write_vectored(&self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
         check_writable(self.read_only)?;
         check_range(self.len, offset, slices_len(bufs))?;
         self.transfer(offset, bufs, true)
     }
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush(&self) -> io::Result<()> {
         if self.read_only {
             return Ok(());
         }
         self.file.sync_data()
     }
-    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         check_writable(self.read_only)?;
         check_range(self.len, offset, len)?;
         self.punch(
@@ -124,7 +124,7 @@ impl BlockBackend for RawImage {
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
         )
     }
-    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         check_writable(self.read_only)?;
         check_range(self.len, offset, len)?;
         // Punching a hole reads back as zeroes; fall back to writing them.
@@ -153,7 +153,7 @@ mod tests {
     fn read_write_zero_and_bounds() {
         let p = std::env::temp_dir().join(format!("vmdesk-raw-{}", std::process::id()));
         std::fs::write(&p, vec![0x11u8; 1 << 20]).unwrap();
-        let mut d = RawImage::open(&p, false).unwrap();
+        let d = RawImage::open(&p, false).unwrap();
         assert_eq!(d.len(), 1 << 20);
         d.write_at(4096, &[7u8; 512]).unwrap();
         let mut b = [0u8; 512];
@@ -165,7 +165,7 @@ mod tests {
         d.flush().unwrap();
         assert!(d.read_at((1 << 20) - 100, &mut b).is_err());
         assert!(d.write_at(u64::MAX - 10, &b).is_err());
-        let mut ro = RawImage::open(&p, true).unwrap();
+        let ro = RawImage::open(&p, true).unwrap();
         assert!(ro.write_at(0, &b).is_err());
         std::fs::remove_file(p).unwrap();
     }
@@ -179,7 +179,7 @@ mod tests {
         let data: Vec<u8> = (0..4u32 << 20).map(|i| (i * 13 / 7) as u8).collect();
         std::fs::write(&p, &data).unwrap();
         let mem = crate::memory::GuestMem::from_ranges(&[(GuestAddress(0), 8 << 20)]).unwrap();
-        let mut d = RawImage::open(&p, false).unwrap();
+        let d = RawImage::open(&p, false).unwrap();
 
         // 1100 buffers of 512 bytes, one per 4 KiB page (more than IOV_MAX), plus one of zero
         // length, read from 64 KiB on.
@@ -217,7 +217,7 @@ mod tests {
         // Past the end, or read-only: refused, nothing changes.
         assert!(d.read_vectored((4 << 20) - 512, &bufs[..2]).is_err());
         assert!(d.write_vectored(u64::MAX - 100, &bufs[..1]).is_err());
-        let mut ro = RawImage::open(&p, true).unwrap();
+        let ro = RawImage::open(&p, true).unwrap();
         let e = ro.write_vectored(0, &bufs[..1]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
         assert_eq!(std::fs::read(&p).unwrap(), file);

@@ -7,10 +7,16 @@
 //! does something). Capacity is the backend length in 512-byte sectors (a partial last
 //! sector is not addressable, as in QEMU).
 //!
-//! Requests run one after another on the thread that is notified: the device's doorbell
-//! thread ([`super::notify`]), or the vCPU that wrote the notify register when the
-//! hypervisor has no doorbells. Simple and ordered, so a FLUSH completes only after
-//! [`BlockBackend::flush`] returned and every earlier write is in the backend.
+//! Requests run on the device's I/O threads ([`super::io_workers`]), several at once
+//! when the driver queues several: the thread that is notified (the device's doorbell
+//! thread, or the vCPU that wrote the notify register when the hypervisor has no
+//! doorbells) only takes chains off the ring and hands them out, and each I/O thread
+//! completes its own request in the used ring and interrupts the driver. Completions may
+//! come out of order, as on any real disk; a FLUSH completes once [`BlockBackend::flush`]
+//! returned, which covers every write that had completed before it was queued (what
+//! virtio and Linux's block layer ask of a flush). A device reset waits for the requests
+//! in flight before it lets go of the ring, and the I/O threads pass the machine's
+//! [`DeviceGate`] around each request, so a paused VM's memory stays still.
 //! Data moves straight between the image and the guest's buffers: the request's data
 //! descriptors become [`GuestSlice`]s handed to one [`BlockBackend::read_vectored`] or
 //! [`BlockBackend::write_vectored`] call (one `preadv`/`pwritev` on a raw image), with no
@@ -29,17 +35,20 @@
 //! Not emulated: TOPOLOGY, CONFIG_WCE (the cache is always write-back with
 //! FLUSH), multiple queues, SCSI passthrough, zoned devices, SECURE_ERASE.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use virtio_bindings::virtio_blk::*;
 use virtio_queue::{Queue, QueueT};
 
+use super::io_workers::IoWorkers;
 use super::{
     Activation, Interrupt, RingError, SplitChain, TYPE_BLOCK, VirtioDevice, guest_slices,
     pending_chains, read_segments, split_chain, write_segments,
 };
 use crate::disk::BlockBackend;
 use crate::memory::GuestMem;
+use crate::pause::DeviceGate;
 
 pub const SECTOR_SIZE: u64 = 512;
 pub const QUEUE_SIZE: u16 = 256;
@@ -61,20 +70,88 @@ const STATUS_OK: u8 = VIRTIO_BLK_S_OK as u8;
 const STATUS_IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
 const STATUS_UNSUPP: u8 = VIRTIO_BLK_S_UNSUPP as u8;
 
-struct Active {
+/// I/O threads per disk: enough for the queue depths guests use (Linux's default for
+/// virtio-blk is a depth of 128 per queue, but a host disk or page cache rarely gains
+/// beyond a few dozen requests at once), few enough to be cheap when idle.
+pub const IO_THREADS: usize = 16;
+
+/// The ring while the driver runs, shared by the notified thread (which takes requests
+/// off it) and the I/O threads (which complete them).
+struct Ring {
     mem: GuestMem,
-    queue: Queue,
+    queue: Mutex<Queue>,
     interrupt: Arc<Interrupt>,
+    /// The ring was found inconsistent: nothing more is done with it until a reset.
+    broken: AtomicBool,
+}
+
+impl Ring {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    fn fail(&self, e: &RingError) {
+        if !self.broken.swap(true, Ordering::AcqRel) {
+            tracing::warn!("virtio-blk: {e}; the device needs a reset");
+            self.interrupt.set_needs_reset();
+        }
+    }
+
+    /// Takes every available chain off the ring (with notifications off meanwhile, and a
+    /// last look after turning them back on, so a request made in between is not missed).
+    fn take_available(&self) -> Result<Vec<SplitChain>, RingError> {
+        let mut q = self.queue();
+        let mut chains = Vec::new();
+        loop {
+            q.disable_notification(&self.mem)?;
+            while pending_chains(&q, &self.mem)? > 0 {
+                let Some(chain) = q.pop_descriptor_chain(&self.mem) else {
+                    return Err(RingError::Chain("available ring entry unreadable"));
+                };
+                chains.push(split_chain(chain, &self.mem, SEG_MAX as usize + 2)?);
+            }
+            if !q.enable_notification(&self.mem)? {
+                return Ok(chains);
+            }
+        }
+    }
+
+    /// Puts a finished request in the used ring and interrupts the driver if it asked.
+    fn complete(&self, head: u16, len: u32) {
+        if self.is_broken() {
+            return;
+        }
+        let notify = {
+            let mut q = self.queue();
+            q.add_used(&self.mem, head, len)
+                .and_then(|()| q.needs_notification(&self.mem))
+        };
+        match notify {
+            Ok(true) => self.interrupt.signal_used_queue(0),
+            Ok(false) => {}
+            Err(e) => self.fail(&RingError::Queue(e)),
+        }
+    }
 }
 
 pub struct VirtioBlock {
-    backend: Box<dyn BlockBackend>,
+    requests: Arc<Requests>,
+    acked: u64,
+    ring: Option<Arc<Ring>>,
+    workers: IoWorkers,
+    gate: Arc<DeviceGate>,
+}
+
+/// What a request needs besides its ring: the backend, the disk's identity and the
+/// features it offers. Shared with the I/O threads.
+struct Requests {
+    backend: Arc<dyn BlockBackend>,
     serial: [u8; VIRTIO_BLK_ID_BYTES as usize],
     offered: u64,
-    acked: u64,
-    active: Option<Active>,
-    /// The ring was found inconsistent: nothing more is done until a reset.
-    broken: bool,
 }
 
 impl VirtioBlock {
@@ -98,17 +175,37 @@ impl VirtioBlock {
             }
         }
         VirtioBlock {
-            backend,
-            serial: s,
-            offered: u64::from(offered),
+            requests: Arc::new(Requests {
+                backend: Arc::from(backend),
+                serial: s,
+                offered: u64::from(offered),
+            }),
             acked: 0,
-            active: None,
-            broken: false,
+            ring: None,
+            workers: IoWorkers::new("virtio-blk-io", IO_THREADS),
+            gate: Arc::default(),
         }
     }
 
+    /// The I/O threads pass `gate` around each request (the machine's, so that pausing
+    /// the VM holds them); without it they pass a gate of their own that never closes.
+    pub fn with_gate(mut self, gate: Arc<DeviceGate>) -> VirtioBlock {
+        self.gate = gate;
+        self
+    }
+
+    /// Waits until no request is in flight.
+    pub fn wait_idle(&self) {
+        self.workers.wait_idle();
+    }
+
+    /// I/O threads started so far (at most [`IO_THREADS`]).
+    pub fn io_threads(&self) -> usize {
+        self.workers.threads()
+    }
+
     pub fn capacity_sectors(&self) -> u64 {
-        self.backend.len() / SECTOR_SIZE
+        self.requests.capacity_sectors()
     }
 
     /// A BIOS-style geometry from the size alone (16 heads, 63 sectors, cylinders clamped
@@ -137,44 +234,20 @@ impl VirtioBlock {
         put(56, &[1]);
         c
     }
+}
+
+impl Requests {
+    fn capacity_sectors(&self) -> u64 {
+        self.backend.len() / SECTOR_SIZE
+    }
 
     fn offers(&self, bit: u32) -> bool {
         self.offered & (1 << bit) != 0
     }
 
-    /// Serves every available request; returns whether the driver must be interrupted.
-    fn process_queue(&mut self) -> Result<bool, RingError> {
-        let Some(mut a) = self.active.take() else {
-            return Ok(false);
-        };
-        let r = self.drain(&mut a);
-        self.active = Some(a);
-        r
-    }
-
-    fn drain(&mut self, a: &mut Active) -> Result<bool, RingError> {
-        let mut used_any = false;
-        loop {
-            a.queue.disable_notification(&a.mem)?;
-            while pending_chains(&a.queue, &a.mem)? > 0 {
-                let Some(chain) = a.queue.pop_descriptor_chain(&a.mem) else {
-                    return Err(RingError::Chain("available ring entry unreadable"));
-                };
-                let chain = split_chain(chain, &a.mem, SEG_MAX as usize + 2)?;
-                let len = self.execute(&a.mem, &chain)?;
-                a.queue.add_used(&a.mem, chain.head, len)?;
-                used_any = true;
-            }
-            if !a.queue.enable_notification(&a.mem)? {
-                break;
-            }
-        }
-        Ok(used_any && a.queue.needs_notification(&a.mem)?)
-    }
-
     /// Runs one request and writes its status; returns the bytes written to the driver's
     /// buffers (data and status).
-    fn execute(&mut self, mem: &GuestMem, c: &SplitChain) -> Result<u32, RingError> {
+    fn execute(&self, mem: &GuestMem, c: &SplitChain) -> Result<u32, RingError> {
         if c.readable_len() < HEADER_LEN {
             return Err(RingError::Chain("request header too short"));
         }
@@ -206,7 +279,7 @@ impl VirtioBlock {
 
     /// Returns the status and how many data bytes went to the driver.
     fn request(
-        &mut self,
+        &self,
         mem: &GuestMem,
         c: &SplitChain,
         ty: u32,
@@ -281,30 +354,18 @@ impl VirtioBlock {
         (end <= self.capacity_sectors() * SECTOR_SIZE).then_some(offset)
     }
 
-    fn read(
-        &mut self,
-        mem: &GuestMem,
-        c: &SplitChain,
-        offset: u64,
-        len: u64,
-    ) -> std::io::Result<()> {
+    fn read(&self, mem: &GuestMem, c: &SplitChain, offset: u64, len: u64) -> std::io::Result<()> {
         let bufs = guest_slices(mem, &c.writable, 0, len)?;
         self.backend.read_vectored(offset, &bufs)
     }
 
-    fn write(
-        &mut self,
-        mem: &GuestMem,
-        c: &SplitChain,
-        offset: u64,
-        len: u64,
-    ) -> std::io::Result<()> {
+    fn write(&self, mem: &GuestMem, c: &SplitChain, offset: u64, len: u64) -> std::io::Result<()> {
         let bufs = guest_slices(mem, &c.readable, HEADER_LEN, len)?;
         self.backend.write_vectored(offset, &bufs)
     }
 
     /// DISCARD and WRITE_ZEROES: one 16-byte range (sector, num_sectors, flags).
-    fn ranges(&mut self, mem: &GuestMem, c: &SplitChain, len: u64, zero: bool) -> u8 {
+    fn ranges(&self, mem: &GuestMem, c: &SplitChain, len: u64, zero: bool) -> u8 {
         if len == 0 || !len.is_multiple_of(RANGE_LEN) {
             return STATUS_IOERR;
         }
@@ -353,7 +414,7 @@ impl VirtioDevice for VirtioBlock {
         &[QUEUE_SIZE]
     }
     fn features(&self) -> u64 {
-        self.offered
+        self.requests.offered
     }
     fn ack_features(&mut self, features: u64) {
         self.acked = features;
@@ -365,35 +426,43 @@ impl VirtioDevice for VirtioBlock {
         let Some(queue) = a.queues.into_iter().next() else {
             return;
         };
-        self.active = Some(Active {
+        self.ring = Some(Arc::new(Ring {
             mem: a.mem,
-            queue,
+            queue: Mutex::new(queue),
             interrupt: a.interrupt,
-        });
+            broken: AtomicBool::new(false),
+        }));
     }
     fn queue_notify(&mut self, index: u16) {
-        if index != 0 || self.broken {
-            return;
-        }
-        let Some(interrupt) = self.active.as_ref().map(|a| a.interrupt.clone()) else {
+        let Some(ring) = self.ring.as_ref().filter(|r| index == 0 && !r.is_broken()) else {
             return;
         };
-        if !self.active.as_ref().is_some_and(|a| a.queue.ready()) {
+        if !ring.queue().ready() {
             return;
         }
-        match self.process_queue() {
-            Ok(true) => interrupt.signal_used_queue(0),
-            Ok(false) => {}
+        let chains = match ring.take_available() {
+            Ok(chains) => chains,
             Err(e) => {
-                tracing::warn!("virtio-blk: {e}; the device needs a reset");
-                self.broken = true;
-                interrupt.set_needs_reset();
+                ring.fail(&e);
+                return;
             }
+        };
+        // Handed out with the ring unlocked: the I/O threads lock it to complete.
+        for chain in chains {
+            let (ring, requests, gate) = (ring.clone(), self.requests.clone(), self.gate.clone());
+            self.workers.submit(move || {
+                let _pass = gate.enter();
+                match requests.execute(&ring.mem, &chain) {
+                    Ok(len) => ring.complete(chain.head, len),
+                    Err(e) => ring.fail(&e),
+                }
+            });
         }
     }
     fn reset(&mut self) {
-        self.active = None;
-        self.broken = false;
+        // No request may touch the ring or the driver's buffers once the reset is done.
+        self.workers.wait_idle();
+        self.ring = None;
         self.acked = 0;
     }
 }
@@ -426,6 +495,7 @@ mod tests {
 
     /// A driver with the disk probed, queue 0 live; what Linux's virtio_blk does at probe.
     struct Disk {
+        dev: Arc<Mutex<VirtioBlock>>,
         g: Guest,
         ring: DriverRing,
         common: u64,
@@ -446,13 +516,14 @@ mod tests {
                 Box::new(backend),
                 "vmdesk-disk-0",
             )));
-            let mut g = Guest::new(dev);
+            let mut g = Guest::new(dev.clone());
             assert_eq!(g.cfg_read(2, 2), 0x1042);
             let (common, isr, cfg, notify, mult, features) = g.probe(!0);
             let ring = DriverRing::new(&g.mem, 0x10000, 128);
             let kick = g.setup_queue(common, notify, mult, 0, &ring);
             g.write(common + common::DEVICE_STATUS, 1, 0xf);
             Disk {
+                dev,
                 g,
                 ring,
                 common,
@@ -471,10 +542,16 @@ mod tests {
             self.g.mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
         }
 
+        /// Notifies the queue and waits until the requests it took are done.
+        fn kick(&self) {
+            self.g.write(self.kick, 2, 0);
+            self.dev.lock().unwrap().wait_idle();
+        }
+
         /// Submits a chain, kicks, and returns (status byte, used len).
         fn submit(&mut self, bufs: &[(u64, u32, bool)]) -> (u8, u32) {
             self.ring.add_chain(&self.g.mem, bufs);
-            self.g.write(self.kick, 2, 0);
+            self.kick();
             let used = self.ring.take_used(&self.g.mem);
             assert_eq!(used.len(), 1, "one completion");
             (
@@ -618,7 +695,7 @@ mod tests {
         let f = image("seabios", 64 << 10);
         let backend = RawImage::open(&f.0, false).unwrap();
         let dev = Arc::new(Mutex::new(VirtioBlock::new(Box::new(backend), "")));
-        let mut g = Guest::new(dev);
+        let mut g = Guest::new(dev.clone());
         // vp_init_simple: caps, vp_reset (status 0, ISR read), ACKNOWLEDGE|DRIVER.
         let (common, isr, cfg, notify, mult, _) = g.probe(0);
         g.write(common + common::DEVICE_STATUS, 1, 0);
@@ -662,6 +739,7 @@ mod tests {
             &[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)],
         );
         g.write(kick, 2, 0);
+        dev.lock().unwrap().wait_idle();
         assert_eq!(ring.take_used(&g.mem).len(), 1);
         g.read(isr, 1);
         assert_eq!(
@@ -752,8 +830,8 @@ mod tests {
         // More than SEG_MAX * SIZE_MAX of data is refused before anything is touched.
         {
             let dev = VirtioBlock::new(Box::new(RawImage::open(&f.0, false).unwrap()), "");
-            assert_eq!(dev.range(0, 4096), Some(0));
-            assert_eq!(dev.range(0, MAX_REQUEST_BYTES + 512), None);
+            assert_eq!(dev.requests.range(0, 4096), Some(0));
+            assert_eq!(dev.requests.range(0, MAX_REQUEST_BYTES + 512), None);
         }
         assert_eq!(std::fs::read(&f.0).unwrap(), before);
         assert_eq!(d.status(), 0xf, "the ring is still fine");
@@ -849,7 +927,7 @@ mod tests {
             let f = image("malformed", 4096);
             let mut d = Disk::new(&f.0, false);
             build(&mut d);
-            d.g.write(d.kick, 2, 0);
+            d.kick();
             assert_ne!(d.status() & status::DEVICE_NEEDS_RESET, 0, "{what}");
             assert!(d.g.irq.level(), "{what}: config interrupt");
             assert_eq!(d.g.read(d.isr, 1) & 2, 2, "{what}");
@@ -860,7 +938,7 @@ mod tests {
                 &d.g.mem,
                 &[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)],
             );
-            d.g.write(d.kick, 2, 0);
+            d.kick();
             assert!(d.ring.take_used(&d.g.mem).is_empty(), "{what}");
             // Reset and set up again: it works.
             d.g.write(d.common + common::DEVICE_STATUS, 1, 0);
@@ -914,7 +992,7 @@ mod tests {
             0,
         );
         d.ring.publish(&d.g.mem, 0);
-        d.g.write(d.kick, 2, 0);
+        d.kick();
         assert_eq!(d.ring.take_used(&d.g.mem), vec![(0, 513)]);
         assert_eq!(
             d.g.mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(),
@@ -941,7 +1019,7 @@ mod tests {
         fn read_only(&self) -> bool {
             false
         }
-        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
             self.log
                 .0
                 .lock()
@@ -954,7 +1032,7 @@ mod tests {
                 Ok(())
             }
         }
-        fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        fn write_at(&self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
             self.log
                 .0
                 .lock()
@@ -967,7 +1045,7 @@ mod tests {
             }
         }
         fn read_vectored(
-            &mut self,
+            &self,
             offset: u64,
             bufs: &[crate::disk::GuestSlice<'_>],
         ) -> std::io::Result<()> {
@@ -986,7 +1064,7 @@ mod tests {
             }
         }
         fn write_vectored(
-            &mut self,
+            &self,
             offset: u64,
             bufs: &[crate::disk::GuestSlice<'_>],
         ) -> std::io::Result<()> {
@@ -1001,7 +1079,7 @@ mod tests {
                 Ok(())
             }
         }
-        fn flush(&mut self) -> std::io::Result<()> {
+        fn flush(&self) -> std::io::Result<()> {
             self.log.0.lock().unwrap().push("flush".into());
             if self.fail {
                 Err(std::io::Error::other("injected"))
@@ -1009,40 +1087,41 @@ mod tests {
                 Ok(())
             }
         }
-        fn discard(&mut self, _: u64, _: u64) -> std::io::Result<()> {
+        fn discard(&self, _: u64, _: u64) -> std::io::Result<()> {
             Ok(())
         }
-        fn write_zeroes(&mut self, _: u64, _: u64) -> std::io::Result<()> {
+        fn write_zeroes(&self, _: u64, _: u64) -> std::io::Result<()> {
             Ok(())
         }
     }
 
     fn mock_disk(fail: bool) -> (Disk, Log) {
         let log = Log::default();
-        let dev = VirtioBlock::new(
-            Box::new(MockBackend {
-                log: log.clone(),
-                fail,
-            }),
-            "m",
-        );
-        let mut g = Guest::new(Arc::new(Mutex::new(dev)));
+        let backend = MockBackend {
+            log: log.clone(),
+            fail,
+        };
+        (disk_with(Box::new(backend), Arc::default()), log)
+    }
+
+    /// A driver with queue 0 live on a disk over `backend`, its I/O threads passing `gate`.
+    fn disk_with(backend: Box<dyn BlockBackend>, gate: Arc<DeviceGate>) -> Disk {
+        let dev = Arc::new(Mutex::new(VirtioBlock::new(backend, "m").with_gate(gate)));
+        let mut g = Guest::new(dev.clone());
         let (common, isr, cfg, notify, mult, features) = g.probe(!0);
         let ring = DriverRing::new(&g.mem, 0x10000, 128);
         let kick = g.setup_queue(common, notify, mult, 0, &ring);
         g.write(common + common::DEVICE_STATUS, 1, 0xf);
-        (
-            Disk {
-                g,
-                ring,
-                common,
-                isr,
-                kick,
-                features,
-                cfg,
-            },
-            log,
-        )
+        Disk {
+            dev,
+            g,
+            ring,
+            common,
+            isr,
+            kick,
+            features,
+            cfg,
+        }
     }
 
     #[test]
@@ -1080,7 +1159,7 @@ mod tests {
             &d.g.mem,
             &[(HDR, 16, false), (DATA, 512, true), (DATA + 512, 513, true)],
         );
-        d.g.write(d.kick, 2, 0);
+        d.kick();
         assert_eq!(d.ring.take_used(&d.g.mem), vec![(u32::from(head), 1025)]);
         let mut b = vec![0u8; 1025];
         d.g.mem.read_slice(&mut b, GuestAddress(DATA)).unwrap();
@@ -1114,5 +1193,199 @@ mod tests {
             STATUS_IOERR
         );
         assert_eq!(d.status(), 0xf);
+    }
+
+    /// Reads that wait inside the backend until the test lets them go, counting how many
+    /// are inside at once.
+    #[derive(Default)]
+    struct Hold {
+        state: Mutex<HoldState>,
+        changed: std::sync::Condvar,
+    }
+
+    #[derive(Default)]
+    struct HoldState {
+        inside: usize,
+        most: usize,
+        open: bool,
+    }
+
+    impl Hold {
+        fn lock(&self) -> std::sync::MutexGuard<'_, HoldState> {
+            self.state.lock().unwrap()
+        }
+        /// Waits (up to 10 s) until `n` reads are inside.
+        fn wait_inside(&self, n: usize) -> usize {
+            let st = self.lock();
+            let (st, _) = self
+                .changed
+                .wait_timeout_while(st, std::time::Duration::from_secs(10), |s| s.inside < n)
+                .unwrap();
+            st.inside
+        }
+        fn open(&self) {
+            self.lock().open = true;
+            self.changed.notify_all();
+        }
+    }
+
+    struct HeldReads(Arc<Hold>);
+
+    impl BlockBackend for HeldReads {
+        fn len(&self) -> u64 {
+            16 << 20
+        }
+        fn read_only(&self) -> bool {
+            false
+        }
+        fn read_at(&self, _: u64, _: &mut [u8]) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_at(&self, _: u64, _: &[u8]) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn read_vectored(
+            &self,
+            offset: u64,
+            bufs: &[crate::disk::GuestSlice<'_>],
+        ) -> std::io::Result<()> {
+            let hold = &self.0;
+            {
+                let mut st = hold.lock();
+                st.inside += 1;
+                st.most = st.most.max(st.inside);
+                hold.changed.notify_all();
+                let (mut st, _) = hold
+                    .changed
+                    .wait_timeout_while(st, std::time::Duration::from_secs(10), |s| !s.open)
+                    .unwrap();
+                st.inside -= 1;
+            }
+            // Each request's data says which sector it read.
+            for b in bufs {
+                b.copy_from(&vec![(offset / 512) as u8; b.len()]);
+            }
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn discard(&self, _: u64, _: u64) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_zeroes(&self, _: u64, _: u64) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Queues `n` one-sector reads of sectors 1..=n, each with its own header, buffer
+    /// and status byte (status 0xff until the device writes it); returns their heads.
+    fn queue_reads(d: &mut Disk, n: u64) -> Vec<u16> {
+        (0..n)
+            .map(|i| {
+                let (hdr, data, st) = (HDR + 32 * i, 0x100000 + 512 * i, STATUS + i);
+                let mut h = [0u8; 16];
+                h[8..16].copy_from_slice(&(i + 1).to_le_bytes());
+                d.g.mem.write_slice(&h, GuestAddress(hdr)).unwrap();
+                d.g.mem.write_obj(0xffu8, GuestAddress(st)).unwrap();
+                d.ring.add_chain(
+                    &d.g.mem,
+                    &[(hdr, 16, false), (data, 512, true), (st, 1, true)],
+                )
+            })
+            .collect()
+    }
+
+    fn statuses(d: &Disk, n: u64) -> Vec<u8> {
+        (0..n)
+            .map(|i| d.g.mem.read_obj(GuestAddress(STATUS + i)).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn requests_queued_together_are_in_flight_together() {
+        let hold = Arc::new(Hold::default());
+        let mut d = disk_with(Box::new(HeldReads(hold.clone())), Arc::default());
+        let heads = queue_reads(&mut d, 8);
+        // The notify returns at once: the vCPU (or doorbell thread) does not wait for I/O.
+        d.g.write(d.kick, 2, 0);
+        assert_eq!(
+            hold.wait_inside(8),
+            8,
+            "all eight reads inside the backend at once"
+        );
+        assert!(
+            d.ring.take_used(&d.g.mem).is_empty(),
+            "none done while held"
+        );
+        assert_eq!(statuses(&d, 8), [0xff; 8]);
+        hold.open();
+        d.dev.lock().unwrap().wait_idle();
+        let mut used: Vec<u32> = d.ring.take_used(&d.g.mem).iter().map(|u| u.0).collect();
+        used.sort_unstable();
+        assert_eq!(
+            used,
+            heads.iter().map(|&h| u32::from(h)).collect::<Vec<_>>()
+        );
+        assert_eq!(statuses(&d, 8), [STATUS_OK; 8]);
+        for i in 0..8u64 {
+            let b: u8 =
+                d.g.mem
+                    .read_obj(GuestAddress(0x100000 + 512 * i + 511))
+                    .unwrap();
+            assert_eq!(b, i as u8 + 1, "request {i}'s own data");
+        }
+        assert_eq!(hold.lock().most, 8);
+        assert_eq!(d.dev.lock().unwrap().io_threads(), 8);
+    }
+
+    #[test]
+    fn a_reset_waits_for_the_requests_in_flight() {
+        let hold = Arc::new(Hold::default());
+        let mut d = disk_with(Box::new(HeldReads(hold.clone())), Arc::default());
+        queue_reads(&mut d, 3);
+        d.g.write(d.kick, 2, 0);
+        assert_eq!(hold.wait_inside(3), 3);
+        let opener = {
+            let hold = hold.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                hold.open();
+            })
+        };
+        // The driver resets the device while its reads are in the backend.
+        d.g.write(d.common + common::DEVICE_STATUS, 1, 0);
+        // By the time the reset is done, every request has finished and written its
+        // status; none will touch guest memory afterwards.
+        assert!(hold.lock().open);
+        assert_eq!(hold.lock().inside, 0);
+        assert_eq!(statuses(&d, 3), [STATUS_OK; 3]);
+        assert_eq!(d.dev.lock().unwrap().workers.outstanding(), 0);
+        opener.join().unwrap();
+    }
+
+    #[test]
+    fn while_paused_requests_wait_before_touching_guest_memory() {
+        let gate = Arc::new(DeviceGate::default());
+        let log = Log::default();
+        let backend = MockBackend {
+            log: log.clone(),
+            fail: false,
+        };
+        let mut d = disk_with(Box::new(backend), gate.clone());
+        gate.pause();
+        queue_reads(&mut d, 2);
+        d.g.write(d.kick, 2, 0);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            log.0.lock().unwrap().is_empty(),
+            "no backend call while paused"
+        );
+        assert_eq!(statuses(&d, 2), [0xff; 2]);
+        assert!(d.ring.take_used(&d.g.mem).is_empty());
+        gate.resume();
+        d.dev.lock().unwrap().wait_idle();
+        assert_eq!(statuses(&d, 2), [STATUS_OK; 2]);
+        assert_eq!(d.ring.take_used(&d.g.mem).len(), 2);
     }
 }

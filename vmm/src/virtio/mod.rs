@@ -18,6 +18,7 @@
 pub mod block;
 pub mod input;
 mod interrupt;
+pub mod io_workers;
 pub mod net;
 pub mod notify;
 pub mod pci;

@@ -50,23 +50,23 @@ impl BlockBackend for PatternDisc {
     fn read_only(&self) -> bool {
         true
     }
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         crate::disk::check_range(self.len(), offset, buf.len() as u64)?;
         for (i, b) in buf.iter_mut().enumerate() {
             *b = pattern_byte(offset + i as u64);
         }
         Ok(())
     }
-    fn write_at(&mut self, _: u64, _: &[u8]) -> std::io::Result<()> {
+    fn write_at(&self, _: u64, _: &[u8]) -> std::io::Result<()> {
         Err(std::io::ErrorKind::PermissionDenied.into())
     }
-    fn flush(&mut self) -> std::io::Result<()> {
+    fn flush(&self) -> std::io::Result<()> {
         Ok(())
     }
-    fn discard(&mut self, _: u64, _: u64) -> std::io::Result<()> {
+    fn discard(&self, _: u64, _: u64) -> std::io::Result<()> {
         Err(std::io::ErrorKind::PermissionDenied.into())
     }
-    fn write_zeroes(&mut self, _: u64, _: u64) -> std::io::Result<()> {
+    fn write_zeroes(&self, _: u64, _: u64) -> std::io::Result<()> {
         Err(std::io::ErrorKind::PermissionDenied.into())
     }
 }
