@@ -129,6 +129,16 @@ impl Drop for QueueDoorbells {
     }
 }
 
+thread_local! {
+    static ON_DOORBELL_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread is a doorbell thread (a device thread, never a vCPU): a
+/// device may then do a short piece of I/O right here instead of handing it on.
+pub fn on_doorbell_thread() -> bool {
+    ON_DOORBELL_THREAD.with(|c| c.get())
+}
+
 /// The thread: each signalled queue is notified once however many writes it coalesced
 /// (the device drains its whole ring on each notify).
 fn serve(
@@ -138,6 +148,7 @@ fn serve(
     bar: &Mutex<VirtioPciBar>,
     gate: &DeviceGate,
 ) {
+    ON_DOORBELL_THREAD.with(|c| c.set(true));
     let mut events = vec![EpollEvent::default(); fds.len() + 1];
     loop {
         let n = match epoll.wait(-1, &mut events) {

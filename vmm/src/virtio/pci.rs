@@ -1376,13 +1376,12 @@ pub(crate) mod tests {
         use vm_memory::Bytes;
         let path = std::env::temp_dir().join(format!("vmdesk-vfuzz-{}", std::process::id()));
         std::fs::write(&path, vec![0u8; 64 << 10]).unwrap();
-        let blk = VirtioBlock::new(
+        let blk = Arc::new(Mutex::new(VirtioBlock::new(
             Box::new(crate::disk::raw::RawImage::open(&path, false).unwrap()),
             "fuzz",
-        );
+        )));
         let tablet = Arc::new(Mutex::new(VirtioTablet::new()));
-        let devices: [Arc<Mutex<dyn VirtioDevice>>; 2] =
-            [Arc::new(Mutex::new(blk)), tablet.clone()];
+        let devices: [Arc<Mutex<dyn VirtioDevice>>; 2] = [blk.clone(), tablet.clone()];
         for (k, dev) in devices.into_iter().enumerate() {
             let mut n = Noise::new(0x9e37_79b9_7f4a_7c15 + k as u64);
             let mut g = Guest::new(dev);
@@ -1466,6 +1465,9 @@ pub(crate) mod tests {
                         ),
                         _ => g.write(notify, 2, 1),
                     }
+                    // The disk completes on its I/O threads: let them finish before the
+                    // next scribble, so each run of the noise is the same.
+                    blk.lock().unwrap().wait_idle();
                 }
                 completions += u64::from(ring.used_idx(&g.mem));
                 if round % 2 == 0 {
