@@ -235,7 +235,9 @@ fn virtio_interrupts(said: &[&str]) -> Vec<(String, bool)> {
 /// Linux's virtio_blk and virtio_net bind with MSI-X, a vector per queue and one for
 /// configuration changes (as under QEMU), and 256 MiB written through ext2 read back
 /// intact after the page cache is dropped, with 1 and 4 vCPUs. The disk I/O then runs on
-/// the device's doorbell thread and completes by message: the whole fast path.
+/// the device's doorbell and I/O threads and completes by message: the whole fast path.
+/// Writeback and readahead queue many requests at once, and the VMM's exit line must show
+/// that several were inside the image at the same moment.
 #[test]
 fn linux_binds_virtio_with_msix_and_256_mib_read_back_match() {
     let test = "linux_binds_virtio_with_msix_and_256_mib_read_back_match";
@@ -256,6 +258,7 @@ fn linux_binds_virtio_with_msix_and_256_mib_read_back_match() {
         let disk = dir.join(format!("disk-{cpus}.raw"));
         vmm::disk::create_image(&disk, "raw".parse().unwrap(), 512 << 20, true).unwrap();
         let serial = dir.join(format!("com1-{cpus}.txt"));
+        let log = dir.join(format!("vmm-{cpus}.log"));
         let mut child = Command::new(common::vmm_bin())
             .args(["--memory", "512M", "--cpus", &cpus.to_string()])
             .args(["--vnc", "none", "--net", "user"])
@@ -273,11 +276,12 @@ fn linux_binds_virtio_with_msix_and_256_mib_read_back_match() {
             .arg(format!("file:{}", serial.display()))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start vmdesk-vmm");
         let status = common::wait_exit(&mut child, Duration::from_secs(300));
         let console = std::fs::read_to_string(&serial).unwrap_or_default();
+        let vmm_log = std::fs::read_to_string(&log).unwrap_or_default();
         let Some(status) = status else {
             common::stop(&mut child);
             panic!("{cpus} vCPUs: the guest did not power off in time:\n{console}");
@@ -320,6 +324,19 @@ fn linux_binds_virtio_with_msix_and_256_mib_read_back_match() {
             "{cpus} vCPUs: read back differs: {verify}"
         );
         common::run(Command::new(&e2fsck).arg("-fn").arg(&disk));
+
+        // "vmdesk-vmm: disk 0 PATH: read … up to N in flight at once"
+        let most: u64 = vmm_log
+            .lines()
+            .find(|l| l.starts_with("vmdesk-vmm: disk 0 "))
+            .and_then(|l| l.rsplit_once("up to "))
+            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{cpus} vCPUs: no disk line from the VMM:\n{vmm_log}"));
+        assert!(
+            most >= 2,
+            "{cpus} vCPUs: never two requests in the image at once:\n{vmm_log}"
+        );
+        eprintln!("{cpus} vCPUs: up to {most} disk requests in flight at once");
     }
     let _ = std::fs::remove_dir_all(dir);
 }

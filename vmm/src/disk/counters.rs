@@ -1,5 +1,7 @@
 //! What one disk did: requests and bytes read and written, the time its writes took in
-//! the backend, flushes. [`Counted`] wraps a disk's [`BlockBackend`] and adds to an
+//! the backend, flushes, and the most requests that were inside the backend at once
+//! (virtio-blk runs them on several I/O threads, so this shows whether a guest's queue
+//! depth reached the disk). [`Counted`] wraps a disk's [`BlockBackend`] and adds to an
 //! [`IoCounters`] once per backend call (a virtio-blk request, an IDE DRQ block or DMA
 //! transfer: never per sector), with relaxed atomic adds. The counters live outside the
 //! machine, so they add up across guest resets; the control socket's `status` and the
@@ -23,6 +25,8 @@ pub struct IoCounters {
     write_bytes: AtomicU64,
     write_nanos: AtomicU64,
     flushes: AtomicU64,
+    in_flight: AtomicU64,
+    most_in_flight: AtomicU64,
 }
 
 /// The totals at one moment.
@@ -32,9 +36,11 @@ pub struct IoCounts {
     pub read_bytes: u64,
     pub writes: u64,
     pub write_bytes: u64,
-    /// Time spent in the backend's write calls (the guest's vCPU waits that long).
+    /// Time spent in the backend's write calls (summed over calls that overlap).
     pub write_nanos: u64,
     pub flushes: u64,
+    /// The most backend calls that were running at the same moment.
+    pub most_in_flight: u64,
 }
 
 impl IoCounters {
@@ -47,7 +53,15 @@ impl IoCounters {
             write_bytes: get(&self.write_bytes),
             write_nanos: get(&self.write_nanos),
             flushes: get(&self.flushes),
+            most_in_flight: get(&self.most_in_flight),
         }
+    }
+
+    /// Marks a backend call as running until the guard drops.
+    fn enter(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::Relaxed);
+        InFlight(self)
     }
 
     fn read(&self, bytes: u64) {
@@ -60,6 +74,14 @@ impl IoCounters {
         self.writes.fetch_add(1, Ordering::Relaxed);
         self.write_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.write_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+struct InFlight<'a>(&'a IoCounters);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -79,14 +101,15 @@ impl std::fmt::Display for IoCounts {
         write!(
             f,
             "read {} bytes in {} requests, wrote {} bytes in {} requests ({:.1} ms in the \
-             backend, {:.1} MiB/s), {} flushes",
+             backend, {:.1} MiB/s), {} flushes, up to {} in flight at once",
             self.read_bytes,
             self.reads,
             self.write_bytes,
             self.writes,
             self.write_nanos as f64 / 1e6,
             self.write_throughput() / MIB,
-            self.flushes
+            self.flushes,
+            self.most_in_flight
         )
     }
 }
@@ -111,36 +134,43 @@ impl BlockBackend for Counted {
         self.inner.read_only()
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let _running = self.counters.enter();
         self.inner.read_at(offset, buf)?;
         self.counters.read(buf.len() as u64);
         Ok(())
     }
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         let t = Instant::now();
+        let _running = self.counters.enter();
         self.inner.write_at(offset, buf)?;
         self.counters.write(buf.len() as u64, t);
         Ok(())
     }
     fn read_vectored(&self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
+        let _running = self.counters.enter();
         self.inner.read_vectored(offset, bufs)?;
         self.counters.read(slices_len(bufs));
         Ok(())
     }
     fn write_vectored(&self, offset: u64, bufs: &[GuestSlice<'_>]) -> io::Result<()> {
         let t = Instant::now();
+        let _running = self.counters.enter();
         self.inner.write_vectored(offset, bufs)?;
         self.counters.write(slices_len(bufs), t);
         Ok(())
     }
     fn flush(&self) -> io::Result<()> {
+        let _running = self.counters.enter();
         self.inner.flush()?;
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _running = self.counters.enter();
         self.inner.discard(offset, len)
     }
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _running = self.counters.enter();
         self.inner.write_zeroes(offset, len)
     }
     fn supports_discard(&self) -> bool {
@@ -180,6 +210,9 @@ mod tests {
         assert_eq!(buf, [7u8; 1024]);
         let line = c.to_string();
         assert!(line.contains("wrote 8704 bytes in 2 requests"), "{line}");
+        // One call at a time here.
+        assert_eq!(c.most_in_flight, 1);
+        assert!(line.ends_with("up to 1 in flight at once"), "{line}");
         assert_eq!(IoCounts::default().write_throughput(), 0.0);
     }
 }

@@ -1326,7 +1326,10 @@ mod tests {
     #[test]
     fn requests_queued_together_are_in_flight_together() {
         let hold = Arc::new(Hold::default());
-        let mut d = disk_with(Box::new(HeldReads(hold.clone())), Arc::default());
+        let counters = Arc::new(crate::disk::IoCounters::default());
+        let backend =
+            crate::disk::Counted::new(Box::new(HeldReads(hold.clone())), counters.clone());
+        let mut d = disk_with(Box::new(backend), Arc::default());
         let heads = queue_reads(&mut d, 8);
         // The notify returns at once: the vCPU (or doorbell thread) does not wait for I/O.
         d.g.write(d.kick, 2, 0);
@@ -1357,6 +1360,11 @@ mod tests {
             assert_eq!(b, i as u8 + 1, "request {i}'s own data");
         }
         assert_eq!(hold.lock().most, 8);
+        assert_eq!(
+            counters.counts().most_in_flight,
+            8,
+            "the disk's counters saw it too"
+        );
         assert_eq!(d.dev.lock().unwrap().io_threads(), 8);
     }
 
