@@ -533,10 +533,14 @@ mod tests {
     impl Disk {
         fn new(path: &std::path::Path, read_only: bool) -> Disk {
             let backend = RawImage::open(path, read_only).unwrap();
-            let dev = Arc::new(Mutex::new(VirtioBlock::new(
-                Box::new(backend),
-                "vmdesk-disk-0",
-            )));
+            Disk::with(Box::new(backend), "vmdesk-disk-0", Arc::default())
+        }
+
+        /// The same over any backend, its I/O threads passing `gate`.
+        fn with(backend: Box<dyn BlockBackend>, serial: &str, gate: Arc<DeviceGate>) -> Disk {
+            let dev = Arc::new(Mutex::new(
+                VirtioBlock::new(backend, serial).with_gate(gate),
+            ));
             let mut g = Guest::new(dev.clone());
             assert_eq!(g.cfg_read(2, 2), 0x1042);
             let (common, isr, cfg, notify, mult, features) = g.probe(!0);
@@ -1122,27 +1126,7 @@ mod tests {
             log: log.clone(),
             fail,
         };
-        (disk_with(Box::new(backend), Arc::default()), log)
-    }
-
-    /// A driver with queue 0 live on a disk over `backend`, its I/O threads passing `gate`.
-    fn disk_with(backend: Box<dyn BlockBackend>, gate: Arc<DeviceGate>) -> Disk {
-        let dev = Arc::new(Mutex::new(VirtioBlock::new(backend, "m").with_gate(gate)));
-        let mut g = Guest::new(dev.clone());
-        let (common, isr, cfg, notify, mult, features) = g.probe(!0);
-        let ring = DriverRing::new(&g.mem, 0x10000, 128);
-        let kick = g.setup_queue(common, notify, mult, 0, &ring);
-        g.write(common + common::DEVICE_STATUS, 1, 0xf);
-        Disk {
-            dev,
-            g,
-            ring,
-            common,
-            isr,
-            kick,
-            features,
-            cfg,
-        }
+        (Disk::with(Box::new(backend), "m", Arc::default()), log)
     }
 
     #[test]
@@ -1329,7 +1313,7 @@ mod tests {
         let counters = Arc::new(crate::disk::IoCounters::default());
         let backend =
             crate::disk::Counted::new(Box::new(HeldReads(hold.clone())), counters.clone());
-        let mut d = disk_with(Box::new(backend), Arc::default());
+        let mut d = Disk::with(Box::new(backend), "h", Arc::default());
         let heads = queue_reads(&mut d, 8);
         // The notify returns at once: the vCPU (or doorbell thread) does not wait for I/O.
         d.g.write(d.kick, 2, 0);
@@ -1371,7 +1355,7 @@ mod tests {
     #[test]
     fn a_reset_waits_for_the_requests_in_flight() {
         let hold = Arc::new(Hold::default());
-        let mut d = disk_with(Box::new(HeldReads(hold.clone())), Arc::default());
+        let mut d = Disk::with(Box::new(HeldReads(hold.clone())), "h", Arc::default());
         queue_reads(&mut d, 3);
         d.g.write(d.kick, 2, 0);
         assert_eq!(hold.wait_inside(3), 3);
@@ -1401,7 +1385,7 @@ mod tests {
             log: log.clone(),
             fail: false,
         };
-        let mut d = disk_with(Box::new(backend), gate.clone());
+        let mut d = Disk::with(Box::new(backend), "m", gate.clone());
         gate.pause();
         queue_reads(&mut d, 2);
         d.g.write(d.kick, 2, 0);
