@@ -53,7 +53,8 @@
 #                        and an /init that says whether UEFI firmware started the kernel,
 #                        reads (and at the first boot on a fresh variable store creates) a
 #                        non-volatile test variable through efivarfs, lists the virtio
-#                        interrupts, says whether SMBIOS tables came, and powers off
+#                        interrupts, names the ACPI tables and says whether SMBIOS
+#                        tables came, and powers off
 #   efi-disk.img         a raw disk with a GPT and an EFI system partition holding GRUB as
 #                        \EFI\BOOT\BOOTX64.EFI (grub-mkstandalone), the cloud kernel and
 #                        efi-initrd.img, which GRUB boots at once (console=ttyS0)
@@ -1097,9 +1098,11 @@ if [[ ! -s $out/efi-initrd.img ]]; then
 #                          service and runtime access, holding vmdesk-42
 #   IRQ: LINE              each line of /proc/interrupts naming a virtio device (the disk
 #                          this booted from when it is virtio); IRQ: none when there is none
+#   ACPI: SIG ...          the ACPI tables the kernel found (/sys/firmware/acpi/tables,
+#                          sorted), or ACPI: none
 #   SMBIOS: yes|no         whether the firmware handed over SMBIOS tables
 #                          (/sys/firmware/dmi/tables/DMI)
-#   done                   and it powers off
+#   done                   and it powers off (ACPI S5 when the tables came)
 while read -r m; do
   insmod "/lib/modules/$m" || say "insmod $m failed"
 done < /lib/modules/order
@@ -1129,6 +1132,11 @@ if [ -s /irqs ]; then
 else
   say "IRQ: none"
 fi
+acpi=
+for t in /sys/firmware/acpi/tables/*; do
+  [ -f "$t" ] && acpi="$acpi ${t##*/}"
+done
+say "ACPI:${acpi:- none}"
 if [ -e /sys/firmware/dmi/tables/DMI ]; then say "SMBIOS: yes"; else say "SMBIOS: no"; fi
 say "done"
 poweroff -f

@@ -5,7 +5,10 @@
 //! `acpi.c` only says tables for old QEMU are unsupported); like QEMU, we offer them through
 //! fw_cfg as `etc/acpi/rsdp` and `etc/acpi/tables`, with the `etc/table-loader` script that
 //! tells the firmware where to place them and how to patch their pointers and checksums
-//! (SeaBIOS's `romfile_loader.c` runs it). For direct kernel boot there is no firmware, so
+//! (SeaBIOS's `romfile_loader.c` runs it, and OVMF's AcpiPlatformDxe, which then installs
+//! each table a pointer points at, if it sums to zero, through its own RSDT/XSDT; the two
+//! agree on checksums only when the blob has 0 where the checksum goes, see
+//! `Built::clear_checksum_bytes`). For direct kernel boot there is no firmware, so
 //! [`AcpiConfig::write_to`] runs the same script itself with fixed addresses. One builder,
 //! one set of tables, for both paths.
 //!
@@ -235,6 +238,22 @@ struct Built {
     rsdp: Vec<u8>,
     tables: Vec<u8>,
     cmds: Vec<LoaderCmd>,
+}
+
+impl Built {
+    /// Zeroes the result byte of every ADD_CHECKSUM command, so that the firmware's
+    /// checksum is the same whether it adds to the byte (SeaBIOS) or sets it (OVMF).
+    fn clear_checksum_bytes(&mut self) {
+        for cmd in &self.cmds {
+            if let LoaderCmd::AddChecksum { file, offset, .. } = *cmd {
+                let blob = match file {
+                    Blob::Rsdp => &mut self.rsdp,
+                    Blob::Tables => &mut self.tables,
+                };
+                blob[offset as usize] = 0;
+            }
+        }
+    }
 }
 
 fn bytes_of(aml: &dyn Aml) -> Vec<u8> {
@@ -490,7 +509,6 @@ impl AcpiConfig {
         let mut fadt_bytes = bytes_of(&fadt.finalize());
         let dsdt32_at = std::mem::offset_of!(FADTBuilder, dsdt);
         fadt_bytes[dsdt32_at..dsdt32_at + 4].copy_from_slice(&(dsdt_off as u32).to_le_bytes());
-        fix_checksum(&mut fadt_bytes);
         ptr(
             &mut cmds,
             Blob::Tables,
@@ -545,10 +563,6 @@ impl AcpiConfig {
         let mut rsdp = bytes_of(&Rsdp::new(OEM_ID, xsdt_off as u64));
         // RSDT address (offset 16), which the crate leaves 0.
         rsdp[16..20].copy_from_slice(&(rsdt_off as u32).to_le_bytes());
-        rsdp[8] = 0;
-        rsdp[8] = checksum_of(&rsdp[..20]);
-        rsdp[32] = 0;
-        rsdp[32] = checksum_of(&rsdp);
         ptr(&mut cmds, Blob::Rsdp, 16, 4);
         ptr(&mut cmds, Blob::Rsdp, 24, 8);
         // The 20-byte ACPI 1.0 checksum first: the extended one covers its byte.
@@ -565,7 +579,15 @@ impl AcpiConfig {
             len: rsdp.len() as u32,
         });
 
-        Built { rsdp, tables, cmds }
+        // Every byte an ADD_CHECKSUM command writes goes out as 0, as QEMU's blobs have it
+        // (its linker asserts so): SeaBIOS subtracts the range's sum from the byte, but
+        // OVMF's AcpiPlatformDxe (ProcessCmdAddChecksum) assigns the range's checksum to
+        // it, which is right only if the byte was 0. With the crate's checksums left in,
+        // every table summed to minus its old checksum under OVMF, its second pass took
+        // none of them for ACPI tables, and a UEFI guest got no FADT, MADT or DSDT.
+        let mut built = Built { rsdp, tables, cmds };
+        built.clear_checksum_bytes();
+        built
     }
 
     /// The files for fw_cfg: add them as [`ACPI_RSDP_FILE`], [`ACPI_TABLES_FILE`] and
@@ -699,15 +721,9 @@ fn byte_sum(data: &[u8]) -> u8 {
     data.iter().fold(0u8, |a, &b| a.wrapping_add(b))
 }
 
-/// The byte that makes `data` (whose checksum byte is currently 0) sum to zero.
 /// The byte that makes `data` sum to zero (ACPI's and SMBIOS's checksums).
 pub(crate) fn checksum_of(data: &[u8]) -> u8 {
     0u8.wrapping_sub(byte_sum(data))
-}
-
-fn fix_checksum(table: &mut [u8]) {
-    table[CHECKSUM_OFFSET] = 0;
-    table[CHECKSUM_OFFSET] = checksum_of(table);
 }
 
 fn add_pointer(buf: &mut [u8], offset: usize, size: usize, base: u64) {
@@ -905,10 +921,12 @@ mod tests {
             },
         ] {
             let blobs = cfg.fw_cfg_blobs();
-            let (memory, placed) = run_loader(&blobs);
-            let read = |a: u64, n: usize| memory[a as usize..a as usize + n].to_vec();
-            let f = walk(&read, placed[ACPI_RSDP_FILE]);
-            assert!(f.madt.len() >= 44 + 12 + 20);
+            for fw in [Loader::SeaBios, Loader::Ovmf] {
+                let (memory, placed) = run_loader(&blobs, fw);
+                let read = |a: u64, n: usize| memory[a as usize..a as usize + n].to_vec();
+                let f = walk(&read, placed[ACPI_RSDP_FILE]);
+                assert!(f.madt.len() >= 44 + 12 + 20);
+            }
         }
     }
 
@@ -947,9 +965,22 @@ mod tests {
         ));
     }
 
-    /// SeaBIOS's romfile_loader, run over the fw_cfg blobs into a fake 1 MiB memory:
-    /// FSEG allocations from 0xF0000, HIGH ones from 0x80000.
-    fn run_loader(blobs: &FwCfgAcpi) -> (Vec<u8>, HashMap<String, u64>) {
+    /// The two firmware implementations of the table loader, which differ where it matters.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Loader {
+        /// SeaBIOS's `romfile_loader.c`: ADD_CHECKSUM subtracts the range's sum from the
+        /// result byte.
+        SeaBios,
+        /// OVMF's `QemuFwCfgAcpi.c`: ADD_CHECKSUM sets the result byte to the range's
+        /// checksum; alignment at most a page; an ADD_POINTER's value must lie inside the
+        /// pointee blob before it is relocated.
+        Ovmf,
+    }
+
+    /// The table loader run over the fw_cfg blobs into a fake 1 MiB memory, with `fw`'s
+    /// rules: FSEG allocations from 0xF0000, HIGH ones from 0x80000 (OVMF ignores the
+    /// zone, so placing it as SeaBIOS does loses nothing).
+    fn run_loader(blobs: &FwCfgAcpi, fw: Loader) -> (Vec<u8>, HashMap<String, u64>) {
         let files: HashMap<&str, &[u8]> = [
             (ACPI_RSDP_FILE, &blobs.rsdp[..]),
             (ACPI_TABLES_FILE, &blobs.tables[..]),
@@ -972,6 +1003,9 @@ mod tests {
                     let f = name(&body[..56]);
                     let align = u64::from(le32(body, 56));
                     assert!(align.is_power_of_two());
+                    if fw == Loader::Ovmf {
+                        assert!(align <= 4096, "OVMF refuses alignments above a page");
+                    }
                     let data = files[f.as_str()];
                     let next = match body[60] {
                         ZONE_FSEG => &mut fseg,
@@ -992,6 +1026,14 @@ mod tests {
                     assert!(matches!(size, 1 | 2 | 4 | 8));
                     assert!(off + size <= sizes[&dest]);
                     let at = placed[&dest] as usize + off;
+                    if fw == Loader::Ovmf {
+                        let mut v = [0u8; 8];
+                        v[..size].copy_from_slice(&memory[at..at + size]);
+                        assert!(
+                            (u64::from_le_bytes(v) as usize) < sizes[&src],
+                            "OVMF: pointer at {dest}+{off:#x} points outside {src}"
+                        );
+                    }
                     add_pointer(&mut memory, at, size, placed[&src]);
                 }
                 CMD_ADD_CHECKSUM => {
@@ -1004,7 +1046,10 @@ mod tests {
                     assert!(off < sizes[&f] && start + len <= sizes[&f]);
                     let base = placed[&f] as usize;
                     let sum = byte_sum(&memory[base + start..base + start + len]);
-                    memory[base + off] = memory[base + off].wrapping_sub(sum);
+                    memory[base + off] = match fw {
+                        Loader::SeaBios => memory[base + off].wrapping_sub(sum),
+                        Loader::Ovmf => 0u8.wrapping_sub(sum),
+                    };
                 }
                 c => panic!("unknown loader command {c}"),
             }
@@ -1013,7 +1058,7 @@ mod tests {
     }
 
     #[test]
-    fn table_loader_script_resolves_like_seabios() {
+    fn table_loader_script_resolves_like_seabios_and_ovmf() {
         let cfg = AcpiConfig {
             cpus: 2,
             pci_hole64: Some((1 << 35, 1 << 36)),
@@ -1021,15 +1066,96 @@ mod tests {
         };
         let blobs = cfg.fw_cfg_blobs();
         assert_eq!(blobs.rsdp.len(), 36);
-        let (memory, placed) = run_loader(&blobs);
-        assert_eq!(placed[ACPI_TABLES_FILE] % 64, 0);
-        let rsdp_at = placed[ACPI_RSDP_FILE];
-        assert!((0xF_0000..0x10_0000).contains(&rsdp_at) && rsdp_at % 16 == 0);
-        let read = |a: u64, n: usize| memory[a as usize..a as usize + n].to_vec();
-        let f = walk(&read, rsdp_at);
-        check_contents(&cfg, &f);
+        for fw in [Loader::SeaBios, Loader::Ovmf] {
+            let (memory, placed) = run_loader(&blobs, fw);
+            assert_eq!(placed[ACPI_TABLES_FILE] % 64, 0);
+            let rsdp_at = placed[ACPI_RSDP_FILE];
+            assert!((0xF_0000..0x10_0000).contains(&rsdp_at) && rsdp_at % 16 == 0);
+            let read = |a: u64, n: usize| memory[a as usize..a as usize + n].to_vec();
+            let f = walk(&read, rsdp_at);
+            check_contents(&cfg, &f);
+        }
         // The same tables as direct boot writes, apart from where they are.
         assert_eq!(blobs.tables.len(), cfg.tables_len());
+    }
+
+    /// QEMU's convention, which OVMF depends on: the byte an ADD_CHECKSUM command writes is
+    /// 0 in the blob, because OVMF sets it to the range's checksum (a checksum taken with
+    /// the old byte in the range) where SeaBIOS subtracts the sum from it.
+    #[test]
+    fn checksum_bytes_are_zero_in_the_blobs() {
+        let blobs = AcpiConfig::default().fw_cfg_blobs();
+        let mut n = 0;
+        for e in blobs.loader.chunks(LOADER_ENTRY_LEN) {
+            if le32(e, 0) != CMD_ADD_CHECKSUM {
+                continue;
+            }
+            let body = &e[4..];
+            let file = body[..56].split(|&c| c == 0).next().unwrap();
+            let blob = match file {
+                b"etc/acpi/rsdp" => &blobs.rsdp,
+                b"etc/acpi/tables" => &blobs.tables,
+                f => panic!("checksum in {}", String::from_utf8_lossy(f)),
+            };
+            let off = le32(body, 56) as usize;
+            assert_eq!(blob[off], 0, "checksum byte at {off:#x}");
+            n += 1;
+        }
+        // DSDT, FADT, MADT, RSDT, XSDT, and the RSDP's two.
+        assert_eq!(n, 7);
+    }
+
+    /// OVMF's second pass: every ADD_POINTER target that is a FACS, or a table whose
+    /// length fits its blob and whose bytes sum to zero, is installed (RSDT and XSDT
+    /// excepted, OVMF builds its own); anything else is quietly taken for opaque data.
+    /// So a table with a bad checksum is not an error, it is just missing from the OS.
+    #[test]
+    fn ovmf_installs_every_table_the_script_points_at() {
+        let cfg = AcpiConfig::default();
+        let blobs = cfg.fw_cfg_blobs();
+        let (memory, placed) = run_loader(&blobs, Loader::Ovmf);
+        let size = |name: &str| match name {
+            ACPI_RSDP_FILE => blobs.rsdp.len(),
+            _ => blobs.tables.len(),
+        };
+        let mut installed = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for e in blobs.loader.chunks(LOADER_ENTRY_LEN) {
+            if le32(e, 0) != CMD_ADD_POINTER {
+                continue;
+            }
+            let body = &e[4..];
+            let name = |b: &[u8]| {
+                String::from_utf8(b.split(|&c| c == 0).next().unwrap().to_vec()).unwrap()
+            };
+            let (dest, src) = (name(&body[..56]), name(&body[56..112]));
+            let (off, psize) = (le32(body, 112) as usize, body[116] as usize);
+            let at = placed[&dest] as usize + off;
+            let mut v = [0u8; 8];
+            v[..psize].copy_from_slice(&memory[at..at + psize]);
+            let target = u64::from_le_bytes(v) as usize;
+            if !seen.insert(target) {
+                continue;
+            }
+            let remaining = placed[&src] as usize + size(&src) - target;
+            let sig = &memory[target..target + 4];
+            let len = le32(&memory, target + 4) as usize;
+            if sig == b"FACS" && (64..=remaining).contains(&len) {
+                installed.push("FACS".to_string());
+            } else if (HEADER_LEN..=remaining).contains(&len)
+                && byte_sum(&memory[target..target + len]) == 0
+            {
+                if sig != b"RSDT" && sig != b"XSDT" {
+                    installed.push(String::from_utf8_lossy(sig).into_owned());
+                }
+            } else {
+                panic!(
+                    "OVMF would not take {dest}+{off:#x}'s target ({}) for an ACPI table",
+                    String::from_utf8_lossy(sig)
+                );
+            }
+        }
+        assert_eq!(installed, ["FACS", "DSDT", "FACP", "APIC"]);
     }
 
     /// The firmware's view end to end: the files come out of the fw_cfg device by DMA,

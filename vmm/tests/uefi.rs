@@ -7,9 +7,11 @@
 //!   control socket brings OVMF back, and Esc (typed as a VNC client types it) opens its
 //!   setup.
 //! - Linux boots through GRUB and its EFI stub from a GPT disk with an EFI system partition
-//!   (`efi-disk.img`), on virtio-blk and on IDE, sees /sys/firmware/efi and SMBIOS, and
-//!   sets an EFI variable; the variable is there in the next run even though the VMM was
-//!   killed with SIGKILL right after the guest's write.
+//!   (`efi-disk.img`), on virtio-blk and on IDE, sees /sys/firmware/efi, SMBIOS and our
+//!   ACPI tables (installed by OVMF from the `etc/table-loader` script), and sets an EFI
+//!   variable; the variable is there in the next run even though the VMM was killed with
+//!   SIGKILL right after the guest's write; the guest's own `poweroff -f` (ACPI S5) ends
+//!   the VMM with status 0.
 //! - fw_cfg `bootorder` picks the disk or the CD; GRUB's "Power off" turns the VM off
 //!   through the firmware; a CD without an EFI boot image boots nothing and OVMF says why
 //!   on the console.
@@ -250,6 +252,7 @@ fn linux_boots_through_efi_and_keeps_its_variable_across_a_sigkill() {
     assert!(said.iter().any(|l| l == "VAR: none"), "{said:?}");
     assert!(said.iter().any(|l| l == "VAR-SET: done"), "{said:?}");
     assert!(said.iter().any(|l| l == "SMBIOS: yes"), "{said:?}");
+    assert_acpi_tables(&said);
     // Linux's virtio_blk bound with MSI-X: per-queue vectors.
     assert!(
         said.iter()
@@ -258,16 +261,35 @@ fn linux_boots_through_efi_and_keeps_its_variable_across_a_sigkill() {
     );
     drop(vm);
 
-    // Second run, the same disk on IDE: the variable is there. (The guest's own
-    // power-off is not asserted: under OVMF, Linux finds none of our ACPI tables yet,
-    // so it halts instead; GRUB's power-off through the firmware is tested below.)
+    // Second run, the same disk on IDE: the variable is there, and the guest's own
+    // `poweroff -f` goes through the FADT's PM1a control block (ACPI S5, as the DSDT's
+    // \_S5 says) and ends the VMM with status 0.
     let ide = format!("{image_arg},if=ide");
     let mut vm = Vm::start(&dir, "second", &vars, &["--disk", &ide]);
     vm.wait_console(&format!("{SAY}done"));
+    let status = vm.wait_exit();
+    assert!(status.success(), "{status}; COM1:\n{}", vm.console());
     let said = common::guest_said(&vm.serial, SAY);
     assert!(said.iter().any(|l| l == "EFI: yes"), "{said:?}");
     assert!(said.iter().any(|l| l == "VAR: vmdesk-42"), "{said:?}");
     assert!(said.iter().any(|l| l == "SMBIOS: yes"), "{said:?}");
+    assert_acpi_tables(&said);
+}
+
+/// The guest's "ACPI:" line names our tables: OVMF ran the `etc/table-loader` script and
+/// installed what it points at (it adds its own BGRT, and builds its own RSDT/XSDT).
+fn assert_acpi_tables(said: &[String]) {
+    let line = said
+        .iter()
+        .find_map(|l| l.strip_prefix("ACPI:"))
+        .unwrap_or_else(|| panic!("no ACPI line: {said:?}"));
+    let tables: Vec<&str> = line.split_whitespace().collect();
+    for want in ["APIC", "DSDT", "FACP", "FACS"] {
+        assert!(
+            tables.contains(&want),
+            "{want} missing from the guest's ACPI tables {tables:?}"
+        );
+    }
 }
 
 #[test]

@@ -98,13 +98,20 @@ pub fn linux_assets(test: &str, initrd: &str) -> Option<(PathBuf, PathBuf)> {
 /// What a Linux test guest said so far: the complete lines of its console log `serial` that
 /// start with `prefix` (its /init's say()), without the prefix. A last line without its
 /// newline is still being written (the VMM writes the console as the guest sends it) and
-/// is left for the next look.
+/// is left for the next look. A carriage return at a line's start is not part of it: GRUB
+/// ends its lines with "\n\r", so the first line a guest booted by GRUB says starts with
+/// GRUB's "\r" when no kernel message comes between them.
 pub fn guest_said(serial: &Path, prefix: &str) -> Vec<String> {
     let text = std::fs::read_to_string(serial).unwrap_or_default();
     let complete = text.rfind('\n').map_or("", |end| &text[..end]);
     complete
         .lines()
-        .filter_map(|l| l.trim_end().strip_prefix(prefix).map(str::to_owned))
+        .filter_map(|l| {
+            l.trim_start_matches('\r')
+                .trim_end()
+                .strip_prefix(prefix)
+                .map(str::to_owned)
+        })
         .collect()
 }
 
