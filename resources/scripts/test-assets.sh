@@ -1102,6 +1102,11 @@ if [[ ! -s $out/efi-initrd.img ]]; then
 #                          sorted), or ACPI: none
 #   SMBIOS: yes|no         whether the firmware handed over SMBIOS tables
 #                          (/sys/firmware/dmi/tables/DMI)
+#   REBOOT: now            at the first boot that found the test variable there (the
+#                          second on a store): it sets a second variable,
+#                          VmdeskRebooted-ddaef68a-1fb4-4cca-aa37-0426c7de331f, and reboots
+#                          (Linux under UEFI resets through the firmware's ResetSystem), so
+#                          the boot after says EFI: yes … again and then done
 #   done                   and it powers off (ACPI S5 when the tables came)
 while read -r m; do
   insmod "/lib/modules/$m" || say "insmod $m failed"
@@ -1109,12 +1114,18 @@ done < /lib/modules/order
 # The kernel's messages off the console from here on, so none lands inside a line.
 dmesg -n 1
 var=/sys/firmware/efi/efivars/VmdeskTest-ddaef68a-1fb4-4cca-aa37-0426c7de331f
+rebooted=/sys/firmware/efi/efivars/VmdeskRebooted-ddaef68a-1fb4-4cca-aa37-0426c7de331f
+reboot=
 if [ -d /sys/firmware/efi ]; then
   say "EFI: yes"
   mount -t efivarfs efivarfs /sys/firmware/efi/efivars || say "cannot mount efivarfs"
   if [ -e "$var" ]; then
     # An efivarfs file is the variable's 4 bytes of attributes, then its data.
     say "VAR: $(tail -c +5 "$var")"
+    if [ ! -e "$rebooted" ]; then
+      printf '\007\000\000\000yes' > /rebooted.bin
+      cat /rebooted.bin > "$rebooted" && sync && reboot=yes
+    fi
   else
     say "VAR: none"
     # Attributes 0x7 (non-volatile, boot service and runtime access), little-endian, and
@@ -1138,6 +1149,10 @@ for t in /sys/firmware/acpi/tables/*; do
 done
 say "ACPI:${acpi:- none}"
 if [ -e /sys/firmware/dmi/tables/DMI ]; then say "SMBIOS: yes"; else say "SMBIOS: no"; fi
+if [ -n "$reboot" ]; then
+  say "REBOOT: now"
+  reboot -f
+fi
 say "done"
 poweroff -f
 INIT

@@ -10,8 +10,9 @@
 //!   (`efi-disk.img`), on virtio-blk and on IDE, sees /sys/firmware/efi, SMBIOS and our
 //!   ACPI tables (installed by OVMF from the `etc/table-loader` script), and sets an EFI
 //!   variable; the variable is there in the next run even though the VMM was killed with
-//!   SIGKILL right after the guest's write; the guest's own `poweroff -f` (ACPI S5) ends
-//!   the VMM with status 0.
+//!   SIGKILL right after the guest's write; in that next run the guest reboots itself
+//!   (through the firmware's ResetSystem), finds its variables again after the reboot,
+//!   and its own `poweroff -f` (ACPI S5) ends the VMM with status 0.
 //! - fw_cfg `bootorder` picks the disk or the CD; GRUB's "Power off" turns the VM off
 //!   through the firmware; a CD without an EFI boot image boots nothing and OVMF says why
 //!   on the console.
@@ -261,19 +262,33 @@ fn linux_boots_through_efi_and_keeps_its_variable_across_a_sigkill() {
     );
     drop(vm);
 
-    // Second run, the same disk on IDE: the variable is there, and the guest's own
-    // `poweroff -f` goes through the FADT's PM1a control block (ACPI S5, as the DSDT's
-    // \_S5 says) and ends the VMM with status 0.
+    // Second run, the same disk on IDE: the variable is there; the guest sets a second
+    // one and reboots itself (Linux under UEFI resets through the firmware's
+    // ResetSystem); OVMF, GRUB and Linux come up again in the same VMM and find both;
+    // then the guest's own `poweroff -f` goes through the FADT's PM1a control block
+    // (ACPI S5, as the DSDT's \_S5 says) and ends the VMM with status 0.
     let ide = format!("{image_arg},if=ide");
     let mut vm = Vm::start(&dir, "second", &vars, &["--disk", &ide]);
     vm.wait_console(&format!("{SAY}done"));
     let status = vm.wait_exit();
     assert!(status.success(), "{status}; COM1:\n{}", vm.console());
     let said = common::guest_said(&vm.serial, SAY);
-    assert!(said.iter().any(|l| l == "EFI: yes"), "{said:?}");
-    assert!(said.iter().any(|l| l == "VAR: vmdesk-42"), "{said:?}");
-    assert!(said.iter().any(|l| l == "SMBIOS: yes"), "{said:?}");
-    assert_acpi_tables(&said);
+    let reboot = said
+        .iter()
+        .position(|l| l == "REBOOT: now")
+        .unwrap_or_else(|| panic!("the guest did not reboot: {said:?}"));
+    for boot in [&said[..reboot], &said[reboot..]] {
+        assert!(boot.iter().any(|l| l == "EFI: yes"), "{said:?}");
+        assert!(boot.iter().any(|l| l == "VAR: vmdesk-42"), "{said:?}");
+        assert!(boot.iter().any(|l| l == "SMBIOS: yes"), "{said:?}");
+        assert_acpi_tables(boot);
+    }
+    assert_eq!(said.last().map(String::as_str), Some("done"), "{said:?}");
+    assert_eq!(
+        said.iter().filter(|l| *l == "REBOOT: now").count(),
+        1,
+        "the second boot found the variable it set before the reboot: {said:?}"
+    );
 }
 
 /// The guest's "ACPI:" line names our tables: OVMF ran the `etc/table-loader` script and
