@@ -5,42 +5,51 @@
 //!
 //! Threads start on demand, one more whenever more jobs are outstanding than there are
 //! threads, up to a limit; they stay until the pool is dropped, which lets the jobs still
-//! queued finish and joins every thread. [`IoWorkers::wait_idle`] returns once nothing is
-//! outstanding: what a device reset needs before it forgets its rings.
+//! queued finish and joins every thread. An idle thread sleeps on a condition variable
+//! (no spinning: on a small host the cores are the guest's). [`IoWorkers::wait_idle`]
+//! returns once nothing is outstanding: what a device reset needs before it forgets its
+//! rings.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-
-use crossbeam_channel::{Receiver, Sender};
 
 type Job = Box<dyn FnOnce() + Send>;
 
 pub struct IoWorkers {
     name: String,
     max_threads: usize,
-    jobs: Option<Sender<Job>>,
-    queue: Receiver<Job>,
-    counts: Arc<Counts>,
+    shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 #[derive(Default)]
-struct Counts {
-    /// Jobs submitted and not yet finished.
-    outstanding: Mutex<usize>,
-    finished: Condvar,
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when a job is queued or the pool closes.
+    work: Condvar,
+    /// Signalled when the last outstanding job finishes.
+    idle: Condvar,
 }
 
-impl Counts {
-    fn lock(&self) -> MutexGuard<'_, usize> {
-        self.outstanding.lock().unwrap_or_else(|e| e.into_inner())
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Job>,
+    /// Jobs submitted and not yet finished (queued or running).
+    outstanding: usize,
+    closed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn done(&self) {
-        let mut n = self.lock();
-        *n -= 1;
-        if *n == 0 {
-            self.finished.notify_all();
+    fn finished_one(&self) {
+        let mut st = self.lock();
+        st.outstanding -= 1;
+        if st.outstanding == 0 {
+            self.idle.notify_all();
         }
     }
 }
@@ -49,13 +58,10 @@ impl IoWorkers {
     /// A pool whose threads are named `name` (at most 15 bytes show in `ps`), at most
     /// `max_threads` of them (at least one).
     pub fn new(name: &str, max_threads: usize) -> IoWorkers {
-        let (jobs, queue) = crossbeam_channel::unbounded();
         IoWorkers {
             name: name.to_owned(),
             max_threads: max_threads.max(1),
-            jobs: Some(jobs),
-            queue,
-            counts: Arc::default(),
+            shared: Arc::default(),
             threads: Mutex::new(Vec::new()),
         }
     }
@@ -64,16 +70,16 @@ impl IoWorkers {
     /// here, on the caller's thread (slower, never lost).
     pub fn submit(&self, job: impl FnOnce() + Send + 'static) {
         let outstanding = {
-            let mut n = self.counts.lock();
-            *n += 1;
-            *n
+            let mut st = self.shared.lock();
+            st.outstanding += 1;
+            st.outstanding
         };
         let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
         if outstanding > threads.len() && threads.len() < self.max_threads {
-            let (queue, counts) = (self.queue.clone(), self.counts.clone());
+            let shared = self.shared.clone();
             match std::thread::Builder::new()
                 .name(self.name.clone())
-                .spawn(move || serve(&queue, &counts))
+                .spawn(move || serve(&shared))
             {
                 Ok(t) => threads.push(t),
                 Err(e) if threads.is_empty() => {
@@ -83,34 +89,28 @@ impl IoWorkers {
                         self.name
                     );
                     job();
-                    self.counts.done();
+                    self.shared.finished_one();
                     return;
                 }
                 Err(e) => tracing::debug!("{}: no extra I/O thread ({e})", self.name),
             }
         }
         drop(threads);
-        if let Some(jobs) = &self.jobs {
-            // The receiver lives in `self`, so the send cannot fail.
-            let _ = jobs.send(Box::new(job));
-        }
+        self.shared.lock().queue.push_back(Box::new(job));
+        self.shared.work.notify_one();
     }
 
     /// Waits until every job submitted so far has finished.
     pub fn wait_idle(&self) {
-        let mut n = self.counts.lock();
-        while *n > 0 {
-            n = self
-                .counts
-                .finished
-                .wait(n)
-                .unwrap_or_else(|e| e.into_inner());
+        let mut st = self.shared.lock();
+        while st.outstanding > 0 {
+            st = self.shared.idle.wait(st).unwrap_or_else(|e| e.into_inner());
         }
     }
 
     /// Jobs submitted and not finished.
     pub fn outstanding(&self) -> usize {
-        *self.counts.lock()
+        self.shared.lock().outstanding
     }
 
     /// Threads started so far.
@@ -121,8 +121,9 @@ impl IoWorkers {
 
 impl Drop for IoWorkers {
     fn drop(&mut self) {
-        // Closing the channel ends each thread once the queue is empty.
-        self.jobs = None;
+        // Each thread ends once the queue is empty.
+        self.shared.lock().closed = true;
+        self.shared.work.notify_all();
         for t in self
             .threads
             .get_mut()
@@ -134,10 +135,19 @@ impl Drop for IoWorkers {
     }
 }
 
-fn serve(queue: &Receiver<Job>, counts: &Counts) {
-    while let Ok(job) = queue.recv() {
-        job();
-        counts.done();
+fn serve(shared: &Shared) {
+    let mut st = shared.lock();
+    loop {
+        if let Some(job) = st.queue.pop_front() {
+            drop(st);
+            job();
+            shared.finished_one();
+            st = shared.lock();
+        } else if st.closed {
+            return;
+        } else {
+            st = shared.work.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
