@@ -8,8 +8,14 @@
 //! messages into virtio-serial) still fills receive buffers the guest posted, while paused
 //! too; those threads belong to the VNC server and must not block.
 
+use std::cell::RefCell;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
+
+thread_local! {
+    /// The gates (by address) whose passes this thread holds, once per pass.
+    static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
 
 #[derive(Default)]
 pub struct DeviceGate {
@@ -24,21 +30,40 @@ struct State {
 }
 
 /// Permission to touch guest memory, until dropped.
-pub struct Pass<'a>(&'a DeviceGate);
+/// Not `Send`: the thread that took it gives it back (the gate counts passes per thread).
+pub struct Pass<'a>(&'a DeviceGate, std::marker::PhantomData<*const ()>);
 
 impl DeviceGate {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits while the VM is paused.
+    fn id(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    fn holds_one(&self) -> bool {
+        HELD.with(|h| h.borrow().contains(&self.id()))
+    }
+
+    fn give(&self, st: &mut State) -> Pass<'_> {
+        st.busy += 1;
+        HELD.with(|h| h.borrow_mut().push(self.id()));
+        Pass(self, std::marker::PhantomData)
+    }
+
+    /// Waits while the VM is paused. A thread that already holds a pass of this gate gets
+    /// another at once: [`DeviceGate::pause`] is waiting for its first one to come back,
+    /// and waiting here would never let it (the doorbell thread holds one while a device
+    /// runs a request on it that takes its own).
     pub fn enter(&self) -> Pass<'_> {
         let mut st = self.lock();
-        while st.paused {
-            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        if !self.holds_one() {
+            while st.paused {
+                st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
         }
-        st.busy += 1;
-        Pass(self)
+        self.give(&mut st)
     }
 
     /// As [`DeviceGate::enter`], but gives up after `timeout` (for threads that must also
@@ -52,8 +77,7 @@ impl DeviceGate {
         if st.paused {
             return None;
         }
-        st.busy += 1;
-        Some(Pass(self))
+        Some(self.give(&mut st))
     }
 
     /// No new pass from now on; returns once every pass given out is back.
@@ -78,6 +102,13 @@ impl DeviceGate {
 
 impl Drop for Pass<'_> {
     fn drop(&mut self) {
+        let id = self.0.id();
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            if let Some(i) = h.iter().rposition(|&g| g == id) {
+                h.swap_remove(i);
+            }
+        });
         self.0.lock().busy -= 1;
         self.0.changed.notify_all();
     }
@@ -123,5 +154,33 @@ mod tests {
         worker.join().unwrap();
         assert_eq!(done.load(Ordering::SeqCst), 1);
         assert!(gate.enter_within(Duration::from_millis(50)).is_some());
+    }
+
+    #[test]
+    fn a_thread_holding_a_pass_gets_another_while_a_pause_waits() {
+        let gate = Arc::new(DeviceGate::default());
+        let outer = gate.enter();
+        let pauser = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.pause())
+        };
+        while !gate.is_paused() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Paused (waiting for `outer`): this thread still gets its inner pass at once.
+        let inner = gate.enter_within(Duration::from_millis(1));
+        assert!(inner.is_none(), "enter_within never nests");
+        let inner = gate.enter();
+        drop(inner);
+        drop(outer);
+        pauser.join().unwrap();
+        assert!(gate.is_paused());
+        // Another thread does wait.
+        let other = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.enter_within(Duration::from_millis(50)).is_some())
+        };
+        assert!(!other.join().unwrap());
+        gate.resume();
     }
 }
