@@ -24,6 +24,9 @@
 //! `CPU N/KVM`) and all threads. Differences over the job, per MiB fio moved. The interval
 //! also holds fio's start and exit in the guest (the same for both VMMs); the guest prints
 //! fio's figures only after "end". Without debugfs (not root, elsewhere) the exits are "-".
+//! A vCPU thread's time includes KVM's halt polling (the host kernel's setting, the same for
+//! both VMMs), and QEMU's I/O runs on other threads (its main loop and thread pool), so the
+//! all-threads figure is the one that holds the whole cost.
 //!
 //! Host caching: vmdesk-vmm opens images through the host page cache (no O_DIRECT), so
 //! QEMU runs with `cache=writeback`, also through the page cache. The raw image is filled
