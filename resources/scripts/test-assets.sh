@@ -9,6 +9,10 @@
 #                        ext4, which also mounts ext2, is built in) and an /init that reads
 #                        the CD and writes a filesystem on the virtio disk, or lists the
 #                        virtio interrupts and verifies a large file (vmm/tests/storage_linux.rs)
+#   storage-bench-initrd.img  the same with Debian's fio and every library it loads (fio is
+#                        linked against all its engines' libraries: 62 files, 80 MB, 33 MB
+#                        packed): vmdesk.bench=1 runs fio's jobs on /dev/vda
+#                        (vmm/benches/virtio_blk_guest.rs)
 #   vmlinuz-generic      the stock generic Debian kernel (linux-image-amd64): the cloud one
 #                        has no DRM and no PS/2 mouse driver
 #   display-initrd.img   busybox plus the generic kernel's display and input modules (bochs
@@ -45,8 +49,8 @@
 #                        through the router's address, a TCP upload received through a port
 #                        forward, a fetch over a TAP device with a static address, or idling
 #                        (vmm/tests/net_linux.rs)
-#   net-bench-initrd.img the same with Debian's iperf3 and the libraries it is linked against
-#                        (from iperf3, libiperf0, libssl3, libsctp1 and libc6, unpacked):
+#   net-bench-initrd.img the same with Debian's iperf3 and the libraries it loads
+#                        (debian_program: unpacked from iperf3 and its library packages):
 #                        vmdesk.test=bench runs an iperf3 client and server and a TCP echo
 #                        server (vmm/benches/net_throughput.rs)
 #   efi-initrd.img       busybox plus the cloud kernel's efivarfs, virtio_pci and virtio_blk,
@@ -138,9 +142,9 @@ kernel_extract() {
 # written here too). input-initrd.img was the display test's initrd from the cloud
 # kernel (display-initrd.img replaces it).
 rm -f "$out/input-initrd.img"
-for f in initrd.img storage-initrd.img display-initrd.img agent-initrd.img nested-initrd.img \
-         machine-initrd.img install-initrd.img net-initrd.img net-bench-initrd.img \
-         efi-initrd.img efi-disk.img grub-efi.iso; do
+for f in initrd.img storage-initrd.img storage-bench-initrd.img display-initrd.img \
+         agent-initrd.img nested-initrd.img machine-initrd.img install-initrd.img \
+         net-initrd.img net-bench-initrd.img efi-initrd.img efi-disk.img grub-efi.iso; do
   if [[ -e $out/$f && $out/$f -ot $root/resources/scripts/test-assets.sh ]]; then
     echo "test-assets: $f is older than this script; rebuilding it" >&2
     rm -f "$out/$f"
@@ -162,8 +166,8 @@ refresh_kernel() {
     for initrd in "$@"; do rm -f "$out/$initrd"; done
   fi
 }
-refresh_kernel cloud vmlinuz storage-initrd.img agent-initrd.img machine-initrd.img \
-  install-initrd.img net-initrd.img net-bench-initrd.img efi-initrd.img
+refresh_kernel cloud vmlinuz storage-initrd.img storage-bench-initrd.img agent-initrd.img \
+  machine-initrd.img install-initrd.img net-initrd.img net-bench-initrd.img efi-initrd.img
 refresh_kernel generic vmlinuz-generic display-initrd.img nested-initrd.img
 
 # busybox-static, unpacked into ./bb, once per run.
@@ -292,8 +296,55 @@ PROLOGUE
   } > "$1/init"
 }
 
-if [[ ! -s $out/storage-initrd.img ]]; then
-  echo "test-assets: building storage-initrd.img (busybox + the cloud kernel's storage modules)" >&2
+# Copies Debian's program $3 (its path in package $2, e.g. /usr/bin/fio) into the root tree
+# $1 with every library it loads and the loader, as ldd names them. The package and the
+# library packages it depends on, recursively (lib* and zlib1g; programs, Perl and Python
+# are left out), are unpacked here, not installed; the package's own loader lists what the
+# program loads from them (ld.so --list is ldd), and those files go to
+# $1/lib/x86_64-linux-gnu, where the loader looks without a cache, the loader too, with
+# /lib64's link to it (the path the program names). A library that none of the packages
+# holds is an error, and the program must then run (--version) with the root tree's
+# loader and libraries alone.
+debian_program() {
+  local rootdir=$1 pkg=$2 prog=$3 tree=$PWD/prog-$2 pkgs lib libdirs
+  rm -rf "$tree" "$tree-debs"
+  mkdir -p "$tree-debs"
+  chmod 755 "$tree-debs"
+  pkgs=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+           --no-replaces --no-enhances "$pkg" 2>/dev/null \
+         | grep -E '^(lib[a-z0-9.+-]+|zlib1g)$' | grep -v -E -e '-perl$' -e '^lib(python|perl)' \
+         | sort -u)
+  # shellcheck disable=SC2086  # one package a word
+  (cd "$tree-debs" && apt-get download -q "$pkg" $pkgs >/dev/null)
+  for deb in "$tree-debs"/*.deb; do dpkg -x "$deb" "$tree"; done
+  rm -rf "$tree-debs"
+  [[ -x $tree$prog ]] || { echo "test-assets: $pkg has no $prog" >&2; exit 1; }
+  local loader=$tree/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
+  libdirs=$(find "$tree" -name '*.so*' -printf '%h\n' | sort -u | paste -s -d:)
+  "$loader" --inhibit-cache --library-path "$libdirs" --list "$tree$prog" > "$tree.ldd" \
+    || { echo "test-assets: ldd $prog failed:" >&2; cat "$tree.ldd" >&2; exit 1; }
+  if grep -q 'not found' "$tree.ldd"; then
+    echo "test-assets: $prog needs libraries none of its packages ($pkg $pkgs) holds:" >&2
+    grep 'not found' "$tree.ldd" >&2
+    exit 1
+  fi
+  mkdir -p "$rootdir$(dirname "$prog")" "$rootdir/lib/x86_64-linux-gnu" "$rootdir/lib64"
+  cp "$tree$prog" "$rootdir$prog"
+  while read -r lib; do
+    [[ $lib == "$tree"/* ]] \
+      || { echo "test-assets: $prog loads $lib from this machine, not from its packages" >&2; exit 1; }
+    cp -L "$lib" "$rootdir/lib/x86_64-linux-gnu/"
+  done < <(awk '$2 == "=>" && $3 ~ /^\// {print $3}' "$tree.ldd")
+  cp -L "$loader" "$rootdir/lib/x86_64-linux-gnu/"
+  ln -sfn /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$rootdir/lib64/ld-linux-x86-64.so.2"
+  "$rootdir/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --inhibit-cache \
+    --library-path "$rootdir/lib/x86_64-linux-gnu" "$rootdir$prog" --version >/dev/null \
+    || { echo "test-assets: $prog does not run with the initrd's own libraries" >&2; exit 1; }
+  rm -rf "$tree" "$tree.ldd"
+}
+
+if [[ ! -s $out/storage-initrd.img || ! -s $out/storage-bench-initrd.img ]]; then
+  echo "test-assets: building storage-initrd.img and storage-bench-initrd.img (busybox + the cloud kernel's storage modules; fio)" >&2
   modules_rootfs srootfs cloud ata_piix sr_mod cdrom isofs virtio_pci virtio_blk virtio_net
   write_init srootfs vmdesk-storage <<'INIT'
 # vmdesk's storage guest: load the storage modules, checksum every file on the CD
@@ -304,40 +355,52 @@ while read -r m; do
   insmod "/lib/modules/$m" || say "insmod $m failed"
 done < /lib/modules/order
 say "modules loaded for $(cat /lib/modules/kernel-release)"
-# Bench mode (vmdesk.bench=1 on the kernel command line; vmm/benches/virtio_blk_guest.rs):
-# time reads and writes of the whole /dev/vda, print one "vmdesk-bench: " line per
-# measurement, power off. O_DIRECT (busybox dd iflag=direct / oflag=direct) keeps the
-# guest's page cache out of it. Clock: adjtimex's tv_sec/tv_usec (microseconds; busybox
-# date has no %N and dd prints no timing). Writes are zeroes (busybox has no faster
-# non-zero source); neither VMM looks for zeroes by default.
+# Bench mode (vmdesk.bench=1 on the kernel command line; vmm/benches/virtio_blk_guest.rs),
+# in storage-bench-initrd.img, which has fio: fio's jobs on the whole /dev/vda with O_DIRECT
+# (the guest's page cache out of it) and libaio, one job at a time: sequential reads and
+# writes of 1 MiB and random reads of 4 KiB, each at queue depth 1 and 16, each for
+# vmdesk.bench_secs= seconds (default 5). Around each job "vmdesk-bench: start JOB" and
+# "vmdesk-bench: end JOB" (the host reads its counters when it sees them); fio's figures
+# come after "end", so printing them on the UART is outside the job: "vmdesk-bench: result
+# JOB kib=KIB ms=MS iops=IOPS err=E" (fio's terse fields: KiB moved, its runtime, its IOPS,
+# its error number), or "vmdesk-bench: failed JOB: WHY" and power off. Then "done", power off.
 if grep -qw vmdesk.bench=1 /proc/cmdline; then
   bench() { echo "vmdesk-bench: $*"; }
-  now_us() { adjtimex | awk '/tv_sec/ { s = $2 } /tv_usec/ { u = $2 } END { printf "%.0f\n", s * 1000000 + u }'; }
+  if [ ! -x /usr/bin/fio ]; then
+    bench "failed: no fio here (boot storage-bench-initrd.img)"
+    poweroff -f
+  fi
+  secs=$(sed -n 's/.*vmdesk\.bench_secs=\([0-9]*\).*/\1/p' /proc/cmdline)
+  secs=${secs:-5}
   for i in $(seq 100); do [ -b /dev/vda ] && break; sleep 0.1; done
-  bytes=$(blockdev --getsize64 /dev/vda)
-  mib=$((bytes >> 20))
-  bench "method o_direct size=$bytes"
-  t0=$(now_us); dd if=/dev/vda of=/dev/null bs=1M count=$mib iflag=direct 2>/dev/null; t1=$(now_us)
-  bench "seq-read-1m bytes=$((mib << 20)) us=$((t1 - t0))"
-  t0=$(now_us); dd if=/dev/zero of=/dev/vda bs=1M count=$mib oflag=direct conv=fsync 2>/dev/null; t1=$(now_us)
-  bench "seq-write-1m bytes=$((mib << 20)) us=$((t1 - t0))"
-  # Scattered 4 KiB reads: busybox has no tool that reads many offsets in one process,
-  # so each read is one dd process. The same loop with count=0 (opens /dev/vda, reads
-  # nothing) is timed too: the host subtracts it ("spawn_us"), and what remains is the
-  # reads' own time; the method's limit is the noise of that subtraction.
-  ops=1000; blocks=$((bytes / 4096)); stride=7919
-  t0=$(now_us)
-  i=0; while [ $i -lt $ops ]; do
-    dd if=/dev/vda of=/dev/null bs=4k count=1 skip=$(((i * stride) % blocks)) iflag=direct 2>/dev/null
-    i=$((i + 1))
+  # The kernel's messages off the console, so none lands inside a job or a line.
+  dmesg -n 1
+  mkdir -p /tmp
+  bench "$(/usr/bin/fio --version) size=$(blockdev --getsize64 /dev/vda) secs=$secs cpus=$(grep -c ^processor /proc/cpuinfo)"
+  for spec in "seq-read-1m read 1M" "seq-write-1m write 1M" "rand-read-4k randread 4k"; do
+    set -- $spec
+    for qd in 1 16; do
+      job=$1-qd$qd
+      bench "start $job"
+      /usr/bin/fio --name="$job" --filename=/dev/vda --direct=1 --ioengine=libaio --rw="$2" --bs="$3" \
+        --iodepth="$qd" --time_based --runtime="$secs" --output-format=terse --terse-version=3 \
+        > /tmp/fio.out 2> /tmp/fio.err
+      rc=$?
+      bench "end $job"
+      # Terse version 3: fields 6-9 are the reads' KiB, KiB/s, IOPS and runtime (ms),
+      # 47-50 the writes'; 5 is the error.
+      line=$(grep '^3;' /tmp/fio.out)
+      if [ $rc -eq 0 ] && [ -n "$line" ]; then
+        echo "$line" | awk -F';' -v job="$job" -v w="$([ "$2" = write ] && echo 1)" '{
+          o = w ? 41 : 0
+          printf "vmdesk-bench: result %s kib=%s ms=%s iops=%s err=%s\n", job, $(6 + o), $(9 + o), $(8 + o), $5
+        }'
+      else
+        bench "failed $job: fio exit $rc: $(cat /tmp/fio.err /tmp/fio.out | head -c 400 | tr '\n' ' ')"
+        poweroff -f
+      fi
+    done
   done
-  t1=$(now_us)
-  i=0; while [ $i -lt $ops ]; do
-    dd if=/dev/vda of=/dev/null bs=4k count=0 skip=$(((i * stride) % blocks)) iflag=direct 2>/dev/null
-    i=$((i + 1))
-  done
-  t2=$(now_us)
-  bench "rand-read-4k ops=$ops us=$((t1 - t0)) spawn_us=$((t2 - t1))"
   bench "done"
   poweroff -f
 fi
@@ -394,6 +457,9 @@ say "done"
 poweroff -f
 INIT
   pack_initrd srootfs storage-initrd.img
+  # The same guest with Debian's fio, for the bench mode.
+  debian_program srootfs fio /usr/bin/fio
+  pack_initrd srootfs storage-bench-initrd.img
 fi
 if [[ ! -s $out/display-initrd.img ]]; then
   echo "test-assets: building display-initrd.img (busybox + the generic kernel's display and input modules)" >&2
@@ -1021,23 +1087,8 @@ esac
 poweroff -f
 INIT
   pack_initrd nrootfs-net net-initrd.img
-  # The same guest with Debian's iperf3: the program, its library and the libraries they
-  # are linked against (ldd: libiperf.so.0, libcrypto.so.3, libsctp.so.1, libm.so.6,
-  # libc.so.6 and the loader), from their packages, unpacked (not installed), all in
-  # /lib/x86_64-linux-gnu where the loader looks without a cache.
-  mkdir -p iperf-debs
-  chmod 755 iperf-debs
-  (cd iperf-debs && apt-get download -q iperf3 libiperf0 libssl3 libsctp1 libc6 >/dev/null)
-  for deb in iperf-debs/*.deb; do dpkg -x "$deb" iperf; done
-  rm -rf iperf-debs
-  mkdir -p nrootfs-net/usr/bin nrootfs-net/lib/x86_64-linux-gnu nrootfs-net/lib64
-  cp iperf/usr/bin/iperf3 nrootfs-net/usr/bin/
-  for so in libiperf.so.0 libcrypto.so.3 libsctp.so.1 libm.so.6 libc.so.6 ld-linux-x86-64.so.2; do
-    f=$(find iperf -name "$so" | head -n 1)
-    [[ -n $f ]] || { echo "test-assets: $so is in none of iperf3's packages" >&2; exit 1; }
-    cp -L "$f" nrootfs-net/lib/x86_64-linux-gnu/
-  done
-  ln -s /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 nrootfs-net/lib64/ld-linux-x86-64.so.2
+  # The same guest with Debian's iperf3.
+  debian_program nrootfs-net iperf3 /usr/bin/iperf3
   pack_initrd nrootfs-net net-bench-initrd.img
 fi
 # ---- UEFI media: GRUB for x86_64-efi, FAT filesystems, a GPT; made without root ----------

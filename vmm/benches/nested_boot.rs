@@ -72,37 +72,6 @@ fn main() {
     }
 }
 
-fn nested_host_script() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../resources/scripts/nested-host.sh")
-}
-
-/// Runs this program with `args` in a nested host, its output passed on line by line;
-/// returns the lines and whether the nested host itself failed (status 125: its kernel
-/// panicked or got stuck, which ends everything inside).
-fn in_nested_host(args: &[String]) -> (Vec<String>, bool) {
-    let exe = std::env::current_exe().expect("this benchmark's path");
-    let mut child = Command::new(nested_host_script())
-        .args(["--timeout", "3600", "--"])
-        .arg(exe)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run the benchmark in the nested host");
-    let mut lines = Vec::new();
-    for line in BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-    {
-        println!("{line}");
-        lines.push(line);
-    }
-    let status = child.wait().expect("wait for the nested host");
-    if !status.success() {
-        println!("  the nested host ended with {status}");
-    }
-    (lines, status.code() == Some(125))
-}
-
 /// Here: the soak, vmdesk-vmm with 1, 2 and 4 vCPUs and QEMU with 4, `n` boots each, the
 /// first half alone on this machine, the second beside a busy loop. When the nested
 /// host's own kernel fails, the boots left run in a new one, and the failure is counted
@@ -133,7 +102,7 @@ fn soak_outside(n: usize, only: &[&str]) {
                 if vmm == "qemu" {
                     args.push("--qemu".into());
                 }
-                let (lines, failed) = in_nested_host(&args);
+                let (lines, failed) = common::in_nested_host(&args, 3600);
                 for l in &lines {
                     if let Some(secs) = l.strip_prefix("soak-boot ended ") {
                         ended += 1;
@@ -168,7 +137,7 @@ fn soak_outside(n: usize, only: &[&str]) {
 /// Here: the nested host's start to a shell, then the measurement in a nested host per
 /// vCPU count (once more if the nested host's own kernel fails).
 fn outside() {
-    let script = nested_host_script();
+    let script = common::nested_host_script();
     println!("nested test host (QEMU TCG -cpu max, kvm_amd inside), median of 3:");
     let mut to_shell = Vec::new();
     let mut whole = Vec::new();
@@ -201,9 +170,9 @@ fn outside() {
     }
     for cpus in ["1", "4"] {
         let args = ["--inside", "--cpus", cpus].map(String::from);
-        if in_nested_host(&args).1 {
+        if common::in_nested_host(&args, 3600).1 {
             println!("  the nested host's kernel failed; measuring {cpus} vCPU(s) once more");
-            in_nested_host(&args);
+            common::in_nested_host(&args, 3600);
         }
     }
 }

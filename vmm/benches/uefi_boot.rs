@@ -105,7 +105,7 @@ fn main() {
     if prerequisites().is_none() {
         return;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../resources/scripts/nested-host.sh");
+    let script = common::nested_host_script();
     let mut inner = vec!["--inside".to_string(), "--runs".into(), runs.to_string()];
     if let Some(dir) = &frames {
         inner.extend(["--frames".into(), dir.display().to_string()]);

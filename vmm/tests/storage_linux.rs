@@ -103,6 +103,64 @@ fn storage_initrd_holds_the_modules_in_load_order() {
 }
 
 #[test]
+fn storage_bench_initrd_is_the_storage_guest_with_a_working_fio() {
+    let test = "storage_bench_initrd_is_the_storage_guest_with_a_working_fio";
+    let Some((kernel, initrd)) = common::linux_assets(test, "storage-initrd.img") else {
+        return;
+    };
+    let Some(bench) = common::asset_or_skip(test, "storage-bench-initrd.img") else {
+        return;
+    };
+    if common::tool_or_skip(test, "cpio").is_none() {
+        return;
+    }
+    let dir = common::temp_dir("storage-bench-initrd");
+    let (plain, with_fio) = (dir.join("plain"), dir.join("bench"));
+    common::unpack_initrd(&initrd, &plain);
+    common::unpack_initrd(&bench, &with_fio);
+    common::checked_module_order(&kernel, &with_fio, LOAD_BEFORE);
+    let init = common::checked_init(&with_fio);
+    assert_eq!(
+        init,
+        common::checked_init(&plain),
+        "both initrds run one /init"
+    );
+    // The bench mode as vmm/benches/virtio_blk_guest.rs reads it.
+    for want in [
+        "vmdesk.bench=1",
+        "vmdesk.bench_secs=",
+        "/usr/bin/fio --name=",
+        "--direct=1 --ioengine=libaio",
+        "--output-format=terse --terse-version=3",
+        "bench \"start $job\"",
+        "bench \"end $job\"",
+        "vmdesk-bench: result %s kib=%s ms=%s iops=%s err=%s",
+    ] {
+        assert!(init.contains(want), "init lacks {want}");
+    }
+    // fio runs with the initrd's own loader and libraries alone.
+    let libs = with_fio.join("lib/x86_64-linux-gnu");
+    assert_eq!(
+        std::fs::read_link(with_fio.join("lib64/ld-linux-x86-64.so.2")).unwrap(),
+        Path::new("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+    );
+    let version = common::run(
+        Command::new(libs.join("ld-linux-x86-64.so.2"))
+            .arg("--inhibit-cache")
+            .arg("--library-path")
+            .arg(&libs)
+            .arg(with_fio.join("usr/bin/fio"))
+            .arg("--version"),
+    );
+    assert!(version.starts_with("fio-3."), "{version}");
+    assert!(
+        !plain.join("usr/bin/fio").exists(),
+        "fio in storage-initrd.img"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn guest_command_line() {
     let args = guest_args(
         Path::new("/a/vmlinuz"),

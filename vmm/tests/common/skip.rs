@@ -175,6 +175,40 @@ fn run_nested(test: &str, script: &Path) {
     tally(&format!("nested {test} {secs:.1}"));
 }
 
+/// resources/scripts/nested-host.sh.
+pub fn nested_host_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../resources/scripts/nested-host.sh")
+}
+
+/// For benchmarks: runs this program with `args` in a nested host (bounded by
+/// `timeout_secs`), its output passed on line by line as it comes; returns the lines and
+/// whether the nested host itself failed (status 125: its kernel panicked or got stuck,
+/// which ends everything inside).
+pub fn in_nested_host(args: &[String], timeout_secs: u64) -> (Vec<String>, bool) {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().expect("this benchmark's path");
+    let mut child = std::process::Command::new(nested_host_script())
+        .args(["--timeout", &timeout_secs.to_string(), "--"])
+        .arg(exe)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the benchmark in the nested host");
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        println!("{line}");
+        lines.push(line);
+    }
+    let status = child.wait().expect("wait for the nested host");
+    if !status.success() {
+        println!("  the nested host ended with {status}");
+    }
+    (lines, status.code() == Some(125))
+}
+
 /// Whether an outside tool is present. Missing tools skip the test with one line,
 /// unless VMDESK_REQUIRE_TOOLS=1 (the test command sets it after installing them).
 pub fn tool_or_skip(test: &str, tool: &str) -> Option<PathBuf> {
