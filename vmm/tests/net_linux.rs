@@ -421,19 +421,7 @@ fn net_initrds_hold_virtio_net_an_init_for_each_test_and_a_working_iperf3() {
     let mode = std::fs::metadata(&script).unwrap().permissions().mode();
     assert_ne!(mode & 0o111, 0, "udhcpc.script is not executable");
     // The bench initrd's iperf3 runs with the initrd's own loader and libraries alone.
-    let libs = with_iperf.join("lib/x86_64-linux-gnu");
-    assert_eq!(
-        std::fs::read_link(with_iperf.join("lib64/ld-linux-x86-64.so.2")).unwrap(),
-        Path::new("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
-    );
-    let version = common::run(
-        Command::new(libs.join("ld-linux-x86-64.so.2"))
-            .arg("--inhibit-cache")
-            .arg("--library-path")
-            .arg(&libs)
-            .arg(with_iperf.join("usr/bin/iperf3"))
-            .arg("--version"),
-    );
+    let version = common::version_with_initrd_libraries(&with_iperf, "usr/bin/iperf3");
     assert!(version.starts_with("iperf 3."), "{version}");
     assert!(
         !plain.join("usr/bin/iperf3").exists(),

@@ -139,19 +139,7 @@ fn storage_bench_initrd_is_the_storage_guest_with_a_working_fio() {
         assert!(init.contains(want), "init lacks {want}");
     }
     // fio runs with the initrd's own loader and libraries alone.
-    let libs = with_fio.join("lib/x86_64-linux-gnu");
-    assert_eq!(
-        std::fs::read_link(with_fio.join("lib64/ld-linux-x86-64.so.2")).unwrap(),
-        Path::new("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
-    );
-    let version = common::run(
-        Command::new(libs.join("ld-linux-x86-64.so.2"))
-            .arg("--inhibit-cache")
-            .arg("--library-path")
-            .arg(&libs)
-            .arg(with_fio.join("usr/bin/fio"))
-            .arg("--version"),
-    );
+    let version = common::version_with_initrd_libraries(&with_fio, "usr/bin/fio");
     assert!(version.starts_with("fio-3."), "{version}");
     assert!(
         !plain.join("usr/bin/fio").exists(),

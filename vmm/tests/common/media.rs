@@ -36,6 +36,23 @@ pub fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs `program --version` (a path inside the unpacked initrd `root`) with the initrd's
+/// own loader and libraries alone, as the guest will (a library test-assets.sh forgot
+/// fails here, not in the guest); returns what it printed.
+pub fn version_with_initrd_libraries(root: &Path, program: &str) -> String {
+    let libs = root.join("lib/x86_64-linux-gnu");
+    assert_eq!(
+        std::fs::read_link(root.join("lib64/ld-linux-x86-64.so.2")).unwrap(),
+        Path::new("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+    );
+    run(Command::new(libs.join("ld-linux-x86-64.so.2"))
+        .arg("--inhibit-cache")
+        .arg("--library-path")
+        .arg(&libs)
+        .arg(root.join(program))
+        .arg("--version"))
+}
+
 /// Makes an ISO 9660 image of the directory `root` with xorriso, labelled `volume`; with
 /// `boot`, that file (relative to `root`, 2048 bytes) is an El Torito no-emulation boot
 /// image loaded at 0x7c00. `None` (after one SKIP line) without xorriso.
