@@ -28,6 +28,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::Vmm;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -120,22 +122,6 @@ struct Figures {
     /// The same VMM idle without a network card (a boot of its own): its CPU share, RSS.
     bare_cpu: Option<f64>,
     bare_rss: Option<f64>,
-}
-
-/// Which VMM.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Vmm {
-    Ours,
-    Qemu,
-}
-
-impl Vmm {
-    fn name(self) -> &'static str {
-        match self {
-            Vmm::Ours => "vmdesk-vmm",
-            Vmm::Qemu => "qemu",
-        }
-    }
 }
 
 /// A tool or asset the measurement needs, or `None` after saying how to get it.

@@ -55,6 +55,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::Vmm;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -135,21 +137,6 @@ fn prerequisites() -> Option<(PathBuf, PathBuf)> {
     let iso = common::asset_or_skip(test, ISO)?;
     let tesseract = common::tool_or_skip(test, "tesseract")?;
     Some((iso, tesseract))
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Vmm {
-    Ours,
-    Qemu,
-}
-
-impl Vmm {
-    fn name(self) -> &'static str {
-        match self {
-            Vmm::Ours => "vmdesk-vmm",
-            Vmm::Qemu => "qemu",
-        }
-    }
 }
 
 /// What one boot gave: seconds from the VMM's start, and MiB.

@@ -50,6 +50,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::Vmm;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -101,21 +103,6 @@ vmdesk-bench: end rand-read-4k-qd16
 vmdesk-bench: result rand-read-4k-qd16 kib=16084 ms=2042 iops=1969 err=0
 vmdesk-bench: done
 ";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Vmm {
-    Ours,
-    Qemu,
-}
-
-impl Vmm {
-    fn name(self) -> &'static str {
-        match self {
-            Vmm::Ours => "vmdesk",
-            Vmm::Qemu => "qemu",
-        }
-    }
-}
 
 /// The host's counters at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -233,3 +233,19 @@ pub fn tool_or_skip(test: &str, tool: &str) -> Option<PathBuf> {
     }
     found
 }
+
+/// Which VMM a benchmark's run is of, and its name in the figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vmm {
+    Ours,
+    Qemu,
+}
+
+impl Vmm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Vmm::Ours => "vmdesk-vmm",
+            Vmm::Qemu => "qemu",
+        }
+    }
+}
